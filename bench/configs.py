@@ -1,0 +1,241 @@
+"""The candidates, the backend, and the configuration files generated for each.
+
+Every proxy gets the same worker count, the same CPUs (workers pinned one per CPU), no logging,
+and runs in the foreground. All addresses are 127.0.0.1; ports stay in 18000-18999 and
+15200-15299.
+"""
+
+import json
+import os
+import re
+import subprocess
+
+HOST = "127.0.0.1"
+BACKEND_PORT = 18000          # nginx serving /small and /64k
+IPERF_PORT = 15200            # iperf3 server
+SMALL_BODY = b"hello world!\n"
+BIG_BODY = (b"0123456789abcdef" * 4096)   # 64 KiB
+
+# name -> ports it listens on, and which traffic it is built for.
+#   http_port: where HTTP cases (and idle) connect; tcp_port: where tcp-bulk connects.
+#   modes: "http" = an HTTP proxy, "tcp" = a TCP proxy (which also tunnels HTTP on http_port).
+CANDIDATES = {
+    "direct":       {"http_port": BACKEND_PORT, "tcp_port": IPERF_PORT, "modes": {"http", "tcp"}},
+    "ringmesh":     {"http_port": 18081, "tcp_port": 15201, "modes": {"http", "tcp"}},
+    "nginx-http":   {"http_port": 18082, "tcp_port": None, "modes": {"http"}},
+    "haproxy-http": {"http_port": 18083, "tcp_port": None, "modes": {"http"}},
+    "haproxy-tcp":  {"http_port": 18084, "tcp_port": 15204, "modes": {"tcp"}},
+    "nginx-stream": {"http_port": 18085, "tcp_port": 15205, "modes": {"tcp"}},
+}
+
+
+def all_ports():
+    ports = {BACKEND_PORT, IPERF_PORT}
+    for c in CANDIDATES.values():
+        ports.update(p for p in (c["http_port"], c["tcp_port"]) if p)
+    return sorted(ports)
+
+
+def nginx_version():
+    try:
+        r = subprocess.run(["nginx", "-v"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    m = re.search(r"nginx/(\d+)\.(\d+)\.(\d+)", r.stderr + r.stdout)
+    return tuple(int(x) for x in m.groups()) if m else None
+
+
+def nginx_stream_module():
+    """'load_module ...;' line for a dynamic stream module, '' if built in, None if absent."""
+    try:
+        r = subprocess.run(["nginx", "-V"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    info = r.stderr + r.stdout
+    if "--with-stream=dynamic" not in info:
+        return "" if "--with-stream" in info else None
+    m = re.search(r"--modules-path=(\S+)", info)
+    for d in ([m.group(1)] if m else []) + ["/usr/lib/nginx/modules", "/usr/share/nginx/modules"]:
+        so = os.path.join(d, "ngx_stream_module.so")
+        if os.path.exists(so):
+            return f"load_module {so};"
+    return None
+
+
+def nginx_argv(prefix, conf):
+    """nginx in the foreground with its own prefix, config and error log."""
+    argv = ["nginx", "-p", prefix.rstrip("/") + "/", "-c", conf, "-g", "daemon off;"]
+    v = nginx_version()
+    if v and v >= (1, 19, 5):
+        argv[1:1] = ["-e", os.path.join(prefix, "error.log")]
+    return argv
+
+
+def _affinity_masks(cpus):
+    """nginx worker_cpu_affinity: one bit mask per worker, worker i on cpus[i]."""
+    return " ".join("1" + "0" * c for c in cpus)
+
+
+def _nginx_common(d, cpus, nofile):
+    for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        os.makedirs(os.path.join(d, "tmp", sub), exist_ok=True)
+    return f"""worker_processes {len(cpus)};
+worker_cpu_affinity {_affinity_masks(cpus)};
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{
+    worker_connections {max(1024, min(65535, nofile - 64))};
+}}
+"""
+
+
+def _nginx_http_common(d):
+    return f"""    access_log off;
+    client_body_temp_path {d}/tmp/client_body;
+    proxy_temp_path {d}/tmp/proxy;
+    fastcgi_temp_path {d}/tmp/fastcgi;
+    uwsgi_temp_path {d}/tmp/uwsgi;
+    scgi_temp_path {d}/tmp/scgi;
+    keepalive_timeout 300s;
+    keepalive_requests 100000000;
+    tcp_nodelay on;
+"""
+
+
+def write_backend(d, cpus, nofile):
+    """The neutral backend: nginx serving /small (13 B) and /64k (64 KiB), keep-alive."""
+    www = os.path.join(d, "www")
+    os.makedirs(www, exist_ok=True)
+    with open(os.path.join(www, "small"), "wb") as f:
+        f.write(SMALL_BODY)
+    with open(os.path.join(www, "64k"), "wb") as f:
+        f.write(BIG_BODY)
+    for path in (d, www, os.path.join(www, "small"), os.path.join(www, "64k")):
+        os.chmod(path, 0o755 if os.path.isdir(path) else 0o644)
+    conf = os.path.join(d, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(_nginx_common(d, cpus, nofile) + f"""http {{
+{_nginx_http_common(d)}    default_type application/octet-stream;
+    sendfile on;
+    open_file_cache max=16 valid=3600s;
+    server {{
+        listen {HOST}:{BACKEND_PORT} backlog=4096;
+        root {www};
+        location = /small {{ }}
+        location = /64k {{ }}
+    }}
+}}
+""")
+    return nginx_argv(d, conf)
+
+
+def write_candidate(name, d, cpus, nofile, ringmesh_bin=None):
+    """Write the config for candidate `name` into directory d; return the argv to run it."""
+    c = CANDIDATES[name]
+    n = len(cpus)
+    if name == "ringmesh":
+        cfg = {
+            "dashboard_host": HOST,
+            "dashboard_port": "",
+            "trusted_origins": [],
+            "service_name": "bench",
+            "workers": n,
+            "listen_host": HOST,
+            "routes": {
+                str(c["http_port"]): {
+                    "name": "http", "protocol": "http", "load_balance": "round_robin",
+                    "backends": [{"name": "nginx", "internal_host": HOST,
+                                  "internal_port": str(BACKEND_PORT)}],
+                },
+                str(c["tcp_port"]): {
+                    "name": "iperf", "protocol": "tcp",
+                    "backends": [{"name": "iperf3", "internal_host": HOST,
+                                  "internal_port": str(IPERF_PORT)}],
+                },
+            },
+        }
+        conf = os.path.join(d, "ringmesh.json")
+        with open(conf, "w") as f:
+            json.dump(cfg, f, indent=2)
+        return [ringmesh_bin, "run", "--config", conf]
+
+    if name == "nginx-http":
+        conf = os.path.join(d, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(_nginx_common(d, cpus, nofile) + f"""http {{
+{_nginx_http_common(d)}    upstream backend {{
+        server {HOST}:{BACKEND_PORT};
+        keepalive 64;
+    }}
+    server {{
+        listen {HOST}:{c['http_port']} backlog=4096;
+        location / {{
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}
+""")
+        return nginx_argv(d, conf)
+
+    if name == "nginx-stream":
+        load = nginx_stream_module() or ""
+        conf = os.path.join(d, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(load + "\n" + _nginx_common(d, cpus, nofile) + f"""stream {{
+    server {{
+        listen {HOST}:{c['tcp_port']} backlog=4096;
+        proxy_pass {HOST}:{IPERF_PORT};
+    }}
+    server {{
+        listen {HOST}:{c['http_port']} backlog=4096;
+        proxy_pass {HOST}:{BACKEND_PORT};
+    }}
+}}
+""")
+        return nginx_argv(d, conf)
+
+    if name in ("haproxy-http", "haproxy-tcp"):
+        maxconn = max(1000, min(50000, (nofile - 200) // 2))
+        cpu_map = "\n".join(f"    cpu-map 1/{i + 1} {cpu}" for i, cpu in enumerate(cpus))
+        head = f"""global
+    nbthread {n}
+{cpu_map}
+    maxconn {maxconn}
+
+defaults
+    timeout connect 5s
+    timeout client 300s
+    timeout server 300s
+    maxconn {maxconn}
+"""
+        if name == "haproxy-http":
+            body = f"""    mode http
+    timeout http-request 300s
+    timeout http-keep-alive 300s
+    option http-keep-alive
+    http-reuse always
+
+listen http
+    bind {HOST}:{c['http_port']}
+    server backend {HOST}:{BACKEND_PORT}
+"""
+        else:
+            body = f"""    mode tcp
+    option splice-auto
+
+listen tcp
+    bind {HOST}:{c['tcp_port']}
+    server iperf3 {HOST}:{IPERF_PORT}
+
+listen http_tunnel
+    bind {HOST}:{c['http_port']}
+    server backend {HOST}:{BACKEND_PORT}
+"""
+        conf = os.path.join(d, "haproxy.cfg")
+        with open(conf, "w") as f:
+            f.write(head + body)
+        return ["haproxy", "-f", conf, "-db"]
+
+    raise ValueError(f"no config for {name}")

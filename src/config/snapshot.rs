@@ -1,0 +1,128 @@
+//! The validated, immutable model of a config file.
+//!
+//! Workers never see JSON: the control side turns a file into a [`Snapshot`] once
+//! (see `validate.rs`) and hands the result to the data plane. Everything here is
+//! plain data; runtime state (counters, health, balancer cursors) lives in
+//! `crate::shared`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Wire protocol a route speaks on its listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// HTTP/1.1 reverse proxy (GopherMesh's default).
+    Http,
+    /// Opaque TCP tunnel, forwarded with splice.
+    Tcp,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Tcp => "tcp",
+        }
+    }
+}
+
+/// How a route chooses a backend for a new connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    RoundRobin,
+    LeastConn,
+    IpHash,
+}
+
+impl Balance {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Balance::RoundRobin => "round_robin",
+            Balance::LeastConn => "least_conn",
+            Balance::IpHash => "ip_hash",
+        }
+    }
+}
+
+/// Per-route connection timeouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Upper bound for one TCP connect to a backend.
+    pub connect: Duration,
+    /// A tunnel with no bytes in either direction for this long is closed
+    /// (the long-connection gate's heartbeat timeout).
+    pub idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(5),
+            idle: Duration::from_secs(600),
+        }
+    }
+}
+
+/// One upstream a route forwards to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    pub name: String,
+    /// Command that starts the backend process; `None` for a plain address
+    /// (GopherMesh's empty or `"internal"` cmd).
+    pub cmd: Option<String>,
+    pub args: Vec<String>,
+    pub host: String,
+    pub port: u16,
+    /// `host:port` resolved once, at validation time.
+    pub addr: SocketAddr,
+}
+
+/// One route: what a listener forwards, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// The key of the route in `routes` (a port, `host:port`, or an alias).
+    pub key: String,
+    pub name: String,
+    pub protocol: Protocol,
+    pub balance: Balance,
+    pub listen: SocketAddr,
+    /// Host names this route answers (http only); empty means "default route of its port".
+    pub hosts: Vec<String>,
+    pub backends: Vec<Backend>,
+    pub timeouts: Timeouts,
+}
+
+/// A listening address and the routes behind it (indices into `Snapshot::routes`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerSpec {
+    pub addr: SocketAddr,
+    pub protocol: Protocol,
+    pub routes: Vec<usize>,
+}
+
+/// Where the status API and dashboard listen; `port == None` means headless.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dashboard {
+    pub host: String,
+    pub port: Option<u16>,
+}
+
+/// A whole validated config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub service_name: String,
+    pub dashboard: Dashboard,
+    pub trusted_origins: Vec<String>,
+    /// GopherMesh's worker-role port; kept for compatibility, unused by ringmesh.
+    pub internal_port: Option<u16>,
+    /// Worker threads; 0 means one per online CPU.
+    pub workers: usize,
+    /// listen(2) backlog of every listener.
+    pub backlog: u32,
+    /// How long open connections may finish after SIGTERM/SIGINT.
+    pub shutdown_grace: Duration,
+    /// Capacity of each splice pipe (F_SETPIPE_SZ).
+    pub pipe_size: usize,
+    pub routes: Vec<Route>,
+    pub listeners: Vec<ListenerSpec>,
+}

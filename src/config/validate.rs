@@ -1,0 +1,776 @@
+//! Config text -> [`Snapshot`], collecting every error with its JSON path.
+//!
+//! Why a walk over `serde_json::Value` rather than `#[derive(Deserialize)]` with
+//! `deny_unknown_fields`: serde stops at the first problem, and operators fixing a
+//! config want the whole list at once (`nginx -t` style), each error naming the
+//! exact place: `routes."8080".backends[1].internal_port: "abc" is not a port number`.
+//!
+//! Keys starting with `//` are comments and ignored at every level, so a config
+//! file (JSON has no comments) can document itself.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use super::snapshot::{
+    Backend, Balance, Dashboard, ListenerSpec, Protocol, Route, Snapshot, Timeouts,
+};
+
+/// One problem in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// JSON path of the offending value, e.g. `routes."8080".backends[0].internal_port`.
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Every problem found in a config file, in document order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+pub const DEFAULT_BACKLOG: u32 = 4096;
+pub const DEFAULT_PIPE_SIZE: usize = 256 * 1024;
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+const TOP_FIELDS: &[&str] = &[
+    "dashboard_host",
+    "dashboard_port",
+    "trusted_origins",
+    "service_name",
+    "internal_port",
+    "routes",
+    "workers",
+    "listen_host",
+    "backlog",
+    "shutdown_grace",
+    "pipe_size",
+];
+const ROUTE_FIELDS: &[&str] = &[
+    "name",
+    "protocol",
+    "load_balance",
+    "backends",
+    "listen",
+    "hosts",
+    "timeouts",
+];
+const BACKEND_FIELDS: &[&str] = &["name", "cmd", "args", "internal_host", "internal_port"];
+const TIMEOUT_FIELDS: &[&str] = &["connect", "idle"];
+
+/// Parses and validates config text.
+pub fn parse(text: &str) -> Result<Snapshot, ConfigErrors> {
+    let root: Value = serde_json::from_str(text).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            path: String::new(),
+            message: format!(
+                "invalid JSON at line {} column {}: {}",
+                e.line(),
+                e.column(),
+                json_error_reason(&e)
+            ),
+        }])
+    })?;
+    let mut v = Validator::default();
+    let snap = v.snapshot(&root);
+    if v.errors.is_empty() {
+        Ok(snap)
+    } else {
+        Err(ConfigErrors(v.errors))
+    }
+}
+
+fn json_error_reason(e: &serde_json::Error) -> String {
+    // serde_json appends " at line X column Y"; we already print both.
+    let s = e.to_string();
+    match s.rfind(" at line ") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
+}
+
+/// Short JSON rendering of a value for error messages.
+fn show(v: &Value) -> String {
+    let mut s = v.to_string();
+    if s.len() > 60 {
+        let mut cut = 57;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push_str("...");
+    }
+    s
+}
+
+fn field_path(parent: &str, field: &str) -> String {
+    if parent.is_empty() {
+        field.to_string()
+    } else {
+        format!("{parent}.{field}")
+    }
+}
+
+#[derive(Default)]
+struct Validator {
+    errors: Vec<ConfigError>,
+}
+
+impl Validator {
+    fn err(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    fn object<'a>(&mut self, v: &'a Value, path: &str) -> Option<&'a Map<String, Value>> {
+        match v {
+            Value::Object(m) => Some(m),
+            other => {
+                self.err(path, format!("expected an object, found {}", show(other)));
+                None
+            }
+        }
+    }
+
+    fn check_fields(&mut self, m: &Map<String, Value>, path: &str, allowed: &[&str]) {
+        for k in m.keys() {
+            if k.starts_with("//") || allowed.contains(&k.as_str()) {
+                continue;
+            }
+            self.err(
+                field_path(path, k),
+                format!("unknown field; expected one of: {}", allowed.join(", ")),
+            );
+        }
+    }
+
+    fn string(&mut self, m: &Map<String, Value>, path: &str, key: &str) -> Option<String> {
+        match m.get(key)? {
+            Value::String(s) => Some(s.clone()),
+            Value::Null => None,
+            other => {
+                self.err(
+                    field_path(path, key),
+                    format!("expected a string, found {}", show(other)),
+                );
+                None
+            }
+        }
+    }
+
+    fn strings(&mut self, m: &Map<String, Value>, path: &str, key: &str) -> Vec<String> {
+        let p = field_path(path, key);
+        match m.get(key) {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(items)) => {
+                let mut out = Vec::with_capacity(items.len());
+                for (i, item) in items.iter().enumerate() {
+                    match item {
+                        Value::String(s) => out.push(s.clone()),
+                        other => {
+                            self.err(
+                                format!("{p}[{i}]"),
+                                format!("expected a string, found {}", show(other)),
+                            );
+                        }
+                    }
+                }
+                out
+            }
+            Some(other) => {
+                self.err(
+                    p,
+                    format!("expected an array of strings, found {}", show(other)),
+                );
+                Vec::new()
+            }
+        }
+    }
+
+    /// A port given as a string (GopherMesh style) or a number. `Ok(None)` for
+    /// absent, null or empty string.
+    fn port(&mut self, m: &Map<String, Value>, path: &str, key: &str) -> Result<Option<u16>, ()> {
+        let p = field_path(path, key);
+        match m.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => match port_value(v) {
+                Ok(p) => Ok(p),
+                Err(msg) => {
+                    self.err(p, msg);
+                    Err(())
+                }
+            },
+        }
+    }
+
+    fn uint(&mut self, m: &Map<String, Value>, path: &str, key: &str, max: u64) -> Option<u64> {
+        let v = m.get(key)?;
+        let p = field_path(path, key);
+        match v.as_u64() {
+            Some(n) if n <= max => Some(n),
+            Some(_) => {
+                self.err(p, format!("{} is too large (at most {max})", show(v)));
+                None
+            }
+            None if v.is_null() => None,
+            None => {
+                self.err(p, format!("{} is not a non-negative integer", show(v)));
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, m: &Map<String, Value>, path: &str, key: &str) -> Option<Duration> {
+        let v = m.get(key)?;
+        if v.is_null() {
+            return None;
+        }
+        match duration_value(v) {
+            Ok(d) => Some(d),
+            Err(msg) => {
+                self.err(field_path(path, key), msg);
+                None
+            }
+        }
+    }
+
+    fn snapshot(&mut self, root: &Value) -> Snapshot {
+        let mut snap = Snapshot {
+            service_name: String::new(),
+            dashboard: Dashboard {
+                host: "127.0.0.1".into(),
+                port: None,
+            },
+            trusted_origins: Vec::new(),
+            internal_port: None,
+            workers: 0,
+            backlog: DEFAULT_BACKLOG,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            pipe_size: DEFAULT_PIPE_SIZE,
+            routes: Vec::new(),
+            listeners: Vec::new(),
+        };
+        let Some(top) = self.object(root, "") else {
+            return snap;
+        };
+        self.check_fields(top, "", TOP_FIELDS);
+
+        if let Some(h) = self.string(top, "", "dashboard_host") {
+            let h = h.trim();
+            if !h.is_empty() {
+                snap.dashboard.host = h.to_string();
+            }
+        }
+        snap.dashboard.port = self.port(top, "", "dashboard_port").unwrap_or(None);
+        snap.trusted_origins = self.strings(top, "", "trusted_origins");
+        snap.service_name = self.string(top, "", "service_name").unwrap_or_default();
+        snap.internal_port = self.port(top, "", "internal_port").unwrap_or(None);
+        if let Some(w) = self.uint(top, "", "workers", 1024) {
+            snap.workers = w as usize;
+        }
+        if let Some(b) = self.uint(top, "", "backlog", 65535) {
+            if b == 0 {
+                self.err("backlog", "must be at least 1");
+            } else {
+                snap.backlog = b as u32;
+            }
+        }
+        if let Some(d) = self.duration(top, "", "shutdown_grace") {
+            snap.shutdown_grace = d;
+        }
+        if let Some(p) = self.uint(top, "", "pipe_size", 64 << 20) {
+            if p < 4096 {
+                self.err(
+                    "pipe_size",
+                    format!("{p} is too small (at least 4096 bytes)"),
+                );
+            } else {
+                snap.pipe_size = p as usize;
+            }
+        }
+        let listen_host: IpAddr = match self.string(top, "", "listen_host") {
+            None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            Some(s) => match s.trim().parse() {
+                Ok(ip) => ip,
+                Err(_) => {
+                    self.err(
+                        "listen_host",
+                        format!("{} is not an IP address", show(&Value::String(s))),
+                    );
+                    IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+                }
+            },
+        };
+
+        match top.get("routes") {
+            None | Some(Value::Null) => {}
+            Some(v) => {
+                if let Some(routes) = self.object(v, "routes") {
+                    for (key, rv) in routes {
+                        if key.starts_with("//") {
+                            continue;
+                        }
+                        if let Some(r) = self.route(key, rv, listen_host, snap.dashboard.port) {
+                            snap.routes.push(r);
+                        }
+                    }
+                }
+            }
+        }
+        snap.listeners = self.listeners(&snap.routes);
+        if let Some(dport) = snap.dashboard.port {
+            let dhost: Option<IpAddr> = snap.dashboard.host.parse().ok();
+            for r in &snap.routes {
+                if r.listen.port() == dport && overlaps(dhost, r.listen.ip()) {
+                    self.err(
+                        "dashboard_port",
+                        format!("{dport} is also the listen port of {}", route_path(&r.key)),
+                    );
+                }
+            }
+        }
+        snap
+    }
+
+    fn route(
+        &mut self,
+        key: &str,
+        v: &Value,
+        listen_host: IpAddr,
+        dashboard_port: Option<u16>,
+    ) -> Option<Route> {
+        let path = route_path(key);
+        let m = self.object(v, &path)?;
+        self.check_fields(m, &path, ROUTE_FIELDS);
+        let before = self.errors.len();
+
+        let name = self
+            .string(m, &path, "name")
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| key.trim().to_string());
+
+        let protocol = match self.string(m, &path, "protocol") {
+            None => Protocol::Http,
+            Some(s) => match s.trim().to_ascii_lowercase().as_str() {
+                "" | "http" => Protocol::Http,
+                "tcp" => Protocol::Tcp,
+                _ => {
+                    self.err(
+                        field_path(&path, "protocol"),
+                        format!(
+                            "{} is not a protocol; expected \"http\" or \"tcp\"",
+                            show(&Value::String(s))
+                        ),
+                    );
+                    Protocol::Http
+                }
+            },
+        };
+        let balance = match self.string(m, &path, "load_balance") {
+            None => Balance::RoundRobin,
+            Some(s) => match s.trim().to_ascii_lowercase().as_str() {
+                "" | "round_robin" => Balance::RoundRobin,
+                "least_conn" => Balance::LeastConn,
+                "ip_hash" => Balance::IpHash,
+                _ => {
+                    self.err(
+                        field_path(&path, "load_balance"),
+                        format!(
+                            "{} is not a load balancer; expected \"round_robin\", \"least_conn\" or \"ip_hash\"",
+                            show(&Value::String(s))
+                        ),
+                    );
+                    Balance::RoundRobin
+                }
+            },
+        };
+
+        // Where to listen: the `listen` field, else the key itself.
+        let listen = match m.get("listen") {
+            Some(lv) if !lv.is_null() => match listen_value(lv, listen_host) {
+                Ok(a) => Some(a),
+                Err(msg) => {
+                    self.err(field_path(&path, "listen"), msg);
+                    None
+                }
+            },
+            _ => match listen_value(&Value::String(key.to_string()), listen_host) {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    self.err(
+                        path.clone(),
+                        "route key is not a port or host:port; an alias route needs a \"listen\" field",
+                    );
+                    None
+                }
+            },
+        };
+
+        let hosts = self.hosts(m, &path, protocol);
+        let timeouts = self.timeouts(m, &path);
+        let backends = self.backends(m, &path, dashboard_port);
+
+        if self.errors.len() != before {
+            return None;
+        }
+        Some(Route {
+            key: key.to_string(),
+            name,
+            protocol,
+            balance,
+            listen: listen?,
+            hosts,
+            backends,
+            timeouts,
+        })
+    }
+
+    fn hosts(&mut self, m: &Map<String, Value>, path: &str, protocol: Protocol) -> Vec<String> {
+        let raw = self.strings(m, path, "hosts");
+        if !raw.is_empty() && protocol == Protocol::Tcp {
+            self.err(
+                field_path(path, "hosts"),
+                "host names need protocol \"http\"; a tcp route owns its whole port",
+            );
+            return Vec::new();
+        }
+        let mut out = Vec::with_capacity(raw.len());
+        for (i, h) in raw.iter().enumerate() {
+            let norm = h.trim().to_ascii_lowercase();
+            if valid_host_pattern(&norm) {
+                out.push(norm);
+            } else {
+                self.err(
+                    format!("{}[{i}]", field_path(path, "hosts")),
+                    format!(
+                        "{} is not a host name (letters, digits, '-', '.', optionally starting with \"*.\")",
+                        show(&Value::String(h.clone()))
+                    ),
+                );
+            }
+        }
+        out
+    }
+
+    fn timeouts(&mut self, m: &Map<String, Value>, path: &str) -> Timeouts {
+        let mut t = Timeouts::default();
+        let Some(v) = m.get("timeouts") else {
+            return t;
+        };
+        let p = field_path(path, "timeouts");
+        let Some(tm) = self.object(v, &p) else {
+            return t;
+        };
+        self.check_fields(tm, &p, TIMEOUT_FIELDS);
+        if let Some(d) = self.duration(tm, &p, "connect") {
+            t.connect = d;
+        }
+        if let Some(d) = self.duration(tm, &p, "idle") {
+            t.idle = d;
+        }
+        t
+    }
+
+    fn backends(
+        &mut self,
+        m: &Map<String, Value>,
+        path: &str,
+        dashboard_port: Option<u16>,
+    ) -> Vec<Backend> {
+        let p = field_path(path, "backends");
+        let items = match m.get("backends") {
+            None | Some(Value::Null) => {
+                self.err(p, "a route needs at least one backend");
+                return Vec::new();
+            }
+            Some(Value::Array(items)) if items.is_empty() => {
+                self.err(p, "a route needs at least one backend");
+                return Vec::new();
+            }
+            Some(Value::Array(items)) => items,
+            Some(other) => {
+                self.err(
+                    p,
+                    format!("expected an array of backends, found {}", show(other)),
+                );
+                return Vec::new();
+            }
+        };
+        let mut out: Vec<Backend> = Vec::with_capacity(items.len());
+        for (i, bv) in items.iter().enumerate() {
+            let bp = format!("{p}[{i}]");
+            let Some(bm) = self.object(bv, &bp) else {
+                continue;
+            };
+            self.check_fields(bm, &bp, BACKEND_FIELDS);
+            let cmd = self
+                .string(bm, &bp, "cmd")
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty() && !s.eq_ignore_ascii_case("internal"));
+            let args = self.strings(bm, &bp, "args");
+            if cmd.is_none() && !args.is_empty() {
+                self.err(field_path(&bp, "args"), "args given without a cmd to run");
+            }
+            let host = self
+                .string(bm, &bp, "internal_host")
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| "127.0.0.1".to_string());
+            let port = match self.port(bm, &bp, "internal_port") {
+                Err(()) => None,
+                Ok(Some(p)) => Some(p),
+                // GopherMesh: an internal backend without a port is the dashboard.
+                Ok(None) if cmd.is_none() && dashboard_port.is_some() => dashboard_port,
+                Ok(None) => {
+                    self.err(
+                        field_path(&bp, "internal_port"),
+                        "missing; the backend's port is required",
+                    );
+                    None
+                }
+            };
+            let name = self
+                .string(bm, &bp, "name")
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty());
+            let Some(port) = port else { continue };
+            let addr = match resolve(&host, port) {
+                Ok(a) => a,
+                Err(msg) => {
+                    self.err(field_path(&bp, "internal_host"), msg);
+                    continue;
+                }
+            };
+            let name = name.unwrap_or_else(|| format!("{host}:{port}"));
+            if out.iter().any(|b| b.name == name) {
+                self.err(
+                    field_path(&bp, "name"),
+                    format!(
+                        "{} is used by another backend of this route",
+                        show(&Value::String(name.clone()))
+                    ),
+                );
+                continue;
+            }
+            out.push(Backend {
+                name,
+                cmd,
+                args,
+                host,
+                port,
+                addr,
+            });
+        }
+        out
+    }
+
+    fn listeners(&mut self, routes: &[Route]) -> Vec<ListenerSpec> {
+        let mut out: Vec<ListenerSpec> = Vec::new();
+        let mut by_addr: HashMap<SocketAddr, usize> = HashMap::new();
+        for (i, r) in routes.iter().enumerate() {
+            // Same port on an overlapping address (0.0.0.0 vs 127.0.0.1) would
+            // split traffic between two sockets in surprising ways: refuse it.
+            if let Some(other) = routes[..i].iter().find(|o| {
+                o.listen.port() == r.listen.port()
+                    && o.listen.ip() != r.listen.ip()
+                    && overlaps(Some(o.listen.ip()), r.listen.ip())
+            }) {
+                self.err(
+                    route_path(&r.key),
+                    format!(
+                        "listen address {} overlaps {} of {}",
+                        r.listen,
+                        other.listen,
+                        route_path(&other.key)
+                    ),
+                );
+                continue;
+            }
+            match by_addr.get(&r.listen) {
+                None => {
+                    by_addr.insert(r.listen, out.len());
+                    out.push(ListenerSpec {
+                        addr: r.listen,
+                        protocol: r.protocol,
+                        routes: vec![i],
+                    });
+                }
+                Some(&li) => {
+                    let first = &routes[out[li].routes[0]];
+                    if r.protocol == Protocol::Tcp || first.protocol == Protocol::Tcp {
+                        self.err(
+                            route_path(&r.key),
+                            format!(
+                                "duplicate listen address {}: already used by {}",
+                                r.listen,
+                                route_path(&first.key)
+                            ),
+                        );
+                        continue;
+                    }
+                    let mut clash = None;
+                    for &oi in &out[li].routes {
+                        let o = &routes[oi];
+                        if r.hosts.is_empty() && o.hosts.is_empty() {
+                            clash = Some(format!(
+                                "duplicate listen address {}: {} is already the default route there; give one of them \"hosts\"",
+                                r.listen,
+                                route_path(&o.key)
+                            ));
+                        } else if let Some(h) = r.hosts.iter().find(|h| o.hosts.contains(h)) {
+                            clash = Some(format!(
+                                "host \"{h}\" on {} is already served by {}",
+                                r.listen,
+                                route_path(&o.key)
+                            ));
+                        }
+                        if clash.is_some() {
+                            break;
+                        }
+                    }
+                    match clash {
+                        Some(msg) => self.err(route_path(&r.key), msg),
+                        None => out[li].routes.push(i),
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// `routes."8080"`: the JSON path of a route.
+pub fn route_path(key: &str) -> String {
+    format!("routes.{}", Value::String(key.to_string()))
+}
+
+fn overlaps(a: Option<IpAddr>, b: IpAddr) -> bool {
+    match a {
+        None => true,
+        Some(a) => a == b || a.is_unspecified() || b.is_unspecified(),
+    }
+}
+
+fn port_value(v: &Value) -> Result<Option<u16>, String> {
+    let n = match v {
+        Value::String(s) if s.trim().is_empty() => return Ok(None),
+        Value::String(s) => s.trim().parse::<u64>().ok(),
+        Value::Number(n) => n.as_u64(),
+        _ => None,
+    };
+    match n {
+        Some(n) if (1..=65535).contains(&n) => Ok(Some(n as u16)),
+        Some(_) => Err(format!("{} is out of range (1-65535)", show(v))),
+        None => Err(format!("{} is not a port number", show(v))),
+    }
+}
+
+fn listen_value(v: &Value, default_host: IpAddr) -> Result<SocketAddr, String> {
+    if let Ok(Some(p)) = port_value(v) {
+        return Ok(SocketAddr::new(default_host, p));
+    }
+    if let Value::String(s) = v {
+        if let Ok(a) = s.trim().parse::<SocketAddr>() {
+            if a.port() != 0 {
+                return Ok(a);
+            }
+        }
+    }
+    Err(format!("{} is not a port or an ip:port address", show(v)))
+}
+
+fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    match (host, port).to_socket_addrs() {
+        Ok(mut it) => it
+            .next()
+            .ok_or_else(|| format!("{host:?} resolves to no address")),
+        Err(e) => Err(format!("cannot resolve {host:?}: {e}")),
+    }
+}
+
+fn valid_host_pattern(h: &str) -> bool {
+    let name = h.strip_prefix("*.").unwrap_or(h);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+/// Durations: a string with a unit (`"250ms"`, `"5s"`, `"2m"`, `"1h"`) or a number of seconds.
+pub fn duration_value(v: &Value) -> Result<Duration, String> {
+    let bad = || {
+        format!(
+            "{} is not a duration; write e.g. \"500ms\", \"30s\", \"5m\" or a number of seconds",
+            show(v)
+        )
+    };
+    let d = match v {
+        Value::Number(n) => {
+            let secs = n.as_f64().ok_or_else(bad)?;
+            if !(0.0..=1e9).contains(&secs) {
+                return Err(bad());
+            }
+            Duration::from_secs_f64(secs)
+        }
+        Value::String(s) => parse_duration(s.trim()).ok_or_else(bad)?,
+        _ => return Err(bad()),
+    };
+    if d.is_zero() {
+        return Err(format!("{} must be greater than zero", show(v)));
+    }
+    Ok(d)
+}
+
+fn parse_duration(s: &str) -> Option<Duration> {
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let secs = match unit.trim() {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return None,
+    };
+    if !(0.0..=1e9).contains(&secs) {
+        return None;
+    }
+    Some(Duration::from_secs_f64(secs))
+}

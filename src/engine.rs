@@ -1,0 +1,298 @@
+//! The engine: binds listeners, starts the workers and the control thread, and
+//! owns the shutdown order.
+//!
+//! Shutdown: a signal (or [`EngineHandle::shutdown`]) marks the shared state as
+//! draining with a deadline; workers close their listeners on their next tick,
+//! let open connections finish until the deadline, then return. A second
+//! signal cuts the grace period short.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::Snapshot;
+use crate::shared::{epoch_ms, Live, Shared};
+use crate::sys;
+use crate::worker::{self, listener, Driver, WorkerSpec};
+
+/// Which I/O driver to run the workers on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IoMode {
+    /// io_uring when it can be set up, else epoll with a warning.
+    #[default]
+    Auto,
+    /// io_uring or fail.
+    Uring,
+    /// epoll (monoio's legacy driver).
+    Epoll,
+}
+
+/// How to run an [`Engine`].
+#[derive(Debug, Clone, Default)]
+pub struct EngineOptions {
+    pub io: IoMode,
+    /// Overrides the config's `workers` when set.
+    pub workers: Option<usize>,
+    /// Install SIGINT/SIGTERM/SIGHUP handlers (the binary does; embedders may not).
+    pub handle_signals: bool,
+}
+
+/// Why the engine could not run.
+#[derive(Debug)]
+pub enum EngineError {
+    /// A listener could not be bound (address in use, permission, ...).
+    Bind(SocketAddr, std::io::Error),
+    /// io_uring was required but is not available.
+    Uring(std::io::Error),
+    /// Threads or signals could not be set up.
+    Setup(String),
+}
+
+impl std::fmt::Display for EngineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EngineError::Bind(a, e) if e.kind() == std::io::ErrorKind::AddrInUse => write!(
+                f,
+                "cannot listen on {a}: address already in use (another ringmesh or server holds it)"
+            ),
+            EngineError::Bind(a, e) => write!(f, "cannot listen on {a}: {e}"),
+            EngineError::Uring(e) => write!(f, "io_uring is not available: {e} (try --io epoll)"),
+            EngineError::Setup(s) => f.write_str(s),
+        }
+    }
+}
+
+impl std::error::Error for EngineError {}
+
+/// Stops a running engine from any thread.
+#[derive(Clone, Debug)]
+pub struct EngineHandle {
+    stop: Arc<AtomicBool>,
+}
+
+impl EngineHandle {
+    /// Begins a graceful shutdown (as SIGTERM does).
+    pub fn shutdown(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// The embeddable proxy: `Engine::new(snapshot, opts).run()` blocks until shutdown.
+pub struct Engine {
+    snapshot: Snapshot,
+    opts: EngineOptions,
+    stop: Arc<AtomicBool>,
+}
+
+impl Engine {
+    pub fn new(snapshot: Snapshot, opts: EngineOptions) -> Engine {
+        Engine {
+            snapshot,
+            opts,
+            stop: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// A handle that can stop the engine once it runs.
+    pub fn handle(&self) -> EngineHandle {
+        EngineHandle {
+            stop: self.stop.clone(),
+        }
+    }
+
+    /// Same as `handle().shutdown()`.
+    pub fn shutdown(&self) {
+        self.handle().shutdown();
+    }
+
+    /// Binds every listener, runs until shutdown completes, then returns.
+    pub fn run(self) -> Result<(), EngineError> {
+        sys::ignore_sigpipe();
+        match sys::raise_nofile_limit() {
+            Ok(n) => tracing::debug!("open-file limit {n}"),
+            Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),
+        }
+        let cpus = sys::allowed_cpus();
+        let workers = match self.opts.workers.unwrap_or(self.snapshot.workers) {
+            0 => cpus.len().max(1),
+            n => n,
+        };
+        let driver = match self.opts.io {
+            IoMode::Epoll => Driver::Epoll,
+            IoMode::Uring => {
+                worker::probe_uring().map_err(EngineError::Uring)?;
+                Driver::Uring
+            }
+            IoMode::Auto => match worker::probe_uring() {
+                Ok(()) => Driver::Uring,
+                Err(e) => {
+                    tracing::warn!("io_uring unavailable ({e}); workers use epoll");
+                    Driver::Epoll
+                }
+            },
+        };
+
+        // Bind everything before starting anything: a bad address fails the
+        // start cleanly instead of leaving half the workers serving.
+        for l in &self.snapshot.listeners {
+            listener::ensure_free(l.addr).map_err(|e| EngineError::Bind(l.addr, e))?;
+        }
+        let mut per_worker: Vec<Vec<(SocketAddr, std::net::TcpListener)>> = Vec::new();
+        for _ in 0..workers {
+            let mut ls = Vec::new();
+            for l in &self.snapshot.listeners {
+                let sock = listener::bind(l.addr, self.snapshot.backlog)
+                    .map_err(|e| EngineError::Bind(l.addr, e))?;
+                ls.push((l.addr, sock));
+            }
+            per_worker.push(ls);
+        }
+
+        let grace = self.snapshot.shutdown_grace;
+        let pipe_size = self.snapshot.pipe_size;
+        let addrs: Vec<String> = self
+            .snapshot
+            .listeners
+            .iter()
+            .map(|l| format!("{} ({})", l.addr, l.protocol.as_str()))
+            .collect();
+        let shared = Arc::new(Shared::new(
+            Live::build(self.snapshot, workers, None),
+            workers,
+        ));
+
+        let signals = if self.opts.handle_signals {
+            Some(Signals::install().map_err(|e| EngineError::Setup(format!("signals: {e}")))?)
+        } else {
+            None
+        };
+
+        let (ready_tx, ready_rx) = crossbeam_channel::bounded::<(usize, Driver)>(workers);
+        let mut handles = Vec::with_capacity(workers);
+        for (id, listeners) in per_worker.into_iter().enumerate() {
+            let spec = WorkerSpec {
+                id,
+                cpu: (!cpus.is_empty()).then(|| cpus[id % cpus.len()]),
+                driver,
+                listeners,
+                pipe_size,
+            };
+            let tx = ready_tx.clone();
+            let h = worker::spawn(spec, shared.clone(), move |id, d| {
+                let _ = tx.send((id, d));
+            });
+            match h {
+                Ok(h) => handles.push(h),
+                Err(e) => {
+                    shared.force_stop();
+                    for h in handles {
+                        let _ = h.join();
+                    }
+                    return Err(EngineError::Setup(format!(
+                        "cannot start worker thread: {e}"
+                    )));
+                }
+            }
+        }
+        drop(ready_tx);
+
+        let stop = self.stop.clone();
+        let control = std::thread::Builder::new()
+            .name("ringmesh-ctl".into())
+            .spawn(move || control_loop(shared, handles, ready_rx, signals, stop, grace, addrs))
+            .map_err(|e| EngineError::Setup(format!("cannot start control thread: {e}")))?;
+        control
+            .join()
+            .map_err(|_| EngineError::Setup("control thread panicked".into()))
+    }
+}
+
+/// Signal flags, set by handlers and read by the control loop.
+struct Signals {
+    term: Arc<AtomicBool>,
+    hup: Arc<AtomicBool>,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        let term = Arc::new(AtomicBool::new(false));
+        let hup = Arc::new(AtomicBool::new(false));
+        for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+            signal_hook::flag::register(sig, term.clone())?;
+        }
+        signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())?;
+        Ok(Signals { term, hup })
+    }
+}
+
+fn control_loop(
+    shared: Arc<Shared>,
+    handles: Vec<std::thread::JoinHandle<()>>,
+    ready_rx: crossbeam_channel::Receiver<(usize, Driver)>,
+    signals: Option<Signals>,
+    stop: Arc<AtomicBool>,
+    grace: Duration,
+    addrs: Vec<String>,
+) {
+    let workers = handles.len();
+    let mut ready = 0usize;
+    let mut drivers = Vec::new();
+    let mut draining = false;
+    loop {
+        if ready < workers {
+            match ready_rx.recv_timeout(Duration::from_millis(50)) {
+                Ok((_, d)) => {
+                    ready += 1;
+                    drivers.push(d);
+                    if ready == workers {
+                        let uring = drivers.iter().filter(|&&d| d == Driver::Uring).count();
+                        tracing::info!(
+                            workers,
+                            io_uring = uring,
+                            epoll = workers - uring,
+                            "ready; listening on {}",
+                            addrs.join(", ")
+                        );
+                    }
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => ready = workers,
+            }
+        } else {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let term = signals
+            .as_ref()
+            .is_some_and(|s| s.term.swap(false, Ordering::SeqCst));
+        let requested = stop.swap(false, Ordering::SeqCst);
+        if term || requested {
+            if draining {
+                tracing::warn!("second stop request: closing open connections now");
+                shared.force_stop();
+            } else {
+                draining = true;
+                tracing::info!(
+                    grace_s = grace.as_secs_f64(),
+                    "shutting down: listeners closed, draining connections"
+                );
+                shared.drain(epoch_ms() + grace.as_millis() as u64);
+            }
+        }
+        if signals
+            .as_ref()
+            .is_some_and(|s| s.hup.swap(false, Ordering::SeqCst))
+        {
+            tracing::warn!("SIGHUP: config reload is not available in this build; ignoring");
+        }
+        if handles.iter().all(|h| h.is_finished()) {
+            break;
+        }
+    }
+    for h in handles {
+        if h.join().is_err() {
+            tracing::error!("a worker thread panicked");
+        }
+    }
+    tracing::info!("stopped");
+}

@@ -1,0 +1,40 @@
+//! ringmesh: a thread-per-core TCP/HTTP proxy and gateway on io_uring.
+//!
+//! ```text
+//!  main thread: CLI, load + validate config, Engine::run, wait
+//!     |
+//!     +-- control thread: signals, drain (later: supervision, health, reload, API)
+//!     +-- workers (one per CPU, pinned): monoio runtime (io_uring, epoll fallback),
+//!         one SO_REUSEPORT listener per route address, accept -> route -> balance
+//!         -> connect -> splice tunnel
+//!                shared: Arc<Live> snapshot, per-backend atomics, per-worker counters
+//! ```
+//!
+//! Lexicon (one word per concept):
+//! - **route**: what a listen address forwards, and to which backends.
+//! - **backend**: one upstream address (optionally a process ringmesh starts).
+//! - **worker**: an OS thread with its own runtime; owns its listeners and pools.
+//! - **listener**: a worker's SO_REUSEPORT socket for one address.
+//! - **client**: the peer that connected to a listener. **upstream**: our connection to a backend.
+//! - **snapshot**: an immutable validated config; **live**: a snapshot plus runtime state.
+//! - **drain**: stop accepting, let open connections finish.
+//!
+//! Modules:
+//! - [`config`]: config.json (GopherMesh-compatible) -> validated [`config::Snapshot`]; pure.
+//! - [`balance`]: round_robin, least_conn, ip_hash; pure.
+//! - [`shared`]: the only state the control thread and workers both touch.
+//! - [`worker`]: threads, runtimes, listeners, accept loop.
+//! - [`proxy`]: backend connect with failover, splice tunnels.
+//! - [`engine`]: start-up and shutdown order.
+//! - [`sys`]: the raw syscalls (splice, pipes, accept4, affinity), each `unsafe` justified.
+
+pub mod balance;
+pub mod config;
+pub mod engine;
+pub mod proxy;
+pub mod shared;
+pub mod sys;
+pub mod worker;
+
+pub use config::{ConfigError, ConfigErrors, Snapshot};
+pub use engine::{Engine, EngineError, EngineHandle, EngineOptions, IoMode};

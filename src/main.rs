@@ -1,0 +1,142 @@
+//! The `ringmesh` binary: CLI only. Parses arguments, calls the library, maps
+//! errors to exit codes (1: invalid config for `check`, 64: bad config for `run`,
+//! 70: runtime failure).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use ringmesh::config;
+use ringmesh::{Engine, EngineOptions, IoMode};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(
+    name = "ringmesh",
+    version,
+    about = "Thread-per-core io_uring TCP/HTTP proxy and gateway"
+)]
+struct Cli {
+    /// Log level: error, warn, info, debug, trace (or a tracing filter). Env: RINGMESH_LOG.
+    #[arg(long, global = true)]
+    log: Option<String>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the proxy in the foreground (writes a default config if the file is missing).
+    Run {
+        /// Config file.
+        #[arg(short, long, default_value = "config.json")]
+        config: PathBuf,
+        /// I/O driver: io_uring, epoll, or io_uring with epoll fallback.
+        #[arg(long, value_enum, default_value_t = Io::Auto)]
+        io: Io,
+        /// Worker threads (overrides the config; 0 = one per CPU).
+        #[arg(long)]
+        workers: Option<usize>,
+    },
+    /// Validate a config file and exit: 0 when valid, 1 with every error listed.
+    Check {
+        /// Config file.
+        #[arg(short, long, default_value = "config.json")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Io {
+    Auto,
+    Uring,
+    Epoll,
+}
+
+fn init_logs(level: Option<&str>) {
+    let filter = level
+        .map(str::to_string)
+        .or_else(|| std::env::var("RINGMESH_LOG").ok())
+        .unwrap_or_else(|| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // journald adds its own timestamps; a terminal gets them from us.
+    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_target(false);
+    if journald {
+        builder.without_time().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Check { config: path } => match config::load(&path) {
+            Ok((snap, _)) => {
+                println!(
+                    "{}: ok ({} route(s), {} listener(s))",
+                    path.display(),
+                    snap.routes.len(),
+                    snap.listeners.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{}: invalid config", path.display());
+                for line in e.to_string().lines() {
+                    eprintln!("  {line}");
+                }
+                ExitCode::from(1)
+            }
+        },
+        Cmd::Run {
+            config: path,
+            io,
+            workers,
+        } => {
+            init_logs(cli.log.as_deref());
+            let snap = match config::load_or_init(&path) {
+                Ok((snap, _, written)) => {
+                    if written {
+                        tracing::info!(
+                            "{} did not exist; wrote a default config there",
+                            path.display()
+                        );
+                    }
+                    snap
+                }
+                Err(e) => {
+                    tracing::error!("{}: invalid config", path.display());
+                    for line in e.to_string().lines() {
+                        tracing::error!("  {line}");
+                    }
+                    return ExitCode::from(64);
+                }
+            };
+            let opts = EngineOptions {
+                io: match io {
+                    Io::Auto => IoMode::Auto,
+                    Io::Uring => IoMode::Uring,
+                    Io::Epoll => IoMode::Epoll,
+                },
+                workers,
+                handle_signals: true,
+            };
+            match Engine::new(snap, opts).run() {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    ExitCode::from(70)
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! Connecting to a route's backends: pick, connect with a timeout, fail over.
+//!
+//! Connects are non-blocking socket + connect(2) + a writability wait through
+//! the runtime, raced against a timer. Dropping a readiness wait loses nothing
+//! (unlike an in-flight io_uring CONNECT or ACCEPT whose completion could
+//! still hand us an fd after we gave up).
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use monoio::net::TcpStream;
+use socket2::{Domain, Socket, Type};
+
+use crate::balance;
+use crate::shared::{LiveRoute, RouteSlot};
+use crate::sys;
+
+/// Most backends tried for one client connection.
+pub const MAX_ATTEMPTS: usize = 3;
+
+/// An open upstream connection; counts toward its backend's active connections
+/// (least_conn) until dropped.
+pub struct Upstream<'r> {
+    pub stream: TcpStream,
+    pub backend: usize,
+    route: &'r LiveRoute,
+}
+
+impl Drop for Upstream<'_> {
+    fn drop(&mut self) {
+        if let Some(b) = self.route.backends.get(self.backend) {
+            b.state.active.fetch_sub(1, Relaxed);
+        }
+    }
+}
+
+/// Why no backend could be reached.
+#[derive(Debug)]
+pub struct ConnectFailed {
+    pub attempts: usize,
+    pub last: Option<io::Error>,
+}
+
+impl std::fmt::Display for ConnectFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.last {
+            Some(e) => write!(f, "{} connect attempt(s) failed, last: {e}", self.attempts),
+            None => write!(f, "no backend available"),
+        }
+    }
+}
+
+/// Picks a backend for `client_hash` and connects, trying up to
+/// [`MAX_ATTEMPTS`] different backends. A failed backend is put in cooldown.
+pub async fn connect<'r>(
+    route: &'r LiveRoute,
+    slot: &RouteSlot,
+    client_hash: u64,
+    now_ms: impl Fn() -> u64,
+) -> Result<Upstream<'r>, ConnectFailed> {
+    let n = route.backends.len();
+    let attempts = n.min(MAX_ATTEMPTS);
+    let mut tried = [usize::MAX; MAX_ATTEMPTS];
+    let mut last = None;
+    let policy = route.cfg.balance;
+    for attempt in 0..attempts {
+        let cursor = slot.cursor.get();
+        slot.cursor.add(1);
+        let now = now_ms();
+        let tried_now = &tried[..attempt];
+        let backends = &route.backends;
+        let pick = |ok: &dyn Fn(usize) -> bool| {
+            balance::pick(
+                policy,
+                n,
+                cursor,
+                client_hash,
+                tried_now,
+                ok,
+                |i| backends[i].state.active.load(Relaxed),
+                |i| backends[i].seed,
+            )
+        };
+        // Every untried backend cooling down: try the one that failed longest
+        // ago rather than refuse outright (a lone backend that restarts must
+        // not be shunned for the whole cooldown, as nginx does for one server).
+        let Some(i) = pick(&|i| backends[i].state.available(now)).or_else(|| {
+            (0..n)
+                .filter(|i| !tried_now.contains(i))
+                .min_by_key(|&i| backends[i].state.down_until_ms.load(Relaxed))
+        }) else {
+            break;
+        };
+        tried[attempt] = i;
+        let b = &backends[i];
+        match connect_timeout(b.cfg.addr, route.cfg.timeouts.connect).await {
+            Ok(stream) => {
+                b.state.mark_ok();
+                b.state.active.fetch_add(1, Relaxed);
+                return Ok(Upstream {
+                    stream,
+                    backend: i,
+                    route,
+                });
+            }
+            Err(e) => {
+                if b.state.mark_failed(now_ms()) {
+                    tracing::warn!(
+                        route = %route.cfg.name,
+                        backend = %b.cfg.name,
+                        addr = %b.cfg.addr,
+                        "backend connect failed, cooling down: {e}"
+                    );
+                }
+                last = Some(e);
+            }
+        }
+    }
+    Err(ConnectFailed {
+        attempts: tried.iter().filter(|&&t| t != usize::MAX).count(),
+        last,
+    })
+}
+
+/// Non-blocking connect with TCP_NODELAY, bounded by `timeout`.
+pub async fn connect_timeout(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+    let sock = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking().cloexec(),
+        None,
+    )?;
+    sock.set_nodelay(true)?;
+    match sock.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    let std: std::net::TcpStream = sock.into();
+    let stream = TcpStream::from_std(std)?;
+    monoio::select! {
+        r = stream.writable(false) => r?,
+        _ = monoio::time::sleep(timeout) => {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"));
+        }
+    }
+    if let Some(e) = sys::take_socket_error(stream.as_raw_fd())? {
+        return Err(e);
+    }
+    Ok(stream)
+}
+
+/// Wraps an accepted non-blocking socket for the runtime.
+pub fn adopt(fd: std::os::fd::OwnedFd) -> io::Result<TcpStream> {
+    TcpStream::from_std(std::net::TcpStream::from(fd))
+}

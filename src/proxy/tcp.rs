@@ -1,0 +1,71 @@
+//! A TCP route end to end: accepted client -> backend -> spliced tunnel.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use monoio::net::TcpStream;
+
+use crate::balance::client_hash;
+use crate::proxy::connect;
+use crate::proxy::splice::{tunnel, Meter, TunnelEnd};
+use crate::shared::{LiveRoute, RouteSlot};
+use crate::worker::WorkerCtx;
+
+struct ConnMeter<'a> {
+    ctx: &'a WorkerCtx,
+    slot: &'a RouteSlot,
+}
+
+impl Meter for ConnMeter<'_> {
+    #[inline]
+    fn now_ms(&self) -> u64 {
+        self.ctx.now_ms()
+    }
+    #[inline]
+    fn moved(&self, up: bool, n: u64) {
+        if up {
+            self.slot.bytes_in.add(n);
+        } else {
+            self.slot.bytes_out.add(n);
+        }
+    }
+}
+
+/// Serves one client connection of a tcp route.
+pub async fn serve(ctx: Rc<WorkerCtx>, client: TcpStream, peer: SocketAddr, route: Arc<LiveRoute>) {
+    let Some(slot) = route.slots.get(ctx.id) else {
+        return;
+    };
+    let meter = ConnMeter { ctx: &ctx, slot };
+    let upstream =
+        match connect::connect(&route, slot, client_hash(peer.ip()), || ctx.now_ms()).await {
+            Ok(u) => u,
+            Err(e) => {
+                slot.errors.add(1);
+                tracing::debug!(route = %route.cfg.name, %peer, "no backend: {e}");
+                return;
+            }
+        };
+    match tunnel(
+        &ctx.pipes,
+        &meter,
+        &client,
+        &upstream.stream,
+        route.cfg.timeouts.idle,
+    )
+    .await
+    {
+        Ok(_) => {}
+        Err(TunnelEnd::Idle) => {
+            tracing::debug!(route = %route.cfg.name, %peer, "idle timeout, closing");
+        }
+        Err(TunnelEnd::Client(e)) => {
+            tracing::debug!(route = %route.cfg.name, %peer, "client side: {e}");
+        }
+        Err(TunnelEnd::Backend(e)) => {
+            slot.errors.add(1);
+            tracing::debug!(route = %route.cfg.name, %peer, "backend side: {e}");
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! The only state both planes touch.
+//!
+//! - [`Live`]: an immutable snapshot plus its runtime state (per-backend atomics,
+//!   per-worker counters), published by the control thread as an `Arc`.
+//!   Workers pick up a new one on their tick; no lock on the request path.
+//! - [`Shared`]: the publication point and the drain/stop flags.
+//!
+//! Counters are per worker and cache-line padded: each slot has one writer
+//! (its worker), which updates it with a relaxed load + store (no locked
+//! read-modify-write); readers sum the slots.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::balance::str_hash;
+use crate::config::{Backend, Route, Snapshot};
+
+/// Keeps a value on its own cache line(s) so workers never false-share.
+#[repr(align(128))]
+#[derive(Default, Debug)]
+pub struct Padded<T>(pub T);
+
+impl<T> std::ops::Deref for Padded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+/// A counter with a single writer thread.
+#[derive(Default, Debug)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds `n`. Only the owning worker may call this (single writer).
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.0.store(self.0.load(Relaxed).wrapping_add(n), Relaxed);
+    }
+    #[inline]
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
+/// One worker's counters for one route.
+#[derive(Default, Debug)]
+pub struct RouteSlot {
+    pub opened: Counter,
+    pub closed: Counter,
+    pub bytes_in: Counter,
+    pub bytes_out: Counter,
+    pub errors: Counter,
+    pub requests: Counter,
+    /// Round-robin cursor of this worker for this route.
+    pub cursor: Counter,
+}
+
+/// Totals over all workers, for status and metrics.
+#[derive(Default, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteTotals {
+    pub active: u64,
+    pub total: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub errors: u64,
+    pub requests: u64,
+}
+
+/// Runtime state of one backend, shared by all workers.
+#[derive(Debug, Default)]
+pub struct BackendState {
+    /// Open connections across all workers (least_conn reads this).
+    pub active: AtomicU32,
+    /// Until this many ms after [`epoch`], skip the backend: its last connect failed.
+    pub down_until_ms: AtomicU64,
+    pub connect_failures: AtomicU64,
+}
+
+/// How long a backend whose connect failed is skipped.
+pub const COOLDOWN: Duration = Duration::from_secs(10);
+
+impl BackendState {
+    pub fn available(&self, now_ms: u64) -> bool {
+        self.down_until_ms.load(Relaxed) <= now_ms
+    }
+    /// Marks a failed connect; returns true when the backend just went down.
+    pub fn mark_failed(&self, now_ms: u64) -> bool {
+        self.connect_failures.fetch_add(1, Relaxed);
+        let until = now_ms + COOLDOWN.as_millis() as u64;
+        self.down_until_ms.swap(until, Relaxed) <= now_ms
+    }
+    pub fn mark_ok(&self) {
+        if self.down_until_ms.load(Relaxed) != 0 {
+            self.down_until_ms.store(0, Relaxed);
+        }
+    }
+}
+
+/// A backend of a live route: its config and its shared state.
+#[derive(Debug)]
+pub struct LiveBackend {
+    pub cfg: Backend,
+    pub state: Arc<BackendState>,
+    /// Stable identity hash for ip_hash.
+    pub seed: u64,
+}
+
+/// A route of a live config.
+#[derive(Debug)]
+pub struct LiveRoute {
+    pub cfg: Route,
+    pub backends: Vec<LiveBackend>,
+    /// One slot per worker.
+    pub slots: Box<[Padded<RouteSlot>]>,
+}
+
+impl LiveRoute {
+    pub fn totals(&self) -> RouteTotals {
+        let mut t = RouteTotals::default();
+        for s in self.slots.iter() {
+            let (o, c) = (s.opened.get(), s.closed.get());
+            t.total += o;
+            t.active += o.saturating_sub(c);
+            t.bytes_in += s.bytes_in.get();
+            t.bytes_out += s.bytes_out.get();
+            t.errors += s.errors.get();
+            t.requests += s.requests.get();
+        }
+        t
+    }
+}
+
+/// A published config with its runtime state.
+#[derive(Debug)]
+pub struct Live {
+    pub snapshot: Snapshot,
+    pub routes: Vec<Arc<LiveRoute>>,
+    /// Listener address -> index into `snapshot.listeners`.
+    pub by_listen: HashMap<SocketAddr, usize>,
+}
+
+impl Live {
+    /// Builds the runtime view of `snapshot` for `workers` workers, carrying
+    /// backend state over from `prev` where route key, backend name and address match.
+    pub fn build(snapshot: Snapshot, workers: usize, prev: Option<&Live>) -> Live {
+        let routes = snapshot
+            .routes
+            .iter()
+            .map(|r| {
+                let old = prev.and_then(|p| p.routes.iter().find(|o| o.cfg.key == r.key));
+                let backends = r
+                    .backends
+                    .iter()
+                    .map(|b| {
+                        let state = old
+                            .and_then(|o| {
+                                o.backends
+                                    .iter()
+                                    .find(|ob| ob.cfg.name == b.name && ob.cfg.addr == b.addr)
+                            })
+                            .map(|ob| ob.state.clone())
+                            .unwrap_or_default();
+                        LiveBackend {
+                            seed: str_hash(&b.name),
+                            cfg: b.clone(),
+                            state,
+                        }
+                    })
+                    .collect();
+                let slots = match old {
+                    Some(o) if o.slots.len() == workers => {
+                        // Keep counting where the old route left off.
+                        let s: Vec<Padded<RouteSlot>> =
+                            (0..workers).map(|_| Padded::default()).collect();
+                        for (n, o) in s.iter().zip(o.slots.iter()) {
+                            n.opened.add(o.opened.get());
+                            n.closed.add(o.closed.get());
+                            n.bytes_in.add(o.bytes_in.get());
+                            n.bytes_out.add(o.bytes_out.get());
+                            n.errors.add(o.errors.get());
+                            n.requests.add(o.requests.get());
+                        }
+                        s.into_boxed_slice()
+                    }
+                    _ => (0..workers).map(|_| Padded::default()).collect(),
+                };
+                Arc::new(LiveRoute {
+                    cfg: r.clone(),
+                    backends,
+                    slots,
+                })
+            })
+            .collect();
+        let by_listen = snapshot
+            .listeners
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.addr, i))
+            .collect();
+        Live {
+            snapshot,
+            routes,
+            by_listen,
+        }
+    }
+}
+
+/// Milliseconds since the process's epoch: the coarse clock of the data plane.
+pub fn epoch_ms() -> u64 {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+/// The publication point between the control thread and the workers.
+#[derive(Debug)]
+pub struct Shared {
+    current: Mutex<Arc<Live>>,
+    /// Bumped on every publish; workers compare it on their tick.
+    generation: AtomicU64,
+    /// Stop accepting and let connections finish.
+    draining: AtomicBool,
+    /// Deadline for open connections, in [`epoch_ms`] (valid once draining).
+    drain_deadline_ms: AtomicU64,
+    pub workers: usize,
+}
+
+impl Shared {
+    pub fn new(live: Live, workers: usize) -> Shared {
+        Shared {
+            current: Mutex::new(Arc::new(live)),
+            generation: AtomicU64::new(1),
+            draining: AtomicBool::new(false),
+            drain_deadline_ms: AtomicU64::new(u64::MAX),
+            workers,
+        }
+    }
+
+    /// The current live config (takes a lock: control side and worker ticks only).
+    pub fn live(&self) -> Arc<Live> {
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn publish(&self, live: Arc<Live>) {
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = live;
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Starts draining: listeners close, open connections get until `deadline_ms`.
+    pub fn drain(&self, deadline_ms: u64) {
+        self.drain_deadline_ms.store(deadline_ms, Relaxed);
+        self.draining
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Cuts the drain short: workers close what is left now.
+    pub fn force_stop(&self) {
+        self.drain(0);
+    }
+
+    pub fn draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub fn drain_deadline_ms(&self) -> u64 {
+        self.drain_deadline_ms.load(Relaxed)
+    }
+}

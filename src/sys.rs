@@ -1,0 +1,188 @@
+//! Thin wrappers over the syscalls the runtime does not wrap. Every `unsafe`
+//! block of the crate's data plane lives here, one syscall each.
+
+use std::io;
+use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+/// Moves up to `len` bytes from `from` to `to` without blocking; one of them must be a pipe.
+/// `Ok(0)` from a socket means EOF; `WouldBlock` means wait for readiness.
+#[inline]
+pub fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
+    // SAFETY: plain syscall on caller-owned fds; null offsets are valid for
+    // pipes and sockets; the kernel validates the fds.
+    let n = unsafe {
+        libc::splice(
+            from,
+            std::ptr::null_mut(),
+            to,
+            std::ptr::null_mut(),
+            len,
+            libc::SPLICE_F_NONBLOCK | libc::SPLICE_F_MOVE,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// A non-blocking, close-on-exec pipe: `(read end, write end)`.
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: `fds` is a valid, writable array of two c_ints as pipe2 requires.
+    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) })?;
+    // SAFETY: pipe2 succeeded, so both fds are open and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Sets a pipe's capacity (F_SETPIPE_SZ); returns the capacity the kernel granted.
+pub fn set_pipe_size(fd: &OwnedFd, size: usize) -> io::Result<usize> {
+    // SAFETY: fcntl on an fd we own; F_SETPIPE_SZ takes an int argument.
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, size as libc::c_int) })
+        .map(|n| n as usize)
+}
+
+/// Current capacity of a pipe (F_GETPIPE_SZ).
+pub fn pipe_size(fd: &OwnedFd) -> io::Result<usize> {
+    // SAFETY: fcntl on an fd we own; F_GETPIPE_SZ takes no argument.
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETPIPE_SZ) }).map(|n| n as usize)
+}
+
+/// shutdown(SHUT_WR): sends FIN, keeps the read side open (half-close).
+pub fn shutdown_write(fd: RawFd) -> io::Result<()> {
+    // SAFETY: shutdown on a caller-owned socket fd; no memory is passed.
+    cvt(unsafe { libc::shutdown(fd, libc::SHUT_WR) }).map(|_| ())
+}
+
+/// Puts a socket in non-blocking mode (FIONBIO: one syscall, unlike F_GETFL+F_SETFL).
+pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    let mut on: libc::c_int = 1;
+    // SAFETY: FIONBIO reads one c_int from the pointer, which is valid for the call.
+    cvt(unsafe { libc::ioctl(fd, libc::FIONBIO, &mut on) }).map(|_| ())
+}
+
+/// accept4 with SOCK_NONBLOCK | SOCK_CLOEXEC: the new socket and the peer address.
+pub fn accept(listener: RawFd) -> io::Result<(OwnedFd, SocketAddr)> {
+    // SAFETY: sockaddr_storage is plain old data; all-zero is a valid value.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: `storage`/`len` are valid for writes and `len` holds the buffer size.
+    let fd = cvt(unsafe {
+        libc::accept4(
+            listener,
+            &mut storage as *mut _ as *mut libc::sockaddr,
+            &mut len,
+            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+        )
+    })?;
+    // SAFETY: accept4 returned a fresh fd that nothing else owns.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let addr = sockaddr_to_std(&storage).unwrap_or(SocketAddr::V4(SocketAddrV4::new(
+        std::net::Ipv4Addr::UNSPECIFIED,
+        0,
+    )));
+    Ok((owned, addr))
+}
+
+fn sockaddr_to_std(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match s.ss_family as libc::c_int {
+        libc::AF_INET => {
+            // SAFETY: ss_family says the storage holds a sockaddr_in, which it is large enough for.
+            let a = unsafe { &*(s as *const _ as *const libc::sockaddr_in) };
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                u32::from_be(a.sin_addr.s_addr).into(),
+                u16::from_be(a.sin_port),
+            )))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: ss_family says the storage holds a sockaddr_in6, which it is large enough for.
+            let a = unsafe { &*(s as *const _ as *const libc::sockaddr_in6) };
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                a.sin6_addr.s6_addr.into(),
+                u16::from_be(a.sin6_port),
+                a.sin6_flowinfo,
+                a.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+/// Pending socket error (SO_ERROR), e.g. the outcome of a non-blocking connect.
+pub fn take_socket_error(fd: RawFd) -> io::Result<Option<io::Error>> {
+    let mut err: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `err`/`len` are valid for writes; SO_ERROR writes one c_int.
+    cvt(unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            &mut err as *mut _ as *mut libc::c_void,
+            &mut len,
+        )
+    })?;
+    Ok((err != 0).then(|| io::Error::from_raw_os_error(err)))
+}
+
+/// Pins the calling thread to one CPU.
+pub fn pin_to_cpu(cpu: usize) -> io::Result<()> {
+    // SAFETY: cpu_set_t is plain old data; CPU_ZERO/CPU_SET write within it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid cpu_set_t and `cpu` is bounds-checked by CPU_SET.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: pid 0 means the calling thread; `set` is valid for the given size.
+    cvt(unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) })
+        .map(|_| ())
+}
+
+/// CPUs this process may run on (respects `taskset` and cgroup cpusets).
+pub fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain old data; all-zero is valid.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: pid 0 = this thread; `set` is valid for writes of its size.
+    let r = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    if r != 0 {
+        return (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect();
+    }
+    (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: `set` was filled by sched_getaffinity; CPU_ISSET only reads it.
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+        .collect()
+}
+
+/// Raises RLIMIT_NOFILE's soft limit to its hard limit; returns the new soft limit.
+pub fn raise_nofile_limit() -> io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid rlimit for getrlimit to fill.
+    cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) })?;
+    if lim.rlim_cur < lim.rlim_max {
+        let want = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: `want` is a valid rlimit; raising soft up to hard needs no privilege.
+        cvt(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) })?;
+        return Ok(want.rlim_cur);
+    }
+    Ok(lim.rlim_cur)
+}
+
+/// Ignores SIGPIPE so a write to a closed socket returns EPIPE instead of killing us.
+pub fn ignore_sigpipe() {
+    // SAFETY: installing SIG_IGN for SIGPIPE has no memory-safety preconditions.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+}

@@ -1,0 +1,137 @@
+//! SO_REUSEPORT listeners, one per worker per address, and the accept loop.
+//!
+//! Accepting is readiness-driven too: wait until the listener is readable,
+//! then accept4(SOCK_NONBLOCK) in a batch until EAGAIN. Every worker has its
+//! own socket, so the kernel spreads connections; there is no shared accept
+//! queue, lock or handoff.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::time::Duration;
+
+use socket2::{Domain, Socket, Type};
+
+use crate::config::Protocol;
+use crate::proxy::{connect, tcp};
+use crate::sys;
+use crate::worker::{LocalEvent, WorkerCtx};
+
+/// Most connections accepted per readiness event before yielding to other tasks.
+const ACCEPT_BATCH: usize = 64;
+
+/// Creates one listening socket for `addr` with SO_REUSEADDR + SO_REUSEPORT,
+/// TCP_NODELAY (inherited by accepted sockets) and a non-blocking accept.
+pub fn bind(addr: SocketAddr, backlog: u32) -> io::Result<std::net::TcpListener> {
+    let sock = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking().cloexec(),
+        None,
+    )?;
+    sock.set_reuse_address(true)?;
+    sock.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        sock.set_only_v6(true)?;
+    }
+    sock.set_nodelay(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(backlog.min(i32::MAX as u32) as i32)?;
+    Ok(sock.into())
+}
+
+/// Fails with `AddrInUse` when some other socket already listens on `addr`,
+/// even one with SO_REUSEPORT: a second ringmesh must not silently share our ports.
+pub fn ensure_free(addr: SocketAddr) -> io::Result<()> {
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), None)?;
+    // SO_REUSEADDR lets us ignore TIME_WAIT leftovers; it does not allow
+    // binding next to a listening socket.
+    sock.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        sock.set_only_v6(true)?;
+    }
+    sock.bind(&addr.into())
+}
+
+/// Accepts on `listener` until `stop` fires; each connection becomes a task.
+pub async fn accept_loop(
+    ctx: Rc<WorkerCtx>,
+    listener: monoio::net::TcpListener,
+    addr: SocketAddr,
+    stop: Rc<LocalEvent>,
+) {
+    let fd = listener.as_raw_fd();
+    loop {
+        monoio::select! {
+            _ = stop.wait() => break,
+            r = listener.readable(false) => {
+                if let Err(e) = r {
+                    tracing::warn!(%addr, "listener wait failed: {e}");
+                    monoio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            }
+        }
+        for _ in 0..ACCEPT_BATCH {
+            match sys::accept(fd) {
+                Ok((sock, peer)) => dispatch(&ctx, sock, peer, addr),
+                Err(e) => match e.raw_os_error() {
+                    Some(libc::EAGAIN) => break,
+                    Some(libc::EINTR | libc::ECONNABORTED | libc::EPROTO | libc::EPERM) => {}
+                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
+                        // Out of fds or memory: back off instead of spinning on a
+                        // readable listener; accepting resumes once fds are free.
+                        ctx.note_accept_pressure(&e);
+                        monoio::time::sleep(Duration::from_millis(20)).await;
+                        break;
+                    }
+                    _ => {
+                        tracing::warn!(%addr, "accept failed: {e}");
+                        monoio::time::sleep(Duration::from_millis(20)).await;
+                        break;
+                    }
+                },
+            }
+        }
+    }
+    tracing::debug!(worker = ctx.id, %addr, "listener closed");
+}
+
+fn dispatch(ctx: &Rc<WorkerCtx>, sock: std::os::fd::OwnedFd, peer: SocketAddr, addr: SocketAddr) {
+    let live = ctx.live();
+    let Some(spec) = live
+        .by_listen
+        .get(&addr)
+        .and_then(|&i| live.snapshot.listeners.get(i))
+    else {
+        // The route was removed by a reload while the connection queued.
+        return;
+    };
+    // Until the HTTP proxy lands, every route is forwarded as a tunnel; an
+    // http listener uses its default route (the one without hosts).
+    let route_idx = match spec.protocol {
+        Protocol::Tcp => spec.routes[0],
+        Protocol::Http => spec
+            .routes
+            .iter()
+            .copied()
+            .find(|&i| live.routes[i].cfg.hosts.is_empty())
+            .unwrap_or(spec.routes[0]),
+    };
+    let Some(route) = live.routes.get(route_idx).cloned() else {
+        return;
+    };
+    let stream = match connect::adopt(sock) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(%addr, "cannot register accepted socket: {e}");
+            return;
+        }
+    };
+    let guard = ctx.conn_opened(&route);
+    let ctx = ctx.clone();
+    monoio::spawn(async move {
+        tcp::serve(ctx, stream, peer, route).await;
+        drop(guard);
+    });
+}

@@ -1,0 +1,280 @@
+//! Workers: one OS thread per CPU, each with its own monoio runtime.
+//!
+//! A worker owns its listeners (one SO_REUSEPORT socket per address), its pipe
+//! pool and its view of the live config. It talks to the control thread only
+//! through `crate::shared`: a tick every [`TICK`] refreshes the coarse clock,
+//! picks up a newly published config and notices a drain. Nothing on the
+//! per-connection path takes a lock or waits for another thread.
+//!
+//! Why a tick rather than a cross-thread waker (monoio's `sync` feature): ten
+//! wake-ups a second cost nothing measurable, keep the runtime free of the
+//! eventfd and thread-pool machinery, and bound reload and drain latency at 100 ms.
+
+pub mod listener;
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use crate::proxy::splice::PipePool;
+use crate::shared::{epoch_ms, Live, LiveRoute, Shared};
+use crate::sys;
+
+/// How often a worker looks at the shared state.
+pub const TICK: Duration = Duration::from_millis(100);
+
+/// Which I/O driver a worker runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Driver {
+    Uring,
+    Epoll,
+}
+
+impl Driver {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Driver::Uring => "io_uring",
+            Driver::Epoll => "epoll",
+        }
+    }
+}
+
+/// Checks that an io_uring instance can be created here (kernel support,
+/// seccomp, `kernel.io_uring_disabled`, RLIMIT_MEMLOCK).
+pub fn probe_uring() -> io::Result<()> {
+    io_uring::IoUring::new(8).map(|_| ())
+}
+
+/// A single-threaded event: `set` wakes every `wait`er, now and later.
+#[derive(Default)]
+pub struct LocalEvent {
+    set: Cell<bool>,
+    waiters: RefCell<Vec<Waker>>,
+}
+
+impl LocalEvent {
+    pub fn set(&self) {
+        self.set.set(true);
+        for w in self.waiters.borrow_mut().drain(..) {
+            w.wake();
+        }
+    }
+    pub fn is_set(&self) -> bool {
+        self.set.get()
+    }
+    pub fn wait(&self) -> impl Future<Output = ()> + '_ {
+        EventWait { ev: self }
+    }
+}
+
+struct EventWait<'a> {
+    ev: &'a LocalEvent,
+}
+
+impl Future for EventWait<'_> {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.ev.set.get() {
+            return Poll::Ready(());
+        }
+        let mut w = self.ev.waiters.borrow_mut();
+        if !w.iter().any(|x| x.will_wake(cx.waker())) {
+            w.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+}
+
+/// Per-worker state shared by its tasks (never by other threads).
+pub struct WorkerCtx {
+    pub id: usize,
+    pub shared: Arc<Shared>,
+    live: RefCell<Arc<Live>>,
+    generation: Cell<u64>,
+    pub pipes: PipePool,
+    now: Cell<u64>,
+    active: Cell<usize>,
+    pressure_logged_ms: Cell<u64>,
+}
+
+impl WorkerCtx {
+    /// The coarse clock: ms since the process epoch, refreshed every tick.
+    #[inline]
+    pub fn now_ms(&self) -> u64 {
+        self.now.get()
+    }
+
+    /// The config this worker currently serves.
+    #[inline]
+    pub fn live(&self) -> Arc<Live> {
+        self.live.borrow().clone()
+    }
+
+    /// Open client connections on this worker.
+    pub fn active(&self) -> usize {
+        self.active.get()
+    }
+
+    /// Counts a new connection; the guard counts it closed when dropped.
+    pub fn conn_opened(self: &Rc<Self>, route: &Arc<LiveRoute>) -> ConnGuard {
+        self.active.set(self.active.get() + 1);
+        if let Some(s) = route.slots.get(self.id) {
+            s.opened.add(1);
+        }
+        ConnGuard {
+            ctx: self.clone(),
+            route: route.clone(),
+        }
+    }
+
+    fn note_accept_pressure(&self, e: &io::Error) {
+        let now = epoch_ms();
+        if now.saturating_sub(self.pressure_logged_ms.get()) > 5_000 {
+            self.pressure_logged_ms.set(now);
+            tracing::warn!(
+                worker = self.id,
+                "accept paused: {e} (raise LimitNOFILE / ulimit -n)"
+            );
+        }
+    }
+
+    fn tick(&self) {
+        self.now.set(epoch_ms());
+        let g = self.shared.generation();
+        if g != self.generation.get() {
+            self.generation.set(g);
+            *self.live.borrow_mut() = self.shared.live();
+        }
+    }
+}
+
+/// Keeps a connection counted as open.
+pub struct ConnGuard {
+    ctx: Rc<WorkerCtx>,
+    route: Arc<LiveRoute>,
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.ctx.active.set(self.ctx.active.get().saturating_sub(1));
+        if let Some(s) = self.route.slots.get(self.ctx.id) {
+            s.closed.add(1);
+        }
+    }
+}
+
+/// What a worker thread starts with.
+pub struct WorkerSpec {
+    pub id: usize,
+    pub cpu: Option<usize>,
+    pub driver: Driver,
+    /// Pre-bound listeners (bound by the engine, so bind errors surface before start).
+    pub listeners: Vec<(SocketAddr, std::net::TcpListener)>,
+    pub pipe_size: usize,
+}
+
+/// Starts a worker thread. `ready` is called once its listeners are registered.
+pub fn spawn(
+    spec: WorkerSpec,
+    shared: Arc<Shared>,
+    ready: impl FnOnce(usize, Driver) + Send + 'static,
+) -> io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(format!("ringmesh-w{}", spec.id))
+        .spawn(move || thread_main(spec, shared, ready))
+}
+
+fn thread_main(spec: WorkerSpec, shared: Arc<Shared>, ready: impl FnOnce(usize, Driver)) {
+    if let Some(cpu) = spec.cpu {
+        if let Err(e) = sys::pin_to_cpu(cpu) {
+            tracing::warn!(worker = spec.id, cpu, "cannot pin worker to CPU: {e}");
+        }
+    }
+    let id = spec.id;
+    let mut driver = spec.driver;
+    if driver == Driver::Uring {
+        match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .with_entries(4096)
+            .enable_timer()
+            .build()
+        {
+            Ok(mut rt) => {
+                rt.block_on(run(spec, shared, driver, ready));
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(
+                    worker = id,
+                    "io_uring runtime failed ({e}); this worker falls back to epoll"
+                );
+                driver = Driver::Epoll;
+            }
+        }
+    }
+    match monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+        .enable_timer()
+        .build()
+    {
+        Ok(mut rt) => rt.block_on(run(spec, shared, driver, ready)),
+        Err(e) => tracing::error!(worker = id, "cannot start an epoll runtime: {e}"),
+    }
+}
+
+async fn run(
+    spec: WorkerSpec,
+    shared: Arc<Shared>,
+    driver: Driver,
+    ready: impl FnOnce(usize, Driver),
+) {
+    let ctx = Rc::new(WorkerCtx {
+        id: spec.id,
+        live: RefCell::new(shared.live()),
+        generation: Cell::new(shared.generation()),
+        shared: shared.clone(),
+        pipes: PipePool::new(spec.pipe_size, 64),
+        now: Cell::new(epoch_ms()),
+        active: Cell::new(0),
+        pressure_logged_ms: Cell::new(0),
+    });
+    let stop = Rc::new(LocalEvent::default());
+    let mut loops = Vec::new();
+    for (addr, l) in spec.listeners {
+        match monoio::net::TcpListener::from_std(l) {
+            Ok(l) => loops.push(monoio::spawn(listener::accept_loop(
+                ctx.clone(),
+                l,
+                addr,
+                stop.clone(),
+            ))),
+            Err(e) => tracing::error!(worker = ctx.id, %addr, "cannot register listener: {e}"),
+        }
+    }
+    ready(ctx.id, driver);
+
+    while !shared.draining() {
+        monoio::time::sleep(TICK).await;
+        ctx.tick();
+    }
+    stop.set();
+    for l in loops {
+        l.await;
+    }
+    // Listeners are closed; let open connections finish until the deadline.
+    while ctx.active() > 0 && epoch_ms() < shared.drain_deadline_ms() {
+        monoio::time::sleep(TICK).await;
+        ctx.tick();
+    }
+    if ctx.active() > 0 {
+        tracing::warn!(
+            worker = ctx.id,
+            open = ctx.active(),
+            "grace period over, closing open connections"
+        );
+    }
+}
