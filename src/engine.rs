@@ -6,7 +6,7 @@
 //! let open connections finish until the deadline, then return. A second
 //! signal cuts the grace period short.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +36,8 @@ pub struct EngineOptions {
     pub workers: Option<usize>,
     /// Install SIGINT/SIGTERM/SIGHUP handlers (the binary does; embedders may not).
     pub handle_signals: bool,
+    /// The config file's text, served by `GET /api/config`.
+    pub config_text: String,
 }
 
 /// Why the engine could not run.
@@ -149,6 +151,26 @@ impl Engine {
             per_worker.push(ls);
         }
 
+        let api = match self.snapshot.dashboard.port {
+            None => None,
+            Some(port) => {
+                let addr = (self.snapshot.dashboard.host.as_str(), port)
+                    .to_socket_addrs()
+                    .ok()
+                    .and_then(|mut a| a.next())
+                    .ok_or_else(|| {
+                        EngineError::Setup(format!(
+                            "dashboard_host {:?} does not resolve",
+                            self.snapshot.dashboard.host
+                        ))
+                    })?;
+                let l =
+                    std::net::TcpListener::bind(addr).map_err(|e| EngineError::Bind(addr, e))?;
+                l.set_nonblocking(true)
+                    .map_err(|e| EngineError::Bind(addr, e))?;
+                Some((addr, l))
+            }
+        };
         let grace = self.snapshot.shutdown_grace;
         let pipe_size = self.snapshot.pipe_size;
         let addrs: Vec<String> = self
@@ -197,10 +219,21 @@ impl Engine {
         }
         drop(ready_tx);
 
-        let stop = self.stop.clone();
+        let ctl = Control {
+            shared,
+            handles,
+            ready_rx,
+            signals,
+            stop: self.stop.clone(),
+            grace,
+            addrs,
+            api,
+            config_text: self.opts.config_text,
+            driver,
+        };
         let control = std::thread::Builder::new()
             .name("ringmesh-ctl".into())
-            .spawn(move || control_loop(shared, handles, ready_rx, signals, stop, grace, addrs))
+            .spawn(move || ctl.run())
             .map_err(|e| EngineError::Setup(format!("cannot start control thread: {e}")))?;
         control
             .join()
@@ -226,7 +259,8 @@ impl Signals {
     }
 }
 
-fn control_loop(
+/// Everything the control thread owns.
+struct Control {
     shared: Arc<Shared>,
     handles: Vec<std::thread::JoinHandle<()>>,
     ready_rx: crossbeam_channel::Receiver<(usize, Driver)>,
@@ -234,65 +268,108 @@ fn control_loop(
     stop: Arc<AtomicBool>,
     grace: Duration,
     addrs: Vec<String>,
-) {
-    let workers = handles.len();
-    let mut ready = 0usize;
-    let mut drivers = Vec::new();
-    let mut draining = false;
-    loop {
-        if ready < workers {
-            match ready_rx.recv_timeout(Duration::from_millis(50)) {
-                Ok((_, d)) => {
-                    ready += 1;
-                    drivers.push(d);
-                    if ready == workers {
-                        let uring = drivers.iter().filter(|&&d| d == Driver::Uring).count();
-                        tracing::info!(
-                            workers,
-                            io_uring = uring,
-                            epoll = workers - uring,
-                            "ready; listening on {}",
-                            addrs.join(", ")
-                        );
-                    }
+    api: Option<(SocketAddr, std::net::TcpListener)>,
+    config_text: String,
+    driver: Driver,
+}
+
+impl Control {
+    /// Runs the control loop on its own epoll runtime, then joins the workers.
+    fn run(self) {
+        let rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build();
+        let handles = match rt {
+            Ok(mut rt) => rt.block_on(self.main()),
+            Err(e) => {
+                tracing::error!("control runtime failed to start: {e}; stopping");
+                self.shared.force_stop();
+                self.handles
+            }
+        };
+        for h in handles {
+            if h.join().is_err() {
+                tracing::error!("a worker thread panicked");
+            }
+        }
+        tracing::info!("stopped");
+    }
+
+    async fn main(self) -> Vec<std::thread::JoinHandle<()>> {
+        let Control {
+            shared,
+            handles,
+            ready_rx,
+            signals,
+            stop,
+            grace,
+            addrs,
+            api,
+            config_text,
+            driver,
+        } = self;
+        if let Some((addr, l)) = api {
+            match monoio::net::TcpListener::from_std(l) {
+                Ok(l) => {
+                    let state = std::rc::Rc::new(crate::control::api::ApiState {
+                        shared: shared.clone(),
+                        started: std::time::Instant::now(),
+                        config_text,
+                        driver: driver.as_str(),
+                    });
+                    monoio::spawn(crate::control::api::serve(l, state));
+                    tracing::info!("status API on http://{addr}/api/status");
                 }
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
-                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => ready = workers,
-            }
-        } else {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let term = signals
-            .as_ref()
-            .is_some_and(|s| s.term.swap(false, Ordering::SeqCst));
-        let requested = stop.swap(false, Ordering::SeqCst);
-        if term || requested {
-            if draining {
-                tracing::warn!("second stop request: closing open connections now");
-                shared.force_stop();
-            } else {
-                draining = true;
-                tracing::info!(
-                    grace_s = grace.as_secs_f64(),
-                    "shutting down: listeners closed, draining connections"
-                );
-                shared.drain(epoch_ms() + grace.as_millis() as u64);
+                Err(e) => tracing::error!(%addr, "status API disabled: {e}"),
             }
         }
-        if signals
-            .as_ref()
-            .is_some_and(|s| s.hup.swap(false, Ordering::SeqCst))
-        {
-            tracing::warn!("SIGHUP: config reload is not available in this build; ignoring");
+        let workers = handles.len();
+        let mut ready = 0usize;
+        let mut drivers = Vec::new();
+        let mut draining = false;
+        loop {
+            monoio::time::sleep(Duration::from_millis(50)).await;
+            while let Ok((_, d)) = ready_rx.try_recv() {
+                ready += 1;
+                drivers.push(d);
+                if ready == workers {
+                    let uring = drivers.iter().filter(|&&d| d == Driver::Uring).count();
+                    tracing::info!(
+                        workers,
+                        io_uring = uring,
+                        epoll = workers - uring,
+                        "ready; listening on {}",
+                        addrs.join(", ")
+                    );
+                }
+            }
+            let term = signals
+                .as_ref()
+                .is_some_and(|s| s.term.swap(false, Ordering::SeqCst));
+            let requested = stop.swap(false, Ordering::SeqCst);
+            if term || requested {
+                if draining {
+                    tracing::warn!("second stop request: closing open connections now");
+                    shared.force_stop();
+                } else {
+                    draining = true;
+                    tracing::info!(
+                        grace_s = grace.as_secs_f64(),
+                        "shutting down: listeners closed, draining connections"
+                    );
+                    shared.drain(epoch_ms() + grace.as_millis() as u64);
+                }
+            }
+            if signals
+                .as_ref()
+                .is_some_and(|s| s.hup.swap(false, Ordering::SeqCst))
+            {
+                tracing::warn!("SIGHUP: config reload is not available in this build; ignoring");
+            }
+            if handles.iter().all(|h| h.is_finished()) {
+                break;
+            }
         }
-        if handles.iter().all(|h| h.is_finished()) {
-            break;
-        }
+        handles
     }
-    for h in handles {
-        if h.join().is_err() {
-            tracing::error!("a worker thread panicked");
-        }
-    }
-    tracing::info!("stopped");
 }

@@ -26,10 +26,12 @@
 //! - [`worker`]: threads, runtimes, listeners, accept loop.
 //! - [`proxy`]: backend connect with failover, splice tunnels.
 //! - [`engine`]: start-up and shutdown order.
+//! - [`control`]: the control thread's services (status API).
 //! - [`sys`]: the raw syscalls (splice, pipes, accept4, affinity), each `unsafe` justified.
 
 pub mod balance;
 pub mod config;
+pub mod control;
 pub mod engine;
 pub mod proxy;
 pub mod shared;

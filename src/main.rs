@@ -103,15 +103,15 @@ fn main() -> ExitCode {
             workers,
         } => {
             init_logs(cli.log.as_deref());
-            let snap = match config::load_or_init(&path) {
-                Ok((snap, _, written)) => {
+            let (snap, text) = match config::load_or_init(&path) {
+                Ok((snap, text, written)) => {
                     if written {
                         tracing::info!(
                             "{} did not exist; wrote a default config there",
                             path.display()
                         );
                     }
-                    snap
+                    (snap, text)
                 }
                 Err(e) => {
                     tracing::error!("{}: invalid config", path.display());
@@ -129,6 +129,7 @@ fn main() -> ExitCode {
                 },
                 workers,
                 handle_signals: true,
+                config_text: text,
             };
             match Engine::new(snap, opts).run() {
                 Ok(()) => ExitCode::SUCCESS,
