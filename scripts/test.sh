@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs the whole test suite on a fresh Debian/Ubuntu machine: installs what the
+# tests need (as root, with apt-get), then `cargo test`. Extra args go to cargo test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+for pkg_bin in nginx:nginx haproxy:haproxy wrk:wrk iperf3:iperf3 python3:python3; do
+  bin=${pkg_bin#*:}; pkg=${pkg_bin%%:*}
+  command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || need+=("$pkg")
+done
+python3 -c 'import matplotlib' 2>/dev/null || need+=(python3-matplotlib)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing: ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  else
+    echo "missing packages (install them, or run as root): ${need[*]}" >&2
+  fi
+fi
+# The connection-heavy tests open thousands of sockets.
+ulimit -n 65535 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
+exec cargo test "$@"
