@@ -117,7 +117,8 @@ def write_backend(d, cpus, nofile):
         f.write(_nginx_common(d, cpus, nofile) + f"""http {{
 {_nginx_http_common(d)}    default_type application/octet-stream;
     sendfile on;
-    open_file_cache max=16 valid=3600s;
+    open_file_cache max=16 inactive=3600s;
+    open_file_cache_valid 3600s;
     server {{
         listen {HOST}:{BACKEND_PORT} backlog=4096;
         root {www};
@@ -197,7 +198,9 @@ def write_candidate(name, d, cpus, nofile, ringmesh_bin=None):
         return nginx_argv(d, conf)
 
     if name in ("haproxy-http", "haproxy-tcp"):
-        maxconn = max(1000, min(50000, (nofile - 200) // 2))
+        # fds per connection: 2 sockets, plus pipes for splicing (haproxy's maxpipes is
+        # maxconn/4 pairs): stay under the open-file limit, which haproxy cannot raise here.
+        maxconn = max(1000, min(50000, (nofile - 500) // 3))
         cpu_map = "\n".join(f"    cpu-map 1/{i + 1} {cpu}" for i, cpu in enumerate(cpus))
         head = f"""global
     nbthread {n}

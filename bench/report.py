@@ -83,6 +83,8 @@ def _notes(entry):
     notes = []
     if entry.get("skipped"):
         notes.append("skipped: " + entry["skipped"])
+    elif not entry.get("reps"):
+        notes.append("not run")
     errs = [r["error"] for r in entry.get("reps", []) if "error" in r]
     if errs:
         notes.append(f"FAILED {len(errs)}/{len(entry['reps'])}: " + errs[0])

@@ -76,6 +76,25 @@ fn init_logs(level: Option<&str>) {
     }
 }
 
+/// mimalloc's `arena_eager_commit` (option 4 in mimalloc v2's `mi_option_e`).
+const MI_OPTION_ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
+
+/// Eager arena commit makes RSS start at ~12 MiB and grow in 4 MiB steps: with
+/// 2,000 idle tunnels it showed 4.2 KiB per connection where the real figure is
+/// ~1.9 KiB. Committing on demand costs nothing on the request path (memory
+/// stays committed once used). The option must be set before mimalloc reserves
+/// its first arena, which happens at the first allocation, before `main`: so
+/// this runs from a prioritized `.init_array` entry, ahead of every
+/// unprioritized constructor (mimalloc's included).
+extern "C" fn early_allocator_options() {
+    // SAFETY: mi_option_set only stores an integer option; no pointers, no allocation.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_ARENA_EAGER_COMMIT, 0) };
+}
+
+#[used]
+#[link_section = ".init_array.00100"]
+static EARLY_ALLOCATOR_OPTIONS: extern "C" fn() = early_allocator_options;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {

@@ -10,6 +10,7 @@ use crate::balance::client_hash;
 use crate::proxy::connect;
 use crate::proxy::splice::{tunnel, Meter, TunnelEnd};
 use crate::shared::{LiveRoute, RouteSlot};
+use crate::worker::timer::CoarseTimers;
 use crate::worker::WorkerCtx;
 
 struct ConnMeter<'a> {
@@ -30,6 +31,10 @@ impl Meter for ConnMeter<'_> {
             self.slot.bytes_out.add(n);
         }
     }
+    #[inline]
+    fn timers(&self) -> &CoarseTimers {
+        &self.ctx.timers
+    }
 }
 
 /// Serves one client connection of a tcp route.
@@ -38,15 +43,22 @@ pub async fn serve(ctx: Rc<WorkerCtx>, client: TcpStream, peer: SocketAddr, rout
         return;
     };
     let meter = ConnMeter { ctx: &ctx, slot };
-    let upstream =
-        match connect::connect(&route, slot, client_hash(peer.ip()), || ctx.now_ms()).await {
-            Ok(u) => u,
-            Err(e) => {
-                slot.errors.add(1);
-                tracing::debug!(route = %route.cfg.name, %peer, "no backend: {e}");
-                return;
-            }
-        };
+    // Boxed: the connect state (timers, failover bookkeeping) is short-lived;
+    // inline it would sit in every idle tunnel's task for the tunnel's whole life.
+    let connecting = Box::pin(connect::connect(
+        &route,
+        slot,
+        client_hash(peer.ip()),
+        || ctx.now_ms(),
+    ));
+    let upstream = match connecting.await {
+        Ok(u) => u,
+        Err(e) => {
+            slot.errors.add(1);
+            tracing::debug!(route = %route.cfg.name, %peer, "no backend: {e}");
+            return;
+        }
+    };
     match tunnel(
         &ctx.pipes,
         &meter,

@@ -130,8 +130,9 @@ fn dispatch(ctx: &Rc<WorkerCtx>, sock: std::os::fd::OwnedFd, peer: SocketAddr, a
     };
     let guard = ctx.conn_opened(&route);
     let ctx = ctx.clone();
-    monoio::spawn(async move {
+    let fut = async move {
         tcp::serve(ctx, stream, peer, route).await;
         drop(guard);
-    });
+    };
+    monoio::spawn(fut);
 }

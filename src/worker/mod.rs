@@ -11,6 +11,7 @@
 //! eventfd and thread-pool machinery, and bound reload and drain latency at 100 ms.
 
 pub mod listener;
+pub mod timer;
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -98,6 +99,7 @@ pub struct WorkerCtx {
     live: RefCell<Arc<Live>>,
     generation: Cell<u64>,
     pub pipes: PipePool,
+    pub timers: timer::CoarseTimers,
     now: Cell<u64>,
     active: Cell<usize>,
     pressure_logged_ms: Cell<u64>,
@@ -145,7 +147,9 @@ impl WorkerCtx {
     }
 
     fn tick(&self) {
-        self.now.set(epoch_ms());
+        let now = epoch_ms();
+        self.now.set(now);
+        self.timers.fire(now);
         let g = self.shared.generation();
         if g != self.generation.get() {
             self.generation.set(g);
@@ -200,7 +204,7 @@ fn thread_main(spec: WorkerSpec, shared: Arc<Shared>, ready: impl FnOnce(usize, 
     let mut driver = spec.driver;
     if driver == Driver::Uring {
         match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-            .with_entries(4096)
+            .with_entries(1024)
             .enable_timer()
             .build()
         {
@@ -238,6 +242,7 @@ async fn run(
         generation: Cell::new(shared.generation()),
         shared: shared.clone(),
         pipes: PipePool::new(spec.pipe_size, 64),
+        timers: timer::CoarseTimers::new(epoch_ms()),
         now: Cell::new(epoch_ms()),
         active: Cell::new(0),
         pressure_logged_ms: Cell::new(0),
