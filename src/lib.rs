@@ -31,6 +31,7 @@
 pub mod balance;
 pub mod config;
 pub mod engine;
+pub mod http;
 pub mod proxy;
 pub mod shared;
 pub mod sys;
