@@ -12,9 +12,10 @@ use crate::proxy::splice::{tunnel, Meter, TunnelEnd};
 use crate::shared::{LiveRoute, RouteSlot};
 use crate::worker::WorkerCtx;
 
-struct ConnMeter<'a> {
-    ctx: &'a WorkerCtx,
-    slot: &'a RouteSlot,
+/// Counts a tunnel's bytes into its route's slot and reads the worker's clock.
+pub(crate) struct ConnMeter<'a> {
+    pub(crate) ctx: &'a WorkerCtx,
+    pub(crate) slot: &'a RouteSlot,
 }
 
 impl Meter for ConnMeter<'_> {
@@ -38,15 +39,22 @@ pub async fn serve(ctx: Rc<WorkerCtx>, client: TcpStream, peer: SocketAddr, rout
         return;
     };
     let meter = ConnMeter { ctx: &ctx, slot };
-    let upstream =
-        match connect::connect(&route, slot, client_hash(peer.ip()), || ctx.now_ms()).await {
-            Ok(u) => u,
-            Err(e) => {
-                slot.errors.add(1);
-                tracing::debug!(route = %route.cfg.name, %peer, "no backend: {e}");
-                return;
-            }
-        };
+    let upstream = match connect::connect(
+        &route,
+        slot,
+        client_hash(peer.ip()),
+        || ctx.now_ms(),
+        |_| None,
+    )
+    .await
+    {
+        Ok(u) => u,
+        Err(e) => {
+            slot.errors.add(1);
+            tracing::debug!(route = %route.cfg.name, %peer, "no backend: {e}");
+            return;
+        }
+    };
     match tunnel(
         &ctx.pipes,
         &meter,
