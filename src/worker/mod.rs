@@ -22,6 +22,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use crate::http::buf::BufPool;
+use crate::http::upstream::UpstreamPool;
 use crate::proxy::splice::PipePool;
 use crate::shared::{epoch_ms, Live, LiveRoute, Shared};
 use crate::sys;
@@ -52,16 +54,21 @@ pub fn probe_uring() -> io::Result<()> {
 }
 
 /// A single-threaded event: `set` wakes every `wait`er, now and later.
+///
+/// A waiter that is dropped unfired (it lost a `select!`, e.g. a keep-alive
+/// wait that saw its client's next request) removes its waker, so many
+/// short waits do not pile up wakers (each holds its task alive) until `set`.
 #[derive(Default)]
 pub struct LocalEvent {
     set: Cell<bool>,
-    waiters: RefCell<Vec<Waker>>,
+    waiters: RefCell<slab::Slab<Waker>>,
 }
 
 impl LocalEvent {
     pub fn set(&self) {
         self.set.set(true);
-        for w in self.waiters.borrow_mut().drain(..) {
+        let wakers: Vec<Waker> = self.waiters.borrow_mut().drain().collect();
+        for w in wakers {
             w.wake();
         }
     }
@@ -69,25 +76,56 @@ impl LocalEvent {
         self.set.get()
     }
     pub fn wait(&self) -> impl Future<Output = ()> + '_ {
-        EventWait { ev: self }
+        EventWait {
+            ev: self,
+            key: None,
+        }
+    }
+    /// Wakers registered right now.
+    pub fn waiters(&self) -> usize {
+        self.waiters.borrow().len()
     }
 }
 
 struct EventWait<'a> {
     ev: &'a LocalEvent,
+    /// Our slot in `ev.waiters`, once registered.
+    key: Option<usize>,
 }
 
 impl Future for EventWait<'_> {
     type Output = ();
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         if self.ev.set.get() {
+            self.key = None;
             return Poll::Ready(());
         }
         let mut w = self.ev.waiters.borrow_mut();
-        if !w.iter().any(|x| x.will_wake(cx.waker())) {
-            w.push(cx.waker().clone());
+        match self.key.and_then(|k| w.get_mut(k)) {
+            Some(slot) => {
+                if !slot.will_wake(cx.waker()) {
+                    slot.clone_from(cx.waker());
+                }
+            }
+            None => {
+                let k = w.insert(cx.waker().clone());
+                drop(w);
+                self.key = Some(k);
+            }
         }
         Poll::Pending
+    }
+}
+
+impl Drop for EventWait<'_> {
+    fn drop(&mut self) {
+        // After `set` the slab was drained and no waiter registers again, so
+        // a stale key can never name another waiter's slot.
+        if let Some(k) = self.key {
+            if !self.ev.set.get() {
+                self.ev.waiters.borrow_mut().try_remove(k);
+            }
+        }
     }
 }
 
@@ -98,6 +136,13 @@ pub struct WorkerCtx {
     live: RefCell<Arc<Live>>,
     generation: Cell<u64>,
     pub pipes: PipePool,
+    /// Buffers for HTTP heads (and the body bytes read with them).
+    pub bufs: BufPool,
+    /// Idle keep-alive connections to backends (HTTP routes).
+    pub upstreams: UpstreamPool,
+    /// Set when the worker starts draining: keep-alive connections finish
+    /// their current request and close.
+    pub stopping: LocalEvent,
     now: Cell<u64>,
     active: Cell<usize>,
     pressure_logged_ms: Cell<u64>,
@@ -116,6 +161,12 @@ impl WorkerCtx {
         self.live.borrow().clone()
     }
 
+    /// Bumped each time this worker picks up a newly published config.
+    #[inline]
+    pub fn generation(&self) -> u64 {
+        self.generation.get()
+    }
+
     /// Open client connections on this worker.
     pub fn active(&self) -> usize {
         self.active.get()
@@ -129,7 +180,17 @@ impl WorkerCtx {
         }
         ConnGuard {
             ctx: self.clone(),
-            route: route.clone(),
+            route: Some(route.clone()),
+        }
+    }
+
+    /// Counts a new connection whose route is not known yet (an http
+    /// listener routes each request by Host); see [`ConnGuard::attach`].
+    pub fn conn_opened_unrouted(self: &Rc<Self>) -> ConnGuard {
+        self.active.set(self.active.get() + 1);
+        ConnGuard {
+            ctx: self.clone(),
+            route: None,
         }
     }
 
@@ -146,6 +207,7 @@ impl WorkerCtx {
 
     fn tick(&self) {
         self.now.set(epoch_ms());
+        self.upstreams.sweep(self.now.get());
         let g = self.shared.generation();
         if g != self.generation.get() {
             self.generation.set(g);
@@ -157,13 +219,27 @@ impl WorkerCtx {
 /// Keeps a connection counted as open.
 pub struct ConnGuard {
     ctx: Rc<WorkerCtx>,
-    route: Arc<LiveRoute>,
+    route: Option<Arc<LiveRoute>>,
+}
+
+impl ConnGuard {
+    /// Attributes an unrouted connection to the route of its first request
+    /// (counted opened now, closed on drop); later calls do nothing.
+    pub fn attach(&mut self, route: &Arc<LiveRoute>) {
+        if self.route.is_some() {
+            return;
+        }
+        if let Some(s) = route.slots.get(self.ctx.id) {
+            s.opened.add(1);
+        }
+        self.route = Some(route.clone());
+    }
 }
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
         self.ctx.active.set(self.ctx.active.get().saturating_sub(1));
-        if let Some(s) = self.route.slots.get(self.ctx.id) {
+        if let Some(s) = self.route.as_ref().and_then(|r| r.slots.get(self.ctx.id)) {
             s.closed.add(1);
         }
     }
@@ -238,6 +314,9 @@ async fn run(
         generation: Cell::new(shared.generation()),
         shared: shared.clone(),
         pipes: PipePool::new(spec.pipe_size, 64),
+        bufs: BufPool::new(256),
+        upstreams: UpstreamPool::default(),
+        stopping: LocalEvent::default(),
         now: Cell::new(epoch_ms()),
         active: Cell::new(0),
         pressure_logged_ms: Cell::new(0),
@@ -262,6 +341,8 @@ async fn run(
         ctx.tick();
     }
     stop.set();
+    ctx.stopping.set();
+    ctx.upstreams.clear();
     for l in loops {
         l.await;
     }
