@@ -46,6 +46,7 @@ both_drivers!(
     dead_backend_gets_502,
     slow_backend_gets_504,
     backend_closing_mid_response_closes_client,
+    drain_closes_idle_keepalive_and_finishes_inflight,
 );
 
 /// One http route on `port` to `backend`, with extra `timeouts` fields.
@@ -696,4 +697,36 @@ fn backend_closing_mid_response_closes_client(io: &str) {
         );
     }
     assert_eq!(served.load(Ordering::SeqCst), 2);
+}
+
+fn drain_closes_idle_keepalive_and_finishes_inflight(io: &str) {
+    let backend = http_backend(|req, p| {
+        if req.second == "/slow" {
+            std::thread::sleep(Duration::from_millis(800));
+        }
+        p.respond("200 OK", "", b"done");
+        true
+    });
+    let port = free_port();
+    let mut rm = start(port, backend.port, "", io);
+    let mut idle = Client::connect(port);
+    assert_eq!(idle.get("/", "a", "").status(), 200);
+    let mut busy = Client::connect(port);
+    busy.send(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n");
+    std::thread::sleep(Duration::from_millis(200));
+    rm.signal(libc::SIGTERM);
+    let t0 = Instant::now();
+    assert!(
+        idle.closed_within(Duration::from_secs(3)),
+        "idle keep-alive connection kept open"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+    let r = busy.response();
+    assert_eq!((r.status(), r.body_str().as_str()), (200, "done"));
+    assert_eq!(r.header("connection"), Some("close"));
+    assert!(busy.closed_within(Duration::from_secs(5)));
+    let st = rm
+        .wait_exit(Duration::from_secs(10))
+        .expect("ringmesh did not exit after the drain");
+    assert!(st.success(), "exit status {st:?}; log:\n{}", rm.logs());
 }

@@ -219,6 +219,7 @@ impl Down<'_> {
         };
         let upload_ok = upload.map_or(true, |u| u.get() == Upload::Done);
         let close_client = !self.client_keep
+            || self.ctx.stopping.is_set()
             || head.conflicting_framing
             || rest == BodyRest::UntilClose
             || !upload_ok;

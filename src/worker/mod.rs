@@ -359,3 +359,39 @@ async fn run(
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_event_wakes_waiters_and_forgets_dropped_ones() {
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let ev = Rc::new(LocalEvent::default());
+            // Waits that lose a race leave nothing behind (keep-alive waits).
+            for _ in 0..100 {
+                monoio::select! {
+                    _ = ev.wait() => unreachable!(),
+                    _ = monoio::time::sleep(Duration::from_millis(1)) => {}
+                }
+            }
+            assert_eq!(ev.waiters(), 0);
+            let e2 = ev.clone();
+            let task = monoio::spawn(async move {
+                e2.wait().await;
+                7
+            });
+            monoio::time::sleep(Duration::from_millis(5)).await;
+            assert_eq!(ev.waiters(), 1);
+            ev.set();
+            assert_eq!(task.await, 7);
+            assert_eq!(ev.waiters(), 0);
+            // Set stays set.
+            ev.wait().await;
+        });
+    }
+}
