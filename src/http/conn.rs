@@ -22,7 +22,7 @@ use crate::worker::{ConnGuard, WorkerCtx};
 
 use super::exchange::{self, Outcome, Scratch};
 use super::head::{parse_request, HeadError, Limits, RequestHead, Status};
-use super::io::Io;
+use super::io::{Cancel, Io};
 use super::respond;
 
 /// How long a closing connection keeps reading (and discarding) what the
@@ -40,6 +40,8 @@ pub(super) struct Client {
     pub peer: SocketAddr,
     /// Bytes read and not yet consumed: the current request starts at 0.
     pub buf: Vec<u8>,
+    /// Cancels this connection task's timed-out io_uring op (client or upstream).
+    pub cancel: Cancel,
 }
 
 /// Serves one accepted connection of an http listener until it closes.
@@ -65,6 +67,7 @@ pub async fn serve(
             stream,
             peer,
             buf: Vec::new(),
+            cancel: Cancel::default(),
         },
         scratch: Scratch::default(),
     };
@@ -199,7 +202,7 @@ impl Conn {
             }
             scanned = buf.len();
             let room = limits.max_head - buf.len();
-            match Io::Ring(&mut self.client.stream)
+            match Io::Ring(&mut self.client.stream, &self.client.cancel)
                 .read(buf, room, deadline)
                 .await
             {
@@ -225,7 +228,7 @@ impl Conn {
             None => respond::write_error(out, status, ""),
         }
         let len = out.len();
-        if Io::Ring(&mut self.client.stream)
+        if Io::Ring(&mut self.client.stream, &self.client.cancel)
             .write_all(out, 0..len, ERROR_WRITE_STALL)
             .await
             .is_ok()
@@ -247,7 +250,7 @@ impl Conn {
         while total < LINGER_MAX {
             buf.clear();
             let room = buf.capacity();
-            match Io::Ring(&mut self.client.stream)
+            match Io::Ring(&mut self.client.stream, &self.client.cancel)
                 .read(buf, room, deadline)
                 .await
             {

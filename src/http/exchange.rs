@@ -198,14 +198,17 @@ pub(super) async fn run(
     let mut retried = false;
     let result = loop {
         let len = s.out.len();
-        let r = match Io::Ring(&mut up.stream)
+        let r = match Io::Ring(&mut up.stream, &client.cancel)
             .write_all(&mut s.out, 0..len, t.response)
             .await
         {
             Err(e) => Err(DownError::Early(e)),
             Ok(()) => {
                 slot.bytes_in.add(len as u64);
-                let (mut c, mut u) = (Io::Ring(&mut client.stream), Io::Ring(&mut up.stream));
+                let (mut c, mut u) = (
+                    Io::Ring(&mut client.stream, &client.cancel),
+                    Io::Ring(&mut up.stream, &client.cancel),
+                );
                 down.run(s, &mut c, &mut u, None).await
             }
         };
@@ -255,7 +258,7 @@ async fn concurrent(
 ) -> Outcome {
     let slot = down.slot;
     let len = s.out.len();
-    if let Err(e) = Io::Ring(&mut up.stream)
+    if let Err(e) = Io::Ring(&mut up.stream, &client.cancel)
         .write_all(&mut s.out, 0..len, down.stall)
         .await
     {
@@ -438,7 +441,7 @@ async fn error(client: &mut Client, s: &mut Scratch, status: u16, detail: &str) 
         _ => respond::write_error(out, status, detail),
     }
     let len = out.len();
-    match Io::Ring(&mut client.stream)
+    match Io::Ring(&mut client.stream, &client.cancel)
         .write_all(out, 0..len, ERROR_WRITE_STALL)
         .await
     {

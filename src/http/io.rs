@@ -11,13 +11,14 @@
 //!   runtime and call non-blocking recv/send, like the splice tunnel does;
 //!   dropping such a wait loses nothing.
 
+use std::cell::RefCell;
 use std::io;
 use std::ops::Range;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use monoio::buf::{IoBuf, IoBufMut};
-use monoio::io::{CancelableAsyncReadRent, CancelableAsyncWriteRent, Canceller};
+use monoio::io::{CancelHandle, CancelableAsyncReadRent, CancelableAsyncWriteRent, Canceller};
 use monoio::net::TcpStream;
 use monoio::time::Instant;
 
@@ -26,10 +27,31 @@ use crate::sys;
 /// ECANCELED: what a cancelled monoio op returns.
 const ECANCELED: i32 = 125;
 
+/// The canceller of one connection task's io_uring ops, reused across ops.
+///
+/// Why one per task: a monoio `Canceller` allocates (an `Rc` and its op set)
+/// when created; reused, an op only borrows it. In `Ring` mode a task has at
+/// most one op in flight, so cancelling cancels exactly the op that timed
+/// out. Only a cancel replaces it (rare: a deadline passed).
+#[derive(Default)]
+pub struct Cancel(RefCell<Canceller>);
+
+impl Cancel {
+    fn handle(&self) -> CancelHandle {
+        self.0.borrow().handle()
+    }
+
+    fn cancel(&self) {
+        let mut c = self.0.borrow_mut();
+        let old = std::mem::take(&mut *c);
+        *c = old.cancel();
+    }
+}
+
 /// One socket as an exchange direction sees it.
 pub enum Io<'a> {
     /// Exclusive use: io_uring ops with cancel-on-deadline.
-    Ring(&'a mut TcpStream),
+    Ring(&'a mut TcpStream, &'a Cancel),
     /// Shared with the other direction: readiness + non-blocking syscalls.
     Ready(&'a TcpStream),
 }
@@ -38,7 +60,7 @@ impl Io<'_> {
     /// The socket, for readiness waits and splice.
     pub fn stream(&self) -> &TcpStream {
         match self {
-            Io::Ring(s) => s,
+            Io::Ring(s, _) => s,
             Io::Ready(s) => s,
         }
     }
@@ -56,7 +78,7 @@ impl Io<'_> {
             buf.reserve(max.min(super::buf::BUF_SIZE));
         }
         match self {
-            Io::Ring(s) => ring_read(s, buf, max, deadline).await,
+            Io::Ring(s, c) => ring_read(s, c, buf, max, deadline).await,
             Io::Ready(s) => ready_read(s, buf, max, deadline).await,
         }
     }
@@ -74,7 +96,7 @@ impl Io<'_> {
             return Ok(());
         }
         match self {
-            Io::Ring(s) => ring_write_all(s, buf, range.start, end, stall).await,
+            Io::Ring(s, c) => ring_write_all(s, c, buf, range.start, end, stall).await,
             Io::Ready(s) => ready_write_all(s, buf, range.start, end, stall).await,
         }
     }
@@ -86,6 +108,7 @@ fn timed_out() -> io::Error {
 
 async fn ring_read(
     s: &mut TcpStream,
+    canceller: &Cancel,
     buf: &mut Vec<u8>,
     max: usize,
     deadline: Instant,
@@ -95,7 +118,6 @@ async fn ring_read(
     let v = std::mem::take(buf);
     let start = v.len();
     let end = v.capacity().min(start.saturating_add(max));
-    let canceller = Canceller::new();
     let read = s.cancelable_read(v.slice_mut(start..end), canceller.handle());
     let mut read = std::pin::pin!(read);
     let first = monoio::select! {
@@ -105,7 +127,7 @@ async fn ring_read(
     let (r, slice) = match first {
         Some(done) => done,
         None => {
-            let _ = canceller.cancel();
+            canceller.cancel();
             let (r, slice) = read.await;
             (cancelled_as_timeout(r), slice)
         }
@@ -116,6 +138,7 @@ async fn ring_read(
 
 async fn ring_write_all(
     s: &mut TcpStream,
+    canceller: &Cancel,
     buf: &mut Vec<u8>,
     mut pos: usize,
     end: usize,
@@ -123,7 +146,6 @@ async fn ring_write_all(
 ) -> io::Result<()> {
     while pos < end {
         let v = std::mem::take(buf);
-        let canceller = Canceller::new();
         let write = s.cancelable_write(v.slice(pos..end), canceller.handle());
         let mut write = std::pin::pin!(write);
         let first = monoio::select! {
@@ -133,7 +155,7 @@ async fn ring_write_all(
         let (r, slice) = match first {
             Some(done) => done,
             None => {
-                let _ = canceller.cancel();
+                canceller.cancel();
                 let (r, slice) = write.await;
                 (cancelled_as_timeout(r), slice)
             }

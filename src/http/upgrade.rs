@@ -27,7 +27,7 @@ pub(super) async fn upgraded(
     let t = route.cfg.timeouts;
     if !client.buf.is_empty() {
         let len = client.buf.len();
-        if Io::Ring(&mut up.stream)
+        if Io::Ring(&mut up.stream, &client.cancel)
             .write_all(&mut client.buf, 0..len, t.response)
             .await
             .is_err()
