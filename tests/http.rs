@@ -47,6 +47,7 @@ both_drivers!(
     slow_backend_gets_504,
     backend_closing_mid_response_closes_client,
     drain_closes_idle_keepalive_and_finishes_inflight,
+    early_response_while_uploading,
 );
 
 /// One http route on `port` to `backend`, with extra `timeouts` fields.
@@ -230,6 +231,15 @@ fn smuggling_payloads_get_400_and_close(io: &str) {
     let mut c = Client::connect(port);
     let r = c.get("/fine", "a", "");
     assert_eq!(r.status(), 200);
+    // Bad framing that arrives after the head went upstream: still a 400 and
+    // a close, and the backend connection is dropped, not reused.
+    let mut c = Client::connect(port);
+    c.send(b"POST /late HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n");
+    std::thread::sleep(Duration::from_millis(100));
+    c.send(b"5\r\nhello\r\nzz\r\n");
+    let r = c.response();
+    assert_eq!(r.status(), 400);
+    assert!(c.closed_within(Duration::from_secs(5)));
     // 505 for a well-formed but unsupported version.
     let mut c = Client::connect(port);
     c.send(b"GET / HTTP/1.2\r\nHost: a\r\n\r\n");
@@ -729,4 +739,40 @@ fn drain_closes_idle_keepalive_and_finishes_inflight(io: &str) {
         .wait_exit(Duration::from_secs(10))
         .expect("ringmesh did not exit after the drain");
     assert!(st.success(), "exit status {st:?}; log:\n{}", rm.logs());
+}
+
+fn early_response_while_uploading(io: &str) {
+    // Refuses the upload after reading its head, then reads and discards the
+    // body until the proxy closes (as a polite server does).
+    let backend = Backend::spawn(|c| {
+        let mut r = std::io::BufReader::new(c.try_clone().unwrap());
+        let mut w = c;
+        if read_head(&mut r).ok().flatten().is_none() {
+            return;
+        }
+        let _ = w.write_all(
+            b"HTTP/1.1 413 Content Too Large\r\nConnection: close\r\nContent-Length: 8\r\n\r\ntoo big\n",
+        );
+        let _ = w.shutdown(Shutdown::Write);
+        let mut sink = [0u8; 65536];
+        while matches!(r.read(&mut sink), Ok(n) if n > 0) {}
+    });
+    let port = free_port();
+    let _rm = start(port, backend.port, "", io);
+    let mut c = Client::connect(port);
+    c.send(b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 67108864\r\n\r\n");
+    let mut w = c.w.try_clone().unwrap();
+    let uploader = std::thread::spawn(move || {
+        let chunk = vec![b'u'; 1 << 20];
+        for _ in 0..64 {
+            if w.write_all(&chunk).is_err() {
+                return;
+            }
+        }
+    });
+    let r = c.response();
+    assert_eq!((r.status(), r.body_str().as_str()), (413, "too big\n"));
+    assert_eq!(r.header("connection"), Some("close"));
+    assert!(c.closed_within(Duration::from_secs(5)));
+    uploader.join().unwrap();
 }
