@@ -22,6 +22,7 @@
 //! Modules:
 //! - [`config`]: config.json (GopherMesh-compatible) -> validated [`config::Snapshot`]; pure.
 //! - [`balance`]: round_robin, least_conn, ip_hash; pure.
+//! - [`route`]: Host -> route for http listeners (exact, wildcard, default); pure.
 //! - [`shared`]: the only state the control thread and workers both touch.
 //! - [`worker`]: threads, runtimes, listeners, accept loop.
 //! - [`proxy`]: backend connect with failover, splice tunnels.
@@ -33,7 +34,9 @@ pub mod balance;
 pub mod config;
 pub mod control;
 pub mod engine;
+pub mod http;
 pub mod proxy;
+pub mod route;
 pub mod shared;
 pub mod sys;
 pub mod worker;

@@ -36,6 +36,65 @@ pub fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
     }
 }
 
+/// Non-blocking recv(2) appending up to `max` bytes to `buf` (into its spare
+/// capacity). `Ok(0)` means EOF; `WouldBlock` means wait for readiness.
+pub fn recv_append(fd: RawFd, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+    let spare = buf.spare_capacity_mut();
+    let len = spare.len().min(max);
+    if len == 0 {
+        // A zero-length recv returns 0, which would read as EOF.
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "recv into a full buffer",
+        ));
+    }
+    // SAFETY: the pointer and `len` describe spare capacity owned by `buf`,
+    // valid for writes of `len` bytes; recv writes at most `len` bytes there.
+    let n = unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), len, libc::MSG_DONTWAIT) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let n = (n as usize).min(len);
+    // SAFETY: recv initialized the first `n` bytes of the spare capacity.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
+}
+
+/// Non-blocking send(2) without SIGPIPE; `WouldBlock` means wait for writability.
+pub fn send(fd: RawFd, data: &[u8]) -> io::Result<usize> {
+    // SAFETY: `data` is valid for reads of its length for the duration of the call.
+    let n = unsafe {
+        libc::send(
+            fd,
+            data.as_ptr().cast(),
+            data.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// Whether an idle connection can carry a new request: the peer has not
+/// closed it, it has no pending error, and no unexpected bytes are waiting
+/// (recv with MSG_PEEK | MSG_DONTWAIT must say "would block").
+pub fn idle_socket_ok(fd: RawFd) -> bool {
+    let mut b = [0u8; 1];
+    // SAFETY: `b` is valid for writes of 1 byte; MSG_PEEK leaves the data queued.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            b.as_mut_ptr().cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
+}
+
 /// A non-blocking, close-on-exec pipe: `(read end, write end)`.
 pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as libc::c_int; 2];

@@ -10,7 +10,13 @@ fn bench_harness_smoke() {
     let root = env!("CARGO_MANIFEST_DIR");
     let res = Command::new("bash")
         .arg(format!("{root}/bench/run.sh"))
-        .args(["--smoke", "--no-build", "--no-install", "--no-plot", "--ringmesh-bin"])
+        .args([
+            "--smoke",
+            "--no-build",
+            "--no-install",
+            "--no-plot",
+            "--ringmesh-bin",
+        ])
         .arg(env!("CARGO_BIN_EXE_ringmesh"))
         .arg("--out-dir")
         .arg(out.path())
@@ -30,6 +36,9 @@ fn bench_harness_smoke() {
         .collect();
     assert_eq!(md.len(), 1, "one Markdown table written: {stdout}");
     let table = std::fs::read_to_string(md[0].path()).unwrap();
-    assert!(table.contains("| ringmesh |") || table.contains("| ringmesh"), "{table}");
+    assert!(
+        table.contains("| ringmesh |") || table.contains("| ringmesh"),
+        "{table}"
+    );
     assert!(table.contains("direct"), "{table}");
 }

@@ -8,6 +8,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::route::HostTable;
+
 /// Wire protocol a route speaks on its listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
@@ -52,6 +54,15 @@ pub struct Timeouts {
     /// A tunnel with no bytes in either direction for this long is closed
     /// (the long-connection gate's heartbeat timeout).
     pub idle: Duration,
+    /// http: a request head must arrive completely within this time of its
+    /// first byte (of the connection, for the first request); else 408 and close.
+    /// Bounds how long a slowloris client can hold a connection.
+    pub header: Duration,
+    /// http: how long a client connection may sit idle between requests.
+    pub keepalive: Duration,
+    /// http: how long the backend may take to send its response head, and the
+    /// longest stall while a body moves in either direction; else 504 (or close).
+    pub response: Duration,
 }
 
 impl Default for Timeouts {
@@ -59,6 +70,9 @@ impl Default for Timeouts {
         Timeouts {
             connect: Duration::from_secs(5),
             idle: Duration::from_secs(600),
+            header: Duration::from_secs(10),
+            keepalive: Duration::from_secs(60),
+            response: Duration::from_secs(60),
         }
     }
 }
@@ -98,6 +112,11 @@ pub struct ListenerSpec {
     pub addr: SocketAddr,
     pub protocol: Protocol,
     pub routes: Vec<usize>,
+    /// http: Host -> route (indices into `Snapshot::routes`).
+    pub hosts: HostTable,
+    /// http: the strictest `timeouts.header` of its routes (the route of a
+    /// request is only known once its head has arrived).
+    pub header_timeout: Duration,
 }
 
 /// Where the status API and dashboard listen; `port == None` means headless.

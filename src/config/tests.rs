@@ -74,6 +74,24 @@ fn defaults_and_extensions() {
     assert_eq!((r.protocol, r.balance), (Protocol::Tcp, Balance::IpHash));
     assert_eq!(r.timeouts.connect, Duration::from_secs(2));
     assert_eq!(r.timeouts.idle, Duration::from_secs(300));
+    assert_eq!(r.timeouts.header, Duration::from_secs(10));
+    assert_eq!(r.timeouts.keepalive, Duration::from_secs(60));
+    assert_eq!(r.timeouts.response, Duration::from_secs(60));
+    let s = parse(
+        r#"{"routes": {"9000": {"timeouts": {"header": "2s", "keepalive": "90s", "response": "250ms"},
+        "backends": [{"internal_port": 9001}]}}}"#,
+    )
+    .unwrap();
+    let t = s.routes[0].timeouts;
+    assert_eq!(
+        (t.header, t.keepalive, t.response),
+        (
+            Duration::from_secs(2),
+            Duration::from_secs(90),
+            Duration::from_millis(250)
+        )
+    );
+    assert_eq!(s.listeners[0].header_timeout, Duration::from_secs(2));
 }
 
 #[test]
@@ -88,6 +106,22 @@ fn http_routes_share_a_port_by_host() {
     assert_eq!(s.listeners.len(), 1);
     assert_eq!(s.listeners[0].routes, [0, 1, 2]);
     assert_eq!(s.routes[1].hosts, ["api.example.com", "*.api.example.com"]);
+    let t = &s.listeners[0].hosts;
+    assert_eq!(t.lookup(Some(b"Api.Example.com:8080")), Some(1));
+    assert_eq!(t.lookup(Some(b"v2.api.example.com")), Some(1));
+    assert_eq!(t.lookup(Some(b"www.example.com")), Some(2));
+    assert_eq!(t.lookup(Some(b"example.com")), Some(0));
+}
+
+#[test]
+fn header_timeout_is_the_strictest_of_a_port() {
+    let s = parse(
+        r#"{"routes": {
+            "8080": {"timeouts": {"header": "7s"}, "backends": [{"internal_port": 1}]},
+            "api": {"listen": "8080", "hosts": ["a.com"], "timeouts": {"header": "3s"}, "backends": [{"internal_port": 2}]}}}"#,
+    )
+    .unwrap();
+    assert_eq!(s.listeners[0].header_timeout, Duration::from_secs(3));
 }
 
 #[test]
@@ -157,7 +191,7 @@ fn bad_configs_report_every_error_with_its_path() {
                 r#"shutdown_grace: "soon" is not a duration; write e.g. "500ms", "30s", "5m" or a number of seconds"#,
                 "pipe_size: 10 is too small (at least 4096 bytes)",
                 r#"listen_host: "localhost" is not an IP address"#,
-                r#"routes."8080".timeouts.read: unknown field; expected one of: connect, idle"#,
+                r#"routes."8080".timeouts.read: unknown field; expected one of: connect, idle, header, keepalive, response"#,
                 "routes.\"8080\".timeouts.connect: 0 must be greater than zero",
                 r#"routes."8080".backends[0].internal_port: missing; the backend's port is required"#,
             ],
@@ -180,6 +214,14 @@ fn bad_configs_report_every_error_with_its_path() {
         (
             r#"{"dashboard_port": "9000", "routes": {"9000": {"backends": [{"internal_port": 1}]}}}"#,
             &[r#"dashboard_port: 9000 is also the listen port of routes."9000""#],
+        ),
+        (
+            r#"{"routes": {"8080": {"timeouts": {"header": "soon", "keepalive": 0, "response": "-1s"}, "backends": [{"internal_port": 1}]}}}"#,
+            &[
+                r#"routes."8080".timeouts.header: "soon" is not a duration; write e.g. "500ms", "30s", "5m" or a number of seconds"#,
+                "routes.\"8080\".timeouts.keepalive: 0 must be greater than zero",
+                r#"routes."8080".timeouts.response: "-1s" is not a duration; write e.g. "500ms", "30s", "5m" or a number of seconds"#,
+            ],
         ),
         (r#"[1, 2]"#, &["expected an object, found [1,2]"]),
         (r#"{"routes": []}"#, &["routes: expected an object, found []"]),

@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+use crate::route::HostTable;
+
 use super::snapshot::{
     Backend, Balance, Dashboard, ListenerSpec, Protocol, Route, Snapshot, Timeouts,
 };
@@ -82,7 +84,7 @@ const ROUTE_FIELDS: &[&str] = &[
     "timeouts",
 ];
 const BACKEND_FIELDS: &[&str] = &["name", "cmd", "args", "internal_host", "internal_port"];
-const TIMEOUT_FIELDS: &[&str] = &["connect", "idle"];
+const TIMEOUT_FIELDS: &[&str] = &["connect", "idle", "header", "keepalive", "response"];
 
 /// Parses and validates config text.
 pub fn parse(text: &str) -> Result<Snapshot, ConfigErrors> {
@@ -497,6 +499,15 @@ impl Validator {
         if let Some(d) = self.duration(tm, &p, "idle") {
             t.idle = d;
         }
+        if let Some(d) = self.duration(tm, &p, "header") {
+            t.header = d;
+        }
+        if let Some(d) = self.duration(tm, &p, "keepalive") {
+            t.keepalive = d;
+        }
+        if let Some(d) = self.duration(tm, &p, "response") {
+            t.response = d;
+        }
         t
     }
 
@@ -622,6 +633,8 @@ impl Validator {
                         addr: r.listen,
                         protocol: r.protocol,
                         routes: vec![i],
+                        hosts: HostTable::default(),
+                        header_timeout: r.timeouts.header,
                     });
                 }
                 Some(&li) => {
@@ -659,10 +672,17 @@ impl Validator {
                     }
                     match clash {
                         Some(msg) => self.err(route_path(&r.key), msg),
-                        None => out[li].routes.push(i),
+                        None => {
+                            let l = &mut out[li];
+                            l.routes.push(i);
+                            l.header_timeout = l.header_timeout.min(r.timeouts.header);
+                        }
                     }
                 }
             }
+        }
+        for l in &mut out {
+            l.hosts = HostTable::build(l.routes.iter().map(|&i| (i, routes[i].hosts.as_slice())));
         }
         out
     }

@@ -22,14 +22,41 @@ use crate::sys;
 pub const MAX_ATTEMPTS: usize = 3;
 
 /// An open upstream connection; counts toward its backend's active connections
-/// (least_conn) until dropped.
+/// (least_conn) until dropped or [`released`](Upstream::release).
 pub struct Upstream<'r> {
     pub stream: TcpStream,
     pub backend: usize,
-    route: &'r LiveRoute,
+    /// Taken from an idle pool rather than freshly connected.
+    pub reused: bool,
+    active: Active<'r>,
 }
 
-impl Drop for Upstream<'_> {
+impl Upstream<'_> {
+    /// Stops counting the connection as active and hands back its socket
+    /// (to park it in an idle pool).
+    pub fn release(self) -> TcpStream {
+        let Upstream { stream, active, .. } = self;
+        drop(active);
+        stream
+    }
+}
+
+/// One count in a backend's `active`, given back on drop.
+struct Active<'r> {
+    route: &'r LiveRoute,
+    backend: usize,
+}
+
+impl<'r> Active<'r> {
+    fn new(route: &'r LiveRoute, backend: usize) -> Active<'r> {
+        if let Some(b) = route.backends.get(backend) {
+            b.state.active.fetch_add(1, Relaxed);
+        }
+        Active { route, backend }
+    }
+}
+
+impl Drop for Active<'_> {
     fn drop(&mut self) {
         if let Some(b) = self.route.backends.get(self.backend) {
             b.state.active.fetch_sub(1, Relaxed);
@@ -55,11 +82,14 @@ impl std::fmt::Display for ConnectFailed {
 
 /// Picks a backend for `client_hash` and connects, trying up to
 /// [`MAX_ATTEMPTS`] different backends. A failed backend is put in cooldown.
+/// `reuse(i)` may hand over an idle connection to backend `i` instead of a
+/// new connect (HTTP keep-alive pools; tunnels pass `|_| None`).
 pub async fn connect<'r>(
     route: &'r LiveRoute,
     slot: &RouteSlot,
     client_hash: u64,
     now_ms: impl Fn() -> u64,
+    mut reuse: impl FnMut(usize) -> Option<TcpStream>,
 ) -> Result<Upstream<'r>, ConnectFailed> {
     let n = route.backends.len();
     let attempts = n.min(MAX_ATTEMPTS);
@@ -95,15 +125,23 @@ pub async fn connect<'r>(
             break;
         };
         tried[attempt] = i;
+        if let Some(stream) = reuse(i) {
+            return Ok(Upstream {
+                stream,
+                backend: i,
+                reused: true,
+                active: Active::new(route, i),
+            });
+        }
         let b = &backends[i];
         match connect_timeout(b.cfg.addr, route.cfg.timeouts.connect).await {
             Ok(stream) => {
                 b.state.mark_ok();
-                b.state.active.fetch_add(1, Relaxed);
                 return Ok(Upstream {
                     stream,
                     backend: i,
-                    route,
+                    reused: false,
+                    active: Active::new(route, i),
                 });
             }
             Err(e) => {

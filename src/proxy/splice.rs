@@ -278,3 +278,116 @@ async fn pump<M: Meter>(
         }
     }
 }
+
+/// Why a one-way splice ([`splice_exact`], [`splice_to_eof`]) stopped early.
+#[derive(Debug)]
+pub enum SpliceError {
+    /// Reading `src` failed, it closed before the count, or stalled (`TimedOut`).
+    Src(io::Error),
+    /// Writing `dst` failed or stalled (`TimedOut`).
+    Dst(io::Error),
+}
+
+impl std::fmt::Display for SpliceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SpliceError::Src(e) => write!(f, "source: {e}"),
+            SpliceError::Dst(e) => write!(f, "destination: {e}"),
+        }
+    }
+}
+
+/// Moves exactly `n` bytes from `src` to `dst` through a pooled pipe, never
+/// reading past them (the next message stays in the socket). EOF first is
+/// `Src(UnexpectedEof)`; waiting longer than `stall` for either side is that
+/// side's `TimedOut`.
+pub async fn splice_exact(
+    pool: &PipePool,
+    src: &TcpStream,
+    dst: &TcpStream,
+    n: u64,
+    stall: Duration,
+) -> Result<(), SpliceError> {
+    splice_some(pool, src, dst, Some(n), stall)
+        .await
+        .map(|_| ())
+}
+
+/// Moves bytes from `src` to `dst` until EOF on `src`; returns how many.
+/// Does not half-close `dst`. Stalls as in [`splice_exact`].
+pub async fn splice_to_eof(
+    pool: &PipePool,
+    src: &TcpStream,
+    dst: &TcpStream,
+    stall: Duration,
+) -> Result<u64, SpliceError> {
+    splice_some(pool, src, dst, None, stall).await
+}
+
+async fn splice_some(
+    pool: &PipePool,
+    src: &TcpStream,
+    dst: &TcpStream,
+    limit: Option<u64>,
+    stall: Duration,
+) -> Result<u64, SpliceError> {
+    let (sfd, dfd) = (src.as_raw_fd(), dst.as_raw_fd());
+    let mut total = 0u64;
+    loop {
+        let want = match limit {
+            Some(n) if total >= n => return Ok(total),
+            Some(n) => n - total,
+            None => u64::MAX,
+        };
+        // Try before waiting: right after a head, body bytes are usually queued.
+        let mut lease = pool.take().map_err(SpliceError::Src)?;
+        let len = (lease.pipe().cap as u64).min(want) as usize;
+        match sys::splice(sfd, lease.pipe().w.as_raw_fd(), len) {
+            Ok(0) => {
+                return match limit {
+                    Some(_) => Err(SpliceError::Src(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "peer closed before the end of the body",
+                    ))),
+                    None => Ok(total),
+                };
+            }
+            Ok(k) => {
+                lease.fill = k;
+                while lease.fill > 0 {
+                    match sys::splice(lease.pipe().r.as_raw_fd(), dfd, lease.fill) {
+                        Ok(m) => lease.fill -= m.min(lease.fill),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            within(stall, dst.writable(false))
+                                .await
+                                .map_err(SpliceError::Dst)?;
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(SpliceError::Dst(e)),
+                    }
+                }
+                total += k as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                // Give the (empty) pipe back while we wait.
+                drop(lease);
+                within(stall, src.readable(false))
+                    .await
+                    .map_err(SpliceError::Src)?;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(SpliceError::Src(e)),
+        }
+    }
+}
+
+/// Waits for a readiness future, at most `stall`.
+async fn within(
+    stall: Duration,
+    ready: impl std::future::Future<Output = io::Result<()>>,
+) -> io::Result<()> {
+    monoio::select! {
+        r = ready => r,
+        _ = monoio::time::sleep(stall) => Err(io::Error::new(io::ErrorKind::TimedOut, "stalled")),
+    }
+}

@@ -13,9 +13,10 @@ use crate::shared::{LiveRoute, RouteSlot};
 use crate::worker::timer::CoarseTimers;
 use crate::worker::WorkerCtx;
 
-struct ConnMeter<'a> {
-    ctx: &'a WorkerCtx,
-    slot: &'a RouteSlot,
+/// Counts a tunnel's bytes into its route's slot and reads the worker's clock.
+pub(crate) struct ConnMeter<'a> {
+    pub(crate) ctx: &'a WorkerCtx,
+    pub(crate) slot: &'a RouteSlot,
 }
 
 impl Meter for ConnMeter<'_> {
@@ -50,6 +51,7 @@ pub async fn serve(ctx: Rc<WorkerCtx>, client: TcpStream, peer: SocketAddr, rout
         slot,
         client_hash(peer.ip()),
         || ctx.now_ms(),
+        |_| None,
     ));
     let upstream = match connecting.await {
         Ok(u) => u,

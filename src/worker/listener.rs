@@ -14,6 +14,7 @@ use std::time::Duration;
 use socket2::{Domain, Socket, Type};
 
 use crate::config::Protocol;
+use crate::http;
 use crate::proxy::{connect, tcp};
 use crate::sys;
 use crate::worker::{LocalEvent, WorkerCtx};
@@ -107,19 +108,13 @@ fn dispatch(ctx: &Rc<WorkerCtx>, sock: std::os::fd::OwnedFd, peer: SocketAddr, a
         // The route was removed by a reload while the connection queued.
         return;
     };
-    // Until the HTTP proxy lands, every route is forwarded as a tunnel; an
-    // http listener uses its default route (the one without hosts).
-    let route_idx = match spec.protocol {
-        Protocol::Tcp => spec.routes[0],
-        Protocol::Http => spec
-            .routes
-            .iter()
-            .copied()
-            .find(|&i| live.routes[i].cfg.hosts.is_empty())
-            .unwrap_or(spec.routes[0]),
-    };
-    let Some(route) = live.routes.get(route_idx).cloned() else {
-        return;
+    let tcp_route = match spec.protocol {
+        Protocol::Tcp => match spec.routes.first().and_then(|&i| live.routes.get(i)) {
+            Some(r) => Some(r.clone()),
+            None => return,
+        },
+        // Each request picks its route by Host.
+        Protocol::Http => None,
     };
     let stream = match connect::adopt(sock) {
         Ok(s) => s,
@@ -128,11 +123,20 @@ fn dispatch(ctx: &Rc<WorkerCtx>, sock: std::os::fd::OwnedFd, peer: SocketAddr, a
             return;
         }
     };
-    let guard = ctx.conn_opened(&route);
     let ctx = ctx.clone();
-    let fut = async move {
-        tcp::serve(ctx, stream, peer, route).await;
-        drop(guard);
-    };
-    monoio::spawn(fut);
+    match tcp_route {
+        Some(route) => {
+            let guard = ctx.conn_opened(&route);
+            monoio::spawn(async move {
+                tcp::serve(ctx, stream, peer, route).await;
+                drop(guard);
+            });
+        }
+        None => {
+            let guard = ctx.conn_opened_unrouted();
+            monoio::spawn(async move {
+                http::serve(ctx, live, stream, peer, addr, guard).await;
+            });
+        }
+    }
 }

@@ -23,6 +23,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use crate::http::buf::BufPool;
+use crate::http::upstream::UpstreamPool;
 use crate::proxy::splice::PipePool;
 use crate::shared::{epoch_ms, Live, LiveRoute, Shared};
 use crate::sys;
@@ -53,16 +55,21 @@ pub fn probe_uring() -> io::Result<()> {
 }
 
 /// A single-threaded event: `set` wakes every `wait`er, now and later.
+///
+/// A waiter that is dropped unfired (it lost a `select!`, e.g. a keep-alive
+/// wait that saw its client's next request) removes its waker, so many
+/// short waits do not pile up wakers (each holds its task alive) until `set`.
 #[derive(Default)]
 pub struct LocalEvent {
     set: Cell<bool>,
-    waiters: RefCell<Vec<Waker>>,
+    waiters: RefCell<slab::Slab<Waker>>,
 }
 
 impl LocalEvent {
     pub fn set(&self) {
         self.set.set(true);
-        for w in self.waiters.borrow_mut().drain(..) {
+        let wakers: Vec<Waker> = self.waiters.borrow_mut().drain().collect();
+        for w in wakers {
             w.wake();
         }
     }
@@ -70,25 +77,56 @@ impl LocalEvent {
         self.set.get()
     }
     pub fn wait(&self) -> impl Future<Output = ()> + '_ {
-        EventWait { ev: self }
+        EventWait {
+            ev: self,
+            key: None,
+        }
+    }
+    /// Wakers registered right now.
+    pub fn waiters(&self) -> usize {
+        self.waiters.borrow().len()
     }
 }
 
 struct EventWait<'a> {
     ev: &'a LocalEvent,
+    /// Our slot in `ev.waiters`, once registered.
+    key: Option<usize>,
 }
 
 impl Future for EventWait<'_> {
     type Output = ();
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         if self.ev.set.get() {
+            self.key = None;
             return Poll::Ready(());
         }
         let mut w = self.ev.waiters.borrow_mut();
-        if !w.iter().any(|x| x.will_wake(cx.waker())) {
-            w.push(cx.waker().clone());
+        match self.key.and_then(|k| w.get_mut(k)) {
+            Some(slot) => {
+                if !slot.will_wake(cx.waker()) {
+                    slot.clone_from(cx.waker());
+                }
+            }
+            None => {
+                let k = w.insert(cx.waker().clone());
+                drop(w);
+                self.key = Some(k);
+            }
         }
         Poll::Pending
+    }
+}
+
+impl Drop for EventWait<'_> {
+    fn drop(&mut self) {
+        // After `set` the slab was drained and no waiter registers again, so
+        // a stale key can never name another waiter's slot.
+        if let Some(k) = self.key {
+            if !self.ev.set.get() {
+                self.ev.waiters.borrow_mut().try_remove(k);
+            }
+        }
     }
 }
 
@@ -100,6 +138,13 @@ pub struct WorkerCtx {
     generation: Cell<u64>,
     pub pipes: PipePool,
     pub timers: timer::CoarseTimers,
+    /// Buffers for HTTP heads (and the body bytes read with them).
+    pub bufs: BufPool,
+    /// Idle keep-alive connections to backends (HTTP routes).
+    pub upstreams: UpstreamPool,
+    /// Set when the worker starts draining: keep-alive connections finish
+    /// their current request and close.
+    pub stopping: LocalEvent,
     now: Cell<u64>,
     active: Cell<usize>,
     pressure_logged_ms: Cell<u64>,
@@ -118,6 +163,12 @@ impl WorkerCtx {
         self.live.borrow().clone()
     }
 
+    /// Bumped each time this worker picks up a newly published config.
+    #[inline]
+    pub fn generation(&self) -> u64 {
+        self.generation.get()
+    }
+
     /// Open client connections on this worker.
     pub fn active(&self) -> usize {
         self.active.get()
@@ -131,7 +182,17 @@ impl WorkerCtx {
         }
         ConnGuard {
             ctx: self.clone(),
-            route: route.clone(),
+            route: Some(route.clone()),
+        }
+    }
+
+    /// Counts a new connection whose route is not known yet (an http
+    /// listener routes each request by Host); see [`ConnGuard::attach`].
+    pub fn conn_opened_unrouted(self: &Rc<Self>) -> ConnGuard {
+        self.active.set(self.active.get() + 1);
+        ConnGuard {
+            ctx: self.clone(),
+            route: None,
         }
     }
 
@@ -150,6 +211,7 @@ impl WorkerCtx {
         let now = epoch_ms();
         self.now.set(now);
         self.timers.fire(now);
+        self.upstreams.sweep(now);
         let g = self.shared.generation();
         if g != self.generation.get() {
             self.generation.set(g);
@@ -161,13 +223,27 @@ impl WorkerCtx {
 /// Keeps a connection counted as open.
 pub struct ConnGuard {
     ctx: Rc<WorkerCtx>,
-    route: Arc<LiveRoute>,
+    route: Option<Arc<LiveRoute>>,
+}
+
+impl ConnGuard {
+    /// Attributes an unrouted connection to the route of its first request
+    /// (counted opened now, closed on drop); later calls do nothing.
+    pub fn attach(&mut self, route: &Arc<LiveRoute>) {
+        if self.route.is_some() {
+            return;
+        }
+        if let Some(s) = route.slots.get(self.ctx.id) {
+            s.opened.add(1);
+        }
+        self.route = Some(route.clone());
+    }
 }
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
         self.ctx.active.set(self.ctx.active.get().saturating_sub(1));
-        if let Some(s) = self.route.slots.get(self.ctx.id) {
+        if let Some(s) = self.route.as_ref().and_then(|r| r.slots.get(self.ctx.id)) {
             s.closed.add(1);
         }
     }
@@ -243,6 +319,9 @@ async fn run(
         shared: shared.clone(),
         pipes: PipePool::new(spec.pipe_size, 64),
         timers: timer::CoarseTimers::new(epoch_ms()),
+        bufs: BufPool::new(256),
+        upstreams: UpstreamPool::default(),
+        stopping: LocalEvent::default(),
         now: Cell::new(epoch_ms()),
         active: Cell::new(0),
         pressure_logged_ms: Cell::new(0),
@@ -267,6 +346,8 @@ async fn run(
         ctx.tick();
     }
     stop.set();
+    ctx.stopping.set();
+    ctx.upstreams.clear();
     for l in loops {
         l.await;
     }
@@ -281,5 +362,41 @@ async fn run(
             open = ctx.active(),
             "grace period over, closing open connections"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_event_wakes_waiters_and_forgets_dropped_ones() {
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let ev = Rc::new(LocalEvent::default());
+            // Waits that lose a race leave nothing behind (keep-alive waits).
+            for _ in 0..100 {
+                monoio::select! {
+                    _ = ev.wait() => unreachable!(),
+                    _ = monoio::time::sleep(Duration::from_millis(1)) => {}
+                }
+            }
+            assert_eq!(ev.waiters(), 0);
+            let e2 = ev.clone();
+            let task = monoio::spawn(async move {
+                e2.wait().await;
+                7
+            });
+            monoio::time::sleep(Duration::from_millis(5)).await;
+            assert_eq!(ev.waiters(), 1);
+            ev.set();
+            assert_eq!(task.await, 7);
+            assert_eq!(ev.waiters(), 0);
+            // Set stays set.
+            ev.wait().await;
+        });
     }
 }

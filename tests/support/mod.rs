@@ -11,6 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+pub mod http;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_ringmesh");
 
 /// A port that was free a moment ago (bound to 127.0.0.1:0, then released).

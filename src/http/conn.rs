@@ -1,0 +1,298 @@
+//! One client connection on an http listener: read a head, hand it to an
+//! exchange, repeat while the connection stays keep-alive.
+//!
+//! Requests are taken one at a time from the connection's buffer, so
+//! pipelined requests are answered in order. Slowloris defense: a head must
+//! be complete within `timeouts.header` of the start of its wait (408, close);
+//! a head over 64 KiB is 431; any parse error is its status and a close.
+//! Between requests the connection owns no buffer: it waits for readability
+//! (at most `timeouts.keepalive`), then takes one from the worker's pool.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use monoio::net::TcpStream;
+use monoio::time::Instant;
+
+use crate::shared::Live;
+use crate::sys;
+use crate::worker::{ConnGuard, WorkerCtx};
+
+use super::exchange::{self, Outcome, Scratch};
+use super::head::{parse_request, HeadError, Limits, RequestHead, Status};
+use super::io::{Cancel, Io};
+use super::respond;
+
+/// How long a closing connection keeps reading (and discarding) what the
+/// client still sends, so the kernel does not answer it with a RST that
+/// could destroy our last response before the client reads it.
+const LINGER: Duration = Duration::from_secs(2);
+/// Most bytes discarded while lingering.
+const LINGER_MAX: usize = 16 << 20;
+/// Longest stall writing an error response.
+const ERROR_WRITE_STALL: Duration = Duration::from_secs(5);
+
+/// The client side of a connection.
+pub(super) struct Client {
+    pub stream: TcpStream,
+    pub peer: SocketAddr,
+    /// Bytes read and not yet consumed: the current request starts at 0.
+    pub buf: Vec<u8>,
+    /// Cancels this connection task's timed-out io_uring op (client or upstream).
+    pub cancel: Cancel,
+}
+
+/// Serves one accepted connection of an http listener until it closes.
+pub async fn serve(
+    ctx: Rc<WorkerCtx>,
+    live: Arc<Live>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    listen: SocketAddr,
+    guard: ConnGuard,
+) {
+    let Some(spec) = live.by_listen.get(&listen).copied() else {
+        return;
+    };
+    let mut conn = Conn {
+        gen: ctx.generation(),
+        ctx,
+        listen,
+        spec,
+        closing: false,
+        guard,
+        client: Client {
+            stream,
+            peer,
+            buf: Vec::new(),
+            cancel: Cancel::default(),
+        },
+        scratch: Scratch::default(),
+    };
+    conn.run(live).await;
+    conn.release_buffers();
+}
+
+struct Conn {
+    ctx: Rc<WorkerCtx>,
+    listen: SocketAddr,
+    /// Generation of the config this connection serves.
+    gen: u64,
+    /// Index of our listener in `live.snapshot.listeners`.
+    spec: usize,
+    /// Our listener left the config: finish this request, then close.
+    closing: bool,
+    guard: ConnGuard,
+    client: Client,
+    scratch: Scratch,
+}
+
+enum HeadFail {
+    /// EOF or a socket error: nobody to answer.
+    Gone,
+    /// No complete head before the deadline.
+    Timeout,
+    Bad(HeadError),
+}
+
+impl Conn {
+    /// `live` is the config this connection serves, refreshed between requests.
+    async fn run(&mut self, mut live: Arc<Live>) {
+        let mut keepalive: Option<Duration> = None;
+        loop {
+            if self.client.buf.is_empty() {
+                if let Some(idle) = keepalive {
+                    self.release_buffers();
+                    if !self.wait_next_request(idle).await {
+                        return;
+                    }
+                }
+            }
+            self.refresh_live(&mut live);
+            let Some(spec) = live.snapshot.listeners.get(self.spec) else {
+                return;
+            };
+            if self.client.buf.capacity() == 0 {
+                self.client.buf = self.ctx.bufs.take();
+            }
+            let deadline = Instant::now() + spec.header_timeout;
+            let head = match self.read_head(deadline).await {
+                Ok(h) => h,
+                Err(HeadFail::Gone) => return,
+                Err(HeadFail::Timeout) => {
+                    tracing::debug!(peer = %self.client.peer, "request head timeout");
+                    return self.fail(408).await;
+                }
+                Err(HeadFail::Bad(e)) => {
+                    tracing::debug!(peer = %self.client.peer, "bad request head: {e}");
+                    return self.fail(e.request_status()).await;
+                }
+            };
+            let outcome = exchange::run(
+                &self.ctx,
+                &live,
+                spec,
+                &mut self.client,
+                &mut self.scratch,
+                head,
+                &mut self.guard,
+                self.closing,
+            )
+            .await;
+            match outcome {
+                Outcome::KeepAlive(idle) => keepalive = Some(idle),
+                Outcome::Close => return self.linger().await,
+                Outcome::Drop => return,
+            }
+        }
+    }
+
+    /// Picks up a newly published config, unless it dropped our listener
+    /// (then we keep the old one for this last request and close after it).
+    fn refresh_live(&mut self, live: &mut Arc<Live>) {
+        let gen = self.ctx.generation();
+        if gen == self.gen {
+            return;
+        }
+        self.gen = gen;
+        let new = self.ctx.live();
+        match new.by_listen.get(&self.listen) {
+            Some(&i) => {
+                *live = new;
+                self.spec = i;
+            }
+            None => self.closing = true,
+        }
+    }
+
+    /// Waits until the client sends its next request; false when it stays
+    /// silent for `idle`, or the worker is draining.
+    async fn wait_next_request(&self, idle: Duration) -> bool {
+        if self.ctx.stopping.is_set() {
+            return false;
+        }
+        monoio::select! {
+            r = self.client.stream.readable(false) => r.is_ok(),
+            _ = monoio::time::sleep(idle) => false,
+            _ = self.ctx.stopping.wait() => false,
+        }
+    }
+
+    /// Reads until `client.buf` starts with a complete head.
+    async fn read_head(&mut self, deadline: Instant) -> Result<RequestHead, HeadFail> {
+        let limits = Limits::default();
+        let buf = &mut self.client.buf;
+        // Bytes already searched for the blank line that ends a head: a head
+        // arriving a byte at a time is scanned once, not parsed once per byte.
+        let mut scanned = 0usize;
+        loop {
+            if !buf.is_empty()
+                && (scanned == 0 || buf.len() >= limits.max_head || has_blank_line(buf, scanned))
+            {
+                match parse_request(buf, &mut self.scratch.spans, &limits) {
+                    Ok(Status::Complete(h)) => return Ok(h),
+                    Ok(Status::Partial) => {}
+                    Err(e) => return Err(HeadFail::Bad(e)),
+                }
+            }
+            if buf.len() >= limits.max_head {
+                return Err(HeadFail::Bad(HeadError::TooLarge));
+            }
+            scanned = buf.len();
+            let room = limits.max_head - buf.len();
+            match Io::Ring(&mut self.client.stream, &self.client.cancel)
+                .read(buf, room, deadline)
+                .await
+            {
+                Ok(0) => return Err(HeadFail::Gone),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    return Err(HeadFail::Timeout)
+                }
+                Err(_) => return Err(HeadFail::Gone),
+            }
+        }
+    }
+
+    /// Answers with a canned error response, then closes.
+    async fn fail(&mut self, status: u16) {
+        let out = &mut self.scratch.out;
+        if out.capacity() == 0 {
+            *out = self.ctx.bufs.take();
+        }
+        out.clear();
+        match respond::canned(status) {
+            Some(bytes) => out.extend_from_slice(bytes),
+            None => respond::write_error(out, status, ""),
+        }
+        let len = out.len();
+        if Io::Ring(&mut self.client.stream, &self.client.cancel)
+            .write_all(out, 0..len, ERROR_WRITE_STALL)
+            .await
+            .is_ok()
+        {
+            self.linger().await;
+        }
+    }
+
+    /// Half-closes, then reads and discards until the client closes too (or
+    /// [`LINGER`] passes), so our last response is not lost to a RST.
+    async fn linger(&mut self) {
+        let _ = sys::shutdown_write(std::os::fd::AsRawFd::as_raw_fd(&self.client.stream));
+        let deadline = Instant::now() + LINGER;
+        let buf = &mut self.client.buf;
+        if buf.capacity() == 0 {
+            *buf = self.ctx.bufs.take();
+        }
+        let mut total = 0usize;
+        while total < LINGER_MAX {
+            buf.clear();
+            let room = buf.capacity();
+            match Io::Ring(&mut self.client.stream, &self.client.cancel)
+                .read(buf, room, deadline)
+                .await
+            {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    }
+
+    fn release_buffers(&mut self) {
+        let bufs = &self.ctx.bufs;
+        for b in [
+            &mut self.client.buf,
+            &mut self.scratch.ubuf,
+            &mut self.scratch.out,
+        ] {
+            if b.capacity() > 0 {
+                bufs.put(std::mem::take(b));
+            }
+        }
+    }
+}
+
+/// Whether `buf` holds a line end followed by an empty line (CRLF CRLF, or
+/// a bare-LF variant the parser will reject) past `from - 3`.
+fn has_blank_line(buf: &[u8], from: usize) -> bool {
+    let tail = buf.get(from.saturating_sub(3)..).unwrap_or(&[]);
+    memchr::memmem::find(tail, b"\n\r\n").is_some() || memchr::memmem::find(tail, b"\n\n").is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_blank_line;
+
+    #[test]
+    fn blank_line_search_covers_the_seam() {
+        assert!(has_blank_line(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 0));
+        let b = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        // The previous read ended right after "\r\n" of the last header.
+        assert!(has_blank_line(b, b.len() - 2));
+        assert!(has_blank_line(b, b.len() - 1));
+        assert!(!has_blank_line(b"GET / HTTP/1.1\r\nHost: a\r\n", 0));
+        assert!(has_blank_line(b"GET / HTTP/1.1\nHost: a\n\n", 10));
+    }
+}

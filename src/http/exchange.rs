@@ -1,0 +1,451 @@
+//! One request/response exchange: route by Host, get an upstream (pooled or
+//! new), send the rewritten head, move the bodies, decide what happens to
+//! both connections afterwards.
+//!
+//! A request whose body is already buffered (most requests: no body) runs in
+//! one direction at a time with exclusive io_uring ops ([`Io::Ring`]). A
+//! request whose body is still arriving uploads it while the response is
+//! read at the same time ([`Io::Ready`] on both sockets): a backend may answer
+//! `100 Continue` or an early error before the body ends, and a streaming
+//! backend may answer while it reads.
+
+use std::cell::Cell;
+use std::io;
+use std::time::Duration;
+
+use crate::balance::client_hash;
+use crate::config::ListenerSpec;
+use crate::proxy::connect::{self, Upstream};
+use crate::shared::{Live, LiveRoute, RouteSlot};
+use crate::worker::{ConnGuard, WorkerCtx};
+
+use super::body::{BodyError, Pipe};
+use super::chunked::ChunkedScanner;
+use super::conn::Client;
+use super::head::{BodyFraming, HeaderSpan, RequestHead};
+use super::io::Io;
+use super::respond;
+use super::response::{Down, DownEnd, DownError, Upload};
+use super::rewrite::{write_request, RequestRewrite};
+use super::upgrade::upgraded;
+
+/// Header fields kept per head (requests beyond it get 431, responses 502).
+pub const MAX_HEADERS: usize = 100;
+
+/// Longest stall writing a proxy-generated error response.
+const ERROR_WRITE_STALL: Duration = Duration::from_secs(5);
+
+/// What the connection does after an exchange.
+pub(super) enum Outcome {
+    /// The response is complete; wait for the next request (at most this long).
+    KeepAlive(Duration),
+    /// Close after lingering: a response went out, the client may still send.
+    Close,
+    /// Close now (tunnel over, client gone, or mid-response failure).
+    Drop,
+}
+
+/// Per-connection scratch space, reused by every exchange.
+pub(super) struct Scratch {
+    /// Bytes read from the upstream.
+    pub ubuf: Vec<u8>,
+    /// Heads being written (request to the backend, response to the client).
+    pub out: Vec<u8>,
+    pub spans: [HeaderSpan; MAX_HEADERS],
+}
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Scratch {
+            ubuf: Vec::new(),
+            out: Vec::new(),
+            spans: [HeaderSpan::default(); MAX_HEADERS],
+        }
+    }
+}
+
+/// Request body bytes still in the client socket after the buffered prefix.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Rest {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+/// Runs one exchange for `head` (parsed from the start of `client.buf`).
+/// On `KeepAlive`, `client.buf` holds exactly the bytes after the request.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn run(
+    ctx: &WorkerCtx,
+    live: &Live,
+    spec: &ListenerSpec,
+    client: &mut Client,
+    s: &mut Scratch,
+    head: RequestHead,
+    guard: &mut ConnGuard,
+    closing: bool,
+) -> Outcome {
+    if s.out.capacity() == 0 {
+        s.out = ctx.bufs.take();
+    }
+    let method = head.method(&client.buf);
+    if method == b"CONNECT" {
+        return error(client, s, 501, "CONNECT is not supported here").await;
+    }
+    let host = head.host(&client.buf);
+    let Some(route_arc) = spec.hosts.lookup(host).and_then(|i| live.routes.get(i)) else {
+        let shown = String::from_utf8_lossy(host.unwrap_or(b""));
+        let detail = format!("no route for host {shown:?}");
+        return error(client, s, 404, &detail).await;
+    };
+    guard.attach(route_arc);
+    let route: &LiveRoute = route_arc;
+    let Some(slot) = route.slots.get(ctx.id) else {
+        return Outcome::Drop;
+    };
+    slot.requests.add(1);
+    let t = route.cfg.timeouts;
+
+    // The body bytes that arrived with the head go out with it.
+    let after_head = client.buf.get(head.head_len..).unwrap_or(&[]);
+    let mut scanner = ChunkedScanner::new();
+    let (prefix, rest) = match head.framing {
+        BodyFraming::None => (0, Rest::None),
+        BodyFraming::Length(n) => {
+            let p = n.min(after_head.len() as u64);
+            let rest = if n > p {
+                Rest::Length(n - p)
+            } else {
+                Rest::None
+            };
+            (p as usize, rest)
+        }
+        BodyFraming::Chunked => match scanner.advance(after_head) {
+            Ok(p) if p.done => (p.consumed, Rest::None),
+            Ok(p) => (p.consumed, Rest::Chunked),
+            Err(e) => {
+                tracing::debug!(peer = %client.peer, "bad chunked request body: {e}");
+                return error(client, s, 400, "").await;
+            }
+        },
+    };
+    let has_body = !matches!(head.framing, BodyFraming::None | BodyFraming::Length(0));
+    // The response parser only needs to know HEAD (no body) and CONNECT (refused above).
+    let resp_method: &'static [u8] = if method == b"HEAD" { b"HEAD" } else { b"GET" };
+    let idempotent = matches!(
+        method,
+        b"GET" | b"HEAD" | b"OPTIONS" | b"PUT" | b"DELETE" | b"TRACE"
+    );
+    // Never upgrade a request with a body: after the 101 its bytes would be ambiguous.
+    let upgrade = head.upgrade && !has_body;
+    let client_keep = head.keep_alive && !closing && !ctx.stopping.is_set();
+
+    s.out.clear();
+    write_request(
+        &mut s.out,
+        &client.buf,
+        &head,
+        &s.spans,
+        &RequestRewrite {
+            client_ip: client.peer.ip(),
+            proto: "http",
+            forward_upgrade: upgrade,
+            close_upstream: false,
+        },
+    );
+    let consumed = head.head_len + prefix;
+    s.out
+        .extend_from_slice(client.buf.get(head.head_len..consumed).unwrap_or(&[]));
+    // The request head is copied out: from here on `client.buf` keeps only
+    // what follows it (the next request, or bytes after an upgrade).
+    client.buf.drain(..consumed.min(client.buf.len()));
+
+    let hash = client_hash(client.peer.ip());
+    let now = || ctx.now_ms();
+    let pooled = |i: usize| {
+        route
+            .backends
+            .get(i)
+            .and_then(|b| ctx.upstreams.take(b.cfg.addr, ctx.now_ms()))
+    };
+    let mut up = match connect::connect(route, slot, hash, now, pooled).await {
+        Ok(u) => u,
+        Err(e) => return connect_failed(client, s, route, slot, e).await,
+    };
+    if s.ubuf.capacity() == 0 {
+        s.ubuf = ctx.bufs.take();
+    }
+    s.ubuf.clear();
+    let started = Cell::new(false);
+    let down = Down {
+        ctx,
+        slot,
+        method: resp_method,
+        client_version: head.version,
+        client_keep,
+        upgrade,
+        stall: t.response,
+        started: &started,
+    };
+
+    if rest != Rest::None {
+        return concurrent(ctx, client, s, &down, up, rest, scanner, route).await;
+    }
+
+    // Whole request in hand: send it, then read the response, retrying once
+    // on a fresh connection if a pooled one turns out dead before answering.
+    let retryable = idempotent && !has_body;
+    let mut retried = false;
+    let result = loop {
+        let len = s.out.len();
+        let r = match Io::Ring(&mut up.stream, &client.cancel)
+            .write_all(&mut s.out, 0..len, t.response)
+            .await
+        {
+            Err(e) => Err(DownError::Early(e)),
+            Ok(()) => {
+                slot.bytes_in.add(len as u64);
+                let (mut c, mut u) = (
+                    Io::Ring(&mut client.stream, &client.cancel),
+                    Io::Ring(&mut up.stream, &client.cancel),
+                );
+                down.run(s, &mut c, &mut u, None).await
+            }
+        };
+        match r {
+            Err(DownError::Early(e)) if up.reused && retryable && !retried && is_dead(&e) => {
+                tracing::debug!(route = %route.cfg.name, "pooled upstream failed ({e}), retrying on a new connection");
+                retried = true;
+                s.ubuf.clear();
+                up = match connect::connect(route, slot, hash, now, |_| None).await {
+                    Ok(u) => u,
+                    Err(e) => return connect_failed(client, s, route, slot, e).await,
+                };
+            }
+            r => break r,
+        }
+    };
+    match result {
+        Ok(DownEnd::Upgraded) => upgraded(ctx, client, s, up, route, slot).await,
+        Ok(DownEnd::Done {
+            upstream_ok,
+            close_client,
+        }) => {
+            if upstream_ok {
+                park(ctx, route, up);
+            }
+            if close_client {
+                Outcome::Close
+            } else {
+                Outcome::KeepAlive(t.keepalive)
+            }
+        }
+        Err(e) => down_failed(client, s, route, slot, &started, e).await,
+    }
+}
+
+/// Uploads the rest of the request body while the response downloads.
+#[allow(clippy::too_many_arguments)]
+async fn concurrent(
+    ctx: &WorkerCtx,
+    client: &mut Client,
+    s: &mut Scratch,
+    down: &Down<'_>,
+    mut up: Upstream<'_>,
+    rest: Rest,
+    mut scanner: ChunkedScanner,
+    route: &LiveRoute,
+) -> Outcome {
+    let slot = down.slot;
+    let len = s.out.len();
+    if let Err(e) = Io::Ring(&mut up.stream, &client.cancel)
+        .write_all(&mut s.out, 0..len, down.stall)
+        .await
+    {
+        return down_failed(client, s, route, slot, down.started, DownError::Early(e)).await;
+    }
+    slot.bytes_in.add(len as u64);
+    // Everything buffered was part of this request (see `run`).
+    client.buf.clear();
+    let state = Cell::new(Upload::Running);
+    let (result, upload) = {
+        let (cs, us) = (&client.stream, &up.stream);
+        let cbuf = &mut client.buf;
+        let upload = async {
+            let (mut src, mut dst) = (Io::Ready(cs), Io::Ready(us));
+            let mut pipe = Pipe {
+                pipes: &ctx.pipes,
+                src: &mut src,
+                dst: &mut dst,
+                stall: down.stall,
+            };
+            match rest {
+                Rest::Length(n) => pipe.length(n).await.map(|()| n),
+                Rest::Chunked => pipe.chunked(&mut scanner, cbuf).await,
+                Rest::None => Ok(0),
+            }
+        };
+        let download = async {
+            let (mut c, mut u) = (Io::Ready(cs), Io::Ready(us));
+            down.run(s, &mut c, &mut u, Some(&state)).await
+        };
+        let (mut upload, mut download) = (std::pin::pin!(upload), std::pin::pin!(download));
+        let mut upload_end: Option<Result<u64, BodyError>> = None;
+        let result = loop {
+            monoio::select! {
+                r = &mut upload, if upload_end.is_none() => {
+                    match &r {
+                        Ok(n) => {
+                            slot.bytes_in.add(*n);
+                            state.set(Upload::Done);
+                        }
+                        // The backend stopped reading: it may still have answered.
+                        Err(BodyError::Dst(_)) => state.set(Upload::Failed),
+                        // The client failed, stalled or sent bad framing:
+                        // nothing sensible can follow.
+                        Err(BodyError::Src(_) | BodyError::Framing(_)) => {
+                            upload_end = Some(r);
+                            break None;
+                        }
+                    }
+                    upload_end = Some(r);
+                }
+                r = &mut download => break Some(r),
+            }
+        };
+        (result, upload_end)
+    };
+    let Some(result) = result else {
+        slot.errors.add(1);
+        return match upload {
+            Some(Err(BodyError::Framing(e))) if !down.started.get() => {
+                tracing::debug!(peer = %client.peer, "bad chunked request body: {e}");
+                error(client, s, 400, "").await
+            }
+            Some(Err(e)) => {
+                tracing::debug!(peer = %client.peer, "request body: {e}");
+                Outcome::Drop
+            }
+            _ => Outcome::Drop,
+        };
+    };
+    let upload_ok = matches!(upload, Some(Ok(_)));
+    match result {
+        Ok(DownEnd::Done {
+            upstream_ok,
+            close_client,
+        }) => {
+            if upstream_ok && upload_ok {
+                park(ctx, route, up);
+            }
+            if close_client || !upload_ok {
+                Outcome::Close
+            } else {
+                Outcome::KeepAlive(route.cfg.timeouts.keepalive)
+            }
+        }
+        // Upgrades are only forwarded for requests without a body.
+        Ok(DownEnd::Upgraded) => Outcome::Drop,
+        Err(e) => down_failed(client, s, route, slot, down.started, e).await,
+    }
+}
+
+/// Whether an upstream error means the connection was already dead (closed
+/// or reset by the backend), as opposed to slow.
+fn is_dead(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::NotConnected
+    )
+}
+
+/// Returns a cleanly finished upstream connection to the worker's pool
+/// (unless the worker is draining: then it just closes).
+fn park(ctx: &WorkerCtx, route: &LiveRoute, up: Upstream<'_>) {
+    if ctx.stopping.is_set() {
+        return;
+    }
+    if let Some(b) = route.backends.get(up.backend) {
+        let addr = b.cfg.addr;
+        ctx.upstreams.put(addr, up.release(), ctx.now_ms());
+    }
+}
+
+/// No upstream: 503 when no backend could even be tried, else 502.
+async fn connect_failed(
+    client: &mut Client,
+    s: &mut Scratch,
+    route: &LiveRoute,
+    slot: &RouteSlot,
+    e: connect::ConnectFailed,
+) -> Outcome {
+    slot.errors.add(1);
+    tracing::debug!(route = %route.cfg.name, peer = %client.peer, "no backend: {e}");
+    let status = if e.last.is_none() { 503 } else { 502 };
+    let detail = format!("route {:?}: {e}", route.cfg.name);
+    error(client, s, status, &detail).await
+}
+
+/// Maps a failed download to what the client sees: an error response when
+/// nothing of the response went out yet, else a close.
+async fn down_failed(
+    client: &mut Client,
+    s: &mut Scratch,
+    route: &LiveRoute,
+    slot: &RouteSlot,
+    started: &Cell<bool>,
+    e: DownError,
+) -> Outcome {
+    let name = &route.cfg.name;
+    if let DownError::Client(e) = &e {
+        tracing::debug!(route = %name, peer = %client.peer, "client went away: {e}");
+        return Outcome::Drop;
+    }
+    slot.errors.add(1);
+    tracing::debug!(route = %name, peer = %client.peer, "exchange failed: {e:?}");
+    if started.get() {
+        return Outcome::Drop;
+    }
+    match e {
+        DownError::Client(_) => Outcome::Drop,
+        DownError::Timeout => {
+            let detail = format!("route {name:?}: backend sent no response in time");
+            error(client, s, 504, &detail).await
+        }
+        DownError::Early(e) => {
+            let detail = format!("route {name:?}: backend closed the connection ({e})");
+            error(client, s, 502, &detail).await
+        }
+        DownError::Bad(e) => {
+            let detail = format!("route {name:?}: invalid response from backend ({e})");
+            error(client, s, 502, &detail).await
+        }
+        DownError::Backend(e) => {
+            let detail = format!("route {name:?}: backend failed ({e})");
+            error(client, s, 502, &detail).await
+        }
+    }
+}
+
+/// Writes an error response (`detail` empty: the canned one) and asks for a
+/// lingering close.
+async fn error(client: &mut Client, s: &mut Scratch, status: u16, detail: &str) -> Outcome {
+    let out = &mut s.out;
+    out.clear();
+    match respond::canned(status) {
+        Some(bytes) if detail.is_empty() => out.extend_from_slice(bytes),
+        _ => respond::write_error(out, status, detail),
+    }
+    let len = out.len();
+    match Io::Ring(&mut client.stream, &client.cancel)
+        .write_all(out, 0..len, ERROR_WRITE_STALL)
+        .await
+    {
+        Ok(()) => Outcome::Close,
+        Err(_) => Outcome::Drop,
+    }
+}

@@ -1,0 +1,59 @@
+//! Upgrades (WebSocket and friends): after the backend's 101 has been
+//! forwarded, both connections become a spliced tunnel. Never before: until
+//! a 101 arrives, bytes after the request head stay buffered as a possible
+//! next request (a tunnel opened early lets a client smuggle requests past
+//! the proxy, Pingora CVE-2026-2833).
+
+use crate::proxy::connect::Upstream;
+use crate::proxy::splice::{tunnel, TunnelEnd};
+use crate::proxy::tcp::ConnMeter;
+use crate::shared::{LiveRoute, RouteSlot};
+use crate::worker::WorkerCtx;
+
+use super::conn::Client;
+use super::exchange::{Outcome, Scratch};
+use super::io::Io;
+
+/// After a forwarded 101: bytes the client sent past its request go up, then
+/// both connections become a spliced tunnel with the route's idle timeout.
+pub(super) async fn upgraded(
+    ctx: &WorkerCtx,
+    client: &mut Client,
+    s: &mut Scratch,
+    mut up: Upstream<'_>,
+    route: &LiveRoute,
+    slot: &RouteSlot,
+) -> Outcome {
+    let t = route.cfg.timeouts;
+    if !client.buf.is_empty() {
+        let len = client.buf.len();
+        if Io::Ring(&mut up.stream, &client.cancel)
+            .write_all(&mut client.buf, 0..len, t.response)
+            .await
+            .is_err()
+        {
+            return Outcome::Drop;
+        }
+        slot.bytes_in.add(len as u64);
+        client.buf.clear();
+    }
+    // The tunnel holds no buffers: give them back for its (possibly long) life.
+    for b in [&mut client.buf, &mut s.ubuf, &mut s.out] {
+        ctx.bufs.put(std::mem::take(b));
+    }
+    let meter = ConnMeter { ctx, slot };
+    match tunnel(&ctx.pipes, &meter, &client.stream, &up.stream, t.idle).await {
+        Ok(_) => {}
+        Err(TunnelEnd::Idle) => {
+            tracing::debug!(route = %route.cfg.name, peer = %client.peer, "upgraded connection idle, closing");
+        }
+        Err(TunnelEnd::Client(e)) => {
+            tracing::debug!(route = %route.cfg.name, peer = %client.peer, "upgraded client side: {e}");
+        }
+        Err(TunnelEnd::Backend(e)) => {
+            slot.errors.add(1);
+            tracing::debug!(route = %route.cfg.name, peer = %client.peer, "upgraded backend side: {e}");
+        }
+    }
+    Outcome::Drop
+}
