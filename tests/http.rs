@@ -299,6 +299,15 @@ fn slow_head_gets_408(io: &str) {
     );
     assert!(c.closed_within(Duration::from_secs(5)));
     dripper.join().unwrap();
+    // A client that connects and says nothing gets the same answer.
+    let mut c = Client::connect(port);
+    let t0 = Instant::now();
+    assert_eq!(c.response().status(), 408);
+    assert!(
+        t0.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        t0.elapsed()
+    );
     // The listener still serves well-behaved clients.
     let mut c = Client::connect(port);
     assert_eq!(c.get("/", "a", "").status(), 200);
