@@ -5,8 +5,10 @@
 //!     |
 //!     +-- control thread: signals, drain (later: supervision, health, reload, API)
 //!     +-- workers (one per CPU, pinned): monoio runtime (io_uring, epoll fallback),
-//!         one SO_REUSEPORT listener per route address, accept -> route -> balance
-//!         -> connect -> splice tunnel
+//!         one SO_REUSEPORT listener per route address, accept, then
+//!           tcp:  route -> balance -> connect -> splice tunnel
+//!           http: per request: head -> Host -> route -> balance -> pooled or new
+//!                 upstream -> rewritten head -> bodies (splice / chunked scan)
 //!                shared: Arc<Live> snapshot, per-backend atomics, per-worker counters
 //! ```
 //!
@@ -18,6 +20,8 @@
 //! - **client**: the peer that connected to a listener. **upstream**: our connection to a backend.
 //! - **snapshot**: an immutable validated config; **live**: a snapshot plus runtime state.
 //! - **drain**: stop accepting, let open connections finish.
+//! - **head**: an HTTP message's start line and header fields; **exchange**:
+//!   one request and its response.
 //!
 //! Modules:
 //! - [`config`]: config.json (GopherMesh-compatible) -> validated [`config::Snapshot`]; pure.
@@ -26,9 +30,11 @@
 //! - [`shared`]: the only state the control thread and workers both touch.
 //! - [`worker`]: threads, runtimes, listeners, accept loop.
 //! - [`proxy`]: backend connect with failover, splice tunnels.
+//! - [`http`]: the HTTP/1.1 reverse proxy (pure head/rewrite/chunked core, and
+//!   the per-connection data plane on top of it).
 //! - [`engine`]: start-up and shutdown order.
 //! - [`control`]: the control thread's services (status API).
-//! - [`sys`]: the raw syscalls (splice, pipes, accept4, affinity), each `unsafe` justified.
+//! - [`sys`]: the raw syscalls (splice, pipes, accept4, recv/send, affinity), each `unsafe` justified.
 
 pub mod balance;
 pub mod config;

@@ -4,7 +4,9 @@
 //! the slowloris timeout, 50 MiB bodies both ways (Content-Length and
 //! chunked, SHA-256 checked), keep-alive upstream reuse and the one safe
 //! retry, pipelining, bodiless responses, Expect: 100-continue, HTTP/1.0
-//! clients, upgrade to a tunnel, and the 502/504/mid-response failures.
+//! clients, upgrade to a tunnel (only after a 101), the 502/504/mid-response
+//! failures, an early answer during an upload, graceful drain, and random
+//! garbage that must not hurt a worker.
 
 mod support;
 
@@ -48,6 +50,7 @@ both_drivers!(
     backend_closing_mid_response_closes_client,
     drain_closes_idle_keepalive_and_finishes_inflight,
     early_response_while_uploading,
+    garbage_never_hurts_a_worker,
 );
 
 /// One http route on `port` to `backend`, with extra `timeouts` fields.
@@ -296,6 +299,15 @@ fn slow_head_gets_408(io: &str) {
     );
     assert!(c.closed_within(Duration::from_secs(5)));
     dripper.join().unwrap();
+    // A client that connects and says nothing gets the same answer.
+    let mut c = Client::connect(port);
+    let t0 = Instant::now();
+    assert_eq!(c.response().status(), 408);
+    assert!(
+        t0.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        t0.elapsed()
+    );
     // The listener still serves well-behaved clients.
     let mut c = Client::connect(port);
     assert_eq!(c.get("/", "a", "").status(), 200);
@@ -775,4 +787,51 @@ fn early_response_while_uploading(io: &str) {
     assert_eq!(r.header("connection"), Some("close"));
     assert!(c.closed_within(Duration::from_secs(5)));
     uploader.join().unwrap();
+}
+
+fn garbage_never_hurts_a_worker(io: &str) {
+    let backend = mirror();
+    let port = free_port();
+    let rm = start(port, backend.port, "", io);
+    let valid: &[u8] =
+        b"POST /x?y=1 HTTP/1.1\r\nHost: a.example:80\r\nTransfer-Encoding: chunked\r\n\
+        Connection: keep-alive, x-y\r\nExpect: 100-continue\r\nUpgrade: h2c\r\n\r\n\
+        5;e=1\r\nhello\r\n0\r\nT: 1\r\n\r\nGET / HTTP/1.0\r\n\r\n";
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rand = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for i in 0..300 {
+        let payload: Vec<u8> = if i % 3 == 0 {
+            (0..rand() % 300).map(|_| rand() as u8).collect()
+        } else {
+            let mut p = valid.to_vec();
+            for _ in 0..1 + rand() % 4 {
+                let at = (rand() as usize) % p.len();
+                match rand() % 3 {
+                    0 => p[at] = rand() as u8,
+                    1 => {
+                        p.remove(at);
+                    }
+                    _ => p.insert(at, b"\r\n:; \x00\t"[(rand() % 7) as usize]),
+                }
+            }
+            p
+        };
+        let mut c = connect(port);
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = c.write_all(&payload);
+        let _ = c.shutdown(Shutdown::Write);
+        let mut sink = Vec::new();
+        let _ = c.read_to_end(&mut sink);
+    }
+    assert!(std::fs::metadata(format!("/proc/{}", rm.pid())).is_ok());
+    assert!(!rm.logs().contains("panicked"), "{}", rm.logs());
+    // The workers still answer.
+    for _ in 0..4 {
+        assert_eq!(Client::connect(port).get("/", "a", "").status(), 200);
+    }
 }

@@ -89,6 +89,13 @@ struct Conn {
     scratch: Scratch,
 }
 
+enum Wait {
+    Readable,
+    Timeout,
+    /// Draining, or the socket failed: close without a word.
+    Stop,
+}
+
 enum HeadFail {
     /// EOF or a socket error: nobody to answer.
     Gone,
@@ -102,12 +109,26 @@ impl Conn {
     async fn run(&mut self, mut live: Arc<Live>) {
         let mut keepalive: Option<Duration> = None;
         loop {
+            let header_timeout = match live.snapshot.listeners.get(self.spec) {
+                Some(spec) => spec.header_timeout,
+                None => return,
+            };
+            let mut deadline = Instant::now() + header_timeout;
             if self.client.buf.is_empty() {
-                if let Some(idle) = keepalive {
-                    self.release_buffers();
-                    if !self.wait_next_request(idle).await {
-                        return;
-                    }
+                // Nothing buffered: wait without holding buffers, so idle and
+                // not-yet-talking connections own nothing but their socket.
+                self.release_buffers();
+                match keepalive {
+                    Some(idle) => match self.wait_readable(Instant::now() + idle).await {
+                        Wait::Readable => deadline = Instant::now() + header_timeout,
+                        Wait::Timeout | Wait::Stop => return,
+                    },
+                    // A new connection: the head deadline already runs.
+                    None => match self.wait_readable(deadline).await {
+                        Wait::Readable => {}
+                        Wait::Timeout => return self.fail(408).await,
+                        Wait::Stop => return,
+                    },
                 }
             }
             self.refresh_live(&mut live);
@@ -117,7 +138,6 @@ impl Conn {
             if self.client.buf.capacity() == 0 {
                 self.client.buf = self.ctx.bufs.take();
             }
-            let deadline = Instant::now() + spec.header_timeout;
             let head = match self.read_head(deadline).await {
                 Ok(h) => h,
                 Err(HeadFail::Gone) => return,
@@ -167,16 +187,19 @@ impl Conn {
         }
     }
 
-    /// Waits until the client sends its next request; false when it stays
-    /// silent for `idle`, or the worker is draining.
-    async fn wait_next_request(&self, idle: Duration) -> bool {
+    /// Waits until the client sends something (or closes), at most until
+    /// `deadline`; gives up at once when the worker drains.
+    async fn wait_readable(&self, deadline: Instant) -> Wait {
         if self.ctx.stopping.is_set() {
-            return false;
+            return Wait::Stop;
         }
         monoio::select! {
-            r = self.client.stream.readable(false) => r.is_ok(),
-            _ = monoio::time::sleep(idle) => false,
-            _ = self.ctx.stopping.wait() => false,
+            r = self.client.stream.readable(false) => match r {
+                Ok(()) => Wait::Readable,
+                Err(_) => Wait::Stop,
+            },
+            _ = monoio::time::sleep_until(deadline) => Wait::Timeout,
+            _ = self.ctx.stopping.wait() => Wait::Stop,
         }
     }
 

@@ -100,3 +100,71 @@ impl UpstreamPool {
         self.idle.borrow_mut().clear();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parks_checks_and_expires_connections() {
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = l.local_addr().unwrap();
+            let connect = || async {
+                let s = crate::proxy::connect::connect_timeout(addr, Duration::from_secs(2))
+                    .await
+                    .unwrap();
+                let (peer, _) = l.accept().unwrap();
+                (s, peer)
+            };
+            let pool = UpstreamPool::default();
+            assert!(pool.take(addr, 0).is_none());
+
+            // Alive: comes back, most recent first.
+            let (a, _pa) = connect().await;
+            let (b, _pb) = connect().await;
+            let b_fd = b.as_raw_fd();
+            pool.put(addr, a, 0);
+            pool.put(addr, b, 10);
+            assert_eq!(pool.idle(), 2);
+            let got = pool.take(addr, 20).unwrap();
+            assert_eq!(got.as_raw_fd(), b_fd);
+            pool.put(addr, got, 20);
+
+            // Closed by the backend, or with stray bytes waiting: never handed out.
+            let (c, pc) = connect().await;
+            let (d, mut pd) = connect().await;
+            std::io::Write::write_all(&mut pd, b"junk").unwrap();
+            drop(pc);
+            pool.clear();
+            pool.put(addr, c, 0);
+            pool.put(addr, d, 0);
+            std::thread::sleep(Duration::from_millis(50));
+            assert!(pool.take(addr, 1).is_none());
+            assert_eq!(pool.idle(), 0);
+
+            // Expired: swept, and not handed out either.
+            let (e, _pe) = connect().await;
+            pool.put(addr, e, 1_000);
+            let late = 1_000 + IDLE_TIMEOUT.as_millis() as u64;
+            assert!(pool.take(addr, late).is_none());
+            let (f, _pf) = connect().await;
+            pool.put(addr, f, 1_000);
+            pool.sweep(late);
+            assert_eq!(pool.idle(), 0);
+
+            // At most MAX_IDLE_PER_BACKEND per address.
+            let mut peers = Vec::new();
+            for _ in 0..MAX_IDLE_PER_BACKEND + 3 {
+                let (s, p) = connect().await;
+                peers.push(p);
+                pool.put(addr, s, 5_000);
+            }
+            assert_eq!(pool.idle(), MAX_IDLE_PER_BACKEND);
+        });
+    }
+}

@@ -24,6 +24,18 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A loopback listener on a free port with a deep accept queue: std's
+/// `TcpListener::bind` uses a backlog of 128, and 200 simultaneous connects
+/// to a busy test backend then lose SYNs and stall for seconds.
+pub fn listen_loopback() -> TcpListener {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.set_reuse_address(true).unwrap();
+    s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    s.listen(1024).unwrap();
+    s.into()
+}
+
 /// A running ringmesh process.
 pub struct Ringmesh {
     pub child: Option<Child>,
@@ -148,7 +160,7 @@ impl Backend {
     where
         F: Fn(TcpStream) + Send + Sync + 'static,
     {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let l = listen_loopback();
         let port = l.local_addr().unwrap().port();
         l.set_nonblocking(true).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
