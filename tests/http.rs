@@ -19,18 +19,6 @@ use std::time::{Duration, Instant};
 use support::http::*;
 use support::*;
 
-/// Runs each scenario once per driver: `name::uring` and `name::epoll`.
-macro_rules! both_drivers {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[test]
-            fn uring() { super::$name("uring") }
-            #[test]
-            fn epoll() { super::$name("epoll") }
-        }
-    )*};
-}
-
 both_drivers!(
     get_rewrites_hop_by_hop_and_forwarded_headers,
     routes_by_host_exact_wildcard_default_and_404,

@@ -10,18 +10,6 @@ use std::time::{Duration, Instant};
 
 use support::*;
 
-/// Runs each scenario once per driver: `name::uring` and `name::epoll`.
-macro_rules! both_drivers {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[test]
-            fn uring() { super::$name("uring") }
-            #[test]
-            fn epoll() { super::$name("epoll") }
-        }
-    )*};
-}
-
 both_drivers!(
     bulk_256mib_each_way,
     half_close_keeps_other_direction,

@@ -2,6 +2,19 @@
 //! threads, bounded waits. Processes are stopped by PID in `Drop`.
 #![allow(dead_code)]
 
+/// Runs each scenario once per driver: `name::uring` and `name::epoll`.
+#[macro_export]
+macro_rules! both_drivers {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn uring() { super::$name("uring") }
+            #[test]
+            fn epoll() { super::$name("epoll") }
+        }
+    )*};
+}
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
