@@ -10,7 +10,8 @@ use std::io;
 use std::path::Path;
 
 pub use snapshot::{
-    Backend, Balance, Dashboard, ListenerSpec, Protocol, Route, Snapshot, Timeouts,
+    Backend, Balance, Dashboard, HealthCheck, ListenerSpec, Protocol, Route, Snapshot, Timeouts,
+    DEFAULT_READY_TIMEOUT,
 };
 pub use validate::{parse, ConfigError, ConfigErrors};
 

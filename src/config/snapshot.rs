@@ -89,6 +89,41 @@ pub struct Backend {
     pub port: u16,
     /// `host:port` resolved once, at validation time.
     pub addr: SocketAddr,
+    /// How long a cold start may take until `addr` accepts: the backend's
+    /// `ready_timeout`, else its route's, else [`DEFAULT_READY_TIMEOUT`].
+    pub ready_timeout: Duration,
+}
+
+/// How long a started backend process may take to accept connections.
+pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Active health checks of a route's backends (run by the control thread).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// http routes: `GET <path>` must answer `expect_status`; `None`: a TCP connect is the check.
+    pub path: Option<String>,
+    pub expect_status: u16,
+    /// Time between two checks of one backend.
+    pub interval: Duration,
+    /// Upper bound for one check (connect, and the response head for `path`).
+    pub timeout: Duration,
+    /// Consecutive successes that make an unhealthy backend healthy again.
+    pub rise: u32,
+    /// Consecutive failures that make a backend unhealthy.
+    pub fall: u32,
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        HealthCheck {
+            path: None,
+            expect_status: 200,
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(2),
+            rise: 2,
+            fall: 3,
+        }
+    }
 }
 
 /// One route: what a listener forwards, and where.
@@ -104,6 +139,11 @@ pub struct Route {
     pub hosts: Vec<String>,
     pub backends: Vec<Backend>,
     pub timeouts: Timeouts,
+    /// No traffic (no open and no new upstream connection) for this long stops
+    /// the route's backend processes ("napping"); the next connection starts them.
+    pub idle_timeout: Option<Duration>,
+    /// Active health checks; `None` when disabled (`"health": false`).
+    pub health: Option<HealthCheck>,
 }
 
 /// A listening address and the routes behind it (indices into `Snapshot::routes`).

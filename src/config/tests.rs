@@ -147,8 +147,8 @@ fn bad_configs_report_every_error_with_its_path() {
             r#"{"dashbord_port": "1", "routes": {"8080": {"backend": [], "backends": [{"internal_port": 1, "port": 2}]}}}"#,
             &[
                 "dashbord_port: unknown field; expected one of: dashboard_host, dashboard_port, trusted_origins, service_name, internal_port, routes, workers, listen_host, backlog, shutdown_grace, pipe_size",
-                r#"routes."8080".backend: unknown field; expected one of: name, protocol, load_balance, backends, listen, hosts, timeouts"#,
-                r#"routes."8080".backends[0].port: unknown field; expected one of: name, cmd, args, internal_host, internal_port"#,
+                r#"routes."8080".backend: unknown field; expected one of: name, protocol, load_balance, backends, listen, hosts, timeouts, ready_timeout, idle_timeout, health"#,
+                r#"routes."8080".backends[0].port: unknown field; expected one of: name, cmd, args, internal_host, internal_port, ready_timeout"#,
             ],
         ),
         (
@@ -233,6 +233,105 @@ fn bad_configs_report_every_error_with_its_path() {
             ],
         ),
         ("{\"routes\": {\n  \"8080\": }", &["invalid JSON at line 2 column 11: expected value"]),
+    ];
+    for (text, want) in table {
+        let got = errors(text);
+        assert_eq!(&got, want, "config: {text}");
+    }
+}
+
+#[test]
+fn process_and_health_fields() {
+    let s = parse(
+        r#"{"routes": {"9000": {"backends": [{"internal_port": 9001}]}}}"#,
+    )
+    .unwrap();
+    let r = &s.routes[0];
+    assert_eq!(r.idle_timeout, None);
+    assert_eq!(r.health, Some(HealthCheck::default()));
+    assert_eq!(r.backends[0].ready_timeout, DEFAULT_READY_TIMEOUT);
+    assert_eq!(r.backends[0].cmd, None);
+
+    let s = parse(
+        r#"{"routes": {"9000": {"ready_timeout": "2s", "idle_timeout": "90s",
+            "health": {"path": "/healthz", "expect_status": 204, "interval": "250ms",
+                       "timeout": 1, "rise": 1, "fall": 5},
+            "backends": [{"name": "a", "cmd": "python3", "args": ["-u", "app.py"], "internal_port": 9001},
+                         {"name": "b", "cmd": "./b", "ready_timeout": "500ms", "internal_port": 9002},
+                         {"name": "c", "cmd": " Internal ", "internal_port": 9003}]}}}"#,
+    )
+    .unwrap();
+    let r = &s.routes[0];
+    assert_eq!(r.idle_timeout, Some(Duration::from_secs(90)));
+    assert_eq!(
+        r.health,
+        Some(HealthCheck {
+            path: Some("/healthz".into()),
+            expect_status: 204,
+            interval: Duration::from_millis(250),
+            timeout: Duration::from_secs(1),
+            rise: 1,
+            fall: 5,
+        })
+    );
+    let b = &r.backends;
+    assert_eq!(b[0].cmd.as_deref(), Some("python3"));
+    assert_eq!(b[0].args, ["-u", "app.py"]);
+    assert_eq!(b[0].ready_timeout, Duration::from_secs(2), "the route's");
+    assert_eq!(b[1].ready_timeout, Duration::from_millis(500), "its own");
+    assert_eq!(b[2].cmd, None, "\"internal\" in any case is an address only");
+
+    for (health, want) in [("false", None), ("true", Some(HealthCheck::default()))] {
+        let s = parse(&format!(
+            r#"{{"routes": {{"9000": {{"protocol": "tcp", "health": {health}, "backends": [{{"internal_port": 1}}]}}}}}}"#
+        ))
+        .unwrap();
+        assert_eq!(s.routes[0].health, want, "health: {health}");
+    }
+}
+
+#[test]
+fn bad_process_and_health_fields_report_their_paths() {
+    let table: &[(&str, &[&str])] = &[
+        (
+            r#"{"routes": {"8080": {"ready_timeout": "soon", "idle_timeout": 0,
+                "backends": [{"internal_port": 1, "ready_timeout": "1s"}, {"cmd": "x", "internal_port": 2, "ready_timeout": -1}]}}}"#,
+            &[
+                r#"routes."8080".ready_timeout: "soon" is not a duration; write e.g. "500ms", "30s", "5m" or a number of seconds"#,
+                "routes.\"8080\".idle_timeout: 0 must be greater than zero",
+                r#"routes."8080".backends[0].ready_timeout: ready_timeout given without a cmd to run"#,
+                r#"routes."8080".backends[1].ready_timeout: -1 is not a duration; write e.g. "500ms", "30s", "5m" or a number of seconds"#,
+            ],
+        ),
+        (
+            r#"{"routes": {"8080": {"health": {"path": "health", "expect_status": 99, "interval": "x",
+                "timeout": 0, "rise": 0, "fall": 101, "method": "HEAD"}, "backends": [{"internal_port": 1}]}}}"#,
+            &[
+                r#"routes."8080".health.method: unknown field; expected one of: path, expect_status, interval, timeout, rise, fall"#,
+                r#"routes."8080".health.path: "health" is not a request path (starts with '/', no spaces or control characters, at most 1024 bytes)"#,
+                r#"routes."8080".health.expect_status: 99 is not an HTTP status (100-599)"#,
+                r#"routes."8080".health.interval: "x" is not a duration; write e.g. "500ms", "30s", "5m" or a number of seconds"#,
+                "routes.\"8080\".health.timeout: 0 must be greater than zero",
+                r#"routes."8080".health.rise: must be at least 1"#,
+                r#"routes."8080".health.fall: 101 is too large (at most 100)"#,
+            ],
+        ),
+        (
+            r#"{"routes": {"8080": {"protocol": "tcp", "health": {"path": "/h", "expect_status": "200"},
+                "backends": [{"internal_port": 1}]}}}"#,
+            &[
+                r#"routes."8080".health.path: an HTTP check needs protocol "http"; a tcp route is checked by connecting"#,
+                r#"routes."8080".health.expect_status: "200" is not a non-negative integer"#,
+            ],
+        ),
+        (
+            r#"{"routes": {"8080": {"health": "on", "backends": [{"internal_port": 1}]},
+                           "8081": {"health": {"path": "/a b"}, "backends": [{"internal_port": 1}]}}}"#,
+            &[
+                r#"routes."8080".health: expected an object (or false to disable checks), found "on""#,
+                r#"routes."8081".health.path: "/a b" is not a request path (starts with '/', no spaces or control characters, at most 1024 bytes)"#,
+            ],
+        ),
     ];
     for (text, want) in table {
         let got = errors(text);

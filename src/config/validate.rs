@@ -18,7 +18,8 @@ use serde_json::{Map, Value};
 use crate::route::HostTable;
 
 use super::snapshot::{
-    Backend, Balance, Dashboard, ListenerSpec, Protocol, Route, Snapshot, Timeouts,
+    Backend, Balance, Dashboard, HealthCheck, ListenerSpec, Protocol, Route, Snapshot, Timeouts,
+    DEFAULT_READY_TIMEOUT,
 };
 
 /// One problem in a config file.
@@ -82,8 +83,26 @@ const ROUTE_FIELDS: &[&str] = &[
     "listen",
     "hosts",
     "timeouts",
+    "ready_timeout",
+    "idle_timeout",
+    "health",
 ];
-const BACKEND_FIELDS: &[&str] = &["name", "cmd", "args", "internal_host", "internal_port"];
+const BACKEND_FIELDS: &[&str] = &[
+    "name",
+    "cmd",
+    "args",
+    "internal_host",
+    "internal_port",
+    "ready_timeout",
+];
+const HEALTH_FIELDS: &[&str] = &[
+    "path",
+    "expect_status",
+    "interval",
+    "timeout",
+    "rise",
+    "fall",
+];
 const TIMEOUT_FIELDS: &[&str] = &["connect", "idle", "header", "keepalive", "response"];
 
 /// Parses and validates config text.
@@ -439,7 +458,12 @@ impl Validator {
 
         let hosts = self.hosts(m, &path, protocol);
         let timeouts = self.timeouts(m, &path);
-        let backends = self.backends(m, &path, dashboard_port);
+        let ready_timeout = self
+            .duration(m, &path, "ready_timeout")
+            .unwrap_or(DEFAULT_READY_TIMEOUT);
+        let idle_timeout = self.duration(m, &path, "idle_timeout");
+        let health = self.health(m, &path, protocol);
+        let backends = self.backends(m, &path, dashboard_port, ready_timeout);
 
         if self.errors.len() != before {
             return None;
@@ -453,7 +477,85 @@ impl Validator {
             hosts,
             backends,
             timeouts,
+            idle_timeout,
+            health,
         })
+    }
+
+    /// `health`: absent or `true` = the defaults, `false` = no active checks,
+    /// or an object overriding some of them.
+    fn health(
+        &mut self,
+        m: &Map<String, Value>,
+        path: &str,
+        protocol: Protocol,
+    ) -> Option<HealthCheck> {
+        let mut h = HealthCheck::default();
+        let p = field_path(path, "health");
+        let hm = match m.get("health") {
+            None | Some(Value::Null) | Some(Value::Bool(true)) => return Some(h),
+            Some(Value::Bool(false)) => return None,
+            Some(Value::Object(hm)) => hm,
+            Some(other) => {
+                self.err(
+                    p,
+                    format!(
+                        "expected an object (or false to disable checks), found {}",
+                        show(other)
+                    ),
+                );
+                return None;
+            }
+        };
+        self.check_fields(hm, &p, HEALTH_FIELDS);
+        if let Some(s) = self.string(hm, &p, "path") {
+            let pp = field_path(&p, "path");
+            if protocol == Protocol::Tcp {
+                self.err(
+                    pp,
+                    "an HTTP check needs protocol \"http\"; a tcp route is checked by connecting",
+                );
+            } else if !s.starts_with('/')
+                || s.len() > 1024
+                || s.bytes().any(|b| b <= b' ' || b == 0x7f)
+            {
+                self.err(
+                    pp,
+                    format!(
+                        "{} is not a request path (starts with '/', no spaces or control characters, at most 1024 bytes)",
+                        show(&Value::String(s))
+                    ),
+                );
+            } else {
+                h.path = Some(s);
+            }
+        }
+        if let Some(code) = self.uint(hm, &p, "expect_status", 999) {
+            if (100..=599).contains(&code) {
+                h.expect_status = code as u16;
+            } else {
+                self.err(
+                    field_path(&p, "expect_status"),
+                    format!("{code} is not an HTTP status (100-599)"),
+                );
+            }
+        }
+        if let Some(d) = self.duration(hm, &p, "interval") {
+            h.interval = d;
+        }
+        if let Some(d) = self.duration(hm, &p, "timeout") {
+            h.timeout = d;
+        }
+        for (key, slot) in [("rise", &mut h.rise), ("fall", &mut h.fall)] {
+            if let Some(n) = self.uint(hm, &p, key, 100) {
+                if n == 0 {
+                    self.err(field_path(&p, key), "must be at least 1");
+                } else {
+                    *slot = n as u32;
+                }
+            }
+        }
+        Some(h)
     }
 
     fn hosts(&mut self, m: &Map<String, Value>, path: &str, protocol: Protocol) -> Vec<String> {
@@ -516,6 +618,7 @@ impl Validator {
         m: &Map<String, Value>,
         path: &str,
         dashboard_port: Option<u16>,
+        route_ready_timeout: Duration,
     ) -> Vec<Backend> {
         let p = field_path(path, "backends");
         let items = match m.get("backends") {
@@ -551,6 +654,14 @@ impl Validator {
             if cmd.is_none() && !args.is_empty() {
                 self.err(field_path(&bp, "args"), "args given without a cmd to run");
             }
+            let ready_timeout = self.duration(bm, &bp, "ready_timeout");
+            if cmd.is_none() && ready_timeout.is_some() {
+                self.err(
+                    field_path(&bp, "ready_timeout"),
+                    "ready_timeout given without a cmd to run",
+                );
+            }
+            let ready_timeout = ready_timeout.unwrap_or(route_ready_timeout);
             let host = self
                 .string(bm, &bp, "internal_host")
                 .map(|s| s.trim().to_string())
@@ -599,6 +710,7 @@ impl Validator {
                 host,
                 port,
                 addr,
+                ready_timeout,
             });
         }
         out
