@@ -308,6 +308,9 @@ impl Control {
             config_text,
             driver,
         } = self;
+        let procs = std::rc::Rc::new(crate::control::supervisor::Registry::default());
+        let mut generation = shared.generation();
+        procs.sync(&shared.live());
         if let Some((addr, l)) = api {
             match monoio::net::TcpListener::from_std(l) {
                 Ok(l) => {
@@ -316,6 +319,7 @@ impl Control {
                         started: std::time::Instant::now(),
                         config_text,
                         driver: driver.as_str(),
+                        procs: procs.clone(),
                     });
                     monoio::spawn(crate::control::api::serve(l, state));
                     tracing::info!("status API on http://{addr}/api/status");
@@ -366,10 +370,18 @@ impl Control {
             {
                 tracing::warn!("SIGHUP: config reload is not available in this build; ignoring");
             }
+            let g = shared.generation();
+            if g != generation {
+                // A new config: start tracking new backends, stop removed ones.
+                generation = g;
+                procs.sync(&shared.live());
+            }
             if handles.iter().all(|h| h.is_finished()) {
                 break;
             }
         }
+        // Connections are closed: now the backend processes may go.
+        procs.shutdown().await;
         handles
     }
 }

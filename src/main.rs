@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+
+mod cli;
 use ringmesh::config;
 use ringmesh::{Engine, EngineOptions, IoMode};
 
@@ -45,6 +47,27 @@ enum Cmd {
         /// Config file.
         #[arg(short, long, default_value = "config.json")]
         config: PathBuf,
+    },
+    /// Print the captured stdout/stderr of a route's backend processes
+    /// (exit 0; 1 when the API refuses, e.g. unknown route; 2 when it cannot be reached).
+    Logs {
+        /// Route key (e.g. 8080) or name.
+        route: String,
+        /// Keep printing new lines as they arrive.
+        #[arg(short, long)]
+        follow: bool,
+        #[command(flatten)]
+        api: cli::procs::ApiArgs,
+    },
+    /// Stop a route's backend processes (or one backend's); the next connection
+    /// starts them again. Exit codes as for `logs`.
+    Kill {
+        /// Route key (e.g. 8080) or name.
+        route: String,
+        /// Backend name (default: every backend of the route).
+        backend: Option<String>,
+        #[command(flatten)]
+        api: cli::procs::ApiArgs,
     },
 }
 
@@ -98,6 +121,12 @@ static EARLY_ALLOCATOR_OPTIONS: extern "C" fn() = early_allocator_options;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
+        Cmd::Logs { route, follow, api } => cli::procs::logs(&api, &route, follow),
+        Cmd::Kill {
+            route,
+            backend,
+            api,
+        } => cli::procs::kill(&api, &route, backend.as_deref()),
         Cmd::Check { config: path } => match config::load(&path) {
             Ok((snap, _)) => {
                 println!(

@@ -245,3 +245,47 @@ pub fn ignore_sigpipe() {
     // SAFETY: installing SIG_IGN for SIGPIPE has no memory-safety preconditions.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
 }
+
+/// Makes a child started by `cmd` die with ringmesh: PR_SET_PDEATHSIG(SIGKILL)
+/// between fork and exec, then a check that the parent has not already exited
+/// (the signal would never come). Linux sends the death signal when the
+/// *thread* that forked exits, so spawn from a thread that lives as long as
+/// ringmesh (the control thread).
+pub fn die_with_parent(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: getpid has no preconditions.
+    let parent = unsafe { libc::getpid() };
+    let hook = move || -> io::Result<()> {
+        // SAFETY: prctl(PR_SET_PDEATHSIG) takes integers only and is
+        // async-signal-safe, as code between fork and exec must be.
+        cvt(unsafe {
+            libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+            )
+        })?;
+        // SAFETY: getppid has no preconditions and is async-signal-safe.
+        if unsafe { libc::getppid() } != parent {
+            // No allocation here (not async-signal-safe after fork).
+            return Err(io::Error::from_raw_os_error(libc::ESRCH));
+        }
+        Ok(())
+    };
+    // SAFETY: the hook runs in the forked child before exec; it only makes the
+    // two async-signal-safe syscalls above and allocates nothing.
+    unsafe { cmd.pre_exec(hook) };
+}
+
+/// Sends `sig` to every process of the process group `pgid` (a child started
+/// with `process_group(0)` leads its own group, so its children get it too).
+pub fn kill_group(pgid: u32, sig: libc::c_int) -> io::Result<()> {
+    let pgid = libc::pid_t::try_from(pgid)
+        .ok()
+        .filter(|&p| p > 1)
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::ESRCH))?;
+    // SAFETY: kill takes integers only; a negative pid names a process group.
+    cvt(unsafe { libc::kill(-pgid, sig) }).map(|_| ())
+}

@@ -242,10 +242,7 @@ fn bad_configs_report_every_error_with_its_path() {
 
 #[test]
 fn process_and_health_fields() {
-    let s = parse(
-        r#"{"routes": {"9000": {"backends": [{"internal_port": 9001}]}}}"#,
-    )
-    .unwrap();
+    let s = parse(r#"{"routes": {"9000": {"backends": [{"internal_port": 9001}]}}}"#).unwrap();
     let r = &s.routes[0];
     assert_eq!(r.idle_timeout, None);
     assert_eq!(r.health, Some(HealthCheck::default()));
@@ -279,7 +276,10 @@ fn process_and_health_fields() {
     assert_eq!(b[0].args, ["-u", "app.py"]);
     assert_eq!(b[0].ready_timeout, Duration::from_secs(2), "the route's");
     assert_eq!(b[1].ready_timeout, Duration::from_millis(500), "its own");
-    assert_eq!(b[2].cmd, None, "\"internal\" in any case is an address only");
+    assert_eq!(
+        b[2].cmd, None,
+        "\"internal\" in any case is an address only"
+    );
 
     for (health, want) in [("false", None), ("true", Some(HealthCheck::default()))] {
         let s = parse(&format!(

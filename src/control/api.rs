@@ -27,6 +27,8 @@ pub struct ApiState {
     pub started: Instant,
     pub config_text: String,
     pub driver: &'static str,
+    /// Backend processes and health (control thread only).
+    pub procs: Rc<crate::control::supervisor::Registry>,
 }
 
 /// Serves the API until the listener fails (the control runtime is dropped at exit).
@@ -103,6 +105,9 @@ fn reason(status: u16) -> &'static str {
 }
 
 fn route(state: &ApiState, method: &str, path: &str) -> (u16, &'static str, String) {
+    if let Some(reply) = super::procs_api::route(state, method, path) {
+        return reply;
+    }
     let path = path.split('?').next().unwrap_or("");
     if method != "GET" && method != "HEAD" {
         return (405, "text/plain", "read-only API: use GET\n".into());
@@ -128,7 +133,11 @@ fn status_json(state: &ApiState) -> String {
                 .backends
                 .iter()
                 .map(|b| {
+                    let (health, process) =
+                        super::procs_api::backend_fields(&state.procs, &b.state);
                     serde_json::json!({
+                        "health": health,
+                        "process": process,
                         "name": b.cfg.name,
                         "address": b.cfg.addr.to_string(),
                         "cmd": b.cfg.cmd,

@@ -8,14 +8,14 @@
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::time::Duration;
 
 use monoio::net::TcpStream;
 use socket2::{Domain, Socket, Type};
 
 use crate::balance;
-use crate::shared::{LiveRoute, RouteSlot};
+use crate::shared::{epoch_ms, LiveBackend, LiveRoute, RouteSlot};
 use crate::sys;
 
 /// Most backends tried for one client connection.
@@ -51,6 +51,8 @@ impl<'r> Active<'r> {
     fn new(route: &'r LiveRoute, backend: usize) -> Active<'r> {
         if let Some(b) = route.backends.get(backend) {
             b.state.active.fetch_add(1, Relaxed);
+            // Same cache line as `active`, just written: no extra transfer.
+            b.state.conns.fetch_add(1, Relaxed);
         }
         Active { route, backend }
     }
@@ -75,13 +77,17 @@ impl std::fmt::Display for ConnectFailed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.last {
             Some(e) => write!(f, "{} connect attempt(s) failed, last: {e}", self.attempts),
-            None => write!(f, "no backend available"),
+            None => write!(f, "no healthy backend"),
         }
     }
 }
 
 /// Picks a backend for `client_hash` and connects, trying up to
 /// [`MAX_ATTEMPTS`] different backends. A failed backend is put in cooldown.
+/// Backends that active health checks found unhealthy are never tried: when
+/// every backend is, this fails at once with `last: None` (HTTP answers 503,
+/// a tcp client is closed). A backend whose process is not running is
+/// started first ([`cold_start`]).
 /// `reuse(i)` may hand over an idle connection to backend `i` instead of a
 /// new connect (HTTP keep-alive pools; tunnels pass `|_| None`).
 pub async fn connect<'r>(
@@ -117,14 +123,32 @@ pub async fn connect<'r>(
         // Every untried backend cooling down: try the one that failed longest
         // ago rather than refuse outright (a lone backend that restarts must
         // not be shunned for the whole cooldown, as nginx does for one server).
-        let Some(i) = pick(&|i| backends[i].state.available(now)).or_else(|| {
+        let Some(i) = pick(&|i| {
+            let s = &backends[i].state;
+            s.available(now) && s.health_ok()
+        })
+        .or_else(|| {
             (0..n)
-                .filter(|i| !tried_now.contains(i))
+                .filter(|&i| !tried_now.contains(&i) && backends[i].state.health_ok())
                 .min_by_key(|&i| backends[i].state.down_until_ms.load(Relaxed))
         }) else {
             break;
         };
         tried[attempt] = i;
+        let b = &backends[i];
+        if !b.state.ready() {
+            if let Err(e) = cold_start(b).await {
+                if b.state.mark_failed(now_ms()) {
+                    tracing::warn!(
+                        route = %route.cfg.name,
+                        backend = %b.cfg.name,
+                        "backend process unavailable, cooling down: {e}"
+                    );
+                }
+                last = Some(e);
+                continue;
+            }
+        }
         if let Some(stream) = reuse(i) {
             return Ok(Upstream {
                 stream,
@@ -133,7 +157,6 @@ pub async fn connect<'r>(
                 active: Active::new(route, i),
             });
         }
-        let b = &backends[i];
         match connect_timeout(b.cfg.addr, route.cfg.timeouts.connect).await {
             Ok(stream) => {
                 b.state.mark_ok();
@@ -161,6 +184,48 @@ pub async fn connect<'r>(
         attempts: tried.iter().filter(|&&t| t != usize::MAX).count(),
         last,
     })
+}
+
+/// How often a connection waiting for a cold start looks at the process state.
+const COLD_START_POLL: Duration = Duration::from_millis(2);
+
+/// Waits until the process of backend `b` accepts connections, asking the
+/// control thread (the supervisor) to start it. Simultaneous callers share
+/// one start: they only raise `start_wanted`; the supervisor alone spawns.
+///
+/// Waits on short timer polls of one atomic (no lock, no channel): only
+/// connections that arrive while the process is down pay for it, and the
+/// running case never gets here.
+pub async fn cold_start(b: &LiveBackend) -> io::Result<()> {
+    let st = &b.state;
+    let attempts = st.start_attempts.load(Acquire);
+    let limit = b.cfg.ready_timeout;
+    let deadline = epoch_ms().saturating_add(limit.as_millis() as u64);
+    loop {
+        if st.ready() {
+            return Ok(());
+        }
+        if !st.start_wanted.load(Relaxed) {
+            st.start_wanted.store(true, Release);
+        }
+        if st.start_attempts.load(Acquire) != attempts && !st.ready() {
+            return Err(io::Error::other(format!(
+                "process of backend {:?} failed to start ({}; see /api/status)",
+                b.cfg.name,
+                st.proc_state().as_str()
+            )));
+        }
+        if epoch_ms() >= deadline {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "process of backend {:?} not ready within {:?}",
+                    b.cfg.name, limit
+                ),
+            ));
+        }
+        monoio::time::sleep(COLD_START_POLL).await;
+    }
 }
 
 /// Non-blocking connect with TCP_NODELAY, bounded by `timeout`.

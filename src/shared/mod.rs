@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -71,19 +71,104 @@ pub struct RouteTotals {
 }
 
 /// Runtime state of one backend, shared by all workers.
+///
+/// The control thread writes `proc` and `health`; workers read them with one
+/// relaxed/acquire load per connection and write only `start_wanted`.
 #[derive(Debug, Default)]
 pub struct BackendState {
     /// Open connections across all workers (least_conn reads this).
     pub active: AtomicU32,
+    /// Upstream connections handed out so far (the supervisor's idle check
+    /// compares it between two looks).
+    pub conns: AtomicU64,
     /// Until this many ms after [`epoch`], skip the backend: its last connect failed.
     pub down_until_ms: AtomicU64,
     pub connect_failures: AtomicU64,
+    /// [`ProcState`] of the backend's process as a `u8`; always `Ready` for a
+    /// backend without `cmd`.
+    pub proc: AtomicU8,
+    /// A worker needs the process: set by workers, cleared by the supervisor
+    /// when it starts one.
+    pub start_wanted: AtomicBool,
+    /// Start attempts the supervisor finished (ready or failed): a waiting
+    /// worker that sees it move while the process is not ready gives up.
+    pub start_attempts: AtomicU32,
+    /// [`Health`] from active checks, as a `u8`.
+    pub health: AtomicU8,
+}
+
+/// Lifecycle of a backend process (the `cmd` of a backend).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ProcState {
+    /// Running and accepting (or not a process at all).
+    Ready = 0,
+    /// Never started, or stopped on request (kill, reload).
+    Stopped = 1,
+    /// Stopped after `idle_timeout` without traffic; starts on the next connection.
+    Napping = 2,
+    /// Started, its port does not accept yet.
+    Starting = 3,
+    /// Exited unexpectedly or failed to start; restarts on demand after a backoff.
+    Crashed = 4,
+    /// SIGTERM sent, waiting for the exit (SIGKILL after the grace period).
+    Stopping = 5,
+}
+
+impl ProcState {
+    pub fn from_u8(v: u8) -> ProcState {
+        match v {
+            0 => ProcState::Ready,
+            1 => ProcState::Stopped,
+            2 => ProcState::Napping,
+            3 => ProcState::Starting,
+            4 => ProcState::Crashed,
+            _ => ProcState::Stopping,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProcState::Ready => "running",
+            ProcState::Stopped => "stopped",
+            ProcState::Napping => "napping",
+            ProcState::Starting => "starting",
+            ProcState::Crashed => "crashed",
+            ProcState::Stopping => "stopping",
+        }
+    }
+}
+
+/// What active health checks say about a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Health {
+    /// Not checked yet (or checks disabled): gets traffic.
+    Unknown = 0,
+    Healthy = 1,
+    /// Failed `fall` checks in a row: gets no new connections.
+    Unhealthy = 2,
+}
+
+impl Health {
+    pub fn from_u8(v: u8) -> Health {
+        match v {
+            1 => Health::Healthy,
+            2 => Health::Unhealthy,
+            _ => Health::Unknown,
+        }
+    }
 }
 
 /// How long a backend whose connect failed is skipped.
 pub const COOLDOWN: Duration = Duration::from_secs(10);
 
 impl BackendState {
+    /// The state of a backend whose process ringmesh starts: not running yet.
+    pub fn managed() -> BackendState {
+        let s = BackendState::default();
+        s.proc.store(ProcState::Stopped as u8, Relaxed);
+        s
+    }
     pub fn available(&self, now_ms: u64) -> bool {
         self.down_until_ms.load(Relaxed) <= now_ms
     }
@@ -97,6 +182,30 @@ impl BackendState {
         if self.down_until_ms.load(Relaxed) != 0 {
             self.down_until_ms.store(0, Relaxed);
         }
+    }
+    /// Whether the backend's process accepts connections (always true
+    /// without `cmd`): the cold-start fast path, one atomic load.
+    #[inline]
+    pub fn ready(&self) -> bool {
+        self.proc.load(std::sync::atomic::Ordering::Acquire) == ProcState::Ready as u8
+    }
+    pub fn proc_state(&self) -> ProcState {
+        ProcState::from_u8(self.proc.load(std::sync::atomic::Ordering::Acquire))
+    }
+    pub fn set_proc(&self, s: ProcState) {
+        self.proc
+            .store(s as u8, std::sync::atomic::Ordering::Release);
+    }
+    /// Whether active checks allow new connections (unknown does).
+    #[inline]
+    pub fn health_ok(&self) -> bool {
+        self.health.load(Relaxed) != Health::Unhealthy as u8
+    }
+    pub fn health(&self) -> Health {
+        Health::from_u8(self.health.load(Relaxed))
+    }
+    pub fn set_health(&self, h: Health) {
+        self.health.store(h as u8, Relaxed);
     }
 }
 
@@ -145,7 +254,9 @@ pub struct Live {
 
 impl Live {
     /// Builds the runtime view of `snapshot` for `workers` workers, carrying
-    /// backend state over from `prev` where route key, backend name and address match.
+    /// backend state over from `prev` where route key, backend name and address
+    /// match and both have a `cmd` or both have none (a running process keeps
+    /// running across a reload; the supervisor matches it by this state).
     pub fn build(snapshot: Snapshot, workers: usize, prev: Option<&Live>) -> Live {
         let routes = snapshot
             .routes
@@ -158,12 +269,20 @@ impl Live {
                     .map(|b| {
                         let state = old
                             .and_then(|o| {
-                                o.backends
-                                    .iter()
-                                    .find(|ob| ob.cfg.name == b.name && ob.cfg.addr == b.addr)
+                                o.backends.iter().find(|ob| {
+                                    ob.cfg.name == b.name
+                                        && ob.cfg.addr == b.addr
+                                        && ob.cfg.cmd.is_some() == b.cmd.is_some()
+                                })
                             })
                             .map(|ob| ob.state.clone())
-                            .unwrap_or_default();
+                            .unwrap_or_else(|| {
+                                Arc::new(if b.cmd.is_some() {
+                                    BackendState::managed()
+                                } else {
+                                    BackendState::default()
+                                })
+                            });
                         LiveBackend {
                             seed: str_hash(&b.name),
                             cfg: b.clone(),
