@@ -219,6 +219,7 @@ pub fn backend_fields(reg: &Registry, state: &Arc<BackendState>) -> (Value, Valu
         "crashes": p.crashes,
         "last_exit": p.last_exit,
         "last_error": p.last_error,
+        "ready_ms": p.ready_after.map(|d| d.as_millis() as u64),
     });
     (health, process)
 }

@@ -76,6 +76,8 @@ pub struct ProcInfo {
     pub last_exit: Option<String>,
     /// Why the last start failed (spawn error, ready timeout).
     pub last_error: Option<String>,
+    /// How long the last start took from spawn until the port accepted.
+    pub ready_after: Option<Duration>,
 }
 
 /// What the API shows about health.
@@ -496,6 +498,7 @@ async fn process_loop(e: &Rc<Entry>, reg: &Rc<Registry>) {
                     ready_ms = t0.elapsed().as_millis() as u64,
                     "backend process ready"
                 );
+                e.proc.borrow_mut().ready_after = Some(t0.elapsed());
                 st.mark_ok();
                 st.set_health(Health::Healthy);
                 e.set_proc(ProcState::Ready);

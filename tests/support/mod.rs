@@ -25,6 +25,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub mod http;
+pub mod procs;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_ringmesh");
 
