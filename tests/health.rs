@@ -64,7 +64,10 @@ fn http_health_moves_traffic(io: &str) {
         (0..n).map(|_| c.get("/", "x", "").body_str()).collect()
     };
     let mixed = tags(10);
-    assert!(mixed.contains(&"A".into()) && mixed.contains(&"B".into()), "{mixed:?}");
+    assert!(
+        mixed.contains(&"A".into()) && mixed.contains(&"B".into()),
+        "{mixed:?}"
+    );
 
     // a fails its check but still accepts connections: only the active
     // check can tell, and it must keep traffic away from a.

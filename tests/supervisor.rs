@@ -45,7 +45,11 @@ fn wait_state(api: u16, key: &str, backend: &str, state: &str) -> serde_json::Va
 fn first_byte_ms(port: u16, path: &str) -> (f64, String) {
     let t0 = Instant::now();
     let mut c = connect(port);
-    write!(c, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        c,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut r = BufReader::new(c);
     let mut line = String::new();
     r.fill_buf().unwrap();
@@ -171,9 +175,9 @@ fn output_is_captured_and_served_by_the_api_and_cli() {
     assert_eq!(a["stream"], "stdout");
     assert_eq!(a["backend"], "py");
     assert!(a["ts_ms"].as_u64().unwrap() > 1_600_000_000_000);
-    assert!(lines
-        .iter()
-        .any(|l| l["stream"] == "stderr" && l["line"].as_str().unwrap().starts_with("connection on")));
+    assert!(lines.iter().any(
+        |l| l["stream"] == "stderr" && l["line"].as_str().unwrap().starts_with("connection on")
+    ));
     let seqs: Vec<u64> = lines.iter().map(|l| l["seq"].as_u64().unwrap()).collect();
     assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
     // since=next: nothing new; by name works like by key.
@@ -233,10 +237,7 @@ fn output_is_captured_and_served_by_the_api_and_cli() {
     let _ = f.kill();
     let _ = f.wait();
     let seen = reader.join().unwrap();
-    assert!(
-        seen.iter().any(|l| l.contains("GET /followed")),
-        "{seen:?}"
-    );
+    assert!(seen.iter().any(|l| l.contains("GET /followed")), "{seen:?}");
 }
 
 #[test]
@@ -307,7 +308,12 @@ fn crash_loop_backs_off_and_reports_exits() {
     let pidfile = dir.path().join("pids");
     let (port, bport, api) = (free_port(), free_port(), free_port());
     // Exits with status 3 right after it starts listening.
-    let b = proc_backend("py", bport, &pidfile, &["--mode", "tcp", "--exit-after", "0.2"]);
+    let b = proc_backend(
+        "py",
+        bport,
+        &pidfile,
+        &["--mode", "tcp", "--exit-after", "0.2"],
+    );
     let cfg = config(api, &[route(port, "t", "tcp", "", &[b])]);
     let _rm = Ringmesh::start(&cfg, "auto", &[port, api]);
     let key = port.to_string();
@@ -321,7 +327,11 @@ fn crash_loop_backs_off_and_reports_exits() {
     assert_eq!(st["process"]["last_exit"], "exit status 3", "{st}");
     assert_eq!(pids(&pidfile).len(), 4);
     // Backoff 100 + 200 + 400 ms between the starts, plus 4 x 0.2 s of life.
-    assert!(t0.elapsed() >= Duration::from_millis(1400), "{:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() >= Duration::from_millis(1400),
+        "{:?}",
+        t0.elapsed()
+    );
 }
 
 #[test]
@@ -437,10 +447,16 @@ fn shutdown_stops_backend_processes() {
     drop(c);
     let pid = pids(&pidfile)[0];
     rm.signal(libc::SIGTERM);
-    let st = rm.wait_exit(Duration::from_secs(15)).expect("ringmesh exits");
+    let st = rm
+        .wait_exit(Duration::from_secs(15))
+        .expect("ringmesh exits");
     assert!(st.success(), "{st:?}\n{}", rm.logs());
     assert!(!alive(pid), "backend {pid} still runs after shutdown");
-    assert!(rm.logs().contains("backend process stopped"), "{}", rm.logs());
+    assert!(
+        rm.logs().contains("backend process stopped"),
+        "{}",
+        rm.logs()
+    );
 }
 
 #[test]

@@ -101,11 +101,19 @@ pub fn backend_status(port: u16, key: &str, name: &str) -> Value {
 pub fn get(port: u16, path: &str) -> (u16, String) {
     let mut c = connect(port);
     c.set_read_timeout(Some(Duration::from_secs(40))).unwrap();
-    write!(c, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        c,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut s = String::new();
     let _ = c.read_to_string(&mut s);
     let status = s.get(9..12).and_then(|x| x.parse().ok()).unwrap_or(0);
-    let body = s.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("").to_string();
+    let body = s
+        .split_once("\r\n\r\n")
+        .map(|x| x.1)
+        .unwrap_or("")
+        .to_string();
     (status, body)
 }
 
