@@ -3,7 +3,7 @@
 //! ```text
 //!  main thread: CLI, load + validate config, Engine::run, wait
 //!     |
-//!     +-- control thread: signals, drain (later: supervision, health, reload, API)
+//!     +-- control thread: signals, drain, status API, backend processes, health checks
 //!     +-- workers (one per CPU, pinned): monoio runtime (io_uring, epoll fallback),
 //!         one SO_REUSEPORT listener per route address, accept, then
 //!           tcp:  route -> balance -> connect -> splice tunnel
@@ -33,7 +33,8 @@
 //! - [`http`]: the HTTP/1.1 reverse proxy (pure head/rewrite/chunked core, and
 //!   the per-connection data plane on top of it).
 //! - [`engine`]: start-up and shutdown order.
-//! - [`control`]: the control thread's services (status API).
+//! - [`control`]: the control thread's services: status API, supervisor
+//!   (backend processes, logs), health checks.
 //! - [`sys`]: the raw syscalls (splice, pipes, accept4, recv/send, affinity), each `unsafe` justified.
 
 pub mod balance;

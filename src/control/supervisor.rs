@@ -691,6 +691,76 @@ mod tests {
         assert_eq!(backoff(u32::MAX), BACKOFF_MAX);
     }
 
+    fn live(text: &str, prev: Option<&Live>) -> Live {
+        Live::build(crate::config::parse(text).unwrap(), 1, prev)
+    }
+
+    fn wait(mut f: impl FnMut() -> bool) -> impl std::future::Future<Output = bool> {
+        async move {
+            for _ in 0..1000 {
+                if f() {
+                    return true;
+                }
+                monoio::time::sleep(TICK).await;
+            }
+            f()
+        }
+    }
+
+    /// Reload: a removed backend's process is stopped, an unchanged one keeps
+    /// its process, a changed command restarts on the next demand.
+    #[test]
+    fn sync_stops_removed_backends_and_keeps_unchanged_ones() {
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            // Processes that never listen: they stay "starting" (ready_timeout 30 s).
+            let both = r#"{"routes": {"9001": {"health": false, "backends": [
+                {"name": "keep", "cmd": "/bin/sh", "args": ["-c", "exec sleep 30"], "internal_port": 1},
+                {"name": "drop", "cmd": "/bin/sh", "args": ["-c", "exec sleep 30"], "internal_port": 2}]}}}"#;
+            let one = r#"{"routes": {"9001": {"health": false, "backends": [
+                {"name": "keep", "cmd": "/bin/sh", "args": ["-c", "exec sleep 30"], "internal_port": 1}]}}}"#;
+            let reg = Rc::new(Registry::default());
+            let l1 = live(both, None);
+            reg.sync(&l1);
+            let entries = reg.entries();
+            assert_eq!(entries.len(), 2);
+            for e in &entries {
+                assert_eq!(e.state.proc_state(), ProcState::Stopped);
+                e.state.start_wanted.store(true, Release);
+            }
+            assert!(wait(|| entries.iter().all(|e| e.proc.borrow().pid.is_some())).await);
+            let pids: Vec<u32> = entries.iter().map(|e| e.proc.borrow().pid.unwrap()).collect();
+            let alive = |pid: u32| {
+                std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .map(|s| !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+                    .unwrap_or(false)
+            };
+            let l2 = live(one, Some(&l1));
+            reg.sync(&l2);
+            assert_eq!(reg.entries().len(), 1);
+            assert!(Rc::ptr_eq(&reg.entries()[0], &entries[0]), "same entry kept");
+            assert!(entries[1].removed.get());
+            assert!(wait(|| !alive(pids[1])).await, "removed backend's process stopped");
+            assert!(wait(|| reg.proc_tasks.get() == 1).await);
+            assert_eq!(entries[0].proc.borrow().pid, Some(pids[0]), "unchanged keeps running");
+            assert!(alive(pids[0]));
+
+            // A changed command: the old process stops now.
+            let changed = one.replace("exec sleep 30", "exec sleep 31");
+            let l3 = live(&changed, Some(&l2));
+            reg.sync(&l3);
+            assert!(wait(|| !alive(pids[0])).await);
+            assert!(wait(|| entries[0].state.proc_state() == ProcState::Stopped).await);
+            assert_eq!(entries[0].cfg.borrow().args[1], "exec sleep 31");
+
+            reg.shutdown().await;
+            assert_eq!(reg.proc_tasks.get(), 0);
+        });
+    }
+
     #[test]
     fn exits_are_described() {
         assert_eq!(describe_exit(ExitStatus::from_raw(3 << 8)), "exit status 3");
