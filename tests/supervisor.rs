@@ -16,6 +16,19 @@ use std::time::{Duration, Instant};
 use support::procs::*;
 use support::*;
 
+/// Starts ringmesh and waits for its API only: a probe connection to a tcp
+/// route would itself cold-start the backend. Route listeners are bound
+/// before the API, so they queue connections once the API answers.
+fn start(cfg: &str, io: &str) -> Ringmesh {
+    let api: u16 = cfg
+        .split("\"dashboard_port\": \"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .and_then(|p| p.parse().ok())
+        .expect("dashboard_port in the config");
+    Ringmesh::start(cfg, io, &[api])
+}
+
 fn config(api: u16, routes: &[String]) -> String {
     format!(
         r#"{{"dashboard_port": "{api}", "listen_host": "127.0.0.1", "workers": 2, "shutdown_grace": "5s",
@@ -68,7 +81,7 @@ fn cold_start_first_request(io: &str) {
     // backend that takes about 100 ms from exec to listen.
     let b = proc_backend("py", bport, &pidfile, &["--delay", "0.06"]);
     let cfg = config(api, &[route(port, "web", "http", "", &[b])]);
-    let rm = Ringmesh::start(&cfg, io, &[port, api]);
+    let rm = start(&cfg, io);
     assert!(pids(&pidfile).is_empty(), "started before any demand");
     assert_eq!(
         backend_status(api, &port.to_string(), "py")["process"]["state"],
@@ -112,7 +125,8 @@ fn simultaneous_first_connections_start_one_process(io: &str) {
     let (port, bport, api) = (free_port(), free_port(), free_port());
     let b = proc_backend("py", bport, &pidfile, &["--mode", "tcp", "--delay", "0.3"]);
     let cfg = config(api, &[route(port, "tcp", "tcp", "", &[b])]);
-    let rm = Ringmesh::start(&cfg, io, &[port, api]);
+    let rm = start(&cfg, io);
+    assert!(pids(&pidfile).is_empty(), "started before any demand");
     let n = 50;
     let barrier = Arc::new(Barrier::new(n));
     let threads: Vec<_> = (0..n)
@@ -155,7 +169,7 @@ fn output_is_captured_and_served_by_the_api_and_cli() {
     let (port, bport, api) = (free_port(), free_port(), free_port());
     let b = proc_backend("py", bport, &pidfile, &[]);
     let cfg = config(api, &[route(port, "web", "http", "", &[b])]);
-    let rm = Ringmesh::start(&cfg, "auto", &[port, api]);
+    let rm = start(&cfg, "auto");
     for p in ["/a", "/b", "/c"] {
         assert_eq!(get(port, p).0, 200);
     }
@@ -250,7 +264,7 @@ fn idle_backend_naps_and_starts_again() {
         api,
         &[route(port, "t", "tcp", r#", "idle_timeout": "1s""#, &[b])],
     );
-    let _rm = Ringmesh::start(&cfg, "auto", &[port, api]);
+    let _rm = start(&cfg, "auto");
     let key = port.to_string();
     // An open tunnel keeps it awake well past the idle timeout, even silent.
     let mut held = connect(port);
@@ -283,7 +297,7 @@ fn crashed_backend_is_restarted_on_demand() {
     let (port, bport, api) = (free_port(), free_port(), free_port());
     let b = proc_backend("py", bport, &pidfile, &[]);
     let cfg = config(api, &[route(port, "web", "http", "", &[b])]);
-    let _rm = Ringmesh::start(&cfg, "auto", &[port, api]);
+    let _rm = start(&cfg, "auto");
     let key = port.to_string();
     let (_, body) = get(port, "/");
     let pid1 = pid_of(&body);
@@ -315,7 +329,7 @@ fn crash_loop_backs_off_and_reports_exits() {
         &["--mode", "tcp", "--exit-after", "0.2"],
     );
     let cfg = config(api, &[route(port, "t", "tcp", "", &[b])]);
-    let _rm = Ringmesh::start(&cfg, "auto", &[port, api]);
+    let _rm = start(&cfg, "auto");
     let key = port.to_string();
     let t0 = Instant::now();
     for _ in 0..4 {
@@ -350,7 +364,7 @@ fn kill_through_the_api_and_the_cli() {
         api,
         &[route(port, "t", "tcp", r#", "health": false"#, &backends)],
     );
-    let rm = Ringmesh::start(&cfg, "auto", &[port, api]);
+    let rm = start(&cfg, "auto");
     let key = port.to_string();
     // Round robin: two connections reach a and b (the plain one is refused
     // and fails over).
@@ -420,7 +434,7 @@ fn no_orphan_after_sigkill_of_ringmesh() {
     let (port, bport, api) = (free_port(), free_port(), free_port());
     let b = proc_backend("py", bport, &pidfile, &["--mode", "tcp"]);
     let cfg = config(api, &[route(port, "t", "tcp", "", &[b])]);
-    let mut rm = Ringmesh::start(&cfg, "auto", &[port, api]);
+    let mut rm = start(&cfg, "auto");
     let mut c = connect(port);
     let line = read_line(&mut c);
     let pid = pids(&pidfile)[0];
@@ -441,7 +455,7 @@ fn shutdown_stops_backend_processes() {
     let (port, bport, api) = (free_port(), free_port(), free_port());
     let b = proc_backend("py", bport, &pidfile, &["--mode", "tcp"]);
     let cfg = config(api, &[route(port, "t", "tcp", "", &[b])]);
-    let mut rm = Ringmesh::start(&cfg, "auto", &[port, api]);
+    let mut rm = start(&cfg, "auto");
     let mut c = connect(port);
     let _ = read_line(&mut c);
     drop(c);
@@ -467,7 +481,7 @@ fn a_command_that_cannot_start_fails_fast() {
         free_port()
     );
     let cfg = config(api, &[route(port, "web", "http", "", &[b])]);
-    let _rm = Ringmesh::start(&cfg, "auto", &[port, api]);
+    let _rm = start(&cfg, "auto");
     let t0 = Instant::now();
     let (s, body) = get(port, "/");
     assert_eq!(s, 502, "{body}");

@@ -142,7 +142,7 @@ pub struct Route {
     /// No traffic (no open and no new upstream connection) for this long stops
     /// the route's backend processes ("napping"); the next connection starts them.
     pub idle_timeout: Option<Duration>,
-    /// Active health checks; `None` when disabled (`"health": false`).
+    /// Active health checks; `None` when off (no `health`, or `"health": false`).
     pub health: Option<HealthCheck>,
 }
 

@@ -245,7 +245,7 @@ fn process_and_health_fields() {
     let s = parse(r#"{"routes": {"9000": {"backends": [{"internal_port": 9001}]}}}"#).unwrap();
     let r = &s.routes[0];
     assert_eq!(r.idle_timeout, None);
-    assert_eq!(r.health, Some(HealthCheck::default()));
+    assert_eq!(r.health, None, "active checks are opt-in");
     assert_eq!(r.backends[0].ready_timeout, DEFAULT_READY_TIMEOUT);
     assert_eq!(r.backends[0].cmd, None);
 
@@ -281,7 +281,12 @@ fn process_and_health_fields() {
         "\"internal\" in any case is an address only"
     );
 
-    for (health, want) in [("false", None), ("true", Some(HealthCheck::default()))] {
+    for (health, want) in [
+        ("false", None),
+        ("null", None),
+        ("true", Some(HealthCheck::default())),
+        ("{}", Some(HealthCheck::default())),
+    ] {
         let s = parse(&format!(
             r#"{{"routes": {{"9000": {{"protocol": "tcp", "health": {health}, "backends": [{{"internal_port": 1}}]}}}}}}"#
         ))

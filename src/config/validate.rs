@@ -482,8 +482,12 @@ impl Validator {
         })
     }
 
-    /// `health`: absent or `true` = the defaults, `false` = no active checks,
-    /// or an object overriding some of them.
+    /// `health`: absent or `false` = no active checks (passive marking only),
+    /// `true` = the defaults, or an object overriding some of them.
+    ///
+    /// Why opt-in: checks open connections to every backend every interval,
+    /// which shows up in backends' logs and connection counts; a GopherMesh
+    /// config keeps behaving as before.
     fn health(
         &mut self,
         m: &Map<String, Value>,
@@ -493,8 +497,8 @@ impl Validator {
         let mut h = HealthCheck::default();
         let p = field_path(path, "health");
         let hm = match m.get("health") {
-            None | Some(Value::Null) | Some(Value::Bool(true)) => return Some(h),
-            Some(Value::Bool(false)) => return None,
+            Some(Value::Bool(true)) => return Some(h),
+            None | Some(Value::Null) | Some(Value::Bool(false)) => return None,
             Some(Value::Object(hm)) => hm,
             Some(other) => {
                 self.err(
