@@ -695,16 +695,14 @@ mod tests {
         Live::build(crate::config::parse(text).unwrap(), 1, prev)
     }
 
-    fn wait(mut f: impl FnMut() -> bool) -> impl std::future::Future<Output = bool> {
-        async move {
-            for _ in 0..1000 {
-                if f() {
-                    return true;
-                }
-                monoio::time::sleep(TICK).await;
+    async fn wait(mut f: impl FnMut() -> bool) -> bool {
+        for _ in 0..1000 {
+            if f() {
+                return true;
             }
-            f()
+            monoio::time::sleep(TICK).await;
         }
+        f()
     }
 
     /// Reload: a removed backend's process is stopped, an unchanged one keeps
