@@ -416,6 +416,9 @@ enum StopWhy {
 async fn run_process(e: Rc<Entry>, reg: Rc<Registry>) {
     process_loop(&e, &reg).await;
     e.proc.borrow_mut().pid = None;
+    // Connections still on an older config may wait for this backend: no
+    // task will start it any more, so let them fail now.
+    e.state.start_attempts.fetch_add(1, Release);
     reg.proc_tasks.set(reg.proc_tasks.get().saturating_sub(1));
 }
 
