@@ -496,3 +496,46 @@ fn a_command_that_cannot_start_fails_fast() {
         "{st}"
     );
 }
+
+#[test]
+fn a_process_that_never_listens_hits_its_ready_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("pids");
+    let (port, bport, api) = (free_port(), free_port(), free_port());
+    // Sleeps 30 s before listening; the route allows 500 ms.
+    let b = proc_backend("slow", bport, &pidfile, &["--delay", "30"]);
+    let cfg = config(
+        api,
+        &[route(
+            port,
+            "web",
+            "http",
+            r#", "ready_timeout": "500ms""#,
+            &[b],
+        )],
+    );
+    let _rm = start(&cfg, "auto");
+    let t0 = Instant::now();
+    let (s, body) = get(port, "/");
+    assert_eq!(s, 502, "{body}");
+    // The waiting connection's own deadline, or the supervisor giving up
+    // first on a loaded machine.
+    assert!(
+        body.contains("not ready within 500ms") || body.contains("failed to start"),
+        "{body}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    let st = wait_state(api, &port.to_string(), "slow", "crashed");
+    assert!(
+        st["process"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("did not accept within 500ms"),
+        "{st}"
+    );
+    let pid = pids(&pidfile)[0];
+    assert!(
+        wait_until(Duration::from_secs(10), || !alive(pid)),
+        "the process that missed its deadline was not stopped"
+    );
+}
