@@ -314,6 +314,19 @@ fn crashed_backend_is_restarted_on_demand() {
     let st = wait_state(api, &key, "py", "running");
     assert_eq!(st["process"]["pid"], pid2);
     assert_eq!(st["process"]["starts"], 2);
+    let mut c = connect(api);
+    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut m = String::new();
+    std::io::Read::read_to_string(&mut c, &mut m).unwrap();
+    for line in [
+        "ringmesh_backend_process_crashes_total{route=\"web\",backend=\"py\"} 1",
+        "ringmesh_backend_process_starts_total{route=\"web\",backend=\"py\"} 2",
+        "ringmesh_backend_process_running{route=\"web\",backend=\"py\"} 1",
+        "ringmesh_backend_healthy{route=\"web\",backend=\"py\"} 1",
+    ] {
+        assert!(m.contains(line), "{line} not in\n{m}");
+    }
 }
 
 #[test]

@@ -244,10 +244,11 @@ fn metrics(state: &ApiState) -> String {
             );
         }
     }
+    super::procs_api::metrics(&state.procs, &live, &mut out);
     out
 }
 
-fn escape_label(s: &str) -> String {
+pub(crate) fn escape_label(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")

@@ -224,6 +224,59 @@ pub fn backend_fields(reg: &Registry, state: &Arc<BackendState>) -> (Value, Valu
     (health, process)
 }
 
+/// Prometheus families for health and processes, appended to `/metrics`.
+pub fn metrics(reg: &Registry, live: &Live, out: &mut String) {
+    use crate::control::api::escape_label;
+    use std::fmt::Write as _;
+    let _ = writeln!(
+        out,
+        "# HELP ringmesh_backend_healthy 1 when a backend may get new connections (healthy, unknown, or a stopped process that starts on demand), 0 when its active checks failed.\n# TYPE ringmesh_backend_healthy gauge"
+    );
+    let mut procs = Vec::new();
+    for r in &live.routes {
+        for b in &r.backends {
+            let labels = format!(
+                "route=\"{}\",backend=\"{}\"",
+                escape_label(&r.cfg.name),
+                escape_label(&b.cfg.name)
+            );
+            let _ = writeln!(
+                out,
+                "ringmesh_backend_healthy{{{labels}}} {}",
+                u8::from(b.state.health_ok())
+            );
+            if let Some(e) = reg.find(&b.state).filter(|e| e.managed()) {
+                let p = e.proc.borrow();
+                procs.push((labels, b.state.ready(), p.starts, p.crashes));
+            }
+        }
+    }
+    let families: [(&str, &str, &str); 3] = [
+        (
+            "ringmesh_backend_process_running",
+            "gauge",
+            "1 while the backend's process runs and accepts.",
+        ),
+        (
+            "ringmesh_backend_process_starts_total",
+            "counter",
+            "Processes started for the backend.",
+        ),
+        (
+            "ringmesh_backend_process_crashes_total",
+            "counter",
+            "Unexpected exits of the backend's process.",
+        ),
+    ];
+    for (i, (name, kind, help)) in families.iter().enumerate() {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, running, starts, crashes) in &procs {
+            let v = [u64::from(*running), *starts, *crashes][i];
+            let _ = writeln!(out, "{name}{{{labels}}} {v}");
+        }
+    }
+}
+
 fn secs(d: std::time::Duration) -> f64 {
     (d.as_secs_f64() * 1000.0).round() / 1000.0
 }
