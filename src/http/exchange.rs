@@ -162,11 +162,12 @@ pub(super) async fn run(
 
     let hash = client_hash(client.peer.ip());
     let now = || ctx.now_ms();
+    let retryable = idempotent && !has_body && rest == Rest::None;
     let pooled = |i: usize| {
         route
             .backends
             .get(i)
-            .and_then(|b| ctx.upstreams.take(b.cfg.addr, ctx.now_ms()))
+            .and_then(|b| ctx.upstreams.take(b.cfg.addr, ctx.now_ms(), retryable))
     };
     let mut up = match connect::connect(route, slot, hash, now, pooled).await {
         Ok(u) => u,
@@ -194,7 +195,6 @@ pub(super) async fn run(
 
     // Whole request in hand: send it, then read the response, retrying once
     // on a fresh connection if a pooled one turns out dead before answering.
-    let retryable = idempotent && !has_body;
     let mut retried = false;
     let result = loop {
         let len = s.out.len();
