@@ -41,6 +41,9 @@ pub(super) enum Outcome {
     KeepAlive(Duration),
     /// Close after lingering: a response went out, the client may still send.
     Close,
+    /// Close after a complete exchange whose request was read to its end:
+    /// linger only if the client already sent more (see `Conn::finish`).
+    Finished,
     /// Close now (tunnel over, client gone, or mid-response failure).
     Drop,
 }
@@ -235,7 +238,7 @@ pub(super) async fn run(
                 park(ctx, route, up);
             }
             if close_client {
-                Outcome::Close
+                Outcome::Finished
             } else {
                 Outcome::KeepAlive(t.keepalive)
             }
@@ -338,8 +341,10 @@ async fn concurrent(
             if upstream_ok && upload_ok {
                 park(ctx, route, up);
             }
-            if close_client || !upload_ok {
+            if !upload_ok {
                 Outcome::Close
+            } else if close_client {
+                Outcome::Finished
             } else {
                 Outcome::KeepAlive(route.cfg.timeouts.keepalive)
             }
