@@ -95,6 +95,25 @@ pub fn idle_socket_ok(fd: RawFd) -> bool {
     n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
 }
 
+/// Non-blocking `recv(MSG_PEEK)`: what is queued, left queued. `Ok(0)` is
+/// EOF; `WouldBlock` means nothing is pending.
+pub fn recv_peek(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for writes of its length; MSG_PEEK leaves the data queued.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
 /// A non-blocking, close-on-exec pipe: `(read end, write end)`.
 pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as libc::c_int; 2];

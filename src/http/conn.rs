@@ -123,11 +123,18 @@ impl Conn {
                         Wait::Readable => deadline = Instant::now() + header_timeout,
                         Wait::Timeout | Wait::Stop => return,
                     },
-                    // A new connection: the head deadline already runs.
-                    None => match self.wait_readable(deadline).await {
-                        Wait::Readable => {}
-                        Wait::Timeout => return self.fail(408).await,
-                        Wait::Stop => return,
+                    // A new connection: its request usually arrives right
+                    // behind the handshake, so try a plain read first and
+                    // wait (the head deadline already runs) only when it
+                    // is not there yet.
+                    None => match self.read_now() {
+                        Some(true) => {}
+                        Some(false) => return,
+                        None => match self.wait_readable(deadline).await {
+                            Wait::Readable => {}
+                            Wait::Timeout => return self.fail(408).await,
+                            Wait::Stop => return,
+                        },
                     },
                 }
             }
@@ -164,6 +171,7 @@ impl Conn {
             match outcome {
                 Outcome::KeepAlive(idle) => keepalive = Some(idle),
                 Outcome::Close => return self.linger().await,
+                Outcome::Finished => return self.finish().await,
                 Outcome::Drop => return,
             }
         }
@@ -203,6 +211,32 @@ impl Conn {
         }
     }
 
+    /// One non-blocking read into a pooled buffer, without a runtime op:
+    /// `Some(true)` bytes arrived, `Some(false)` EOF or error, `None` nothing
+    /// yet (the buffer goes back to the pool).
+    fn read_now(&mut self) -> Option<bool> {
+        let mut buf = self.ctx.bufs.take();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&self.client.stream);
+        let room = buf.capacity();
+        match sys::recv_append(fd, &mut buf, room) {
+            Ok(0) => {
+                self.ctx.bufs.put(buf);
+                Some(false)
+            }
+            Ok(_) => {
+                self.client.buf = buf;
+                Some(true)
+            }
+            Err(e) => {
+                self.ctx.bufs.put(buf);
+                match e.kind() {
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted => None,
+                    _ => Some(false),
+                }
+            }
+        }
+    }
+
     /// Reads until `client.buf` starts with a complete head.
     async fn read_head(&mut self, deadline: Instant) -> Result<RequestHead, HeadFail> {
         let limits = Limits::default();
@@ -225,10 +259,29 @@ impl Conn {
             }
             scanned = buf.len();
             let room = limits.max_head - buf.len();
-            match Io::Ring(&mut self.client.stream, &self.client.cancel)
-                .read(buf, room, deadline)
-                .await
-            {
+            // After a readiness wait the bytes are there: a plain recv gets
+            // them without the submit/complete round trip of a runtime op.
+            let now = if buf.is_empty() {
+                if buf.capacity() == 0 {
+                    buf.reserve(super::buf::BUF_SIZE);
+                }
+                let fd = std::os::fd::AsRawFd::as_raw_fd(&self.client.stream);
+                match sys::recv_append(fd, buf, room) {
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
+                    r => Some(r),
+                }
+            } else {
+                None
+            };
+            let got = match now {
+                Some(r) => r,
+                None => {
+                    Io::Ring(&mut self.client.stream, &self.client.cancel)
+                        .read(buf, room, deadline)
+                        .await
+                }
+            };
+            match got {
                 Ok(0) => return Err(HeadFail::Gone),
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
@@ -257,6 +310,25 @@ impl Conn {
             .is_ok()
         {
             self.linger().await;
+        }
+    }
+
+    /// Closes after a complete exchange. Lingering costs a read op, a timer
+    /// and the client's FIN round trip per connection; it is only needed when
+    /// the client sent more than we answered (pipelined requests we will not
+    /// serve), so, like nginx's `lingering_close on`, only then.
+    async fn finish(&mut self) {
+        if !self.client.buf.is_empty() {
+            return self.linger().await;
+        }
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&self.client.stream);
+        let mut probe = [0u8; 1];
+        match sys::recv_peek(fd, &mut probe) {
+            // Nothing pending (or the client already closed): a plain close
+            // sends FIN, never RST.
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Ok(0) => {}
+            _ => self.linger().await,
         }
     }
 

@@ -41,6 +41,9 @@ pub(super) enum Outcome {
     KeepAlive(Duration),
     /// Close after lingering: a response went out, the client may still send.
     Close,
+    /// Close after a complete exchange whose request was read to its end:
+    /// linger only if the client already sent more (see `Conn::finish`).
+    Finished,
     /// Close now (tunnel over, client gone, or mid-response failure).
     Drop,
 }
@@ -162,11 +165,12 @@ pub(super) async fn run(
 
     let hash = client_hash(client.peer.ip());
     let now = || ctx.now_ms();
+    let retryable = idempotent && !has_body && rest == Rest::None;
     let pooled = |i: usize| {
         route
             .backends
             .get(i)
-            .and_then(|b| ctx.upstreams.take(b.cfg.addr, ctx.now_ms()))
+            .and_then(|b| ctx.upstreams.take(b.cfg.addr, ctx.now_ms(), retryable))
     };
     let mut up = match connect::connect(route, slot, hash, now, pooled).await {
         Ok(u) => u,
@@ -194,7 +198,6 @@ pub(super) async fn run(
 
     // Whole request in hand: send it, then read the response, retrying once
     // on a fresh connection if a pooled one turns out dead before answering.
-    let retryable = idempotent && !has_body;
     let mut retried = false;
     let result = loop {
         let len = s.out.len();
@@ -235,7 +238,7 @@ pub(super) async fn run(
                 park(ctx, route, up);
             }
             if close_client {
-                Outcome::Close
+                Outcome::Finished
             } else {
                 Outcome::KeepAlive(t.keepalive)
             }
@@ -338,8 +341,10 @@ async fn concurrent(
             if upstream_ok && upload_ok {
                 park(ctx, route, up);
             }
-            if close_client || !upload_ok {
+            if !upload_ok {
                 Outcome::Close
+            } else if close_client {
+                Outcome::Finished
             } else {
                 Outcome::KeepAlive(route.cfg.timeouts.keepalive)
             }

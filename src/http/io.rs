@@ -144,6 +144,20 @@ async fn ring_write_all(
     end: usize,
     stall: Duration,
 ) -> io::Result<()> {
+    // Heads and small bodies nearly always fit the socket's send buffer: a
+    // plain non-blocking send finishes them without a runtime op (no submit,
+    // no completion, no task wake-up). Only what it leaves goes through the
+    // ring. The task owns the socket (`Ring` mode), so no op of ours is in
+    // flight on it.
+    match sys::send(s.as_raw_fd(), buf.get(pos..end).unwrap_or(&[])) {
+        Ok(n) => pos += n,
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+            ) => {}
+        Err(e) => return Err(e),
+    }
     while pos < end {
         let v = std::mem::take(buf);
         let write = s.cancelable_write(v.slice(pos..end), canceller.handle());

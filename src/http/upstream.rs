@@ -24,6 +24,10 @@ pub const MAX_IDLE_PER_BACKEND: usize = 64;
 /// servers keep an idle connection, so we rarely race their close).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Parked for less than this, a connection is handed to a retryable request
+/// without probing it (see [`UpstreamPool::take`]).
+pub const TRUST_FRESH: Duration = Duration::from_secs(1);
+
 /// How often expired connections are swept out.
 const SWEEP_EVERY_MS: u64 = 1_000;
 
@@ -49,13 +53,22 @@ impl std::fmt::Debug for UpstreamPool {
 
 impl UpstreamPool {
     /// The most recently parked live connection to `addr`, if any.
-    pub fn take(&self, addr: SocketAddr, now_ms: u64) -> Option<TcpStream> {
+    ///
+    /// `retryable`: the caller retries on a fresh connection when this one
+    /// turns out dead before answering. Then a connection parked less than
+    /// [`TRUST_FRESH`] ago is handed out without the `MSG_PEEK` probe: under
+    /// keep-alive load that probe is one syscall per request, and the retry
+    /// covers the rare backend close in that window anyway. A non-retryable
+    /// request (a body, a POST) always gets a probed connection.
+    pub fn take(&self, addr: SocketAddr, now_ms: u64, retryable: bool) -> Option<TcpStream> {
         let mut idle = self.idle.borrow_mut();
         let list = idle.get_mut(&addr)?;
         let timeout = IDLE_TIMEOUT.as_millis() as u64;
+        let fresh = TRUST_FRESH.as_millis() as u64;
         while let Some(c) = list.pop() {
-            if now_ms.saturating_sub(c.since_ms) < timeout
-                && sys::idle_socket_ok(c.stream.as_raw_fd())
+            let age = now_ms.saturating_sub(c.since_ms);
+            if age < timeout
+                && ((retryable && age < fresh) || sys::idle_socket_ok(c.stream.as_raw_fd()))
             {
                 return Some(c.stream);
             }
@@ -122,7 +135,7 @@ mod tests {
                 (s, peer)
             };
             let pool = UpstreamPool::default();
-            assert!(pool.take(addr, 0).is_none());
+            assert!(pool.take(addr, 0, false).is_none());
 
             // Alive: comes back, most recent first.
             let (a, _pa) = connect().await;
@@ -131,7 +144,7 @@ mod tests {
             pool.put(addr, a, 0);
             pool.put(addr, b, 10);
             assert_eq!(pool.idle(), 2);
-            let got = pool.take(addr, 20).unwrap();
+            let got = pool.take(addr, 20, false).unwrap();
             assert_eq!(got.as_raw_fd(), b_fd);
             pool.put(addr, got, 20);
 
@@ -144,14 +157,14 @@ mod tests {
             pool.put(addr, c, 0);
             pool.put(addr, d, 0);
             std::thread::sleep(Duration::from_millis(50));
-            assert!(pool.take(addr, 1).is_none());
+            assert!(pool.take(addr, 1, false).is_none());
             assert_eq!(pool.idle(), 0);
 
             // Expired: swept, and not handed out either.
             let (e, _pe) = connect().await;
             pool.put(addr, e, 1_000);
             let late = 1_000 + IDLE_TIMEOUT.as_millis() as u64;
-            assert!(pool.take(addr, late).is_none());
+            assert!(pool.take(addr, late, true).is_none());
             let (f, _pf) = connect().await;
             pool.put(addr, f, 1_000);
             pool.sweep(late);
