@@ -132,7 +132,7 @@ impl Conn {
                         Some(false) => return,
                         None => match self.wait_readable(deadline).await {
                             Wait::Readable => {}
-                            Wait::Timeout => return self.fail(408).await,
+                            Wait::Timeout => return Box::pin(self.fail(408)).await,
                             Wait::Stop => return,
                         },
                     },
@@ -150,14 +150,17 @@ impl Conn {
                 Err(HeadFail::Gone) => return,
                 Err(HeadFail::Timeout) => {
                     tracing::debug!(peer = %self.client.peer, "request head timeout");
-                    return self.fail(408).await;
+                    return Box::pin(self.fail(408)).await;
                 }
                 Err(HeadFail::Bad(e)) => {
                     tracing::debug!(peer = %self.client.peer, "bad request head: {e}");
-                    return self.fail(e.request_status()).await;
+                    return Box::pin(self.fail(e.request_status())).await;
                 }
             };
-            let outcome = exchange::run(
+            // Boxed: an exchange's state (sockets ops, timers, bodies) is
+            // several KiB; inline it would be part of every idle
+            // connection's task too. One allocation per request instead.
+            let outcome = Box::pin(exchange::run(
                 &self.ctx,
                 &live,
                 spec,
@@ -166,12 +169,12 @@ impl Conn {
                 head,
                 &mut self.guard,
                 self.closing,
-            )
+            ))
             .await;
             match outcome {
                 Outcome::KeepAlive(idle) => keepalive = Some(idle),
-                Outcome::Close => return self.linger().await,
-                Outcome::Finished => return self.finish().await,
+                Outcome::Close => return Box::pin(self.linger()).await,
+                Outcome::Finished => return Box::pin(self.finish()).await,
                 Outcome::Drop => return,
             }
         }
@@ -248,6 +251,7 @@ impl Conn {
             if !buf.is_empty()
                 && (scanned == 0 || buf.len() >= limits.max_head || has_blank_line(buf, scanned))
             {
+                self.scratch.ensure_spans();
                 match parse_request(buf, &mut self.scratch.spans, &limits) {
                     Ok(Status::Complete(h)) => return Ok(h),
                     Ok(Status::Partial) => {}
@@ -356,6 +360,7 @@ impl Conn {
     }
 
     fn release_buffers(&mut self) {
+        self.scratch.spans = Vec::new();
         let bufs = &self.ctx.bufs;
         for b in [
             &mut self.client.buf,

@@ -54,7 +54,18 @@ pub(super) struct Scratch {
     pub ubuf: Vec<u8>,
     /// Heads being written (request to the backend, response to the client).
     pub out: Vec<u8>,
-    pub spans: [HeaderSpan; MAX_HEADERS],
+    /// Header spans of the head being handled: `MAX_HEADERS` long while an
+    /// exchange runs, empty (no allocation) while the connection idles.
+    pub spans: Vec<HeaderSpan>,
+}
+
+impl Scratch {
+    /// Makes `spans` ready for a parse.
+    pub fn ensure_spans(&mut self) {
+        if self.spans.len() < MAX_HEADERS {
+            self.spans.resize(MAX_HEADERS, HeaderSpan::default());
+        }
+    }
 }
 
 impl Default for Scratch {
@@ -62,7 +73,7 @@ impl Default for Scratch {
         Scratch {
             ubuf: Vec::new(),
             out: Vec::new(),
-            spans: [HeaderSpan::default(); MAX_HEADERS],
+            spans: Vec::new(),
         }
     }
 }
