@@ -49,6 +49,7 @@ pub(super) enum Outcome {
 }
 
 /// Per-connection scratch space, reused by every exchange.
+#[derive(Default)]
 pub(super) struct Scratch {
     /// Bytes read from the upstream.
     pub ubuf: Vec<u8>,
@@ -64,16 +65,6 @@ impl Scratch {
     pub fn ensure_spans(&mut self) {
         if self.spans.len() < MAX_HEADERS {
             self.spans.resize(MAX_HEADERS, HeaderSpan::default());
-        }
-    }
-}
-
-impl Default for Scratch {
-    fn default() -> Self {
-        Scratch {
-            ubuf: Vec::new(),
-            out: Vec::new(),
-            spans: Vec::new(),
         }
     }
 }
