@@ -83,16 +83,7 @@ pub fn send(fd: RawFd, data: &[u8]) -> io::Result<usize> {
 /// (recv with MSG_PEEK | MSG_DONTWAIT must say "would block").
 pub fn idle_socket_ok(fd: RawFd) -> bool {
     let mut b = [0u8; 1];
-    // SAFETY: `b` is valid for writes of 1 byte; MSG_PEEK leaves the data queued.
-    let n = unsafe {
-        libc::recv(
-            fd,
-            b.as_mut_ptr().cast(),
-            1,
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        )
-    };
-    n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
+    matches!(recv_peek(fd, &mut b), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
 }
 
 /// Non-blocking `recv(MSG_PEEK)`: what is queued, left queued. `Ok(0)` is

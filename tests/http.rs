@@ -39,6 +39,8 @@ both_drivers!(
     drain_closes_idle_keepalive_and_finishes_inflight,
     early_response_while_uploading,
     garbage_never_hurts_a_worker,
+    client_abort_while_waiting_closes_the_upstream,
+    abuse_leaves_threads_and_fds_as_they_were,
 );
 
 /// One http route on `port` to `backend`, with extra `timeouts` fields.
@@ -175,37 +177,41 @@ fn routes_by_host_exact_wildcard_default_and_404(io: &str) {
     assert!(cl.closed_within(Duration::from_secs(5)));
 }
 
+/// Request-smuggling and malformed-head payloads (RFC 9112 §6, §11): each
+/// must get a 400 and a close, and never reach the backend.
+const SMUGGLING: &[&[u8]] = &[
+    b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, identity\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: \x0bchunked\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
+    b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\nhello",
+    b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1,2\r\n\r\nh",
+    b"GET / HTTP/1.1\r\nHost: a\nX: b\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\nX: a\rb\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x00b\r\n\r\n",
+    b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    b"GET / HTTP/1.1\r\nX: a\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: u@a\r\n\r\n",
+    b"GET /a b HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"G@T / HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"GET http://u@a/ HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n-1\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcdef\r\n0\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\nabc\r\n0\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffff1\r\n",
+];
+
 fn smuggling_payloads_get_400_and_close(io: &str) {
     let backend = mirror();
     let port = free_port();
     let _rm = start(port, backend.port, "", io);
-    let payloads: &[&[u8]] = &[
-        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n",
-        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, identity\r\n\r\n",
-        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n",
-        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n",
-        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: \x0bchunked\r\n\r\n",
-        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n\r\n",
-        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
-        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\nhello",
-        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1,2\r\n\r\nh",
-        b"GET / HTTP/1.1\r\nHost: a\nX: b\r\n\r\n",
-        b"GET / HTTP/1.1\r\nHost: a\r\nX: a\rb\r\n\r\n",
-        b"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n",
-        b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x00b\r\n\r\n",
-        b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-        b"GET / HTTP/1.1\r\nX: a\r\n\r\n",
-        b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
-        b"GET / HTTP/1.1\r\nHost: u@a\r\n\r\n",
-        b"GET /a b HTTP/1.1\r\nHost: a\r\n\r\n",
-        b"G@T / HTTP/1.1\r\nHost: a\r\n\r\n",
-        b"GET http://u@a/ HTTP/1.1\r\nHost: a\r\n\r\n",
-        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n-1\r\n\r\n",
-        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcdef\r\n0\r\n\r\n",
-        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\nabc\r\n0\r\n\r\n",
-        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffff1\r\n",
-    ];
+    let payloads = SMUGGLING;
     for p in payloads {
         let shown = String::from_utf8_lossy(p);
         let mut c = Client::connect(port);
@@ -822,4 +828,119 @@ fn garbage_never_hurts_a_worker(io: &str) {
     for _ in 0..4 {
         assert_eq!(Client::connect(port).get("/", "a", "").status(), 200);
     }
+}
+
+/// A client that gives up while the backend is still thinking: the proxy
+/// notices (it watches the client once the backend is slow) and closes the
+/// upstream connection long before the response timeout.
+fn client_abort_while_waiting_closes_the_upstream(io: &str) {
+    let seen: Arc<Mutex<Option<Duration>>> = Arc::new(Mutex::new(None));
+    let s = seen.clone();
+    let backend = http_backend(move |_, p| {
+        let t0 = Instant::now();
+        let mut b = [0u8; 1];
+        // The request is in; never answer, just wait for the proxy to hang up.
+        let r = p.r.read(&mut b);
+        if matches!(r, Ok(0)) {
+            *s.lock().unwrap() = Some(t0.elapsed());
+        }
+        false
+    });
+    let port = free_port();
+    let _rm = start(port, backend.port, r#""response": "30s""#, io);
+    let mut c = Client::connect(port);
+    c.send(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n");
+    std::thread::sleep(Duration::from_millis(100));
+    drop(c);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while seen.lock().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = seen
+        .lock()
+        .unwrap()
+        .expect("the upstream was not closed after the client left");
+    assert!(
+        took < Duration::from_secs(5),
+        "upstream closed only after {took:?}"
+    );
+}
+
+fn proc_count(pid: u32, what: &str) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/{what}"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Waits up to 10 s for `pid`'s fd count to come back to `want`; returns the last count.
+fn settle_fds(pid: u32, want: usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let n = proc_count(pid, "fd");
+        if n <= want || Instant::now() > deadline {
+            return n;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Issue 4's abuse bar: a 1 MiB head, 10,000 rapid connect/close cycles
+/// (half closed gracefully, half reset, some after a partial request) and
+/// the smuggling table leave the process serving, with the same threads and
+/// no leaked fd (counted in /proc/PID/fd before and after).
+fn abuse_leaves_threads_and_fds_as_they_were(io: &str) {
+    let backend = mirror();
+    let port = free_port();
+    let rm = start(port, backend.port, "", io);
+    let pid = rm.pid();
+    // Warm up: one exchange parks an upstream connection, like any later one.
+    let mut c = Client::connect(port);
+    assert_eq!(c.get("/warm", "a", "").status(), 200);
+    drop(c);
+    std::thread::sleep(Duration::from_millis(300));
+    let (fds0, threads0) = (proc_count(pid, "fd"), proc_count(pid, "task"));
+
+    let mut c = Client::connect(port);
+    let mut w = c.w.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        let big = format!(
+            "GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n",
+            "x".repeat(1 << 20)
+        );
+        let _ = w.write_all(big.as_bytes());
+    });
+    assert_eq!(c.response().status(), 431);
+    drop(c);
+    writer.join().unwrap();
+
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    for i in 0..10_000u32 {
+        let s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("cycle {i}: {e}"));
+        if i % 3 == 0 {
+            let _ = (&s).write_all(b"GET /half HTTP/1.1\r\nHo");
+        }
+        if i % 2 == 0 {
+            // An abortive close (RST), and no TIME_WAIT left on our side.
+            let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
+        }
+        drop(s);
+    }
+
+    for p in SMUGGLING {
+        let mut c = Client::connect(port);
+        c.send(p);
+        let r = read_response(&mut c.r, false).unwrap();
+        assert_eq!(r.status(), 400);
+    }
+
+    // Counted before the next exchange: that one may land on the other
+    // worker and park a second upstream connection there.
+    let fds1 = settle_fds(pid, fds0);
+    let threads1 = proc_count(pid, "task");
+    assert_eq!(threads1, threads0, "thread count changed");
+    assert!(fds1 <= fds0, "fd leak: {fds0} fds before, {fds1} after");
+    eprintln!("abuse: fds {fds0} -> {fds1}, threads {threads0} -> {threads1}");
+    let mut c = Client::connect(port);
+    assert_eq!(c.get("/after", "a", "").status(), 200, "still serving");
 }

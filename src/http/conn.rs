@@ -132,49 +132,60 @@ impl Conn {
                         Some(false) => return,
                         None => match self.wait_readable(deadline).await {
                             Wait::Readable => {}
-                            Wait::Timeout => return self.fail(408).await,
+                            Wait::Timeout => return Box::pin(self.fail(408)).await,
                             Wait::Stop => return,
                         },
                     },
                 }
             }
             self.refresh_live(&mut live);
-            let Some(spec) = live.snapshot.listeners.get(self.spec) else {
-                return;
-            };
-            if self.client.buf.capacity() == 0 {
-                self.client.buf = self.ctx.bufs.take();
-            }
-            let head = match self.read_head(deadline).await {
-                Ok(h) => h,
-                Err(HeadFail::Gone) => return,
-                Err(HeadFail::Timeout) => {
-                    tracing::debug!(peer = %self.client.peer, "request head timeout");
-                    return self.fail(408).await;
-                }
-                Err(HeadFail::Bad(e)) => {
-                    tracing::debug!(peer = %self.client.peer, "bad request head: {e}");
-                    return self.fail(e.request_status()).await;
-                }
-            };
-            let outcome = exchange::run(
-                &self.ctx,
-                &live,
-                spec,
-                &mut self.client,
-                &mut self.scratch,
-                head,
-                &mut self.guard,
-                self.closing,
-            )
-            .await;
+            // Boxed: reading a head and running its exchange (socket ops,
+            // timers, bodies) takes a few KiB of state; inline it would be
+            // part of every idle connection's task as well. One allocation
+            // per request instead, and an idle connection's task stays small.
+            let outcome = Box::pin(self.request(&live, deadline)).await;
             match outcome {
                 Outcome::KeepAlive(idle) => keepalive = Some(idle),
-                Outcome::Close => return self.linger().await,
-                Outcome::Finished => return self.finish().await,
+                Outcome::Close => return Box::pin(self.linger()).await,
+                Outcome::Finished => return Box::pin(self.finish()).await,
                 Outcome::Drop => return,
             }
         }
+    }
+
+    /// Reads one request head (answering a bad one) and runs its exchange.
+    async fn request(&mut self, live: &Live, deadline: Instant) -> Outcome {
+        let Some(spec) = live.snapshot.listeners.get(self.spec) else {
+            return Outcome::Drop;
+        };
+        if self.client.buf.capacity() == 0 {
+            self.client.buf = self.ctx.bufs.take();
+        }
+        let head = match self.read_head(deadline).await {
+            Ok(h) => h,
+            Err(HeadFail::Gone) => return Outcome::Drop,
+            Err(HeadFail::Timeout) => {
+                tracing::debug!(peer = %self.client.peer, "request head timeout");
+                self.fail(408).await;
+                return Outcome::Drop;
+            }
+            Err(HeadFail::Bad(e)) => {
+                tracing::debug!(peer = %self.client.peer, "bad request head: {e}");
+                self.fail(e.request_status()).await;
+                return Outcome::Drop;
+            }
+        };
+        exchange::run(
+            &self.ctx,
+            live,
+            spec,
+            &mut self.client,
+            &mut self.scratch,
+            head,
+            &mut self.guard,
+            self.closing,
+        )
+        .await
     }
 
     /// Picks up a newly published config, unless it dropped our listener
@@ -197,16 +208,22 @@ impl Conn {
 
     /// Waits until the client sends something (or closes), at most until
     /// `deadline`; gives up at once when the worker drains.
+    ///
+    /// The deadline is kept by the worker's coarse timers (one tick, 100 ms,
+    /// of resolution): the runtime's `Sleep` is 512 bytes with 128-byte
+    /// alignment, and it would sit in every idle connection's task.
     async fn wait_readable(&self, deadline: Instant) -> Wait {
         if self.ctx.stopping.is_set() {
             return Wait::Stop;
         }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let deadline_ms = self.ctx.now_ms() + left.as_millis() as u64;
         monoio::select! {
             r = self.client.stream.readable(false) => match r {
                 Ok(()) => Wait::Readable,
                 Err(_) => Wait::Stop,
             },
-            _ = monoio::time::sleep_until(deadline) => Wait::Timeout,
+            _ = self.ctx.timers.sleep_until(deadline_ms) => Wait::Timeout,
             _ = self.ctx.stopping.wait() => Wait::Stop,
         }
     }
@@ -248,6 +265,7 @@ impl Conn {
             if !buf.is_empty()
                 && (scanned == 0 || buf.len() >= limits.max_head || has_blank_line(buf, scanned))
             {
+                self.scratch.ensure_spans();
                 match parse_request(buf, &mut self.scratch.spans, &limits) {
                     Ok(Status::Complete(h)) => return Ok(h),
                     Ok(Status::Partial) => {}
@@ -356,6 +374,7 @@ impl Conn {
     }
 
     fn release_buffers(&mut self) {
+        self.scratch.spans = Vec::new();
         let bufs = &self.ctx.bufs;
         for b in [
             &mut self.client.buf,

@@ -49,20 +49,22 @@ pub(super) enum Outcome {
 }
 
 /// Per-connection scratch space, reused by every exchange.
+#[derive(Default)]
 pub(super) struct Scratch {
     /// Bytes read from the upstream.
     pub ubuf: Vec<u8>,
     /// Heads being written (request to the backend, response to the client).
     pub out: Vec<u8>,
-    pub spans: [HeaderSpan; MAX_HEADERS],
+    /// Header spans of the head being handled: `MAX_HEADERS` long while an
+    /// exchange runs, empty (no allocation) while the connection idles.
+    pub spans: Vec<HeaderSpan>,
 }
 
-impl Default for Scratch {
-    fn default() -> Self {
-        Scratch {
-            ubuf: Vec::new(),
-            out: Vec::new(),
-            spans: [HeaderSpan::default(); MAX_HEADERS],
+impl Scratch {
+    /// Makes `spans` ready for a parse.
+    pub fn ensure_spans(&mut self) {
+        if self.spans.len() < MAX_HEADERS {
+            self.spans.resize(MAX_HEADERS, HeaderSpan::default());
         }
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use monoio::time::Instant;
 
 use crate::shared::RouteSlot;
+use crate::sys;
 use crate::worker::WorkerCtx;
 
 use super::body::{BodyError, Pipe};
@@ -22,6 +23,62 @@ use super::rewrite::{write_response, ResponseRewrite};
 /// Response bodies at most this long that did not arrive with their head
 /// are read into the head buffer instead of spliced (see `final_response`).
 const SMALL_BODY_READ: u64 = 8 * 1024;
+
+/// A backend slower than this to start its response gets the client watched
+/// for an abort meanwhile (only then: the watch costs a readiness wait).
+const WATCH_CLIENT_AFTER: Duration = Duration::from_millis(250);
+
+/// Reads response bytes from `up`; with `watch`, gives up (`None`) when the
+/// client closes before they come, like nginx's `proxy_ignore_client_abort off`.
+/// The upstream read in flight is then dropped with the exchange (the
+/// runtime keeps its buffer until the kernel is done with it) and the
+/// upstream connection is closed, never pooled.
+async fn read_watching(
+    client: &Io<'_>,
+    up: &mut Io<'_>,
+    buf: &mut Vec<u8>,
+    room: usize,
+    deadline: Instant,
+    watch: bool,
+) -> Option<std::io::Result<usize>> {
+    let read = up.read(buf, room, deadline);
+    let mut read = std::pin::pin!(read);
+    if !watch {
+        return Some(read.await);
+    }
+    monoio::select! {
+        r = &mut read => return Some(r),
+        _ = monoio::time::sleep(WATCH_CLIENT_AFTER) => {}
+    }
+    monoio::select! {
+        r = &mut read => Some(r),
+        _ = client_gone(client.stream()) => None,
+    }
+}
+
+/// Resolves when the client closes or resets its connection. Bytes it sends
+/// meanwhile (a pipelined request) are left queued, and the watch ends
+/// without resolving: the client is evidently still there.
+async fn client_gone(s: &monoio::net::TcpStream) {
+    let fd = std::os::fd::AsRawFd::as_raw_fd(s);
+    let mut probe = [0u8; 1];
+    loop {
+        if s.readable(false).await.is_err() {
+            return;
+        }
+        match sys::recv_peek(fd, &mut probe) {
+            Ok(0) => return,
+            Ok(_) => break,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                ) => {}
+            Err(_) => return,
+        }
+    }
+    std::future::pending::<()>().await
+}
 
 /// Where the upload of a request body stands (the download decides with it).
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -101,6 +158,7 @@ impl Down<'_> {
             let head = loop {
                 if !s.ubuf.is_empty() {
                     seen = true;
+                    s.ensure_spans();
                     match parse_response(&s.ubuf, &mut s.spans, &limits, self.method) {
                         Ok(Status::Complete(h)) => break h,
                         Ok(Status::Partial) => {}
@@ -119,7 +177,21 @@ impl Down<'_> {
                         DownError::Early(e)
                     }
                 };
-                match up.read(&mut s.ubuf, room, deadline).await {
+                // Waiting for a slow backend, watch the client too (unless a
+                // concurrent upload is reading it): a client that gives up
+                // ends the exchange now, not at `timeouts.response`.
+                let watch = upload.is_none() && !seen;
+                let got = match read_watching(client, up, &mut s.ubuf, room, deadline, watch).await
+                {
+                    Some(r) => r,
+                    None => {
+                        return Err(DownError::Client(std::io::Error::new(
+                            std::io::ErrorKind::ConnectionAborted,
+                            "client closed while waiting for the response",
+                        )))
+                    }
+                };
+                match got {
                     Ok(0) => {
                         return Err(fail(std::io::Error::new(
                             std::io::ErrorKind::UnexpectedEof,

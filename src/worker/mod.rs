@@ -341,7 +341,7 @@ async fn run(
         shared: shared.clone(),
         pipes: PipePool::new(spec.pipe_size, 64),
         timers: timer::CoarseTimers::new(epoch_ms()),
-        bufs: BufPool::new(256),
+        bufs: BufPool::new(64),
         upstreams: UpstreamPool::default(),
         stopping: LocalEvent::default(),
         now: Cell::new(epoch_ms()),
