@@ -280,6 +280,8 @@ fn browser_kill_and_restart() {
         t.contains(&format!("backend {p2} listening"))
     });
     assert_eq!(pids(&pidfile), [p1, p2]);
+    // No script error, CSP violation or failed load on the way.
+    assert_eq!(b.console_errors(), Vec::<String>::new());
     drop(b);
     drop(rm);
 }

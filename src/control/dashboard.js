@@ -297,9 +297,16 @@
     $('no-routes').hidden = routes.length > 0;
   }
 
+  // One poll at a time: a poll asked for while one runs (after a Kill or a
+  // Save) runs right after it, so the chain never doubles.
   let statusTimer = null;
+  let statusBusy = false;
+  let statusAgain = false;
   async function pollStatus() {
+    if (statusBusy) { statusAgain = true; return; }
+    statusBusy = true;
     clearTimeout(statusTimer);
+    let stop = false;
     try {
       const r = await api('GET', '/api/status');
       if (r.ok && r.json) {
@@ -309,10 +316,18 @@
         connState(false, 'status: HTTP ' + r.status);
       }
     } catch (e) {
-      if (e instanceof AuthNeeded) { connState(false, 'token needed'); return; }
-      connState(false, 'disconnected · retrying');
+      if (e instanceof AuthNeeded) {
+        connState(false, 'token needed');
+        stop = true; // the token form starts polling again
+      } else {
+        connState(false, 'disconnected · retrying');
+      }
+    } finally {
+      statusBusy = false;
     }
-    statusTimer = setTimeout(pollStatus, STATUS_EVERY_MS);
+    if (stop) { statusAgain = false; return; }
+    statusTimer = setTimeout(pollStatus, statusAgain ? 0 : STATUS_EVERY_MS);
+    statusAgain = false;
   }
 
   async function killProcess(routeKey, backend, button) {

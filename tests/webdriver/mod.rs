@@ -140,6 +140,7 @@ impl Browser {
             "browserName": "chrome",
             "pageLoadStrategy": "normal",
             "timeouts": {"implicit": 0, "pageLoad": 30000, "script": 30000},
+            "goog:loggingPrefs": {"browser": "ALL"},
             "goog:chromeOptions": {
                 "binary": tools.chromium.display().to_string(),
                 "args": args,
@@ -292,6 +293,22 @@ impl Browser {
             Some(json!({ "text": text })),
         )
         .unwrap_or_else(|e| panic!("type into {css}: {e}"));
+    }
+
+    /// The browser console's errors since the last call (script errors,
+    /// CSP violations, failed loads).
+    pub fn console_errors(&self) -> Vec<String> {
+        let v = self
+            .cmd("POST", "/se/log", Some(json!({"type": "browser"})))
+            .unwrap_or_else(|e| panic!("read the browser log: {e}"));
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|e| e["level"] == "SEVERE")
+                    .map(|e| e["message"].as_str().unwrap_or("").to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// A PNG of the viewport.
