@@ -447,3 +447,41 @@ fn browser_token_and_localhost_origin() {
     drop(b);
     drop(rm);
 }
+
+/// Names from the config are shown as text, never run as markup.
+#[test]
+fn browser_shows_markup_as_text() {
+    let Some(tools) = tools() else { return };
+    let (port, api) = (free_port(), free_port());
+    let echo = Backend::echo();
+    let route_name = r#"<img src=x onerror="window.pwned=1">"#;
+    let backend_name = r#""><script>window.pwned=2</script>"#;
+    let service = "<b>svc</b>";
+    let v = json!({
+        "service_name": service,
+        "dashboard_port": api.to_string(),
+        "listen_host": "127.0.0.1",
+        "workers": 1,
+        "routes": {port.to_string(): {"name": route_name, "protocol": "tcp", "backends": [
+            {"name": backend_name, "internal_host": "127.0.0.1", "internal_port": echo.port.to_string()}
+        ]}},
+    });
+    let rm = start(&v.to_string(), api);
+    let b = Browser::start(&tools, 1280, 900);
+    b.goto(&format!("http://127.0.0.1:{api}/"));
+    let route = format!(r#"article.route[data-route="{port}"]"#);
+    b.wait_text(&format!("{route} .name"), WAIT, |t| t == route_name);
+    assert_eq!(b.text("#service").unwrap(), service);
+    let rows = b.js(
+        "return [...document.querySelectorAll('tr[data-backend]')].map(r => [r.dataset.backend, r.querySelector('td.bname').textContent]);",
+        json!([]),
+    );
+    assert_eq!(rows, json!([[backend_name, backend_name]]));
+    assert_eq!(b.count("#routes img, #routes script, header b"), 0);
+    // Give a planted handler every chance to run.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(b.js("return window.pwned === undefined;", json!([])), true);
+    assert_eq!(b.console_errors(), Vec::<String>::new());
+    drop(b);
+    drop(rm);
+}
