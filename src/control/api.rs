@@ -83,9 +83,10 @@ async fn handle(mut stream: TcpStream, state: Rc<ApiState>) {
         Ok(Ok((method, path))) => route(&state, &method, &path),
     };
     let mut out = format!(
-        "HTTP/1.1 {status} {}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {status} {}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n{}\r\n",
         reason(status),
-        body.len()
+        body.len(),
+        super::dashboard::SECURITY_HEADERS
     )
     .into_bytes();
     out.extend_from_slice(body.as_bytes());
@@ -106,6 +107,9 @@ fn reason(status: u16) -> &'static str {
 
 fn route(state: &ApiState, method: &str, path: &str) -> (u16, &'static str, String) {
     if let Some(reply) = super::procs_api::route(state, method, path) {
+        return reply;
+    }
+    if let Some(reply) = super::dashboard::route(method, path) {
         return reply;
     }
     let path = path.split('?').next().unwrap_or("");

@@ -3,6 +3,7 @@
 //! only through `crate::shared`.
 
 pub mod api;
+pub mod dashboard;
 pub mod health;
 pub mod logs;
 pub mod procs_api;
