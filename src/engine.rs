@@ -11,10 +11,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::cell::RefCell;
+use std::rc::Rc;
+
 use crate::config::Snapshot;
+use crate::control::api::ApiState;
+use crate::control::listeners::ListenerSet;
+use crate::control::reload::{self, Reloader, Source};
+use crate::control::systemd::Notifier;
 use crate::shared::{epoch_ms, Live, Shared};
 use crate::sys;
-use crate::worker::{self, listener, Driver, WorkerSpec};
+use crate::worker::{self, Driver, WorkerSpec};
 
 /// Which I/O driver to run the workers on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -38,6 +45,11 @@ pub struct EngineOptions {
     pub handle_signals: bool,
     /// The config file's text, served by `GET /api/config`.
     pub config_text: String,
+    /// The config file: SIGHUP and `POST /api/reload` re-read it, `PUT
+    /// /api/config` writes it. None: reload from file is refused.
+    pub config_path: Option<std::path::PathBuf>,
+    /// Bearer token the API requires (overrides the config's `api_token`).
+    pub api_token: Option<String>,
 }
 
 /// Why the engine could not run.
@@ -137,19 +149,10 @@ impl Engine {
 
         // Bind everything before starting anything: a bad address fails the
         // start cleanly instead of leaving half the workers serving.
-        for l in &self.snapshot.listeners {
-            listener::ensure_free(l.addr).map_err(|e| EngineError::Bind(l.addr, e))?;
-        }
-        let mut per_worker: Vec<Vec<(SocketAddr, std::net::TcpListener)>> = Vec::new();
-        for _ in 0..workers {
-            let mut ls = Vec::new();
-            for l in &self.snapshot.listeners {
-                let sock = listener::bind(l.addr, self.snapshot.backlog)
-                    .map_err(|e| EngineError::Bind(l.addr, e))?;
-                ls.push((l.addr, sock));
-            }
-            per_worker.push(ls);
-        }
+        let mut listeners = ListenerSet::new(workers);
+        let per_worker = listeners
+            .bind_initial(&self.snapshot, Vec::new())
+            .map_err(|(a, e)| EngineError::Bind(a, e))?;
 
         let api = match self.snapshot.dashboard.port {
             None => None,
@@ -171,7 +174,6 @@ impl Engine {
                 Some((addr, l))
             }
         };
-        let grace = self.snapshot.shutdown_grace;
         let pipe_size = self.snapshot.pipe_size;
         let addrs: Vec<String> = self
             .snapshot
@@ -219,17 +221,25 @@ impl Engine {
         }
         drop(ready_tx);
 
+        let notify = Arc::new(Notifier::from_env());
         let ctl = Control {
+            reloader: Reloader {
+                shared: shared.clone(),
+                listeners,
+                path: self.opts.config_path,
+                text: self.opts.config_text,
+                notify: notify.clone(),
+            },
             shared,
             handles,
             ready_rx,
             signals,
             stop: self.stop.clone(),
-            grace,
             addrs,
             api,
-            config_text: self.opts.config_text,
+            api_token: self.opts.api_token,
             driver,
+            notify,
         };
         let control = std::thread::Builder::new()
             .name("ringmesh-ctl".into())
@@ -262,15 +272,16 @@ impl Signals {
 /// Everything the control thread owns.
 struct Control {
     shared: Arc<Shared>,
+    reloader: Reloader,
     handles: Vec<std::thread::JoinHandle<()>>,
     ready_rx: crossbeam_channel::Receiver<(usize, Driver)>,
     signals: Option<Signals>,
     stop: Arc<AtomicBool>,
-    grace: Duration,
     addrs: Vec<String>,
     api: Option<(SocketAddr, std::net::TcpListener)>,
-    config_text: String,
+    api_token: Option<String>,
     driver: Driver,
+    notify: Arc<Notifier>,
 }
 
 impl Control {
@@ -298,24 +309,28 @@ impl Control {
     async fn main(self) -> Vec<std::thread::JoinHandle<()>> {
         let Control {
             shared,
+            reloader,
             handles,
             ready_rx,
             signals,
             stop,
-            grace,
             addrs,
             api,
-            config_text,
+            api_token,
             driver,
+            notify,
         } = self;
+        let reloader = Rc::new(RefCell::new(reloader));
         if let Some((addr, l)) = api {
             match monoio::net::TcpListener::from_std(l) {
                 Ok(l) => {
-                    let state = std::rc::Rc::new(crate::control::api::ApiState {
+                    let state = Rc::new(ApiState {
                         shared: shared.clone(),
                         started: std::time::Instant::now(),
-                        config_text,
+                        reloader: reloader.clone(),
                         driver: driver.as_str(),
+                        api_addr: addr,
+                        api_token,
                     });
                     monoio::spawn(crate::control::api::serve(l, state));
                     tracing::info!("status API on http://{addr}/api/status");
@@ -327,6 +342,11 @@ impl Control {
         let mut ready = 0usize;
         let mut drivers = Vec::new();
         let mut draining = false;
+        let watchdog = notify.watchdog_interval();
+        let mut last_watchdog = std::time::Instant::now();
+        if watchdog.is_some() {
+            notify.watchdog();
+        }
         loop {
             monoio::time::sleep(Duration::from_millis(50)).await;
             while let Ok((_, d)) = ready_rx.try_recv() {
@@ -341,6 +361,14 @@ impl Control {
                         "ready; listening on {}",
                         addrs.join(", ")
                     );
+                    // Every worker registered every listener.
+                    notify.ready();
+                }
+            }
+            if let Some(every) = watchdog {
+                if last_watchdog.elapsed() >= every {
+                    last_watchdog = std::time::Instant::now();
+                    notify.watchdog();
                 }
             }
             let term = signals
@@ -353,18 +381,26 @@ impl Control {
                     shared.force_stop();
                 } else {
                     draining = true;
+                    notify.stopping();
+                    let grace = shared.live().snapshot.shutdown_grace;
                     tracing::info!(
                         grace_s = grace.as_secs_f64(),
                         "shutting down: listeners closed, draining connections"
                     );
                     shared.drain(epoch_ms() + grace.as_millis() as u64);
+                    // Our copies of the listening sockets: the workers close theirs.
+                    reloader.borrow_mut().listeners.clear();
                 }
             }
             if signals
                 .as_ref()
                 .is_some_and(|s| s.hup.swap(false, Ordering::SeqCst))
+                && !draining
             {
-                tracing::warn!("SIGHUP: config reload is not available in this build; ignoring");
+                let rl = reloader.clone();
+                monoio::spawn(async move {
+                    let _ = reload::reload(&rl, Source::File, "SIGHUP").await;
+                });
             }
             if handles.iter().all(|h| h.is_finished()) {
                 break;

@@ -149,6 +149,10 @@ fn main() -> ExitCode {
                 workers,
                 handle_signals: true,
                 config_text: text,
+                config_path: Some(path.clone()),
+                api_token: std::env::var("RINGMESH_API_TOKEN")
+                    .ok()
+                    .filter(|t| !t.trim().is_empty()),
             };
             match Engine::new(snap, opts).run() {
                 Ok(()) => ExitCode::SUCCESS,

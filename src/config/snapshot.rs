@@ -132,6 +132,8 @@ pub struct Snapshot {
     pub service_name: String,
     pub dashboard: Dashboard,
     pub trusted_origins: Vec<String>,
+    /// Bearer token the API requires (all but `/healthz`); `RINGMESH_API_TOKEN` overrides it.
+    pub api_token: Option<String>,
     /// GopherMesh's worker-role port; kept for compatibility, unused by ringmesh.
     pub internal_port: Option<u16>,
     /// Worker threads; 0 means one per online CPU.

@@ -65,6 +65,7 @@ const TOP_FIELDS: &[&str] = &[
     "dashboard_host",
     "dashboard_port",
     "trusted_origins",
+    "api_token",
     "service_name",
     "internal_port",
     "routes",
@@ -272,6 +273,7 @@ impl Validator {
                 port: None,
             },
             trusted_origins: Vec::new(),
+            api_token: None,
             internal_port: None,
             workers: 0,
             backlog: DEFAULT_BACKLOG,
@@ -293,6 +295,10 @@ impl Validator {
         }
         snap.dashboard.port = self.port(top, "", "dashboard_port").unwrap_or(None);
         snap.trusted_origins = self.strings(top, "", "trusted_origins");
+        snap.api_token = self
+            .string(top, "", "api_token")
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty());
         snap.service_name = self.string(top, "", "service_name").unwrap_or_default();
         snap.internal_port = self.port(top, "", "internal_port").unwrap_or(None);
         if let Some(w) = self.uint(top, "", "workers", 1024) {

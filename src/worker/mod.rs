@@ -26,7 +26,7 @@ use std::time::Duration;
 use crate::http::buf::BufPool;
 use crate::http::upstream::UpstreamPool;
 use crate::proxy::splice::PipePool;
-use crate::shared::{epoch_ms, Live, LiveRoute, Shared};
+use crate::shared::{epoch_ms, Handover, Live, LiveRoute, Shared};
 use crate::sys;
 
 /// How often a worker looks at the shared state.
@@ -207,15 +207,72 @@ impl WorkerCtx {
         }
     }
 
-    fn tick(&self) {
+    /// Refreshes the clock, fires timers, and picks up a newly published
+    /// config; returns the listening sockets handed over with it.
+    fn tick(&self) -> Option<Handover> {
         let now = epoch_ms();
         self.now.set(now);
         self.timers.fire(now);
         self.upstreams.sweep(now);
-        let g = self.shared.generation();
-        if g != self.generation.get() {
-            self.generation.set(g);
-            *self.live.borrow_mut() = self.shared.live();
+        let (g, live, socks) = self.shared.pick_up(self.id, self.generation.get())?;
+        self.generation.set(g);
+        *self.live.borrow_mut() = live;
+        Some(socks)
+    }
+}
+
+/// One accept loop of this worker.
+struct Accepting {
+    addr: SocketAddr,
+    stop: Rc<LocalEvent>,
+    task: monoio::task::JoinHandle<()>,
+}
+
+/// The listeners of one worker: started from sockets the control thread
+/// binds, stopped (one by one) when their address leaves the config.
+#[derive(Default)]
+struct Listeners {
+    running: Vec<Accepting>,
+}
+
+impl Listeners {
+    fn start(&mut self, ctx: &Rc<WorkerCtx>, socks: Handover) {
+        for (addr, l) in socks {
+            match monoio::net::TcpListener::from_std(l) {
+                Ok(l) => {
+                    let stop = Rc::new(LocalEvent::default());
+                    let task = monoio::spawn(listener::accept_loop(
+                        ctx.clone(),
+                        l,
+                        addr,
+                        stop.clone(),
+                    ));
+                    tracing::debug!(worker = ctx.id, %addr, "accepting");
+                    self.running.push(Accepting { addr, stop, task });
+                }
+                Err(e) => tracing::error!(worker = ctx.id, %addr, "cannot register listener: {e}"),
+            }
+        }
+    }
+
+    /// Stops accepting on addresses the live config no longer has; their
+    /// open connections carry on (they hold their route).
+    async fn retire_removed(&mut self, live: &Live) {
+        let (keep, gone): (Vec<_>, Vec<_>) = std::mem::take(&mut self.running)
+            .into_iter()
+            .partition(|a| live.by_listen.contains_key(&a.addr));
+        self.running = keep;
+        for a in gone {
+            a.stop.set();
+            a.task.await;
+            tracing::debug!(addr = %a.addr, "listener removed by reload; open connections drain");
+        }
+    }
+
+    async fn stop_all(&mut self) {
+        for a in std::mem::take(&mut self.running) {
+            a.stop.set();
+            a.task.await;
         }
     }
 }
@@ -255,7 +312,7 @@ pub struct WorkerSpec {
     pub cpu: Option<usize>,
     pub driver: Driver,
     /// Pre-bound listeners (bound by the engine, so bind errors surface before start).
-    pub listeners: Vec<(SocketAddr, std::net::TcpListener)>,
+    pub listeners: Handover,
     pub pipe_size: usize,
 }
 
@@ -326,35 +383,30 @@ async fn run(
         active: Cell::new(0),
         pressure_logged_ms: Cell::new(0),
     });
-    let stop = Rc::new(LocalEvent::default());
-    let mut loops = Vec::new();
-    for (addr, l) in spec.listeners {
-        match monoio::net::TcpListener::from_std(l) {
-            Ok(l) => loops.push(monoio::spawn(listener::accept_loop(
-                ctx.clone(),
-                l,
-                addr,
-                stop.clone(),
-            ))),
-            Err(e) => tracing::error!(worker = ctx.id, %addr, "cannot register listener: {e}"),
-        }
-    }
+    let mut listeners = Listeners::default();
+    listeners.start(&ctx, spec.listeners);
     ready(ctx.id, driver);
 
     while !shared.draining() {
         monoio::time::sleep(TICK).await;
-        ctx.tick();
+        if let Some(socks) = ctx.tick() {
+            // Removed first: an address removed and re-added by one reload
+            // must not have two accept loops for a moment.
+            listeners.retire_removed(&ctx.live()).await;
+            if !shared.draining() {
+                listeners.start(&ctx, socks);
+            }
+            shared.ack(ctx.id, ctx.generation());
+        }
     }
-    stop.set();
+    listeners.stop_all().await;
     ctx.stopping.set();
     ctx.upstreams.clear();
-    for l in loops {
-        l.await;
-    }
     // Listeners are closed; let open connections finish until the deadline.
     while ctx.active() > 0 && epoch_ms() < shared.drain_deadline_ms() {
         monoio::time::sleep(TICK).await;
-        ctx.tick();
+        // Sockets handed over now are dropped: we no longer accept.
+        let _ = ctx.tick();
     }
     if ctx.active() > 0 {
         tracing::warn!(
