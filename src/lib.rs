@@ -3,7 +3,7 @@
 //! ```text
 //!  main thread: CLI, load + validate config, Engine::run, wait
 //!     |
-//!     +-- control thread: signals, drain (later: supervision, health, reload, API)
+//!     +-- control thread: binds listeners, signals, reload, drain, API, sd_notify
 //!     +-- workers (one per CPU, pinned): monoio runtime (io_uring, epoll fallback),
 //!         one SO_REUSEPORT listener per route address, accept, then
 //!           tcp:  route -> balance -> connect -> splice tunnel
@@ -33,10 +33,12 @@
 //! - [`http`]: the HTTP/1.1 reverse proxy (pure head/rewrite/chunked core, and
 //!   the per-connection data plane on top of it).
 //! - [`engine`]: start-up and shutdown order.
-//! - [`control`]: the control thread's services (status API).
+//! - [`control`]: the control thread's services: listeners, reload, API, sd_notify.
+//! - [`cli`]: the CLI's API clients (`status`, `reload`): blocking, no runtime.
 //! - [`sys`]: the raw syscalls (splice, pipes, accept4, recv/send, affinity), each `unsafe` justified.
 
 pub mod balance;
+pub mod cli;
 pub mod config;
 pub mod control;
 pub mod engine;

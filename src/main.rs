@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use ringmesh::config;
+use ringmesh::{cli, config};
 use ringmesh::{Engine, EngineOptions, IoMode};
 
 #[global_allocator]
@@ -46,6 +46,47 @@ enum Cmd {
         #[arg(short, long, default_value = "config.json")]
         config: PathBuf,
     },
+    /// Show routes, backends and counters of a running ringmesh (exit 2: API unreachable).
+    Status {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Print the API's raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a running ringmesh reload its config file (exit 1: refused, errors listed;
+    /// 2: API unreachable).
+    Reload {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Send this file's text as the new config (PUT /api/config: validated, written
+        /// to the running process's config file, applied) instead of re-reading its file.
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+}
+
+/// How the CLI finds a running ringmesh's API.
+#[derive(clap::Args)]
+struct ApiArgs {
+    /// Config file whose dashboard_host/dashboard_port (and api_token) locate the API.
+    #[arg(short, long, default_value = "config.json")]
+    config: PathBuf,
+    /// API base URL (http://host:port); overrides the config file.
+    #[arg(long)]
+    api: Option<String>,
+    /// Bearer token (else RINGMESH_API_TOKEN, else the config's api_token).
+    #[arg(long)]
+    token: Option<String>,
+}
+
+impl ApiArgs {
+    fn target(self) -> Result<cli::Api, ExitCode> {
+        cli::target(&self.config, self.api.as_deref(), self.token).map_err(|e| {
+            eprintln!("{e}");
+            ExitCode::from(cli::UNREACHABLE)
+        })
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -96,8 +137,16 @@ extern "C" fn early_allocator_options() {
 static EARLY_ALLOCATOR_OPTIONS: extern "C" fn() = early_allocator_options;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.cmd {
+    let args = Cli::parse();
+    match args.cmd {
+        Cmd::Status { api, json } => match api.target() {
+            Ok(a) => ExitCode::from(cli::status(&a, json)),
+            Err(code) => code,
+        },
+        Cmd::Reload { api, file } => match api.target() {
+            Ok(a) => ExitCode::from(cli::reload(&a, file.as_deref())),
+            Err(code) => code,
+        },
         Cmd::Check { config: path } => match config::load(&path) {
             Ok((snap, _)) => {
                 println!(
@@ -121,7 +170,7 @@ fn main() -> ExitCode {
             io,
             workers,
         } => {
-            init_logs(cli.log.as_deref());
+            init_logs(args.log.as_deref());
             let (snap, text) = match config::load_or_init(&path) {
                 Ok((snap, text, written)) => {
                     if written {

@@ -406,12 +406,18 @@ fn check_access(state: &ApiState, req: &Request) -> Option<Response> {
     if let Some(token) = state.token() {
         let given = req
             .header("authorization")
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
             .map(str::trim);
         if !given.is_some_and(|g| ct_eq(g.as_bytes(), token.as_bytes())) {
             return Some(
-                Response::error(401, "a bearer token is required (Authorization: Bearer <token>)")
-                    .with_header("WWW-Authenticate", "Bearer realm=\"ringmesh\""),
+                Response::error(
+                    401,
+                    "a bearer token is required (Authorization: Bearer <token>)",
+                )
+                .with_header("WWW-Authenticate", "Bearer realm=\"ringmesh\""),
             );
         }
     }
@@ -469,9 +475,9 @@ fn put_config(state: Rc<ApiState>, req: Request) -> Reply {
 
 /// `POST /api/reload`: re-read the config file.
 fn reload_from_file(state: Rc<ApiState>, _req: Request) -> Reply {
-    Box::pin(async move {
-        reload_reply(reload::reload(&state.reloader, Source::File, "API").await)
-    })
+    Box::pin(
+        async move { reload_reply(reload::reload(&state.reloader, Source::File, "API").await) },
+    )
 }
 
 fn status_json(state: &ApiState) -> String {
@@ -521,6 +527,7 @@ fn status_json(state: &ApiState) -> String {
         "workers": state.shared.workers,
         "io_driver": state.driver,
         "draining": state.shared.draining(),
+        "generation": state.shared.generation(),
         "routes": routes,
     });
     let mut s = serde_json::to_string_pretty(&v).unwrap_or_default();

@@ -178,7 +178,11 @@ pub async fn settle(shared: &Shared, g: u64, limit: Duration) -> bool {
 
 /// A whole reload: tell systemd, apply, wait for the workers, tell systemd
 /// again, log the outcome.
-pub async fn reload(rl: &Rc<RefCell<Reloader>>, source: Source, why: &str) -> Result<Applied, ReloadError> {
+pub async fn reload(
+    rl: &Rc<RefCell<Reloader>>,
+    source: Source,
+    why: &str,
+) -> Result<Applied, ReloadError> {
     let (notify, shared) = {
         let r = rl.borrow();
         (r.notify.clone(), r.shared.clone())

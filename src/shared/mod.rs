@@ -250,9 +250,7 @@ impl Shared {
                 inbox: (0..workers).map(|_| Vec::new()).collect(),
             }),
             generation: AtomicU64::new(1),
-            applied: (0..workers)
-                .map(|_| Padded(AtomicU64::new(1)))
-                .collect(),
+            applied: (0..workers).map(|_| Padded(AtomicU64::new(1))).collect(),
             draining: AtomicBool::new(false),
             drain_deadline_ms: AtomicU64::new(u64::MAX),
             workers,
@@ -303,7 +301,11 @@ impl Shared {
         }
         let mut cur = self.lock();
         let g = self.generation();
-        let socks = cur.inbox.get_mut(id).map(std::mem::take).unwrap_or_default();
+        let socks = cur
+            .inbox
+            .get_mut(id)
+            .map(std::mem::take)
+            .unwrap_or_default();
         let live = cur.live.clone();
         drop(cur);
         Some((g, live, socks))

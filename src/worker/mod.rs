@@ -241,12 +241,8 @@ impl Listeners {
             match monoio::net::TcpListener::from_std(l) {
                 Ok(l) => {
                     let stop = Rc::new(LocalEvent::default());
-                    let task = monoio::spawn(listener::accept_loop(
-                        ctx.clone(),
-                        l,
-                        addr,
-                        stop.clone(),
-                    ));
+                    let task =
+                        monoio::spawn(listener::accept_loop(ctx.clone(), l, addr, stop.clone()));
                     tracing::debug!(worker = ctx.id, %addr, "accepting");
                     self.running.push(Accepting { addr, stop, task });
                 }

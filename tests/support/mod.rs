@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+pub mod api;
 pub mod http;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_ringmesh");
