@@ -8,7 +8,6 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::Command;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -76,7 +75,7 @@ impl Transfer {
         self.resume.send(()).unwrap();
         let sent = self.writer.join().unwrap();
         let (n, got) = self.reader.join().unwrap();
-        assert_eq!(n, 2 * HALF_MIB << 20, "bytes echoed");
+        assert_eq!(n, (2 * HALF_MIB) << 20, "bytes echoed");
         assert_eq!(got, sent, "echoed stream differs");
     }
 }
