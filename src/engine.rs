@@ -19,8 +19,10 @@ use crate::control::api::ApiState;
 use crate::control::listeners::ListenerSet;
 use crate::control::reload::{self, Reloader, Source};
 use crate::control::systemd::Notifier;
+use crate::control::upgrade::{Inherited, Upgrader};
 use crate::shared::{epoch_ms, Live, Shared};
 use crate::sys;
+use crate::worker::LocalEvent;
 use crate::worker::{self, Driver, WorkerSpec};
 
 /// Which I/O driver to run the workers on.
@@ -36,7 +38,7 @@ pub enum IoMode {
 }
 
 /// How to run an [`Engine`].
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct EngineOptions {
     pub io: IoMode,
     /// Overrides the config's `workers` when set.
@@ -50,6 +52,8 @@ pub struct EngineOptions {
     pub config_path: Option<std::path::PathBuf>,
     /// Bearer token the API requires (overrides the config's `api_token`).
     pub api_token: Option<String>,
+    /// Sockets handed over by the process this one replaces (binary upgrade).
+    pub inherited: Option<Inherited>,
 }
 
 /// Why the engine could not run.
@@ -121,7 +125,7 @@ impl Engine {
     }
 
     /// Binds every listener, runs until shutdown completes, then returns.
-    pub fn run(self) -> Result<(), EngineError> {
+    pub fn run(mut self) -> Result<(), EngineError> {
         sys::ignore_sigpipe();
         match sys::raise_nofile_limit() {
             Ok(n) => tracing::debug!("open-file limit {n}"),
@@ -149,9 +153,19 @@ impl Engine {
 
         // Bind everything before starting anything: a bad address fails the
         // start cleanly instead of leaving half the workers serving.
+        let (inherited, inherited_api, upgrade_reply) = match self.opts.inherited.take() {
+            Some(i) => {
+                tracing::info!(
+                    sockets = i.listeners.len(),
+                    "taking over listening sockets from the previous process"
+                );
+                (i.listeners, i.api, Some(i.reply))
+            }
+            None => (Vec::new(), None, None),
+        };
         let mut listeners = ListenerSet::new(workers);
         let per_worker = listeners
-            .bind_initial(&self.snapshot, Vec::new())
+            .bind_initial(&self.snapshot, inherited)
             .map_err(|(a, e)| EngineError::Bind(a, e))?;
 
         let api = match self.snapshot.dashboard.port {
@@ -167,8 +181,12 @@ impl Engine {
                             self.snapshot.dashboard.host
                         ))
                     })?;
-                let l =
-                    std::net::TcpListener::bind(addr).map_err(|e| EngineError::Bind(addr, e))?;
+                let l = match inherited_api {
+                    Some((a, fd)) if a == addr => std::net::TcpListener::from(fd),
+                    _ => {
+                        std::net::TcpListener::bind(addr).map_err(|e| EngineError::Bind(addr, e))?
+                    }
+                };
                 l.set_nonblocking(true)
                     .map_err(|e| EngineError::Bind(addr, e))?;
                 Some((addr, l))
@@ -240,6 +258,7 @@ impl Engine {
             api_token: self.opts.api_token,
             driver,
             notify,
+            upgrade_reply,
         };
         let control = std::thread::Builder::new()
             .name("ringmesh-ctl".into())
@@ -255,6 +274,8 @@ impl Engine {
 struct Signals {
     term: Arc<AtomicBool>,
     hup: Arc<AtomicBool>,
+    /// SIGUSR2: binary upgrade.
+    usr2: Arc<AtomicBool>,
 }
 
 impl Signals {
@@ -265,7 +286,9 @@ impl Signals {
             signal_hook::flag::register(sig, term.clone())?;
         }
         signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())?;
-        Ok(Signals { term, hup })
+        let usr2 = Arc::new(AtomicBool::new(false));
+        signal_hook::flag::register(signal_hook::consts::SIGUSR2, usr2.clone())?;
+        Ok(Signals { term, hup, usr2 })
     }
 }
 
@@ -282,6 +305,8 @@ struct Control {
     api_token: Option<String>,
     driver: Driver,
     notify: Arc<Notifier>,
+    /// Started by an upgrade: where to tell the old process we are ready.
+    upgrade_reply: Option<std::os::fd::OwnedFd>,
 }
 
 impl Control {
@@ -319,8 +344,23 @@ impl Control {
             api_token,
             driver,
             notify,
+            mut upgrade_reply,
         } = self;
         let reloader = Rc::new(RefCell::new(reloader));
+        let api_dup = api.as_ref().and_then(|(a, l)| match l.try_clone() {
+            Ok(d) => Some((*a, std::os::fd::OwnedFd::from(d))),
+            Err(e) => {
+                tracing::warn!("cannot keep the API socket for upgrades: {e}");
+                None
+            }
+        });
+        let upgrader = Rc::new(Upgrader::new(
+            api_dup,
+            reloader.clone(),
+            notify.clone(),
+            stop.clone(),
+        ));
+        let api_stop = Rc::new(LocalEvent::default());
         if let Some((addr, l)) = api {
             match monoio::net::TcpListener::from_std(l) {
                 Ok(l) => {
@@ -328,11 +368,12 @@ impl Control {
                         shared: shared.clone(),
                         started: std::time::Instant::now(),
                         reloader: reloader.clone(),
+                        upgrader: upgrader.clone(),
                         driver: driver.as_str(),
                         api_addr: addr,
                         api_token,
                     });
-                    monoio::spawn(crate::control::api::serve(l, state));
+                    monoio::spawn(crate::control::api::serve(l, state, api_stop.clone()));
                     tracing::info!("status API on http://{addr}/api/status");
                 }
                 Err(e) => tracing::error!(%addr, "status API disabled: {e}"),
@@ -363,6 +404,9 @@ impl Control {
                     );
                     // Every worker registered every listener.
                     notify.ready();
+                    if let Some(reply) = upgrade_reply.take() {
+                        crate::control::upgrade::announce_ready(reply);
+                    }
                 }
             }
             if let Some(every) = watchdog {
@@ -381,12 +425,25 @@ impl Control {
                     shared.force_stop();
                 } else {
                     draining = true;
-                    notify.stopping();
                     let grace = shared.live().snapshot.shutdown_grace;
-                    tracing::info!(
-                        grace_s = grace.as_secs_f64(),
-                        "shutting down: listeners closed, draining connections"
-                    );
+                    match upgrader.handed_to() {
+                        // The new process owns the sockets (and the API) now.
+                        Some(pid) => {
+                            api_stop.set();
+                            tracing::info!(
+                                new_pid = pid,
+                                grace_s = grace.as_secs_f64(),
+                                "handed over: no longer accepting, draining connections"
+                            );
+                        }
+                        None => {
+                            notify.stopping();
+                            tracing::info!(
+                                grace_s = grace.as_secs_f64(),
+                                "shutting down: listeners closed, draining connections"
+                            );
+                        }
+                    }
                     shared.drain(epoch_ms() + grace.as_millis() as u64);
                     // Our copies of the listening sockets: the workers close theirs.
                     reloader.borrow_mut().listeners.clear();
@@ -400,6 +457,16 @@ impl Control {
                 let rl = reloader.clone();
                 monoio::spawn(async move {
                     let _ = reload::reload(&rl, Source::File, "SIGHUP").await;
+                });
+            }
+            if signals
+                .as_ref()
+                .is_some_and(|s| s.usr2.swap(false, Ordering::SeqCst))
+                && !draining
+            {
+                let up = upgrader.clone();
+                monoio::spawn(async move {
+                    let _ = up.run("SIGUSR2").await;
                 });
             }
             if handles.iter().all(|h| h.is_finished()) {

@@ -64,6 +64,13 @@ enum Cmd {
         #[arg(long)]
         file: Option<PathBuf>,
     },
+    /// Zero-downtime binary restart: the running ringmesh starts its binary (as
+    /// installed now) with the same arguments, hands it the listening sockets,
+    /// then drains and exits (exit 1: the new process failed, the old one serves on).
+    Upgrade {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
 }
 
 /// How the CLI finds a running ringmesh's API.
@@ -143,6 +150,10 @@ fn main() -> ExitCode {
             Ok(a) => ExitCode::from(cli::status(&a, json)),
             Err(code) => code,
         },
+        Cmd::Upgrade { api } => match api.target() {
+            Ok(a) => ExitCode::from(cli::upgrade(&a)),
+            Err(code) => code,
+        },
         Cmd::Reload { api, file } => match api.target() {
             Ok(a) => ExitCode::from(cli::reload(&a, file.as_deref())),
             Err(code) => code,
@@ -171,6 +182,14 @@ fn main() -> ExitCode {
             workers,
         } => {
             init_logs(args.log.as_deref());
+            // Started by `ringmesh upgrade`: take the old process's sockets first.
+            let inherited = match ringmesh::control::upgrade::Inherited::from_env() {
+                Ok(i) => i,
+                Err(e) => {
+                    tracing::error!("upgrade handover failed: {e}");
+                    return ExitCode::from(70);
+                }
+            };
             let (snap, text) = match config::load_or_init(&path) {
                 Ok((snap, text, written)) => {
                     if written {
@@ -202,6 +221,7 @@ fn main() -> ExitCode {
                 api_token: std::env::var("RINGMESH_API_TOKEN")
                     .ok()
                     .filter(|t| !t.trim().is_empty()),
+                inherited,
             };
             match Engine::new(snap, opts).run() {
                 Ok(()) => ExitCode::SUCCESS,

@@ -1,4 +1,4 @@
-//! The CLI's API clients: `ringmesh status`, `ringmesh reload`.
+//! The CLI's API clients: `ringmesh status`, `ringmesh reload`, `ringmesh upgrade`.
 //!
 //! The API address comes from `--api URL` or from the config file's
 //! `dashboard_host`/`dashboard_port` (read leniently: `reload` must work
@@ -306,6 +306,27 @@ pub fn reload(api: &Api, file: Option<&Path>) -> u8 {
         eprintln!("reload applied except the addresses above (the next reload retries them)");
         REFUSED
     }
+}
+
+/// `ringmesh upgrade`: the running process starts its binary again, hands
+/// it the listening sockets and drains; prints both PIDs.
+pub fn upgrade(api: &Api) -> u8 {
+    let r = match api.request("POST", "/api/upgrade", b"") {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("upgrade: {e}");
+            return UNREACHABLE;
+        }
+    };
+    if r.status != 200 {
+        return refused("upgrade failed; the old process keeps serving", &r);
+    }
+    let v = r.json().unwrap_or(Value::Null);
+    println!(
+        "upgraded: pid {} now serves; pid {} drains its open connections and exits",
+        v["new_pid"], v["old_pid"]
+    );
+    0
 }
 
 #[cfg(test)]

@@ -65,7 +65,6 @@ const TOP_FIELDS: &[&str] = &[
     "dashboard_host",
     "dashboard_port",
     "trusted_origins",
-    "api_token",
     "service_name",
     "internal_port",
     "routes",
@@ -74,6 +73,7 @@ const TOP_FIELDS: &[&str] = &[
     "backlog",
     "shutdown_grace",
     "pipe_size",
+    "api_token",
 ];
 const ROUTE_FIELDS: &[&str] = &[
     "name",

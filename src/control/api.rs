@@ -26,6 +26,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::{TcpListener, TcpStream};
 
 use crate::shared::{epoch_ms, Shared};
+use crate::worker::LocalEvent;
 
 use super::reload::{self, ReloadError, Reloader, Source};
 
@@ -43,6 +44,7 @@ pub struct ApiState {
     pub shared: Arc<Shared>,
     pub started: Instant,
     pub reloader: Rc<std::cell::RefCell<Reloader>>,
+    pub upgrader: Rc<super::upgrade::Upgrader>,
     pub driver: &'static str,
     /// Where the API listens (its own origin is always trusted).
     pub api_addr: SocketAddr,
@@ -195,6 +197,11 @@ pub const CORE: &[Endpoint] = &[
         handler: Handler::Async(reload_from_file),
     },
     Endpoint {
+        method: "POST",
+        path: "/api/upgrade",
+        handler: Handler::Async(upgrade),
+    },
+    Endpoint {
         method: "GET",
         path: "/metrics",
         handler: Handler::Sync(|s, _| Response {
@@ -209,10 +216,15 @@ pub const CORE: &[Endpoint] = &[
 /// Every endpoint table, searched in order.
 pub const TABLES: &[&[Endpoint]] = &[CORE];
 
-/// Serves the API until the listener fails (the control runtime is dropped at exit).
-pub async fn serve(listener: TcpListener, state: Rc<ApiState>) {
+/// Serves the API until `stop` (after a handover to a new process) or exit.
+pub async fn serve(listener: TcpListener, state: Rc<ApiState>, stop: Rc<LocalEvent>) {
     loop {
-        match listener.accept().await {
+        // The control runtime is epoll-based: dropping a pending accept loses nothing.
+        let accepted = monoio::select! {
+            _ = stop.wait() => return,
+            r = listener.accept() => r,
+        };
+        match accepted {
             Ok((stream, _)) => {
                 monoio::spawn(handle(stream, state.clone()));
             }
@@ -470,6 +482,20 @@ fn put_config(state: Rc<ApiState>, req: Request) -> Reply {
             Err(_) => return Response::error(400, "the config must be UTF-8 text"),
         };
         reload_reply(reload::reload(&state.reloader, Source::Text(text), "PUT /api/config").await)
+    })
+}
+
+/// `POST /api/upgrade`: hand the listeners to a freshly started process
+/// (see `upgrade.rs`); answers once it serves, or why it failed.
+fn upgrade(state: Rc<ApiState>, _req: Request) -> Reply {
+    Box::pin(async move {
+        match state.upgrader.run("API").await {
+            Ok(pid) => Response::json(
+                200,
+                &serde_json::json!({"ok": true, "old_pid": std::process::id(), "new_pid": pid}),
+            ),
+            Err(e) => Response::error(500, e),
+        }
     })
 }
 

@@ -6,3 +6,4 @@ pub mod api;
 pub mod listeners;
 pub mod reload;
 pub mod systemd;
+pub mod upgrade;

@@ -31,6 +31,9 @@ use super::respond;
 const LINGER: Duration = Duration::from_secs(2);
 /// Most bytes discarded while lingering.
 const LINGER_MAX: usize = 16 << 20;
+/// How long a draining worker keeps an idle keep-alive connection open for
+/// a request the client may already have sent (see `Conn::wait_readable`).
+const DRAIN_IDLE: Duration = Duration::from_secs(1);
 /// Longest stall writing an error response.
 const ERROR_WRITE_STALL: Duration = Duration::from_secs(5);
 
@@ -188,18 +191,25 @@ impl Conn {
     }
 
     /// Waits until the client sends something (or closes), at most until
-    /// `deadline`; gives up at once when the worker drains.
+    /// `deadline`; when the worker drains, at most [`DRAIN_IDLE`] more.
+    ///
+    /// Why not close an idle connection at once when draining: a keep-alive
+    /// client may have sent its next request already, and a close under it
+    /// fails that request (HTTP/1.1 has no way to say "not processed"). A
+    /// request that arrives is served with `Connection: close` instead
+    /// (HAProxy's `idle-close-on-response`); under a steady load (wrk) every
+    /// connection ends that way, so a drain or restart costs no request.
     async fn wait_readable(&self, deadline: Instant) -> Wait {
-        if self.ctx.stopping.is_set() {
-            return Wait::Stop;
-        }
         monoio::select! {
             r = self.client.stream.readable(false) => match r {
                 Ok(()) => Wait::Readable,
                 Err(_) => Wait::Stop,
             },
             _ = monoio::time::sleep_until(deadline) => Wait::Timeout,
-            _ = self.ctx.stopping.wait() => Wait::Stop,
+            _ = async {
+                self.ctx.stopping.wait().await;
+                monoio::time::sleep(DRAIN_IDLE).await;
+            } => Wait::Stop,
         }
     }
 
