@@ -354,13 +354,14 @@ impl Control {
                 None
             }
         });
+        let api_stop = Rc::new(LocalEvent::default());
         let upgrader = Rc::new(Upgrader::new(
             api_dup,
             reloader.clone(),
             notify.clone(),
             stop.clone(),
+            api_stop.clone(),
         ));
-        let api_stop = Rc::new(LocalEvent::default());
         if let Some((addr, l)) = api {
             match monoio::net::TcpListener::from_std(l) {
                 Ok(l) => {
@@ -429,7 +430,6 @@ impl Control {
                     match upgrader.handed_to() {
                         // The new process owns the sockets (and the API) now.
                         Some(pid) => {
-                            api_stop.set();
                             tracing::info!(
                                 new_pid = pid,
                                 grace_s = grace.as_secs_f64(),

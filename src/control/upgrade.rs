@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::sys;
+use crate::worker::LocalEvent;
 
 use super::reload::Reloader;
 use super::systemd::Notifier;
@@ -144,6 +145,8 @@ pub struct Upgrader {
     pub notify: Arc<Notifier>,
     /// Set to make the control loop drain (as SIGTERM does).
     pub stop: Arc<AtomicBool>,
+    /// Stops the API's accept loop: once handed over, the new process answers.
+    pub api_stop: Rc<LocalEvent>,
     busy: Cell<bool>,
     /// PID of the process we handed over to.
     handed_to: Cell<Option<u32>>,
@@ -155,6 +158,7 @@ impl Upgrader {
         reloader: Rc<std::cell::RefCell<Reloader>>,
         notify: Arc<Notifier>,
         stop: Arc<AtomicBool>,
+        api_stop: Rc<LocalEvent>,
     ) -> Upgrader {
         Upgrader {
             argv: std::env::args_os().collect(),
@@ -162,6 +166,7 @@ impl Upgrader {
             reloader,
             notify,
             stop,
+            api_stop,
             busy: Cell::new(false),
             handed_to: Cell::new(None),
         }
@@ -190,6 +195,7 @@ impl Upgrader {
                     "upgrade ({why}): the new process serves; stopping accepting and draining"
                 );
                 self.handed_to.set(Some(*pid));
+                self.api_stop.set();
                 self.notify.send(&format!("MAINPID={pid}\nREADY=1"));
                 self.stop.store(true, Ordering::SeqCst);
             }
