@@ -142,7 +142,7 @@ pub fn status_table(v: &Value) -> String {
         return out;
     }
     let mut rows = vec![[
-        "ROUTE", "LISTEN", "PROTO", "ACTIVE", "TOTAL", "REQUESTS", "IN", "OUT", "ERRORS",
+        "ROUTE", "LISTEN", "PROTO", "ACTIVE", "TOTAL", "REQUESTS", "IN", "OUT", "ERRORS", "REFUSED",
     ]
     .map(String::from)];
     for r in routes {
@@ -157,6 +157,7 @@ pub fn status_table(v: &Value) -> String {
             bytes(n("bytes_in")),
             bytes(n("bytes_out")),
             n("errors").to_string(),
+            n("refused").to_string(),
         ]);
     }
     out.push('\n');

@@ -10,7 +10,7 @@ use std::io;
 use std::path::Path;
 
 pub use snapshot::{
-    Backend, Balance, Dashboard, ListenerSpec, Protocol, Route, Snapshot, Timeouts,
+    Backend, Balance, Dashboard, Limits, ListenerSpec, Protocol, Route, Snapshot, Timeouts,
 };
 pub use validate::{parse, ConfigError, ConfigErrors};
 

@@ -77,6 +77,16 @@ impl Default for Timeouts {
     }
 }
 
+/// Connection limits. Past one, a new connection is refused cleanly (http:
+/// 503 with `Retry-After`; tcp: closed) and counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Limits {
+    /// Open client connections (None: unlimited).
+    pub max_connections: Option<u32>,
+    /// Open client connections from one IP address (top level only).
+    pub max_connections_per_ip: Option<u32>,
+}
+
 /// One upstream a route forwards to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Backend {
@@ -104,6 +114,8 @@ pub struct Route {
     pub hosts: Vec<String>,
     pub backends: Vec<Backend>,
     pub timeouts: Timeouts,
+    /// `max_connections` of this route.
+    pub limits: Limits,
 }
 
 /// A listening address and the routes behind it (indices into `Snapshot::routes`).
@@ -144,6 +156,8 @@ pub struct Snapshot {
     pub shutdown_grace: Duration,
     /// Capacity of each splice pipe (F_SETPIPE_SZ).
     pub pipe_size: usize,
+    /// Process-wide `max_connections` and `max_connections_per_ip`.
+    pub limits: Limits,
     pub routes: Vec<Route>,
     pub listeners: Vec<ListenerSpec>,
 }

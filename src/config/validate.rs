@@ -18,7 +18,7 @@ use serde_json::{Map, Value};
 use crate::route::HostTable;
 
 use super::snapshot::{
-    Backend, Balance, Dashboard, ListenerSpec, Protocol, Route, Snapshot, Timeouts,
+    Backend, Balance, Dashboard, Limits, ListenerSpec, Protocol, Route, Snapshot, Timeouts,
 };
 
 /// One problem in a config file.
@@ -74,6 +74,8 @@ const TOP_FIELDS: &[&str] = &[
     "shutdown_grace",
     "pipe_size",
     "api_token",
+    "max_connections",
+    "max_connections_per_ip",
 ];
 const ROUTE_FIELDS: &[&str] = &[
     "name",
@@ -83,6 +85,7 @@ const ROUTE_FIELDS: &[&str] = &[
     "listen",
     "hosts",
     "timeouts",
+    "max_connections",
 ];
 const BACKEND_FIELDS: &[&str] = &["name", "cmd", "args", "internal_host", "internal_port"];
 const TIMEOUT_FIELDS: &[&str] = &["connect", "idle", "header", "keepalive", "response"];
@@ -279,6 +282,7 @@ impl Validator {
             backlog: DEFAULT_BACKLOG,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             pipe_size: DEFAULT_PIPE_SIZE,
+            limits: Limits::default(),
             routes: Vec::new(),
             listeners: Vec::new(),
         };
@@ -324,6 +328,10 @@ impl Validator {
                 snap.pipe_size = p as usize;
             }
         }
+        snap.limits = Limits {
+            max_connections: self.limit(top, "", "max_connections"),
+            max_connections_per_ip: self.limit(top, "", "max_connections_per_ip"),
+        };
         let listen_host: IpAddr = match self.string(top, "", "listen_host") {
             None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             Some(s) => match s.trim().parse() {
@@ -445,6 +453,10 @@ impl Validator {
 
         let hosts = self.hosts(m, &path, protocol);
         let timeouts = self.timeouts(m, &path);
+        let limits = Limits {
+            max_connections: self.limit(m, &path, "max_connections"),
+            max_connections_per_ip: None,
+        };
         let backends = self.backends(m, &path, dashboard_port);
 
         if self.errors.len() != before {
@@ -459,7 +471,15 @@ impl Validator {
             hosts,
             backends,
             timeouts,
+            limits,
         })
+    }
+
+    /// A connection limit: a positive integer; 0 or absent means unlimited.
+    fn limit(&mut self, m: &Map<String, Value>, path: &str, key: &str) -> Option<u32> {
+        self.uint(m, path, key, u32::MAX as u64)
+            .filter(|&n| n > 0)
+            .map(|n| n as u32)
     }
 
     fn hosts(&mut self, m: &Map<String, Value>, path: &str, protocol: Protocol) -> Vec<String> {

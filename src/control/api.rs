@@ -541,6 +541,8 @@ fn status_json(state: &ApiState) -> String {
                 "bytes_in": t.bytes_in,
                 "bytes_out": t.bytes_out,
                 "errors": t.errors,
+                "refused": t.refused,
+                "max_connections": r.cfg.limits.max_connections,
                 "backends": backends,
             })
         })
@@ -554,6 +556,10 @@ fn status_json(state: &ApiState) -> String {
         "io_driver": state.driver,
         "draining": state.shared.draining(),
         "generation": state.shared.generation(),
+        "connections_open": state.shared.open_connections.load(std::sync::atomic::Ordering::Relaxed),
+        "connections_refused": state.shared.refused_connections.load(std::sync::atomic::Ordering::Relaxed),
+        "max_connections": live.snapshot.limits.max_connections,
+        "max_connections_per_ip": live.snapshot.limits.max_connections_per_ip,
         "routes": routes,
     });
     let mut s = serde_json::to_string_pretty(&v).unwrap_or_default();
@@ -564,7 +570,7 @@ fn status_json(state: &ApiState) -> String {
 fn metrics(state: &ApiState) -> String {
     let live = state.shared.live();
     let mut out = String::with_capacity(2048);
-    let families: [(&str, &str, &str); 6] = [
+    let families: [(&str, &str, &str); 7] = [
         (
             "ringmesh_route_connections_active",
             "gauge",
@@ -595,6 +601,11 @@ fn metrics(state: &ApiState) -> String {
             "counter",
             "Connections that failed on the backend side.",
         ),
+        (
+            "ringmesh_route_refused_total",
+            "counter",
+            "Connections refused by a connection limit.",
+        ),
     ];
     let totals: Vec<_> = live.routes.iter().map(|r| (r, r.totals())).collect();
     for (i, (name, kind, help)) in families.iter().enumerate() {
@@ -607,10 +618,16 @@ fn metrics(state: &ApiState) -> String {
                 t.bytes_in,
                 t.bytes_out,
                 t.errors,
+                t.refused,
             ][i];
             let _ = writeln!(out, "{name}{{route=\"{}\"}} {v}", escape_label(&r.cfg.name));
         }
     }
+    let _ = writeln!(
+        out,
+        "# HELP ringmesh_connections_refused_total Connections refused by any connection limit.\n# TYPE ringmesh_connections_refused_total counter\nringmesh_connections_refused_total {}",
+        state.shared.refused_connections.load(std::sync::atomic::Ordering::Relaxed)
+    );
     let _ = writeln!(
         out,
         "# HELP ringmesh_backend_connections_active Open upstream connections.\n# TYPE ringmesh_backend_connections_active gauge"

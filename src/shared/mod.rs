@@ -55,6 +55,8 @@ pub struct RouteSlot {
     pub bytes_out: Counter,
     pub errors: Counter,
     pub requests: Counter,
+    /// Connections refused by a connection limit.
+    pub refused: Counter,
     /// Round-robin cursor of this worker for this route.
     pub cursor: Counter,
 }
@@ -68,6 +70,7 @@ pub struct RouteTotals {
     pub bytes_out: u64,
     pub errors: u64,
     pub requests: u64,
+    pub refused: u64,
 }
 
 /// Runtime state of one backend, shared by all workers.
@@ -129,6 +132,7 @@ impl LiveRoute {
             t.bytes_out += s.bytes_out.get();
             t.errors += s.errors.get();
             t.requests += s.requests.get();
+            t.refused += s.refused.get();
         }
         t
     }
@@ -183,6 +187,7 @@ impl Live {
                             n.bytes_out.add(o.bytes_out.get());
                             n.errors.add(o.errors.get());
                             n.requests.add(o.requests.get());
+                            n.refused.add(o.refused.get());
                         }
                         s.into_boxed_slice()
                     }
@@ -240,6 +245,12 @@ pub struct Shared {
     /// Deadline for open connections, in [`epoch_ms`] (valid once draining).
     drain_deadline_ms: AtomicU64,
     pub workers: usize,
+    /// Open client connections of the whole process (connection limits).
+    pub open_connections: AtomicU64,
+    /// Connections refused by a limit.
+    pub refused_connections: AtomicU64,
+    /// Open connections per client IP (allocated once a per-IP limit is set).
+    pub ip_counts: std::sync::OnceLock<crate::worker::limits::IpCounts>,
 }
 
 impl Shared {
@@ -254,6 +265,9 @@ impl Shared {
             draining: AtomicBool::new(false),
             drain_deadline_ms: AtomicU64::new(u64::MAX),
             workers,
+            open_connections: AtomicU64::new(0),
+            refused_connections: AtomicU64::new(0),
+            ip_counts: std::sync::OnceLock::new(),
         }
     }
 

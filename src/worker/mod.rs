@@ -10,6 +10,7 @@
 //! wake-ups a second cost nothing measurable, keep the runtime free of the
 //! eventfd and thread-pool machinery, and bound reload and drain latency at 100 ms.
 
+pub mod limits;
 pub mod listener;
 pub mod timer;
 
@@ -183,6 +184,7 @@ impl WorkerCtx {
         ConnGuard {
             ctx: self.clone(),
             route: Some(route.clone()),
+            admission: None,
         }
     }
 
@@ -193,13 +195,16 @@ impl WorkerCtx {
         ConnGuard {
             ctx: self.clone(),
             route: None,
+            admission: None,
         }
     }
 
     fn note_accept_pressure(&self, e: &io::Error) {
         let now = epoch_ms();
-        if now.saturating_sub(self.pressure_logged_ms.get()) > 5_000 {
-            self.pressure_logged_ms.set(now);
+        // 0: never logged (the epoch clock starts at 0 too, so compare explicitly).
+        let last = self.pressure_logged_ms.get();
+        if last == 0 || now.saturating_sub(last) > 5_000 {
+            self.pressure_logged_ms.set(now.max(1));
             tracing::warn!(
                 worker = self.id,
                 "accept paused: {e} (raise LimitNOFILE / ulimit -n)"
@@ -277,9 +282,16 @@ impl Listeners {
 pub struct ConnGuard {
     ctx: Rc<WorkerCtx>,
     route: Option<Arc<LiveRoute>>,
+    /// The connection's share of the limit counts, given back with it.
+    admission: Option<limits::Admission>,
 }
 
 impl ConnGuard {
+    /// Keeps `a` until the connection closes.
+    pub fn hold(&mut self, a: limits::Admission) {
+        self.admission = Some(a);
+    }
+
     /// Attributes an unrouted connection to the route of its first request
     /// (counted opened now, closed on drop); later calls do nothing.
     pub fn attach(&mut self, route: &Arc<LiveRoute>) {
