@@ -403,14 +403,17 @@ impl Control {
                         "ready; listening on {}",
                         addrs.join(", ")
                     );
-                    // Every worker registered every listener.
-                    notify.ready();
-                    if let Some(reply) = upgrade_reply.take() {
-                        crate::control::upgrade::announce_ready(reply);
+                    // Every worker registered every listener. Started by an
+                    // upgrade, we are not systemd's main process yet: the old
+                    // one says READY for us along with MAINPID.
+                    match upgrade_reply.take() {
+                        Some(reply) => crate::control::upgrade::announce_ready(reply),
+                        None => notify.ready(),
                     }
                 }
             }
-            if let Some(every) = watchdog {
+            // Once handed over, the new main process pings (ours would be refused).
+            if let Some(every) = watchdog.filter(|_| upgrader.handed_to().is_none()) {
                 if last_watchdog.elapsed() >= every {
                     last_watchdog = std::time::Instant::now();
                     notify.watchdog();

@@ -2,7 +2,8 @@
 //! ringmesh with NOTIFY_SOCKET pointing at it (a path, then an abstract
 //! `@name`), and reads READY=1 (once every listener accepts), WATCHDOG=1 at
 //! half of WATCHDOG_USEC, RELOADING=1 + MONOTONIC_USEC then READY=1 around a
-//! SIGHUP reload, and STOPPING=1 at SIGTERM, in that order.
+//! SIGHUP reload, MAINPID=<new> + READY=1 from a SIGUSR2 binary upgrade (and
+//! the new process feeding the watchdog), and STOPPING=1 at SIGTERM, in order.
 
 mod support;
 
@@ -87,9 +88,20 @@ fn scenario(notify_socket: &str, sock: &UnixDatagram) {
     let seen = until(sock, "READY=1", Duration::from_secs(10));
     assert!(!seen.iter().any(|m| m.contains("STOPPING")), "{seen:?}");
 
-    // SIGTERM: STOPPING=1, then the process exits.
-    unsafe { libc::kill(pid, libc::SIGTERM) };
-    until(sock, "STOPPING=1", Duration::from_secs(10));
+    // SIGUSR2: a binary upgrade; the old process hands systemd the new main
+    // PID (with READY=1), drains and exits; the new one keeps the watchdog fed.
+    unsafe { libc::kill(pid, libc::SIGUSR2) };
+    let seen = until_prefix(sock, "MAINPID=", Duration::from_secs(30));
+    let msg = seen.last().unwrap();
+    let new: i32 = msg
+        .lines()
+        .find_map(|l| l.strip_prefix("MAINPID="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_ne!(new, pid);
+    assert!(msg.lines().any(|l| l == "READY=1"), "{msg:?}");
+    assert!(!seen.iter().any(|m| m.contains("STOPPING")), "{seen:?}");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Some(st) = child.try_wait().unwrap() {
@@ -98,10 +110,49 @@ fn scenario(notify_socket: &str, sock: &UnixDatagram) {
         }
         assert!(
             Instant::now() < deadline,
-            "ringmesh did not exit after SIGTERM"
+            "old process did not exit after the upgrade"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    // Only the new process is left: its pings arrive.
+    until(sock, "WATCHDOG=1", Duration::from_secs(5));
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+
+    // SIGTERM: STOPPING=1, then the process exits.
+    unsafe { libc::kill(new, libc::SIGTERM) };
+    until(sock, "STOPPING=1", Duration::from_secs(10));
+    let gone = wait_until(Duration::from_secs(20), || {
+        std::fs::read_to_string(format!("/proc/{new}/status"))
+            .map(|s| {
+                s.lines()
+                    .any(|l| l.starts_with("State:") && l.contains('Z'))
+            })
+            .unwrap_or(true)
+    });
+    if !gone {
+        unsafe { libc::kill(new, libc::SIGKILL) };
+    }
+    assert!(gone, "new process did not exit after SIGTERM");
+}
+
+/// Like [`until`], for a line starting with `prefix`.
+fn until_prefix(sock: &UnixDatagram, prefix: &str, limit: Duration) -> Vec<String> {
+    let deadline = Instant::now() + limit;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        sock.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        if let Ok(n) = sock.recv(&mut buf) {
+            let m = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let hit = m.lines().any(|l| l.starts_with(prefix));
+            seen.push(m);
+            if hit {
+                return seen;
+            }
+        }
+    }
+    panic!("no {prefix:?} within {limit:?}; got {seen:?}");
 }
 
 #[test]

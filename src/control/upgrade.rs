@@ -213,6 +213,9 @@ impl Upgrader {
         let mut cmd = Command::new(bin);
         cmd.args(&self.argv[1..])
             .env(ENV_FD, theirs.as_raw_fd().to_string())
+            // systemd's WATCHDOG_PID names us; the new process pings once it
+            // is the main process, so it must not think the watchdog is ours.
+            .env_remove("WATCHDOG_PID")
             .stdin(Stdio::null());
         sys::inherit_fd(&mut cmd, theirs.as_raw_fd());
         let mut child = cmd

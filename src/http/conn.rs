@@ -33,7 +33,7 @@ const LINGER: Duration = Duration::from_secs(2);
 const LINGER_MAX: usize = 16 << 20;
 /// How long a draining worker keeps an idle keep-alive connection open for
 /// a request the client may already have sent (see `Conn::wait_readable`).
-const DRAIN_IDLE: Duration = Duration::from_secs(1);
+const DRAIN_IDLE: Duration = Duration::from_millis(500);
 /// Longest stall writing an error response.
 const ERROR_WRITE_STALL: Duration = Duration::from_secs(5);
 
