@@ -9,6 +9,8 @@
 //! (its worker), which updates it with a relaxed load + store (no locked
 //! read-modify-write); readers sum the slots.
 
+mod ip_counts;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
@@ -17,6 +19,8 @@ use std::time::{Duration, Instant};
 
 use crate::balance::str_hash;
 use crate::config::{Backend, Route, Snapshot};
+
+pub use ip_counts::IpCounts;
 
 /// Keeps a value on its own cache line(s) so workers never false-share.
 #[repr(align(128))]
@@ -250,7 +254,7 @@ pub struct Shared {
     /// Connections refused by a limit.
     pub refused_connections: AtomicU64,
     /// Open connections per client IP (allocated once a per-IP limit is set).
-    pub ip_counts: std::sync::OnceLock<crate::worker::limits::IpCounts>,
+    pub ip_counts: std::sync::OnceLock<IpCounts>,
 }
 
 impl Shared {

@@ -6,84 +6,23 @@
 //! moment, so the answer is not lost to a RST); a tcp listener closes. Every
 //! refusal is counted (status and metrics).
 //!
-//! No lock: the process-wide count is one atomic; a route's count is the sum
-//! of its per-worker slots; per-IP counts live in a fixed count-min sketch
-//! (two hashed tables of atomics, 2 x 64 Ki counters, allocated on first use):
-//! the smaller of an address's two counters is never below its true count, so
-//! an address is never let past its limit; two busy addresses sharing both
-//! counters could be refused early, which 64 Ki x 64 Ki buckets make unlikely.
-//! Workers check and add without a lock, so a limit can be overshot by at most
-//! one connection per worker at the same instant.
+//! No lock: the process-wide count is one atomic (add, then check the value
+//! before: exact); per-IP counts are a lock-free sketch (`shared::IpCounts`,
+//! allocated once a per-IP limit is set); a route's count is the sum of its
+//! per-worker slots, read then acted on, so concurrent workers can overshoot a
+//! route's limit by at most one connection each.
 
-use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
 use monoio::net::TcpStream;
 
 use crate::config::Limits;
-use crate::shared::{LiveRoute, Shared};
+use crate::shared::{IpCounts, LiveRoute, Shared};
 use crate::sys;
-
-const BUCKETS: usize = 1 << 16;
-
-/// Open connections per client IP address, approximately from above.
-#[derive(Debug)]
-pub struct IpCounts {
-    tables: [Box<[AtomicU32]>; 2],
-    seeds: [std::collections::hash_map::RandomState; 2],
-}
-
-impl Default for IpCounts {
-    fn default() -> Self {
-        let table = || (0..BUCKETS).map(|_| AtomicU32::new(0)).collect();
-        IpCounts {
-            tables: [table(), table()],
-            seeds: Default::default(),
-        }
-    }
-}
-
-impl IpCounts {
-    fn slots(&self, ip: IpAddr) -> [usize; 2] {
-        // An IPv4-mapped IPv6 address counts as the IPv4 one.
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
-        self.seeds
-            .each_ref()
-            .map(|s| s.hash_one(ip) as usize % BUCKETS)
-    }
-
-    /// Counts a connection from `ip` unless that would pass `limit`.
-    pub fn acquire(&self, ip: IpAddr, limit: u32) -> Option<[usize; 2]> {
-        let slots = self.slots(ip);
-        let before = [0, 1].map(|t| self.tables[t][slots[t]].fetch_add(1, Relaxed));
-        if before[0].min(before[1]) >= limit {
-            self.release(slots);
-            return None;
-        }
-        Some(slots)
-    }
-
-    pub fn release(&self, slots: [usize; 2]) {
-        for (t, s) in slots.into_iter().enumerate() {
-            self.tables[t][s].fetch_sub(1, Relaxed);
-        }
-    }
-
-    /// The (over-)estimated open connections of `ip`.
-    pub fn estimate(&self, ip: IpAddr) -> u32 {
-        let s = self.slots(ip);
-        self.tables[0][s[0]]
-            .load(Relaxed)
-            .min(self.tables[1][s[1]].load(Relaxed))
-    }
-}
 
 /// Which limit refused a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,30 +121,5 @@ pub async fn refuse_http(stream: TcpStream, why: Refusal) {
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(_) => return,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ip_counts_admit_up_to_the_limit_and_release() {
-        let c = IpCounts::default();
-        let a: IpAddr = "10.0.0.1".parse().unwrap();
-        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
-        let held: Vec<_> = (0..3).map(|_| c.acquire(a, 3).unwrap()).collect();
-        assert!(c.acquire(a, 3).is_none());
-        assert!(c.acquire(mapped, 3).is_none(), "v4-mapped counts as v4");
-        assert_eq!(c.estimate(a), 3);
-        // Other addresses are unaffected (barring a double collision).
-        for i in 2..200u8 {
-            let b = IpAddr::from([10, 0, 1, i]);
-            let s = c.acquire(b, 1).expect("another address");
-            c.release(s);
-        }
-        c.release(held[0]);
-        assert!(c.acquire(a, 3).is_some());
-        assert_eq!(c.estimate(a), 3);
     }
 }
