@@ -263,3 +263,46 @@ fn post_reload_and_bind_failures_are_reported() {
     assert!(echo_once(taken));
     drop(rm);
 }
+
+/// An http config: one route on `port` to the backend on `backend`.
+fn http_config(api: u16, port: u16, backend: u16) -> String {
+    format!(
+        r#"{{"dashboard_port": "{api}", "listen_host": "127.0.0.1", "workers": 2,
+  "routes": {{"{port}": {{"name": "web", "backends": [{{"name": "b", "internal_port": "{backend}"}}]}}}}}}"#
+    )
+}
+
+fn keepalive_picks_the_new_backend_and_inflight_finishes(io: &str) {
+    use support::http::{http_backend, Client};
+    let tag = |t: &'static str| {
+        http_backend(move |req, p| {
+            if req.second == "/slow" {
+                std::thread::sleep(Duration::from_millis(1500));
+            }
+            p.respond("200 OK", "", t.as_bytes());
+            true
+        })
+    };
+    let (a, b) = (tag("a"), tag("b"));
+    let (api, port) = (free_port(), free_port());
+    let rm = Ringmesh::start(&http_config(api, port, a.port), io, &[api, port]);
+    let mut ka = Client::connect(port);
+    assert_eq!(ka.get("/", "x", "").body_str(), "a");
+    // A slow request in flight while the backend changes.
+    let mut slow = Client::connect(port);
+    slow.send(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n");
+    std::thread::sleep(Duration::from_millis(200));
+    let r = api::put_config(api, &http_config(api, port, b.port));
+    assert_eq!(r.status, 200, "{}", r.body);
+    // The in-flight request finishes on the old backend, its connection stays usable.
+    let s = slow.response();
+    assert_eq!((s.status(), s.body_str().as_str()), (200, "a"));
+    assert_ne!(s.header("connection"), Some("close"));
+    // The same keep-alive connections use the new route table from their next request.
+    assert_eq!(ka.get("/", "x", "").body_str(), "b");
+    assert_eq!(slow.get("/", "x", "").body_str(), "b");
+    assert_eq!(Client::connect(port).get("/", "x", "").body_str(), "b");
+    drop(rm);
+}
+
+both_drivers!(keepalive_picks_the_new_backend_and_inflight_finishes);
