@@ -20,6 +20,9 @@
 //! - **client**: the peer that connected to a listener. **upstream**: our connection to a backend.
 //! - **snapshot**: an immutable validated config; **live**: a snapshot plus runtime state.
 //! - **drain**: stop accepting, let open connections finish.
+//! - **generation**: the number of a published config; workers acknowledge
+//!   the one they serve, so a reload knows when it is complete.
+//! - **handover**: passing listening sockets to a new process (binary upgrade).
 //! - **head**: an HTTP message's start line and header fields; **exchange**:
 //!   one request and its response.
 //!

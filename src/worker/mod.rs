@@ -3,8 +3,10 @@
 //! A worker owns its listeners (one SO_REUSEPORT socket per address), its pipe
 //! pool and its view of the live config. It talks to the control thread only
 //! through `crate::shared`: a tick every [`TICK`] refreshes the coarse clock,
-//! picks up a newly published config and notices a drain. Nothing on the
-//! per-connection path takes a lock or waits for another thread.
+//! picks up a newly published config (with the listening sockets the control
+//! thread bound for it: accept loops start for added addresses and stop for
+//! removed ones), acknowledges its generation, and notices a drain. Nothing on
+//! the per-connection path takes a lock or waits for another thread.
 //!
 //! Why a tick rather than a cross-thread waker (monoio's `sync` feature): ten
 //! wake-ups a second cost nothing measurable, keep the runtime free of the
