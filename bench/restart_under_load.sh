@@ -98,7 +98,7 @@ for i in $(seq 1 "$RESTARTS"); do
     [ "$(date +%s)" -ge "$deadline" ] && { echo "deadline reached after $((i-1)) restarts"; break; }
     old=$(api_pid)
     if out=$("$RINGMESH_BIN" upgrade --config "$TMP/config.json" 2>&1); then
-        new=$(api_pid)
+        new=$(echo "$out" | awk '/^upgraded: pid/ {print $3}')
         PIDS+=($new)
         RMS+=($new)
         # The old process drains and exits on its own (bounded wait).

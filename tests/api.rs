@@ -159,13 +159,15 @@ fn bearer_token_guards_all_but_healthz() {
         config(api, port, echo.port, r#", "api_token": "from-config""#),
     )
     .unwrap();
-    let mut child = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&p)
-        .env("RINGMESH_API_TOKEN", "from-env")
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let _child = ChildGuard(
+        Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&p)
+            .env("RINGMESH_API_TOKEN", "from-env")
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     assert!(wait_until(Duration::from_secs(10), || {
         std::net::TcpStream::connect(("127.0.0.1", api)).is_ok()
     }));
@@ -181,8 +183,6 @@ fn bearer_token_guards_all_but_healthz() {
     };
     assert_eq!(with("from-env"), 200);
     assert_eq!(with("from-config"), 401);
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 #[test]

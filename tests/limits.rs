@@ -144,7 +144,7 @@ fn out_of_fds_accept_backs_off_and_recovers() {
     std::fs::write(&cfg, tcp_config(port, &[echo.port], "round_robin", "")).unwrap();
     let log = dir.path().join("log");
     // 1 worker, and a hard limit of 64 fds: the engine cannot raise it.
-    let mut child = Command::new("prlimit")
+    let child = Command::new("prlimit")
         .arg("--nofile=64:64")
         .arg(BIN)
         .args(["run", "--workers", "1", "--io", "auto", "--config"])
@@ -153,7 +153,8 @@ fn out_of_fds_accept_backs_off_and_recovers() {
         .stdout(Stdio::null())
         .spawn()
         .expect("prlimit (util-linux)");
-    let pid = child.id();
+    let mut child = ChildGuard(child);
+    let pid = child.0.id();
     assert!(wait_until(Duration::from_secs(10), || TcpStream::connect(
         ("127.0.0.1", port)
     )
@@ -215,5 +216,5 @@ fn out_of_fds_accept_backs_off_and_recovers() {
     drop(idle);
     // SAFETY-free: signal our own child by PID.
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-    let _ = child.wait();
+    let _ = child.0.wait();
 }

@@ -40,15 +40,17 @@ fn scenario(notify_socket: &str, sock: &UnixDatagram) {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("c.json");
     std::fs::write(&cfg, tcp_config(port, &[echo.port], "round_robin", "")).unwrap();
-    let mut child = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .env("NOTIFY_SOCKET", notify_socket)
-        .env("WATCHDOG_USEC", "400000")
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = child.id() as i32;
+    let mut child = ChildGuard(
+        Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .env("NOTIFY_SOCKET", notify_socket)
+            .env("WATCHDOG_USEC", "400000")
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = child.0.id() as i32;
 
     let seen = until(sock, "READY=1", Duration::from_secs(15));
     // Ready means every worker has its listener: the port accepts now.
@@ -100,11 +102,12 @@ fn scenario(notify_socket: &str, sock: &UnixDatagram) {
         .parse()
         .unwrap();
     assert_ne!(new, pid);
+    let new_guard = PidGuard(new);
     assert!(msg.lines().any(|l| l == "READY=1"), "{msg:?}");
     assert!(!seen.iter().any(|m| m.contains("STOPPING")), "{seen:?}");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if let Some(st) = child.try_wait().unwrap() {
+        if let Some(st) = child.0.try_wait().unwrap() {
             assert!(st.success(), "{st:?}");
             break;
         }
@@ -129,10 +132,27 @@ fn scenario(notify_socket: &str, sock: &UnixDatagram) {
             })
             .unwrap_or(true)
     });
-    if !gone {
-        unsafe { libc::kill(new, libc::SIGKILL) };
-    }
     assert!(gone, "new process did not exit after SIGTERM");
+    drop(new_guard);
+}
+
+/// Kills a process we did not spawn ourselves (an upgrade's successor) by PID
+/// when dropped, unless it is gone already.
+struct PidGuard(i32);
+
+impl Drop for PidGuard {
+    fn drop(&mut self) {
+        let running = std::fs::read_to_string(format!("/proc/{}/status", self.0))
+            .map(|s| {
+                !s.lines()
+                    .any(|l| l.starts_with("State:") && l.contains('Z'))
+            })
+            .unwrap_or(false);
+        if running {
+            // SAFETY-free: signal, by PID, a process this test started through ringmesh.
+            unsafe { libc::kill(self.0, libc::SIGKILL) };
+        }
+    }
 }
 
 /// Like [`until`], for a line starting with `prefix`.
@@ -179,7 +199,7 @@ fn without_notify_socket_nothing_breaks() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("c.json");
     std::fs::write(&cfg, tcp_config(port, &[echo.port], "round_robin", "")).unwrap();
-    let mut child = Command::new(BIN)
+    let child = Command::new(BIN)
         .args(["run", "--config"])
         .arg(&cfg)
         .env("NOTIFY_SOCKET", "relative/not-allowed")
@@ -187,10 +207,11 @@ fn without_notify_socket_nothing_breaks() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let mut child = ChildGuard(child);
     assert!(wait_until(Duration::from_secs(10), || {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
     }));
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let st = child.wait().unwrap();
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
+    let st = child.0.wait().unwrap();
     assert!(st.success());
 }

@@ -174,13 +174,20 @@ fn upgrade_under_load(io: &str) {
         String::from_utf8_lossy(&out.stderr),
         rm.logs()
     );
-    let new = api_pid(api);
+    // The new PID from the answer (an API call right now could still be
+    // answered by the old process, whose accept loop is just stopping).
+    let new: i32 = stdout
+        .split_whitespace()
+        .nth(2)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {stdout:?}"));
     let _guard = Successor(new);
     assert_ne!(new, old);
     assert!(
         stdout.contains(&format!("pid {new} now serves")),
         "{stdout}"
     );
+    assert!(wait_until(Duration::from_secs(10), || api_pid(api) == new));
 
     // Load keeps flowing through the new process.
     let before = ok.load(Ordering::SeqCst);
@@ -252,12 +259,16 @@ fn sigusr2_upgrades_and_a_failed_upgrade_keeps_serving() {
     // SIGUSR2 with a good config: a new process takes over, the old one exits.
     std::fs::write(&rm.config, &cfg).unwrap();
     rm.signal(libc::SIGUSR2);
+    let mut new = old;
     assert!(
-        wait_until(Duration::from_secs(30), || api_pid(api) != old),
+        wait_until(Duration::from_secs(30), || {
+            new = api_pid(api);
+            new != old
+        }),
         "no takeover; log:\n{}",
         rm.logs()
     );
-    let _guard = Successor(api_pid(api));
+    let _guard = Successor(new);
     drop(c);
     let st = rm
         .wait_exit(Duration::from_secs(30))

@@ -219,8 +219,11 @@ pub const TABLES: &[&[Endpoint]] = &[CORE];
 /// Serves the API until `stop` (after a handover to a new process) or exit.
 pub async fn serve(listener: TcpListener, state: Rc<ApiState>, stop: Rc<LocalEvent>) {
     loop {
-        // The control runtime is epoll-based: dropping a pending accept loses nothing.
+        // The control runtime is epoll-based: dropping a pending accept loses
+        // nothing. Biased: once stopped, queued connections are left to the
+        // new process, which holds the same socket.
         let accepted = monoio::select! {
+            biased;
             _ = stop.wait() => return,
             r = listener.accept() => r,
         };
