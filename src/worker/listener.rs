@@ -19,6 +19,7 @@ use crate::proxy::{connect, tcp};
 use crate::sys;
 use std::sync::atomic::Ordering::Relaxed;
 
+use crate::shared::epoch_ms;
 use crate::worker::{limits, LocalEvent, WorkerCtx};
 
 /// Most connections accepted per readiness event before yielding to other tasks.
@@ -75,6 +76,15 @@ pub async fn accept_loop(
                 }
             }
         }
+        // Out of fds a moment ago (an upstream connect failed): leave the
+        // queue alone until the pause ends.
+        let paused = ctx.accept_paused_until().saturating_sub(epoch_ms());
+        if paused > 0 {
+            // In steps: a closing connection ends the pause early.
+            monoio::time::sleep(Duration::from_millis(paused).min(crate::worker::ACCEPT_BACKOFF))
+                .await;
+            continue;
+        }
         for _ in 0..ACCEPT_BATCH {
             match sys::accept(fd) {
                 Ok((sock, peer)) => dispatch(&ctx, sock, peer, addr),
@@ -84,8 +94,8 @@ pub async fn accept_loop(
                     Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
                         // Out of fds or memory: back off instead of spinning on a
                         // readable listener; accepting resumes once fds are free.
-                        ctx.note_accept_pressure(&e);
-                        monoio::time::sleep(Duration::from_millis(20)).await;
+                        ctx.pause_accepting(&e, crate::worker::ACCEPT_BACKOFF);
+                        monoio::time::sleep(crate::worker::ACCEPT_BACKOFF).await;
                         break;
                     }
                     _ => {

@@ -35,6 +35,13 @@ use crate::sys;
 /// How often a worker looks at the shared state.
 pub const TICK: Duration = Duration::from_millis(100);
 
+/// How long accept waits after EMFILE before it tries again (nothing is lost
+/// by trying: a failed accept takes no connection off the queue).
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(20);
+/// How long accepting pauses after an upstream connect ran out of fds, unless
+/// a connection of the worker closes first (each retry would cost a client).
+pub const UPSTREAM_SHORTAGE_PAUSE: Duration = Duration::from_secs(1);
+
 /// Which I/O driver a worker runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Driver {
@@ -151,6 +158,7 @@ pub struct WorkerCtx {
     now: Cell<u64>,
     active: Cell<usize>,
     pressure_logged_ms: Cell<u64>,
+    accept_paused_until: Cell<u64>,
 }
 
 impl WorkerCtx {
@@ -201,7 +209,30 @@ impl WorkerCtx {
         }
     }
 
-    fn note_accept_pressure(&self, e: &io::Error) {
+    /// Until when (ms since the epoch) accept loops wait: set when an
+    /// upstream connect found the process out of fds.
+    pub fn accept_paused_until(&self) -> u64 {
+        self.accept_paused_until.get()
+    }
+
+    /// Pauses accepting for `pause` or until [`WorkerCtx::resume_accepting`]
+    /// (a tunnel closed and freed its fds), whichever comes first: queued
+    /// connections wait in the kernel instead of being accepted only to be closed.
+    pub fn pause_accepting(&self, why: &impl std::fmt::Display, pause: Duration) {
+        self.accept_paused_until
+            .set(epoch_ms() + pause.as_millis() as u64);
+        self.note_accept_pressure(why);
+    }
+
+    /// Ends a pause: an established connection closed, so fds are free.
+    #[inline]
+    pub fn resume_accepting(&self) {
+        if self.accept_paused_until.get() != 0 {
+            self.accept_paused_until.set(0);
+        }
+    }
+
+    fn note_accept_pressure(&self, e: &impl std::fmt::Display) {
         let now = epoch_ms();
         // 0: never logged (the epoch clock starts at 0 too, so compare explicitly).
         let last = self.pressure_logged_ms.get();
@@ -392,6 +423,7 @@ async fn run(
         now: Cell::new(epoch_ms()),
         active: Cell::new(0),
         pressure_logged_ms: Cell::new(0),
+        accept_paused_until: Cell::new(0),
     });
     let mut listeners = Listeners::default();
     listeners.start(&ctx, spec.listeners);
