@@ -154,3 +154,95 @@ impl ListenerSet {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(ports: &[u16]) -> Snapshot {
+        let routes: Vec<String> = ports
+            .iter()
+            .map(|p| format!(r#""127.0.0.1:{p}": {{"protocol": "tcp", "backends": [{{"internal_port": "1"}}]}}"#))
+            .collect();
+        crate::config::parse(&format!(r#"{{"routes": {{{}}}}}"#, routes.join(","))).unwrap()
+    }
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    fn addr(p: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], p))
+    }
+
+    #[test]
+    fn binds_per_worker_then_adds_removes_and_reports_failures() {
+        let (a, b) = (free_port(), free_port());
+        let mut set = ListenerSet::new(3);
+        let h = set.bind_initial(&snapshot(&[a]), Vec::new()).unwrap();
+        assert_eq!(h.iter().map(Vec::len).collect::<Vec<_>>(), [1, 1, 1]);
+        assert_eq!(set.sockets().count(), 3);
+        // A second process may not share the port (SO_REUSEPORT both ways).
+        assert!(ListenerSet::new(1)
+            .bind_initial(&snapshot(&[a]), Vec::new())
+            .is_err());
+
+        let holder = std::net::TcpListener::bind(addr(b)).unwrap();
+        let ch = set.update(&snapshot(&[b]));
+        assert_eq!(ch.removed, [addr(a)]);
+        assert!(ch.added.is_empty());
+        assert_eq!(ch.failed.len(), 1, "{ch:?}");
+        assert_eq!(set.sockets().count(), 0);
+        drop(holder);
+        drop(h);
+        let ch = set.update(&snapshot(&[b]));
+        assert_eq!(ch.added, [addr(b)]);
+        assert_eq!(ch.handover.iter().map(Vec::len).sum::<usize>(), 3);
+        // Unchanged: nothing to do.
+        let ch = set.update(&snapshot(&[b]));
+        assert!(ch.added.is_empty() && ch.removed.is_empty() && ch.failed.is_empty());
+    }
+
+    #[test]
+    fn inherited_sockets_are_used_not_rebound() {
+        let (a, gone) = (free_port(), free_port());
+        // The old process had 3 workers on `a` and a port the new config drops.
+        let old: Vec<(SocketAddr, OwnedFd)> = (0..3)
+            .map(|_| (addr(a), OwnedFd::from(listener::bind(addr(a), 16).unwrap())))
+            .chain(std::iter::once((
+                addr(gone),
+                OwnedFd::from(listener::bind(addr(gone), 16).unwrap()),
+            )))
+            .collect();
+        let raw: Vec<i32> = old
+            .iter()
+            .map(|(_, f)| std::os::fd::AsRawFd::as_raw_fd(f))
+            .collect();
+        // Fewer workers: one of them takes two sockets, none is bound anew.
+        let mut set = ListenerSet::new(2);
+        let h = set.bind_initial(&snapshot(&[a]), old).unwrap();
+        assert_eq!(h.iter().map(Vec::len).collect::<Vec<_>>(), [2, 1]);
+        let used: Vec<i32> = h
+            .iter()
+            .flatten()
+            .map(|(_, l)| std::os::fd::AsRawFd::as_raw_fd(l))
+            .collect();
+        assert!(
+            used.iter().all(|fd| raw[..3].contains(fd)),
+            "{used:?} {raw:?}"
+        );
+        // The dropped port is closed: nobody listens there any more.
+        assert!(std::net::TcpStream::connect(addr(gone)).is_err());
+
+        // More workers than inherited sockets: the rest are bound next to them.
+        let b = free_port();
+        let one = vec![(addr(b), OwnedFd::from(listener::bind(addr(b), 16).unwrap()))];
+        let mut set = ListenerSet::new(3);
+        let h = set.bind_initial(&snapshot(&[b]), one).unwrap();
+        assert_eq!(h.iter().map(Vec::len).collect::<Vec<_>>(), [1, 1, 1]);
+    }
+}
