@@ -11,10 +11,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::cell::RefCell;
+use std::rc::Rc;
+
 use crate::config::Snapshot;
+use crate::control::api::ApiState;
+use crate::control::listeners::ListenerSet;
+use crate::control::reload::{self, Reloader, Source};
+use crate::control::systemd::Notifier;
+use crate::control::upgrade::{Inherited, Upgrader};
 use crate::shared::{epoch_ms, Live, Shared};
 use crate::sys;
-use crate::worker::{self, listener, Driver, WorkerSpec};
+use crate::worker::LocalEvent;
+use crate::worker::{self, Driver, WorkerSpec};
 
 /// Which I/O driver to run the workers on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -29,7 +38,7 @@ pub enum IoMode {
 }
 
 /// How to run an [`Engine`].
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct EngineOptions {
     pub io: IoMode,
     /// Overrides the config's `workers` when set.
@@ -38,6 +47,13 @@ pub struct EngineOptions {
     pub handle_signals: bool,
     /// The config file's text, served by `GET /api/config`.
     pub config_text: String,
+    /// The config file: SIGHUP and `POST /api/reload` re-read it, `PUT
+    /// /api/config` writes it. None: reload from file is refused.
+    pub config_path: Option<std::path::PathBuf>,
+    /// Bearer token the API requires (overrides the config's `api_token`).
+    pub api_token: Option<String>,
+    /// Sockets handed over by the process this one replaces (binary upgrade).
+    pub inherited: Option<Inherited>,
 }
 
 /// Why the engine could not run.
@@ -109,7 +125,7 @@ impl Engine {
     }
 
     /// Binds every listener, runs until shutdown completes, then returns.
-    pub fn run(self) -> Result<(), EngineError> {
+    pub fn run(mut self) -> Result<(), EngineError> {
         sys::ignore_sigpipe();
         match sys::raise_nofile_limit() {
             Ok(n) => tracing::debug!("open-file limit {n}"),
@@ -137,19 +153,20 @@ impl Engine {
 
         // Bind everything before starting anything: a bad address fails the
         // start cleanly instead of leaving half the workers serving.
-        for l in &self.snapshot.listeners {
-            listener::ensure_free(l.addr).map_err(|e| EngineError::Bind(l.addr, e))?;
-        }
-        let mut per_worker: Vec<Vec<(SocketAddr, std::net::TcpListener)>> = Vec::new();
-        for _ in 0..workers {
-            let mut ls = Vec::new();
-            for l in &self.snapshot.listeners {
-                let sock = listener::bind(l.addr, self.snapshot.backlog)
-                    .map_err(|e| EngineError::Bind(l.addr, e))?;
-                ls.push((l.addr, sock));
+        let (inherited, inherited_api, upgrade_reply) = match self.opts.inherited.take() {
+            Some(i) => {
+                tracing::info!(
+                    sockets = i.listeners.len(),
+                    "taking over listening sockets from the previous process"
+                );
+                (i.listeners, i.api, Some(i.reply))
             }
-            per_worker.push(ls);
-        }
+            None => (Vec::new(), None, None),
+        };
+        let mut listeners = ListenerSet::new(workers);
+        let per_worker = listeners
+            .bind_initial(&self.snapshot, inherited)
+            .map_err(|(a, e)| EngineError::Bind(a, e))?;
 
         let api = match self.snapshot.dashboard.port {
             None => None,
@@ -164,14 +181,17 @@ impl Engine {
                             self.snapshot.dashboard.host
                         ))
                     })?;
-                let l =
-                    std::net::TcpListener::bind(addr).map_err(|e| EngineError::Bind(addr, e))?;
+                let l = match inherited_api {
+                    Some((a, fd)) if a == addr => std::net::TcpListener::from(fd),
+                    _ => {
+                        std::net::TcpListener::bind(addr).map_err(|e| EngineError::Bind(addr, e))?
+                    }
+                };
                 l.set_nonblocking(true)
                     .map_err(|e| EngineError::Bind(addr, e))?;
                 Some((addr, l))
             }
         };
-        let grace = self.snapshot.shutdown_grace;
         let pipe_size = self.snapshot.pipe_size;
         let addrs: Vec<String> = self
             .snapshot
@@ -219,17 +239,26 @@ impl Engine {
         }
         drop(ready_tx);
 
+        let notify = Arc::new(Notifier::from_env());
         let ctl = Control {
+            reloader: Reloader {
+                shared: shared.clone(),
+                listeners,
+                path: self.opts.config_path,
+                text: self.opts.config_text,
+                notify: notify.clone(),
+            },
             shared,
             handles,
             ready_rx,
             signals,
             stop: self.stop.clone(),
-            grace,
             addrs,
             api,
-            config_text: self.opts.config_text,
+            api_token: self.opts.api_token,
             driver,
+            notify,
+            upgrade_reply,
         };
         let control = std::thread::Builder::new()
             .name("ringmesh-ctl".into())
@@ -245,6 +274,8 @@ impl Engine {
 struct Signals {
     term: Arc<AtomicBool>,
     hup: Arc<AtomicBool>,
+    /// SIGUSR2: binary upgrade.
+    usr2: Arc<AtomicBool>,
 }
 
 impl Signals {
@@ -255,22 +286,27 @@ impl Signals {
             signal_hook::flag::register(sig, term.clone())?;
         }
         signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())?;
-        Ok(Signals { term, hup })
+        let usr2 = Arc::new(AtomicBool::new(false));
+        signal_hook::flag::register(signal_hook::consts::SIGUSR2, usr2.clone())?;
+        Ok(Signals { term, hup, usr2 })
     }
 }
 
 /// Everything the control thread owns.
 struct Control {
     shared: Arc<Shared>,
+    reloader: Reloader,
     handles: Vec<std::thread::JoinHandle<()>>,
     ready_rx: crossbeam_channel::Receiver<(usize, Driver)>,
     signals: Option<Signals>,
     stop: Arc<AtomicBool>,
-    grace: Duration,
     addrs: Vec<String>,
     api: Option<(SocketAddr, std::net::TcpListener)>,
-    config_text: String,
+    api_token: Option<String>,
     driver: Driver,
+    notify: Arc<Notifier>,
+    /// Started by an upgrade: where to tell the old process we are ready.
+    upgrade_reply: Option<std::os::fd::OwnedFd>,
 }
 
 impl Control {
@@ -298,30 +334,51 @@ impl Control {
     async fn main(self) -> Vec<std::thread::JoinHandle<()>> {
         let Control {
             shared,
+            reloader,
             handles,
             ready_rx,
             signals,
             stop,
-            grace,
             addrs,
             api,
-            config_text,
+            api_token,
             driver,
+            notify,
+            mut upgrade_reply,
         } = self;
         let procs = std::rc::Rc::new(crate::control::supervisor::Registry::default());
         let mut generation = shared.generation();
         procs.sync(&shared.live());
+        let reloader = Rc::new(RefCell::new(reloader));
+        let api_dup = api.as_ref().and_then(|(a, l)| match l.try_clone() {
+            Ok(d) => Some((*a, std::os::fd::OwnedFd::from(d))),
+            Err(e) => {
+                tracing::warn!("cannot keep the API socket for upgrades: {e}");
+                None
+            }
+        });
+        let api_stop = Rc::new(LocalEvent::default());
+        let upgrader = Rc::new(Upgrader::new(
+            api_dup,
+            reloader.clone(),
+            notify.clone(),
+            stop.clone(),
+            api_stop.clone(),
+        ));
         if let Some((addr, l)) = api {
             match monoio::net::TcpListener::from_std(l) {
                 Ok(l) => {
-                    let state = std::rc::Rc::new(crate::control::api::ApiState {
+                    let state = Rc::new(ApiState {
                         shared: shared.clone(),
                         started: std::time::Instant::now(),
-                        config_text,
+                        reloader: reloader.clone(),
+                        upgrader: upgrader.clone(),
                         driver: driver.as_str(),
                         procs: procs.clone(),
+                        api_addr: addr,
+                        api_token,
                     });
-                    monoio::spawn(crate::control::api::serve(l, state));
+                    monoio::spawn(crate::control::api::serve(l, state, api_stop.clone()));
                     tracing::info!("status API on http://{addr}/api/status");
                 }
                 Err(e) => tracing::error!(%addr, "status API disabled: {e}"),
@@ -331,6 +388,11 @@ impl Control {
         let mut ready = 0usize;
         let mut drivers = Vec::new();
         let mut draining = false;
+        let watchdog = notify.watchdog_interval();
+        let mut last_watchdog = std::time::Instant::now();
+        if watchdog.is_some() {
+            notify.watchdog();
+        }
         loop {
             monoio::time::sleep(Duration::from_millis(50)).await;
             while let Ok((_, d)) = ready_rx.try_recv() {
@@ -345,6 +407,20 @@ impl Control {
                         "ready; listening on {}",
                         addrs.join(", ")
                     );
+                    // Every worker registered every listener. Started by an
+                    // upgrade, we are not systemd's main process yet: the old
+                    // one says READY for us along with MAINPID.
+                    match upgrade_reply.take() {
+                        Some(reply) => crate::control::upgrade::announce_ready(reply),
+                        None => notify.ready(),
+                    }
+                }
+            }
+            // Once handed over, the new main process pings (ours would be refused).
+            if let Some(every) = watchdog.filter(|_| upgrader.handed_to().is_none()) {
+                if last_watchdog.elapsed() >= every {
+                    last_watchdog = std::time::Instant::now();
+                    notify.watchdog();
                 }
             }
             let term = signals
@@ -357,18 +433,48 @@ impl Control {
                     shared.force_stop();
                 } else {
                     draining = true;
-                    tracing::info!(
-                        grace_s = grace.as_secs_f64(),
-                        "shutting down: listeners closed, draining connections"
-                    );
+                    let grace = shared.live().snapshot.shutdown_grace;
+                    match upgrader.handed_to() {
+                        // The new process owns the sockets (and the API) now.
+                        Some(pid) => {
+                            tracing::info!(
+                                new_pid = pid,
+                                grace_s = grace.as_secs_f64(),
+                                "handed over: no longer accepting, draining connections"
+                            );
+                        }
+                        None => {
+                            notify.stopping();
+                            tracing::info!(
+                                grace_s = grace.as_secs_f64(),
+                                "shutting down: listeners closed, draining connections"
+                            );
+                        }
+                    }
                     shared.drain(epoch_ms() + grace.as_millis() as u64);
+                    // Our copies of the listening sockets: the workers close theirs.
+                    reloader.borrow_mut().listeners.clear();
                 }
             }
             if signals
                 .as_ref()
                 .is_some_and(|s| s.hup.swap(false, Ordering::SeqCst))
+                && !draining
             {
-                tracing::warn!("SIGHUP: config reload is not available in this build; ignoring");
+                let rl = reloader.clone();
+                monoio::spawn(async move {
+                    let _ = reload::reload(&rl, Source::File, "SIGHUP").await;
+                });
+            }
+            if signals
+                .as_ref()
+                .is_some_and(|s| s.usr2.swap(false, Ordering::SeqCst))
+                && !draining
+            {
+                let up = upgrader.clone();
+                monoio::spawn(async move {
+                    let _ = up.run("SIGUSR2").await;
+                });
             }
             let g = shared.generation();
             if g != generation {

@@ -3,7 +3,8 @@
 //! ```text
 //!  main thread: CLI, load + validate config, Engine::run, wait
 //!     |
-//!     +-- control thread: signals, drain, status API, backend processes, health checks
+//!     +-- control thread: binds listeners, signals, reload, drain, API, sd_notify,
+//!         backend processes, health checks, dashboard
 //!     +-- workers (one per CPU, pinned): monoio runtime (io_uring, epoll fallback),
 //!         one SO_REUSEPORT listener per route address, accept, then
 //!           tcp:  route -> balance -> connect -> splice tunnel
@@ -20,6 +21,9 @@
 //! - **client**: the peer that connected to a listener. **upstream**: our connection to a backend.
 //! - **snapshot**: an immutable validated config; **live**: a snapshot plus runtime state.
 //! - **drain**: stop accepting, let open connections finish.
+//! - **generation**: the number of a published config; workers acknowledge
+//!   the one they serve, so a reload knows when it is complete.
+//! - **handover**: passing listening sockets to a new process (binary upgrade).
 //! - **head**: an HTTP message's start line and header fields; **exchange**:
 //!   one request and its response.
 //!
@@ -33,11 +37,13 @@
 //! - [`http`]: the HTTP/1.1 reverse proxy (pure head/rewrite/chunked core, and
 //!   the per-connection data plane on top of it).
 //! - [`engine`]: start-up and shutdown order.
-//! - [`control`]: the control thread's services: status API, supervisor
-//!   (backend processes, logs), health checks.
+//! - [`control`]: the control thread's services: listeners, reload, API,
+//!   sd_notify, supervisor (backend processes, logs), health checks, dashboard.
+//! - [`cli`]: the CLI's API clients (`status`, `reload`, `logs`, `kill`): blocking, no runtime.
 //! - [`sys`]: the raw syscalls (splice, pipes, accept4, recv/send, affinity), each `unsafe` justified.
 
 pub mod balance;
+pub mod cli;
 pub mod config;
 pub mod control;
 pub mod engine;

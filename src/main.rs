@@ -6,9 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-
-mod cli;
-use ringmesh::config;
+use ringmesh::{cli, config};
 use ringmesh::{Engine, EngineOptions, IoMode};
 
 #[global_allocator]
@@ -69,6 +67,54 @@ enum Cmd {
         #[command(flatten)]
         api: cli::procs::ApiArgs,
     },
+    /// Show routes, backends and counters of a running ringmesh (exit 2: API unreachable).
+    Status {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Print the API's raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a running ringmesh reload its config file (exit 1: refused, errors listed;
+    /// 2: API unreachable).
+    Reload {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Send this file's text as the new config (PUT /api/config: validated, written
+        /// to the running process's config file, applied) instead of re-reading its file.
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+    /// Zero-downtime binary restart: the running ringmesh starts its binary (as
+    /// installed now) with the same arguments, hands it the listening sockets,
+    /// then drains and exits (exit 1: the new process failed, the old one serves on).
+    Upgrade {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+/// How the CLI finds a running ringmesh's API.
+#[derive(clap::Args)]
+struct ApiArgs {
+    /// Config file whose dashboard_host/dashboard_port (and api_token) locate the API.
+    #[arg(short, long, default_value = "config.json")]
+    config: PathBuf,
+    /// API base URL (http://host:port); overrides the config file.
+    #[arg(long)]
+    api: Option<String>,
+    /// Bearer token (else RINGMESH_API_TOKEN, else the config's api_token).
+    #[arg(long)]
+    token: Option<String>,
+}
+
+impl ApiArgs {
+    fn target(self) -> Result<cli::Api, ExitCode> {
+        cli::target(&self.config, self.api.as_deref(), self.token).map_err(|e| {
+            eprintln!("{e}");
+            ExitCode::from(cli::UNREACHABLE)
+        })
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -119,14 +165,26 @@ extern "C" fn early_allocator_options() {
 static EARLY_ALLOCATOR_OPTIONS: extern "C" fn() = early_allocator_options;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.cmd {
+    let args = Cli::parse();
+    match args.cmd {
         Cmd::Logs { route, follow, api } => cli::procs::logs(&api, &route, follow),
         Cmd::Kill {
             route,
             backend,
             api,
         } => cli::procs::kill(&api, &route, backend.as_deref()),
+        Cmd::Status { api, json } => match api.target() {
+            Ok(a) => ExitCode::from(cli::status(&a, json)),
+            Err(code) => code,
+        },
+        Cmd::Upgrade { api } => match api.target() {
+            Ok(a) => ExitCode::from(cli::upgrade(&a)),
+            Err(code) => code,
+        },
+        Cmd::Reload { api, file } => match api.target() {
+            Ok(a) => ExitCode::from(cli::reload(&a, file.as_deref())),
+            Err(code) => code,
+        },
         Cmd::Check { config: path } => match config::load(&path) {
             Ok((snap, _)) => {
                 println!(
@@ -150,7 +208,15 @@ fn main() -> ExitCode {
             io,
             workers,
         } => {
-            init_logs(cli.log.as_deref());
+            init_logs(args.log.as_deref());
+            // Started by `ringmesh upgrade`: take the old process's sockets first.
+            let inherited = match ringmesh::control::upgrade::Inherited::from_env() {
+                Ok(i) => i,
+                Err(e) => {
+                    tracing::error!("upgrade handover failed: {e}");
+                    return ExitCode::from(70);
+                }
+            };
             let (snap, text) = match config::load_or_init(&path) {
                 Ok((snap, text, written)) => {
                     if written {
@@ -178,6 +244,11 @@ fn main() -> ExitCode {
                 workers,
                 handle_signals: true,
                 config_text: text,
+                config_path: Some(path.clone()),
+                api_token: std::env::var("RINGMESH_API_TOKEN")
+                    .ok()
+                    .filter(|t| !t.trim().is_empty()),
+                inherited,
             };
             match Engine::new(snap, opts).run() {
                 Ok(()) => ExitCode::SUCCESS,

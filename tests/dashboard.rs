@@ -290,7 +290,6 @@ fn browser_kill_and_restart() {
 /// validation error with its path and keeps the running config; a good
 /// config saves and applies.
 #[test]
-#[ignore = "needs PUT /api/config from the ops branch"]
 fn browser_config_editor() {
     let Some(tools) = tools() else { return };
     let (port, api) = (free_port(), free_port());
@@ -383,7 +382,6 @@ fn browser_config_editor() {
 /// once, then shows the routes and saves a config (a same-origin PUT carrying
 /// `Origin: http://localhost:<port>` and the token).
 #[test]
-#[ignore = "needs api_token, PUT /api/config and the Origin/token guards from the ops branch"]
 fn browser_token_and_localhost_origin() {
     let Some(tools) = tools() else { return };
     let (port, api) = (free_port(), free_port());

@@ -10,8 +10,8 @@ use std::io;
 use std::path::Path;
 
 pub use snapshot::{
-    Backend, Balance, Dashboard, HealthCheck, ListenerSpec, Protocol, Route, Snapshot, Timeouts,
-    DEFAULT_READY_TIMEOUT,
+    Backend, Balance, Dashboard, HealthCheck, Limits, ListenerSpec, Protocol, Route, Snapshot,
+    Timeouts, DEFAULT_READY_TIMEOUT,
 };
 pub use validate::{parse, ConfigError, ConfigErrors};
 

@@ -77,6 +77,16 @@ impl Default for Timeouts {
     }
 }
 
+/// Connection limits. Past one, a new connection is refused cleanly (http:
+/// 503 with `Retry-After`; tcp: closed) and counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Limits {
+    /// Open client connections (None: unlimited).
+    pub max_connections: Option<u32>,
+    /// Open client connections from one IP address (top level only).
+    pub max_connections_per_ip: Option<u32>,
+}
+
 /// One upstream a route forwards to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Backend {
@@ -144,6 +154,8 @@ pub struct Route {
     pub idle_timeout: Option<Duration>,
     /// Active health checks; `None` when off (no `health`, or `"health": false`).
     pub health: Option<HealthCheck>,
+    /// `max_connections` of this route.
+    pub limits: Limits,
 }
 
 /// A listening address and the routes behind it (indices into `Snapshot::routes`).
@@ -172,6 +184,8 @@ pub struct Snapshot {
     pub service_name: String,
     pub dashboard: Dashboard,
     pub trusted_origins: Vec<String>,
+    /// Bearer token the API requires (all but `/healthz`); `RINGMESH_API_TOKEN` overrides it.
+    pub api_token: Option<String>,
     /// GopherMesh's worker-role port; kept for compatibility, unused by ringmesh.
     pub internal_port: Option<u16>,
     /// Worker threads; 0 means one per online CPU.
@@ -182,6 +196,8 @@ pub struct Snapshot {
     pub shutdown_grace: Duration,
     /// Capacity of each splice pipe (F_SETPIPE_SZ).
     pub pipe_size: usize,
+    /// Process-wide `max_connections` and `max_connections_per_ip`.
+    pub limits: Limits,
     pub routes: Vec<Route>,
     pub listeners: Vec<ListenerSpec>,
 }

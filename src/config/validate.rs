@@ -18,8 +18,8 @@ use serde_json::{Map, Value};
 use crate::route::HostTable;
 
 use super::snapshot::{
-    Backend, Balance, Dashboard, HealthCheck, ListenerSpec, Protocol, Route, Snapshot, Timeouts,
-    DEFAULT_READY_TIMEOUT,
+    Backend, Balance, Dashboard, HealthCheck, Limits, ListenerSpec, Protocol, Route, Snapshot,
+    Timeouts, DEFAULT_READY_TIMEOUT,
 };
 
 /// One problem in a config file.
@@ -74,6 +74,9 @@ const TOP_FIELDS: &[&str] = &[
     "backlog",
     "shutdown_grace",
     "pipe_size",
+    "api_token",
+    "max_connections",
+    "max_connections_per_ip",
 ];
 const ROUTE_FIELDS: &[&str] = &[
     "name",
@@ -83,6 +86,7 @@ const ROUTE_FIELDS: &[&str] = &[
     "listen",
     "hosts",
     "timeouts",
+    "max_connections",
     "ready_timeout",
     "idle_timeout",
     "health",
@@ -291,11 +295,13 @@ impl Validator {
                 port: None,
             },
             trusted_origins: Vec::new(),
+            api_token: None,
             internal_port: None,
             workers: 0,
             backlog: DEFAULT_BACKLOG,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             pipe_size: DEFAULT_PIPE_SIZE,
+            limits: Limits::default(),
             routes: Vec::new(),
             listeners: Vec::new(),
         };
@@ -312,6 +318,10 @@ impl Validator {
         }
         snap.dashboard.port = self.port(top, "", "dashboard_port").unwrap_or(None);
         snap.trusted_origins = self.strings(top, "", "trusted_origins");
+        snap.api_token = self
+            .string(top, "", "api_token")
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty());
         snap.service_name = self.string(top, "", "service_name").unwrap_or_default();
         snap.internal_port = self.port(top, "", "internal_port").unwrap_or(None);
         if let Some(w) = self.uint(top, "", "workers", 1024) {
@@ -337,6 +347,10 @@ impl Validator {
                 snap.pipe_size = p as usize;
             }
         }
+        snap.limits = Limits {
+            max_connections: self.limit(top, "", "max_connections"),
+            max_connections_per_ip: self.limit(top, "", "max_connections_per_ip"),
+        };
         let listen_host: IpAddr = match self.string(top, "", "listen_host") {
             None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             Some(s) => match s.trim().parse() {
@@ -463,6 +477,10 @@ impl Validator {
             .unwrap_or(DEFAULT_READY_TIMEOUT);
         let idle_timeout = self.duration(m, &path, "idle_timeout");
         let health = self.health(m, &path, protocol);
+        let limits = Limits {
+            max_connections: self.limit(m, &path, "max_connections"),
+            max_connections_per_ip: None,
+        };
         let backends = self.backends(m, &path, dashboard_port, ready_timeout);
 
         if self.errors.len() != before {
@@ -479,6 +497,7 @@ impl Validator {
             timeouts,
             idle_timeout,
             health,
+            limits,
         })
     }
 
@@ -560,6 +579,13 @@ impl Validator {
             }
         }
         Some(h)
+    }
+
+    /// A connection limit: a positive integer; 0 or absent means unlimited.
+    fn limit(&mut self, m: &Map<String, Value>, path: &str, key: &str) -> Option<u32> {
+        self.uint(m, path, key, u32::MAX as u64)
+            .filter(|&n| n > 0)
+            .map(|n| n as u32)
     }
 
     fn hosts(&mut self, m: &Map<String, Value>, path: &str, protocol: Protocol) -> Vec<String> {

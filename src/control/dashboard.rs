@@ -78,17 +78,6 @@ pub fn is_public(path: &str) -> bool {
     asset(path).is_some()
 }
 
-/// Answers the dashboard's paths (`target` may carry a query); `None` for
-/// every other path.
-pub fn route(method: &str, target: &str) -> Option<(u16, &'static str, String)> {
-    let path = target.split('?').next().unwrap_or("");
-    let a = asset(path)?;
-    if method != "GET" && method != "HEAD" {
-        return Some((405, "text/plain", format!("{path}: use GET\n")));
-    }
-    Some((200, a.ctype, a.body.to_string()))
-}
-
 /// Whether a browser `Origin` is the API's own, for an API listening on
 /// `api`: `http://<api>` itself, and when `api` is a loopback address, the
 /// same port under any loopback name (`localhost`, `127.0.0.1`, `[::1]`).
@@ -123,23 +112,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn assets_and_methods() {
-        for p in ["/", "/index.html", "/index.html?x=1"] {
-            let (s, ctype, body) = route("GET", p).unwrap();
-            assert_eq!((s, ctype), (200, "text/html; charset=utf-8"));
-            assert!(body.contains("/dashboard.js") && body.contains("/dashboard.css"));
+    fn assets() {
+        for p in ["/", "/index.html"] {
+            let a = asset(p).unwrap();
+            assert_eq!(a.ctype, "text/html; charset=utf-8");
+            assert!(a.body.contains("/dashboard.js") && a.body.contains("/dashboard.css"));
         }
         assert_eq!(
-            route("GET", "/dashboard.js").unwrap().1,
+            asset("/dashboard.js").unwrap().ctype,
             "text/javascript; charset=utf-8"
         );
         assert_eq!(
-            route("GET", "/dashboard.css").unwrap().1,
+            asset("/dashboard.css").unwrap().ctype,
             "text/css; charset=utf-8"
         );
-        assert_eq!(route("POST", "/").unwrap().0, 405);
-        assert!(route("GET", "/api/status").is_none());
-        assert!(route("GET", "/index.htm").is_none());
+        assert!(asset("/api/status").is_none());
+        assert!(asset("/index.htm").is_none());
         assert!(is_public("/") && !is_public("/api/config") && !is_public("/healthz"));
     }
 

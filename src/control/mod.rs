@@ -1,10 +1,14 @@
 //! The control plane: one thread with its own (epoll) monoio runtime. It owns
-//! signals and shutdown order and serves the status API; it sees the workers
-//! only through `crate::shared`.
+//! signals, shutdown order and reloads, binds every listener, talks to
+//! systemd and serves the API; it sees the workers only through `crate::shared`.
 
 pub mod api;
 pub mod dashboard;
 pub mod health;
+pub mod listeners;
 pub mod logs;
 pub mod procs_api;
+pub mod reload;
 pub mod supervisor;
+pub mod systemd;
+pub mod upgrade;

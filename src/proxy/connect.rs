@@ -73,6 +73,14 @@ pub struct ConnectFailed {
     pub last: Option<io::Error>,
 }
 
+impl ConnectFailed {
+    /// The process ran out of fds (or memory, or local ports): the caller
+    /// should stop accepting for a moment rather than take more clients.
+    pub fn local_shortage(&self) -> bool {
+        self.last.as_ref().is_some_and(local_shortage)
+    }
+}
+
 impl std::fmt::Display for ConnectFailed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.last {
@@ -167,6 +175,13 @@ pub async fn connect<'r>(
                     active: Active::new(route, i),
                 });
             }
+            // Out of fds, memory or local ports: our shortage, not the
+            // backend's. Do not cool it down; other backends would fail alike.
+            Err(e) if local_shortage(&e) => {
+                tracing::debug!(route = %route.cfg.name, "cannot connect upstream: {e}");
+                last = Some(e);
+                break;
+            }
             Err(e) => {
                 if b.state.mark_failed(now_ms()) {
                     tracing::warn!(
@@ -226,6 +241,14 @@ pub async fn cold_start(b: &LiveBackend) -> io::Result<()> {
         }
         monoio::time::sleep(COLD_START_POLL).await;
     }
+}
+
+/// Errors that say this process (or host) ran short, whatever the backend.
+fn local_shortage(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EADDRNOTAVAIL)
+    )
 }
 
 /// Non-blocking connect with TCP_NODELAY, bounded by `timeout`.

@@ -57,6 +57,11 @@ pub async fn serve(ctx: Rc<WorkerCtx>, client: TcpStream, peer: SocketAddr, rout
         Ok(u) => u,
         Err(e) => {
             slot.errors.add(1);
+            if e.local_shortage() {
+                // Accepting more now would only close them the same way:
+                // leave them queued until fds are free.
+                ctx.pause_accepting(&e, crate::worker::UPSTREAM_SHORTAGE_PAUSE);
+            }
             tracing::debug!(route = %route.cfg.name, %peer, "no backend: {e}");
             return;
         }
@@ -82,4 +87,8 @@ pub async fn serve(ctx: Rc<WorkerCtx>, client: TcpStream, peer: SocketAddr, rout
             tracing::debug!(route = %route.cfg.name, %peer, "backend side: {e}");
         }
     }
+    // Two fds freed: if accepting paused for lack of fds, it may go on.
+    drop(upstream);
+    drop(client);
+    ctx.resume_accepting();
 }

@@ -9,6 +9,8 @@
 //! (its worker), which updates it with a relaxed load + store (no locked
 //! read-modify-write); readers sum the slots.
 
+mod ip_counts;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
@@ -17,6 +19,8 @@ use std::time::{Duration, Instant};
 
 use crate::balance::str_hash;
 use crate::config::{Backend, Route, Snapshot};
+
+pub use ip_counts::IpCounts;
 
 /// Keeps a value on its own cache line(s) so workers never false-share.
 #[repr(align(128))]
@@ -55,6 +59,8 @@ pub struct RouteSlot {
     pub bytes_out: Counter,
     pub errors: Counter,
     pub requests: Counter,
+    /// Connections refused by a connection limit.
+    pub refused: Counter,
     /// Round-robin cursor of this worker for this route.
     pub cursor: Counter,
 }
@@ -68,6 +74,7 @@ pub struct RouteTotals {
     pub bytes_out: u64,
     pub errors: u64,
     pub requests: u64,
+    pub refused: u64,
 }
 
 /// Runtime state of one backend, shared by all workers.
@@ -238,6 +245,7 @@ impl LiveRoute {
             t.bytes_out += s.bytes_out.get();
             t.errors += s.errors.get();
             t.requests += s.requests.get();
+            t.refused += s.refused.get();
         }
         t
     }
@@ -302,6 +310,7 @@ impl Live {
                             n.bytes_out.add(o.bytes_out.get());
                             n.errors.add(o.errors.get());
                             n.requests.add(o.requests.get());
+                            n.refused.add(o.refused.get());
                         }
                         s.into_boxed_slice()
                     }
@@ -334,46 +343,123 @@ pub fn epoch_ms() -> u64 {
     EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
 
+/// Listening sockets for one worker, handed over with a published config.
+pub type Handover = Vec<(SocketAddr, std::net::TcpListener)>;
+
+/// What the control thread publishes: the live config and, per worker, the
+/// listening sockets it must start accepting on (added by a reload).
+#[derive(Debug)]
+struct Published {
+    live: Arc<Live>,
+    /// One slot per worker; a worker takes its slot when it picks up `live`.
+    inbox: Vec<Handover>,
+}
+
 /// The publication point between the control thread and the workers.
 #[derive(Debug)]
 pub struct Shared {
-    current: Mutex<Arc<Live>>,
+    current: Mutex<Published>,
     /// Bumped on every publish; workers compare it on their tick.
     generation: AtomicU64,
+    /// The generation each worker serves (control side waits on it after a reload).
+    applied: Box<[Padded<AtomicU64>]>,
     /// Stop accepting and let connections finish.
     draining: AtomicBool,
     /// Deadline for open connections, in [`epoch_ms`] (valid once draining).
     drain_deadline_ms: AtomicU64,
     pub workers: usize,
+    /// Open client connections of the whole process (connection limits).
+    pub open_connections: AtomicU64,
+    /// Connections refused by a limit.
+    pub refused_connections: AtomicU64,
+    /// Open connections per client IP (allocated once a per-IP limit is set).
+    pub ip_counts: std::sync::OnceLock<IpCounts>,
 }
 
 impl Shared {
     pub fn new(live: Live, workers: usize) -> Shared {
         Shared {
-            current: Mutex::new(Arc::new(live)),
+            current: Mutex::new(Published {
+                live: Arc::new(live),
+                inbox: (0..workers).map(|_| Vec::new()).collect(),
+            }),
             generation: AtomicU64::new(1),
+            applied: (0..workers).map(|_| Padded(AtomicU64::new(1))).collect(),
             draining: AtomicBool::new(false),
             drain_deadline_ms: AtomicU64::new(u64::MAX),
             workers,
+            open_connections: AtomicU64::new(0),
+            refused_connections: AtomicU64::new(0),
+            ip_counts: std::sync::OnceLock::new(),
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Published> {
+        self.current.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The current live config (takes a lock: control side and worker ticks only).
     pub fn live(&self) -> Arc<Live> {
-        self.current
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.lock().live.clone()
     }
 
-    pub fn publish(&self, live: Arc<Live>) {
-        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = live;
+    /// Publishes a new config; returns its generation.
+    pub fn publish(&self, live: Arc<Live>) -> u64 {
+        self.publish_with(live, Vec::new())
+    }
+
+    /// Publishes a new config together with listening sockets for each worker
+    /// (`handover[i]` goes to worker `i`); returns the new generation. A
+    /// worker picks up both at once, so it never accepts on an address its
+    /// config does not know yet.
+    pub fn publish_with(&self, live: Arc<Live>, handover: Vec<Handover>) -> u64 {
+        let mut cur = self.lock();
+        cur.live = live;
+        for (slot, socks) in cur.inbox.iter_mut().zip(handover) {
+            slot.extend(socks);
+        }
+        // Bumped under the lock: a worker that sees the new generation
+        // finds the sockets that came with it.
         self.generation
-            .fetch_add(1, std::sync::atomic::Ordering::Release);
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel)
+            + 1
     }
 
     pub fn generation(&self) -> u64 {
         self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Worker side: when a config newer than `seen` is published, returns it
+    /// with its generation and the sockets handed to worker `id`. The worker
+    /// calls [`Shared::ack`] once its listeners match it.
+    pub fn pick_up(&self, id: usize, seen: u64) -> Option<(u64, Arc<Live>, Handover)> {
+        if self.generation() == seen {
+            return None;
+        }
+        let mut cur = self.lock();
+        let g = self.generation();
+        let socks = cur
+            .inbox
+            .get_mut(id)
+            .map(std::mem::take)
+            .unwrap_or_default();
+        let live = cur.live.clone();
+        drop(cur);
+        Some((g, live, socks))
+    }
+
+    /// Worker side: worker `id` now serves generation `g` (its listeners included).
+    pub fn ack(&self, id: usize, g: u64) {
+        if let Some(a) = self.applied.get(id) {
+            a.store(g, std::sync::atomic::Ordering::Release);
+        }
+    }
+
+    /// True once every worker serves generation `g` or a newer one.
+    pub fn all_applied(&self, g: u64) -> bool {
+        self.applied
+            .iter()
+            .all(|a| a.load(std::sync::atomic::Ordering::Acquire) >= g)
     }
 
     /// Starts draining: listeners close, open connections get until `deadline_ms`.

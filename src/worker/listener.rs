@@ -17,7 +17,10 @@ use crate::config::Protocol;
 use crate::http;
 use crate::proxy::{connect, tcp};
 use crate::sys;
-use crate::worker::{LocalEvent, WorkerCtx};
+use std::sync::atomic::Ordering::Relaxed;
+
+use crate::shared::epoch_ms;
+use crate::worker::{limits, LocalEvent, WorkerCtx};
 
 /// Most connections accepted per readiness event before yielding to other tasks.
 const ACCEPT_BATCH: usize = 64;
@@ -73,6 +76,15 @@ pub async fn accept_loop(
                 }
             }
         }
+        // Out of fds a moment ago (an upstream connect failed): leave the
+        // queue alone until the pause ends.
+        let paused = ctx.accept_paused_until().saturating_sub(epoch_ms());
+        if paused > 0 {
+            // In steps: a closing connection ends the pause early.
+            monoio::time::sleep(Duration::from_millis(paused).min(crate::worker::ACCEPT_BACKOFF))
+                .await;
+            continue;
+        }
         for _ in 0..ACCEPT_BATCH {
             match sys::accept(fd) {
                 Ok((sock, peer)) => dispatch(&ctx, sock, peer, addr),
@@ -82,8 +94,8 @@ pub async fn accept_loop(
                     Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
                         // Out of fds or memory: back off instead of spinning on a
                         // readable listener; accepting resumes once fds are free.
-                        ctx.note_accept_pressure(&e);
-                        monoio::time::sleep(Duration::from_millis(20)).await;
+                        ctx.pause_accepting(&e, crate::worker::ACCEPT_BACKOFF);
+                        monoio::time::sleep(crate::worker::ACCEPT_BACKOFF).await;
                         break;
                     }
                     _ => {
@@ -116,6 +128,34 @@ fn dispatch(ctx: &Rc<WorkerCtx>, sock: std::os::fd::OwnedFd, peer: SocketAddr, a
         // Each request picks its route by Host.
         Protocol::Http => None,
     };
+    // Connection limits: the route is known here for tcp listeners and for
+    // http listeners with a single route.
+    let limit_route = match (&tcp_route, spec.routes.as_slice()) {
+        (Some(r), _) => Some(r.clone()),
+        (None, [only]) => live.routes.get(*only).cloned(),
+        _ => None,
+    };
+    let admission = match limits::admit(
+        &ctx.shared,
+        &live.snapshot.limits,
+        limit_route.as_deref(),
+        peer.ip(),
+    ) {
+        Ok(a) => a,
+        Err(why) => {
+            ctx.shared.refused_connections.fetch_add(1, Relaxed);
+            if let Some(s) = limit_route.as_ref().and_then(|r| r.slots.get(ctx.id)) {
+                s.refused.add(1);
+            }
+            tracing::debug!(%peer, %addr, "refused: {} reached", why.as_str());
+            if tcp_route.is_none() {
+                if let Ok(stream) = connect::adopt(sock) {
+                    monoio::spawn(limits::refuse_http(stream, why));
+                }
+            }
+            return;
+        }
+    };
     let stream = match connect::adopt(sock) {
         Ok(s) => s,
         Err(e) => {
@@ -126,14 +166,16 @@ fn dispatch(ctx: &Rc<WorkerCtx>, sock: std::os::fd::OwnedFd, peer: SocketAddr, a
     let ctx = ctx.clone();
     match tcp_route {
         Some(route) => {
-            let guard = ctx.conn_opened(&route);
+            let mut guard = ctx.conn_opened(&route);
+            guard.hold(admission);
             monoio::spawn(async move {
                 tcp::serve(ctx, stream, peer, route).await;
                 drop(guard);
             });
         }
         None => {
-            let guard = ctx.conn_opened_unrouted();
+            let mut guard = ctx.conn_opened_unrouted();
+            guard.hold(admission);
             monoio::spawn(async move {
                 http::serve(ctx, live, stream, peer, addr, guard).await;
             });

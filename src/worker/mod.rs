@@ -3,13 +3,16 @@
 //! A worker owns its listeners (one SO_REUSEPORT socket per address), its pipe
 //! pool and its view of the live config. It talks to the control thread only
 //! through `crate::shared`: a tick every [`TICK`] refreshes the coarse clock,
-//! picks up a newly published config and notices a drain. Nothing on the
-//! per-connection path takes a lock or waits for another thread.
+//! picks up a newly published config (with the listening sockets the control
+//! thread bound for it: accept loops start for added addresses and stop for
+//! removed ones), acknowledges its generation, and notices a drain. Nothing on
+//! the per-connection path takes a lock or waits for another thread.
 //!
 //! Why a tick rather than a cross-thread waker (monoio's `sync` feature): ten
 //! wake-ups a second cost nothing measurable, keep the runtime free of the
 //! eventfd and thread-pool machinery, and bound reload and drain latency at 100 ms.
 
+pub mod limits;
 pub mod listener;
 pub mod timer;
 
@@ -26,11 +29,18 @@ use std::time::Duration;
 use crate::http::buf::BufPool;
 use crate::http::upstream::UpstreamPool;
 use crate::proxy::splice::PipePool;
-use crate::shared::{epoch_ms, Live, LiveRoute, Shared};
+use crate::shared::{epoch_ms, Handover, Live, LiveRoute, Shared};
 use crate::sys;
 
 /// How often a worker looks at the shared state.
 pub const TICK: Duration = Duration::from_millis(100);
+
+/// How long accept waits after EMFILE before it tries again (nothing is lost
+/// by trying: a failed accept takes no connection off the queue).
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(20);
+/// How long accepting pauses after an upstream connect ran out of fds, unless
+/// a connection of the worker closes first (each retry would cost a client).
+pub const UPSTREAM_SHORTAGE_PAUSE: Duration = Duration::from_secs(1);
 
 /// Which I/O driver a worker runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,6 +158,7 @@ pub struct WorkerCtx {
     now: Cell<u64>,
     active: Cell<usize>,
     pressure_logged_ms: Cell<u64>,
+    accept_paused_until: Cell<u64>,
 }
 
 impl WorkerCtx {
@@ -183,6 +194,7 @@ impl WorkerCtx {
         ConnGuard {
             ctx: self.clone(),
             route: Some(route.clone()),
+            admission: None,
         }
     }
 
@@ -193,13 +205,39 @@ impl WorkerCtx {
         ConnGuard {
             ctx: self.clone(),
             route: None,
+            admission: None,
         }
     }
 
-    fn note_accept_pressure(&self, e: &io::Error) {
+    /// Until when (ms since the epoch) accept loops wait: set when an
+    /// upstream connect found the process out of fds.
+    pub fn accept_paused_until(&self) -> u64 {
+        self.accept_paused_until.get()
+    }
+
+    /// Pauses accepting for `pause` or until [`WorkerCtx::resume_accepting`]
+    /// (a tunnel closed and freed its fds), whichever comes first: queued
+    /// connections wait in the kernel instead of being accepted only to be closed.
+    pub fn pause_accepting(&self, why: &impl std::fmt::Display, pause: Duration) {
+        self.accept_paused_until
+            .set(epoch_ms() + pause.as_millis() as u64);
+        self.note_accept_pressure(why);
+    }
+
+    /// Ends a pause: an established connection closed, so fds are free.
+    #[inline]
+    pub fn resume_accepting(&self) {
+        if self.accept_paused_until.get() != 0 {
+            self.accept_paused_until.set(0);
+        }
+    }
+
+    fn note_accept_pressure(&self, e: &impl std::fmt::Display) {
         let now = epoch_ms();
-        if now.saturating_sub(self.pressure_logged_ms.get()) > 5_000 {
-            self.pressure_logged_ms.set(now);
+        // 0: never logged (the epoch clock starts at 0 too, so compare explicitly).
+        let last = self.pressure_logged_ms.get();
+        if last == 0 || now.saturating_sub(last) > 5_000 {
+            self.pressure_logged_ms.set(now.max(1));
             tracing::warn!(
                 worker = self.id,
                 "accept paused: {e} (raise LimitNOFILE / ulimit -n)"
@@ -207,15 +245,68 @@ impl WorkerCtx {
         }
     }
 
-    fn tick(&self) {
+    /// Refreshes the clock, fires timers, and picks up a newly published
+    /// config; returns the listening sockets handed over with it.
+    fn tick(&self) -> Option<Handover> {
         let now = epoch_ms();
         self.now.set(now);
         self.timers.fire(now);
         self.upstreams.sweep(now);
-        let g = self.shared.generation();
-        if g != self.generation.get() {
-            self.generation.set(g);
-            *self.live.borrow_mut() = self.shared.live();
+        let (g, live, socks) = self.shared.pick_up(self.id, self.generation.get())?;
+        self.generation.set(g);
+        *self.live.borrow_mut() = live;
+        Some(socks)
+    }
+}
+
+/// One accept loop of this worker.
+struct Accepting {
+    addr: SocketAddr,
+    stop: Rc<LocalEvent>,
+    task: monoio::task::JoinHandle<()>,
+}
+
+/// The listeners of one worker: started from sockets the control thread
+/// binds, stopped (one by one) when their address leaves the config.
+#[derive(Default)]
+struct Listeners {
+    running: Vec<Accepting>,
+}
+
+impl Listeners {
+    fn start(&mut self, ctx: &Rc<WorkerCtx>, socks: Handover) {
+        for (addr, l) in socks {
+            match monoio::net::TcpListener::from_std(l) {
+                Ok(l) => {
+                    let stop = Rc::new(LocalEvent::default());
+                    let task =
+                        monoio::spawn(listener::accept_loop(ctx.clone(), l, addr, stop.clone()));
+                    tracing::debug!(worker = ctx.id, %addr, "accepting");
+                    self.running.push(Accepting { addr, stop, task });
+                }
+                Err(e) => tracing::error!(worker = ctx.id, %addr, "cannot register listener: {e}"),
+            }
+        }
+    }
+
+    /// Stops accepting on addresses the live config no longer has; their
+    /// open connections carry on (they hold their route).
+    async fn retire_removed(&mut self, live: &Live) {
+        let (keep, gone): (Vec<_>, Vec<_>) = std::mem::take(&mut self.running)
+            .into_iter()
+            .partition(|a| live.by_listen.contains_key(&a.addr));
+        self.running = keep;
+        for a in gone {
+            a.stop.set();
+            a.task.await;
+            tracing::debug!(addr = %a.addr, "listener removed by reload; open connections drain");
+        }
+    }
+
+    async fn stop_all(&mut self) {
+        for a in std::mem::take(&mut self.running) {
+            a.stop.set();
+            a.task.await;
         }
     }
 }
@@ -224,9 +315,16 @@ impl WorkerCtx {
 pub struct ConnGuard {
     ctx: Rc<WorkerCtx>,
     route: Option<Arc<LiveRoute>>,
+    /// The connection's share of the limit counts, given back with it.
+    admission: Option<limits::Admission>,
 }
 
 impl ConnGuard {
+    /// Keeps `a` until the connection closes.
+    pub fn hold(&mut self, a: limits::Admission) {
+        self.admission = Some(a);
+    }
+
     /// Attributes an unrouted connection to the route of its first request
     /// (counted opened now, closed on drop); later calls do nothing.
     pub fn attach(&mut self, route: &Arc<LiveRoute>) {
@@ -255,7 +353,7 @@ pub struct WorkerSpec {
     pub cpu: Option<usize>,
     pub driver: Driver,
     /// Pre-bound listeners (bound by the engine, so bind errors surface before start).
-    pub listeners: Vec<(SocketAddr, std::net::TcpListener)>,
+    pub listeners: Handover,
     pub pipe_size: usize,
 }
 
@@ -347,36 +445,32 @@ async fn run(
         now: Cell::new(epoch_ms()),
         active: Cell::new(0),
         pressure_logged_ms: Cell::new(0),
+        accept_paused_until: Cell::new(0),
     });
-    let stop = Rc::new(LocalEvent::default());
-    let mut loops = Vec::new();
-    for (addr, l) in spec.listeners {
-        match monoio::net::TcpListener::from_std(l) {
-            Ok(l) => loops.push(monoio::spawn(listener::accept_loop(
-                ctx.clone(),
-                l,
-                addr,
-                stop.clone(),
-            ))),
-            Err(e) => tracing::error!(worker = ctx.id, %addr, "cannot register listener: {e}"),
-        }
-    }
+    let mut listeners = Listeners::default();
+    listeners.start(&ctx, spec.listeners);
     ready(ctx.id, driver);
 
     while !shared.draining() {
         monoio::time::sleep(TICK).await;
-        ctx.tick();
+        if let Some(socks) = ctx.tick() {
+            // Removed first: an address removed and re-added by one reload
+            // must not have two accept loops for a moment.
+            listeners.retire_removed(&ctx.live()).await;
+            if !shared.draining() {
+                listeners.start(&ctx, socks);
+            }
+            shared.ack(ctx.id, ctx.generation());
+        }
     }
-    stop.set();
+    listeners.stop_all().await;
     ctx.stopping.set();
     ctx.upstreams.clear();
-    for l in loops {
-        l.await;
-    }
     // Listeners are closed; let open connections finish until the deadline.
     while ctx.active() > 0 && epoch_ms() < shared.drain_deadline_ms() {
         monoio::time::sleep(TICK).await;
-        ctx.tick();
+        // Sockets handed over now are dropped: we no longer accept.
+        let _ = ctx.tick();
     }
     if ctx.active() > 0 {
         tracing::warn!(

@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+pub mod api;
 pub mod http;
 pub mod procs;
 
@@ -382,3 +383,13 @@ pub fn tcp_config(port: u16, backends: &[u16], balance: &str, extra_route: &str)
 }
 
 pub type Shared<T> = Arc<Mutex<T>>;
+
+/// A child process killed (by PID) and reaped when dropped, even on a panic.
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
