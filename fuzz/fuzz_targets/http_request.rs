@@ -27,11 +27,79 @@ fn parse(buf: &[u8], spans: &mut [HeaderSpan], limits: &Limits) -> Option<Reques
     }
 }
 
+/// Without leading/trailing SP and HTAB (RFC 9110 OWS).
+fn trim_ows(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
 fn count(buf: &[u8], head: &RequestHead, spans: &[HeaderSpan], name: &[u8]) -> usize {
     head.headers(spans)
         .iter()
         .filter(|h| h.name(buf).eq_ignore_ascii_case(name))
         .count()
+}
+
+/// The forwarded head carries no hop-by-hop field of the client's, exactly
+/// one X-Forwarded-Proto (ours) and one X-Forwarded-For ending in the
+/// client address, and at most the one Connection field the proxy writes.
+#[allow(clippy::too_many_arguments)]
+fn check_hop_by_hop(
+    buf: &[u8],
+    head: &RequestHead,
+    spans: &[HeaderSpan],
+    out: &[u8],
+    re: &RequestHead,
+    ospans: &[HeaderSpan],
+    o: &RequestRewrite<'_>,
+    upgrade: bool,
+) {
+    for name in [&b"te"[..], b"trailer", b"keep-alive", b"proxy-connection"] {
+        assert_eq!(count(out, re, ospans, name), 0, "{} forwarded", String::from_utf8_lossy(name));
+    }
+    assert!(count(out, re, ospans, b"connection") <= 1);
+    if !upgrade {
+        assert_eq!(count(out, re, ospans, b"upgrade"), 0);
+    }
+    assert_eq!(count(out, re, ospans, b"x-forwarded-proto"), 1);
+    assert!(count(out, re, ospans, b"x-forwarded-host") <= 1);
+    let ip = o.client_ip.to_string();
+    let last_xff = re
+        .headers(ospans)
+        .iter()
+        .rev()
+        .find(|h| h.name(out).eq_ignore_ascii_case(b"x-forwarded-for"))
+        .map(|h| h.value(out))
+        .expect("X-Forwarded-For written");
+    assert!(last_xff.ends_with(ip.as_bytes()), "XFF {:?}", String::from_utf8_lossy(last_xff));
+    // Fields the client's Connection header nominates are not forwarded
+    // (framing fields and the ones the proxy writes itself excepted).
+    const KEEP: &[&[u8]] = &[
+        b"host", b"content-length", b"transfer-encoding", b"connection", b"upgrade",
+        b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host",
+    ];
+    for h in head.headers(spans) {
+        if !h.name(buf).eq_ignore_ascii_case(b"connection") {
+            continue;
+        }
+        for tok in h.value(buf).split(|&b| b == b',') {
+            let tok = trim_ows(tok);
+            if tok.is_empty() || KEEP.iter().any(|k| tok.eq_ignore_ascii_case(k)) {
+                continue;
+            }
+            assert_eq!(
+                count(out, re, ospans, tok),
+                0,
+                "nominated {:?} forwarded",
+                String::from_utf8_lossy(tok)
+            );
+        }
+    }
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -129,7 +197,11 @@ fuzz_target!(|data: &[u8]| {
                     "framing header count changed"
                 );
             }
-            assert_eq!(re.upgrade, head.upgrade && o.forward_upgrade);
+            let upgrade = head.upgrade && o.forward_upgrade;
+            assert_eq!(re.upgrade, upgrade);
+            // The backend is asked to close exactly when the proxy says so.
+            assert_eq!(re.keep_alive, !(o.close_upstream && !upgrade));
+            check_hop_by_hop(data, &head, &spans, &out, &re, &ospans, o, upgrade);
         }
     }
 });

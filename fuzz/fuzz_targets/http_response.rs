@@ -65,6 +65,14 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(re.framing, head.framing, "{:?}", String::from_utf8_lossy(&out));
             // Content-Length that conflicted with chunked is gone.
             assert!(!re.conflicting_framing);
+            for name in [&b"te"[..], b"trailer", b"keep-alive", b"proxy-connection"] {
+                let n = re
+                    .headers(&ospans)
+                    .iter()
+                    .filter(|h| h.name(&out).eq_ignore_ascii_case(name))
+                    .count();
+                assert_eq!(n, 0, "{} forwarded", String::from_utf8_lossy(name));
+            }
             if head.framing == ResponseFraming::UntilClose || close_client {
                 assert!(!re.keep_alive || head.is_interim() || head.is_switching_protocols());
             }
