@@ -70,7 +70,11 @@ fn raw(cuts: &[u8], input: &[u8]) {
                 pos += p.consumed;
                 if p.done {
                     assert!(s.is_done());
-                    assert_eq!(s.advance(b"0\r\n\r\n").unwrap().consumed, 0, "done is final");
+                    assert_eq!(
+                        s.advance(b"0\r\n\r\n").unwrap().consumed,
+                        0,
+                        "done is final"
+                    );
                     break Ok(Some(pos));
                 }
                 assert_eq!(p.consumed, piece, "partial consume without done");
@@ -97,7 +101,9 @@ fn hex(n: usize, upper: bool, zeros: usize) -> Vec<u8> {
 fn round_trip(spec: &[u8]) {
     let mut b = Bytes { data: spec, pos: 0 };
     let data_len = usize::from(b.next()) * 4 + usize::from(b.next() % 4);
-    let data: Vec<u8> = (0..data_len).map(|i| spec.get(i % spec.len().max(1)).copied().unwrap_or(0) ^ (i as u8)).collect();
+    let data: Vec<u8> = (0..data_len)
+        .map(|i| spec.get(i % spec.len().max(1)).copied().unwrap_or(0) ^ (i as u8))
+        .collect();
     let mut enc = Vec::new();
     let mut off = 0;
     while off < data.len() {
@@ -127,7 +133,12 @@ fn round_trip(spec: &[u8]) {
     let body_len = enc.len();
     enc.extend_from_slice(b"GET /next HTTP/1.1\r\n");
 
-    assert_eq!(whole(&enc), Ok(Some(body_len)), "{:?}", String::from_utf8_lossy(&enc));
+    assert_eq!(
+        whole(&enc),
+        Ok(Some(body_len)),
+        "{:?}",
+        String::from_utf8_lossy(&enc)
+    );
 
     // Decode: framing bytes through `advance` in pieces, data bytes taken
     // out through data_remaining/consume_data.
@@ -138,12 +149,16 @@ fn round_trip(spec: &[u8]) {
         assert!(pos < enc.len(), "scanner wants more than the body");
         let r = s.data_remaining();
         if r > 0 {
-            let n = (usize::from(b.next()) % 23 + 1).min(r as usize).min(enc.len() - pos);
+            let n = (usize::from(b.next()) % 23 + 1)
+                .min(r as usize)
+                .min(enc.len() - pos);
             assert_eq!(s.consume_data(n as u64), n as u64);
             out.extend_from_slice(&enc[pos..pos + n]);
             pos += n;
         } else {
-            let p = s.advance(&enc[pos..pos + 1]).expect("valid framing rejected");
+            let p = s
+                .advance(&enc[pos..pos + 1])
+                .expect("valid framing rejected");
             pos += p.consumed;
         }
     }

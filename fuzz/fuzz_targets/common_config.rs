@@ -78,7 +78,10 @@ fn check_snapshot(s: &Snapshot) {
             // Every configured host routes to its own route (or to a route
             // of the same listener that was listed for it first).
             for h in &r.hosts {
-                let probe = h.strip_prefix("*.").map(|s| format!("x.{s}")).unwrap_or(h.clone());
+                let probe = h
+                    .strip_prefix("*.")
+                    .map(|s| format!("x.{s}"))
+                    .unwrap_or(h.clone());
                 let got = l.hosts.lookup(Some(probe.as_bytes()));
                 assert!(got.is_some_and(|g| l.routes.contains(&g)), "host {h} lost");
             }

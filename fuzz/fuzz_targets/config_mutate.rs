@@ -18,18 +18,82 @@ const BASES: [&str; 2] = [
 
 /// Field names and values the validator knows, to build nearly valid edits.
 const KEYS: &[&str] = &[
-    "dashboard_host", "dashboard_port", "trusted_origins", "service_name", "internal_port",
-    "routes", "workers", "listen_host", "backlog", "shutdown_grace", "pipe_size", "name",
-    "protocol", "load_balance", "backends", "listen", "hosts", "timeouts", "cmd", "args",
-    "internal_host", "internal_port", "connect", "idle", "header", "keepalive", "response",
-    "8080", "8081", "127.0.0.1:8080", "0.0.0.0:8080", "//",
+    "dashboard_host",
+    "dashboard_port",
+    "trusted_origins",
+    "service_name",
+    "internal_port",
+    "routes",
+    "workers",
+    "listen_host",
+    "backlog",
+    "shutdown_grace",
+    "pipe_size",
+    "name",
+    "protocol",
+    "load_balance",
+    "backends",
+    "listen",
+    "hosts",
+    "timeouts",
+    "cmd",
+    "args",
+    "internal_host",
+    "internal_port",
+    "connect",
+    "idle",
+    "header",
+    "keepalive",
+    "response",
+    "8080",
+    "8081",
+    "127.0.0.1:8080",
+    "0.0.0.0:8080",
+    "//",
 ];
 const STRINGS: &[&str] = &[
-    "", " ", "0", "1", "65535", "65536", "-1", "80", "8080", "http", "tcp", "HTTP", "udp",
-    "round_robin", "least_conn", "ip_hash", "random", "500ms", "30s", "5m", "1h", "0s",
-    "1.5s", "1e3s", "10x", "127.0.0.1", "::1", "0.0.0.0", "[::]:8080", "127.0.0.1:0",
-    "127.0.0.1:8080", "example.com", "*.example.com", "*.", "*", "a..b", "-", "internal",
-    "INTERNAL", "é", "\u{0}", "9999",
+    "",
+    " ",
+    "0",
+    "1",
+    "65535",
+    "65536",
+    "-1",
+    "80",
+    "8080",
+    "http",
+    "tcp",
+    "HTTP",
+    "udp",
+    "round_robin",
+    "least_conn",
+    "ip_hash",
+    "random",
+    "500ms",
+    "30s",
+    "5m",
+    "1h",
+    "0s",
+    "1.5s",
+    "1e3s",
+    "10x",
+    "127.0.0.1",
+    "::1",
+    "0.0.0.0",
+    "[::]:8080",
+    "127.0.0.1:0",
+    "127.0.0.1:8080",
+    "example.com",
+    "*.example.com",
+    "*.",
+    "*",
+    "a..b",
+    "-",
+    "internal",
+    "INTERNAL",
+    "é",
+    "\u{0}",
+    "9999",
 ];
 
 struct Ops<'a> {
@@ -50,12 +114,18 @@ impl Ops<'_> {
         match self.byte().unwrap_or(0) % 10 {
             0 => Value::Null,
             1 => Value::Bool(self.byte().unwrap_or(0) & 1 == 1),
-            2 => Value::from(u64::from(self.byte().unwrap_or(0)) * 257 + u64::from(self.byte().unwrap_or(0))),
+            2 => Value::from(
+                u64::from(self.byte().unwrap_or(0)) * 257 + u64::from(self.byte().unwrap_or(0)),
+            ),
             3 => Value::from(-(i64::from(self.byte().unwrap_or(0)))),
             4 => Value::from(f64::from(self.byte().unwrap_or(0)) / 7.0),
             5 | 6 => Value::from(self.pick(STRINGS)),
             7 => Value::from(u64::MAX - u64::from(self.byte().unwrap_or(0))),
-            8 if depth < 3 => Value::Array((0..self.byte().unwrap_or(0) % 3).map(|_| self.value(depth + 1)).collect()),
+            8 if depth < 3 => Value::Array(
+                (0..self.byte().unwrap_or(0) % 3)
+                    .map(|_| self.value(depth + 1))
+                    .collect(),
+            ),
             _ if depth < 3 => {
                 let mut m = Map::new();
                 for _ in 0..self.byte().unwrap_or(0) % 3 {
@@ -154,8 +224,8 @@ fuzz_target!(|data: &[u8]| {
     let Some((&base, rest)) = data.split_first() else {
         return;
     };
-    let mut root: Value = serde_json::from_str(BASES[usize::from(base) % BASES.len()])
-        .expect("base config is JSON");
+    let mut root: Value =
+        serde_json::from_str(BASES[usize::from(base) % BASES.len()]).expect("base config is JSON");
     let mut ops = Ops { data: rest, pos: 0 };
     for _ in 0..16 {
         if edit(&mut root, &mut ops).is_none() {
@@ -163,7 +233,7 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     common_config::offline(&mut root);
-    let text = if data.len() % 2 == 0 {
+    let text = if data.len().is_multiple_of(2) {
         root.to_string()
     } else {
         serde_json::to_string_pretty(&root).expect("serializes")

@@ -62,7 +62,12 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(re.head_len, out.len());
             assert_eq!(re.status, head.status);
             assert_eq!(re.version, head.version);
-            assert_eq!(re.framing, head.framing, "{:?}", String::from_utf8_lossy(&out));
+            assert_eq!(
+                re.framing,
+                head.framing,
+                "{:?}",
+                String::from_utf8_lossy(&out)
+            );
             // Content-Length that conflicted with chunked is gone.
             assert!(!re.conflicting_framing);
             for name in [&b"te"[..], b"trailer", b"keep-alive", b"proxy-connection"] {
