@@ -13,7 +13,10 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use libfuzzer_sys::fuzz_target;
-use ringmesh::http::head::{parse_request, HeaderSpan, Limits, RequestHead, Status, TargetForm};
+use ringmesh::http::chunked::ChunkedScanner;
+use ringmesh::http::head::{
+    parse_request, BodyFraming, HeaderSpan, Limits, RequestHead, Status, TargetForm,
+};
 use ringmesh::http::rewrite::{write_request, RequestRewrite};
 
 const SPANS: usize = 100;
@@ -141,6 +144,17 @@ fuzz_target!(|data: &[u8]| {
         }
         for h in head.headers(&spans) {
             assert!((h.value.end as usize) <= head.head_len);
+        }
+
+        // A chunked body after the head goes through the scanner as the
+        // data plane would feed it (smuggling payloads put framing there).
+        if head.framing == BodyFraming::Chunked {
+            let body = &data[head.head_len..];
+            let mut sc = ChunkedScanner::new();
+            if let Ok(p) = sc.advance(body) {
+                assert!(p.consumed <= body.len());
+                assert!(p.done || p.consumed == body.len());
+            }
         }
 
         // Trailing bytes do not change the head.
