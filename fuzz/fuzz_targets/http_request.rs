@@ -16,6 +16,7 @@ use libfuzzer_sys::fuzz_target;
 use ringmesh::http::chunked::ChunkedScanner;
 use ringmesh::http::head::{
     parse_request, BodyFraming, HeaderSpan, Limits, RequestHead, Status, TargetForm,
+    MAX_HEADERS_CAP,
 };
 use ringmesh::http::rewrite::{write_request, RequestRewrite};
 
@@ -196,11 +197,12 @@ fuzz_target!(|data: &[u8]| {
         for o in &opts {
             let mut out = Vec::new();
             write_request(&mut out, data, &head, &spans, o);
-            let mut ospans = [HeaderSpan::default(); SPANS];
-            // The rewrite adds up to 4 fields and may grow the head.
+            let mut ospans = [HeaderSpan::default(); MAX_HEADERS_CAP];
+            // The rewrite adds up to 4 fields and may grow the head: a head with
+            // the maximum number of fields has more than that once rewritten.
             let big = Limits {
                 max_head: 1 << 20,
-                max_headers: SPANS,
+                max_headers: MAX_HEADERS_CAP,
             };
             let re = match parse_request(&out, &mut ospans, &big) {
                 Ok(Status::Complete(h)) => h,

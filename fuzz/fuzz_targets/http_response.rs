@@ -9,6 +9,7 @@
 use libfuzzer_sys::fuzz_target;
 use ringmesh::http::head::{
     parse_response, HeaderSpan, Limits, ResponseFraming, ResponseHead, Status, Version,
+    MAX_HEADERS_CAP,
 };
 use ringmesh::http::rewrite::{write_response, ResponseRewrite};
 
@@ -47,10 +48,10 @@ fuzz_target!(|data: &[u8]| {
             };
             let mut out = Vec::new();
             write_response(&mut out, data, &head, &spans, &opts);
-            let mut ospans = [HeaderSpan::default(); SPANS];
+            let mut ospans = [HeaderSpan::default(); MAX_HEADERS_CAP];
             let big = Limits {
                 max_head: 1 << 20,
-                max_headers: SPANS,
+                max_headers: MAX_HEADERS_CAP,
             };
             let re: ResponseHead = match parse_response(&out, &mut ospans, &big, method) {
                 Ok(Status::Complete(h)) => h,
