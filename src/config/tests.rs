@@ -359,3 +359,22 @@ fn hostile_input_never_panics() {
     let deep = "[".repeat(10_000);
     assert!(parse(&deep).is_err());
 }
+
+/// Fuzzer finding (fuzz target `config_json`): an unknown empty key gave an
+/// error with an empty path (`: unknown field ...`), and keys with dots or
+/// spaces gave paths that read as nesting. Such keys are now quoted.
+#[test]
+fn unknown_odd_keys_are_quoted_in_paths() {
+    let errs = parse(r#"{"": 1, "a.b": 2, "routes": {"8080": {"": 3, "backends": [{"internal_port": 1, " x": 4}]}}}"#)
+        .unwrap_err();
+    let paths: Vec<&str> = errs.0.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            r##""""##,
+            r#""a.b""#,
+            "routes.\"8080\".\"\"",
+            r#"routes."8080".backends[0]." x""#,
+        ]
+    );
+}

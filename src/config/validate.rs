@@ -162,6 +162,17 @@ fn field_path(parent: &str, field: &str) -> String {
     }
 }
 
+/// A key as a path segment: as is when it is a plain identifier, else
+/// JSON-quoted, so an empty key or one with dots or spaces still shows
+/// where it is (`"": unknown field`, not `: unknown field`).
+fn key_segment(key: &str) -> String {
+    if !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        key.to_string()
+    } else {
+        Value::String(key.to_string()).to_string()
+    }
+}
+
 #[derive(Default)]
 struct Validator {
     errors: Vec<ConfigError>,
@@ -191,7 +202,7 @@ impl Validator {
                 continue;
             }
             self.err(
-                field_path(path, k),
+                field_path(path, &key_segment(k)),
                 format!("unknown field; expected one of: {}", allowed.join(", ")),
             );
         }

@@ -102,6 +102,9 @@ pub fn write_request(
             Action::Drop
         }
         Kind::Upgrade if !upgrade => Action::Drop,
+        // A forwarded upgrade keeps Upgrade even when Connection also names
+        // other fields (`Connection: Upgrade, HTTP2-Settings`).
+        Kind::Upgrade => Action::Keep,
         Kind::Xfp | Kind::Xfh => Action::Drop,
         Kind::Host if absolute => {
             host_written = true;
@@ -168,6 +171,7 @@ pub fn write_response(
             Action::Drop
         }
         Kind::Upgrade if !upgrade => Action::Drop,
+        Kind::Upgrade => Action::Keep,
         Kind::ContentLength if head.conflicting_framing => Action::Drop,
         Kind::ContentLength | Kind::TransferEncoding => Action::Keep,
         _ if nominated(buf, other, headers, name) => Action::Drop,

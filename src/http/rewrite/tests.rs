@@ -352,3 +352,38 @@ fn mutated_requests_round_trip() {
     }
     assert!(parsed > 1000, "only {parsed} mutants parsed");
 }
+
+/// Fuzzer finding (fuzz target `http_request`): a forwarded upgrade whose
+/// Connection header also names another field lost its Upgrade header (it
+/// was dropped as a Connection-nominated field), so the backend saw
+/// `Connection: upgrade` without `Upgrade`. Same for a forwarded 101.
+#[test]
+fn forwarded_upgrade_keeps_upgrade_when_connection_names_other_fields() {
+    let up = RequestRewrite {
+        forward_upgrade: true,
+        ..OPTS
+    };
+    let got = rewrite_req(
+        b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, X-Hop\r\nUpgrade: websocket\r\nX-Hop: 1\r\n\r\n",
+        &up,
+    );
+    assert_eq!(
+        got,
+        "GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nX-Forwarded-For: 10.0.0.7\r\n\
+         X-Forwarded-Proto: https\r\nX-Forwarded-Host: a\r\nConnection: upgrade\r\n\r\n"
+    );
+    let resp_up = ResponseRewrite {
+        client_version: Version::Http11,
+        close_client: false,
+        forward_upgrade: true,
+    };
+    let got = rewrite_resp(
+        b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade, X-Hop\r\nUpgrade: h2c\r\nX-Hop: 1\r\n\r\n",
+        b"GET",
+        &resp_up,
+    );
+    assert_eq!(
+        got,
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: upgrade\r\n\r\n"
+    );
+}
