@@ -344,6 +344,11 @@ fn spawn(e: &Entry) -> io::Result<Running> {
         .env("RINGMESH_ROUTE", &e.route_key)
         .env("RINGMESH_BACKEND", &e.backend)
         .env("PORT", cfg.addr.port().to_string())
+        // systemd's notify socket and watchdog are ringmesh's, not the
+        // backend's: a child that speaks sd_notify must not report for us.
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID")
         .process_group(0);
     sys::die_with_parent(&mut cmd);
     let mut child = cmd.spawn()?;
