@@ -96,7 +96,7 @@ pub fn write_request(
     let mut host_written = false;
     let mut xff_written = false;
     let end = head.head_len.saturating_sub(2);
-    let other = head.connection.other;
+    let noms = Nominated::collect(buf, head.connection.other, headers);
     copy_headers(out, buf, headers, end, |i, h, name| match classify(name) {
         Kind::Connection | Kind::KeepAlive | Kind::ProxyConnection | Kind::Te | Kind::Trailer => {
             Action::Drop
@@ -111,7 +111,7 @@ pub fn write_request(
             Action::Host(authority)
         }
         Kind::Host | Kind::ContentLength | Kind::TransferEncoding => Action::Keep,
-        _ if nominated(buf, other, headers, name) => Action::Drop,
+        _ if noms.contains(buf, headers, name) => Action::Drop,
         // An empty last X-Forwarded-For is dropped and a fresh one added.
         Kind::Xff if head.xff_last == Some(i) && !h.value.is_empty() => {
             xff_written = true;
@@ -165,7 +165,7 @@ pub fn write_response(
     let upgrade = head.is_switching_protocols() && opts.forward_upgrade;
     out.extend_from_slice(bytes(buf, head.start, head.headers_start));
     let end = head.head_len.saturating_sub(2);
-    let other = head.connection.other;
+    let noms = Nominated::collect(buf, head.connection.other, headers);
     copy_headers(out, buf, headers, end, |_, _, name| match classify(name) {
         Kind::Connection | Kind::KeepAlive | Kind::ProxyConnection | Kind::Te | Kind::Trailer => {
             Action::Drop
@@ -174,7 +174,7 @@ pub fn write_response(
         Kind::Upgrade => Action::Keep,
         Kind::ContentLength if head.conflicting_framing => Action::Drop,
         Kind::ContentLength | Kind::TransferEncoding => Action::Keep,
-        _ if nominated(buf, other, headers, name) => Action::Drop,
+        _ if noms.contains(buf, headers, name) => Action::Drop,
         _ => Action::Keep,
     });
     if upgrade {
@@ -228,15 +228,67 @@ fn copy_headers<'b>(
     }
 }
 
-/// True if `name` is listed in a Connection header (hop-by-hop for this
-/// message). `any_other` short-circuits the common case of only
-/// close/keep-alive/upgrade tokens.
-fn nominated(buf: &[u8], any_other: bool, headers: &[HeaderSpan], name: &[u8]) -> bool {
-    any_other
-        && headers
+/// Most Connection tokens remembered; a head with more falls back to
+/// scanning its Connection fields for each header line.
+const MAX_NOMINATED: usize = 16;
+
+/// The field names listed in a head's Connection fields (hop-by-hop for
+/// this message), collected once per head.
+///
+/// Why: checking every header line against every Connection field costs
+/// headers x fields, which a client controls; collected once, each line
+/// costs one pass over a short token list (the micro-benchmark of a 21-field
+/// head with a nominated field went from 2.6 us to about the plain rewrite).
+struct Nominated<'b> {
+    tokens: [&'b [u8]; MAX_NOMINATED],
+    len: usize,
+    /// More tokens than fit: scan the fields instead.
+    overflow: bool,
+}
+
+impl<'b> Nominated<'b> {
+    /// `any_other`: the head's Connection fields name something beyond
+    /// close/keep-alive/upgrade (else nothing is collected).
+    fn collect(buf: &'b [u8], any_other: bool, headers: &[HeaderSpan]) -> Nominated<'b> {
+        let mut n = Nominated {
+            tokens: [&[]; MAX_NOMINATED],
+            len: 0,
+            overflow: false,
+        };
+        if !any_other {
+            return n;
+        }
+        for h in headers {
+            if classify(h.name(buf)) != Kind::Connection {
+                continue;
+            }
+            for t in list_elements(h.value(buf)) {
+                match n.tokens.get_mut(n.len) {
+                    Some(slot) => {
+                        *slot = t;
+                        n.len += 1;
+                    }
+                    None => n.overflow = true,
+                }
+            }
+        }
+        n
+    }
+
+    /// True if `name` is listed in a Connection field.
+    fn contains(&self, buf: &[u8], headers: &[HeaderSpan], name: &[u8]) -> bool {
+        if self.overflow {
+            return headers
+                .iter()
+                .filter(|h| classify(h.name(buf)) == Kind::Connection)
+                .any(|h| list_elements(h.value(buf)).any(|t| t.eq_ignore_ascii_case(name)));
+        }
+        self.tokens
+            .get(..self.len)
+            .unwrap_or(&[])
             .iter()
-            .filter(|h| classify(h.name(buf)) == Kind::Connection)
-            .any(|h| list_elements(h.value(buf)).any(|t| t.eq_ignore_ascii_case(name)))
+            .any(|t| t.eq_ignore_ascii_case(name))
+    }
 }
 
 fn header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {

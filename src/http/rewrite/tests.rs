@@ -387,3 +387,43 @@ fn forwarded_upgrade_keeps_upgrade_when_connection_names_other_fields() {
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: upgrade\r\n\r\n"
     );
 }
+
+/// More Connection tokens than the collected list holds (split over two
+/// Connection fields): every nominated field is still dropped, and the
+/// others kept, in requests and responses.
+#[test]
+fn many_nominated_fields_are_all_dropped() {
+    let names: Vec<String> = (0..20).map(|i| format!("X-N{i}")).collect();
+    let (first, second) = names.split_at(12);
+    let mut req = format!(
+        "GET / HTTP/1.1\r\nHost: a\r\nConnection: {}\r\nConnection: {}\r\n",
+        first.join(", "),
+        second.join(", ")
+    );
+    for n in &names {
+        req.push_str(&format!("{n}: v\r\n"));
+    }
+    req.push_str("X-Kept: yes\r\n\r\n");
+    let out = rewrite_req(req.as_bytes(), &OPTS);
+    for n in &names {
+        assert!(!out.contains(&format!("{n}:")), "{n} kept:\n{out}");
+    }
+    assert!(out.contains("X-Kept: yes"), "{out}");
+
+    let resp = req
+        .replacen("GET / HTTP/1.1\r\nHost: a\r\n", "HTTP/1.1 200 OK\r\n", 1)
+        .replace("\r\n\r\n", "\r\nContent-Length: 0\r\n\r\n");
+    let out = rewrite_resp(
+        resp.as_bytes(),
+        b"GET",
+        &ResponseRewrite {
+            client_version: Version::Http11,
+            close_client: false,
+            forward_upgrade: false,
+        },
+    );
+    for n in &names {
+        assert!(!out.contains(&format!("{n}:")), "{n} kept:\n{out}");
+    }
+    assert!(out.contains("X-Kept: yes"), "{out}");
+}
