@@ -41,6 +41,7 @@ both_drivers!(
     garbage_never_hurts_a_worker,
     client_abort_while_waiting_closes_the_upstream,
     abuse_leaves_threads_and_fds_as_they_were,
+    upstream_pool_limits_come_from_the_config,
 );
 
 /// One http route on `port` to `backend`, with extra `timeouts` fields.
@@ -943,4 +944,56 @@ fn abuse_leaves_threads_and_fds_as_they_were(io: &str) {
     eprintln!("abuse: fds {fds0} -> {fds1}, threads {threads0} -> {threads1}");
     let mut c = Client::connect(port);
     assert_eq!(c.get("/after", "a", "").status(), 200, "still serving");
+}
+
+/// `upstream_keepalive`: `max_idle: 0` turns pooling off (a new upstream
+/// connection per request); a short `idle_timeout` retires a pooled
+/// connection that waited longer than that.
+fn upstream_pool_limits_come_from_the_config(io: &str) {
+    let with_pool = |port: u16, backend: u16, pool: &str| {
+        format!(
+            r#"{{"dashboard_port": "", "listen_host": "127.0.0.1", "workers": 1, "shutdown_grace": "5s",
+  "upstream_keepalive": {pool},
+  "routes": {{"{port}": {{"name": "web", "backends": [{{"name": "b0", "internal_port": {backend}}}]}}}}}}"#
+        )
+    };
+    let backend = mirror();
+    let port = free_port();
+    let rm = Ringmesh::start(
+        &with_pool(port, backend.port, r#"{"max_idle": 0}"#),
+        io,
+        &[port],
+    );
+    let before = backend.accepted();
+    let mut c = Client::connect(port);
+    for i in 0..5 {
+        assert_eq!(c.get(&format!("/{i}"), "a", "").status(), 200);
+    }
+    assert_eq!(backend.accepted() - before, 5, "max_idle 0 still pooled");
+    drop(c);
+    drop(rm);
+
+    let backend = mirror();
+    let port = free_port();
+    let _rm = Ringmesh::start(
+        &with_pool(
+            port,
+            backend.port,
+            r#"{"max_idle": 4, "idle_timeout": "1s"}"#,
+        ),
+        io,
+        &[port],
+    );
+    let before = backend.accepted();
+    let mut c = Client::connect(port);
+    assert_eq!(c.get("/a", "a", "").status(), 200);
+    assert_eq!(c.get("/b", "a", "").status(), 200);
+    assert_eq!(backend.accepted() - before, 1, "not pooled");
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(c.get("/c", "a", "").status(), 200);
+    assert_eq!(
+        backend.accepted() - before,
+        2,
+        "an expired connection was reused"
+    );
 }

@@ -11,7 +11,7 @@ use std::path::Path;
 
 pub use snapshot::{
     Backend, Balance, Dashboard, HealthCheck, Limits, ListenerSpec, Protocol, Route, Snapshot,
-    Timeouts, DEFAULT_READY_TIMEOUT,
+    Timeouts, UpstreamKeepalive, DEFAULT_READY_TIMEOUT,
 };
 pub use validate::{parse, ConfigError, ConfigErrors};
 

@@ -87,6 +87,25 @@ pub struct Limits {
     pub max_connections_per_ip: Option<u32>,
 }
 
+/// The per-worker pool of idle upstream (backend) connections of HTTP routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamKeepalive {
+    /// Idle connections kept per backend address per worker (0: no pooling).
+    pub max_idle: usize,
+    /// An idle connection older than this is closed, not reused (keep it
+    /// below the backends' own keep-alive timeout).
+    pub idle_timeout: Duration,
+}
+
+impl Default for UpstreamKeepalive {
+    fn default() -> Self {
+        UpstreamKeepalive {
+            max_idle: 64,
+            idle_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
 /// One upstream a route forwards to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Backend {
@@ -198,6 +217,8 @@ pub struct Snapshot {
     pub pipe_size: usize,
     /// Process-wide `max_connections` and `max_connections_per_ip`.
     pub limits: Limits,
+    /// `upstream_keepalive`: the idle upstream connection pool.
+    pub upstream_keepalive: UpstreamKeepalive,
     pub routes: Vec<Route>,
     pub listeners: Vec<ListenerSpec>,
 }

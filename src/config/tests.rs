@@ -52,10 +52,16 @@ fn defaults_and_extensions() {
         r#"{"routes": {"9000": {"backends": [{"internal_port": 9001}]}},
             "workers": 3, "backlog": 128, "shutdown_grace": "1.5s", "pipe_size": 1048576,
             "listen_host": "127.0.0.1", "//": "a comment",
+            "upstream_keepalive": {"max_idle": 8, "idle_timeout": "5s"},
             "dashboard_port": 8999}"#,
     )
     .unwrap();
+    assert_eq!(s.upstream_keepalive.max_idle, 8);
+    assert_eq!(s.upstream_keepalive.idle_timeout, Duration::from_secs(5));
     assert_eq!(s.workers, 3);
+    let d = parse(r#"{"routes": {"9000": {"backends": [{"internal_port": 9001}]}}}"#).unwrap();
+    assert_eq!(d.upstream_keepalive.max_idle, 64);
+    assert_eq!(d.upstream_keepalive.idle_timeout, Duration::from_secs(30));
     assert_eq!(s.backlog, 128);
     assert_eq!(s.shutdown_grace, Duration::from_millis(1500));
     assert_eq!(s.pipe_size, 1 << 20);
@@ -140,13 +146,21 @@ fn bad_configs_report_every_error_with_its_path() {
             ],
         ),
         (
+            r#"{"upstream_keepalive": {"max_idle": -1, "idle_timeout": "later", "max": 1}, "routes": {"8080": {"backends": [{"internal_port": 1}]}}}"#,
+            &[
+                "upstream_keepalive.max: unknown field; expected one of: max_idle, idle_timeout",
+                "upstream_keepalive.max_idle: -1 is not a non-negative integer",
+                r#"upstream_keepalive.idle_timeout: "later" is not a duration; write e.g. "500ms", "30s", "5m" or a number of seconds"#,
+            ],
+        ),
+        (
             r#"{"routes": {"8080": {"name": "x"}}}"#,
             &[r#"routes."8080".backends: a route needs at least one backend"#],
         ),
         (
             r#"{"dashbord_port": "1", "routes": {"8080": {"backend": [], "backends": [{"internal_port": 1, "port": 2}]}}}"#,
             &[
-                "dashbord_port: unknown field; expected one of: dashboard_host, dashboard_port, trusted_origins, service_name, internal_port, routes, workers, listen_host, backlog, shutdown_grace, pipe_size, api_token, max_connections, max_connections_per_ip",
+                "dashbord_port: unknown field; expected one of: dashboard_host, dashboard_port, trusted_origins, service_name, internal_port, routes, workers, listen_host, backlog, shutdown_grace, pipe_size, api_token, max_connections, max_connections_per_ip, upstream_keepalive",
                 r#"routes."8080".backend: unknown field; expected one of: name, protocol, load_balance, backends, listen, hosts, timeouts, max_connections, ready_timeout, idle_timeout, health"#,
                 r#"routes."8080".backends[0].port: unknown field; expected one of: name, cmd, args, internal_host, internal_port, ready_timeout"#,
             ],

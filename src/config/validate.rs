@@ -19,7 +19,7 @@ use crate::route::HostTable;
 
 use super::snapshot::{
     Backend, Balance, Dashboard, HealthCheck, Limits, ListenerSpec, Protocol, Route, Snapshot,
-    Timeouts, DEFAULT_READY_TIMEOUT,
+    Timeouts, UpstreamKeepalive, DEFAULT_READY_TIMEOUT,
 };
 
 /// One problem in a config file.
@@ -77,7 +77,9 @@ const TOP_FIELDS: &[&str] = &[
     "api_token",
     "max_connections",
     "max_connections_per_ip",
+    "upstream_keepalive",
 ];
+const UPSTREAM_KEEPALIVE_FIELDS: &[&str] = &["max_idle", "idle_timeout"];
 const ROUTE_FIELDS: &[&str] = &[
     "name",
     "protocol",
@@ -313,6 +315,7 @@ impl Validator {
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             pipe_size: DEFAULT_PIPE_SIZE,
             limits: Limits::default(),
+            upstream_keepalive: UpstreamKeepalive::default(),
             routes: Vec::new(),
             listeners: Vec::new(),
         };
@@ -356,6 +359,17 @@ impl Validator {
                 );
             } else {
                 snap.pipe_size = p as usize;
+            }
+        }
+        if let Some(v) = top.get("upstream_keepalive") {
+            if let Some(m) = self.object(v, "upstream_keepalive") {
+                self.check_fields(m, "upstream_keepalive", UPSTREAM_KEEPALIVE_FIELDS);
+                if let Some(n) = self.uint(m, "upstream_keepalive", "max_idle", 65_536) {
+                    snap.upstream_keepalive.max_idle = n as usize;
+                }
+                if let Some(d) = self.duration(m, "upstream_keepalive", "idle_timeout") {
+                    snap.upstream_keepalive.idle_timeout = d;
+                }
             }
         }
         snap.limits = Limits {

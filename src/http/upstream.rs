@@ -17,11 +17,13 @@ use monoio::net::TcpStream;
 
 use crate::sys;
 
-/// Most idle connections kept per backend address per worker.
+/// Most idle connections kept per backend address per worker, unless the
+/// config's `upstream_keepalive.max_idle` says otherwise.
 pub const MAX_IDLE_PER_BACKEND: usize = 64;
 
 /// Idle connections older than this are closed (shorter than the 60 s most
-/// servers keep an idle connection, so we rarely race their close).
+/// servers keep an idle connection, so we rarely race their close), unless
+/// the config's `upstream_keepalive.idle_timeout` says otherwise.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Parked for less than this, a connection is handed to a retryable request
@@ -37,10 +39,22 @@ struct Idle {
 }
 
 /// Idle upstream connections of one worker.
-#[derive(Default)]
 pub struct UpstreamPool {
     idle: RefCell<HashMap<SocketAddr, Vec<Idle>>>,
     last_sweep_ms: Cell<u64>,
+    max_idle: Cell<usize>,
+    timeout_ms: Cell<u64>,
+}
+
+impl Default for UpstreamPool {
+    fn default() -> Self {
+        UpstreamPool {
+            idle: RefCell::default(),
+            last_sweep_ms: Cell::new(0),
+            max_idle: Cell::new(MAX_IDLE_PER_BACKEND),
+            timeout_ms: Cell::new(IDLE_TIMEOUT.as_millis() as u64),
+        }
+    }
 }
 
 impl std::fmt::Debug for UpstreamPool {
@@ -52,6 +66,17 @@ impl std::fmt::Debug for UpstreamPool {
 }
 
 impl UpstreamPool {
+    /// Applies `upstream_keepalive` from the config (at start and on reload);
+    /// lists over the new limit shrink at their next `put`, expired
+    /// connections go at the next sweep.
+    pub fn set_limits(&self, max_idle: usize, idle_timeout: Duration) {
+        self.max_idle.set(max_idle);
+        self.timeout_ms.set(idle_timeout.as_millis() as u64);
+        if max_idle == 0 {
+            self.clear();
+        }
+    }
+
     /// The most recently parked live connection to `addr`, if any.
     ///
     /// `retryable`: the caller retries on a fresh connection when this one
@@ -63,7 +88,7 @@ impl UpstreamPool {
     pub fn take(&self, addr: SocketAddr, now_ms: u64, retryable: bool) -> Option<TcpStream> {
         let mut idle = self.idle.borrow_mut();
         let list = idle.get_mut(&addr)?;
-        let timeout = IDLE_TIMEOUT.as_millis() as u64;
+        let timeout = self.timeout_ms.get();
         let fresh = TRUST_FRESH.as_millis() as u64;
         while let Some(c) = list.pop() {
             let age = now_ms.saturating_sub(c.since_ms);
@@ -78,9 +103,13 @@ impl UpstreamPool {
 
     /// Parks a connection whose last exchange completed cleanly.
     pub fn put(&self, addr: SocketAddr, stream: TcpStream, now_ms: u64) {
+        let max = self.max_idle.get();
+        if max == 0 {
+            return;
+        }
         let mut idle = self.idle.borrow_mut();
         let list = idle.entry(addr).or_default();
-        if list.len() >= MAX_IDLE_PER_BACKEND {
+        while list.len() >= max {
             list.remove(0);
         }
         list.push(Idle {
@@ -95,7 +124,7 @@ impl UpstreamPool {
             return;
         }
         self.last_sweep_ms.set(now_ms);
-        let timeout = IDLE_TIMEOUT.as_millis() as u64;
+        let timeout = self.timeout_ms.get();
         let mut idle = self.idle.borrow_mut();
         idle.retain(|_, list| {
             list.retain(|c| now_ms.saturating_sub(c.since_ms) < timeout);

@@ -255,7 +255,14 @@ impl WorkerCtx {
         let (g, live, socks) = self.shared.pick_up(self.id, self.generation.get())?;
         self.generation.set(g);
         *self.live.borrow_mut() = live;
+        self.apply_pool_limits();
         Some(socks)
+    }
+
+    /// The config's `upstream_keepalive` into this worker's pool.
+    fn apply_pool_limits(&self) {
+        let k = self.live.borrow().snapshot.upstream_keepalive;
+        self.upstreams.set_limits(k.max_idle, k.idle_timeout);
     }
 }
 
@@ -447,6 +454,7 @@ async fn run(
         pressure_logged_ms: Cell::new(0),
         accept_paused_until: Cell::new(0),
     });
+    ctx.apply_pool_limits();
     let mut listeners = Listeners::default();
     listeners.start(&ctx, spec.listeners);
     ready(ctx.id, driver);
