@@ -113,7 +113,11 @@ fn global_limit_answers_http_503(io: &str) {
     drop(rm);
 }
 
-both_drivers!(route_and_ip_limits, global_limit_answers_http_503);
+both_drivers!(
+    route_and_ip_limits,
+    global_limit_answers_http_503,
+    route_limit_on_a_shared_http_port,
+);
 
 /// utime + stime of `pid`, in clock ticks.
 fn cpu_ticks(pid: u32) -> u64 {
@@ -248,4 +252,50 @@ fn out_of_fds(nofile: u32) {
     // SAFETY-free: signal our own child by PID.
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };
     let _ = child.0.wait();
+}
+
+/// Two http routes on one port (by Host): the capped route's
+/// `max_connections` is enforced at its first request on a connection (503
+/// with Retry-After), while the other route on the same port keeps serving.
+fn route_limit_on_a_shared_http_port(io: &str) {
+    let tag = |t: &'static str| {
+        support::http::http_backend(move |_, p| {
+            p.respond("200 OK", "", t.as_bytes());
+            true
+        })
+    };
+    let (a, b) = (tag("A"), tag("B"));
+    let port = free_port();
+    let cfg = format!(
+        r#"{{"dashboard_port": "", "listen_host": "127.0.0.1", "workers": 2,
+  "routes": {{
+    "{port}": {{"name": "open", "backends": [{{"internal_port": {}}}]}},
+    "capped": {{"listen": "{port}", "hosts": ["capped.test"], "max_connections": 1,
+      "backends": [{{"internal_port": {}}}]}}
+  }}}}"#,
+        a.port, b.port
+    );
+    let _rm = Ringmesh::start(&cfg, io, &[port]);
+    let mut first = Client::connect(port);
+    let r = first.get("/", "capped.test", "");
+    assert_eq!((r.status(), r.body_str().as_str()), (200, "B"));
+    // The capped route holds one open connection: a second is refused.
+    let mut second = Client::connect(port);
+    let r = second.get("/", "capped.test", "");
+    assert_eq!(r.status(), 503, "{}", r.body_str());
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert!(r.body_str().contains("\"capped\""), "{}", r.body_str());
+    // The other route on the same port is not affected.
+    let mut other = Client::connect(port);
+    let r = other.get("/", "anything.test", "");
+    assert_eq!((r.status(), r.body_str().as_str()), (200, "A"));
+    // Capacity comes back when the first connection closes.
+    drop(first);
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let mut c = Client::connect(port);
+            c.get("/", "capped.test", "").status() == 200
+        }),
+        "no capacity after a close"
+    );
 }

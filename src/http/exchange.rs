@@ -103,11 +103,26 @@ pub(super) async fn run(
         let detail = format!("no route for host {shown:?}");
         return error(client, s, 404, &detail).await;
     };
-    guard.attach(route_arc);
     let route: &LiveRoute = route_arc;
     let Some(slot) = route.slots.get(ctx.id) else {
         return Outcome::Drop;
     };
+    // A route sharing its port with others is only known once the Host is:
+    // its `max_connections` is checked here, on the connection's first
+    // request (a dedicated port checks it at accept). A refused connection
+    // is never counted as one of the route's open connections.
+    if !guard.attached() {
+        if let Some(max) = route.cfg.limits.max_connections {
+            if route.totals().active >= u64::from(max) {
+                slot.refused.add(1);
+                ctx.shared
+                    .refused_connections
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return refuse(client, s, &route.cfg.name).await;
+            }
+        }
+    }
+    guard.attach(route_arc);
     slot.requests.add(1);
     let t = route.cfg.timeouts;
 
@@ -435,6 +450,29 @@ async fn down_failed(
             let detail = format!("route {name:?}: backend failed ({e})");
             error(client, s, 502, &detail).await
         }
+    }
+}
+
+/// 503 with `Retry-After` for a route at its `max_connections`, then a
+/// lingering close (the connection is counted as refused, not as an error).
+async fn refuse(client: &mut Client, s: &mut Scratch, route: &str) -> Outcome {
+    use std::io::Write as _;
+    let body =
+        format!("route {route:?}: connection limit reached (max_connections); retry later\n");
+    let out = &mut s.out;
+    out.clear();
+    let _ = write!(
+        out,
+        "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let len = out.len();
+    match Io::Ring(&mut client.stream, &client.cancel)
+        .write_all(out, 0..len, ERROR_WRITE_STALL)
+        .await
+    {
+        Ok(()) => Outcome::Close,
+        Err(_) => Outcome::Drop,
     }
 }
 

@@ -343,6 +343,11 @@ impl ConnGuard {
         }
         self.route = Some(route.clone());
     }
+
+    /// Whether the connection is attributed to a route yet.
+    pub fn attached(&self) -> bool {
+        self.route.is_some()
+    }
 }
 
 impl Drop for ConnGuard {
