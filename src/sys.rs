@@ -86,6 +86,23 @@ pub fn idle_socket_ok(fd: RawFd) -> bool {
     matches!(recv_peek(fd, &mut b), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
 }
 
+/// TCP_DEFER_ACCEPT on a listening socket: accept(2) returns a connection
+/// only once data arrived (or after about `secs` seconds).
+pub fn set_defer_accept(fd: RawFd, secs: u32) -> io::Result<()> {
+    let v = libc::c_int::try_from(secs).unwrap_or(libc::c_int::MAX);
+    // SAFETY: `v` is a valid c_int for the duration of the call, and its size is passed.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })
+    .map(|_| ())
+}
+
 /// Non-blocking `recv(MSG_PEEK)`: what is queued, left queued. `Ok(0)` is
 /// EOF; `WouldBlock` means nothing is pending.
 pub fn recv_peek(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {

@@ -22,6 +22,18 @@ use std::sync::atomic::Ordering::Relaxed;
 use crate::shared::epoch_ms;
 use crate::worker::{limits, LocalEvent, WorkerCtx};
 
+/// TCP_DEFER_ACCEPT on http listeners, in seconds.
+const DEFER_ACCEPT_SECS: u32 = 1;
+
+/// Whether `addr` is an http listener in the worker's current config.
+fn is_http(ctx: &WorkerCtx, addr: SocketAddr) -> bool {
+    let live = ctx.live();
+    live.by_listen
+        .get(&addr)
+        .and_then(|&i| live.snapshot.listeners.get(i))
+        .is_some_and(|l| l.protocol == Protocol::Http)
+}
+
 /// Most connections accepted per readiness event before yielding to other tasks.
 const ACCEPT_BATCH: usize = 64;
 
@@ -65,6 +77,17 @@ pub async fn accept_loop(
     stop: Rc<LocalEvent>,
 ) {
     let fd = listener.as_raw_fd();
+    if is_http(&ctx, addr) {
+        // HTTP clients speak first: the kernel hands a connection over only
+        // once its first bytes are in (nginx's `listen ... deferred`), so the
+        // request is there when the task starts: no readiness wait, no
+        // empty read, no wake-up for a bare handshake. A client that stays
+        // silent is accepted after about a second anyway and meets the head
+        // timeout (408).
+        if let Err(e) = sys::set_defer_accept(fd, DEFER_ACCEPT_SECS) {
+            tracing::debug!(%addr, "TCP_DEFER_ACCEPT not set: {e}");
+        }
+    }
     loop {
         monoio::select! {
             _ = stop.wait() => break,
