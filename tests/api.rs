@@ -194,7 +194,7 @@ fn request_limits_and_methods() {
     // Too large: refused before reading the body.
     let mut c = connect(api);
     use std::io::{Read, Write};
-    c.write_all(b"PUT /api/config HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n{")
+    c.write_all(b"PUT /api/config HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2000000\r\n\r\n{")
         .unwrap();
     let mut s = String::new();
     c.read_to_string(&mut s).unwrap();
@@ -215,7 +215,7 @@ fn request_limits_and_methods() {
     let mut c = connect(api);
     c.write_all(
         format!(
-            "PUT /api/config HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+            "PUT /api/config HTTP/1.1\r\nHost: 127.0.0.1\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
             cfg.len()
         )
         .as_bytes(),
@@ -300,4 +300,44 @@ fn cli_status_and_reload() {
     let (code, _, err) = cli(&["status", "--config", h.to_str().unwrap()]);
     assert_eq!(code, 2);
     assert!(err.contains("headless"), "{err}");
+}
+
+/// DNS-rebinding guard: a request whose Host is not an IP address,
+/// `localhost`, `dashboard_host` or a trusted origin's host is refused (403),
+/// reads included; /healthz answers whatever the Host.
+#[test]
+fn unknown_host_is_refused() {
+    use std::io::{Read, Write};
+    let echo = Backend::echo();
+    let (api, port) = (free_port(), free_port());
+    let _rm = Ringmesh::start(&config(api, port, echo.port, ""), "auto", &[api, port]);
+    let status_with_host = |path: &str, host: &str| -> u16 {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", api)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out.split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0)
+    };
+    for host in [format!("evil.example:{api}"), "rebind.test".to_string()] {
+        assert_eq!(status_with_host("/api/status", &host), 403, "{host}");
+        assert_eq!(status_with_host("/api/config", &host), 403, "{host}");
+        assert_eq!(status_with_host("/", &host), 403, "{host}");
+        assert_eq!(status_with_host("/healthz", &host), 200, "{host}");
+    }
+    for host in [
+        format!("127.0.0.1:{api}"),
+        format!("localhost:{api}"),
+        format!("[::1]:{api}"),
+        "ops.example.com".to_string(),
+    ] {
+        assert_eq!(status_with_host("/api/status", &host), 200, "{host}");
+    }
 }

@@ -146,7 +146,7 @@ fn second_ringmesh_on_the_same_ports_is_refused() {
 
 fn http_get(port: u16, path: &str) -> String {
     let mut c = connect(port);
-    write!(c, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    write!(c, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
     let mut s = String::new();
     c.read_to_string(&mut s).unwrap();
     s
@@ -184,7 +184,7 @@ fn status_api_reports_routes_and_counters() {
     );
     assert!(http_get(api, "/nope").starts_with("HTTP/1.1 404"));
     let mut c2 = connect(api);
-    c2.write_all(b"POST /api/status HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+    c2.write_all(b"POST /api/status HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n")
         .unwrap();
     let mut s = String::new();
     c2.read_to_string(&mut s).unwrap();

@@ -290,7 +290,7 @@ fn keepalive_picks_the_new_backend_and_inflight_finishes(io: &str) {
     assert_eq!(ka.get("/", "x", "").body_str(), "a");
     // A slow request in flight while the backend changes.
     let mut slow = Client::connect(port);
-    slow.send(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n");
+    slow.send(b"GET /slow HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
     std::thread::sleep(Duration::from_millis(200));
     let r = api::put_config(api, &http_config(api, port, b.port));
     assert_eq!(r.status, 200, "{}", r.body);

@@ -60,7 +60,7 @@ fn first_byte_ms(port: u16, path: &str) -> (f64, String) {
     let mut c = connect(port);
     write!(
         c,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     let mut r = BufReader::new(c);
@@ -315,7 +315,7 @@ fn crashed_backend_is_restarted_on_demand() {
     assert_eq!(st["process"]["pid"], pid2);
     assert_eq!(st["process"]["starts"], 2);
     let mut c = connect(api);
-    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         .unwrap();
     let mut m = String::new();
     std::io::Read::read_to_string(&mut c, &mut m).unwrap();

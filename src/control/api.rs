@@ -473,7 +473,22 @@ pub async fn dispatch(state: &Rc<ApiState>, req: Request) -> Response {
 
 /// 403 for a mutating call from an untrusted Origin, 401 without the token.
 fn check_access(state: &ApiState, req: &Request) -> Option<Response> {
-    if req.path == "/healthz" || super::dashboard::is_public(&req.path) {
+    if req.path == "/healthz" {
+        return None;
+    }
+    if let Some(host) = req.header("host") {
+        if !host_allowed(state, host) {
+            tracing::warn!(%host, "API: {} {} refused: unknown Host", req.method, req.path);
+            return Some(Response::error(
+                403,
+                format!(
+                    "host {host:?} is not this API's name (DNS-rebinding guard): use an IP address, \
+                     localhost or dashboard_host, or list the origin in trusted_origins"
+                ),
+            ));
+        }
+    }
+    if super::dashboard::is_public(&req.path) {
         return None;
     }
     let mutating = !matches!(req.method.as_str(), "GET" | "HEAD");
@@ -507,6 +522,39 @@ fn check_access(state: &ApiState, req: &Request) -> Option<Response> {
         }
     }
     None
+}
+
+/// Whether `host` (a Host header) names this API: an IP address, `localhost`,
+/// `dashboard_host`, or the host of a `trusted_origins` entry.
+///
+/// Why: a page on `http://evil.example` whose name is re-pointed at
+/// 127.0.0.1 (DNS rebinding) is same-origin with itself, so the Origin check
+/// does not see it, and could read `/api/status` or `/api/config`; its
+/// requests still carry `Host: evil.example`, which this refuses.
+fn host_allowed(state: &ApiState, host: &str) -> bool {
+    let host = host.trim();
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, _)| h)
+    };
+    if name.parse::<std::net::IpAddr>().is_ok() || name.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    let live = state.shared.live();
+    if name.eq_ignore_ascii_case(live.snapshot.dashboard.host.trim()) {
+        return true;
+    }
+    live.snapshot.trusted_origins.iter().any(|o| {
+        let rest = o.trim().split_once("://").map_or(o.as_str(), |(_, r)| r);
+        let hostport = rest.split('/').next().unwrap_or("");
+        let oname = if let Some(r) = hostport.strip_prefix('[') {
+            r.split(']').next().unwrap_or("")
+        } else {
+            hostport.rsplit_once(':').map_or(hostport, |(h, _)| h)
+        };
+        oname.eq_ignore_ascii_case(name)
+    })
 }
 
 /// Whether a browser page at `origin` may make mutating calls.

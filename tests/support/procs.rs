@@ -75,7 +75,7 @@ pub fn api(port: u16, method: &str, path: &str) -> (u16, Value) {
     let mut c = connect(port);
     write!(
         c,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     let mut s = String::new();
@@ -103,7 +103,7 @@ pub fn get(port: u16, path: &str) -> (u16, String) {
     c.set_read_timeout(Some(Duration::from_secs(40))).unwrap();
     write!(
         c,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     let mut s = String::new();
