@@ -26,9 +26,12 @@ Every process is started here, recorded in $BENCH_PIDFILE and stopped by PID.
 import argparse
 import csv
 import datetime
+import json
 import os
 import random
+import resource
 import select
+import shutil
 import signal
 import socket
 import statistics
@@ -351,7 +354,6 @@ def write_nginx(d, port, cpus, nofile):
 
 
 def write_ringmesh(d, port, web_port, ws_port, workers):
-    import json
     cfg = {
         "dashboard_port": "",
         "service_name": "soak",
@@ -557,7 +559,6 @@ class Soak:
 
     @staticmethod
     def _raise_nofile():
-        import resource
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         if soft < hard:
             try:
@@ -574,7 +575,7 @@ class Soak:
     def setup(self):
         a = self.a
         for tool in ("nginx", "wrk", "taskset"):
-            if not shutil_which(tool):
+            if not shutil.which(tool):
                 raise SystemExit(f"soak: {tool} is not installed (bench/run.sh installs it)")
         if not os.access(self.bin, os.X_OK):
             raise SystemExit(f"soak: no ringmesh binary at {self.bin} (build it, or --ringmesh-bin)")
@@ -741,11 +742,6 @@ class Soak:
         self.registry.stop_all()
 
 
-def shutil_which(tool):
-    import shutil
-    return shutil.which(tool)
-
-
 def output_base(out_dir, mode):
     os.makedirs(out_dir, exist_ok=True)
     base = os.path.join(out_dir, f"soak-{datetime.date.today().isoformat()}")
@@ -786,7 +782,6 @@ def main(argv=None):
         if a.keep_tmp or rc != 0:
             log(f"configs and logs kept in {soak.tmp}")
         else:
-            import shutil
             shutil.rmtree(soak.tmp, ignore_errors=True)
     return rc
 

@@ -111,6 +111,47 @@ impl Drop for PyBackend {
     }
 }
 
+/// The three backends, shared by a test and its chaos thread.
+struct Fleet {
+    backends: Mutex<Vec<PyBackend>>,
+    /// Set when the test ends (or fails): the chaos thread starts nothing more.
+    over: AtomicBool,
+}
+
+impl Fleet {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<PyBackend>> {
+        self.backends.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The test's handle on its [`Fleet`]. Dropping it, also while a failed
+/// assertion unwinds, ends the chaos and kills every backend process, so
+/// none outlives the test binary.
+struct FleetHandle(Arc<Fleet>);
+
+impl FleetHandle {
+    fn start(mode: &'static str) -> FleetHandle {
+        let backends = (0..3).map(|_| PyBackend::start(mode)).collect();
+        FleetHandle(Arc::new(Fleet {
+            backends: Mutex::new(backends),
+            over: AtomicBool::new(false),
+        }))
+    }
+    fn ports(&self) -> Vec<u16> {
+        self.0.lock().iter().map(|b| b.port).collect()
+    }
+    fn pids(&self) -> Vec<u32> {
+        self.0.lock().iter().map(PyBackend::pid).collect()
+    }
+}
+
+impl Drop for FleetHandle {
+    fn drop(&mut self) {
+        self.0.over.store(true, Ordering::SeqCst);
+        self.0.lock().iter_mut().for_each(PyBackend::kill);
+    }
+}
+
 /// One kill: when SIGKILL was sent and when the process was reaped.
 #[derive(Debug, Clone)]
 struct Kill {
@@ -235,8 +276,8 @@ impl Rng {
 }
 
 /// Kills a random backend, restarts it after a random pause, pauses again;
-/// until `length` has passed. One backend is down at a time.
-fn chaos(backends: &Mutex<Vec<PyBackend>>, length: Duration) -> Vec<Kill> {
+/// until `length` has passed or the test is over. One backend is down at a time.
+fn chaos(fleet: &Fleet, length: Duration) -> Vec<Kill> {
     let mut rng = Rng::new();
     let end = Instant::now() + length;
     let mut kills = Vec::new();
@@ -244,7 +285,10 @@ fn chaos(backends: &Mutex<Vec<PyBackend>>, length: Duration) -> Vec<Kill> {
     std::thread::sleep(Duration::from_millis(700));
     while Instant::now() < end {
         let i = rng.below(3) as usize;
-        let mut bs = backends.lock().unwrap();
+        let mut bs = fleet.lock();
+        if fleet.over.load(Ordering::SeqCst) {
+            break;
+        }
         let pid = bs[i].pid();
         let sent = Instant::now();
         bs[i].kill();
@@ -257,7 +301,12 @@ fn chaos(backends: &Mutex<Vec<PyBackend>>, length: Duration) -> Vec<Kill> {
             dead,
         });
         std::thread::sleep(rng.millis(100, 1000));
-        backends.lock().unwrap()[i].spawn();
+        let mut bs = fleet.lock();
+        if fleet.over.load(Ordering::SeqCst) {
+            break;
+        }
+        bs[i].spawn();
+        drop(bs);
         std::thread::sleep(rng.millis(300, 1200));
     }
     kills
@@ -430,9 +479,8 @@ fn drain_upstream_pools(port: u16, pid: u32, sockets0: usize) -> Fds {
 }
 
 fn http_backends_killed_under_load(io: &str) {
-    let backends: Vec<PyBackend> = (0..3).map(|_| PyBackend::start("http")).collect();
-    let ports: Vec<u16> = backends.iter().map(|b| b.port).collect();
-    let backends = Arc::new(Mutex::new(backends));
+    let fleet = FleetHandle::start("http");
+    let ports = fleet.ports();
     let port = free_port();
     let mut rm = Ringmesh::start(&http_config(port, &ports), io, &[port]);
     let pid = rm.pid();
@@ -449,9 +497,9 @@ fn http_backends_killed_under_load(io: &str) {
         .collect();
     let running = Arc::new(AtomicBool::new(true));
     let chaos_thread = {
-        let (b, r) = (backends.clone(), running.clone());
+        let (f, r) = (fleet.0.clone(), running.clone());
         std::thread::spawn(move || {
-            let kills = chaos(&b, Duration::from_secs(20));
+            let kills = chaos(&f, Duration::from_secs(20));
             r.store(false, Ordering::SeqCst);
             kills
         })
@@ -504,7 +552,7 @@ fn http_backends_killed_under_load(io: &str) {
 
     // Each backend, restarted or not, gets traffic again (a restarted one
     // may first sit out its connect-failure cooldown).
-    let current: Vec<u32> = backends.lock().unwrap().iter().map(PyBackend::pid).collect();
+    let current = fleet.pids();
     let mut served = std::collections::HashSet::new();
     let all_served = wait_until(Duration::from_secs(30), || {
         let mut c = http::Client::connect(port);
@@ -523,7 +571,7 @@ fn http_backends_killed_under_load(io: &str) {
 
     // Back to the baseline: no client socket left, the pools emptied, the
     // same threads and the same other fds.
-    backends.lock().unwrap().iter_mut().for_each(PyBackend::kill);
+    fleet.0.lock().iter_mut().for_each(PyBackend::kill);
     std::thread::sleep(Duration::from_millis(1_100)); // pooled ones get probed now
     let fds1 = drain_upstream_pools(port, pid, fds0.sockets);
     let threads1 = proc_threads(pid);
@@ -609,9 +657,8 @@ fn tcp_client(port: u16, client: usize, stop: &AtomicBool, seen: &Mutex<Seen>) {
 }
 
 fn tcp_backends_killed_under_load(io: &str) {
-    let backends: Vec<PyBackend> = (0..3).map(|_| PyBackend::start("tcp")).collect();
-    let ports: Vec<u16> = backends.iter().map(|b| b.port).collect();
-    let backends = Arc::new(Mutex::new(backends));
+    let fleet = FleetHandle::start("tcp");
+    let ports = fleet.ports();
     let port = free_port();
     let mut rm = Ringmesh::start(&tcp_config(port, &ports, "round_robin", ""), io, &[port]);
     let pid = rm.pid();
@@ -628,9 +675,9 @@ fn tcp_backends_killed_under_load(io: &str) {
         .collect();
     let running = Arc::new(AtomicBool::new(true));
     let chaos_thread = {
-        let (b, r) = (backends.clone(), running.clone());
+        let (f, r) = (fleet.0.clone(), running.clone());
         std::thread::spawn(move || {
-            let kills = chaos(&b, Duration::from_secs(12));
+            let kills = chaos(&f, Duration::from_secs(12));
             r.store(false, Ordering::SeqCst);
             kills
         })
