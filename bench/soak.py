@@ -56,6 +56,7 @@ WORKERS_DEFAULT = 2
 # idle upstream connections per backend per worker (MAX_IDLE_PER_BACKEND in src/http/upstream.rs).
 PIPES_KEPT_PER_WORKER = 64
 POOLED_PER_BACKEND_PER_WORKER = 64
+POOL_IDLE_S = 30   # IDLE_TIMEOUT in src/http/upstream.rs
 CSV_FIELDS = ["t_s", "phase", "rss_kib", "fds", "sockets", "pipes", "other_fds", "threads",
               "cpu_s"]
 
@@ -395,8 +396,9 @@ def slope_per_min(rows, key):
 TRENDS = (("rss_kib", 0.05, 4096, "RSS KiB"), ("fds", 0.05, 16, "fds"))
 
 
-def verdict(rows, base, end, roles_base, roles_end, workers, backends, died_at):
-    """Returns (passed, lines of text)."""
+def verdict(rows, base, end, roles_base, roles_end, workers, backends, died_at, pools_empty):
+    """Returns (passed, lines of text). `pools_empty`: the settle outlasted the pools' idle
+    timeout, so no pooled upstream connection may be left either."""
     lines, ok = [], True
 
     def check(cond, text):
@@ -431,13 +433,17 @@ def verdict(rows, base, end, roles_base, roles_end, workers, backends, died_at):
     check(roles_end["client"] == 0, f"client sockets left: {roles_end['client']}")
     check(roles_end["listen"] == roles_base["listen"],
           f"listeners: {roles_base['listen']} -> {roles_end['listen']}")
-    extra = end["sockets"] - base["sockets"]
-    check(extra <= roles_end["upstream"] <= pool_cap and
-          roles_end["other"] == roles_base["other"],
-          f"sockets {base['sockets']} -> {end['sockets']}: "
-          + ("back to the baseline" if extra <= 0 else
-             f"{extra} above it, {roles_end['upstream']} of them idle pooled upstream connections"
-             f" (pools hold at most {pool_cap}; closed after 30 s idle)"))
+    # Pooled upstream connections (the start-up probe already parks some) are counted apart:
+    # every other socket must be exactly as at the baseline.
+    fixed0 = base["sockets"] - roles_base["upstream"]
+    fixed1 = end["sockets"] - roles_end["upstream"]
+    check(fixed1 == fixed0 and roles_end["other"] == roles_base["other"],
+          f"sockets other than pooled upstream connections: {fixed0} -> {fixed1}")
+    pooled = roles_end["upstream"]
+    check(pooled == 0 if pools_empty else pooled <= pool_cap,
+          f"idle pooled upstream connections: {roles_base['upstream']} -> {pooled}"
+          + (" (all closed after 30 s idle)" if pooled == 0 else
+             f" (at most {pool_cap}; they close after 30 s idle)"))
     check(end["pipes"] <= base["pipes"] + pipe_cap,
           f"pipes {base['pipes']} -> {end['pipes']} (spare splice pipes kept, at most {pipe_cap})")
     check(end["threads"] == base["threads"], f"threads {base['threads']} -> {end['threads']}")
@@ -534,7 +540,7 @@ def parse_args(argv):
     if a.interval is None:
         a.interval = 0.25 if a.smoke else 1.0
     if a.settle is None:
-        a.settle = 5 if a.smoke else 45
+        a.settle = 2 if a.smoke else 45
     return a
 
 
@@ -676,9 +682,11 @@ class Soak:
         log("load over; waiting for fds to come back")
         deadline = time.monotonic() + a.settle
         end = None
+        fixed0 = base["sockets"] - roles_base["upstream"]
         while time.monotonic() < deadline:
+            # Done when only the fixed sockets are left (listeners): the pools emptied too.
             end = self.sampler.sample()
-            if end is None or (end["sockets"] <= base["sockets"] and
+            if end is None or (end["sockets"] <= fixed0 and
                                end["other_fds"] == base["other_fds"]):
                 break
             time.sleep(0.5)
@@ -687,7 +695,8 @@ class Soak:
         roles_end = socket_roles(self.rm.pid, self.port, {self.web_port, self.ws_port})
         self.sampler.finish()
         passed, lines = verdict(self.sampler.rows, base, end, roles_base, roles_end,
-                                a.workers, 2, self.sampler.died_at)
+                                a.workers, 2, self.sampler.died_at,
+                                pools_empty=a.settle >= POOL_IDLE_S + 5)
         report = self.report(base, end, roles_base, roles_end, wrk, idle_line, passed, lines)
         with open(base_name + ".md", "w") as f:
             f.write(report)

@@ -30,7 +30,10 @@ use support::http::read_response;
 use support::procs::{python, script};
 use support::*;
 
-both_drivers!(http_backends_killed_under_load, tcp_backends_killed_under_load);
+both_drivers!(
+    http_backends_killed_under_load,
+    tcp_backends_killed_under_load
+);
 
 /// Client connections (threads) of each scenario.
 const CLIENTS: usize = 8;
@@ -66,7 +69,14 @@ impl PyBackend {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let mut child = Command::new(python())
-                .args(["-S", "-u", &script(), &self.port.to_string(), "--mode", self.mode])
+                .args([
+                    "-S",
+                    "-u",
+                    &script(),
+                    &self.port.to_string(),
+                    "--mode",
+                    self.mode,
+                ])
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -435,7 +445,8 @@ fn http_client(port: u16, client: usize, stop: &AtomicBool, seen: &Mutex<Seen>) 
             }
             Ok(m) => Some(format!("status {} {}", m.status(), m.body_str().trim())),
             Err(e) if is_hang(&e) => {
-                seen.fatal.push(format!("{path}: no answer within {HANG:?}"));
+                seen.fatal
+                    .push(format!("{path}: no answer within {HANG:?}"));
                 return;
             }
             Err(e) => Some(format!("{e}")),
@@ -533,9 +544,7 @@ fn http_backends_killed_under_load(io: &str) {
         );
     }
     let logs = rm.logs();
-    let retries = logs
-        .matches("retrying on a new connection")
-        .count();
+    let retries = logs.matches("retrying on a new connection").count();
     assert!(
         retries >= 1,
         "no request met a dead pooled connection in {} kills: the retry path was not exercised",
@@ -621,7 +630,10 @@ fn tcp_client(port: u16, client: usize, stop: &AtomicBool, seen: &Mutex<Seen>) {
             i += 1;
             let msg = format!("ping {client} {i}\n");
             line.clear();
-            match w.write_all(msg.as_bytes()).and_then(|()| r.read_line(&mut line)) {
+            match w
+                .write_all(msg.as_bytes())
+                .and_then(|()| r.read_line(&mut line))
+            {
                 Ok(_) if line == msg => {}
                 Ok(0) => ended = Some(cut(format!("closed after {} round trips", i - 1), None)),
                 Ok(_) => {

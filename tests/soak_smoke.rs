@@ -70,7 +70,14 @@ fn soak_script_smoke() {
             .lines()
             .find(|l| l.starts_with(&format!("| {load} |")))
             .unwrap_or_else(|| panic!("no {load} row:\n{md}"));
-        let requests: u64 = row.split('|').nth(2).unwrap().trim().replace(',', "").parse().unwrap();
+        let requests: u64 = row
+            .split('|')
+            .nth(2)
+            .unwrap()
+            .trim()
+            .replace(',', "")
+            .parse()
+            .unwrap();
         assert!(requests > 0, "{load} made no request:\n{md}");
     }
     assert!(md.contains("websocket-style echo"), "{md}");
