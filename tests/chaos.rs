@@ -399,6 +399,83 @@ fn http_config(port: u16, backends: &[u16]) -> String {
     )
 }
 
+/// wrk beside the Rust clients, when installed (`scripts/test.sh` installs
+/// it): more keep-alive load from an independent client. Its errors cannot be
+/// matched to kills one by one, so they are only bounded: at most one per
+/// wrk connection per kill, and no timeout.
+struct Wrk {
+    child: Option<Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl Wrk {
+    const CONNS: usize = 4;
+
+    fn start(port: u16, secs: u64) -> Option<Wrk> {
+        if Command::new("wrk").arg("-v").output().is_err() {
+            eprintln!("wrk is not installed (scripts/test.sh installs it): Rust clients only");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("pace.lua");
+        // 1 ms between a connection's requests: load, not saturation.
+        std::fs::write(&script, "function delay() return 1 end\n").unwrap();
+        let child = Command::new("wrk")
+            .args(["-t", "1", "-c", &Self::CONNS.to_string()])
+            .args(["-d", &format!("{secs}s"), "--timeout", "10s", "-s"])
+            .arg(&script)
+            .arg(format!("http://127.0.0.1:{port}/wrk"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn wrk");
+        Some(Wrk {
+            child: Some(child),
+            _dir: dir,
+        })
+    }
+
+    /// Waits for wrk's end: (requests, socket errors + non-2xx, timeouts).
+    fn finish(mut self) -> (u64, usize, usize) {
+        let out = self.child.take().unwrap().wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let number_before = |tag: &str| -> Option<u64> {
+            let at = text.find(tag)?;
+            text[..at].split_whitespace().last()?.parse().ok()
+        };
+        // "Socket errors: connect 0, read 12, write 0, timeout 0" (only when there were some).
+        let sockets = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("Socket errors:"))
+            .unwrap_or("");
+        let count = |line: &str, tag: &str| -> usize {
+            line.split(',')
+                .find_map(|part| part.trim().strip_prefix(tag))
+                .and_then(|n| n.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        let non2xx = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("Non-2xx or 3xx responses:"))
+            .and_then(|n| n.trim().parse::<usize>().ok())
+            .unwrap_or(0);
+        let requests = number_before(" requests in").unwrap_or(0);
+        let errors =
+            count(sockets, "connect") + count(sockets, "read") + count(sockets, "write") + non2xx;
+        (requests, errors, count(sockets, "timeout"))
+    }
+}
+
+impl Drop for Wrk {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 /// One keep-alive client: GET /c<client>/<n> in a loop; a failure drops the
 /// connection and the next request opens a new one.
 fn http_client(port: u16, client: usize, stop: &AtomicBool, seen: &Mutex<Seen>) {
@@ -506,6 +583,7 @@ fn http_backends_killed_under_load(io: &str) {
             std::thread::spawn(move || http_client(port, i, &stop, &seen))
         })
         .collect();
+    let wrk = Wrk::start(port, 20);
     let running = Arc::new(AtomicBool::new(true));
     let chaos_thread = {
         let (f, r) = (fleet.0.clone(), running.clone());
@@ -541,6 +619,18 @@ fn http_backends_killed_under_load(io: &str) {
             "client {} got {} (only 502 or a close may follow a backend's death)",
             f.client,
             f.what
+        );
+    }
+    if let Some(wrk) = wrk {
+        let (requests, errors, timeouts) = wrk.finish();
+        eprintln!("chaos http ({io}): wrk alongside: {requests} requests, {errors} errors");
+        assert_eq!(timeouts, 0, "wrk saw requests hang");
+        assert!(requests > 0, "wrk made no request");
+        assert!(
+            errors <= kills.len() * Wrk::CONNS,
+            "wrk saw {errors} errors in {} kills with {} connections",
+            kills.len(),
+            Wrk::CONNS
         );
     }
     let logs = rm.logs();
