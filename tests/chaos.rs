@@ -687,7 +687,7 @@ fn http_backends_killed_under_load(io: &str) {
 
 /// One tcp client: tunnels of a random number of echo round trips, back to back.
 fn tcp_client(port: u16, client: usize, stop: &AtomicBool, seen: &Mutex<Seen>) {
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (client as u64 + 1) * 0x1000_0001);
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ ((client as u64 + 1) * 0x1000_0001));
     while !stop.load(Ordering::SeqCst) {
         let start = Instant::now();
         let s = match open(port) {
