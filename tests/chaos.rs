@@ -14,8 +14,9 @@
 //! - afterwards ringmesh holds the same sockets and other fds as before any
 //!   traffic (see [`Fds`] for pooled upstreams and spare splice pipes).
 //!
-//! The HTTP clients are Rust threads rather than wrk: each request is stamped
-//! with its start and end, so failures can be matched to kills exactly.
+//! The HTTP clients are Rust threads: each request is stamped with its start
+//! and end, so failures can be matched to kills exactly. wrk runs beside them
+//! when installed, its errors bounded per kill.
 
 mod support;
 
@@ -41,6 +42,8 @@ const CLIENTS: usize = 8;
 const WORKERS: usize = 2;
 /// Idle pipes a worker's splice pool keeps (`PipePool::new(.., 64)` in src/worker).
 const PIPES_KEPT_PER_WORKER: usize = 64;
+/// A client thread stops by itself after this, should its test fail before stopping it.
+const CLIENT_LIMIT: Duration = Duration::from_secs(120);
 /// Longer than this without an answer is a hang.
 const HANG: Duration = Duration::from_secs(10);
 
@@ -360,9 +363,20 @@ fn report_kills(kills: &[Kill], per_kill: &[usize]) {
     }
 }
 
-/// Samples ringmesh while `running`: it must stay alive with the same threads.
+/// Clears its flag when dropped: the chaos thread's "done", even if it panics.
+struct Done(Arc<AtomicBool>);
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Samples ringmesh while `running` (at most two minutes): it must stay alive
+/// with the same threads.
 fn watch(rm: &mut Ringmesh, threads0: usize, running: &AtomicBool) {
-    while running.load(Ordering::SeqCst) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while running.load(Ordering::SeqCst) && Instant::now() < deadline {
         if let Some(st) = rm.child.as_mut().unwrap().try_wait().unwrap() {
             panic!("ringmesh exited under chaos: {st:?}; log:\n{}", rm.logs());
         }
@@ -481,7 +495,8 @@ impl Drop for Wrk {
 fn http_client(port: u16, client: usize, stop: &AtomicBool, seen: &Mutex<Seen>) {
     let mut conn: Option<(BufReader<TcpStream>, TcpStream)> = None;
     let mut n = 0u64;
-    while !stop.load(Ordering::SeqCst) {
+    let deadline = Instant::now() + CLIENT_LIMIT;
+    while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
         n += 1;
         let path = format!("/c{client}/{n}");
         let start = Instant::now();
@@ -588,9 +603,8 @@ fn http_backends_killed_under_load(io: &str) {
     let chaos_thread = {
         let (f, r) = (fleet.0.clone(), running.clone());
         std::thread::spawn(move || {
-            let kills = chaos(&f, Duration::from_secs(20));
-            r.store(false, Ordering::SeqCst);
-            kills
+            let _done = Done(r);
+            chaos(&f, Duration::from_secs(20))
         })
     };
     watch(&mut rm, threads0, &running);
@@ -688,7 +702,8 @@ fn http_backends_killed_under_load(io: &str) {
 /// One tcp client: tunnels of a random number of echo round trips, back to back.
 fn tcp_client(port: u16, client: usize, stop: &AtomicBool, seen: &Mutex<Seen>) {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ ((client as u64 + 1) * 0x1000_0001));
-    while !stop.load(Ordering::SeqCst) {
+    let deadline = Instant::now() + CLIENT_LIMIT;
+    while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
         let start = Instant::now();
         let s = match open(port) {
             Ok(s) => s,
@@ -779,9 +794,8 @@ fn tcp_backends_killed_under_load(io: &str) {
     let chaos_thread = {
         let (f, r) = (fleet.0.clone(), running.clone());
         std::thread::spawn(move || {
-            let kills = chaos(&f, Duration::from_secs(12));
-            r.store(false, Ordering::SeqCst);
-            kills
+            let _done = Done(r);
+            chaos(&f, Duration::from_secs(12))
         })
     };
     watch(&mut rm, threads0, &running);
