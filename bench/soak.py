@@ -16,7 +16,7 @@ thread count every --interval seconds into a CSV, then draws a PNG and prints a 
 The load, all at once: wrk keep-alive GETs, wrk with `Connection: close` (a new connection per
 request), wrk downloads of 64 KiB and 4 MiB, wrk uploads of 64 KiB and 2 MiB, WebSocket-style
 upgrades with echo round trips (short-lived and long-lived), and N idle keep-alive connections
-held open for the whole run.
+held open for the whole run (checked at its end).
 
 Usage: soak.py [--duration S | --quick | --smoke] [--port-base P] ... (bench/soak.sh wraps it);
        soak.py --plot CSV PNG   redraws a plot from a CSV.
@@ -30,7 +30,6 @@ import json
 import os
 import random
 import resource
-import select
 import shutil
 import signal
 import socket
@@ -300,21 +299,50 @@ class WsLoad:
                 s.close()
 
 
-def read_line(stream, timeout):
-    """One line from a pipe within `timeout` seconds, or None."""
-    deadline = time.monotonic() + timeout
-    buf = b""
-    fd = stream.fileno()
-    while time.monotonic() < deadline:
-        r, _, _ = select.select([fd], [], [], min(1.0, max(0.0, deadline - time.monotonic())))
-        if r:
-            chunk = os.read(fd, 4096)
-            if not chunk:
-                break
-            buf += chunk
-            if b"\n" in buf:
-                return buf.split(b"\n", 1)[0].decode("utf-8", "replace")
-    return buf.decode("utf-8", "replace") or None
+class IdleConns:
+    """N client connections that each do one keep-alive GET, then sit idle until the end."""
+
+    def __init__(self, port, n):
+        self.port, self.n = port, n
+        self.socks, self.failed, self.first_error = [], 0, None
+
+    def open(self, timeout=90.0):
+        deadline = time.monotonic() + timeout
+        for _ in range(self.n):
+            s = None
+            try:
+                if time.monotonic() > deadline:
+                    raise TimeoutError("opening took too long")
+                s = socket.create_connection((HOST, self.port), timeout=5)
+                status, _, _ = loads.http_get(s, loads._Reader(s), "/small")
+                if status != 200:
+                    raise ValueError(f"status {status}")
+                self.socks.append(s)
+            except (OSError, EOFError, ValueError) as e:
+                self.failed += 1
+                self.first_error = self.first_error or repr(e)
+                if s is not None:
+                    s.close()
+        return f"{len(self.socks)} open, {self.failed} failed" + (
+            f" ({self.first_error})" if self.first_error else "")
+
+    def still_open(self):
+        """How many are still open: nothing to read and no EOF (ringmesh did not close them)."""
+        n = 0
+        for s in self.socks:
+            try:
+                s.setblocking(False)
+                s.recv(1, socket.MSG_PEEK)
+            except BlockingIOError:
+                n += 1
+            except OSError:
+                pass
+        return n
+
+    def close(self):
+        for s in self.socks:
+            s.close()
+        self.socks = []
 
 
 # ---------------------------------------------------------------------------------------------
@@ -354,7 +382,9 @@ def write_nginx(d, port, cpus, nofile):
     return configs.nginx_argv(d, conf)
 
 
-def write_ringmesh(d, port, web_port, ws_port, workers):
+def write_ringmesh(d, port, web_port, ws_port, workers, keepalive_s):
+    """`keepalive_s`: the idle connections must outlive the load (the default closes an idle
+    keep-alive client connection after 60 s)."""
     cfg = {
         "dashboard_port": "",
         "service_name": "soak",
@@ -362,6 +392,7 @@ def write_ringmesh(d, port, web_port, ws_port, workers):
         "listen_host": HOST,
         "routes": {
             str(port): {"name": "web", "protocol": "http",
+                        "timeouts": {"keepalive": f"{int(keepalive_s)}s"},
                         "backends": [{"name": "nginx", "internal_host": HOST,
                                       "internal_port": str(web_port)}]},
             "ws": {"listen": str(port), "hosts": ["ws"], "protocol": "http",
@@ -396,7 +427,8 @@ def slope_per_min(rows, key):
 TRENDS = (("rss_kib", 0.05, 4096, "RSS KiB"), ("fds", 0.05, 16, "fds"))
 
 
-def verdict(rows, base, end, roles_base, roles_end, workers, backends, died_at, pools_empty):
+def verdict(rows, base, end, roles_base, roles_end, workers, backends, died_at, pools_empty,
+            idle=(0, 0)):
     """Returns (passed, lines of text). `pools_empty`: the settle outlasted the pools' idle
     timeout, so no pooled upstream connection may be left either."""
     lines, ok = [], True
@@ -411,6 +443,9 @@ def verdict(rows, base, end, roles_base, roles_end, workers, backends, died_at, 
     threads = sorted({r["threads"] for r in rows})
     check(threads == [base["threads"]],
           f"thread count {base['threads']} in every sample (seen: {threads})")
+    # The soak's own premise: the idle connections stayed open for the whole load.
+    check(idle[1] == idle[0], f"idle connections still open at the end of the load: "
+                              f"{idle[1]} of {idle[0]}")
     load = [r for r in rows if r["phase"] == "load"]
     n = len(load)
     if n >= 6:
@@ -596,7 +631,8 @@ class Soak:
         for p, port in ((nginx, self.web_port), (ws, self.ws_port)):
             if not loads.wait_port(port, 15, p.alive):
                 raise BenchError(f"{p.name} did not listen on {port}: {p.log_tail()}")
-        conf = write_ringmesh(self.tmp, self.port, self.web_port, self.ws_port, a.workers)
+        conf = write_ringmesh(self.tmp, self.port, self.web_port, self.ws_port, a.workers,
+                              a.duration + 600)
         env = dict(os.environ)
         env.setdefault("RINGMESH_LOG", "warn")
         self.rm = self._start("ringmesh", [self.bin, "run", "--config", conf], env=env)
@@ -626,24 +662,16 @@ class Soak:
         self.ws.start()
 
     def open_idle(self):
-        argv = [sys.executable, os.path.join(HERE, "idle_conns.py"), str(self.port),
-                str(self.a.idle_conns), "--request", "/small",
-                "--hold", str(self.a.duration + 300), "--open-timeout", "90"]
-        self.idle = self._start("idle-conns", argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        line = read_line(self.idle.popen.stdout, 100) or ""
-        if not line.startswith("READY"):
-            raise BenchError(f"idle client did not report READY: {line!r}")
-        return line
+        self.idle = IdleConns(self.port, self.a.idle_conns)
+        return self.idle.open()
 
     def close_idle(self):
+        """Closes the idle connections; returns how many were still open."""
         if self.idle is None:
-            return
-        try:
-            self.idle.popen.stdin.close()
-        except OSError:
-            pass
-        self.idle.stop(timeout=15)
-        self.idle = None
+            return 0
+        n = self.idle.still_open()
+        self.idle.close()
+        return n
 
     def run(self):
         a = self.a
@@ -677,7 +705,7 @@ class Soak:
             except (OSError, BenchError) as e:
                 wrk[p.name] = {"requests": 0, "errors": {"parse": str(e)}}
         self.ws.finish()
-        self.close_idle()
+        idle_left = self.close_idle()
         self.sampler.phase = "settle"
         log("load over; waiting for fds to come back")
         deadline = time.monotonic() + a.settle
@@ -696,7 +724,8 @@ class Soak:
         self.sampler.finish()
         passed, lines = verdict(self.sampler.rows, base, end, roles_base, roles_end,
                                 a.workers, 2, self.sampler.died_at,
-                                pools_empty=a.settle >= POOL_IDLE_S + 5)
+                                pools_empty=a.settle >= POOL_IDLE_S + 5,
+                                idle=(a.idle_conns, idle_left))
         report = self.report(base, end, roles_base, roles_end, wrk, idle_line, passed, lines)
         with open(base_name + ".md", "w") as f:
             f.write(report)
@@ -724,7 +753,7 @@ class Soak:
         ws = self.ws
         out.append(f"| websocket-style echo | {ws.ok_conns:,} upgrades, {ws.ok_msgs:,} round trips"
                    f" | {len(ws.failures)}{': ' + ws.failures[0] if ws.failures else ''} |")
-        out.append(f"| idle connections | {idle_line} | |")
+        out.append(f"| idle connections | {idle_line}; held for the whole load | |")
         rows = [r for r in self.sampler.rows if r["phase"] == "load"]
         peak = max((r["rss_kib"] for r in rows), default=0)
         out += ["", "| | baseline | peak under load | end |", "|---|---|---|---|",
@@ -748,6 +777,8 @@ class Soak:
             self.ws.stop.set()
         if self.sampler is not None and self.sampler.is_alive():
             self.sampler.finish()
+        if self.idle is not None:
+            self.idle.close()
         self.registry.stop_all()
 
 
