@@ -617,12 +617,12 @@ class Soak:
         a = self.a
         for tool in ("nginx", "wrk", "taskset"):
             if not shutil.which(tool):
-                raise SystemExit(f"soak: {tool} is not installed (bench/run.sh installs it)")
+                raise SystemExit(f"{tool} is not installed (bench/run.sh installs it)")
         if not os.access(self.bin, os.X_OK):
-            raise SystemExit(f"soak: no ringmesh binary at {self.bin} (build it, or --ringmesh-bin)")
+            raise SystemExit(f"no ringmesh binary at {self.bin} (build it, or --ringmesh-bin)")
         busy = [p for p in (self.port, self.web_port, self.ws_port) if not loads.port_free(p)]
         if busy:
-            raise SystemExit(f"soak: ports busy on 127.0.0.1: {busy} (another soak? --port-base)")
+            raise SystemExit(f"ports busy on 127.0.0.1: {busy} (another soak? --port-base)")
         d = os.path.join(self.tmp, "nginx")
         os.makedirs(d)
         nginx = self._start("nginx", write_nginx(d, self.web_port, self.cpus, self.nofile))
