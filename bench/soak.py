@@ -56,6 +56,7 @@ WORKERS_DEFAULT = 2
 PIPES_KEPT_PER_WORKER = 64
 POOLED_PER_BACKEND_PER_WORKER = 64
 POOL_IDLE_S = 30   # IDLE_TIMEOUT in src/http/upstream.rs
+LOADS = ("keepalive", "newconn", "64k", "4m-down", "upload", "ws")
 CSV_FIELDS = ["t_s", "phase", "rss_kib", "fds", "sockets", "pipes", "other_fds", "threads",
               "cpu_s"]
 
@@ -553,6 +554,9 @@ def parse_args(argv):
     ap.add_argument("--port-base", type=int, default=18100,
                     help="ringmesh on P, nginx on P+1, the echo backend on P+2 (default 18100)")
     ap.add_argument("--idle-conns", type=int, default=None, help="idle connections (default 500)")
+    ap.add_argument("--loads", default=",".join(LOADS),
+                    help=f"which loads to run (default all: {','.join(LOADS)}); "
+                         "to find which one drives a trend")
     ap.add_argument("--workers", type=int, default=WORKERS_DEFAULT)
     ap.add_argument("--pace", type=float, default=2.0,
                     help="ms between a load connection's small requests (x10 for big bodies)")
@@ -566,6 +570,10 @@ def parse_args(argv):
     ap.add_argument("--plot", nargs=2, metavar=("CSV", "PNG"), help="only redraw a plot")
     a = ap.parse_args(argv)
     a.mode = "smoke" if a.smoke else "quick" if a.quick else "full"
+    a.loads = [x.strip() for x in a.loads.split(",") if x.strip()]
+    unknown = set(a.loads) - set(LOADS)
+    if unknown:
+        ap.error(f"unknown loads {sorted(unknown)}; choose from {','.join(LOADS)}")
     if a.smoke:
         a.duration = 4
     elif a.quick:
@@ -655,10 +663,13 @@ class Soak:
             ("wrk-upload", 2, "/upload", [], wrk_script(self.tmp, "upload", big, upload=True)),
         ]
         for name, conns, path, extra, script in specs:
+            if name[len("wrk-"):] not in a.loads:
+                continue
             argv = ["wrk", "-t", "1", "-c", str(conns), "-d", f"{d}s", "--timeout", "10s",
                     "-s", script] + extra + [url + path]
             self.loads.append(self._start(name, argv))
-        self.ws = WsLoad(self.port, short_conns=4, long_conns=4, pace_ms=pace * 5)
+        on = "ws" in a.loads
+        self.ws = WsLoad(self.port, short_conns=4 * on, long_conns=4 * on, pace_ms=pace * 5)
         self.ws.start()
 
     def open_idle(self):
@@ -744,7 +755,8 @@ class Soak:
         out = [f"# ringmesh soak, {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')} "
                f"on {socket.gethostname()}", "",
                f"{a.mode} mode: {a.duration:.0f} s of mixed load, {a.workers} workers, "
-               f"{a.idle_conns} idle connections, pace {a.pace:g} ms, sampled every "
+               f"{a.idle_conns} idle connections, loads {','.join(a.loads)}, pace {a.pace:g} ms, "
+               f"sampled every "
                f"{a.interval:g} s; ringmesh {self.bin}; {os.cpu_count()} CPUs, load average "
                f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} at the end.", "",
                "| load | requests | errors |", "|---|---|---|"]
