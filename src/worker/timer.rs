@@ -7,11 +7,17 @@
 //! tick, and the tick wakes every bucket that is due. Resolution is one tick
 //! (100 ms), which idle timeouts of seconds to minutes do not notice.
 //!
-//! Slab keys are reused, so a bucket may hold a stale key and wake an
-//! unrelated waiter: that waiter re-checks its deadline and waits again.
-//! Spurious wake-ups are harmless; missed ones are impossible.
+//! A sleep dropped before its deadline (the common case: a keep-alive
+//! connection's next request arrives) leaves its key in its bucket until that
+//! bucket is due, which is the whole keep-alive timeout away: one entry per
+//! request. So stale entries are compacted away once they outnumber the live
+//! waiters (amortized O(1) per sleep), or memory would grow with request rate
+//! x timeout. Slab keys are reused, so each waiter also records its tick: an
+//! entry wakes a waiter only if filed under that waiter's tick. A spurious
+//! wake-up is harmless (the waiter re-checks its deadline); a missed one is
+//! impossible.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -23,13 +29,24 @@ use super::TICK;
 
 const TICK_MS: u64 = TICK.as_millis() as u64;
 
+/// Stale bucket entries tolerated beyond twice the live waiters before a compaction.
+const COMPACT_SLACK: usize = 1024;
+
+/// One registered sleep: its waker (taken when its bucket fires) and its tick.
+struct Waiter {
+    waker: Option<Waker>,
+    tick: u64,
+}
+
 /// A worker's coarse timer set; driven by [`CoarseTimers::fire`] on every tick.
 #[derive(Default)]
 pub struct CoarseTimers {
-    waiters: RefCell<Slab<Option<Waker>>>,
+    waiters: RefCell<Slab<Waiter>>,
     /// Tick number -> slab keys to wake at that tick.
     buckets: RefCell<BTreeMap<u64, Vec<usize>>>,
-    now: std::cell::Cell<u64>,
+    /// Entries in `buckets`, stale ones included.
+    filed: Cell<usize>,
+    now: Cell<u64>,
 }
 
 impl CoarseTimers {
@@ -56,13 +73,17 @@ impl CoarseTimers {
             let keys = {
                 let mut b = self.buckets.borrow_mut();
                 match b.first_key_value() {
-                    Some((&t, _)) if t <= due_tick => b.pop_first().map(|(_, v)| v),
+                    Some((&t, _)) if t <= due_tick => b.pop_first(),
                     _ => None,
                 }
             };
-            let Some(keys) = keys else { break };
+            let Some((tick, keys)) = keys else { break };
+            self.filed.set(self.filed.get().saturating_sub(keys.len()));
             for k in keys {
-                let w = self.waiters.borrow_mut().get_mut(k).and_then(Option::take);
+                let w = match self.waiters.borrow_mut().get_mut(k) {
+                    Some(w) if w.tick == tick => w.waker.take(),
+                    _ => None,
+                };
                 if let Some(w) = w {
                     w.wake();
                 }
@@ -70,9 +91,41 @@ impl CoarseTimers {
         }
     }
 
+    /// Files waiter `k` under `tick`; compacts when stale entries pile up.
+    fn file(&self, k: usize, tick: u64) {
+        self.buckets.borrow_mut().entry(tick).or_default().push(k);
+        self.filed.set(self.filed.get() + 1);
+        if self.filed.get() > 2 * self.waiters.borrow().len() + COMPACT_SLACK {
+            self.compact();
+        }
+    }
+
+    /// Drops every bucket entry that no longer names an armed waiter of that tick.
+    fn compact(&self) {
+        let waiters = self.waiters.borrow();
+        let mut filed = 0;
+        self.buckets.borrow_mut().retain(|&tick, keys| {
+            keys.sort_unstable();
+            keys.dedup();
+            keys.retain(|&k| {
+                waiters
+                    .get(k)
+                    .is_some_and(|w| w.tick == tick && w.waker.is_some())
+            });
+            filed += keys.len();
+            !keys.is_empty()
+        });
+        self.filed.set(filed);
+    }
+
     /// Registered waiters (for tests and status).
     pub fn pending(&self) -> usize {
         self.waiters.borrow().len()
+    }
+
+    /// Entries filed in the buckets, stale ones included (for tests).
+    pub fn filed(&self) -> usize {
+        self.filed.get()
     }
 }
 
@@ -101,11 +154,12 @@ impl Future for CoarseSleep<'_> {
                     // Still registered (a spurious wake, or a re-poll): refresh the
                     // waker, and re-file in case a fire already took our bucket.
                     Some(slot) => {
-                        let was_armed = slot.is_some();
-                        *slot = Some(cx.waker().clone());
+                        let was_armed = slot.waker.is_some() && slot.tick == tick;
+                        slot.waker = Some(cx.waker().clone());
+                        slot.tick = tick;
                         drop(w);
                         if !was_armed {
-                            t.buckets.borrow_mut().entry(tick).or_default().push(k);
+                            t.file(k, tick);
                         }
                     }
                     None => {
@@ -116,8 +170,11 @@ impl Future for CoarseSleep<'_> {
                 }
             }
             None => {
-                let k = t.waiters.borrow_mut().insert(Some(cx.waker().clone()));
-                t.buckets.borrow_mut().entry(tick).or_default().push(k);
+                let k = t.waiters.borrow_mut().insert(Waiter {
+                    waker: Some(cx.waker().clone()),
+                    tick,
+                });
+                t.file(k, tick);
                 self.key = Some(k);
             }
         }
@@ -170,5 +227,48 @@ mod tests {
         assert_eq!(t.pending(), 0);
         t.fire(6_000);
         assert_eq!(c.0.load(Ordering::SeqCst), 1);
+    }
+
+    /// The soak's finding: a keep-alive connection drops its idle sleep at
+    /// every request; the stale entries must not pile up until the far deadline.
+    #[test]
+    fn dropped_sleeps_do_not_pile_up() {
+        let t = CoarseTimers::new(0);
+        let c = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(c.clone());
+        let mut cx = Context::from_waker(&waker);
+        // 100 idle connections stay armed for 20 minutes.
+        let mut idle: Vec<_> = (0..100)
+            .map(|_| Box::pin(t.sleep_until(1_200_000)))
+            .collect();
+        for s in &mut idle {
+            assert!(s.as_mut().poll(&mut cx).is_pending());
+        }
+        // 200,000 requests, each arming and dropping a sleep of the same length.
+        for i in 0..200_000u64 {
+            let now = i / 10; // ms: 20 s of requests
+            t.fire(now);
+            let mut s = Box::pin(t.sleep_until(now + 1_200_000));
+            assert!(s.as_mut().poll(&mut cx).is_pending());
+            drop(s);
+            assert!(
+                t.filed() <= 2 * (t.pending() + 1) + COMPACT_SLACK,
+                "{} entries filed for {} waiters",
+                t.filed(),
+                t.pending()
+            );
+        }
+        assert_eq!(t.pending(), 100);
+        // The live ones still wake, once each, at their deadline.
+        t.fire(1_199_000);
+        assert_eq!(c.0.load(Ordering::SeqCst), 0);
+        t.fire(1_200_000);
+        assert_eq!(c.0.load(Ordering::SeqCst), 100);
+        for s in &mut idle {
+            assert!(s.as_mut().poll(&mut cx).is_ready());
+        }
+        assert_eq!(t.pending(), 0);
+        t.fire(2_000_000);
+        assert_eq!(t.filed(), 0);
     }
 }
