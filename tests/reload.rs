@@ -306,3 +306,36 @@ fn keepalive_picks_the_new_backend_and_inflight_finishes(io: &str) {
 }
 
 both_drivers!(keepalive_picks_the_new_backend_and_inflight_finishes);
+
+#[test]
+fn ringmesh_reload_rereads_the_file() {
+    let echo = Backend::echo();
+    let (api, old, new) = (free_port(), free_port(), free_port());
+    let rm = Ringmesh::start(&config(api, &[(old, echo.port)]), "auto", &[api, old]);
+    let t = start_transfer(old, 4);
+    std::fs::write(&rm.config, config(api, &[(new, echo.port)])).unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["reload", "--config"])
+        .arg(&rm.config)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("added: 127.0.0.1:{new}")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("removed: 127.0.0.1:{old}")),
+        "{stdout}"
+    );
+    // The reload answered once every worker applied it: no polling needed.
+    assert!(echo_once(new));
+    assert!(refused(old));
+    t.finish();
+    drop(rm);
+}
