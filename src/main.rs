@@ -55,7 +55,7 @@ enum Cmd {
         #[arg(short, long)]
         follow: bool,
         #[command(flatten)]
-        api: cli::procs::ApiArgs,
+        api: ApiArgs,
     },
     /// Stop a route's backend processes (or one backend's); the next connection
     /// starts them again. Exit codes as for `logs`.
@@ -65,7 +65,7 @@ enum Cmd {
         /// Backend name (default: every backend of the route).
         backend: Option<String>,
         #[command(flatten)]
-        api: cli::procs::ApiArgs,
+        api: ApiArgs,
     },
     /// Show routes, backends and counters of a running ringmesh (exit 2: API unreachable).
     Status {
@@ -167,12 +167,18 @@ static EARLY_ALLOCATOR_OPTIONS: extern "C" fn() = early_allocator_options;
 fn main() -> ExitCode {
     let args = Cli::parse();
     match args.cmd {
-        Cmd::Logs { route, follow, api } => cli::procs::logs(&api, &route, follow),
+        Cmd::Logs { route, follow, api } => match api.target() {
+            Ok(a) => cli::procs::logs(&a, &route, follow),
+            Err(code) => code,
+        },
         Cmd::Kill {
             route,
             backend,
             api,
-        } => cli::procs::kill(&api, &route, backend.as_deref()),
+        } => match api.target() {
+            Ok(a) => cli::procs::kill(&a, &route, backend.as_deref()),
+            Err(code) => code,
+        },
         Cmd::Status { api, json } => match api.target() {
             Ok(a) => ExitCode::from(cli::status(&a, json)),
             Err(code) => code,

@@ -148,6 +148,15 @@ fn bearer_token_guards_all_but_healthz() {
     let (code, out, _) = cli(&["status", "--api", &apiurl, "--token", "s3cret", "--json"]);
     assert_eq!(code, 0);
     serde_json::from_str::<serde_json::Value>(&out).unwrap();
+    // logs and kill go through the same client: the token reaches the API.
+    let (code, _, err) = cli(&["logs", "echo-route", "--api", &apiurl]);
+    assert_eq!(code, 1, "logs without a token: refused; {err}");
+    assert!(err.contains("401"), "{err}");
+    let (code, _, err) = cli(&["logs", "echo-route", "--config", c]);
+    assert_eq!(code, 0, "logs with the config's token; {err}");
+    let (code, out, err) = cli(&["kill", "echo-route", "--api", &apiurl, "--token", "s3cret"]);
+    assert_eq!(code, 0, "kill with --token; {err}");
+    assert!(out.contains("nothing to stop"), "{out}");
     drop(rm);
 
     // RINGMESH_API_TOKEN guards a config without a token, and wins over one.

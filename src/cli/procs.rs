@@ -1,28 +1,16 @@
-//! `ringmesh logs <route> [-f]` and `ringmesh kill <route> [backend]`: small
-//! blocking HTTP/1.1 clients of the status API.
+//! `ringmesh logs <route> [-f]` and `ringmesh kill <route> [backend]`,
+//! through the CLI's API client (address and token as for `status`).
 //!
 //! Exit codes scripts can use: 0 done, 1 the API refused (unknown route or
 //! backend, ...), 2 the API cannot be reached (not running, headless config).
 
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
-use std::path::{Path, PathBuf};
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use serde_json::Value;
 
-/// Where the API is: `--api http://host:port`, else the config's
-/// `dashboard_host:dashboard_port`.
-#[derive(clap::Args, Debug, Clone)]
-pub struct ApiArgs {
-    /// Config file to read dashboard_host and dashboard_port from.
-    #[arg(short, long, default_value = "config.json")]
-    pub config: PathBuf,
-    /// The API's address, e.g. http://127.0.0.1:9999 (overrides --config).
-    #[arg(long)]
-    pub api: Option<String>,
-}
+use super::{Api, REFUSED, UNREACHABLE};
 
 /// Why a command failed, and its exit code.
 #[derive(Debug)]
@@ -38,69 +26,14 @@ impl Failure {
         match self {
             Failure::Refused(status, msg) => {
                 eprintln!("error ({status}): {msg}");
-                ExitCode::from(1)
+                ExitCode::from(REFUSED)
             }
             Failure::Unreachable(msg) => {
                 eprintln!("cannot reach the ringmesh API: {msg}");
-                ExitCode::from(2)
+                ExitCode::from(UNREACHABLE)
             }
         }
     }
-}
-
-const TIMEOUT: Duration = Duration::from_secs(10);
-/// Largest API response read.
-const MAX_RESPONSE: u64 = 64 << 20;
-
-impl ApiArgs {
-    /// `host:port` of the API.
-    pub fn address(&self) -> Result<String, Failure> {
-        if let Some(a) = &self.api {
-            let a = a.trim();
-            let a = a.strip_prefix("http://").unwrap_or(a);
-            let a = a.trim_end_matches('/');
-            if a.is_empty() || a.contains('/') || a.starts_with("https:") {
-                return Err(Failure::Unreachable(format!(
-                    "--api {a:?}: expected http://host:port"
-                )));
-            }
-            return Ok(a.to_string());
-        }
-        from_config(&self.config)
-    }
-}
-
-fn from_config(path: &Path) -> Result<String, Failure> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        Failure::Unreachable(format!(
-            "{}: {e} (pass --config or --api http://host:port)",
-            path.display()
-        ))
-    })?;
-    let v: Value = serde_json::from_str(&text)
-        .map_err(|e| Failure::Unreachable(format!("{}: invalid JSON: {e}", path.display())))?;
-    let host = match v
-        .get("dashboard_host")
-        .and_then(Value::as_str)
-        .map(str::trim)
-    {
-        None | Some("") | Some("0.0.0.0") => "127.0.0.1".to_string(),
-        Some("::") | Some("[::]") => "[::1]".to_string(),
-        Some(h) if h.contains(':') && !h.starts_with('[') => format!("[{h}]"),
-        Some(h) => h.to_string(),
-    };
-    let port = match v.get("dashboard_port") {
-        Some(Value::String(s)) => s.trim().to_string(),
-        Some(Value::Number(n)) => n.to_string(),
-        _ => String::new(),
-    };
-    if port.is_empty() {
-        return Err(Failure::Unreachable(format!(
-            "{} has no dashboard_port (headless: no API); pass --api http://host:port",
-            path.display()
-        )));
-    }
-    Ok(format!("{host}:{port}"))
 }
 
 /// Percent-encodes one path segment.
@@ -116,62 +49,34 @@ pub fn encode(s: &str) -> String {
     out
 }
 
-/// One request; the JSON body of a 2xx answer, else a [`Failure`].
-pub fn call(addr: &str, method: &str, path: &str) -> Result<Value, Failure> {
-    let unreachable = |e: std::io::Error| Failure::Unreachable(format!("{addr}: {e}"));
-    let sock = addr
-        .to_socket_addrs()
-        .map_err(unreachable)?
-        .next()
-        .ok_or_else(|| Failure::Unreachable(format!("{addr} resolves to no address")))?;
-    let mut s = TcpStream::connect_timeout(&sock, TIMEOUT).map_err(unreachable)?;
-    s.set_read_timeout(Some(TIMEOUT)).map_err(unreachable)?;
-    s.set_write_timeout(Some(TIMEOUT)).map_err(unreachable)?;
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: ringmesh-cli\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    );
-    s.write_all(req.as_bytes()).map_err(unreachable)?;
-    let mut buf = Vec::new();
-    s.take(MAX_RESPONSE)
-        .read_to_end(&mut buf)
-        .map_err(unreachable)?;
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let mut resp = httparse::Response::new(&mut headers);
-    let body_at = match resp.parse(&buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        _ => {
-            return Err(Failure::Unreachable(format!(
-                "{addr} did not answer with HTTP"
-            )))
-        }
-    };
-    let status = resp.code.unwrap_or(0);
-    let body = &buf[body_at..];
-    let json: Option<Value> = serde_json::from_slice(body).ok();
-    if (200..300).contains(&status) {
-        return json
-            .ok_or_else(|| Failure::Unreachable(format!("{addr}{path}: the answer is not JSON")));
+/// One request through the CLI's client ([`Api`], which also sends the
+/// bearer token); the JSON body of a 2xx answer, else a [`Failure`].
+pub fn call(api: &Api, method: &str, path: &str) -> Result<Value, Failure> {
+    let reply = api
+        .request(method, path, b"")
+        .map_err(|e| Failure::Unreachable(e.0))?;
+    let json = reply.json();
+    if (200..300).contains(&reply.status) {
+        return json.ok_or_else(|| {
+            Failure::Unreachable(format!("{}{path}: the answer is not JSON", api.addr))
+        });
     }
     let msg = json
         .as_ref()
         .and_then(|v| v.get("error"))
         .and_then(Value::as_str)
         .map(str::to_string)
-        .unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_string());
-    Err(Failure::Refused(status, msg))
+        .unwrap_or_else(|| reply.text().trim().to_string());
+    Err(Failure::Refused(reply.status, msg))
 }
 
 /// Prints the captured lines of a route; with `follow`, keeps polling.
-pub fn logs(api: &ApiArgs, route: &str, follow: bool) -> ExitCode {
-    let addr = match api.address() {
-        Ok(a) => a,
-        Err(f) => return f.report(),
-    };
+pub fn logs(api: &Api, route: &str, follow: bool) -> ExitCode {
     let mut since = 0u64;
     let mut out = std::io::stdout().lock();
     loop {
         let path = format!("/api/logs/{}?since={since}", encode(route));
-        let v = match call(&addr, "GET", &path) {
+        let v = match call(api, "GET", &path) {
             Ok(v) => v,
             Err(f) => return f.report(),
         };
@@ -201,16 +106,12 @@ pub fn logs(api: &ApiArgs, route: &str, follow: bool) -> ExitCode {
 }
 
 /// Stops the processes of a route (or one backend of it).
-pub fn kill(api: &ApiArgs, route: &str, backend: Option<&str>) -> ExitCode {
-    let addr = match api.address() {
-        Ok(a) => a,
-        Err(f) => return f.report(),
-    };
+pub fn kill(api: &Api, route: &str, backend: Option<&str>) -> ExitCode {
     let path = match backend {
         Some(b) => format!("/api/processes/{}/{}/kill", encode(route), encode(b)),
         None => format!("/api/processes/{}/kill", encode(route)),
     };
-    let v = match call(&addr, "POST", &path) {
+    let v = match call(api, "POST", &path) {
         Ok(v) => v,
         Err(f) => return f.report(),
     };
@@ -241,28 +142,5 @@ mod tests {
     fn encodes_path_segments() {
         assert_eq!(encode("web api/1"), "web%20api%2F1");
         assert_eq!(encode("127.0.0.1:8080"), "127.0.0.1:8080");
-    }
-
-    #[test]
-    fn api_address_from_flag_or_config() {
-        let a = ApiArgs {
-            config: "x".into(),
-            api: Some("http://127.0.0.1:9/".into()),
-        };
-        assert_eq!(a.address().unwrap(), "127.0.0.1:9");
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("c.json");
-        std::fs::write(
-            &p,
-            r#"{"dashboard_host": "0.0.0.0", "dashboard_port": 9999}"#,
-        )
-        .unwrap();
-        let a = ApiArgs {
-            config: p.clone(),
-            api: None,
-        };
-        assert_eq!(a.address().unwrap(), "127.0.0.1:9999");
-        std::fs::write(&p, r#"{"dashboard_port": ""}"#).unwrap();
-        assert!(matches!(a.address(), Err(Failure::Unreachable(m)) if m.contains("headless")));
     }
 }

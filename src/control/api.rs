@@ -532,12 +532,7 @@ fn check_access(state: &ApiState, req: &Request) -> Option<Response> {
 /// does not see it, and could read `/api/status` or `/api/config`; its
 /// requests still carry `Host: evil.example`, which this refuses.
 fn host_allowed(state: &ApiState, host: &str) -> bool {
-    let host = host.trim();
-    let name = if let Some(rest) = host.strip_prefix('[') {
-        rest.split(']').next().unwrap_or("")
-    } else {
-        host.rsplit_once(':').map_or(host, |(h, _)| h)
-    };
+    let name = host_name(host);
     if name.parse::<std::net::IpAddr>().is_ok() || name.eq_ignore_ascii_case("localhost") {
         return true;
     }
@@ -547,14 +542,17 @@ fn host_allowed(state: &ApiState, host: &str) -> bool {
     }
     live.snapshot.trusted_origins.iter().any(|o| {
         let rest = o.trim().split_once("://").map_or(o.as_str(), |(_, r)| r);
-        let hostport = rest.split('/').next().unwrap_or("");
-        let oname = if let Some(r) = hostport.strip_prefix('[') {
-            r.split(']').next().unwrap_or("")
-        } else {
-            hostport.rsplit_once(':').map_or(hostport, |(h, _)| h)
-        };
-        oname.eq_ignore_ascii_case(name)
+        host_name(rest.split('/').next().unwrap_or("")).eq_ignore_ascii_case(name)
     })
+}
+
+/// The host part of `host[:port]` or `[v6][:port]`.
+fn host_name(hostport: &str) -> &str {
+    let hostport = hostport.trim();
+    match hostport.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => hostport.rsplit_once(':').map_or(hostport, |(h, _)| h),
+    }
 }
 
 /// Whether a browser page at `origin` may make mutating calls.

@@ -456,24 +456,11 @@ async fn down_failed(
 /// 503 with `Retry-After` for a route at its `max_connections`, then a
 /// lingering close (the connection is counted as refused, not as an error).
 async fn refuse(client: &mut Client, s: &mut Scratch, route: &str) -> Outcome {
-    use std::io::Write as _;
-    let body =
-        format!("route {route:?}: connection limit reached (max_connections); retry later\n");
-    let out = &mut s.out;
-    out.clear();
-    let _ = write!(
-        out,
-        "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let len = out.len();
-    match Io::Ring(&mut client.stream, &client.cancel)
-        .write_all(out, 0..len, ERROR_WRITE_STALL)
-        .await
-    {
-        Ok(()) => Outcome::Close,
-        Err(_) => Outcome::Drop,
-    }
+    s.out.clear();
+    let detail =
+        format!("route {route:?}: connection limit reached (max_connections); retry later");
+    respond::write_retry_later(&mut s.out, &detail);
+    send_and_close(client, &mut s.out).await
 }
 
 /// Writes an error response (`detail` empty: the canned one) and asks for a
@@ -485,6 +472,11 @@ async fn error(client: &mut Client, s: &mut Scratch, status: u16, detail: &str) 
         Some(bytes) if detail.is_empty() => out.extend_from_slice(bytes),
         _ => respond::write_error(out, status, detail),
     }
+    send_and_close(client, out).await
+}
+
+/// Writes a proxy-generated response in `out`; a lingering close follows.
+async fn send_and_close(client: &mut Client, out: &mut Vec<u8>) -> Outcome {
     let len = out.len();
     match Io::Ring(&mut client.stream, &client.cancel)
         .write_all(out, 0..len, ERROR_WRITE_STALL)

@@ -162,6 +162,16 @@ pub const MAX_DETAIL: usize = 512;
 /// outside printable ASCII becomes `?`, so it cannot break the line.
 /// A `status` outside 100..=599 is written as 500.
 pub fn write_error(out: &mut Vec<u8>, status: u16, detail: &str) {
+    write_error_with(out, status, "", detail);
+}
+
+/// 503 with `Retry-After: 1` for a connection limit (`detail` names it).
+pub fn write_retry_later(out: &mut Vec<u8>, detail: &str) {
+    write_error_with(out, 503, "Retry-After: 1\r\n", detail);
+}
+
+/// [`write_error`] with extra header lines (`headers`, each ending in CRLF).
+fn write_error_with(out: &mut Vec<u8>, status: u16, headers: &str, detail: &str) {
     let status = if (100..=599).contains(&status) {
         status
     } else {
@@ -175,7 +185,7 @@ pub fn write_error(out: &mut Vec<u8>, status: u16, detail: &str) {
     let body_len = 4 + reason.len() + sep + detail.len() + 1;
     let _ = write!(
         out,
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\n\
+        "HTTP/1.1 {status} {reason}\r\n{headers}Content-Type: text/plain\r\n\
          Content-Length: {body_len}\r\nConnection: close\r\n\r\n{status} {reason}"
     );
     if !detail.is_empty() {
@@ -287,6 +297,12 @@ mod tests {
         write_error(&mut out, 404, "");
         check(404, &out);
         assert!(out.ends_with(b"\r\n\r\n404 Not Found\n"));
+
+        out.clear();
+        write_retry_later(&mut out, "connection limit reached");
+        check(503, &out);
+        assert!(out.starts_with(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n"));
+        assert!(out.ends_with(b"\r\n\r\n503 Service Unavailable: connection limit reached\n"));
 
         out.clear();
         write_error(&mut out, 502, "evil\r\nSet-Cookie: a=b\u{e9}");

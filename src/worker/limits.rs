@@ -95,14 +95,12 @@ const REFUSE_LINGER: Duration = Duration::from_secs(1);
 /// Answers 503 with `Retry-After`, half-closes, then reads and discards what
 /// the client sends for a moment (so the answer is not lost to a RST).
 pub async fn refuse_http(stream: TcpStream, why: Refusal) {
-    let body = format!("connection limit reached ({}); retry later\n", why.as_str());
-    let resp = format!(
-        "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
+    let mut resp = Vec::with_capacity(256);
+    let detail = format!("connection limit reached ({}); retry later", why.as_str());
+    crate::http::respond::write_retry_later(&mut resp, &detail);
     let fd = stream.as_raw_fd();
     // A fresh socket's send buffer has room for this: no need to wait.
-    if sys::send(fd, resp.as_bytes()).is_err() {
+    if sys::send(fd, &resp).is_err() {
         return;
     }
     let _ = sys::shutdown_write(fd);
