@@ -6,7 +6,7 @@
 //!     +-- control thread: binds listeners, signals, reload, drain, API, sd_notify,
 //!         backend processes, health checks, dashboard
 //!     +-- workers (one per CPU, pinned): monoio runtime (io_uring, epoll fallback),
-//!         one SO_REUSEPORT listener per route address, accept, then
+//!         one SO_REUSEPORT listener per route address, accept, (TLS handshake,) then
 //!           tcp:  route -> balance -> connect -> splice tunnel
 //!           http: per request: head -> Host -> route -> balance -> pooled or new
 //!                 upstream -> rewritten head -> bodies (splice / chunked scan)
@@ -36,6 +36,8 @@
 //! - [`proxy`]: backend connect with failover, splice tunnels.
 //! - [`http`]: the HTTP/1.1 reverse proxy (pure head/rewrite/chunked core, and
 //!   the per-connection data plane on top of it).
+//! - [`tls`]: TLS termination: certificates and SNI, the record layer over
+//!   pooled buffers (rustls unbuffered API), the TLS relay of tcp routes.
 //! - [`engine`]: start-up and shutdown order.
 //! - [`control`]: the control thread's services: listeners, reload, API,
 //!   sd_notify, supervisor (backend processes, logs), health checks, dashboard.
@@ -52,6 +54,7 @@ pub mod proxy;
 pub mod route;
 pub mod shared;
 pub mod sys;
+pub mod tls;
 pub mod worker;
 
 pub use config::{ConfigError, ConfigErrors, Snapshot};

@@ -199,6 +199,9 @@ fn main() -> ExitCode {
                     snap.routes.len(),
                     snap.listeners.len()
                 );
+                for w in ringmesh::tls::expiry_warnings(&snap, ringmesh::tls::EXPIRY_WARNING) {
+                    println!("  warning: {w}");
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {

@@ -4,6 +4,7 @@
 //! plane only ever sees snapshots.
 
 pub mod snapshot;
+pub mod tls;
 pub mod validate;
 
 use std::io;
@@ -13,7 +14,7 @@ pub use snapshot::{
     Backend, Balance, Dashboard, HealthCheck, Limits, ListenerSpec, Protocol, Route, Snapshot,
     Timeouts, UpstreamKeepalive, DEFAULT_READY_TIMEOUT,
 };
-pub use validate::{parse, ConfigError, ConfigErrors};
+pub use validate::{parse, parse_in, ConfigError, ConfigErrors};
 
 /// The config written when `ringmesh run` finds no file (as GopherMesh's
 /// LoadConfig does). Keys starting with `//` are comments.
@@ -64,8 +65,15 @@ impl std::error::Error for LoadError {}
 pub fn load(path: &Path) -> Result<(Snapshot, String), LoadError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| LoadError::Io(io::Error::new(e.kind(), format!("{}: {e}", path.display()))))?;
-    let snap = parse(&text).map_err(LoadError::Invalid)?;
+    let snap = parse_in(&text, config_dir(path)).map_err(LoadError::Invalid)?;
     Ok((snap, text))
+}
+
+/// The directory relative paths in the config at `path` start from.
+pub fn config_dir(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
 }
 
 /// Like [`load`], but writes [`DEFAULT_CONFIG`] first when the file does not exist.

@@ -6,6 +6,7 @@
 //! `crate::shared`.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::route::HostTable;
@@ -175,6 +176,12 @@ pub struct Route {
     pub health: Option<HealthCheck>,
     /// `max_connections` of this route.
     pub limits: Limits,
+    /// `tls`: certificates loaded and checked (see `config/tls.rs`).
+    pub tls: Option<Arc<crate::tls::Acceptor>>,
+    /// `redirect_https`: answer every request with a 308 to https.
+    pub redirect_https: bool,
+    /// `hsts`: Strict-Transport-Security value added to responses (TLS routes).
+    pub hsts: Option<String>,
 }
 
 /// A listening address and the routes behind it (indices into `Snapshot::routes`).
@@ -188,6 +195,8 @@ pub struct ListenerSpec {
     /// http: the strictest `timeouts.header` of its routes (the route of a
     /// request is only known once its head has arrived).
     pub header_timeout: Duration,
+    /// TLS termination (the `tls` of the port's first route).
+    pub tls: Option<Arc<crate::tls::Acceptor>>,
 }
 
 /// Where the status API and dashboard listen; `port == None` means headless.

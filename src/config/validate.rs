@@ -92,6 +92,9 @@ const ROUTE_FIELDS: &[&str] = &[
     "ready_timeout",
     "idle_timeout",
     "health",
+    "tls",
+    "redirect_https",
+    "hsts",
 ];
 const BACKEND_FIELDS: &[&str] = &[
     "name",
@@ -113,6 +116,11 @@ const TIMEOUT_FIELDS: &[&str] = &["connect", "idle", "header", "keepalive", "res
 
 /// Parses and validates config text.
 pub fn parse(text: &str) -> Result<Snapshot, ConfigErrors> {
+    parse_in(text, std::path::Path::new("."))
+}
+
+/// Like [`parse`]; relative file paths (TLS certificates) start at `base`.
+pub fn parse_in(text: &str, base: &std::path::Path) -> Result<Snapshot, ConfigErrors> {
     let root: Value = serde_json::from_str(text).map_err(|e| {
         ConfigErrors(vec![ConfigError {
             path: String::new(),
@@ -124,7 +132,10 @@ pub fn parse(text: &str) -> Result<Snapshot, ConfigErrors> {
             ),
         }])
     })?;
-    let mut v = Validator::default();
+    let mut v = Validator {
+        base: base.to_path_buf(),
+        ..Validator::default()
+    };
     let snap = v.snapshot(&root);
     if v.errors.is_empty() {
         Ok(snap)
@@ -178,6 +189,8 @@ fn key_segment(key: &str) -> String {
 #[derive(Default)]
 struct Validator {
     errors: Vec<ConfigError>,
+    /// Where relative file paths start (the config file's directory).
+    base: std::path::PathBuf,
 }
 
 impl Validator {
@@ -507,6 +520,11 @@ impl Validator {
             max_connections_per_ip: None,
         };
         let backends = self.backends(m, &path, dashboard_port, ready_timeout);
+        let mut problems = Vec::new();
+        let tls = super::tls::route_tls(m, &path, key, protocol, &self.base, &mut problems);
+        for (p, msg) in problems {
+            self.err(p, msg);
+        }
 
         if self.errors.len() != before {
             return None;
@@ -523,6 +541,9 @@ impl Validator {
             idle_timeout,
             health,
             limits,
+            tls: tls.tls,
+            redirect_https: tls.redirect_https,
+            hsts: tls.hsts,
         })
     }
 
@@ -802,6 +823,7 @@ impl Validator {
                         routes: vec![i],
                         hosts: HostTable::default(),
                         header_timeout: r.timeouts.header,
+                        tls: r.tls.clone(),
                     });
                 }
                 Some(&li) => {
@@ -837,7 +859,12 @@ impl Validator {
                             break;
                         }
                     }
+                    if let Some((p, msg)) = super::tls::check_shared(first, r, &route_path(&r.key)) {
+                        clash = clash.or(Some(String::new()));
+                        self.err(p, msg);
+                    }
                     match clash {
+                        Some(msg) if msg.is_empty() => {}
                         Some(msg) => self.err(route_path(&r.key), msg),
                         None => {
                             let l = &mut out[li];

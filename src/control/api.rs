@@ -668,6 +668,7 @@ fn status_json(state: &ApiState) -> String {
                 "refused": t.refused,
                 "max_connections": r.cfg.limits.max_connections,
                 "backends": backends,
+                "tls": r.cfg.tls.as_ref().map(|a| a.counters.to_json()),
             })
         })
         .collect();
@@ -768,6 +769,7 @@ fn metrics(state: &ApiState) -> String {
         }
     }
     super::procs_api::metrics(&state.procs, &live, &mut out);
+    crate::tls::counters::write_metrics(&live.snapshot.routes, &mut out);
     out
 }
 

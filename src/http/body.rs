@@ -1,7 +1,8 @@
 //! Moving message bodies after their head: known lengths are spliced, chunked
 //! bodies are passed through unchanged while [`ChunkedScanner`] finds their
 //! end (chunk data of a useful size is spliced too, only the framing is read
-//! into a buffer).
+//! into a buffer). When either side is a TLS client, bytes cannot be spliced:
+//! they go through one record-sized buffer from the worker's free list.
 
 use std::io;
 use std::time::Duration;
@@ -58,6 +59,9 @@ pub struct Pipe<'a, 'b> {
 impl Pipe<'_, '_> {
     /// Forwards exactly `n` more body bytes, which are still in `src`.
     pub async fn length(&mut self, n: u64) -> Result<(), BodyError> {
+        if self.src.is_tls() || self.dst.is_tls() {
+            return self.copy(Some(n)).await.map(|_| ());
+        }
         splice_exact(
             self.pipes,
             self.src.stream(),
@@ -71,9 +75,51 @@ impl Pipe<'_, '_> {
 
     /// Forwards everything until `src` closes; returns the byte count.
     pub async fn until_close(&mut self) -> Result<u64, BodyError> {
+        if self.src.is_tls() || self.dst.is_tls() {
+            return self.copy(None).await;
+        }
         splice_to_eof(self.pipes, self.src.stream(), self.dst.stream(), self.stall)
             .await
             .map_err(BodyError::from)
+    }
+
+    /// Reads and writes (through TLS on one side): exactly `limit` bytes,
+    /// or until `src` closes.
+    async fn copy(&mut self, limit: Option<u64>) -> Result<u64, BodyError> {
+        let mut buf = crate::tls::bufs::take_in();
+        let r = async {
+            let mut moved = 0u64;
+            loop {
+                let cap = buf.capacity() as u64;
+                let want = match limit {
+                    Some(n) if moved >= n => return Ok(moved),
+                    Some(n) => (n - moved).min(cap),
+                    None => cap,
+                };
+                buf.clear();
+                let deadline = Instant::now() + self.stall;
+                match self.src.read(&mut buf, want as usize, deadline).await {
+                    Ok(0) if limit.is_none() => return Ok(moved),
+                    Ok(0) => {
+                        return Err(BodyError::Src(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "peer closed inside a body",
+                        )))
+                    }
+                    Ok(_) => {}
+                    Err(e) => return Err(BodyError::Src(e)),
+                }
+                let len = buf.len();
+                self.dst
+                    .write_all(&mut buf, 0..len, self.stall)
+                    .await
+                    .map_err(BodyError::Dst)?;
+                moved += len as u64;
+            }
+        }
+        .await;
+        crate::tls::bufs::put_in(buf);
+        r
     }
 
     /// Forwards the rest of a chunked body whose earlier bytes `scanner` has

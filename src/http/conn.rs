@@ -7,7 +7,12 @@
 //! a head over 64 KiB is 431; any parse error is its status and a close.
 //! Between requests the connection owns no buffer: it waits for readability
 //! (at most `timeouts.keepalive`), then takes one from the worker's pool.
+//!
+//! On a TLS listener the handshake comes first (bounded by the header
+//! timeout), and the client's transport is [`Client::tls`]: `None` keeps the
+//! plain path exactly as it was (io_uring ops, spliced bodies).
 
+use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -18,6 +23,7 @@ use monoio::time::Instant;
 
 use crate::shared::Live;
 use crate::sys;
+use crate::tls::TlsConn;
 use crate::worker::{ConnGuard, WorkerCtx};
 
 use super::exchange::{self, Outcome, Scratch};
@@ -45,7 +51,40 @@ pub(super) struct Client {
     pub buf: Vec<u8>,
     /// Cancels this connection task's timed-out io_uring op (client or upstream).
     pub cancel: Cancel,
+    /// The transport: `None` is plain TCP, `Some` a TLS session (boxed: a
+    /// plain connection's task does not carry its size).
+    pub tls: Option<Box<RefCell<TlsConn>>>,
 }
+
+impl Client {
+    /// The client socket for one direction at a time.
+    pub fn io(&mut self) -> Io<'_> {
+        client_io(&mut self.stream, &self.cancel, &self.tls)
+    }
+}
+
+/// [`Client::io`] from the fields, for callers that borrow `buf` meanwhile.
+pub(super) fn client_io<'a>(
+    stream: &'a mut TcpStream,
+    cancel: &'a Cancel,
+    tls: &'a Option<Box<RefCell<TlsConn>>>,
+) -> Io<'a> {
+    match tls {
+        None => Io::Ring(stream, cancel),
+        Some(t) => Io::Tls(stream, t),
+    }
+}
+
+/// The client socket shared by both directions of an exchange.
+pub(super) fn client_ready<'a>(stream: &'a TcpStream, tls: Option<&'a RefCell<TlsConn>>) -> Io<'a> {
+    match tls {
+        None => Io::Ready(stream),
+        Some(t) => Io::Tls(stream, t),
+    }
+}
+
+/// Answer to plain HTTP on a TLS port (as nginx does), then close.
+const PLAIN_ON_TLS: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 51\r\nConnection: close\r\n\r\nThe plain HTTP request was sent to an HTTPS port.\r\n";
 
 /// Serves one accepted connection of an http listener until it closes.
 pub async fn serve(
@@ -59,6 +98,27 @@ pub async fn serve(
     let Some(spec) = live.by_listen.get(&listen).copied() else {
         return;
     };
+    let mut tls = None;
+    let mut plain_on_tls = false;
+    if let Some(l) = live.snapshot.listeners.get(spec) {
+        if let Some(acc) = &l.tls {
+            let deadline = Instant::now() + l.header_timeout;
+            match Box::pin(crate::tls::session::handshake(&stream, acc.config.clone(), deadline)).await {
+                Ok(t) => {
+                    acc.counters.handshake(t.resumed);
+                    tls = Some(Box::new(RefCell::new(t)));
+                }
+                Err(e) => {
+                    acc.counters.failed(e.reason());
+                    tracing::debug!(%peer, %listen, "TLS handshake failed: {e}");
+                    if !matches!(e, crate::tls::HandshakeError::PlainHttp) {
+                        return;
+                    }
+                    plain_on_tls = true;
+                }
+            }
+        }
+    }
     let mut conn = Conn {
         gen: ctx.generation(),
         ctx,
@@ -71,9 +131,15 @@ pub async fn serve(
             peer,
             buf: Vec::new(),
             cancel: Cancel::default(),
+            tls,
         },
         scratch: Scratch::default(),
     };
+    if plain_on_tls {
+        Box::pin(conn.send_canned(PLAIN_ON_TLS)).await;
+        conn.release_buffers();
+        return;
+    }
     conn.run(live).await;
     conn.release_buffers();
 }
@@ -121,7 +187,15 @@ impl Conn {
                 // Nothing buffered: wait without holding buffers, so idle and
                 // not-yet-talking connections own nothing but their socket.
                 self.release_buffers();
+                let tls = self.client.tls.as_ref().map(|t| t.borrow().has_plain());
                 match keepalive {
+                    // Decrypted bytes wait in the TLS session already.
+                    _ if tls == Some(true) => {}
+                    None if tls.is_some() => match self.wait_readable(deadline).await {
+                        Wait::Readable => {}
+                        Wait::Timeout => return Box::pin(self.fail(408)).await,
+                        Wait::Stop => return,
+                    },
                     Some(idle) => match self.wait_readable(Instant::now() + idle).await {
                         Wait::Readable => deadline = Instant::now() + header_timeout,
                         Wait::Timeout | Wait::Stop => return,
@@ -268,6 +342,7 @@ impl Conn {
     /// Reads until `client.buf` starts with a complete head.
     async fn read_head(&mut self, deadline: Instant) -> Result<RequestHead, HeadFail> {
         let limits = Limits::default();
+        let plain = self.client.tls.is_none();
         let buf = &mut self.client.buf;
         // Bytes already searched for the blank line that ends a head: a head
         // arriving a byte at a time is scanned once, not parsed once per byte.
@@ -290,7 +365,7 @@ impl Conn {
             let room = limits.max_head - buf.len();
             // After a readiness wait the bytes are there: a plain recv gets
             // them without the submit/complete round trip of a runtime op.
-            let now = if buf.is_empty() {
+            let now = if buf.is_empty() && plain {
                 if buf.capacity() == 0 {
                     buf.reserve(super::buf::BUF_SIZE);
                 }
@@ -305,7 +380,7 @@ impl Conn {
             let got = match now {
                 Some(r) => r,
                 None => {
-                    Io::Ring(&mut self.client.stream, &self.client.cancel)
+                    client_io(&mut self.client.stream, &self.client.cancel, &self.client.tls)
                         .read(buf, room, deadline)
                         .await
                 }
@@ -333,6 +408,24 @@ impl Conn {
             None => respond::write_error(out, status, ""),
         }
         let len = out.len();
+        if client_io(&mut self.client.stream, &self.client.cancel, &self.client.tls)
+            .write_all(out, 0..len, ERROR_WRITE_STALL)
+            .await
+            .is_ok()
+        {
+            self.linger().await;
+        }
+    }
+
+    /// Writes `bytes` on the plain socket, then closes with a linger.
+    async fn send_canned(&mut self, bytes: &[u8]) {
+        let out = &mut self.scratch.out;
+        if out.capacity() == 0 {
+            *out = self.ctx.bufs.take();
+        }
+        out.clear();
+        out.extend_from_slice(bytes);
+        let len = out.len();
         if Io::Ring(&mut self.client.stream, &self.client.cancel)
             .write_all(out, 0..len, ERROR_WRITE_STALL)
             .await
@@ -347,6 +440,12 @@ impl Conn {
     /// the client sent more than we answered (pipelined requests we will not
     /// serve), so, like nginx's `lingering_close on`, only then.
     async fn finish(&mut self) {
+        if let Some(t) = &self.client.tls {
+            if t.borrow().has_plain() {
+                return self.linger().await;
+            }
+            crate::tls::session::close(&self.client.stream, t, ERROR_WRITE_STALL).await;
+        }
         if !self.client.buf.is_empty() {
             return self.linger().await;
         }
@@ -364,6 +463,9 @@ impl Conn {
     /// Half-closes, then reads and discards until the client closes too (or
     /// [`LINGER`] passes), so our last response is not lost to a RST.
     async fn linger(&mut self) {
+        if let Some(t) = &self.client.tls {
+            crate::tls::session::close(&self.client.stream, t, ERROR_WRITE_STALL).await;
+        }
         let _ = sys::shutdown_write(std::os::fd::AsRawFd::as_raw_fd(&self.client.stream));
         let deadline = Instant::now() + LINGER;
         let buf = &mut self.client.buf;
@@ -386,6 +488,9 @@ impl Conn {
 
     fn release_buffers(&mut self) {
         self.scratch.spans = Vec::new();
+        if let Some(t) = &self.client.tls {
+            t.borrow_mut().release();
+        }
         let bufs = &self.ctx.bufs;
         for b in [
             &mut self.client.buf,

@@ -21,7 +21,7 @@ use crate::worker::{ConnGuard, WorkerCtx};
 
 use super::body::{BodyError, Pipe};
 use super::chunked::ChunkedScanner;
-use super::conn::Client;
+use super::conn::{client_io, client_ready, Client};
 use super::head::{BodyFraming, HeaderSpan, RequestHead};
 use super::io::Io;
 use super::respond;
@@ -107,6 +107,9 @@ pub(super) async fn run(
     let Some(slot) = route.slots.get(ctx.id) else {
         return Outcome::Drop;
     };
+    if let Some(out) = super::tls_edge::check(spec, route, client, &head) {
+        return send_tls_edge(client, s, out, &head).await;
+    }
     // A route sharing its port with others is only known once the Host is:
     // its `max_connections` is checked here, on the connection's first
     // request (a dedicated port checks it at accept). A refused connection
@@ -160,6 +163,7 @@ pub(super) async fn run(
     let upgrade = head.upgrade && !has_body;
     let client_keep = head.keep_alive && !closing && !ctx.stopping.is_set();
 
+    let client_subject = super::tls_edge::client_subject(spec, client);
     s.out.clear();
     write_request(
         &mut s.out,
@@ -168,9 +172,10 @@ pub(super) async fn run(
         &s.spans,
         &RequestRewrite {
             client_ip: client.peer.ip(),
-            proto: "http",
+            proto: if client.tls.is_some() { "https" } else { "http" },
             forward_upgrade: upgrade,
             close_upstream: false,
+            client_cert: client_subject.as_deref(),
         },
     );
     let consumed = head.head_len + prefix;
@@ -207,6 +212,7 @@ pub(super) async fn run(
         upgrade,
         stall: t.response,
         started: &started,
+        hsts: route.cfg.hsts.as_deref().filter(|_| client.tls.is_some()),
     };
 
     if rest != Rest::None {
@@ -226,7 +232,7 @@ pub(super) async fn run(
             Ok(()) => {
                 slot.bytes_in.add(len as u64);
                 let (mut c, mut u) = (
-                    Io::Ring(&mut client.stream, &client.cancel),
+                    client_io(&mut client.stream, &client.cancel, &client.tls),
                     Io::Ring(&mut up.stream, &client.cancel),
                 );
                 down.run(s, &mut c, &mut u, None).await
@@ -290,9 +296,10 @@ async fn concurrent(
     let state = Cell::new(Upload::Running);
     let (result, upload) = {
         let (cs, us) = (&client.stream, &up.stream);
+        let ctls = client.tls.as_deref();
         let cbuf = &mut client.buf;
         let upload = async {
-            let (mut src, mut dst) = (Io::Ready(cs), Io::Ready(us));
+            let (mut src, mut dst) = (client_ready(cs, ctls), Io::Ready(us));
             let mut pipe = Pipe {
                 pipes: &ctx.pipes,
                 src: &mut src,
@@ -306,7 +313,7 @@ async fn concurrent(
             }
         };
         let download = async {
-            let (mut c, mut u) = (Io::Ready(cs), Io::Ready(us));
+            let (mut c, mut u) = (client_ready(cs, ctls), Io::Ready(us));
             down.run(s, &mut c, &mut u, Some(&state)).await
         };
         let (mut upload, mut download) = (std::pin::pin!(upload), std::pin::pin!(download));
@@ -478,11 +485,34 @@ async fn error(client: &mut Client, s: &mut Scratch, status: u16, detail: &str) 
 /// Writes a proxy-generated response in `out`; a lingering close follows.
 async fn send_and_close(client: &mut Client, out: &mut Vec<u8>) -> Outcome {
     let len = out.len();
-    match Io::Ring(&mut client.stream, &client.cancel)
+    match client
+        .io()
         .write_all(out, 0..len, ERROR_WRITE_STALL)
         .await
     {
         Ok(()) => Outcome::Close,
+        Err(_) => Outcome::Drop,
+    }
+}
+
+/// Answers a request the TLS edge rules decided (421, or a redirect to
+/// https). A redirect keeps the connection when the request has no body.
+async fn send_tls_edge(
+    client: &mut Client,
+    s: &mut Scratch,
+    out: super::tls_edge::EdgeAnswer,
+    head: &RequestHead,
+) -> Outcome {
+    s.out.clear();
+    let keep = out.write(&mut s.out, head, &client.buf);
+    let out_keepalive = out.keepalive;
+    if !keep {
+        return send_and_close(client, &mut s.out).await;
+    }
+    client.buf.drain(..head.head_len.min(client.buf.len()));
+    let len = s.out.len();
+    match client.io().write_all(&mut s.out, 0..len, ERROR_WRITE_STALL).await {
+        Ok(()) => Outcome::KeepAlive(out_keepalive),
         Err(_) => Outcome::Drop,
     }
 }

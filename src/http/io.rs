@@ -10,8 +10,15 @@
 //!   `&mut`-based ops cannot express. Then we wait for readiness through the
 //!   runtime and call non-blocking recv/send, like the splice tunnel does;
 //!   dropping such a wait loses nothing.
+//! - [`Io::Tls`]: a client on a TLS listener. Its record layer
+//!   ([`crate::tls::session`]) works like `Ready` (readiness, non-blocking
+//!   syscalls, the connection state borrowed only between awaits), so both
+//!   directions can use it at once. Bodies cannot be spliced through it
+//!   (see [`Io::is_tls`]).
 
 use std::cell::RefCell;
+
+use crate::tls::{session, TlsConn};
 use std::io;
 use std::ops::Range;
 use std::os::fd::AsRawFd;
@@ -54,6 +61,8 @@ pub enum Io<'a> {
     Ring(&'a mut TcpStream, &'a Cancel),
     /// Shared with the other direction: readiness + non-blocking syscalls.
     Ready(&'a TcpStream),
+    /// A TLS client: plaintext through the connection's record layer.
+    Tls(&'a TcpStream, &'a RefCell<TlsConn>),
 }
 
 impl Io<'_> {
@@ -62,7 +71,13 @@ impl Io<'_> {
         match self {
             Io::Ring(s, _) => s,
             Io::Ready(s) => s,
+            Io::Tls(s, _) => s,
         }
+    }
+
+    /// Whether bytes pass through TLS here (then they cannot be spliced).
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Io::Tls(..))
     }
 
     /// Appends up to `max` bytes to `buf` (growing it if it is full).
@@ -80,6 +95,7 @@ impl Io<'_> {
         match self {
             Io::Ring(s, c) => ring_read(s, c, buf, max, deadline).await,
             Io::Ready(s) => ready_read(s, buf, max, deadline).await,
+            Io::Tls(s, t) => session::read(s, t, buf, max, deadline).await,
         }
     }
 
@@ -98,6 +114,7 @@ impl Io<'_> {
         match self {
             Io::Ring(s, c) => ring_write_all(s, c, buf, range.start, end, stall).await,
             Io::Ready(s) => ready_write_all(s, buf, range.start, end, stall).await,
+            Io::Tls(s, t) => session::write_all(s, t, &buf[range.start..end], stall).await,
         }
     }
 }

@@ -23,6 +23,7 @@ pub mod head;
 pub mod io;
 pub mod respond;
 mod response;
+mod tls_edge;
 pub mod rewrite;
 mod upgrade;
 pub mod upstream;

@@ -130,6 +130,8 @@ pub(super) struct Down<'a> {
     pub stall: Duration,
     /// Set once the final (or 101) response head went to the client.
     pub started: &'a Cell<bool>,
+    /// TLS routes with `hsts`: the Strict-Transport-Security value to add.
+    pub hsts: Option<&'a str>,
 }
 
 /// Response body bytes still in the upstream socket after the buffered prefix.
@@ -337,6 +339,13 @@ impl Down<'_> {
                 forward_upgrade: false,
             },
         );
+        if let Some(v) = self.hsts {
+            // Before the blank line that ends the head.
+            s.out.truncate(s.out.len().saturating_sub(2));
+            s.out.extend_from_slice(b"Strict-Transport-Security: ");
+            s.out.extend_from_slice(v.as_bytes());
+            s.out.extend_from_slice(b"\r\n\r\n");
+        }
         s.out
             .extend_from_slice(s.ubuf.get(hl..hl + prefix).unwrap_or(&[]));
         let mut leftover = avail - prefix;

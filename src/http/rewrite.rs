@@ -26,6 +26,10 @@ pub struct RequestRewrite<'a> {
     pub forward_upgrade: bool,
     /// Ask the backend to close after this response (`Connection: close`).
     pub close_upstream: bool,
+    /// mTLS listeners: the verified client certificate subject, sent as
+    /// `X-Client-Cert-Subject` (a client's own field of that name is
+    /// dropped first, so it cannot be forged; an empty value sends none).
+    pub client_cert: Option<&'a str>,
 }
 
 /// Per-response choices for [`write_response`].
@@ -112,6 +116,9 @@ pub fn write_request(
         }
         Kind::Host | Kind::ContentLength | Kind::TransferEncoding => Action::Keep,
         _ if noms.contains(buf, headers, name) => Action::Drop,
+        _ if opts.client_cert.is_some() && name.eq_ignore_ascii_case(b"x-client-cert-subject") => {
+            Action::Drop
+        }
         // An empty last X-Forwarded-For is dropped and a fresh one added.
         Kind::Xff if head.xff_last == Some(i) && !h.value.is_empty() => {
             xff_written = true;
@@ -130,6 +137,9 @@ pub fn write_request(
         out.extend_from_slice(b"\r\n");
     }
     header(out, b"X-Forwarded-Proto", opts.proto.as_bytes());
+    if let Some(subject) = opts.client_cert.filter(|s| !s.is_empty()) {
+        header(out, b"X-Client-Cert-Subject", subject.as_bytes());
+    }
     if !authority.is_empty() {
         header(out, b"X-Forwarded-Host", authority);
     }

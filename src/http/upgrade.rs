@@ -42,6 +42,21 @@ pub(super) async fn upgraded(
         ctx.bufs.put(std::mem::take(b));
     }
     let meter = ConnMeter { ctx, slot };
+    if let Some(tls) = &client.tls {
+        // A TLS client: the tunnel decrypts and encrypts instead of splicing.
+        tls.borrow_mut().release();
+        match crate::tls::relay::relay(&meter, &client.stream, tls, &up.stream, t.idle).await {
+            Ok(()) => {}
+            Err(crate::tls::relay::RelayEnd::Backend(e)) => {
+                slot.errors.add(1);
+                tracing::debug!(route = %route.cfg.name, peer = %client.peer, "upgraded backend side: {e}");
+            }
+            Err(e) => {
+                tracing::debug!(route = %route.cfg.name, peer = %client.peer, "upgraded TLS client: {e:?}");
+            }
+        }
+        return Outcome::Drop;
+    }
     match tunnel(&ctx.pipes, &meter, &client.stream, &up.stream, t.idle).await {
         Ok(_) => {}
         Err(TunnelEnd::Idle) => {

@@ -44,6 +44,25 @@ pub async fn serve(ctx: Rc<WorkerCtx>, client: TcpStream, peer: SocketAddr, rout
         return;
     };
     let meter = ConnMeter { ctx: &ctx, slot };
+    // A TLS route: handshake first (no backend connection for a client that
+    // never completes one), then relay through the record layer.
+    let tls = match &route.cfg.tls {
+        None => None,
+        Some(acc) => {
+            let deadline = monoio::time::Instant::now() + route.cfg.timeouts.header;
+            match Box::pin(crate::tls::session::handshake(&client, acc.config.clone(), deadline)).await {
+                Ok(t) => {
+                    acc.counters.handshake(t.resumed);
+                    Some(std::cell::RefCell::new(t))
+                }
+                Err(e) => {
+                    acc.counters.failed(e.reason());
+                    tracing::debug!(route = %route.cfg.name, %peer, "TLS handshake failed: {e}");
+                    return;
+                }
+            }
+        }
+    };
     // Boxed: the connect state (timers, failover bookkeeping) is short-lived;
     // inline it would sit in every idle tunnel's task for the tunnel's whole life.
     let connecting = Box::pin(connect::connect(
@@ -66,6 +85,24 @@ pub async fn serve(ctx: Rc<WorkerCtx>, client: TcpStream, peer: SocketAddr, rout
             return;
         }
     };
+    if let Some(tls) = &tls {
+        match Box::pin(crate::tls::relay::relay(
+            &meter,
+            &client,
+            tls,
+            &upstream.stream,
+            route.cfg.timeouts.idle,
+        ))
+        .await
+        {
+            Ok(()) => {}
+            Err(crate::tls::relay::RelayEnd::Backend(e)) => {
+                slot.errors.add(1);
+                tracing::debug!(route = %route.cfg.name, %peer, "backend side: {e}");
+            }
+            Err(e) => tracing::debug!(route = %route.cfg.name, %peer, "TLS client side: {e:?}"),
+        }
+    } else {
     match tunnel(
         &ctx.pipes,
         &meter,
@@ -86,6 +123,7 @@ pub async fn serve(ctx: Rc<WorkerCtx>, client: TcpStream, peer: SocketAddr, rout
             slot.errors.add(1);
             tracing::debug!(route = %route.cfg.name, %peer, "backend side: {e}");
         }
+    }
     }
     // Two fds freed: if accepting paused for lack of fds, it may go on.
     drop(upstream);

@@ -22,6 +22,7 @@ const OPTS: RequestRewrite<'static> = RequestRewrite {
     proto: "https",
     forward_upgrade: false,
     close_upstream: false,
+    client_cert: None,
 };
 
 fn rewrite_req(buf: &[u8], opts: &RequestRewrite<'_>) -> String {

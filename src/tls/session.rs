@@ -1,0 +1,596 @@
+//! The record layer of one TLS client connection: rustls's unbuffered API
+//! over two buffers we own (see the module doc of [`crate::tls`]).
+//!
+//! The synchronous core ([`TlsConn::process`]) runs rustls until it needs
+//! bytes from the socket, has decrypted application data, or has encrypted
+//! what it was given. The async functions around it wait for readiness and
+//! call non-blocking `recv`/`send` (like `Io::Ready` on plain sockets), and
+//! they take the connection as `&RefCell<TlsConn>` borrowed only between
+//! awaits, so a request body can upload while the response downloads.
+
+use std::cell::RefCell;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+use monoio::net::TcpStream;
+use monoio::time::Instant;
+use rustls::server::UnbufferedServerConnection;
+use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedStatus};
+
+use super::bufs;
+use super::counters::TlsFailure;
+use crate::sys;
+
+/// Plaintext encrypted per record (the TLS maximum).
+const MAX_PLAINTEXT: usize = 16 * 1024;
+
+/// Why a handshake did not complete.
+#[derive(Debug)]
+pub enum HandshakeError {
+    /// The client spoke plain HTTP (it gets a 400).
+    PlainHttp,
+    Timeout,
+    /// EOF, reset or another socket error mid-handshake.
+    Closed(io::Error),
+    /// rustls refused the client (an alert went out when possible).
+    Tls(rustls::Error),
+    /// A ClientHello larger than a record buffer.
+    TooLarge,
+}
+
+impl HandshakeError {
+    pub fn reason(&self) -> TlsFailure {
+        match self {
+            HandshakeError::PlainHttp => TlsFailure::PlainHttp,
+            HandshakeError::Timeout => TlsFailure::Timeout,
+            HandshakeError::Closed(_) => TlsFailure::Closed,
+            HandshakeError::Tls(
+                rustls::Error::NoCertificatesPresented | rustls::Error::InvalidCertificate(_),
+            ) => TlsFailure::ClientCert,
+            HandshakeError::Tls(_) | HandshakeError::TooLarge => TlsFailure::Protocol,
+        }
+    }
+}
+
+impl std::fmt::Display for HandshakeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HandshakeError::PlainHttp => f.write_str("plain HTTP on a TLS port"),
+            HandshakeError::Timeout => f.write_str("handshake timed out"),
+            HandshakeError::Closed(e) => write!(f, "client gone mid-handshake: {e}"),
+            HandshakeError::Tls(e) => write!(f, "{e}"),
+            HandshakeError::TooLarge => f.write_str("ClientHello too large"),
+        }
+    }
+}
+
+/// What the caller wants from [`TlsConn::process`].
+enum Want<'d> {
+    /// Decrypted data (or, while handshaking, progress).
+    Read,
+    /// Encrypt this plaintext (at most [`MAX_PLAINTEXT`] bytes).
+    Seal(&'d [u8]),
+    /// Queue a close_notify alert.
+    Close,
+}
+
+/// Where decrypted bytes go.
+enum Sink<'a> {
+    /// Into this buffer, at most this many; the rest is kept in `plain`.
+    Into(&'a mut Vec<u8>, usize),
+    /// Kept in `plain` (during the handshake, or while writing).
+    Stash,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Step {
+    /// This many bytes went into the sink.
+    Data(usize),
+    /// Nothing more without bytes from the socket.
+    NeedRead,
+    /// `Want::Seal` / `Want::Close` done: the records wait in `out`.
+    Sealed,
+    /// The peer sent close_notify.
+    Eof,
+}
+
+/// One client's TLS state and record buffers.
+pub struct TlsConn {
+    conn: UnbufferedServerConnection,
+    /// Received ciphertext not yet consumed by rustls.
+    inc: Vec<u8>,
+    /// Records to send live in `out[out_start..out_end]`; `out` stays
+    /// initialized to its length (rustls encrypts into `&mut [u8]`).
+    out: Vec<u8>,
+    out_start: usize,
+    out_end: usize,
+    /// Decrypted bytes no reader has taken yet.
+    plain: Vec<u8>,
+    plain_pos: usize,
+    peer_closed: bool,
+    close_sent: bool,
+    /// Index of the certificate the handshake chose.
+    pub cert: usize,
+    /// The client sent SNI.
+    pub sni: bool,
+    pub resumed: bool,
+    /// Subject of the verified client certificate (mTLS).
+    pub client_subject: Option<String>,
+}
+
+fn invalid(e: impl std::fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, format!("tls: {e}"))
+}
+
+fn timed_out() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "timed out")
+}
+
+impl TlsConn {
+    fn new(conn: UnbufferedServerConnection) -> TlsConn {
+        TlsConn {
+            conn,
+            inc: Vec::new(),
+            out: Vec::new(),
+            out_start: 0,
+            out_end: 0,
+            plain: Vec::new(),
+            plain_pos: 0,
+            peer_closed: false,
+            close_sent: false,
+            cert: 0,
+            sni: false,
+            resumed: false,
+            client_subject: None,
+        }
+    }
+
+    /// Decrypted bytes are waiting for a reader.
+    pub fn has_plain(&self) -> bool {
+        self.plain_pos < self.plain.len()
+    }
+
+    /// Gives the record buffers back to the worker's free list when they
+    /// hold nothing (an idle keep-alive connection keeps only rustls's state).
+    pub fn release(&mut self) {
+        if self.inc.is_empty() && self.inc.capacity() > 0 {
+            bufs::put_in(std::mem::take(&mut self.inc));
+        }
+        if self.out_start == self.out_end && !self.out.is_empty() {
+            self.out_start = 0;
+            self.out_end = 0;
+            bufs::put_out(std::mem::take(&mut self.out));
+        }
+        if !self.has_plain() {
+            self.plain = Vec::new();
+            self.plain_pos = 0;
+        }
+    }
+
+    /// Moves up to `max` waiting plaintext bytes to `buf`.
+    fn take_plain(&mut self, buf: &mut Vec<u8>, max: usize) -> Option<usize> {
+        if !self.has_plain() {
+            return None;
+        }
+        let avail = &self.plain[self.plain_pos..];
+        let n = avail.len().min(max.max(1));
+        buf.extend_from_slice(&avail[..n]);
+        self.plain_pos += n;
+        if self.plain_pos == self.plain.len() {
+            self.plain.clear();
+            self.plain_pos = 0;
+        }
+        Some(n)
+    }
+
+    /// Runs rustls over the buffered records until `want` is met or it
+    /// needs more input. Handshake replies, tickets and alerts rustls
+    /// produces are encoded into `out` on the way.
+    fn process(&mut self, sink: &mut Sink<'_>, want: Want<'_>) -> Result<Step, rustls::Error> {
+        if self.out.is_empty() {
+            self.out = bufs::take_out();
+        }
+        if self.out_start == self.out_end {
+            self.out_start = 0;
+            self.out_end = 0;
+        }
+        let mut got = 0usize;
+        loop {
+            let UnbufferedStatus { mut discard, state } =
+                self.conn.process_tls_records(&mut self.inc[..]);
+            let mut fail = None;
+            let step = match state {
+                Err(e) => {
+                    fail = Some(e);
+                    None
+                }
+                Ok(ConnectionState::ReadTraffic(mut rt)) => {
+                    while let Some(rec) = rt.next_record() {
+                        match rec {
+                            Ok(r) => {
+                                discard += r.discard;
+                                let p: &[u8] = r.payload;
+                                let kept = match sink {
+                                    Sink::Into(dst, max) => {
+                                        let n = p.len().min(max.saturating_sub(got));
+                                        dst.extend_from_slice(&p[..n]);
+                                        got += n;
+                                        &p[n..]
+                                    }
+                                    Sink::Stash => p,
+                                };
+                                if !kept.is_empty() {
+                                    if self.plain_pos > 0 && self.plain_pos == self.plain.len() {
+                                        self.plain.clear();
+                                        self.plain_pos = 0;
+                                    }
+                                    self.plain.extend_from_slice(kept);
+                                }
+                            }
+                            Err(e) => {
+                                fail = Some(e);
+                                break;
+                            }
+                        }
+                    }
+                    None
+                }
+                Ok(ConnectionState::EncodeTlsData(mut enc)) => {
+                    loop {
+                        match enc.encode(&mut self.out[self.out_end..]) {
+                            Ok(n) => {
+                                self.out_end += n;
+                                break;
+                            }
+                            Err(EncodeError::InsufficientSize(s)) => {
+                                self.out.resize(self.out_end + s.required_size, 0);
+                            }
+                            Err(e) => {
+                                fail = Some(rustls::Error::General(e.to_string()));
+                                break;
+                            }
+                        }
+                    }
+                    None
+                }
+                Ok(ConnectionState::TransmitTlsData(t)) => {
+                    // The records are in `out`; the caller flushes them
+                    // before it waits for the peer.
+                    t.done();
+                    None
+                }
+                Ok(ConnectionState::BlockedHandshake) => Some(Step::NeedRead),
+                Ok(ConnectionState::WriteTraffic(mut w)) => match want {
+                    Want::Read => Some(if got > 0 {
+                        Step::Data(got)
+                    } else {
+                        Step::NeedRead
+                    }),
+                    Want::Seal(data) => loop {
+                        match w.encrypt(data, &mut self.out[self.out_end..]) {
+                            Ok(n) => {
+                                self.out_end += n;
+                                break Some(Step::Sealed);
+                            }
+                            Err(EncryptError::InsufficientSize(s)) => {
+                                self.out.resize(self.out_end + s.required_size, 0);
+                            }
+                            Err(e) => {
+                                fail = Some(rustls::Error::General(e.to_string()));
+                                break None;
+                            }
+                        }
+                    },
+                    Want::Close => loop {
+                        match w.queue_close_notify(&mut self.out[self.out_end..]) {
+                            Ok(n) => {
+                                self.out_end += n;
+                                break Some(Step::Sealed);
+                            }
+                            Err(EncryptError::InsufficientSize(s)) => {
+                                self.out.resize(self.out_end + s.required_size, 0);
+                            }
+                            Err(e) => {
+                                fail = Some(rustls::Error::General(e.to_string()));
+                                break None;
+                            }
+                        }
+                    },
+                },
+                Ok(ConnectionState::PeerClosed) => {
+                    self.peer_closed = true;
+                    match want {
+                        // Writing after the peer's close_notify is allowed
+                        // (half-close): the next round gives WriteTraffic.
+                        Want::Seal(_) | Want::Close => None,
+                        Want::Read => Some(if got > 0 { Step::Data(got) } else { Step::Eof }),
+                    }
+                }
+                Ok(ConnectionState::Closed) => {
+                    self.peer_closed = true;
+                    match want {
+                        Want::Seal(_) | Want::Close => {
+                            fail = Some(rustls::Error::General("connection closed".into()));
+                            None
+                        }
+                        Want::Read => Some(if got > 0 { Step::Data(got) } else { Step::Eof }),
+                    }
+                }
+                Ok(_) => {
+                    fail = Some(rustls::Error::General("unexpected TLS state".into()));
+                    None
+                }
+            };
+            if discard > 0 {
+                self.inc.drain(..discard.min(self.inc.len()));
+            }
+            if let Some(e) = fail {
+                return Err(e);
+            }
+            if let Some(s) = step {
+                return Ok(s);
+            }
+        }
+    }
+
+    /// After an error: encodes the alert rustls queued, if any.
+    fn collect_alert(&mut self) {
+        for _ in 0..4 {
+            let UnbufferedStatus { state, .. } = self.conn.process_tls_records(&mut []);
+            match state {
+                Ok(ConnectionState::EncodeTlsData(mut enc)) => {
+                    if let Ok(n) = enc.encode(&mut self.out[self.out_end..]) {
+                        self.out_end += n;
+                    }
+                }
+                Ok(ConnectionState::TransmitTlsData(t)) => t.done(),
+                _ => break,
+            }
+        }
+    }
+
+    /// Sends what `out` holds without waiting; `Ok` also when the socket is full.
+    fn flush_now(&mut self, fd: RawFd) -> io::Result<()> {
+        while self.out_start < self.out_end {
+            match sys::send(fd, &self.out[self.out_start..self.out_end]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.out_start += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.out_start = 0;
+        self.out_end = 0;
+        Ok(())
+    }
+
+    fn pending_out(&self) -> bool {
+        self.out_start < self.out_end
+    }
+
+    /// One non-blocking recv into the incoming buffer.
+    fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
+        if self.inc.capacity() == 0 {
+            self.inc = bufs::take_in();
+        }
+        let room = self.inc.capacity() - self.inc.len();
+        if room == 0 {
+            return Err(invalid("record larger than the record buffer"));
+        }
+        sys::recv_append(fd, &mut self.inc, room)
+    }
+}
+
+/// Waits until `fd` is writable or `deadline` passes.
+async fn writable(s: &TcpStream, deadline: Instant) -> io::Result<()> {
+    monoio::select! {
+        r = s.writable(false) => r,
+        _ = monoio::time::sleep_until(deadline) => Err(timed_out()),
+    }
+}
+
+async fn readable(s: &TcpStream, deadline: Instant) -> io::Result<()> {
+    monoio::select! {
+        r = s.readable(false) => r,
+        _ = monoio::time::sleep_until(deadline) => Err(timed_out()),
+    }
+}
+
+/// Sends everything `t.out` holds; the peer may stall at most until `deadline`.
+async fn flush(s: &TcpStream, t: &RefCell<TlsConn>, deadline: Instant) -> io::Result<()> {
+    let fd = s.as_raw_fd();
+    loop {
+        {
+            let mut c = t.borrow_mut();
+            c.flush_now(fd)?;
+            if !c.pending_out() {
+                return Ok(());
+            }
+        }
+        writable(s, deadline).await?;
+    }
+}
+
+/// The TLS alert `record_overflow` (fatal), for input rustls never sees.
+const ALERT_RECORD_OVERFLOW: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 22];
+
+/// Runs the server side of a handshake on `s` until it completes, fails or
+/// `deadline` passes. On failure the alert rustls chose (if any) is sent
+/// without waiting.
+pub async fn handshake(
+    s: &TcpStream,
+    config: Arc<rustls::ServerConfig>,
+    deadline: Instant,
+) -> Result<TlsConn, HandshakeError> {
+    let conn = UnbufferedServerConnection::new(config).map_err(HandshakeError::Tls)?;
+    let t = RefCell::new(TlsConn::new(conn));
+    let fd = s.as_raw_fd();
+    let mut seen_bytes = false;
+    super::resolver::take_chosen();
+    loop {
+        let step = {
+            let mut c = t.borrow_mut();
+            let r = c.process(&mut Sink::Stash, Want::Read);
+            if let Some((cert, sni)) = super::resolver::take_chosen() {
+                c.cert = cert;
+                c.sni = sni;
+            }
+            match r {
+                Ok(s) => s,
+                Err(e) => {
+                    c.collect_alert();
+                    let _ = c.flush_now(fd);
+                    return Err(HandshakeError::Tls(e));
+                }
+            }
+        };
+        let done = !t.borrow().conn.is_handshaking();
+        if step == Step::Eof {
+            return Err(HandshakeError::Closed(io::ErrorKind::UnexpectedEof.into()));
+        }
+        flush(s, &t, deadline).await.map_err(|e| match e.kind() {
+            io::ErrorKind::TimedOut => HandshakeError::Timeout,
+            _ => HandshakeError::Closed(e),
+        })?;
+        if done {
+            let mut c = t.into_inner();
+            c.resumed = c.conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+            c.client_subject = c
+                .conn
+                .peer_certificates()
+                .and_then(|certs| certs.first())
+                .and_then(super::certs::subject_of);
+            return Ok(c);
+        }
+        loop {
+            let r = t.borrow_mut().recv(fd);
+            match r {
+                Ok(0) => {
+                    return Err(HandshakeError::Closed(
+                        io::ErrorKind::UnexpectedEof.into(),
+                    ))
+                }
+                Ok(_) => {
+                    if !seen_bytes {
+                        seen_bytes = true;
+                        // A TLS connection starts with a handshake record
+                        // (0x16); a letter is an HTTP method.
+                        let first = t.borrow().inc.first().copied().unwrap_or(0x16);
+                        if first.is_ascii_uppercase() {
+                            return Err(HandshakeError::PlainHttp);
+                        }
+                    }
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    readable(s, deadline).await.map_err(|e| match e.kind() {
+                        io::ErrorKind::TimedOut => HandshakeError::Timeout,
+                        _ => HandshakeError::Closed(e),
+                    })?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                    let _ = sys::send(fd, &ALERT_RECORD_OVERFLOW);
+                    return Err(HandshakeError::TooLarge);
+                }
+                Err(e) => return Err(HandshakeError::Closed(e)),
+            }
+        }
+    }
+}
+
+/// Appends up to `max` decrypted bytes to `buf` (growing it if full).
+/// `Ok(0)` is EOF (close_notify, or a bare TCP close); `TimedOut` when
+/// nothing arrived before `deadline`.
+pub async fn read(
+    s: &TcpStream,
+    t: &RefCell<TlsConn>,
+    buf: &mut Vec<u8>,
+    max: usize,
+    deadline: Instant,
+) -> io::Result<usize> {
+    let fd = s.as_raw_fd();
+    let max = max.max(1);
+    loop {
+        {
+            let mut c = t.borrow_mut();
+            if let Some(n) = c.take_plain(buf, max) {
+                return Ok(n);
+            }
+            if c.peer_closed {
+                return Ok(0);
+            }
+            match c.process(&mut Sink::Into(buf, max), Want::Read) {
+                Ok(Step::Data(n)) => {
+                    c.flush_now(fd)?;
+                    return Ok(n);
+                }
+                Ok(Step::Eof) => return Ok(0),
+                Ok(_) => {}
+                Err(e) => {
+                    c.collect_alert();
+                    let _ = c.flush_now(fd);
+                    return Err(invalid(e));
+                }
+            }
+            // Tickets or a KeyUpdate answer rustls produced: best effort now,
+            // the next write takes the rest.
+            c.flush_now(fd)?;
+            match c.recv(fd) {
+                Ok(0) => return Ok(0),
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        readable(s, deadline).await?;
+    }
+}
+
+/// Encrypts and sends all of `data`; `TimedOut` when the peer accepts no
+/// byte for `stall`.
+pub async fn write_all(
+    s: &TcpStream,
+    t: &RefCell<TlsConn>,
+    data: &[u8],
+    stall: Duration,
+) -> io::Result<()> {
+    let fd = s.as_raw_fd();
+    let mut pos = 0;
+    loop {
+        {
+            let mut c = t.borrow_mut();
+            c.flush_now(fd)?;
+            if !c.pending_out() {
+                if pos >= data.len() {
+                    return Ok(());
+                }
+                let end = data.len().min(pos + MAX_PLAINTEXT);
+                c.process(&mut Sink::Stash, Want::Seal(&data[pos..end]))
+                    .map_err(invalid)?;
+                pos = end;
+                continue;
+            }
+        }
+        writable(s, Instant::now() + stall).await?;
+    }
+}
+
+/// Sends close_notify (best effort, bounded by `stall`).
+pub async fn close(s: &TcpStream, t: &RefCell<TlsConn>, stall: Duration) {
+    let queued = {
+        let mut c = t.borrow_mut();
+        if c.close_sent {
+            return;
+        }
+        c.close_sent = true;
+        c.process(&mut Sink::Stash, Want::Close).is_ok()
+    };
+    if queued {
+        let _ = flush(s, t, Instant::now() + stall).await;
+    }
+}
