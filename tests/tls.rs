@@ -236,7 +236,7 @@ fn sni_and_clients(io: &str) {
     assert!(served_cn(port, Some("unknown.test")).contains("CN = a.example.com"));
     assert!(served_cn(port, None).contains("CN = a.example.com"));
     for v in ["-tls1_2", "-tls1_3"] {
-        let out = s_client(port, &[v, "-servername", "a.example.com", "-alpn", "http/1.1"], GET);
+        let out = s_client(port, &[v, "-ign_eof", "-servername", "a.example.com", "-alpn", "http/1.1"], GET);
         assert!(out.contains("HTTP/1.1 200 OK"), "{v}: {out}");
         assert!(out.contains("ALPN protocol: http/1.1"), "{v}: {out}");
         let want = if v == "-tls1_2" { "TLSv1.2" } else { "TLSv1.3" };
@@ -262,7 +262,10 @@ with socket.create_connection(("127.0.0.1", {port}), timeout=10) as s:
     let (ok, out) = run(Command::new(support::procs::python()).args(["-c", &py]));
     assert!(ok, "python: {out}");
     assert!(out.contains("TLSv1.3") && out.contains("200 OK") && out.contains("len=100000"), "{out}");
-    assert!(tls_counter(api, "handshakes_full") >= 10);
+    // curl x3, s_client x2 with a request, Python; the certificate probes
+    // may close before their handshake completes on our side.
+    let full = tls_counter(api, "handshakes_full");
+    assert!(full >= 6, "{full} full handshakes: {}", status(api));
 }
 
 /// Session resumption with 2 workers: most reconnects offering a session
@@ -462,7 +465,8 @@ fn mtls(io: &str) {
         &["--cert", &cert, "--key", &key, "-H", "X-Client-Cert-Subject: CN=forged"],
     );
     assert!(ok, "{out}");
-    assert!(out.contains("subj=CN=client-one") && !out.contains("forged"), "{out}");
+    // Exactly one value reached the backend: ours (the forged one was dropped).
+    assert!(out.contains("subj=CN=client-one, O=ringmesh len="), "{out}");
     let before = tls_counter(api, "client_cert");
     let (ok, out) = curl(&pki, port, "a.example.com", &[]);
     assert!(!ok && !out.contains("subj="), "{out}");
