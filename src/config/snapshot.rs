@@ -8,6 +8,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+pub use super::edge::{ListenerEdge, RouteEdge, SendProxy};
 use crate::route::HostTable;
 
 /// Wire protocol a route speaks on its listener.
@@ -121,6 +122,8 @@ pub struct Backend {
     /// How long a cold start may take until `addr` accepts: the backend's
     /// `ready_timeout`, else its route's, else [`DEFAULT_READY_TIMEOUT`].
     pub ready_timeout: Duration,
+    /// `send_proxy`: a PROXY protocol header first on each upstream connection.
+    pub send_proxy: Option<SendProxy>,
 }
 
 /// How long a started backend process may take to accept connections.
@@ -175,6 +178,8 @@ pub struct Route {
     pub health: Option<HealthCheck>,
     /// `max_connections` of this route.
     pub limits: Limits,
+    /// `proxy_protocol` and `sni`.
+    pub edge: RouteEdge,
 }
 
 /// A listening address and the routes behind it (indices into `Snapshot::routes`).
@@ -188,6 +193,8 @@ pub struct ListenerSpec {
     /// http: the strictest `timeouts.header` of its routes (the route of a
     /// request is only known once its head has arrived).
     pub header_timeout: Duration,
+    /// PROXY protocol and SNI routing before the route is known.
+    pub edge: ListenerEdge,
 }
 
 /// Where the status API and dashboard listen; `port == None` means headless.

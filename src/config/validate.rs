@@ -87,6 +87,8 @@ const ROUTE_FIELDS: &[&str] = &[
     "backends",
     "listen",
     "hosts",
+    "proxy_protocol",
+    "sni",
     "timeouts",
     "max_connections",
     "ready_timeout",
@@ -100,6 +102,7 @@ const BACKEND_FIELDS: &[&str] = &[
     "internal_host",
     "internal_port",
     "ready_timeout",
+    "send_proxy",
 ];
 const HEALTH_FIELDS: &[&str] = &[
     "path",
@@ -143,7 +146,7 @@ fn json_error_reason(e: &serde_json::Error) -> String {
 }
 
 /// Short JSON rendering of a value for error messages.
-fn show(v: &Value) -> String {
+pub(super) fn show(v: &Value) -> String {
     let mut s = v.to_string();
     if s.len() > 60 {
         let mut cut = 57;
@@ -156,7 +159,7 @@ fn show(v: &Value) -> String {
     s
 }
 
-fn field_path(parent: &str, field: &str) -> String {
+pub(super) fn field_path(parent: &str, field: &str) -> String {
     if parent.is_empty() {
         field.to_string()
     } else {
@@ -507,6 +510,7 @@ impl Validator {
             max_connections_per_ip: None,
         };
         let backends = self.backends(m, &path, dashboard_port, ready_timeout);
+        let edge = super::edge::route(m, &path, protocol, &mut self.errors);
 
         if self.errors.len() != before {
             return None;
@@ -523,6 +527,7 @@ impl Validator {
             idle_timeout,
             health,
             limits,
+            edge,
         })
     }
 
@@ -717,6 +722,7 @@ impl Validator {
                 );
             }
             let ready_timeout = ready_timeout.unwrap_or(route_ready_timeout);
+            let send_proxy = super::edge::backend(bm, &bp, &mut self.errors);
             let host = self
                 .string(bm, &bp, "internal_host")
                 .map(|s| s.trim().to_string())
@@ -766,6 +772,7 @@ impl Validator {
                 port,
                 addr,
                 ready_timeout,
+                send_proxy,
             });
         }
         out
@@ -802,24 +809,14 @@ impl Validator {
                         routes: vec![i],
                         hosts: HostTable::default(),
                         header_timeout: r.timeouts.header,
+                        edge: super::edge::ListenerEdge::of(r),
                     });
                 }
                 Some(&li) => {
-                    let first = &routes[out[li].routes[0]];
-                    if r.protocol == Protocol::Tcp || first.protocol == Protocol::Tcp {
-                        self.err(
-                            route_path(&r.key),
-                            format!(
-                                "duplicate listen address {}: already used by {}",
-                                r.listen,
-                                route_path(&first.key)
-                            ),
-                        );
-                        continue;
-                    }
-                    let mut clash = None;
-                    for &oi in &out[li].routes {
-                        let o = &routes[oi];
+                    let others: Vec<&Route> = out[li].routes.iter().map(|&o| &routes[o]).collect();
+                    let mut clash = super::edge::share(r, &others);
+                    let by_host = clash.is_none() && r.protocol == Protocol::Http;
+                    for o in others.iter().filter(|_| by_host) {
                         if r.hosts.is_empty() && o.hosts.is_empty() {
                             clash = Some(format!(
                                 "duplicate listen address {}: {} is already the default route there; give one of them \"hosts\"",
@@ -841,6 +838,7 @@ impl Validator {
                         Some(msg) => self.err(route_path(&r.key), msg),
                         None => {
                             let l = &mut out[li];
+                            l.edge.sni |= super::edge::ListenerEdge::of(r).sni;
                             l.routes.push(i);
                             l.header_timeout = l.header_timeout.min(r.timeouts.header);
                         }
@@ -849,7 +847,7 @@ impl Validator {
             }
         }
         for l in &mut out {
-            l.hosts = HostTable::build(l.routes.iter().map(|&i| (i, routes[i].hosts.as_slice())));
+            l.hosts = HostTable::build(l.routes.iter().map(|&i| (i, super::edge::names(&routes[i]))));
         }
         out
     }
@@ -907,7 +905,7 @@ fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
     }
 }
 
-fn valid_host_pattern(h: &str) -> bool {
+pub(super) fn valid_host_pattern(h: &str) -> bool {
     let name = h.strip_prefix("*.").unwrap_or(h);
     !name.is_empty()
         && name.len() <= 253

@@ -16,6 +16,7 @@ use std::time::Duration;
 use monoio::net::TcpStream;
 use monoio::time::Instant;
 
+use crate::edge::Preamble;
 use crate::shared::Live;
 use crate::sys;
 use crate::worker::{ConnGuard, WorkerCtx};
@@ -45,6 +46,8 @@ pub(super) struct Client {
     pub buf: Vec<u8>,
     /// Cancels this connection task's timed-out io_uring op (client or upstream).
     pub cancel: Cancel,
+    /// The address the client connected to, when a PROXY header said it.
+    pub dst: Option<SocketAddr>,
 }
 
 /// Serves one accepted connection of an http listener until it closes.
@@ -55,6 +58,20 @@ pub async fn serve(
     peer: SocketAddr,
     listen: SocketAddr,
     guard: ConnGuard,
+) {
+    serve_with(ctx, live, stream, peer, listen, guard, Preamble::default()).await
+}
+
+/// [`serve`] for a connection whose first bytes the edge already read (the
+/// PROXY header gone, `pre.bytes` the start of the first request).
+pub async fn serve_with(
+    ctx: Rc<WorkerCtx>,
+    live: Arc<Live>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    listen: SocketAddr,
+    guard: ConnGuard,
+    pre: Preamble,
 ) {
     let Some(spec) = live.by_listen.get(&listen).copied() else {
         return;
@@ -69,8 +86,9 @@ pub async fn serve(
         client: Client {
             stream,
             peer,
-            buf: Vec::new(),
+            buf: pre.bytes,
             cancel: Cancel::default(),
+            dst: pre.dst,
         },
         scratch: Scratch::default(),
     };

@@ -187,12 +187,14 @@ pub(super) async fn run(
         route
             .backends
             .get(i)
+            .filter(|b| crate::edge::poolable(b.cfg.send_proxy))
             .and_then(|b| ctx.upstreams.take(b.cfg.addr, ctx.now_ms(), retryable))
     };
     let mut up = match connect::connect(route, slot, hash, now, pooled).await {
         Ok(u) => u,
         Err(e) => return connect_failed(client, s, route, slot, e).await,
     };
+    crate::edge::http_upstream_start(route, up.backend, up.reused, &client.stream, client.peer, client.dst, &mut s.out);
     if s.ubuf.capacity() == 0 {
         s.ubuf = ctx.bufs.take();
     }
@@ -241,6 +243,7 @@ pub(super) async fn run(
                     Ok(u) => u,
                     Err(e) => return connect_failed(client, s, route, slot, e).await,
                 };
+                crate::edge::http_upstream_start(route, up.backend, up.reused, &client.stream, client.peer, client.dst, &mut s.out);
             }
             r => break r,
         }
@@ -391,7 +394,11 @@ fn park(ctx: &WorkerCtx, route: &LiveRoute, up: Upstream<'_>) {
     if ctx.stopping.is_set() {
         return;
     }
-    if let Some(b) = route.backends.get(up.backend) {
+    if let Some(b) = route
+        .backends
+        .get(up.backend)
+        .filter(|b| crate::edge::poolable(b.cfg.send_proxy))
+    {
         let addr = b.cfg.addr;
         ctx.upstreams.put(addr, up.release(), ctx.now_ms());
     }

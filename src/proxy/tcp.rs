@@ -7,6 +7,7 @@ use std::sync::Arc;
 use monoio::net::TcpStream;
 
 use crate::balance::client_hash;
+use crate::edge::{self, Preamble};
 use crate::proxy::connect;
 use crate::proxy::splice::{tunnel, Meter, TunnelEnd};
 use crate::shared::{LiveRoute, RouteSlot};
@@ -40,6 +41,18 @@ impl Meter for ConnMeter<'_> {
 
 /// Serves one client connection of a tcp route.
 pub async fn serve(ctx: Rc<WorkerCtx>, client: TcpStream, peer: SocketAddr, route: Arc<LiveRoute>) {
+    serve_with(ctx, client, peer, route, Preamble::default()).await
+}
+
+/// [`serve`] for a connection whose first bytes the edge already read
+/// (`pre`: they go upstream first, after a PROXY header if the backend wants one).
+pub async fn serve_with(
+    ctx: Rc<WorkerCtx>,
+    client: TcpStream,
+    peer: SocketAddr,
+    route: Arc<LiveRoute>,
+    pre: Preamble,
+) {
     let Some(slot) = route.slots.get(ctx.id) else {
         return;
     };
@@ -66,6 +79,14 @@ pub async fn serve(ctx: Rc<WorkerCtx>, client: TcpStream, peer: SocketAddr, rout
             return;
         }
     };
+    if let Err(e) =
+        edge::tcp_upstream_start(&ctx, &route, upstream.backend, &client, &upstream.stream, peer, pre)
+            .await
+    {
+        slot.errors.add(1);
+        tracing::debug!(route = %route.cfg.name, %peer, "backend side: {e}");
+        return;
+    }
     match tunnel(
         &ctx.pipes,
         &meter,
