@@ -168,7 +168,7 @@ fn bad_configs_report_every_error_with_its_path() {
         (
             r#"{"routes": {"8080": {"protocol": "tcp", "backends": [{"internal_port": 1}]},
                            "08080": {"protocol": "tcp", "backends": [{"internal_port": 2}]}}}"#,
-            &[r#"routes."08080": duplicate listen address 0.0.0.0:8080: already used by routes."8080""#],
+            &[r#"routes."08080": duplicate listen address 0.0.0.0:8080: routes."8080" is already the default route there; give one of them "sni""#],
         ),
         (
             r#"{"routes": {"8080": {"backends": [{"internal_port": 1}]},
