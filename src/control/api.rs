@@ -768,6 +768,7 @@ fn metrics(state: &ApiState) -> String {
         }
     }
     super::procs_api::metrics(&state.procs, &live, &mut out);
+    super::edge_metrics::metrics(&state.shared, &mut out);
     out
 }
 
