@@ -183,15 +183,29 @@ backend echo\n  mode http\n  server e 127.0.0.1:{}\n",
         ),
         &[ha1, ha2],
     );
-    let (tcp, http) = (free_port(), free_port());
+    let (tcp, http, api) = (free_port(), free_port(), free_port());
+    // HTTP health checks too: HAProxy's accept-proxy refuses a connection
+    // without a header, so they pass only with the LOCAL header first.
     let cfg = format!(
-        r#"{{"dashboard_port": "", "listen_host": "127.0.0.1", "workers": 2,
+        r#"{{"dashboard_port": "{api}", "listen_host": "127.0.0.1", "workers": 2,
   "routes": {{
     "{tcp}": {{"name": "t", "protocol": "tcp", "backends": [{{"internal_port": "{ha1}", "send_proxy": "v1"}}]}},
-    "{http}": {{"name": "h", "backends": [{{"internal_port": "{ha2}", "send_proxy": "v2"}}]}}
+    "{http}": {{"name": "h", "health": {{"path": "/", "interval": "200ms", "rise": 1}},
+      "backends": [{{"name": "hp", "internal_port": "{ha2}", "send_proxy": "v2"}}]}}
   }}}}"#
     );
     let _rm = Ringmesh::start(&cfg, io, &[tcp, http]);
+    let mut last = serde_json::Value::Null;
+    let healthy = wait_until(Duration::from_secs(15), || {
+        let st = support::api::get(api, "/api/status").json();
+        last = st["routes"]
+            .as_array()
+            .and_then(|rs| rs.iter().find(|r| r["name"] == "h"))
+            .map(|r| r["backends"][0]["health"].clone())
+            .unwrap_or_default();
+        last["status"] == "healthy"
+    });
+    assert!(healthy, "health check through accept-proxy: {last}");
     assert_eq!(get_from([127, 0, 0, 7], tcp), (200, "127.0.0.7".to_string()));
     // http: one client after another, each must be named in its own header
     // (a pooled upstream connection would carry the first client's).
