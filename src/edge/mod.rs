@@ -161,10 +161,8 @@ async fn serve(
         return;
     };
     let deadline = ctx.now_ms() + spec.header_timeout.as_millis() as u64;
-    let mut pre = Preamble {
-        bytes: ctx.bufs.take(),
-        dst: None,
-    };
+    // No buffer until bytes arrive: a silent connection owns only its socket.
+    let mut pre = Preamble::default();
     if spec.edge.proxy_protocol {
         let got = fill(&ctx, &stream, &mut pre.bytes, proxy_protocol::V2_MAX, deadline, |b| {
             match proxy_protocol::parse(b) {
@@ -293,6 +291,8 @@ async fn admit(
 /// Reads into `buf` (at most `max` bytes in all) until `parse` answers,
 /// waiting for readiness at most until `deadline_ms` (the worker's coarse
 /// clock). Plain non-blocking recv: nothing in flight to cancel at a timeout.
+/// `buf` may start without capacity: a pooled buffer is taken once the
+/// socket is readable.
 async fn fill<T, B>(
     ctx: &WorkerCtx,
     stream: &TcpStream,
@@ -309,7 +309,13 @@ async fn fill<T, B>(
         if buf.len() >= max {
             return Err(Fail::Full);
         }
-        if buf.len() == buf.capacity() {
+        if buf.capacity() == 0 {
+            monoio::select! {
+                r = stream.readable(false) => if r.is_err() { return Err(Fail::Closed) },
+                _ = ctx.timers.sleep_until(deadline_ms) => return Err(Fail::Timeout),
+            }
+            *buf = ctx.bufs.take();
+        } else if buf.len() == buf.capacity() {
             buf.reserve(crate::http::buf::BUF_SIZE.min(max - buf.len()));
         }
         match sys::recv_append(fd, buf, max - buf.len()) {
