@@ -46,7 +46,11 @@ fn haproxy(dir: &Path, cfg: &str, ports: &[u16]) -> ChildGuard {
     let g = ChildGuard(child);
     for &p in ports {
         assert!(
-            wait_until(Duration::from_secs(10), || TcpStream::connect(("127.0.0.1", p)).is_ok()),
+            wait_until(Duration::from_secs(10), || TcpStream::connect((
+                "127.0.0.1",
+                p
+            ))
+            .is_ok()),
             "haproxy did not listen on {p}: {}",
             std::fs::read_to_string(dir.join("haproxy.log")).unwrap_or_default()
         );
@@ -145,16 +149,27 @@ backend lim\n  mode tcp\n  server r 127.0.0.1:{limited} send-proxy\n"
         }
     }
     let distinct: std::collections::HashSet<_> = seen.values().collect();
-    assert_eq!(distinct.len(), 2, "ip_hash ignored the PROXY address: {seen:?}");
+    assert_eq!(
+        distinct.len(),
+        2,
+        "ip_hash ignored the PROXY address: {seen:?}"
+    );
 
     // Per-IP limit by the header's address: a second connection of
     // 127.0.0.7 is refused, 127.0.0.10 (same balancer socket address) is not.
     let mut held = connect_from([127, 0, 0, 7], h4);
     let mut held_r = std::io::BufReader::new(held.try_clone().unwrap());
-    held.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
-    assert_eq!(read_response(&mut held_r, false).unwrap().body_str(), "127.0.0.7");
+    held.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    assert_eq!(
+        read_response(&mut held_r, false).unwrap().body_str(),
+        "127.0.0.7"
+    );
     assert_eq!(get_from([127, 0, 0, 7], h4).0, 503);
-    assert_eq!(get_from([127, 0, 0, 10], h4), (200, "127.0.0.10".to_string()));
+    assert_eq!(
+        get_from([127, 0, 0, 10], h4),
+        (200, "127.0.0.10".to_string())
+    );
     drop((held, held_r));
     drop(rm2);
 
@@ -206,18 +221,27 @@ backend echo\n  mode http\n  server e 127.0.0.1:{}\n",
         last["status"] == "healthy"
     });
     assert!(healthy, "health check through accept-proxy: {last}");
-    assert_eq!(get_from([127, 0, 0, 7], tcp), (200, "127.0.0.7".to_string()));
+    assert_eq!(
+        get_from([127, 0, 0, 7], tcp),
+        (200, "127.0.0.7".to_string())
+    );
     // http: one client after another, each must be named in its own header
     // (a pooled upstream connection would carry the first client's).
     for i in [11u8, 12, 13, 11] {
-        assert_eq!(get_from([127, 0, 0, i], http), (200, format!("127.0.0.{i}")));
+        assert_eq!(
+            get_from([127, 0, 0, i], http),
+            (200, format!("127.0.0.{i}"))
+        );
     }
     // A keep-alive client: each request on a new upstream, all with its address.
     let mut c = connect_from([127, 0, 0, 14], http);
     let mut r = std::io::BufReader::new(c.try_clone().unwrap());
     for _ in 0..3 {
         c.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
-        assert_eq!(read_response(&mut r, false).unwrap().body_str(), "127.0.0.14");
+        assert_eq!(
+            read_response(&mut r, false).unwrap().body_str(),
+            "127.0.0.14"
+        );
     }
 }
 
@@ -238,7 +262,11 @@ fn bad_and_odd_proxy_headers(io: &str) {
     );
     let _rm = Ringmesh::start(&cfg, io, &[http, tcp]);
     let base = |r: &str| refused(api, r);
-    let (missing, invalid, timeout) = (base("proxy_missing"), base("proxy_invalid"), base("proxy_timeout"));
+    let (missing, invalid, timeout) = (
+        base("proxy_missing"),
+        base("proxy_invalid"),
+        base("proxy_timeout"),
+    );
 
     let closed = |mut s: TcpStream, limit: Duration| -> bool {
         s.set_read_timeout(Some(limit)).unwrap();
@@ -255,10 +283,12 @@ fn bad_and_odd_proxy_headers(io: &str) {
     assert!(closed(s, Duration::from_secs(5)));
     // Invalid v1 and v2.
     let mut s = connect(tcp);
-    s.write_all(b"PROXY TCP4 1.2.3.999 1.2.3.4 1 2\r\nhello").unwrap();
+    s.write_all(b"PROXY TCP4 1.2.3.999 1.2.3.4 1 2\r\nhello")
+        .unwrap();
     assert!(closed(s, Duration::from_secs(5)));
     let mut s = connect(tcp);
-    s.write_all(b"\r\n\r\n\0\r\nQUIT\n\x31\x11\x00\x0c").unwrap();
+    s.write_all(b"\r\n\r\n\0\r\nQUIT\n\x31\x11\x00\x0c")
+        .unwrap();
     assert!(closed(s, Duration::from_secs(5)));
     // Slow: half a header, then silence until the 1 s header timeout.
     let started = Instant::now();
@@ -280,13 +310,26 @@ fn bad_and_odd_proxy_headers(io: &str) {
     s.write_all(b"PROXY TCP4 192.0.2.44 198.51.100.1 4000 80\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n")
         .unwrap();
     let mut r = std::io::BufReader::new(s);
-    assert_eq!(read_response(&mut r, false).unwrap().body_str(), "192.0.2.44");
+    assert_eq!(
+        read_response(&mut r, false).unwrap().body_str(),
+        "192.0.2.44"
+    );
     // A byte at a time (v2, IPv6), then the request.
     let mut s = connect(http);
     s.set_nodelay(true).unwrap();
     let mut hdr = b"\r\n\r\n\0\r\nQUIT\n\x21\x21\x00\x24".to_vec();
-    hdr.extend_from_slice(&"2001:db8::5".parse::<std::net::Ipv6Addr>().unwrap().octets());
-    hdr.extend_from_slice(&"2001:db8::1".parse::<std::net::Ipv6Addr>().unwrap().octets());
+    hdr.extend_from_slice(
+        &"2001:db8::5"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets(),
+    );
+    hdr.extend_from_slice(
+        &"2001:db8::1"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets(),
+    );
     hdr.extend_from_slice(&[0x10, 0x00, 0x00, 0x50]);
     for b in &hdr {
         s.write_all(&[*b]).unwrap();
@@ -294,13 +337,19 @@ fn bad_and_odd_proxy_headers(io: &str) {
     }
     s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
     let mut r = std::io::BufReader::new(s);
-    assert_eq!(read_response(&mut r, false).unwrap().body_str(), "2001:db8::5");
+    assert_eq!(
+        read_response(&mut r, false).unwrap().body_str(),
+        "2001:db8::5"
+    );
     // LOCAL (a balancer's health check): the socket's address stands.
     let mut s = connect(http);
     s.write_all(b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00GET / HTTP/1.1\r\nHost: a\r\n\r\n")
         .unwrap();
     let mut r = std::io::BufReader::new(s);
-    assert_eq!(read_response(&mut r, false).unwrap().body_str(), "127.0.0.1");
+    assert_eq!(
+        read_response(&mut r, false).unwrap().body_str(),
+        "127.0.0.1"
+    );
     // tcp: the bytes after the header reach the backend first.
     let mut s = connect(tcp);
     s.write_all(b"PROXY UNKNOWN\r\nping").unwrap();
@@ -314,7 +363,14 @@ fn cert(dir: &Path, cn: &str) -> (String, String) {
     let c = dir.join(format!("{cn}.pem"));
     let k = dir.join(format!("{cn}.key"));
     let st = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
         .args(["-nodes", "-days", "2", "-subj", &format!("/CN={cn}")])
         .arg("-keyout")
         .arg(&k)
@@ -342,7 +398,10 @@ fn tls_server(dir: &Path, cn: &str) -> (ChildGuard, u16) {
         .spawn()
         .expect("openssl s_server");
     let g = ChildGuard(child);
-    assert!(wait_until(Duration::from_secs(10), || TcpStream::connect(("127.0.0.1", port)).is_ok()));
+    assert!(wait_until(Duration::from_secs(10), || TcpStream::connect(
+        ("127.0.0.1", port)
+    )
+    .is_ok()));
     (g, port)
 }
 
@@ -432,13 +491,20 @@ fn sni_passthrough(io: &str) {
     );
     let _rm = Ringmesh::start(&cfg, io, &[port, strict]);
     let base = |r: &str| refused(api, r);
-    let (no_route, stalled, not_tls) = (base("sni_no_route"), base("sni_timeout"), base("sni_not_tls"));
+    let (no_route, stalled, not_tls) = (
+        base("sni_no_route"),
+        base("sni_timeout"),
+        base("sni_not_tls"),
+    );
 
     assert_eq!(s_client(port, Some("a.test")).as_deref(), Some("a.test"));
     assert_eq!(s_client(port, Some("A.TEST")).as_deref(), Some("a.test"));
     assert_eq!(s_client(port, Some("x.b.test")).as_deref(), Some("b.test"));
     assert_eq!(s_client(port, Some("b.test")).as_deref(), Some("b.test"));
-    assert_eq!(s_client(port, Some("other.test")).as_deref(), Some("default.test"));
+    assert_eq!(
+        s_client(port, Some("other.test")).as_deref(),
+        Some("default.test")
+    );
     assert_eq!(s_client(port, None).as_deref(), Some("default.test"));
     assert_eq!(s_client(strict, Some("a.test")).as_deref(), Some("a.test"));
     assert_eq!(s_client(strict, Some("other.test")), None);
@@ -447,13 +513,24 @@ fn sni_passthrough(io: &str) {
     // curl --resolve: the right certificate for the name, and the request
     // goes through to the backend untouched (s_server -www answers it).
     let out = Command::new("curl")
-        .args(["-sk", "--max-time", "20", "-o", "/dev/null", "-w", "%{http_code} %{ssl_verify_result}"])
+        .args([
+            "-sk",
+            "--max-time",
+            "20",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{ssl_verify_result}",
+        ])
         .arg("--resolve")
         .arg(format!("x.b.test:{port}:127.0.0.1"))
         .arg(format!("https://x.b.test:{port}/"))
         .output()
         .expect("curl");
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("200"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("200"),
+        "{out:?}"
+    );
 
     // A ClientHello in 7 records of 64 bytes, sent in 5 segments 200 ms apart.
     let pem_a = pem_body(&std::fs::read_to_string(dir.path().join("a.test.pem")).unwrap());
@@ -467,8 +544,16 @@ fn sni_passthrough(io: &str) {
             .arg(pieces.to_string())
             .output()
             .expect("python3");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        assert_eq!(&pem_body(&String::from_utf8_lossy(&out.stdout)), want, "{sni}");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            &pem_body(&String::from_utf8_lossy(&out.stdout)),
+            want,
+            "{sni}"
+        );
     }
 
     // Stalled: half a record header, then nothing: closed at the 1 s header timeout.
@@ -479,7 +564,10 @@ fn sni_passthrough(io: &str) {
     let mut b = [0u8; 8];
     assert!(matches!(s.read(&mut b), Ok(0) | Err(_)));
     let took = started.elapsed();
-    assert!(took >= Duration::from_millis(800) && took < Duration::from_secs(9), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(800) && took < Duration::from_secs(9),
+        "{took:?}"
+    );
     // Plain HTTP on a passthrough port.
     let mut s = connect(port);
     s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();

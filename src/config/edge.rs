@@ -148,7 +148,10 @@ pub(super) fn backend(
                 err(
                     errs,
                     field_path(path, "send_proxy"),
-                    format!("{} is not a PROXY protocol version; expected \"v1\" or \"v2\"", show(&Value::String(s.clone()))),
+                    format!(
+                        "{} is not a PROXY protocol version; expected \"v1\" or \"v2\"",
+                        show(&Value::String(s.clone()))
+                    ),
                 );
                 None
             }
@@ -258,12 +261,10 @@ mod tests {
 
     #[test]
     fn proxy_protocol_and_send_proxy() {
-        let text = cfg(
-            r#""8080": {"proxy_protocol": true, "backends": [
+        let text = cfg(r#""8080": {"proxy_protocol": true, "backends": [
                  {"name": "a", "internal_port": "9001", "send_proxy": "v1"},
                  {"name": "b", "internal_port": "9002", "send_proxy": "V2"},
-                 {"name": "c", "internal_port": "9003"}]}"#,
-        );
+                 {"name": "c", "internal_port": "9003"}]}"#);
         let s = parse(&text).unwrap_or_else(|e| panic!("{e}"));
         assert!(s.routes[0].edge.proxy_protocol);
         assert!(s.listeners[0].edge.proxy_protocol && !s.listeners[0].edge.sni);

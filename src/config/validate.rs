@@ -847,7 +847,11 @@ impl Validator {
             }
         }
         for l in &mut out {
-            l.hosts = HostTable::build(l.routes.iter().map(|&i| (i, super::edge::names(&routes[i]))));
+            l.hosts = HostTable::build(
+                l.routes
+                    .iter()
+                    .map(|&i| (i, super::edge::names(&routes[i]))),
+            );
         }
         out
     }

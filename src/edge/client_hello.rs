@@ -36,7 +36,10 @@ const EXT_SERVER_NAME: usize = 0;
 pub enum Hello<'a> {
     /// A complete ClientHello spanning the first `len` bytes of the input,
     /// with its host name if it sent one (lowercase is not enforced here).
-    Done { len: usize, sni: Option<Cow<'a, str>> },
+    Done {
+        len: usize,
+        sni: Option<Cow<'a, str>>,
+    },
     Incomplete,
     Bad(Bad),
 }
@@ -76,12 +79,20 @@ pub fn parse(buf: &[u8]) -> Hello<'_> {
             // A record header cut short: still check what we can see.
             if let Some(&t) = buf.get(pos) {
                 if t != RECORD_HANDSHAKE {
-                    return Hello::Bad(if pos == 0 { Bad::NotTls } else { Bad::Malformed });
+                    return Hello::Bad(if pos == 0 {
+                        Bad::NotTls
+                    } else {
+                        Bad::Malformed
+                    });
                 }
             }
             if let Some(&major) = buf.get(pos + 1) {
                 if major != 3 {
-                    return Hello::Bad(if pos == 0 { Bad::NotTls } else { Bad::Malformed });
+                    return Hello::Bad(if pos == 0 {
+                        Bad::NotTls
+                    } else {
+                        Bad::Malformed
+                    });
                 }
             }
             // (A caller that already holds MAX_RAW bytes and still hears
@@ -89,7 +100,11 @@ pub fn parse(buf: &[u8]) -> Hello<'_> {
             return Hello::Incomplete;
         };
         if hdr[0] != RECORD_HANDSHAKE || hdr[1] != 3 {
-            return Hello::Bad(if pos == 0 { Bad::NotTls } else { Bad::Malformed });
+            return Hello::Bad(if pos == 0 {
+                Bad::NotTls
+            } else {
+                Bad::Malformed
+            });
         }
         let rlen = u16::from_be_bytes([hdr[3], hdr[4]]) as usize;
         // RFC 8446 5.1: no zero-length handshake fragments; at most 2^14.
@@ -333,7 +348,10 @@ mod tests {
 
     #[test]
     fn refuses_what_is_not_a_client_hello() {
-        assert_eq!(prefixes_agree(b"GET / HTTP/1.1\r\n"), Hello::Bad(Bad::NotTls));
+        assert_eq!(
+            prefixes_agree(b"GET / HTTP/1.1\r\n"),
+            Hello::Bad(Bad::NotTls)
+        );
         assert_eq!(prefixes_agree(b"SSH-2.0-x\r\n"), Hello::Bad(Bad::NotTls));
         assert_eq!(parse(b""), Hello::Incomplete);
         // ServerHello instead of ClientHello.

@@ -164,13 +164,18 @@ async fn serve(
     // No buffer until bytes arrive: a silent connection owns only its socket.
     let mut pre = Preamble::default();
     if spec.edge.proxy_protocol {
-        let got = fill(&ctx, &stream, &mut pre.bytes, proxy_protocol::V2_MAX, deadline, |b| {
-            match proxy_protocol::parse(b) {
+        let got = fill(
+            &ctx,
+            &stream,
+            &mut pre.bytes,
+            proxy_protocol::V2_MAX,
+            deadline,
+            |b| match proxy_protocol::parse(b) {
                 proxy_protocol::Parsed::Header { len, source } => Some(Ok((len, source))),
                 proxy_protocol::Parsed::Incomplete => None,
                 proxy_protocol::Parsed::Bad(why) => Some(Err(why)),
-            }
-        })
+            },
+        )
         .await;
         match got {
             Ok((len, source)) => {
@@ -195,19 +200,36 @@ async fn serve(
         Protocol::Http => None,
         Protocol::Tcp if spec.edge.sni => {
             let hosts = &spec.hosts;
-            let got = fill(&ctx, &stream, &mut pre.bytes, client_hello::MAX_RAW, deadline, |b| {
-                match client_hello::parse(b) {
+            let got = fill(
+                &ctx,
+                &stream,
+                &mut pre.bytes,
+                client_hello::MAX_RAW,
+                deadline,
+                |b| match client_hello::parse(b) {
                     client_hello::Hello::Done { sni, .. } => {
                         Some(Ok(hosts.lookup(sni.as_deref().map(str::as_bytes))))
                     }
                     client_hello::Hello::Incomplete => None,
                     client_hello::Hello::Bad(why) => Some(Err(why)),
-                }
-            })
+                },
+            )
             .await;
             let why = match got {
                 Ok(i) => match i.and_then(|i| live.routes.get(i)) {
-                    Some(r) => return admit(ctx.clone(), live.clone(), stream, peer, addr, guard, Some(r.clone()), pre).await,
+                    Some(r) => {
+                        return admit(
+                            ctx.clone(),
+                            live.clone(),
+                            stream,
+                            peer,
+                            addr,
+                            guard,
+                            Some(r.clone()),
+                            pre,
+                        )
+                        .await
+                    }
                     None => Refusal::SniNoRoute,
                 },
                 Err(Fail::Bad(client_hello::Bad::NotTls)) => Refusal::SniNotTls,
@@ -358,6 +380,17 @@ async fn write_all(
         }
     }
     Ok(())
+}
+
+/// Whether a new upstream connection of a tcp route gets bytes before its
+/// tunnel starts (a PROXY header, or what the edge read from the client).
+#[inline]
+pub fn tcp_upstream_needed(route: &LiveRoute, backend: usize, pre: &Preamble) -> bool {
+    !pre.bytes.is_empty()
+        || route
+            .backends
+            .get(backend)
+            .is_some_and(|b| b.cfg.send_proxy.is_some())
 }
 
 /// The PROXY header (if backend `send_proxy` is set) and then the preamble's

@@ -268,8 +268,14 @@ mod tests {
 
     #[test]
     fn garbage_and_bad_headers() {
-        assert_eq!(prefixes_agree(b"GET / HTTP/1.1\r\n\r\n"), Parsed::Bad(Bad::Missing));
-        assert_eq!(prefixes_agree(b"\x16\x03\x01\x02\x00"), Parsed::Bad(Bad::Missing));
+        assert_eq!(
+            prefixes_agree(b"GET / HTTP/1.1\r\n\r\n"),
+            Parsed::Bad(Bad::Missing)
+        );
+        assert_eq!(
+            prefixes_agree(b"\x16\x03\x01\x02\x00"),
+            Parsed::Bad(Bad::Missing)
+        );
         assert_eq!(
             prefixes_agree(b"PROXY TCP4 1.2.3.999 1.2.3.4 1 2\r\n"),
             Parsed::Bad(Bad::V1)

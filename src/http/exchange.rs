@@ -194,7 +194,15 @@ pub(super) async fn run(
         Ok(u) => u,
         Err(e) => return connect_failed(client, s, route, slot, e).await,
     };
-    crate::edge::http_upstream_start(route, up.backend, up.reused, &client.stream, client.peer, client.dst, &mut s.out);
+    crate::edge::http_upstream_start(
+        route,
+        up.backend,
+        up.reused,
+        &client.stream,
+        client.peer,
+        client.dst,
+        &mut s.out,
+    );
     if s.ubuf.capacity() == 0 {
         s.ubuf = ctx.bufs.take();
     }
@@ -243,7 +251,15 @@ pub(super) async fn run(
                     Ok(u) => u,
                     Err(e) => return connect_failed(client, s, route, slot, e).await,
                 };
-                crate::edge::http_upstream_start(route, up.backend, up.reused, &client.stream, client.peer, client.dst, &mut s.out);
+                crate::edge::http_upstream_start(
+                    route,
+                    up.backend,
+                    up.reused,
+                    &client.stream,
+                    client.peer,
+                    client.dst,
+                    &mut s.out,
+                );
             }
             r => break r,
         }

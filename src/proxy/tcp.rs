@@ -79,13 +79,22 @@ pub async fn serve_with(
             return;
         }
     };
-    if let Err(e) =
-        edge::tcp_upstream_start(&ctx, &route, upstream.backend, &client, &upstream.stream, peer, pre)
-            .await
-    {
-        slot.errors.add(1);
-        tracing::debug!(route = %route.cfg.name, %peer, "backend side: {e}");
-        return;
+    if edge::tcp_upstream_needed(&route, upstream.backend, &pre) {
+        // Boxed: only edge connections pay for this state.
+        let start = edge::tcp_upstream_start(
+            &ctx,
+            &route,
+            upstream.backend,
+            &client,
+            &upstream.stream,
+            peer,
+            pre,
+        );
+        if let Err(e) = Box::pin(start).await {
+            slot.errors.add(1);
+            tracing::debug!(route = %route.cfg.name, %peer, "backend side: {e}");
+            return;
+        }
     }
     match tunnel(
         &ctx.pipes,
