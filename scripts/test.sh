@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 need=()
 # chromium + chromium-driver: tests/dashboard.rs drives the dashboard in headless Chromium.
-# openssl, curl, testssl.sh: tests/tls.rs (certificates made at test time, real TLS clients).
+# openssl, curl: tests/tls.rs and tests/edge.rs; testssl.sh: tests/tls.rs (certificates made at test time, real TLS clients).
 for pkg_bin in nginx:nginx haproxy:haproxy wrk:wrk iperf3:iperf3 python3:python3 \
                chromium:chromium chromium-driver:chromedriver \
                openssl:openssl curl:curl testssl.sh:testssl; do

@@ -34,6 +34,8 @@
 //! - [`shared`]: the only state the control thread and workers both touch.
 //! - [`worker`]: threads, runtimes, listeners, accept loop.
 //! - [`proxy`]: backend connect with failover, splice tunnels.
+//! - [`edge`]: before a route's normal path: PROXY protocol headers in and
+//!   out, TLS passthrough routes chosen by the ClientHello's SNI.
 //! - [`http`]: the HTTP/1.1 reverse proxy (pure head/rewrite/chunked core, and
 //!   the per-connection data plane on top of it).
 //! - [`tls`]: TLS termination: certificates and SNI, the record layer over
@@ -48,6 +50,7 @@ pub mod balance;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod edge;
 pub mod engine;
 pub mod http;
 pub mod proxy;

@@ -3,6 +3,7 @@
 //! File -> `serde_json::Value` -> [`validate::parse`] -> [`Snapshot`]. The data
 //! plane only ever sees snapshots.
 
+pub mod edge;
 pub mod snapshot;
 pub mod tls;
 pub mod validate;
@@ -11,8 +12,8 @@ use std::io;
 use std::path::Path;
 
 pub use snapshot::{
-    Backend, Balance, Dashboard, HealthCheck, Limits, ListenerSpec, Protocol, Route, Snapshot,
-    Timeouts, UpstreamKeepalive, DEFAULT_READY_TIMEOUT,
+    Backend, Balance, Dashboard, HealthCheck, Limits, ListenerSpec, Protocol, Route, SendProxy,
+    Snapshot, Timeouts, UpstreamKeepalive, DEFAULT_READY_TIMEOUT,
 };
 pub use validate::{parse, parse_in, ConfigError, ConfigErrors};
 

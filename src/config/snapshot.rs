@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use super::edge::{ListenerEdge, RouteEdge, SendProxy};
 use crate::route::HostTable;
 
 /// Wire protocol a route speaks on its listener.
@@ -122,6 +123,8 @@ pub struct Backend {
     /// How long a cold start may take until `addr` accepts: the backend's
     /// `ready_timeout`, else its route's, else [`DEFAULT_READY_TIMEOUT`].
     pub ready_timeout: Duration,
+    /// `send_proxy`: a PROXY protocol header first on each upstream connection.
+    pub send_proxy: Option<SendProxy>,
 }
 
 /// How long a started backend process may take to accept connections.
@@ -182,6 +185,8 @@ pub struct Route {
     pub redirect_https: bool,
     /// `hsts`: Strict-Transport-Security value added to responses (TLS routes).
     pub hsts: Option<String>,
+    /// `proxy_protocol` and `sni`.
+    pub edge: RouteEdge,
 }
 
 /// A listening address and the routes behind it (indices into `Snapshot::routes`).
@@ -197,6 +202,8 @@ pub struct ListenerSpec {
     pub header_timeout: Duration,
     /// TLS termination (the `tls` of the port's first route).
     pub tls: Option<Arc<crate::tls::Acceptor>>,
+    /// PROXY protocol and SNI routing before the route is known.
+    pub edge: ListenerEdge,
 }
 
 /// Where the status API and dashboard listen; `port == None` means headless.

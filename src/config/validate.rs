@@ -87,6 +87,8 @@ const ROUTE_FIELDS: &[&str] = &[
     "backends",
     "listen",
     "hosts",
+    "proxy_protocol",
+    "sni",
     "timeouts",
     "max_connections",
     "ready_timeout",
@@ -103,6 +105,7 @@ const BACKEND_FIELDS: &[&str] = &[
     "internal_host",
     "internal_port",
     "ready_timeout",
+    "send_proxy",
 ];
 const HEALTH_FIELDS: &[&str] = &[
     "path",
@@ -154,7 +157,7 @@ fn json_error_reason(e: &serde_json::Error) -> String {
 }
 
 /// Short JSON rendering of a value for error messages.
-fn show(v: &Value) -> String {
+pub(super) fn show(v: &Value) -> String {
     let mut s = v.to_string();
     if s.len() > 60 {
         let mut cut = 57;
@@ -167,7 +170,7 @@ fn show(v: &Value) -> String {
     s
 }
 
-fn field_path(parent: &str, field: &str) -> String {
+pub(super) fn field_path(parent: &str, field: &str) -> String {
     if parent.is_empty() {
         field.to_string()
     } else {
@@ -525,6 +528,7 @@ impl Validator {
         for (p, msg) in problems {
             self.err(p, msg);
         }
+        let edge = super::edge::route(m, &path, protocol, &mut self.errors);
 
         if self.errors.len() != before {
             return None;
@@ -544,6 +548,7 @@ impl Validator {
             tls: tls.tls,
             redirect_https: tls.redirect_https,
             hsts: tls.hsts,
+            edge,
         })
     }
 
@@ -738,6 +743,7 @@ impl Validator {
                 );
             }
             let ready_timeout = ready_timeout.unwrap_or(route_ready_timeout);
+            let send_proxy = super::edge::backend(bm, &bp, &mut self.errors);
             let host = self
                 .string(bm, &bp, "internal_host")
                 .map(|s| s.trim().to_string())
@@ -787,6 +793,7 @@ impl Validator {
                 port,
                 addr,
                 ready_timeout,
+                send_proxy,
             });
         }
         out
@@ -824,24 +831,14 @@ impl Validator {
                         hosts: HostTable::default(),
                         header_timeout: r.timeouts.header,
                         tls: r.tls.clone(),
+                        edge: super::edge::ListenerEdge::of(r),
                     });
                 }
                 Some(&li) => {
-                    let first = &routes[out[li].routes[0]];
-                    if r.protocol == Protocol::Tcp || first.protocol == Protocol::Tcp {
-                        self.err(
-                            route_path(&r.key),
-                            format!(
-                                "duplicate listen address {}: already used by {}",
-                                r.listen,
-                                route_path(&first.key)
-                            ),
-                        );
-                        continue;
-                    }
-                    let mut clash = None;
-                    for &oi in &out[li].routes {
-                        let o = &routes[oi];
+                    let others: Vec<&Route> = out[li].routes.iter().map(|&o| &routes[o]).collect();
+                    let mut clash = super::edge::share(r, &others);
+                    let by_host = clash.is_none() && r.protocol == Protocol::Http;
+                    for o in others.iter().filter(|_| by_host) {
                         if r.hosts.is_empty() && o.hosts.is_empty() {
                             clash = Some(format!(
                                 "duplicate listen address {}: {} is already the default route there; give one of them \"hosts\"",
@@ -859,7 +856,8 @@ impl Validator {
                             break;
                         }
                     }
-                    if let Some((p, msg)) = super::tls::check_shared(first, r, &route_path(&r.key)) {
+                    if let Some((p, msg)) = super::tls::check_shared(first, r, &route_path(&r.key))
+                    {
                         clash = clash.or(Some(String::new()));
                         self.err(p, msg);
                     }
@@ -868,6 +866,7 @@ impl Validator {
                         Some(msg) => self.err(route_path(&r.key), msg),
                         None => {
                             let l = &mut out[li];
+                            l.edge.sni |= super::edge::ListenerEdge::of(r).sni;
                             l.routes.push(i);
                             l.header_timeout = l.header_timeout.min(r.timeouts.header);
                         }
@@ -876,7 +875,11 @@ impl Validator {
             }
         }
         for l in &mut out {
-            l.hosts = HostTable::build(l.routes.iter().map(|&i| (i, routes[i].hosts.as_slice())));
+            l.hosts = HostTable::build(
+                l.routes
+                    .iter()
+                    .map(|&i| (i, super::edge::names(&routes[i]))),
+            );
         }
         out
     }
@@ -934,7 +937,7 @@ fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
     }
 }
 
-fn valid_host_pattern(h: &str) -> bool {
+pub(super) fn valid_host_pattern(h: &str) -> bool {
     let name = h.strip_prefix("*.").unwrap_or(h);
     !name.is_empty()
         && name.len() <= 253

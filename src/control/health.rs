@@ -11,6 +11,7 @@
 //! in a short cooldown (`BackendState::mark_failed`). Workers skip a backend
 //! that is unhealthy or cooling down.
 
+use std::io::Write as _;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -99,20 +100,28 @@ pub async fn run(e: Rc<Entry>, reg: Rc<Registry>) {
 
 /// One check, bounded by `hc.timeout`; the error is the detail the API shows.
 async fn check(e: &Entry, hc: &HealthCheck) -> Result<(), String> {
-    let (addr, host, http) = {
+    let (addr, host, http, send_proxy) = {
         let c = e.cfg.borrow();
         let http = c.protocol == Protocol::Http && hc.path.is_some();
-        (c.addr, c.host.clone(), http)
+        (c.addr, c.host.clone(), http, c.send_proxy)
     };
     let work = async {
-        let stream = crate::proxy::connect::connect_timeout(addr, hc.timeout)
+        let mut stream = crate::proxy::connect::connect_timeout(addr, hc.timeout)
             .await
             .map_err(|err| format!("connect {addr}: {err}"))?;
+        // A backend that expects PROXY headers gets one saying "no client".
+        let mut req = Vec::new();
+        if let Some(v) = send_proxy {
+            crate::edge::proxy_protocol::write_local(v, &mut req);
+        }
         if !http {
+            if !req.is_empty() {
+                let _ = stream.write_all(req).await;
+            }
             return Ok(());
         }
         let path = hc.path.as_deref().unwrap_or("/");
-        http_check(stream, &host, addr.port(), path, hc.expect_status).await
+        http_check(stream, req, &host, addr.port(), path, hc.expect_status).await
     };
     match monoio::time::timeout(hc.timeout, work).await {
         Ok(r) => r,
@@ -122,15 +131,17 @@ async fn check(e: &Entry, hc: &HealthCheck) -> Result<(), String> {
 
 async fn http_check(
     mut stream: monoio::net::TcpStream,
+    mut req: Vec<u8>,
     host: &str,
     port: u16,
     path: &str,
     expect: u16,
 ) -> Result<(), String> {
-    let req = format!(
+    let _ = write!(
+        req,
         "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: ringmesh-health\r\nAccept: */*\r\nConnection: close\r\n\r\n"
     );
-    let (r, _) = stream.write_all(req.into_bytes()).await;
+    let (r, _) = stream.write_all(req).await;
     r.map_err(|err| format!("sending the check request: {err}"))?;
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
     loop {

@@ -60,6 +60,8 @@ pub struct EntryCfg {
     pub ready_timeout: Duration,
     pub idle_timeout: Option<Duration>,
     pub health: Option<HealthCheck>,
+    /// The backend's `send_proxy`: health checks start with a LOCAL header.
+    pub send_proxy: Option<crate::config::SendProxy>,
 }
 
 /// What the API shows about a process.
@@ -210,6 +212,7 @@ impl Registry {
                     ready_timeout: b.cfg.ready_timeout,
                     idle_timeout: r.cfg.idle_timeout,
                     health: r.cfg.health.clone(),
+                    send_proxy: b.cfg.send_proxy,
                 };
                 if let Some(e) = old.iter().find(|e| Arc::ptr_eq(&e.state, &b.state)) {
                     let mut c = e.cfg.borrow_mut();

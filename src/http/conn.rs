@@ -21,6 +21,7 @@ use std::time::Duration;
 use monoio::net::TcpStream;
 use monoio::time::Instant;
 
+use crate::edge::Preamble;
 use crate::shared::Live;
 use crate::sys;
 use crate::tls::TlsConn;
@@ -54,6 +55,8 @@ pub(super) struct Client {
     /// The transport: `None` is plain TCP, `Some` a TLS session (boxed: a
     /// plain connection's task does not carry its size).
     pub tls: Option<Box<RefCell<TlsConn>>>,
+    /// The address the client connected to, when a PROXY header said it.
+    pub dst: Option<SocketAddr>,
 }
 
 impl Client {
@@ -95,6 +98,20 @@ pub async fn serve(
     listen: SocketAddr,
     guard: ConnGuard,
 ) {
+    serve_with(ctx, live, stream, peer, listen, guard, Preamble::default()).await
+}
+
+/// [`serve`] for a connection whose first bytes the edge already read (the
+/// PROXY header gone, `pre.bytes` the start of the first request).
+pub async fn serve_with(
+    ctx: Rc<WorkerCtx>,
+    live: Arc<Live>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    listen: SocketAddr,
+    guard: ConnGuard,
+    pre: Preamble,
+) {
     let Some(spec) = live.by_listen.get(&listen).copied() else {
         return;
     };
@@ -103,7 +120,13 @@ pub async fn serve(
     if let Some(l) = live.snapshot.listeners.get(spec) {
         if let Some(acc) = &l.tls {
             let deadline = Instant::now() + l.header_timeout;
-            match Box::pin(crate::tls::session::handshake(&stream, acc.config.clone(), deadline)).await {
+            match Box::pin(crate::tls::session::handshake(
+                &stream,
+                acc.config.clone(),
+                deadline,
+            ))
+            .await
+            {
                 Ok(t) => {
                     acc.counters.handshake(t.resumed);
                     tls = Some(Box::new(RefCell::new(t)));
@@ -129,9 +152,10 @@ pub async fn serve(
         client: Client {
             stream,
             peer,
-            buf: Vec::new(),
+            buf: pre.bytes,
             cancel: Cancel::default(),
             tls,
+            dst: pre.dst,
         },
         scratch: Scratch::default(),
     };
@@ -380,9 +404,13 @@ impl Conn {
             let got = match now {
                 Some(r) => r,
                 None => {
-                    client_io(&mut self.client.stream, &self.client.cancel, &self.client.tls)
-                        .read(buf, room, deadline)
-                        .await
+                    client_io(
+                        &mut self.client.stream,
+                        &self.client.cancel,
+                        &self.client.tls,
+                    )
+                    .read(buf, room, deadline)
+                    .await
                 }
             };
             match got {
@@ -408,10 +436,14 @@ impl Conn {
             None => respond::write_error(out, status, ""),
         }
         let len = out.len();
-        if client_io(&mut self.client.stream, &self.client.cancel, &self.client.tls)
-            .write_all(out, 0..len, ERROR_WRITE_STALL)
-            .await
-            .is_ok()
+        if client_io(
+            &mut self.client.stream,
+            &self.client.cancel,
+            &self.client.tls,
+        )
+        .write_all(out, 0..len, ERROR_WRITE_STALL)
+        .await
+        .is_ok()
         {
             self.linger().await;
         }

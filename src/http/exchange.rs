@@ -172,7 +172,11 @@ pub(super) async fn run(
         &s.spans,
         &RequestRewrite {
             client_ip: client.peer.ip(),
-            proto: if client.tls.is_some() { "https" } else { "http" },
+            proto: if client.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            },
             forward_upgrade: upgrade,
             close_upstream: false,
             client_cert: client_subject.as_deref(),
@@ -192,12 +196,22 @@ pub(super) async fn run(
         route
             .backends
             .get(i)
+            .filter(|b| crate::edge::poolable(b.cfg.send_proxy))
             .and_then(|b| ctx.upstreams.take(b.cfg.addr, ctx.now_ms(), retryable))
     };
     let mut up = match connect::connect(route, slot, hash, now, pooled).await {
         Ok(u) => u,
         Err(e) => return connect_failed(client, s, route, slot, e).await,
     };
+    crate::edge::http_upstream_start(
+        route,
+        up.backend,
+        up.reused,
+        &client.stream,
+        client.peer,
+        client.dst,
+        &mut s.out,
+    );
     if s.ubuf.capacity() == 0 {
         s.ubuf = ctx.bufs.take();
     }
@@ -247,6 +261,15 @@ pub(super) async fn run(
                     Ok(u) => u,
                     Err(e) => return connect_failed(client, s, route, slot, e).await,
                 };
+                crate::edge::http_upstream_start(
+                    route,
+                    up.backend,
+                    up.reused,
+                    &client.stream,
+                    client.peer,
+                    client.dst,
+                    &mut s.out,
+                );
             }
             r => break r,
         }
@@ -398,7 +421,11 @@ fn park(ctx: &WorkerCtx, route: &LiveRoute, up: Upstream<'_>) {
     if ctx.stopping.is_set() {
         return;
     }
-    if let Some(b) = route.backends.get(up.backend) {
+    if let Some(b) = route
+        .backends
+        .get(up.backend)
+        .filter(|b| crate::edge::poolable(b.cfg.send_proxy))
+    {
         let addr = b.cfg.addr;
         ctx.upstreams.put(addr, up.release(), ctx.now_ms());
     }
@@ -485,11 +512,7 @@ async fn error(client: &mut Client, s: &mut Scratch, status: u16, detail: &str) 
 /// Writes a proxy-generated response in `out`; a lingering close follows.
 async fn send_and_close(client: &mut Client, out: &mut Vec<u8>) -> Outcome {
     let len = out.len();
-    match client
-        .io()
-        .write_all(out, 0..len, ERROR_WRITE_STALL)
-        .await
-    {
+    match client.io().write_all(out, 0..len, ERROR_WRITE_STALL).await {
         Ok(()) => Outcome::Close,
         Err(_) => Outcome::Drop,
     }
@@ -511,7 +534,11 @@ async fn send_tls_edge(
     }
     client.buf.drain(..head.head_len.min(client.buf.len()));
     let len = s.out.len();
-    match client.io().write_all(&mut s.out, 0..len, ERROR_WRITE_STALL).await {
+    match client
+        .io()
+        .write_all(&mut s.out, 0..len, ERROR_WRITE_STALL)
+        .await
+    {
         Ok(()) => Outcome::KeepAlive(out_keepalive),
         Err(_) => Outcome::Drop,
     }

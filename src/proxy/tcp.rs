@@ -7,6 +7,7 @@ use std::sync::Arc;
 use monoio::net::TcpStream;
 
 use crate::balance::client_hash;
+use crate::edge::{self, Preamble};
 use crate::proxy::connect;
 use crate::proxy::splice::{tunnel, Meter, TunnelEnd};
 use crate::shared::{LiveRoute, RouteSlot};
@@ -40,6 +41,18 @@ impl Meter for ConnMeter<'_> {
 
 /// Serves one client connection of a tcp route.
 pub async fn serve(ctx: Rc<WorkerCtx>, client: TcpStream, peer: SocketAddr, route: Arc<LiveRoute>) {
+    serve_with(ctx, client, peer, route, Preamble::default()).await
+}
+
+/// [`serve`] for a connection whose first bytes the edge already read
+/// (`pre`: they go upstream first, after a PROXY header if the backend wants one).
+pub async fn serve_with(
+    ctx: Rc<WorkerCtx>,
+    client: TcpStream,
+    peer: SocketAddr,
+    route: Arc<LiveRoute>,
+    pre: Preamble,
+) {
     let Some(slot) = route.slots.get(ctx.id) else {
         return;
     };
@@ -50,7 +63,13 @@ pub async fn serve(ctx: Rc<WorkerCtx>, client: TcpStream, peer: SocketAddr, rout
         None => None,
         Some(acc) => {
             let deadline = monoio::time::Instant::now() + route.cfg.timeouts.header;
-            match Box::pin(crate::tls::session::handshake(&client, acc.config.clone(), deadline)).await {
+            match Box::pin(crate::tls::session::handshake(
+                &client,
+                acc.config.clone(),
+                deadline,
+            ))
+            .await
+            {
                 Ok(t) => {
                     acc.counters.handshake(t.resumed);
                     Some(std::cell::RefCell::new(t))
@@ -85,6 +104,23 @@ pub async fn serve(ctx: Rc<WorkerCtx>, client: TcpStream, peer: SocketAddr, rout
             return;
         }
     };
+    if edge::tcp_upstream_needed(&route, upstream.backend, &pre) {
+        // Boxed: only edge connections pay for this state.
+        let start = edge::tcp_upstream_start(
+            &ctx,
+            &route,
+            upstream.backend,
+            &client,
+            &upstream.stream,
+            peer,
+            pre,
+        );
+        if let Err(e) = Box::pin(start).await {
+            slot.errors.add(1);
+            tracing::debug!(route = %route.cfg.name, %peer, "backend side: {e}");
+            return;
+        }
+    }
     if let Some(tls) = &tls {
         match Box::pin(crate::tls::relay::relay(
             &meter,
@@ -103,27 +139,27 @@ pub async fn serve(ctx: Rc<WorkerCtx>, client: TcpStream, peer: SocketAddr, rout
             Err(e) => tracing::debug!(route = %route.cfg.name, %peer, "TLS client side: {e:?}"),
         }
     } else {
-    match tunnel(
-        &ctx.pipes,
-        &meter,
-        &client,
-        &upstream.stream,
-        route.cfg.timeouts.idle,
-    )
-    .await
-    {
-        Ok(_) => {}
-        Err(TunnelEnd::Idle) => {
-            tracing::debug!(route = %route.cfg.name, %peer, "idle timeout, closing");
+        match tunnel(
+            &ctx.pipes,
+            &meter,
+            &client,
+            &upstream.stream,
+            route.cfg.timeouts.idle,
+        )
+        .await
+        {
+            Ok(_) => {}
+            Err(TunnelEnd::Idle) => {
+                tracing::debug!(route = %route.cfg.name, %peer, "idle timeout, closing");
+            }
+            Err(TunnelEnd::Client(e)) => {
+                tracing::debug!(route = %route.cfg.name, %peer, "client side: {e}");
+            }
+            Err(TunnelEnd::Backend(e)) => {
+                slot.errors.add(1);
+                tracing::debug!(route = %route.cfg.name, %peer, "backend side: {e}");
+            }
         }
-        Err(TunnelEnd::Client(e)) => {
-            tracing::debug!(route = %route.cfg.name, %peer, "client side: {e}");
-        }
-        Err(TunnelEnd::Backend(e)) => {
-            slot.errors.add(1);
-            tracing::debug!(route = %route.cfg.name, %peer, "backend side: {e}");
-        }
-    }
     }
     // Two fds freed: if accepting paused for lack of fds, it may go on.
     drop(upstream);

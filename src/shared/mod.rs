@@ -374,6 +374,8 @@ pub struct Shared {
     pub refused_connections: AtomicU64,
     /// Open connections per client IP (allocated once a per-IP limit is set).
     pub ip_counts: std::sync::OnceLock<IpCounts>,
+    /// Connections closed at the edge (PROXY header, ClientHello), by reason.
+    pub edge: crate::edge::Counters,
 }
 
 impl Shared {
@@ -391,6 +393,7 @@ impl Shared {
             open_connections: AtomicU64::new(0),
             refused_connections: AtomicU64::new(0),
             ip_counts: std::sync::OnceLock::new(),
+            edge: Default::default(),
         }
     }
 

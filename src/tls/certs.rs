@@ -62,7 +62,10 @@ fn shared_state() -> Option<&'static (Arc<dyn ProducesTickets>, Arc<ServerSessio
         OnceLock::new();
     S.get_or_init(|| {
         let ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().ok()?;
-        Some((ticketer, ServerSessionMemoryCache::new(SESSION_CACHE_ENTRIES)))
+        Some((
+            ticketer,
+            ServerSessionMemoryCache::new(SESSION_CACHE_ENTRIES),
+        ))
     })
     .as_ref()
 }

@@ -143,6 +143,10 @@ fn dispatch(ctx: &Rc<WorkerCtx>, sock: std::os::fd::OwnedFd, peer: SocketAddr, a
         // The route was removed by a reload while the connection queued.
         return;
     };
+    if spec.edge.active() {
+        // PROXY header or SNI first: limits apply to the address it gives.
+        return crate::edge::accept(ctx, live.clone(), sock, peer, addr);
+    }
     let tcp_route = match spec.protocol {
         Protocol::Tcp => match spec.routes.first().and_then(|&i| live.routes.get(i)) {
             Some(r) => Some(r.clone()),
