@@ -86,7 +86,10 @@ pub fn route_tls(
     let tpath = at(path, "tls");
     let Some(v) = m.get("tls").filter(|v| !v.is_null()) else {
         if out.hsts.is_some() {
-            errors.push((at(path, "hsts"), "only a route with \"tls\" sends HSTS".into()));
+            errors.push((
+                at(path, "hsts"),
+                "only a route with \"tls\" sends HSTS".into(),
+            ));
         }
         return out;
     };
@@ -123,7 +126,10 @@ pub fn route_tls(
             for (i, c) in certs.iter().enumerate() {
                 let cpath = format!("{tpath}.certificates[{i}]");
                 let Value::Object(c) = c else {
-                    errors.push((cpath, "expected an object {\"cert\": ..., \"key\": ...}".into()));
+                    errors.push((
+                        cpath,
+                        "expected an object {\"cert\": ..., \"key\": ...}".into(),
+                    ));
                     continue;
                 };
                 for k in c.keys() {
@@ -195,7 +201,8 @@ pub fn check_shared(first: &Route, other: &Route, other_path: &str) -> Option<Pr
     if other.tls.is_some() {
         return Some((
             at(other_path, "tls"),
-            "the port's first route already carries \"tls\" for every route on it; remove this one".into(),
+            "the port's first route already carries \"tls\" for every route on it; remove this one"
+                .into(),
         ));
     }
     None

@@ -859,7 +859,8 @@ impl Validator {
                             break;
                         }
                     }
-                    if let Some((p, msg)) = super::tls::check_shared(first, r, &route_path(&r.key)) {
+                    if let Some((p, msg)) = super::tls::check_shared(first, r, &route_path(&r.key))
+                    {
                         clash = clash.or(Some(String::new()));
                         self.err(p, msg);
                     }

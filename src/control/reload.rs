@@ -119,7 +119,10 @@ impl Reloader {
                 }
             }
             Source::Text(text) => {
-                let base = self.path.as_deref().map_or(std::path::Path::new("."), config::config_dir);
+                let base = self
+                    .path
+                    .as_deref()
+                    .map_or(std::path::Path::new("."), config::config_dir);
                 let snap = config::parse_in(&text, base).map_err(ReloadError::Invalid)?;
                 if let Some(path) = &self.path {
                     config::write_atomic(path, text.as_bytes()).map_err(|e| {

@@ -103,7 +103,13 @@ pub async fn serve(
     if let Some(l) = live.snapshot.listeners.get(spec) {
         if let Some(acc) = &l.tls {
             let deadline = Instant::now() + l.header_timeout;
-            match Box::pin(crate::tls::session::handshake(&stream, acc.config.clone(), deadline)).await {
+            match Box::pin(crate::tls::session::handshake(
+                &stream,
+                acc.config.clone(),
+                deadline,
+            ))
+            .await
+            {
                 Ok(t) => {
                     acc.counters.handshake(t.resumed);
                     tls = Some(Box::new(RefCell::new(t)));
@@ -380,9 +386,13 @@ impl Conn {
             let got = match now {
                 Some(r) => r,
                 None => {
-                    client_io(&mut self.client.stream, &self.client.cancel, &self.client.tls)
-                        .read(buf, room, deadline)
-                        .await
+                    client_io(
+                        &mut self.client.stream,
+                        &self.client.cancel,
+                        &self.client.tls,
+                    )
+                    .read(buf, room, deadline)
+                    .await
                 }
             };
             match got {
@@ -408,10 +418,14 @@ impl Conn {
             None => respond::write_error(out, status, ""),
         }
         let len = out.len();
-        if client_io(&mut self.client.stream, &self.client.cancel, &self.client.tls)
-            .write_all(out, 0..len, ERROR_WRITE_STALL)
-            .await
-            .is_ok()
+        if client_io(
+            &mut self.client.stream,
+            &self.client.cancel,
+            &self.client.tls,
+        )
+        .write_all(out, 0..len, ERROR_WRITE_STALL)
+        .await
+        .is_ok()
         {
             self.linger().await;
         }

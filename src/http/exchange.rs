@@ -172,7 +172,11 @@ pub(super) async fn run(
         &s.spans,
         &RequestRewrite {
             client_ip: client.peer.ip(),
-            proto: if client.tls.is_some() { "https" } else { "http" },
+            proto: if client.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            },
             forward_upgrade: upgrade,
             close_upstream: false,
             client_cert: client_subject.as_deref(),
@@ -485,11 +489,7 @@ async fn error(client: &mut Client, s: &mut Scratch, status: u16, detail: &str) 
 /// Writes a proxy-generated response in `out`; a lingering close follows.
 async fn send_and_close(client: &mut Client, out: &mut Vec<u8>) -> Outcome {
     let len = out.len();
-    match client
-        .io()
-        .write_all(out, 0..len, ERROR_WRITE_STALL)
-        .await
-    {
+    match client.io().write_all(out, 0..len, ERROR_WRITE_STALL).await {
         Ok(()) => Outcome::Close,
         Err(_) => Outcome::Drop,
     }
@@ -511,7 +511,11 @@ async fn send_tls_edge(
     }
     client.buf.drain(..head.head_len.min(client.buf.len()));
     let len = s.out.len();
-    match client.io().write_all(&mut s.out, 0..len, ERROR_WRITE_STALL).await {
+    match client
+        .io()
+        .write_all(&mut s.out, 0..len, ERROR_WRITE_STALL)
+        .await
+    {
         Ok(()) => Outcome::KeepAlive(out_keepalive),
         Err(_) => Outcome::Drop,
     }

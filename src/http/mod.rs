@@ -23,8 +23,8 @@ pub mod head;
 pub mod io;
 pub mod respond;
 mod response;
-mod tls_edge;
 pub mod rewrite;
+mod tls_edge;
 mod upgrade;
 pub mod upstream;
 

@@ -50,7 +50,13 @@ pub async fn serve(ctx: Rc<WorkerCtx>, client: TcpStream, peer: SocketAddr, rout
         None => None,
         Some(acc) => {
             let deadline = monoio::time::Instant::now() + route.cfg.timeouts.header;
-            match Box::pin(crate::tls::session::handshake(&client, acc.config.clone(), deadline)).await {
+            match Box::pin(crate::tls::session::handshake(
+                &client,
+                acc.config.clone(),
+                deadline,
+            ))
+            .await
+            {
                 Ok(t) => {
                     acc.counters.handshake(t.resumed);
                     Some(std::cell::RefCell::new(t))
@@ -103,27 +109,27 @@ pub async fn serve(ctx: Rc<WorkerCtx>, client: TcpStream, peer: SocketAddr, rout
             Err(e) => tracing::debug!(route = %route.cfg.name, %peer, "TLS client side: {e:?}"),
         }
     } else {
-    match tunnel(
-        &ctx.pipes,
-        &meter,
-        &client,
-        &upstream.stream,
-        route.cfg.timeouts.idle,
-    )
-    .await
-    {
-        Ok(_) => {}
-        Err(TunnelEnd::Idle) => {
-            tracing::debug!(route = %route.cfg.name, %peer, "idle timeout, closing");
+        match tunnel(
+            &ctx.pipes,
+            &meter,
+            &client,
+            &upstream.stream,
+            route.cfg.timeouts.idle,
+        )
+        .await
+        {
+            Ok(_) => {}
+            Err(TunnelEnd::Idle) => {
+                tracing::debug!(route = %route.cfg.name, %peer, "idle timeout, closing");
+            }
+            Err(TunnelEnd::Client(e)) => {
+                tracing::debug!(route = %route.cfg.name, %peer, "client side: {e}");
+            }
+            Err(TunnelEnd::Backend(e)) => {
+                slot.errors.add(1);
+                tracing::debug!(route = %route.cfg.name, %peer, "backend side: {e}");
+            }
         }
-        Err(TunnelEnd::Client(e)) => {
-            tracing::debug!(route = %route.cfg.name, %peer, "client side: {e}");
-        }
-        Err(TunnelEnd::Backend(e)) => {
-            slot.errors.add(1);
-            tracing::debug!(route = %route.cfg.name, %peer, "backend side: {e}");
-        }
-    }
     }
     // Two fds freed: if accepting paused for lack of fds, it may go on.
     drop(upstream);

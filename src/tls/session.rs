@@ -468,11 +468,7 @@ pub async fn handshake(
         loop {
             let r = t.borrow_mut().recv(fd);
             match r {
-                Ok(0) => {
-                    return Err(HandshakeError::Closed(
-                        io::ErrorKind::UnexpectedEof.into(),
-                    ))
-                }
+                Ok(0) => return Err(HandshakeError::Closed(io::ErrorKind::UnexpectedEof.into())),
                 Ok(_) => {
                     if !seen_bytes {
                         seen_bytes = true;
