@@ -743,3 +743,95 @@ fn testssl_finds_nothing_high() {
         .collect();
     assert!(bad.is_empty(), "testssl findings: {bad:#?}");
 }
+
+/// The successor process of an upgrade, stopped by PID at the end.
+struct Successor(i32);
+
+impl Drop for Successor {
+    fn drop(&mut self) {
+        if self.0 > 0 {
+            // SAFETY-free: signal the process this test started (through ringmesh) by PID.
+            unsafe { libc::kill(self.0, libc::SIGTERM) };
+            wait_until(Duration::from_secs(20), || {
+                !support::procs::alive(self.0 as u32)
+            });
+            if support::procs::alive(self.0 as u32) {
+                unsafe { libc::kill(self.0, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
+/// `ringmesh upgrade` keeps serving TLS: HTTPS requests on new connections
+/// before, during and after the takeover all succeed.
+#[test]
+fn upgrade_keeps_serving_tls() {
+    let pki = Pki::new();
+    let b = mirror();
+    let (api, port) = (free_port(), free_port());
+    let tls = format!(r#"{{"certificates": [{}]}}"#, pki.cert("a"));
+    let mut rm = Ringmesh::start(
+        &http_tls_config(api, port, b.port, &tls, ""),
+        "auto",
+        &[port, api],
+    );
+    let pid = |api| {
+        support::api::get(api, "/api/status").json()["pid"]
+            .as_i64()
+            .unwrap() as i32
+    };
+    let old = pid(api);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        let ca = pki.p("ca.pem");
+        std::thread::spawn(move || {
+            let (mut ok, mut failed) = (0, Vec::new());
+            let resolve = format!("a.example.com:{port}:127.0.0.1");
+            let url = format!("https://a.example.com:{port}/");
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) && Instant::now() < deadline {
+                let (good, out) = run(Command::new("curl").args([
+                    "-sS",
+                    "--max-time",
+                    "10",
+                    "--cacert",
+                    &ca,
+                    "--resolve",
+                    &resolve,
+                    &url,
+                ]));
+                if good && out.contains("xfp=https") {
+                    ok += 1;
+                } else {
+                    failed.push(out);
+                }
+            }
+            (ok, failed)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let (good, out) =
+        run(Command::new(BIN).args(["upgrade", "--api", &format!("http://127.0.0.1:{api}")]));
+    assert!(good, "upgrade: {out}\n{}", rm.logs());
+    let mut new = old;
+    assert!(wait_until(Duration::from_secs(30), || {
+        new = pid(api);
+        new != old
+    }));
+    let _guard = Successor(new);
+    assert!(
+        rm.wait_exit(Duration::from_secs(30)).is_some(),
+        "old process did not exit"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (ok, failed) = load.join().unwrap();
+    assert!(ok >= 5, "only {ok} requests");
+    assert!(
+        failed.is_empty(),
+        "{} failed: {:?}",
+        failed.len(),
+        failed.first()
+    );
+}
