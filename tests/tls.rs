@@ -176,6 +176,10 @@ impl Pki {
 /// X-Client-Cert-Subject, and the request body length.
 fn mirror() -> Backend {
     http_backend(|req, p| {
+        if req.second.starts_with("/big") {
+            p.respond("200 OK", "", &vec![b'x'; 1 << 20]);
+            return true;
+        }
         let body = format!(
             "host={} xfp={} subj={} len={}\n",
             req.header("host").unwrap_or("-"),
@@ -321,6 +325,29 @@ fn sni_and_clients(io: &str) {
             "{out}"
         );
     }
+    // Large bodies (not spliced under TLS) keep the connection's framing:
+    // two 1 MiB responses on one connection.
+    let big = format!("https://a.example.com:{port}/big");
+    let (ok, out) = curl(
+        &pki,
+        port,
+        "a.example.com",
+        &[
+            "-w",
+            "size=%{size_download}\n",
+            "-o",
+            "/dev/null",
+            &big,
+            "-o",
+            "/dev/null",
+            &big,
+            "-o",
+            "/dev/null",
+        ],
+    );
+    assert!(ok, "{out}");
+    assert_eq!(out.matches("size=1048576").count(), 2, "{out}");
+    assert!(out.contains("Re-using existing connection"), "{out}");
     assert!(served_cn(port, Some("b.example.com")).contains("CN = b.example.com"));
     assert!(served_cn(port, Some("deep.x.wild.test")).contains("CN = a.example.com"));
     assert!(served_cn(port, Some("unknown.test")).contains("CN = a.example.com"));
