@@ -80,6 +80,7 @@ Accept-Ranges: bytes\r\n\
         proto: "http",
         forward_upgrade: false,
         close_upstream: false,
+        client_cert: None,
     };
 
     const RESP_OPTS: ResponseRewrite = ResponseRewrite {

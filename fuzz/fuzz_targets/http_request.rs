@@ -186,12 +186,14 @@ fuzz_target!(|data: &[u8]| {
                 proto: "http",
                 forward_upgrade: false,
                 close_upstream: false,
+                client_cert: None,
             },
             RequestRewrite {
                 client_ip: IpAddr::V6(Ipv6Addr::LOCALHOST),
                 proto: "https",
                 forward_upgrade: true,
                 close_upstream: true,
+                client_cert: Some("CN=fuzz, O=ringmesh"),
             },
         ];
         for o in &opts {

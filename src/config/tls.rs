@@ -207,3 +207,50 @@ pub fn check_shared(first: &Route, other: &Route, other_path: &str) -> Option<Pr
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    fn errors(text: &str) -> Vec<String> {
+        match crate::config::parse(text) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn tls_fields_are_checked_with_their_paths() {
+        let b = r#""backends": [{"name": "b", "internal_port": "1"}]"#;
+        let got = errors(&format!(
+            r#"{{"routes": {{"8443": {{"tls": {{"certificates": [], "min_version": "1.1", "bogus": 1}}, "redirect_https": true, {b}}}}}}}"#
+        ));
+        assert_eq!(
+            got,
+            [
+                r#"routes."8443".redirect_https: a route with "tls" is already https"#,
+                r#"routes."8443".tls.bogus: unknown field; expected one of: certificates, min_version, client_ca"#,
+                r#"routes."8443".tls.certificates: expected a non-empty list of {"cert": ..., "key": ...}"#,
+                r#"routes."8443".tls.min_version: expected "1.2" or "1.3""#,
+            ]
+        );
+        let got = errors(&format!(
+            r#"{{"routes": {{"8443": {{"tls": {{"certificates": [{{"cert": "/nonexistent/c.pem", "key": "k.pem", "x": 1}}]}}, {b}}},
+                "8080": {{"hsts": "max-age=1", "redirect_https": 1, {b}}}}}}}"#
+        ));
+        assert_eq!(
+            got,
+            [
+                r#"routes."8443".tls.certificates[0].x: unknown field; expected one of: cert, key"#,
+                r#"routes."8080".redirect_https: expected true or false"#,
+                r#"routes."8080".hsts: only a route with "tls" sends HSTS"#,
+            ]
+        );
+        let got = errors(&format!(
+            r#"{{"routes": {{"8443": {{"tls": {{"certificates": [{{"cert": "/nonexistent/c.pem", "key": "k.pem"}}]}}, {b}}}}}}}"#
+        ));
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(
+            got[0].starts_with(r#"routes."8443".tls.certificates[0].cert: cannot read certificate /nonexistent/c.pem"#),
+            "{got:?}"
+        );
+    }
+}

@@ -57,9 +57,10 @@ pub struct CertInfo {
 /// The ticketer (rotating every 6 hours, the previous key still accepted)
 /// and session cache every TLS port shares, for the life of the process:
 /// reloads keep them, so a client resumes after a reload too.
-fn shared_state() -> Option<&'static (Arc<dyn ProducesTickets>, Arc<ServerSessionMemoryCache>)> {
-    static S: OnceLock<Option<(Arc<dyn ProducesTickets>, Arc<ServerSessionMemoryCache>)>> =
-        OnceLock::new();
+type Resumption = (Arc<dyn ProducesTickets>, Arc<ServerSessionMemoryCache>);
+
+fn shared_state() -> Option<&'static Resumption> {
+    static S: OnceLock<Option<Resumption>> = OnceLock::new();
     S.get_or_init(|| {
         let ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().ok()?;
         Some((
