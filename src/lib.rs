@@ -36,12 +36,14 @@
 //! - [`proxy`]: backend connect with failover, splice tunnels.
 //! - [`http`]: the HTTP/1.1 reverse proxy (pure head/rewrite/chunked core, and
 //!   the per-connection data plane on top of it).
+//! - [`accesslog`]: access log lines (JSON, combined), per-worker buffers, the writer thread.
 //! - [`engine`]: start-up and shutdown order.
 //! - [`control`]: the control thread's services: listeners, reload, API,
 //!   sd_notify, supervisor (backend processes, logs), health checks, dashboard.
 //! - [`cli`]: the CLI's API clients (`status`, `reload`, `logs`, `kill`): blocking, no runtime.
 //! - [`sys`]: the raw syscalls (splice, pipes, accept4, recv/send, affinity), each `unsafe` justified.
 
+pub mod accesslog;
 pub mod balance;
 pub mod cli;
 pub mod config;

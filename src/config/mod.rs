@@ -3,6 +3,7 @@
 //! File -> `serde_json::Value` -> [`validate::parse`] -> [`Snapshot`]. The data
 //! plane only ever sees snapshots.
 
+pub mod access_log;
 pub mod snapshot;
 pub mod validate;
 

@@ -175,6 +175,8 @@ pub struct Route {
     pub health: Option<HealthCheck>,
     /// `max_connections` of this route.
     pub limits: Limits,
+    /// `access_log`: this route's override of the top-level log.
+    pub access_log: super::access_log::RouteLog,
 }
 
 /// A listening address and the routes behind it (indices into `Snapshot::routes`).
@@ -219,6 +221,8 @@ pub struct Snapshot {
     pub limits: Limits,
     /// `upstream_keepalive`: the idle upstream connection pool.
     pub upstream_keepalive: UpstreamKeepalive,
+    /// `access_log`: the top-level access log (routes inherit it).
+    pub access_log: Option<super::access_log::AccessLog>,
     pub routes: Vec<Route>,
     pub listeners: Vec<ListenerSpec>,
 }

@@ -78,6 +78,7 @@ const TOP_FIELDS: &[&str] = &[
     "max_connections",
     "max_connections_per_ip",
     "upstream_keepalive",
+    "access_log",
 ];
 const UPSTREAM_KEEPALIVE_FIELDS: &[&str] = &["max_idle", "idle_timeout"];
 const ROUTE_FIELDS: &[&str] = &[
@@ -92,6 +93,7 @@ const ROUTE_FIELDS: &[&str] = &[
     "ready_timeout",
     "idle_timeout",
     "health",
+    "access_log",
 ];
 const BACKEND_FIELDS: &[&str] = &[
     "name",
@@ -316,6 +318,7 @@ impl Validator {
             pipe_size: DEFAULT_PIPE_SIZE,
             limits: Limits::default(),
             upstream_keepalive: UpstreamKeepalive::default(),
+            access_log: None,
             routes: Vec::new(),
             listeners: Vec::new(),
         };
@@ -376,6 +379,8 @@ impl Validator {
             max_connections: self.limit(top, "", "max_connections"),
             max_connections_per_ip: self.limit(top, "", "max_connections_per_ip"),
         };
+        snap.access_log =
+            super::access_log::top(top.get("access_log"), "access_log", &mut self.errors);
         let listen_host: IpAddr = match self.string(top, "", "listen_host") {
             None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             Some(s) => match s.trim().parse() {
@@ -507,6 +512,11 @@ impl Validator {
             max_connections_per_ip: None,
         };
         let backends = self.backends(m, &path, dashboard_port, ready_timeout);
+        let access_log = super::access_log::route(
+            m.get("access_log"),
+            &field_path(&path, "access_log"),
+            &mut self.errors,
+        );
 
         if self.errors.len() != before {
             return None;
@@ -523,6 +533,7 @@ impl Validator {
             idle_timeout,
             health,
             limits,
+            access_log,
         })
     }
 

@@ -58,6 +58,8 @@ pub(super) struct Scratch {
     /// Header spans of the head being handled: `MAX_HEADERS` long while an
     /// exchange runs, empty (no allocation) while the connection idles.
     pub spans: Vec<HeaderSpan>,
+    /// The access log line of the exchange being run (when one is logged).
+    pub log: crate::accesslog::Pending,
 }
 
 impl Scratch {
@@ -79,8 +81,32 @@ enum Rest {
 
 /// Runs one exchange for `head` (parsed from the start of `client.buf`).
 /// On `KeepAlive`, `client.buf` holds exactly the bytes after the request.
+///
+/// With an access log configured anywhere, the request's fields are noted
+/// first and one line is written when the exchange ends; without, this is
+/// one branch.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn run(
+    ctx: &WorkerCtx,
+    live: &Live,
+    spec: &ListenerSpec,
+    client: &mut Client,
+    s: &mut Scratch,
+    head: RequestHead,
+    guard: &mut ConnGuard,
+    closing: bool,
+) -> Outcome {
+    if !live.any_log {
+        return exchange(ctx, live, spec, client, s, head, guard, closing).await;
+    }
+    crate::accesslog::http::begin(&mut s.log, &client.buf, &head, &s.spans);
+    let outcome = exchange(ctx, live, spec, client, s, head, guard, closing).await;
+    crate::accesslog::http::end(&mut s.log, &ctx.log, live, client.peer);
+    outcome
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn exchange(
     ctx: &WorkerCtx,
     live: &Live,
     spec: &ListenerSpec,
@@ -98,7 +124,9 @@ pub(super) async fn run(
         return error(client, s, 501, "CONNECT is not supported here").await;
     }
     let host = head.host(&client.buf);
-    let Some(route_arc) = spec.hosts.lookup(host).and_then(|i| live.routes.get(i)) else {
+    let found = spec.hosts.lookup(host);
+    s.log.route = found;
+    let Some(route_arc) = found.and_then(|i| live.routes.get(i)) else {
         let shown = String::from_utf8_lossy(host.unwrap_or(b""));
         let detail = format!("no route for host {shown:?}");
         return error(client, s, 404, &detail).await;
@@ -174,6 +202,7 @@ pub(super) async fn run(
         },
     );
     let consumed = head.head_len + prefix;
+    s.log.bytes_in = consumed as u64;
     s.out
         .extend_from_slice(client.buf.get(head.head_len..consumed).unwrap_or(&[]));
     // The request head is copied out: from here on `client.buf` keeps only
@@ -189,10 +218,14 @@ pub(super) async fn run(
             .get(i)
             .and_then(|b| ctx.upstreams.take(b.cfg.addr, ctx.now_ms(), retryable))
     };
+    s.log.upstream_begins();
     let mut up = match connect::connect(route, slot, hash, now, pooled).await {
         Ok(u) => u,
         Err(e) => return connect_failed(client, s, route, slot, e).await,
     };
+    if s.log.on {
+        s.log.upstream = route.backends.get(up.backend).map(|b| b.cfg.addr);
+    }
     if s.ubuf.capacity() == 0 {
         s.ubuf = ctx.bufs.take();
     }
@@ -241,6 +274,9 @@ pub(super) async fn run(
                     Ok(u) => u,
                     Err(e) => return connect_failed(client, s, route, slot, e).await,
                 };
+                if s.log.on {
+                    s.log.upstream = route.backends.get(up.backend).map(|b| b.cfg.addr);
+                }
             }
             r => break r,
         }
@@ -349,6 +385,9 @@ async fn concurrent(
             _ => Outcome::Drop,
         };
     };
+    if let Some(Ok(n)) = upload {
+        s.log.bytes_in += n;
+    }
     let upload_ok = matches!(upload, Some(Ok(_)));
     match result {
         Ok(DownEnd::Done {
@@ -456,33 +495,42 @@ async fn down_failed(
 /// 503 with `Retry-After` for a route at its `max_connections`, then a
 /// lingering close (the connection is counted as refused, not as an error).
 async fn refuse(client: &mut Client, s: &mut Scratch, route: &str) -> Outcome {
+    s.log.status = 503;
     s.out.clear();
     let detail =
         format!("route {route:?}: connection limit reached (max_connections); retry later");
     respond::write_retry_later(&mut s.out, &detail);
-    send_and_close(client, &mut s.out).await
+    send_and_close(client, &mut s.out, &mut s.log).await
 }
 
 /// Writes an error response (`detail` empty: the canned one) and asks for a
 /// lingering close.
 async fn error(client: &mut Client, s: &mut Scratch, status: u16, detail: &str) -> Outcome {
+    s.log.status = status;
     let out = &mut s.out;
     out.clear();
     match respond::canned(status) {
         Some(bytes) if detail.is_empty() => out.extend_from_slice(bytes),
         _ => respond::write_error(out, status, detail),
     }
-    send_and_close(client, out).await
+    send_and_close(client, out, &mut s.log).await
 }
 
 /// Writes a proxy-generated response in `out`; a lingering close follows.
-async fn send_and_close(client: &mut Client, out: &mut Vec<u8>) -> Outcome {
+async fn send_and_close(
+    client: &mut Client,
+    out: &mut Vec<u8>,
+    log: &mut crate::accesslog::Pending,
+) -> Outcome {
     let len = out.len();
     match Io::Ring(&mut client.stream, &client.cancel)
         .write_all(out, 0..len, ERROR_WRITE_STALL)
         .await
     {
-        Ok(()) => Outcome::Close,
+        Ok(()) => {
+            log.bytes_out += len as u64;
+            Outcome::Close
+        }
         Err(_) => Outcome::Drop,
     }
 }

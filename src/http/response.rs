@@ -198,7 +198,7 @@ impl Down<'_> {
                             "closed before a complete response head",
                         )))
                     }
-                    Ok(_) => {}
+                    Ok(_) => s.log.first_byte(),
                     Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
                         // The response clock starts once the request is sent.
                         if upload.is_some_and(|u| u.get() == Upload::Running) {
@@ -251,7 +251,9 @@ impl Down<'_> {
                 // Bytes after the 101 already belong to the upgraded protocol.
                 s.out.extend_from_slice(s.ubuf.get(hl..).unwrap_or(&[]));
                 s.ubuf.clear();
+                s.log.status = 101;
                 self.send(client, &mut s.out, true).await?;
+                s.log.bytes_out += s.out.len() as u64;
                 return Ok(DownEnd::Upgraded);
             }
             return self.final_response(s, client, up, &head, upload).await;
@@ -340,7 +342,9 @@ impl Down<'_> {
         s.out
             .extend_from_slice(s.ubuf.get(hl..hl + prefix).unwrap_or(&[]));
         let mut leftover = avail - prefix;
+        s.log.status = head.status;
         self.send(client, &mut s.out, true).await?;
+        s.log.bytes_out += s.out.len() as u64;
 
         let mut pipe = Pipe {
             pipes: &self.ctx.pipes,
@@ -359,7 +363,10 @@ impl Down<'_> {
             BodyRest::UntilClose => pipe.until_close().await,
         };
         match moved {
-            Ok(n) => self.slot.bytes_out.add(n),
+            Ok(n) => {
+                self.slot.bytes_out.add(n);
+                s.log.bytes_out += n;
+            }
             Err(BodyError::Dst(e)) => return Err(DownError::Client(e)),
             Err(e) => return Err(DownError::Backend(e)),
         }

@@ -41,19 +41,31 @@ pub(super) async fn upgraded(
     for b in [&mut client.buf, &mut s.ubuf, &mut s.out] {
         ctx.bufs.put(std::mem::take(b));
     }
-    let meter = ConnMeter { ctx, slot };
-    match tunnel(&ctx.pipes, &meter, &client.stream, &up.stream, t.idle).await {
-        Ok(_) => {}
+    let counted: [std::cell::Cell<u64>; 2] = Default::default();
+    let meter = ConnMeter {
+        ctx,
+        slot,
+        counted: s.log.on.then_some(&counted),
+    };
+    let reason = match tunnel(&ctx.pipes, &meter, &client.stream, &up.stream, t.idle).await {
+        Ok(_) => "closed",
         Err(TunnelEnd::Idle) => {
             tracing::debug!(route = %route.cfg.name, peer = %client.peer, "upgraded connection idle, closing");
+            "idle_timeout"
         }
         Err(TunnelEnd::Client(e)) => {
             tracing::debug!(route = %route.cfg.name, peer = %client.peer, "upgraded client side: {e}");
+            "client_error"
         }
         Err(TunnelEnd::Backend(e)) => {
             slot.errors.add(1);
             tracing::debug!(route = %route.cfg.name, peer = %client.peer, "upgraded backend side: {e}");
+            "backend_error"
         }
-    }
+    };
+    // The access log line of an upgraded exchange covers its tunnel.
+    s.log.close_reason = Some(reason);
+    s.log.bytes_in += counted[0].get();
+    s.log.bytes_out += counted[1].get();
     Outcome::Drop
 }

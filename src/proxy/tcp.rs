@@ -4,7 +4,12 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use std::cell::Cell;
+
 use monoio::net::TcpStream;
+use monoio::time::Instant;
+
+use crate::accesslog::{Kind, Record};
 
 use crate::balance::client_hash;
 use crate::proxy::connect;
@@ -17,6 +22,9 @@ use crate::worker::WorkerCtx;
 pub(crate) struct ConnMeter<'a> {
     pub(crate) ctx: &'a WorkerCtx,
     pub(crate) slot: &'a RouteSlot,
+    /// The connection's own counts (client -> backend, backend -> client),
+    /// kept only when its access log line needs them.
+    pub(crate) counted: Option<&'a [Cell<u64>; 2]>,
 }
 
 impl Meter for ConnMeter<'_> {
@@ -31,6 +39,10 @@ impl Meter for ConnMeter<'_> {
         } else {
             self.slot.bytes_out.add(n);
         }
+        if let Some(c) = self.counted {
+            let i = usize::from(!up);
+            c[i].set(c[i].get() + n);
+        }
     }
     #[inline]
     fn timers(&self) -> &CoarseTimers {
@@ -43,7 +55,42 @@ pub async fn serve(ctx: Rc<WorkerCtx>, client: TcpStream, peer: SocketAddr, rout
     let Some(slot) = route.slots.get(ctx.id) else {
         return;
     };
-    let meter = ConnMeter { ctx: &ctx, slot };
+    // Access log: the start time and byte counts, only when the route logs.
+    let counted: [Cell<u64>; 2] = Default::default();
+    let started = route.log.map(|_| Instant::now());
+    let meter = ConnMeter {
+        ctx: &ctx,
+        slot,
+        counted: route.log.map(|_| &counted),
+    };
+    let log = |reason: &str, upstream: Option<SocketAddr>| {
+        if let (Some(sink), Some(t)) = (route.log, started) {
+            ctx.log.write(
+                sink,
+                &Record {
+                    time_ms: crate::accesslog::wall_ms(),
+                    kind: Kind::Tcp,
+                    route: &route.cfg.name,
+                    client: peer,
+                    method: b"",
+                    target: b"",
+                    protocol: "tcp",
+                    status: 0,
+                    bytes_in: counted[0].get(),
+                    bytes_out: counted[1].get(),
+                    duration_us: t.elapsed().as_micros() as u64,
+                    upstream,
+                    upstream_ttfb_us: None,
+                    request_id: None,
+                    user_agent: None,
+                    referer: None,
+                    tls_version: None,
+                    sni: None,
+                    close_reason: Some(reason),
+                },
+            );
+        }
+    };
     // Boxed: the connect state (timers, failover bookkeeping) is short-lived;
     // inline it would sit in every idle tunnel's task for the tunnel's whole life.
     let connecting = Box::pin(connect::connect(
@@ -63,10 +110,11 @@ pub async fn serve(ctx: Rc<WorkerCtx>, client: TcpStream, peer: SocketAddr, rout
                 ctx.pause_accepting(&e, crate::worker::UPSTREAM_SHORTAGE_PAUSE);
             }
             tracing::debug!(route = %route.cfg.name, %peer, "no backend: {e}");
+            log("no_backend", None);
             return;
         }
     };
-    match tunnel(
+    let reason = match tunnel(
         &ctx.pipes,
         &meter,
         &client,
@@ -75,18 +123,22 @@ pub async fn serve(ctx: Rc<WorkerCtx>, client: TcpStream, peer: SocketAddr, rout
     )
     .await
     {
-        Ok(_) => {}
+        Ok(_) => "closed",
         Err(TunnelEnd::Idle) => {
             tracing::debug!(route = %route.cfg.name, %peer, "idle timeout, closing");
+            "idle_timeout"
         }
         Err(TunnelEnd::Client(e)) => {
             tracing::debug!(route = %route.cfg.name, %peer, "client side: {e}");
+            "client_error"
         }
         Err(TunnelEnd::Backend(e)) => {
             slot.errors.add(1);
             tracing::debug!(route = %route.cfg.name, %peer, "backend side: {e}");
+            "backend_error"
         }
-    }
+    };
+    log(reason, route.backends.get(upstream.backend).map(|b| b.cfg.addr));
     // Two fds freed: if accepting paused for lack of fds, it may go on.
     drop(upstream);
     drop(client);
