@@ -325,17 +325,17 @@ fn hundred_thousand_requests_across_rotation_and_sigterm(io: &str) {
 
 fn unwritable_log_is_reported_and_serving_continues(io: &str) {
     let b = ok_backend();
-    let port = free_port();
+    let (port, api) = (free_port(), free_port());
     let dir = tempfile::tempdir().unwrap();
     // A directory cannot be opened for writing, not even by root.
     let cfg = format!(
-        r#"{{"dashboard_port": "", "listen_host": "127.0.0.1", "workers": 1,
+        r#"{{"dashboard_port": "{api}", "listen_host": "127.0.0.1", "workers": 1,
   "access_log": {{"path": "{}"}},
   "routes": {{"{port}": {{"name": "web", "backends": [{{"name": "b", "internal_port": {}}}]}}}}}}"#,
         dir.path().display(),
         b.port
     );
-    let rm = Ringmesh::start(&cfg, io, &[port]);
+    let rm = Ringmesh::start(&cfg, io, &[port, api]);
     let mut c = Client::connect(port);
     for _ in 0..20 {
         assert_eq!(c.get("/", "a", "").status(), 200);
@@ -350,4 +350,18 @@ fn unwritable_log_is_reported_and_serving_continues(io: &str) {
     // Still serving, on the same connection and on new ones.
     assert_eq!(c.get("/", "a", "").status(), 200);
     assert_eq!(Client::connect(port).get("/", "a", "").status(), 200);
+    // Counted in /metrics.
+    let failed = |m: &str| -> u64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix("ringmesh_access_log_lines_failed_total "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || failed(
+            &support::api::get(api, "/metrics").body
+        ) >= 20),
+        "{}",
+        support::api::get(api, "/metrics").body
+    );
 }

@@ -69,6 +69,38 @@ pub fn stats() -> Option<&'static Stats> {
     writer::get().map(|h| &h.stats)
 }
 
+/// Appends the writer's counters in the Prometheus text format (nothing
+/// when no access log was ever configured).
+pub fn metrics(out: &mut String) {
+    use std::fmt::Write as _;
+    use std::sync::atomic::Ordering::Relaxed;
+    let Some(s) = stats() else { return };
+    for (name, help, v) in [
+        ("written", "Access log lines written.", &s.written),
+        (
+            "dropped",
+            "Access log lines dropped because the writer fell behind.",
+            &s.dropped,
+        ),
+        (
+            "failed",
+            "Access log lines lost to an unwritable file or a full disk.",
+            &s.failed,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP ringmesh_access_log_lines_{name}_total {help}\n# TYPE ringmesh_access_log_lines_{name}_total counter\nringmesh_access_log_lines_{name}_total {}",
+            v.load(Relaxed)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP ringmesh_access_log_errors_total Failed opens and writes of access log files.\n# TYPE ringmesh_access_log_errors_total counter\nringmesh_access_log_errors_total {}",
+        s.errors.load(Relaxed)
+    );
+}
+
 /// One worker's buffers, one per sink.
 #[derive(Default)]
 pub struct WorkerLog {

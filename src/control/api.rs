@@ -768,6 +768,7 @@ fn metrics(state: &ApiState) -> String {
         }
     }
     super::procs_api::metrics(&state.procs, &live, &mut out);
+    crate::accesslog::metrics(&mut out);
     out
 }
 
