@@ -37,6 +37,7 @@
 //! - [`http`]: the HTTP/1.1 reverse proxy (pure head/rewrite/chunked core, and
 //!   the per-connection data plane on top of it).
 //! - [`accesslog`]: access log lines (JSON, combined), per-worker buffers, the writer thread.
+//! - [`filter`]: per-route middleware chains (Pingora-style phases) and the built-ins.
 //! - [`engine`]: start-up and shutdown order.
 //! - [`control`]: the control thread's services: listeners, reload, API,
 //!   sd_notify, supervisor (backend processes, logs), health checks, dashboard.
@@ -49,6 +50,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod engine;
+pub mod filter;
 pub mod http;
 pub mod proxy;
 pub mod route;

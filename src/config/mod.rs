@@ -4,6 +4,7 @@
 //! plane only ever sees snapshots.
 
 pub mod access_log;
+pub mod middleware;
 pub mod snapshot;
 pub mod validate;
 

@@ -177,6 +177,8 @@ pub struct Route {
     pub limits: Limits,
     /// `access_log`: this route's override of the top-level log.
     pub access_log: super::access_log::RouteLog,
+    /// `middleware`: the route's filter chain, in request order (http only).
+    pub middleware: Vec<super::middleware::Middleware>,
 }
 
 /// A listening address and the routes behind it (indices into `Snapshot::routes`).

@@ -94,6 +94,7 @@ const ROUTE_FIELDS: &[&str] = &[
     "idle_timeout",
     "health",
     "access_log",
+    "middleware",
 ];
 const BACKEND_FIELDS: &[&str] = &[
     "name",
@@ -517,6 +518,12 @@ impl Validator {
             &field_path(&path, "access_log"),
             &mut self.errors,
         );
+        let middleware = super::middleware::parse(
+            m.get("middleware"),
+            &field_path(&path, "middleware"),
+            protocol == Protocol::Http,
+            &mut self.errors,
+        );
 
         if self.errors.len() != before {
             return None;
@@ -534,6 +541,7 @@ impl Validator {
             health,
             limits,
             access_log,
+            middleware,
         })
     }
 

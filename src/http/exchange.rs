@@ -28,6 +28,7 @@ use super::respond;
 use super::response::{Down, DownEnd, DownError, Upload};
 use super::rewrite::{write_request, RequestRewrite};
 use super::upgrade::upgraded;
+use crate::filter::{Request, Verdict};
 
 /// Header fields kept per head (requests beyond it get 431, responses 502).
 pub const MAX_HEADERS: usize = 100;
@@ -60,6 +61,8 @@ pub(super) struct Scratch {
     pub spans: Vec<HeaderSpan>,
     /// The access log line of the exchange being run (when one is logged).
     pub log: crate::accesslog::Pending,
+    /// The route's middleware chain and its edits for this exchange.
+    pub filter: crate::filter::Exchange,
 }
 
 impl Scratch {
@@ -97,10 +100,17 @@ pub(super) async fn run(
     closing: bool,
 ) -> Outcome {
     if !live.any_log {
-        return exchange(ctx, live, spec, client, s, head, guard, closing).await;
+        let outcome = exchange(ctx, live, spec, client, s, head, guard, closing).await;
+        if let Some(chain) = s.filter.chain.take() {
+            chain.logging(s.log.status, &s.filter.edits);
+        }
+        return outcome;
     }
     crate::accesslog::http::begin(&mut s.log, &client.buf, &head, &s.spans);
     let outcome = exchange(ctx, live, spec, client, s, head, guard, closing).await;
+    if let Some(chain) = s.filter.chain.take() {
+        chain.logging(s.log.status, &s.filter.edits);
+    }
     crate::accesslog::http::end(&mut s.log, &ctx.log, live, client.peer);
     outcome
 }
@@ -153,6 +163,32 @@ async fn exchange(
     guard.attach(route_arc);
     slot.requests.add(1);
     let t = route.cfg.timeouts;
+    if let Some(spec) = &route.chain {
+        let chain = ctx.filters.get(spec);
+        let f = &mut s.filter;
+        f.edits.clear();
+        let req = Request::new(
+            client.peer,
+            method,
+            head.target(&client.buf),
+            &client.buf,
+            head.headers(&s.spans),
+        );
+        let verdict = chain.request(&req, &mut f.edits);
+        if s.log.on && !f.edits.request_id.is_empty() {
+            s.log.set(crate::accesslog::Field::RequestId, &f.edits.request_id);
+        }
+        if let Verdict::Respond(status) = verdict {
+            chain.response(status, &mut f.edits);
+            f.chain = Some(chain);
+            let keep = head.keep_alive
+                && !closing
+                && !ctx.stopping.is_set()
+                && matches!(head.framing, BodyFraming::None | BodyFraming::Length(0));
+            return answer(client, s, &head, status, keep, t.keepalive).await;
+        }
+        f.chain = Some(chain);
+    }
 
     // The body bytes that arrived with the head go out with it.
     let after_head = client.buf.get(head.head_len..).unwrap_or(&[]);
@@ -201,6 +237,10 @@ async fn exchange(
             close_upstream: false,
         },
     );
+    if s.filter.chain.is_some() {
+        let e = &s.filter.edits;
+        crate::filter::edit::apply(&mut s.out, 0, e.request_removed(), &e.req_add);
+    }
     let consumed = head.head_len + prefix;
     s.log.bytes_in = consumed as u64;
     s.out
@@ -501,6 +541,53 @@ async fn refuse(client: &mut Client, s: &mut Scratch, route: &str) -> Outcome {
         format!("route {route:?}: connection limit reached (max_connections); retry later");
     respond::write_retry_later(&mut s.out, &detail);
     send_and_close(client, &mut s.out, &mut s.log).await
+}
+
+/// Writes a middleware's direct answer (`status`, its headers, a short
+/// text body). The connection stays open when `keep` (the request had no
+/// body), else closes after lingering.
+async fn answer(
+    client: &mut Client,
+    s: &mut Scratch,
+    head: &RequestHead,
+    status: u16,
+    keep: bool,
+    keepalive: Duration,
+) -> Outcome {
+    use std::io::Write as _;
+    s.log.status = status;
+    let reason = respond::reason(status);
+    let out = &mut s.out;
+    out.clear();
+    let _ = write!(
+        out,
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n",
+        reason.len() + 1
+    );
+    out.extend_from_slice(&s.filter.edits.answer_headers);
+    out.extend_from_slice(&s.filter.edits.resp_add);
+    if !keep {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(reason.as_bytes());
+    out.push(b'\n');
+    if !keep {
+        client.buf.clear();
+        return send_and_close(client, out, &mut s.log).await;
+    }
+    client.buf.drain(..head.head_len.min(client.buf.len()));
+    let len = out.len();
+    match Io::Ring(&mut client.stream, &client.cancel)
+        .write_all(out, 0..len, ERROR_WRITE_STALL)
+        .await
+    {
+        Ok(()) => {
+            s.log.bytes_out += len as u64;
+            Outcome::KeepAlive(keepalive)
+        }
+        Err(_) => Outcome::Drop,
+    }
 }
 
 /// Writes an error response (`detail` empty: the canned one) and asks for a

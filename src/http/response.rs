@@ -339,6 +339,11 @@ impl Down<'_> {
                 forward_upgrade: false,
             },
         );
+        if let Some(chain) = &s.filter.chain {
+            let e = &mut s.filter.edits;
+            chain.response(head.status, e);
+            crate::filter::edit::apply(&mut s.out, 0, e.response_removed(), &e.resp_add);
+        }
         s.out
             .extend_from_slice(s.ubuf.get(hl..hl + prefix).unwrap_or(&[]));
         let mut leftover = avail - prefix;

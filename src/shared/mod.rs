@@ -234,6 +234,8 @@ pub struct LiveRoute {
     pub slots: Box<[Padded<RouteSlot>]>,
     /// Where this route's access log lines go (None: no log).
     pub log: Option<crate::accesslog::Sink>,
+    /// The route's middleware (None: none, the plain fast path).
+    pub chain: Option<Arc<crate::filter::ChainSpec>>,
 }
 
 impl LiveRoute {
@@ -331,6 +333,7 @@ impl Live {
                     backends,
                     slots,
                     log,
+                    chain: crate::filter::ChainSpec::build(&r.middleware),
                 })
             })
             .collect();

@@ -157,6 +157,8 @@ pub struct WorkerCtx {
     pub stopping: LocalEvent,
     /// This worker's access log buffers.
     pub log: crate::accesslog::WorkerLog,
+    /// This worker's middleware chains, built on first use per snapshot.
+    pub filters: crate::filter::WorkerChains,
     now: Cell<u64>,
     active: Cell<usize>,
     pressure_logged_ms: Cell<u64>,
@@ -459,6 +461,7 @@ async fn run(
         upstreams: UpstreamPool::default(),
         stopping: LocalEvent::default(),
         log: crate::accesslog::WorkerLog::default(),
+        filters: crate::filter::WorkerChains::default(),
         now: Cell::new(epoch_ms()),
         active: Cell::new(0),
         pressure_logged_ms: Cell::new(0),

@@ -1,0 +1,237 @@
+//! Middleware chains end to end through the real binary, on both I/O
+//! drivers, each built-in as a table of cases: `headers` (request and
+//! response set/add/remove, seen by the backend and the client),
+//! `request_id` (generated UUID v7 or a trusted client id, sent upstream,
+//! returned, logged), `ip_filter` (allow/deny, X-Forwarded-For only from
+//! trusted proxies), the chain order, a direct answer keeping the
+//! connection alive, bodies still passing through, and a reload swapping a
+//! chain without touching an open connection.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::Value;
+use support::http::*;
+use support::*;
+
+both_drivers!(
+    headers_set_add_remove_both_ways,
+    request_id_generated_trusted_and_logged,
+    ip_filter_allow_deny_and_trusted_proxies,
+    reload_swaps_chain_open_connection_keeps_working,
+);
+
+/// A backend that answers `200` with the request head as its body and a few
+/// response headers to edit.
+fn mirror() -> Backend {
+    http_backend(|req, p| {
+        let body = format!("{}{}", req.raw_head, req.body_str());
+        p.respond(
+            "200 OK",
+            "X-Powered-By: php\r\nX-Keep: 1\r\nServer: backend\r\n",
+            body.as_bytes(),
+        );
+        true
+    })
+}
+
+fn config(port: u16, backend: u16, middleware: &str, top: &str) -> String {
+    format!(
+        r#"{{"dashboard_port": "", "listen_host": "127.0.0.1", "workers": 1, {top}
+  "routes": {{"{port}": {{"name": "web", "middleware": {middleware},
+  "backends": [{{"name": "b0", "internal_port": {backend}}}]}}}}}}"#
+    )
+}
+
+fn headers_set_add_remove_both_ways(io: &str) {
+    let b = mirror();
+    let port = free_port();
+    let mw = r#"[{"type": "headers",
+        "request": {"set": {"X-Env": "prod"}, "add": {"X-Extra": "e"}, "remove": ["X-Debug"]},
+        "response": {"set": {"Server": "ringmesh"}, "add": {"X-Served-By": "ringmesh"}, "remove": ["X-Powered-By"]}}]"#;
+    let _rm = Ringmesh::start(&config(port, b.port, mw, ""), io, &[port]);
+    // (request header lines, header the backend must see, header it must not see)
+    let cases: &[(&str, &[&str], &[&str])] = &[
+        ("", &["X-Env: prod", "X-Extra: e"], &["X-Debug"]),
+        (
+            "X-Debug: 1\r\nx-debug: 2\r\nX-Env: dev\r\n",
+            &["X-Env: prod", "X-Extra: e"],
+            &["X-Debug", "x-debug", "X-Env: dev"],
+        ),
+        (
+            "X-Extra: client\r\n",
+            &["X-Extra: client", "X-Extra: e"],
+            &[],
+        ),
+    ];
+    let mut c = Client::connect(port);
+    for (extra, want, not) in cases {
+        let m = c.get("/h", "a", extra);
+        assert_eq!(m.status(), 200);
+        let seen = m.body_str();
+        for w in *want {
+            assert!(seen.contains(w), "backend should see {w:?}: {seen}");
+        }
+        for n in *not {
+            assert!(!seen.contains(n), "backend should not see {n:?}: {seen}");
+        }
+        assert_eq!(m.header("server"), Some("ringmesh"));
+        assert_eq!(m.all("server").len(), 1);
+        assert_eq!(m.header("x-served-by"), Some("ringmesh"));
+        assert_eq!(m.header("x-powered-by"), None);
+        assert_eq!(m.header("x-keep"), Some("1"));
+    }
+    // A body still passes through (spliced, framing unchanged).
+    let body = vec![b'z'; 300_000];
+    c.send(
+        format!(
+            "POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    c.send(&body);
+    let m = c.response();
+    assert_eq!(m.status(), 200);
+    assert!(m.body_str().ends_with(&"z".repeat(1000)));
+    assert_eq!(m.header("x-served-by"), Some("ringmesh"));
+}
+
+fn is_uuid_v7(s: &str) -> bool {
+    let b = s.as_bytes();
+    s.len() == 36
+        && [8, 13, 18, 23].iter().all(|&i| b[i] == b'-')
+        && b[14] == b'7'
+        && s.chars().all(|c| c == '-' || c.is_ascii_hexdigit())
+}
+
+fn request_id_generated_trusted_and_logged(io: &str) {
+    let b = mirror();
+    let (p1, p2) = (free_port(), free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("a.log");
+    let cfg = format!(
+        r#"{{"dashboard_port": "", "listen_host": "127.0.0.1", "workers": 1,
+  "access_log": {{"path": "{}"}},
+  "routes": {{
+   "{p1}": {{"name": "gen", "middleware": [{{"type": "request_id"}}], "backends": [{{"name": "b", "internal_port": {bp}}}]}},
+   "{p2}": {{"name": "trust", "middleware": [{{"type": "request_id", "trust": true, "header": "X-Trace"}}],
+            "backends": [{{"name": "b", "internal_port": {bp}}}]}}}}}}"#,
+        log.display(),
+        bp = b.port
+    );
+    let _rm = Ringmesh::start(&cfg, io, &[p1, p2]);
+    // (port, header sent by the client, expected id: None = generated)
+    let cases: &[(u16, &str, Option<&str>)] = &[
+        (p1, "", None),
+        (p1, "X-Request-Id: client-id\r\n", None),
+        (p2, "X-Trace: abc-123\r\n", Some("abc-123")),
+        (p2, "", None),
+        // Not a printable token: replaced.
+        (p2, "X-Trace: a b\r\n", None),
+    ];
+    let mut ids = Vec::new();
+    for (port, extra, want) in cases {
+        let m = Client::connect(*port).get("/id", "a", extra);
+        assert_eq!(m.status(), 200);
+        let name = if *port == p1 { "x-request-id" } else { "x-trace" };
+        let id = m.header(name).expect("id returned").to_string();
+        assert_eq!(m.all(name).len(), 1);
+        match want {
+            Some(w) => assert_eq!(&id, w),
+            None => assert!(is_uuid_v7(&id), "{id}"),
+        }
+        // Sent upstream exactly once.
+        let seen = m.body_str();
+        let upstream: Vec<&str> = seen
+            .lines()
+            .filter(|l| l.to_ascii_lowercase().starts_with(&format!("{name}:")))
+            .collect();
+        assert_eq!(upstream.len(), 1, "{seen}");
+        assert!(upstream[0].ends_with(&id), "{seen}");
+        ids.push(id);
+    }
+    assert_ne!(ids[0], ids[1]);
+    let mut lines = Vec::new();
+    wait_until(Duration::from_secs(10), || {
+        lines = std::fs::read_to_string(&log).unwrap_or_default().lines().map(String::from).collect::<Vec<_>>();
+        lines.len() >= cases.len()
+    });
+    let logged: Vec<String> = lines
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter_map(|v| v["request_id"].as_str().map(String::from))
+        .collect();
+    for id in &ids {
+        assert!(logged.contains(id), "{id} not in {logged:?}");
+    }
+}
+
+fn ip_filter_allow_deny_and_trusted_proxies(io: &str) {
+    let b = mirror();
+    let (allow, deny, proxied) = (free_port(), free_port(), free_port());
+    let cfg = format!(
+        r#"{{"dashboard_port": "", "listen_host": "127.0.0.1", "workers": 1,
+  "routes": {{
+   "{allow}": {{"middleware": [{{"type": "ip_filter", "allow": ["127.0.0.0/8", "::1"]}}], "backends": [{{"name": "b", "internal_port": {bp}}}]}},
+   "{deny}": {{"middleware": [{{"type": "ip_filter", "deny": ["127.0.0.1"]}}], "backends": [{{"name": "b", "internal_port": {bp}}}]}},
+   "{proxied}": {{"middleware": [{{"type": "ip_filter", "allow": ["10.0.0.0/8", "2001:db8::/32"], "deny": ["10.9.9.9"],
+                  "trusted_proxies": ["127.0.0.1/32", "192.168.0.0/16"]}}],
+                 "backends": [{{"name": "b", "internal_port": {bp}}}]}}}}}}"#,
+        bp = b.port
+    );
+    let _rm = Ringmesh::start(&cfg, io, &[allow, deny, proxied]);
+    let cases: &[(u16, &str, u16)] = &[
+        (allow, "", 200),
+        (allow, "X-Forwarded-For: 8.8.8.8\r\n", 200),
+        (deny, "", 403),
+        (deny, "X-Forwarded-For: 10.1.1.1\r\n", 403),
+        // The peer 127.0.0.1 is trusted: X-Forwarded-For names the client.
+        (proxied, "", 403),
+        (proxied, "X-Forwarded-For: 10.1.2.3\r\n", 200),
+        (proxied, "X-Forwarded-For: 10.9.9.9\r\n", 403),
+        (proxied, "X-Forwarded-For: 2001:db8::5\r\n", 200),
+        // Read from the right, skipping trusted hops.
+        (proxied, "X-Forwarded-For: 8.8.8.8, 10.1.2.3, 192.168.1.1\r\n", 200),
+        // A spoofed left part does not help: the nearest untrusted hop decides.
+        (proxied, "X-Forwarded-For: 10.1.2.3, 8.8.8.8\r\n", 403),
+        (proxied, "X-Forwarded-For: 10.1.2.3\r\nX-Forwarded-For: 8.8.8.8\r\n", 403),
+        (proxied, "X-Forwarded-For: garbage\r\n", 403),
+    ];
+    for (i, (port, extra, want)) in cases.iter().enumerate() {
+        let mut c = Client::connect(*port);
+        let m = c.get("/ip", "a", extra);
+        assert_eq!(m.status(), *want, "case {i}: {extra:?}");
+        if *want == 403 {
+            // A direct answer keeps the connection: the next request is served.
+            let m2 = c.get("/ip", "a", extra);
+            assert_eq!(m2.status(), 403, "case {i} again");
+        }
+    }
+}
+
+fn reload_swaps_chain_open_connection_keeps_working(io: &str) {
+    let b = mirror();
+    let port = free_port();
+    let v1 = r#"[{"type": "headers", "request": {"set": {"X-Version": "one"}}}]"#;
+    let v2 = r#"[{"type": "headers", "request": {"set": {"X-Version": "two"}}}]"#;
+    let rm = Ringmesh::start(&config(port, b.port, v1, ""), io, &[port]);
+    let mut c = Client::connect(port);
+    assert!(c.get("/", "a", "").body_str().contains("X-Version: one"));
+    std::fs::write(&rm.config, config(port, b.port, v2, "")).unwrap();
+    rm.signal(libc::SIGHUP);
+    // The open keep-alive connection picks up the new chain between requests.
+    let ok = wait_until(Duration::from_secs(10), || {
+        c.get("/", "a", "").body_str().contains("X-Version: two")
+    });
+    assert!(ok, "{}", rm.logs());
+    // An invalid chain is refused and the old one stays.
+    let bad = r#"[{"type": "ip_filter", "allow": ["300.0.0.0/8"]}]"#;
+    std::fs::write(&rm.config, config(port, b.port, bad, "")).unwrap();
+    rm.signal(libc::SIGHUP);
+    assert!(wait_until(Duration::from_secs(10), || rm
+        .logs()
+        .contains("middleware[0].allow[0]")));
+    assert!(c.get("/", "a", "").body_str().contains("X-Version: two"));
+}
