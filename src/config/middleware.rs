@@ -283,7 +283,7 @@ impl V<'_> {
                 let allow = self.cidrs(m, path, "allow");
                 let deny = self.cidrs(m, path, "deny");
                 let trusted_proxies = self.cidrs(m, path, "trusted_proxies");
-                if allow.is_empty() && deny.is_empty() {
+                if !m.contains_key("allow") && !m.contains_key("deny") {
                     self.err(path.to_string(), "ip_filter needs \"allow\" or \"deny\"");
                 }
                 Some(Middleware::IpFilter {
