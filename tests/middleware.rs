@@ -3,7 +3,8 @@
 //! response set/add/remove, seen by the backend and the client),
 //! `request_id` (generated UUID v7 or a trusted client id, sent upstream,
 //! returned, logged), `ip_filter` (allow/deny, X-Forwarded-For only from
-//! trusted proxies), the chain order, a direct answer keeping the
+//! trusted proxies), `strip_prefix`/`add_prefix`/`rewrite` (the target the
+//! backend sees), `redirect` (status and Location), the chain order, a direct answer keeping the
 //! connection alive, bodies still passing through, and a reload swapping a
 //! chain without touching an open connection.
 
@@ -20,6 +21,8 @@ both_drivers!(
     request_id_generated_trusted_and_logged,
     ip_filter_allow_deny_and_trusted_proxies,
     reload_swaps_chain_open_connection_keeps_working,
+    path_middleware_rewrites_the_upstream_target,
+    redirect_answers_with_location,
 );
 
 /// A backend that answers `200` with the request head as its body and a few
@@ -234,4 +237,75 @@ fn reload_swaps_chain_open_connection_keeps_working(io: &str) {
         .logs()
         .contains("middleware[0].allow[0]")));
     assert!(c.get("/", "a", "").body_str().contains("X-Version: two"));
+}
+
+/// The request line the mirror backend saw.
+fn seen_line(m: &Msg) -> String {
+    m.body_str().lines().next().unwrap_or_default().to_string()
+}
+
+fn path_middleware_rewrites_the_upstream_target(io: &str) {
+    let b = mirror();
+    let (strip, add, rw, chain) = (free_port(), free_port(), free_port(), free_port());
+    let route = |port: u16, mw: &str| {
+        format!(r#""{port}": {{"middleware": {mw}, "backends": [{{"name": "b", "internal_port": {}}}]}}"#, b.port)
+    };
+    let cfg = format!(
+        r#"{{"dashboard_port": "", "listen_host": "127.0.0.1", "workers": 1, "routes": {{ {}, {}, {}, {} }}}}"#,
+        route(strip, r#"[{"type": "strip_prefix", "prefix": "/api/"}]"#),
+        route(add, r#"[{"type": "add_prefix", "prefix": "/v1"}]"#),
+        route(rw, r#"[{"type": "rewrite", "regex": "^/users/(\\d+)/posts/(\\w+)$", "replacement": "/posts/$2?user=$1"}]"#),
+        route(chain, r#"[{"type": "strip_prefix", "prefix": "/api"}, {"type": "add_prefix", "prefix": "/internal"},
+                          {"type": "rewrite", "regex": "^/internal/old(.*)$", "replacement": "/internal/new$1"}]"#),
+    );
+    let _rm = Ringmesh::start(&cfg, io, &[strip, add, rw, chain]);
+    let cases: &[(u16, &str, &str)] = &[
+        (strip, "/api/users?x=1", "GET /users?x=1 HTTP/1.1"),
+        (strip, "/api", "GET / HTTP/1.1"),
+        (strip, "/apix/y", "GET /apix/y HTTP/1.1"),
+        (strip, "/other", "GET /other HTTP/1.1"),
+        (add, "/a/b?q", "GET /v1/a/b?q HTTP/1.1"),
+        (add, "/", "GET /v1/ HTTP/1.1"),
+        (rw, "/users/42/posts/hello", "GET /posts/hello?user=42 HTTP/1.1"),
+        (rw, "/users/x/posts/hello", "GET /users/x/posts/hello HTTP/1.1"),
+        (chain, "/api/old/thing?z", "GET /internal/new/thing?z HTTP/1.1"),
+        (chain, "/keep", "GET /internal/keep HTTP/1.1"),
+    ];
+    for (port, target, want) in cases {
+        let m = Client::connect(*port).get(target, "a", "");
+        assert_eq!(m.status(), 200);
+        assert_eq!(seen_line(&m), *want, "{target}");
+    }
+    // An absolute-form target is rewritten too (origin-form upstream).
+    let mut c = Client::connect(strip);
+    c.send(b"GET http://a/api/abs?k HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(seen_line(&c.response()), "GET /abs?k HTTP/1.1");
+}
+
+fn redirect_answers_with_location(io: &str) {
+    let b = mirror();
+    let (p1, p2) = (free_port(), free_port());
+    let cfg = format!(
+        r#"{{"dashboard_port": "", "listen_host": "127.0.0.1", "workers": 1, "routes": {{
+  "{p1}": {{"middleware": [{{"type": "redirect", "status": 301, "scheme": "https"}}], "backends": [{{"name": "b", "internal_port": {bp}}}]}},
+  "{p2}": {{"middleware": [{{"type": "redirect", "status": 308, "host": "new.example:8443", "path": "/v2{{path}}{{query}}"}}],
+          "backends": [{{"name": "b", "internal_port": {bp}}}]}}}}}}"#,
+        bp = b.port
+    );
+    let _rm = Ringmesh::start(&cfg, io, &[p1, p2]);
+    let cases: &[(u16, &str, &str, u16, &str)] = &[
+        (p1, "/x/y?z=1", "old.example", 301, "https://old.example/x/y?z=1"),
+        (p1, "/", "h:81", 301, "https://h:81/"),
+        (p2, "/a?b", "ignored", 308, "http://new.example:8443/v2/a?b"),
+    ];
+    let mut c = Client::connect(p1);
+    for (port, target, host, status, loc) in cases {
+        if *port != p1 {
+            c = Client::connect(*port);
+        }
+        let m = c.get(target, host, "");
+        assert_eq!(m.status(), *status);
+        assert_eq!(m.header("location"), Some(*loc));
+    }
+    assert_eq!(b.accepted(), 0, "a redirect never reaches the backend");
 }

@@ -33,6 +33,22 @@ pub enum Middleware {
         /// Keep an id the client sent (else always generate one).
         trust: bool,
     },
+    /// Removes a leading path prefix (at a segment boundary).
+    StripPrefix { prefix: String },
+    /// Prepends a path prefix.
+    AddPrefix { prefix: String },
+    /// Rewrites the path (not the query) matching `regex` to `replacement`
+    /// (`$1`..`$9`, `$0` for the whole match).
+    Rewrite { regex: String, replacement: String },
+    /// Answers with a redirect to `scheme://host` + `path` (a template
+    /// with `{path}` and `{query}`); `None`: the request's own host and
+    /// `http`.
+    Redirect {
+        status: u16,
+        scheme: Option<String>,
+        host: Option<String>,
+        path: String,
+    },
     IpFilter {
         /// Empty: every address not denied.
         allow: Vec<IpNet>,
@@ -49,6 +65,10 @@ impl Middleware {
             Middleware::Headers { .. } => "headers",
             Middleware::RequestId { .. } => "request_id",
             Middleware::IpFilter { .. } => "ip_filter",
+            Middleware::StripPrefix { .. } => "strip_prefix",
+            Middleware::AddPrefix { .. } => "add_prefix",
+            Middleware::Rewrite { .. } => "rewrite",
+            Middleware::Redirect { .. } => "redirect",
         }
     }
 }
@@ -65,7 +85,15 @@ pub struct HeaderOps {
 }
 
 /// Built-in types, for error messages.
-pub const TYPES: &[&str] = &["headers", "request_id", "ip_filter"];
+pub const TYPES: &[&str] = &[
+    "headers",
+    "request_id",
+    "ip_filter",
+    "strip_prefix",
+    "add_prefix",
+    "rewrite",
+    "redirect",
+];
 
 struct V<'e> {
     errors: &'e mut Vec<ConfigError>,
@@ -226,6 +254,45 @@ impl V<'_> {
         out
     }
 
+    fn string(&mut self, m: &Map<String, Value>, path: &str, key: &str) -> Option<String> {
+        match m.get(key) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(other) => {
+                self.err(
+                    format!("{path}.{key}"),
+                    format!("expected a string, found {other}"),
+                );
+                None
+            }
+        }
+    }
+
+    /// A path prefix: starts with `/`, printable ASCII, no `?` or `#`.
+    fn prefix(&mut self, m: &Map<String, Value>, path: &str) -> Option<String> {
+        let p = self.string(m, path, "prefix");
+        match p {
+            Some(p)
+                if p.starts_with('/')
+                    && p.len() > 1
+                    && p.bytes().all(|b| (0x21..0x7f).contains(&b) && b != b'?' && b != b'#') =>
+            {
+                Some(p.trim_end_matches('/').to_string()).filter(|p| !p.is_empty())
+            }
+            Some(p) => {
+                self.err(
+                    format!("{path}.prefix"),
+                    format!("{p:?} is not a path prefix like \"/api\""),
+                );
+                None
+            }
+            None => {
+                self.err(format!("{path}.prefix"), "missing");
+                None
+            }
+        }
+    }
+
     fn one(&mut self, v: &Value, path: &str) -> Option<Middleware> {
         let Value::Object(m) = v else {
             self.err(
@@ -290,6 +357,99 @@ impl V<'_> {
                     allow,
                     deny,
                     trusted_proxies,
+                })
+            }
+            "strip_prefix" | "add_prefix" => {
+                self.fields(m, path, &["prefix"]);
+                let prefix = self.prefix(m, path)?;
+                Some(if kind == "strip_prefix" {
+                    Middleware::StripPrefix { prefix }
+                } else {
+                    Middleware::AddPrefix { prefix }
+                })
+            }
+            "rewrite" => {
+                self.fields(m, path, &["regex", "replacement"]);
+                let regex = self.string(m, path, "regex");
+                let replacement = self.string(m, path, "replacement");
+                let regex = match regex {
+                    None => {
+                        self.err(format!("{path}.regex"), "missing");
+                        None
+                    }
+                    Some(r) => match regex::bytes::Regex::new(&r) {
+                        Ok(_) => Some(r),
+                        Err(e) => {
+                            self.err(format!("{path}.regex"), format!("invalid regex: {e}"));
+                            None
+                        }
+                    },
+                };
+                let replacement = match replacement {
+                    Some(r) if r.starts_with('/') && r.bytes().all(|b| (0x21..0x7f).contains(&b) && b != b'#') => Some(r),
+                    Some(r) => {
+                        self.err(
+                            format!("{path}.replacement"),
+                            format!("{r:?} is not a path (starts with /, printable ASCII)"),
+                        );
+                        None
+                    }
+                    None => {
+                        self.err(format!("{path}.replacement"), "missing");
+                        None
+                    }
+                };
+                Some(Middleware::Rewrite {
+                    regex: regex?,
+                    replacement: replacement?,
+                })
+            }
+            "redirect" => {
+                self.fields(m, path, &["status", "scheme", "host", "path"]);
+                let status = match m.get("status") {
+                    None | Some(Value::Null) => 302,
+                    Some(v) => match v.as_u64() {
+                        Some(s @ (301 | 302 | 303 | 307 | 308)) => s as u16,
+                        _ => {
+                            self.err(
+                                format!("{path}.status"),
+                                format!("{v} is not a redirect status (301, 302, 303, 307, 308)"),
+                            );
+                            302
+                        }
+                    },
+                };
+                let scheme = self.string(m, path, "scheme");
+                if let Some(s) = &scheme {
+                    if s != "http" && s != "https" {
+                        self.err(
+                            format!("{path}.scheme"),
+                            format!("{s:?} is not \"http\" or \"https\""),
+                        );
+                    }
+                }
+                let host = self.string(m, path, "host");
+                if let Some(h) = &host {
+                    if h.is_empty() || !h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b)) {
+                        self.err(format!("{path}.host"), format!("{h:?} is not a host[:port]"));
+                    }
+                }
+                let template = self
+                    .string(m, path, "path")
+                    .unwrap_or_else(|| "{path}{query}".into());
+                if !template.starts_with('/') && !template.starts_with("{path}")
+                    || template.bytes().any(|b| !(0x21..0x7f).contains(&b))
+                {
+                    self.err(
+                        format!("{path}.path"),
+                        format!("{template:?} is not a path template (like \"/new{{path}}{{query}}\")"),
+                    );
+                }
+                Some(Middleware::Redirect {
+                    status,
+                    scheme,
+                    host,
+                    path: template,
                 })
             }
             other => {

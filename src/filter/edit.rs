@@ -32,6 +32,25 @@ pub fn apply(out: &mut Vec<u8>, start: usize, remove: &[Vec<u8>], add: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// Replaces the request-target in the request line at `out[start..]`
+/// (between its first and last space).
+pub fn replace_target(out: &mut Vec<u8>, start: usize, target: &[u8]) {
+    let Some(end) = find_crlf(out, start) else {
+        return;
+    };
+    let line = out.get(start..end).unwrap_or(&[]);
+    let (Some(a), Some(b)) = (
+        memchr::memchr(b' ', line),
+        memchr::memrchr(b' ', line),
+    ) else {
+        return;
+    };
+    if a >= b {
+        return;
+    }
+    out.splice(start + a + 1..start + b, target.iter().copied());
+}
+
 fn find_crlf(b: &[u8], from: usize) -> Option<usize> {
     memchr::memmem::find(b.get(from..)?, b"\r\n").map(|i| i + from)
 }

@@ -18,11 +18,13 @@
 //! spliced. A route without middleware runs none of this.
 //!
 //! - [`edit`]: applies [`Edits`] to a written head (pure).
-//! - [`headers`], [`request_id`], [`ip_filter`]: the built-ins.
+//! - [`headers`], [`request_id`], [`ip_filter`], [`path`] (strip_prefix,
+//!   add_prefix, rewrite, redirect): the built-ins.
 
 pub mod edit;
 pub mod headers;
 pub mod ip_filter;
+pub mod path;
 pub mod request_id;
 
 use std::cell::RefCell;
@@ -38,6 +40,7 @@ use crate::http::head::{find_header, HeaderSpan};
 pub struct Request<'a> {
     pub client: SocketAddr,
     pub method: &'a [u8],
+    /// Path and query (origin-form, also for an absolute-form request).
     pub target: &'a [u8],
     buf: &'a [u8],
     headers: &'a [HeaderSpan],
@@ -92,6 +95,10 @@ pub struct Edits {
     pub request_id: Vec<u8>,
     /// Extra header lines of a direct answer.
     pub answer_headers: Vec<u8>,
+    /// The target sent upstream, once a filter changed it.
+    target: Vec<u8>,
+    target_tmp: Vec<u8>,
+    target_set: bool,
 }
 
 impl Edits {
@@ -102,6 +109,32 @@ impl Edits {
         self.resp_add.clear();
         self.request_id.clear();
         self.answer_headers.clear();
+        self.target_set = false;
+    }
+
+    /// The target as the filters left it so far (`req_target` if unchanged).
+    pub fn target<'a>(&'a self, req_target: &'a [u8]) -> &'a [u8] {
+        if self.target_set {
+            &self.target
+        } else {
+            req_target
+        }
+    }
+
+    /// The changed target, if a filter changed it.
+    pub fn new_target(&self) -> Option<&[u8]> {
+        self.target_set.then_some(self.target.as_slice())
+    }
+
+    /// Changes the target sent upstream: `f` gets the current one and
+    /// writes the new one.
+    pub fn rewrite_target(&mut self, req_target: &[u8], f: impl FnOnce(&[u8], &mut Vec<u8>)) {
+        let mut next = std::mem::take(&mut self.target_tmp);
+        next.clear();
+        f(self.target(req_target), &mut next);
+        std::mem::swap(&mut self.target, &mut next);
+        self.target_tmp = next;
+        self.target_set = true;
     }
 
     fn push_name(list: &mut Vec<Vec<u8>>, len: &mut usize, name: &[u8]) {
@@ -222,6 +255,22 @@ impl Chain {
                         deny,
                         trusted_proxies,
                     } => Box::new(ip_filter::IpFilter::new(allow, deny, trusted_proxies)),
+                    Middleware::StripPrefix { prefix } => Box::new(path::StripPrefix::new(prefix)),
+                    Middleware::AddPrefix { prefix } => Box::new(path::AddPrefix::new(prefix)),
+                    Middleware::Rewrite { regex, replacement } => {
+                        Box::new(path::Rewrite::new(regex, replacement))
+                    }
+                    Middleware::Redirect {
+                        status,
+                        scheme,
+                        host,
+                        path,
+                    } => Box::new(path::Redirect::new(
+                        *status,
+                        scheme.as_deref(),
+                        host.as_deref(),
+                        path,
+                    )),
                 }
             })
             .collect();

@@ -170,7 +170,7 @@ async fn exchange(
         let req = Request::new(
             client.peer,
             method,
-            head.target(&client.buf),
+            head.path(&client.buf),
             &client.buf,
             head.headers(&s.spans),
         );
@@ -240,6 +240,9 @@ async fn exchange(
     if s.filter.chain.is_some() {
         let e = &s.filter.edits;
         crate::filter::edit::apply(&mut s.out, 0, e.request_removed(), &e.req_add);
+        if let Some(t) = e.new_target() {
+            crate::filter::edit::replace_target(&mut s.out, 0, t);
+        }
     }
     let consumed = head.head_len + prefix;
     s.log.bytes_in = consumed as u64;
