@@ -23,6 +23,7 @@ both_drivers!(
     reload_swaps_chain_open_connection_keeps_working,
     path_middleware_rewrites_the_upstream_target,
     redirect_answers_with_location,
+    rate_limit_is_one_limit_across_workers,
 );
 
 /// A backend that answers `200` with the request head as its body and a few
@@ -308,4 +309,71 @@ fn redirect_answers_with_location(io: &str) {
         assert_eq!(m.header("location"), Some(*loc));
     }
     assert_eq!(b.accepted(), 0, "a redirect never reaches the backend");
+}
+
+fn rate_limit_is_one_limit_across_workers(io: &str) {
+    const RATE: u64 = 100;
+    const SECS: u64 = 5;
+    let b = mirror();
+    let port = free_port();
+    let mw = format!(r#"[{{"type": "rate_limit", "rate": {RATE}, "burst": 1, "key": "client_ip"}}]"#);
+    let cfg = format!(
+        r#"{{"dashboard_port": "", "listen_host": "127.0.0.1", "workers": 2,
+  "routes": {{"{port}": {{"name": "web", "middleware": {mw},
+  "backends": [{{"name": "b0", "internal_port": {}}}]}}}}}}"#,
+        b.port
+    );
+    let _rm = Ringmesh::start(&cfg, io, &[port]);
+    // One denied request shows the headers.
+    let mut c = Client::connect(port);
+    let mut denied = None;
+    for _ in 0..50 {
+        let m = c.get("/", "a", "");
+        if m.status() == 429 {
+            denied = Some(m);
+            break;
+        }
+    }
+    let m = denied.expect("a burst of 50 gets a 429");
+    assert!(m.header("retry-after").unwrap().parse::<u64>().unwrap() >= 1);
+    assert_eq!(m.header("ratelimit-limit"), Some("1"));
+    assert_eq!(m.header("ratelimit-remaining"), Some("0"));
+    assert!(m.header("ratelimit-reset").is_some());
+    drop(c);
+    std::thread::sleep(Duration::from_millis(200));
+
+    // 64 connections (SO_REUSEPORT spreads them over both workers), each
+    // as fast as it can for SECS seconds.
+    let start = std::time::Instant::now();
+    let end = start + Duration::from_secs(SECS);
+    let threads: Vec<_> = (0..64)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut c = Client::connect(port);
+                let (mut ok, mut limited) = (0u64, 0u64);
+                while std::time::Instant::now() < end {
+                    match c.get("/", "a", "").status() {
+                        200 => ok += 1,
+                        429 => limited += 1,
+                        s => panic!("unexpected status {s}"),
+                    }
+                }
+                (ok, limited)
+            })
+        })
+        .collect();
+    let (mut ok, mut limited) = (0u64, 0u64);
+    for t in threads {
+        let (o, l) = t.join().unwrap();
+        ok += o;
+        limited += l;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let rate = ok as f64 / elapsed;
+    eprintln!("accepted {ok}, limited {limited} in {elapsed:.2}s: {rate:.1}/s");
+    assert!(limited > ok, "the clients must push well past the limit");
+    assert!(
+        (rate - RATE as f64).abs() <= RATE as f64 * 0.10,
+        "accepted {rate:.1}/s, configured {RATE}/s"
+    );
 }

@@ -49,6 +49,14 @@ pub enum Middleware {
         host: Option<String>,
         path: String,
     },
+    /// GCRA: `rate` requests per second per key, `burst` at once.
+    RateLimit {
+        rate: u64,
+        burst: u64,
+        key: RateKey,
+        /// Size of the key table (oldest keys are evicted past it).
+        max_keys: usize,
+    },
     IpFilter {
         /// Empty: every address not denied.
         allow: Vec<IpNet>,
@@ -69,8 +77,20 @@ impl Middleware {
             Middleware::AddPrefix { .. } => "add_prefix",
             Middleware::Rewrite { .. } => "rewrite",
             Middleware::Redirect { .. } => "redirect",
+            Middleware::RateLimit { .. } => "rate_limit",
         }
     }
+}
+
+/// What a rate limit counts by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RateKey {
+    /// The peer's IP address.
+    ClientIp,
+    /// One limit for the whole route.
+    Route,
+    /// The value of a request header (requests without it share one key).
+    Header(String),
 }
 
 /// `set`, `add` and `remove` of one direction of `headers`.
@@ -93,6 +113,7 @@ pub const TYPES: &[&str] = &[
     "add_prefix",
     "rewrite",
     "redirect",
+    "rate_limit",
 ];
 
 struct V<'e> {
@@ -357,6 +378,50 @@ impl V<'_> {
                     allow,
                     deny,
                     trusted_proxies,
+                })
+            }
+            "rate_limit" => {
+                self.fields(m, path, &["rate", "burst", "key", "max_keys"]);
+                let num = |vd: &mut Self, key: &str, min: u64, max: u64| -> Option<u64> {
+                    let v = m.get(key)?;
+                    match v.as_u64() {
+                        Some(n) if (min..=max).contains(&n) => Some(n),
+                        _ => {
+                            vd.err(
+                                format!("{path}.{key}"),
+                                format!("{v} is not an integer from {min} to {max}"),
+                            );
+                            None
+                        }
+                    }
+                };
+                let rate = num(self, "rate", 1, 10_000_000);
+                if !m.contains_key("rate") {
+                    self.err(format!("{path}.rate"), "missing: requests per second (at least 1)");
+                }
+                let burst = num(self, "burst", 1, 10_000_000).unwrap_or(1);
+                let max_keys = num(self, "max_keys", 16, 1 << 24).unwrap_or(65_536) as usize;
+                let key = match self.string(m, path, "key").as_deref() {
+                    None | Some("client_ip") => RateKey::ClientIp,
+                    Some("route") => RateKey::Route,
+                    Some(k) if k.starts_with("header:") => {
+                        let name = k["header:".len()..].to_string();
+                        self.header_name(format!("{path}.key"), &name);
+                        RateKey::Header(name)
+                    }
+                    Some(k) => {
+                        self.err(
+                            format!("{path}.key"),
+                            format!("{k:?} is not a key; expected \"client_ip\", \"route\" or \"header:<name>\""),
+                        );
+                        RateKey::ClientIp
+                    }
+                };
+                Some(Middleware::RateLimit {
+                    rate: rate?,
+                    burst,
+                    key,
+                    max_keys,
                 })
             }
             "strip_prefix" | "add_prefix" => {

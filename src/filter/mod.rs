@@ -25,6 +25,7 @@ pub mod edit;
 pub mod headers;
 pub mod ip_filter;
 pub mod path;
+pub mod rate_limit;
 pub mod request_id;
 
 use std::cell::RefCell;
@@ -216,6 +217,9 @@ pub struct ChainSpec {
     /// Unique per build: identifies the spec in the workers' caches.
     id: u64,
     pub middleware: Vec<Middleware>,
+    /// State shared by all workers, by position in `middleware`
+    /// (rate limit tables).
+    tables: Vec<Option<Arc<rate_limit::Table>>>,
 }
 
 impl ChainSpec {
@@ -225,12 +229,29 @@ impl ChainSpec {
         if middleware.is_empty() {
             return None;
         }
+        let tables = middleware
+            .iter()
+            .map(|m| match m {
+                Middleware::RateLimit {
+                    rate,
+                    burst,
+                    max_keys,
+                    ..
+                } => Some(Arc::new(rate_limit::Table::new(*rate, *burst, *max_keys))),
+                _ => None,
+            })
+            .collect();
         Some(Arc::new(ChainSpec {
             id: NEXT.fetch_add(1, Ordering::Relaxed),
             middleware: middleware.to_vec(),
+            tables,
         }))
     }
 }
+
+/// A filter that does nothing (never built from a valid spec).
+struct Nothing;
+impl Filter for Nothing {}
 
 /// One worker's filters of one route.
 pub struct Chain {
@@ -242,8 +263,13 @@ impl Chain {
         let filters = spec
             .middleware
             .iter()
-            .map(|m| -> Box<dyn Filter> {
+            .zip(spec.tables.iter())
+            .map(|(m, table)| -> Box<dyn Filter> {
                 match m {
+                    Middleware::RateLimit { burst, key, .. } => match table {
+                        Some(t) => Box::new(rate_limit::RateLimit::new(t.clone(), key, *burst)),
+                        None => Box::new(Nothing),
+                    },
                     Middleware::Headers { request, response } => {
                         Box::new(headers::Headers::new(request, response))
                     }
