@@ -24,6 +24,7 @@ both_drivers!(
     path_middleware_rewrites_the_upstream_target,
     redirect_answers_with_location,
     rate_limit_is_one_limit_across_workers,
+    cors_preflight_and_response_headers,
 );
 
 /// A backend that answers `200` with the request head as its body and a few
@@ -376,4 +377,47 @@ fn rate_limit_is_one_limit_across_workers(io: &str) {
         (rate - RATE as f64).abs() <= RATE as f64 * 0.10,
         "accepted {rate:.1}/s, configured {RATE}/s"
     );
+}
+
+fn cors_preflight_and_response_headers(io: &str) {
+    let b = http_backend(|_, p| {
+        p.respond("200 OK", "Access-Control-Allow-Origin: https://evil.example\r\n", b"ok");
+        true
+    });
+    let port = free_port();
+    let mw = r#"[{"type": "cors", "origins": ["https://app.example.com", "https://*.example.org"],
+                 "methods": ["GET", "POST"], "expose": ["X-Total"], "credentials": true, "max_age": 60}]"#;
+    let _rm = Ringmesh::start(&config(port, b.port, mw, ""), io, &[port]);
+    let pre = "OPTIONS /x HTTP/1.1\r\nHost: a\r\nAccess-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: content-type\r\n";
+    // (request, origin, status, Access-Control-Allow-Origin)
+    let cases: &[(&str, &str, u16, Option<&str>)] = &[
+        (pre, "https://app.example.com", 204, Some("https://app.example.com")),
+        (pre, "https://a.b.example.org", 204, Some("https://a.b.example.org")),
+        (pre, "https://example.org", 403, None),
+        (pre, "https://app.example.com.evil", 403, None),
+        ("GET /x HTTP/1.1\r\nHost: a\r\n", "https://app.example.com", 200, Some("https://app.example.com")),
+        ("GET /x HTTP/1.1\r\nHost: a\r\n", "https://other.com", 200, Some("https://evil.example")),
+    ];
+    let mut c = Client::connect(port);
+    for (req, origin, status, acao) in cases {
+        c.send(format!("{req}Origin: {origin}\r\n\r\n").as_bytes());
+        let m = c.response();
+        assert_eq!(m.status(), *status, "{origin}");
+        assert_eq!(m.header("access-control-allow-origin"), *acao, "{origin}");
+        assert!(m.all("access-control-allow-origin").len() <= 1);
+        if *status == 204 {
+            assert_eq!(m.header("access-control-allow-methods"), Some("GET, POST"));
+            assert_eq!(m.header("access-control-allow-headers"), Some("content-type"));
+            assert_eq!(m.header("access-control-max-age"), Some("60"));
+            assert_eq!(m.header("access-control-allow-credentials"), Some("true"));
+            assert_eq!(m.header("content-length"), None);
+        }
+        if *status == 200 && origin.contains("app.") {
+            assert_eq!(m.header("access-control-expose-headers"), Some("X-Total"));
+            assert_eq!(m.header("vary"), Some("Origin"));
+        }
+    }
+    // No Origin: not a CORS request, the backend's answer as is.
+    let m = c.get("/x", "a", "");
+    assert_eq!(m.header("access-control-allow-origin"), Some("https://evil.example"));
 }

@@ -57,6 +57,19 @@ pub enum Middleware {
         /// Size of the key table (oldest keys are evicted past it).
         max_keys: usize,
     },
+    /// CORS: preflights answered here, response headers added.
+    Cors {
+        /// Exact origins, `https://*.example.com` wildcards, or `*`.
+        origins: Vec<String>,
+        methods: Vec<String>,
+        /// Allowed request headers (empty: whatever a preflight asks for).
+        headers: Vec<String>,
+        /// Response headers exposed to scripts.
+        expose: Vec<String>,
+        credentials: bool,
+        /// Seconds a browser may cache a preflight.
+        max_age: u64,
+    },
     IpFilter {
         /// Empty: every address not denied.
         allow: Vec<IpNet>,
@@ -78,6 +91,7 @@ impl Middleware {
             Middleware::Rewrite { .. } => "rewrite",
             Middleware::Redirect { .. } => "redirect",
             Middleware::RateLimit { .. } => "rate_limit",
+            Middleware::Cors { .. } => "cors",
         }
     }
 }
@@ -114,6 +128,7 @@ pub const TYPES: &[&str] = &[
     "rewrite",
     "redirect",
     "rate_limit",
+    "cors",
 ];
 
 struct V<'e> {
@@ -314,6 +329,30 @@ impl V<'_> {
         }
     }
 
+    /// An array of strings, each checked by `ok`.
+    fn names(
+        &mut self,
+        m: &Map<String, Value>,
+        path: &str,
+        key: &str,
+        ok: impl Fn(&str) -> bool,
+    ) -> Vec<String> {
+        let mut out = Vec::new();
+        match m.get(key) {
+            None | Some(Value::Null) => {}
+            Some(Value::Array(items)) => {
+                for (i, it) in items.iter().enumerate() {
+                    match it {
+                        Value::String(s) if ok(s) => out.push(s.clone()),
+                        other => self.err(format!("{path}.{key}[{i}]"), format!("{other} is not valid here")),
+                    }
+                }
+            }
+            Some(other) => self.err(format!("{path}.{key}"), format!("expected an array, found {other}")),
+        }
+        out
+    }
+
     fn one(&mut self, v: &Value, path: &str) -> Option<Middleware> {
         let Value::Object(m) = v else {
             self.err(
@@ -422,6 +461,50 @@ impl V<'_> {
                     burst,
                     key,
                     max_keys,
+                })
+            }
+            "cors" => {
+                self.fields(
+                    m,
+                    path,
+                    &["origins", "methods", "headers", "expose", "credentials", "max_age"],
+                );
+                let origins = self.names(m, path, "origins", |o| {
+                    o == "*"
+                        || (o.starts_with("http://") || o.starts_with("https://"))
+                            && o.matches('*').count() <= 1
+                            && o.bytes().all(|b| (0x21..0x7f).contains(&b))
+                });
+                if origins.is_empty() {
+                    self.err(format!("{path}.origins"), "at least one origin (or \"*\")");
+                }
+                let mut methods = self.names(m, path, "methods", |x| {
+                    !x.is_empty() && x.bytes().all(|b| b.is_ascii_uppercase())
+                });
+                if methods.is_empty() {
+                    methods = ["GET", "HEAD", "POST"].map(String::from).to_vec();
+                }
+                let headers = self.names(m, path, "headers", |h| {
+                    !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                });
+                let expose = self.names(m, path, "expose", |h| {
+                    !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                });
+                let credentials = self.bool(m, path, "credentials", false);
+                let max_age = match m.get("max_age") {
+                    None | Some(Value::Null) => 600,
+                    Some(v) => v.as_u64().filter(|&n| n <= 86_400 * 7).unwrap_or_else(|| {
+                        self.err(format!("{path}.max_age"), format!("{v} is not seconds (0 to 604800)"));
+                        600
+                    }),
+                };
+                Some(Middleware::Cors {
+                    origins,
+                    methods,
+                    headers,
+                    expose,
+                    credentials,
+                    max_age,
                 })
             }
             "strip_prefix" | "add_prefix" => {

@@ -19,8 +19,9 @@
 //!
 //! - [`edit`]: applies [`Edits`] to a written head (pure).
 //! - [`headers`], [`request_id`], [`ip_filter`], [`path`] (strip_prefix,
-//!   add_prefix, rewrite, redirect): the built-ins.
+//!   add_prefix, rewrite, redirect), [`rate_limit`], [`cors`]: the built-ins.
 
+pub mod cors;
 pub mod edit;
 pub mod headers;
 pub mod ip_filter;
@@ -281,6 +282,21 @@ impl Chain {
                         deny,
                         trusted_proxies,
                     } => Box::new(ip_filter::IpFilter::new(allow, deny, trusted_proxies)),
+                    Middleware::Cors {
+                        origins,
+                        methods,
+                        headers,
+                        expose,
+                        credentials,
+                        max_age,
+                    } => Box::new(cors::Cors::new(
+                        origins,
+                        methods,
+                        headers,
+                        expose,
+                        *credentials,
+                        *max_age,
+                    )),
                     Middleware::StripPrefix { prefix } => Box::new(path::StripPrefix::new(prefix)),
                     Middleware::AddPrefix { prefix } => Box::new(path::AddPrefix::new(prefix)),
                     Middleware::Rewrite { regex, replacement } => {

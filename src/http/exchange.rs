@@ -560,21 +560,28 @@ async fn answer(
     use std::io::Write as _;
     s.log.status = status;
     let reason = respond::reason(status);
+    // 204 has no body (a CORS preflight's answer).
+    let body = status != 204;
     let out = &mut s.out;
     out.clear();
-    let _ = write!(
-        out,
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n",
-        reason.len() + 1
-    );
+    let _ = write!(out, "HTTP/1.1 {status} {reason}\r\n");
+    if body {
+        let _ = write!(
+            out,
+            "Content-Type: text/plain\r\nContent-Length: {}\r\n",
+            reason.len() + 1
+        );
+    }
     out.extend_from_slice(&s.filter.edits.answer_headers);
     out.extend_from_slice(&s.filter.edits.resp_add);
     if !keep {
         out.extend_from_slice(b"Connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(reason.as_bytes());
-    out.push(b'\n');
+    if body {
+        out.extend_from_slice(reason.as_bytes());
+        out.push(b'\n');
+    }
     if !keep {
         client.buf.clear();
         return send_and_close(client, out, &mut s.log).await;
