@@ -25,6 +25,7 @@ both_drivers!(
     redirect_answers_with_location,
     rate_limit_is_one_limit_across_workers,
     cors_preflight_and_response_headers,
+    concurrency_limit_caps_in_flight_requests,
 );
 
 /// A backend that answers `200` with the request head as its body and a few
@@ -420,4 +421,41 @@ fn cors_preflight_and_response_headers(io: &str) {
     // No Origin: not a CORS request, the backend's answer as is.
     let m = c.get("/x", "a", "");
     assert_eq!(m.header("access-control-allow-origin"), Some("https://evil.example"));
+}
+
+fn concurrency_limit_caps_in_flight_requests(io: &str) {
+    let b = http_backend(|_, p| {
+        std::thread::sleep(Duration::from_millis(1500));
+        p.respond("200 OK", "", b"slow");
+        true
+    });
+    let port = free_port();
+    let mw = r#"[{"type": "request_id"}, {"type": "concurrency_limit", "max": 2}]"#;
+    let cfg = format!(
+        r#"{{"dashboard_port": "", "listen_host": "127.0.0.1", "workers": 2,
+  "routes": {{"{port}": {{"name": "web", "middleware": {mw},
+  "backends": [{{"name": "b0", "internal_port": {}}}]}}}}}}"#,
+        b.port
+    );
+    let _rm = Ringmesh::start(&cfg, io, &[port]);
+    for round in 0..2 {
+        let threads: Vec<_> = (0..5)
+            .map(|_| {
+                std::thread::spawn(move || {
+                    let m = Client::connect(port).get("/", "a", "");
+                    (m.status(), m.header("retry-after").map(String::from))
+                })
+            })
+            .collect();
+        let mut got: Vec<(u16, Option<String>)> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        got.sort();
+        let ok = got.iter().filter(|(s, _)| *s == 200).count();
+        let refused = got.iter().filter(|(s, r)| *s == 503 && r.as_deref() == Some("1")).count();
+        assert_eq!((ok, refused), (2, 3), "round {round}: {got:?}");
+    }
+    // Every place was given back: sequential requests all pass.
+    let mut c = Client::connect(port);
+    for _ in 0..3 {
+        assert_eq!(c.get("/", "a", "").status(), 200);
+    }
 }

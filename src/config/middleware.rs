@@ -70,6 +70,8 @@ pub enum Middleware {
         /// Seconds a browser may cache a preflight.
         max_age: u64,
     },
+    /// At most `max` requests in flight on the route (all workers).
+    ConcurrencyLimit { max: u64 },
     IpFilter {
         /// Empty: every address not denied.
         allow: Vec<IpNet>,
@@ -92,6 +94,7 @@ impl Middleware {
             Middleware::Redirect { .. } => "redirect",
             Middleware::RateLimit { .. } => "rate_limit",
             Middleware::Cors { .. } => "cors",
+            Middleware::ConcurrencyLimit { .. } => "concurrency_limit",
         }
     }
 }
@@ -129,6 +132,7 @@ pub const TYPES: &[&str] = &[
     "redirect",
     "rate_limit",
     "cors",
+    "concurrency_limit",
 ];
 
 struct V<'e> {
@@ -463,6 +467,16 @@ impl V<'_> {
                     max_keys,
                 })
             }
+            "concurrency_limit" => {
+                self.fields(m, path, &["max"]);
+                match m.get("max").and_then(Value::as_u64) {
+                    Some(max) if max >= 1 => Some(Middleware::ConcurrencyLimit { max }),
+                    _ => {
+                        self.err(format!("{path}.max"), "missing or not an integer >= 1");
+                        None
+                    }
+                }
+            }
             "cors" => {
                 self.fields(
                     m,
@@ -634,6 +648,10 @@ pub fn parse(
             return Vec::new();
         }
     };
+    if items.len() > 64 {
+        vd.err(path.to_string(), "at most 64 middlewares per route");
+        return Vec::new();
+    }
     if !is_http && !items.is_empty() {
         vd.err(path.to_string(), "middleware needs an http route");
         return Vec::new();

@@ -19,8 +19,10 @@
 //!
 //! - [`edit`]: applies [`Edits`] to a written head (pure).
 //! - [`headers`], [`request_id`], [`ip_filter`], [`path`] (strip_prefix,
-//!   add_prefix, rewrite, redirect), [`rate_limit`], [`cors`]: the built-ins.
+//!   add_prefix, rewrite, redirect), [`rate_limit`], [`cors`],
+//!   [`concurrency`] (concurrency_limit): the built-ins.
 
+pub mod concurrency;
 pub mod cors;
 pub mod edit;
 pub mod headers;
@@ -101,6 +103,9 @@ pub struct Edits {
     target: Vec<u8>,
     target_tmp: Vec<u8>,
     target_set: bool,
+    /// One bit per filter position, for filters that must know in their
+    /// logging phase what their request phase did (cleared per exchange).
+    pub marks: u64,
 }
 
 impl Edits {
@@ -112,6 +117,7 @@ impl Edits {
         self.request_id.clear();
         self.answer_headers.clear();
         self.target_set = false;
+        self.marks = 0;
     }
 
     /// The target as the filters left it so far (`req_target` if unchanged).
@@ -221,6 +227,8 @@ pub struct ChainSpec {
     /// State shared by all workers, by position in `middleware`
     /// (rate limit tables).
     tables: Vec<Option<Arc<rate_limit::Table>>>,
+    /// In-flight counters of `concurrency_limit`, by position.
+    in_flight: Vec<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl ChainSpec {
@@ -242,10 +250,12 @@ impl ChainSpec {
                 _ => None,
             })
             .collect();
+        let in_flight = middleware.iter().map(|_| Arc::default()).collect();
         Some(Arc::new(ChainSpec {
             id: NEXT.fetch_add(1, Ordering::Relaxed),
             middleware: middleware.to_vec(),
             tables,
+            in_flight,
         }))
     }
 }
@@ -265,8 +275,13 @@ impl Chain {
             .middleware
             .iter()
             .zip(spec.tables.iter())
-            .map(|(m, table)| -> Box<dyn Filter> {
+            .zip(spec.in_flight.iter())
+            .enumerate()
+            .map(|(i, ((m, table), in_flight))| -> Box<dyn Filter> {
                 match m {
+                    Middleware::ConcurrencyLimit { max } => Box::new(
+                        concurrency::ConcurrencyLimit::new(in_flight.clone(), *max, i),
+                    ),
                     Middleware::RateLimit { burst, key, .. } => match table {
                         Some(t) => Box::new(rate_limit::RateLimit::new(t.clone(), key, *burst)),
                         None => Box::new(Nothing),
