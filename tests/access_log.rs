@@ -136,9 +136,17 @@ fn json_and_combined_lines_with_hostile_bytes(io: &str) {
     assert!(cs[0].contains("\\xFF"), "{}", cs[0]);
     assert!(cs[0].contains("/p\\x22},\\x22status"), "{}", cs[0]);
     assert!(cs[1].contains("\"PO!ST# /plain HTTP/1.1\" 200 "), "{}", cs[1]);
+    // A head refused before routing (a space in the target: 400) is
+    // logged to the top-level log.
+    let mut c = Client::connect(pj);
+    c.send(b"GET /a b HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(c.response().status(), 400);
+    let js = wait_lines(&jlog, 4);
+    let v: Value = serde_json::from_str(&js[3]).unwrap();
+    assert_eq!((v["status"].as_u64(), v["route"].as_str()), (Some(400), Some("-")));
     // The quiet route wrote nowhere.
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(lines(&jlog).len(), 3);
+    assert_eq!(lines(&jlog).len(), 4);
     assert_eq!(lines(&clog).len(), 3);
 }
 

@@ -25,6 +25,36 @@ pub fn begin(log: &mut Pending, buf: &[u8], head: &RequestHead, spans: &[HeaderS
     }
 }
 
+/// Writes a line for a request refused before it had a complete head
+/// (400, 408, 431): its route is unknown, so to the top-level log.
+pub fn rejected(out: &WorkerLog, live: &Live, client: SocketAddr, status: u16, bytes_in: u64) {
+    let Some(sink) = live.log else { return };
+    out.write(
+        sink,
+        &super::Record {
+            time_ms: super::wall_ms(),
+            kind: super::Kind::Http,
+            route: "-",
+            client,
+            method: b"-",
+            target: b"-",
+            protocol: "-",
+            status,
+            bytes_in,
+            bytes_out: 0,
+            duration_us: 0,
+            upstream: None,
+            upstream_ttfb_us: None,
+            request_id: None,
+            user_agent: None,
+            referer: None,
+            tls_version: None,
+            sni: None,
+            close_reason: None,
+        },
+    );
+}
+
 /// Writes the exchange's line to its route's log (the top-level log when
 /// no route matched); nothing when that route has none.
 pub fn end(log: &mut Pending, out: &WorkerLog, live: &Live, client: SocketAddr) {
