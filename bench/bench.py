@@ -116,7 +116,8 @@ def build_settings(a):
     bad = [c for c in cases if c not in known]
     if bad:
         die(f"unknown case(s) {bad}; known: {known}")
-    cands = a.candidates.split(",") if a.candidates else (d["candidates"] or list(configs.CANDIDATES))
+    cands = a.candidates.split(",") if a.candidates else (
+        d["candidates"] or [c for c in configs.CANDIDATES if c not in configs.VARIANTS])
     bad = [c for c in cands if c not in configs.CANDIDATES]
     if bad:
         die(f"unknown candidate(s) {bad}; known: {list(configs.CANDIDATES)}")
@@ -262,10 +263,11 @@ class Bench:
         if not have["taskset"]:
             die("taskset (util-linux) is missing")
         need_cands = set(self.s["candidates"])
-        if "ringmesh" in need_cands and not os.access(self.ringmesh_bin, os.X_OK):
-            self.skip["ringmesh"] = (f"ringmesh binary not found at {self.ringmesh_bin} "
-                                     "(not built yet? run without --no-build, or pass --ringmesh-bin)")
-        for c in ("nginx-http", "nginx-stream"):
+        for rm in ("ringmesh", "ringmesh-log", "ringmesh-mw"):
+            if rm in need_cands and not os.access(self.ringmesh_bin, os.X_OK):
+                self.skip[rm] = (f"ringmesh binary not found at {self.ringmesh_bin} "
+                                 "(not built yet? run without --no-build, or pass --ringmesh-bin)")
+        for c in ("nginx-http", "nginx-stream", "nginx-log", "nginx-mw"):
             if c in need_cands and not have["nginx"]:
                 self.skip[c] = "nginx not installed"
         if "nginx-stream" in need_cands and have["nginx"] and configs.nginx_stream_module() is None:

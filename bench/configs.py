@@ -26,7 +26,43 @@ CANDIDATES = {
     "haproxy-http": {"http_port": 18083, "tcp_port": None, "modes": {"http"}},
     "haproxy-tcp":  {"http_port": 18084, "tcp_port": 15204, "modes": {"tcp"}},
     "nginx-stream": {"http_port": 18085, "tcp_port": 15205, "modes": {"tcp"}},
+    # Feature variants (issue 12), run only when named with --candidates: the same HTTP proxy
+    # with an access log (buffered, flushed every 100 ms), or with five head-only middlewares
+    # and nginx's equivalent directives.
+    "ringmesh-log": {"http_port": 18086, "tcp_port": None, "modes": {"http"}},
+    "ringmesh-mw":  {"http_port": 18087, "tcp_port": None, "modes": {"http"}},
+    "nginx-log":    {"http_port": 18088, "tcp_port": None, "modes": {"http"}},
+    "nginx-mw":     {"http_port": 18089, "tcp_port": None, "modes": {"http"}},
 }
+VARIANTS = {"ringmesh-log", "ringmesh-mw", "nginx-log", "nginx-mw"}
+
+# The five head-only middlewares of the "mw" variants, and nginx's equivalents.
+RINGMESH_MW = [
+    {"type": "request_id"},
+    {"type": "headers", "request": {"set": {"X-Env": "bench"}, "remove": ["X-Debug"]},
+     "response": {"add": {"X-Served-By": "ringmesh"}}},
+    {"type": "ip_filter", "allow": ["127.0.0.0/8", "::1"]},
+    {"type": "rate_limit", "rate": 10000000, "burst": 10000000, "key": "client_ip"},
+    {"type": "cors", "origins": ["https://app.example.com"], "methods": ["GET", "POST"]},
+]
+NGINX_MW_HTTP = f"""    limit_req_zone $binary_remote_addr zone=bench:10m rate=10000000r/s;
+    map $http_origin $cors_origin {{
+        default "";
+        "https://app.example.com" $http_origin;
+    }}
+"""
+NGINX_MW_LOCATION = """            allow 127.0.0.0/8;
+            allow ::1;
+            deny all;
+            limit_req zone=bench burst=10000000 nodelay;
+            proxy_set_header X-Request-Id $request_id;
+            add_header X-Request-Id $request_id always;
+            proxy_set_header X-Env bench;
+            proxy_set_header X-Debug "";
+            add_header X-Served-By ringmesh always;
+            add_header Access-Control-Allow-Origin $cors_origin always;
+            add_header Vary Origin always;
+"""
 
 
 def all_ports():
@@ -134,6 +170,57 @@ def write_candidate(name, d, cpus, nofile, ringmesh_bin=None):
     """Write the config for candidate `name` into directory d; return the argv to run it."""
     c = CANDIDATES[name]
     n = len(cpus)
+    if name in ("ringmesh-log", "ringmesh-mw"):
+        route = {
+            "name": "http", "protocol": "http", "load_balance": "round_robin",
+            "backends": [{"name": "nginx", "internal_host": HOST,
+                          "internal_port": str(BACKEND_PORT)}],
+        }
+        cfg = {"dashboard_port": "", "service_name": "bench", "workers": n, "listen_host": HOST,
+               "routes": {str(c["http_port"]): route}}
+        if name == "ringmesh-log":
+            cfg["access_log"] = {"path": os.path.join(d, "access.log"), "format": "json"}
+        else:
+            route["middleware"] = RINGMESH_MW
+        conf = os.path.join(d, "ringmesh.json")
+        with open(conf, "w") as f:
+            json.dump(cfg, f, indent=2)
+        return [ringmesh_bin, "run", "--config", conf]
+
+    if name in ("nginx-log", "nginx-mw"):
+        http_extra = location_extra = ""
+        if name == "nginx-log":
+            # nginx's closest equivalent: buffered access log, flushed every 100 ms.
+            http_extra = (f"    log_format jsonlog escape=json '{{\"time\":\"$time_iso8601\","
+                          f"\"client\":\"$remote_addr\",\"request\":\"$request\","
+                          f"\"status\":$status,\"bytes\":$bytes_sent,\"rt\":$request_time,"
+                          f"\"upstream\":\"$upstream_addr\",\"urt\":\"$upstream_header_time\"}}';\n"
+                          f"    access_log {d}/access.log jsonlog buffer=64k flush=100ms;\n")
+        else:
+            http_extra = NGINX_MW_HTTP
+            location_extra = NGINX_MW_LOCATION
+        conf = os.path.join(d, "nginx.conf")
+        common = _nginx_http_common(d)
+        if name == "nginx-log":
+            common = common.replace("    access_log off;\n", "")
+        with open(conf, "w") as f:
+            f.write(_nginx_common(d, cpus, nofile) + f"""http {{
+{common}{http_extra}    upstream backend {{
+        server {HOST}:{BACKEND_PORT};
+        keepalive 64;
+    }}
+    server {{
+        listen {HOST}:{c['http_port']} backlog=4096;
+        location / {{
+{location_extra}            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}
+""")
+        return nginx_argv(d, conf)
+
     if name == "ringmesh":
         cfg = {
             "dashboard_host": HOST,

@@ -34,11 +34,11 @@ for a in "$@"; do
         *) ARGS+=("$a") ;;
     esac
     case "$prev" in
-        --candidates) [[ ",$a," == *",ringmesh,"* ]] || WANT_RINGMESH=0 ;;
+        --candidates) [[ ",$a," == *",ringmesh"* ]] || WANT_RINGMESH=0 ;;
         --ringmesh-bin) HAVE_BIN_ARG=1 ;;
     esac
     case "$a" in
-        --candidates=*) [[ ",${a#--candidates=}," == *",ringmesh,"* ]] || WANT_RINGMESH=0 ;;
+        --candidates=*) [[ ",${a#--candidates=}," == *",ringmesh"* ]] || WANT_RINGMESH=0 ;;
         --ringmesh-bin=*) HAVE_BIN_ARG=1 ;;
     esac
     prev="$a"

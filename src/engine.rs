@@ -276,6 +276,8 @@ struct Signals {
     hup: Arc<AtomicBool>,
     /// SIGUSR2: binary upgrade.
     usr2: Arc<AtomicBool>,
+    /// SIGUSR1: reopen the access logs (after logrotate moved them).
+    usr1: Arc<AtomicBool>,
 }
 
 impl Signals {
@@ -288,7 +290,14 @@ impl Signals {
         signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())?;
         let usr2 = Arc::new(AtomicBool::new(false));
         signal_hook::flag::register(signal_hook::consts::SIGUSR2, usr2.clone())?;
-        Ok(Signals { term, hup, usr2 })
+        let usr1 = Arc::new(AtomicBool::new(false));
+        signal_hook::flag::register(signal_hook::consts::SIGUSR1, usr1.clone())?;
+        Ok(Signals {
+            term,
+            hup,
+            usr2,
+            usr1,
+        })
     }
 }
 
@@ -327,6 +336,10 @@ impl Control {
             if h.join().is_err() {
                 tracing::error!("a worker thread panicked");
             }
+        }
+        // Workers handed over their last access log lines as they stopped.
+        if !crate::accesslog::flush(Duration::from_secs(10)) {
+            tracing::warn!("access log writer did not finish in time; lines may be lost");
         }
         tracing::info!("stopped");
     }
@@ -475,6 +488,12 @@ impl Control {
                 monoio::spawn(async move {
                     let _ = up.run("SIGUSR2").await;
                 });
+            }
+            if signals
+                .as_ref()
+                .is_some_and(|s| s.usr1.swap(false, Ordering::SeqCst))
+            {
+                crate::accesslog::reopen();
             }
             let g = shared.generation();
             if g != generation {

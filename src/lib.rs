@@ -40,18 +40,22 @@
 //!   the per-connection data plane on top of it).
 //! - [`tls`]: TLS termination: certificates and SNI, the record layer over
 //!   pooled buffers (rustls unbuffered API), the TLS relay of tcp routes.
+//! - [`accesslog`]: access log lines (JSON, combined), per-worker buffers, the writer thread.
+//! - [`filter`]: per-route middleware chains (Pingora-style phases) and the built-ins.
 //! - [`engine`]: start-up and shutdown order.
 //! - [`control`]: the control thread's services: listeners, reload, API,
 //!   sd_notify, supervisor (backend processes, logs), health checks, dashboard.
 //! - [`cli`]: the CLI's API clients (`status`, `reload`, `logs`, `kill`): blocking, no runtime.
 //! - [`sys`]: the raw syscalls (splice, pipes, accept4, recv/send, affinity), each `unsafe` justified.
 
+pub mod accesslog;
 pub mod balance;
 pub mod cli;
 pub mod config;
 pub mod control;
 pub mod edge;
 pub mod engine;
+pub mod filter;
 pub mod http;
 pub mod proxy;
 pub mod route;

@@ -3,7 +3,9 @@
 //! File -> `serde_json::Value` -> [`validate::parse`] -> [`Snapshot`]. The data
 //! plane only ever sees snapshots.
 
+pub mod access_log;
 pub mod edge;
+pub mod middleware;
 pub mod snapshot;
 pub mod tls;
 pub mod validate;

@@ -187,6 +187,10 @@ pub struct Route {
     pub hsts: Option<String>,
     /// `proxy_protocol` and `sni`.
     pub edge: RouteEdge,
+    /// `access_log`: this route's override of the top-level log.
+    pub access_log: super::access_log::RouteLog,
+    /// `middleware`: the route's filter chain, in request order (http only).
+    pub middleware: Vec<super::middleware::Middleware>,
 }
 
 /// A listening address and the routes behind it (indices into `Snapshot::routes`).
@@ -235,6 +239,8 @@ pub struct Snapshot {
     pub limits: Limits,
     /// `upstream_keepalive`: the idle upstream connection pool.
     pub upstream_keepalive: UpstreamKeepalive,
+    /// `access_log`: the top-level access log (routes inherit it).
+    pub access_log: Option<super::access_log::AccessLog>,
     pub routes: Vec<Route>,
     pub listeners: Vec<ListenerSpec>,
 }

@@ -78,6 +78,7 @@ const TOP_FIELDS: &[&str] = &[
     "max_connections",
     "max_connections_per_ip",
     "upstream_keepalive",
+    "access_log",
 ];
 const UPSTREAM_KEEPALIVE_FIELDS: &[&str] = &["max_idle", "idle_timeout"];
 const ROUTE_FIELDS: &[&str] = &[
@@ -97,6 +98,8 @@ const ROUTE_FIELDS: &[&str] = &[
     "tls",
     "redirect_https",
     "hsts",
+    "access_log",
+    "middleware",
 ];
 const BACKEND_FIELDS: &[&str] = &[
     "name",
@@ -332,6 +335,7 @@ impl Validator {
             pipe_size: DEFAULT_PIPE_SIZE,
             limits: Limits::default(),
             upstream_keepalive: UpstreamKeepalive::default(),
+            access_log: None,
             routes: Vec::new(),
             listeners: Vec::new(),
         };
@@ -392,6 +396,8 @@ impl Validator {
             max_connections: self.limit(top, "", "max_connections"),
             max_connections_per_ip: self.limit(top, "", "max_connections_per_ip"),
         };
+        snap.access_log =
+            super::access_log::top(top.get("access_log"), "access_log", &mut self.errors);
         let listen_host: IpAddr = match self.string(top, "", "listen_host") {
             None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             Some(s) => match s.trim().parse() {
@@ -529,6 +535,17 @@ impl Validator {
             self.err(p, msg);
         }
         let edge = super::edge::route(m, &path, protocol, &mut self.errors);
+        let access_log = super::access_log::route(
+            m.get("access_log"),
+            &field_path(&path, "access_log"),
+            &mut self.errors,
+        );
+        let middleware = super::middleware::parse(
+            m.get("middleware"),
+            &field_path(&path, "middleware"),
+            protocol == Protocol::Http,
+            &mut self.errors,
+        );
 
         if self.errors.len() != before {
             return None;
@@ -549,6 +566,8 @@ impl Validator {
             redirect_https: tls.redirect_https,
             hsts: tls.hsts,
             edge,
+            access_log,
+            middleware,
         })
     }
 
@@ -835,6 +854,7 @@ impl Validator {
                     });
                 }
                 Some(&li) => {
+                    let first = &routes[out[li].routes[0]];
                     let others: Vec<&Route> = out[li].routes.iter().map(|&o| &routes[o]).collect();
                     let mut clash = super::edge::share(r, &others);
                     let by_host = clash.is_none() && r.protocol == Protocol::Http;

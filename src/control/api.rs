@@ -771,6 +771,7 @@ fn metrics(state: &ApiState) -> String {
     super::procs_api::metrics(&state.procs, &live, &mut out);
     crate::tls::counters::write_metrics(&live.snapshot.routes, &mut out);
     super::edge_metrics::metrics(&state.shared, &mut out);
+    crate::accesslog::metrics(&mut out);
     out
 }
 

@@ -267,12 +267,23 @@ impl Conn {
             Err(HeadFail::Gone) => return Outcome::Drop,
             Err(HeadFail::Timeout) => {
                 tracing::debug!(peer = %self.client.peer, "request head timeout");
+                let got = self.client.buf.len() as u64;
+                crate::accesslog::http::rejected(&self.ctx.log, live, self.client.peer, 408, got);
                 self.fail(408).await;
                 return Outcome::Drop;
             }
             Err(HeadFail::Bad(e)) => {
                 tracing::debug!(peer = %self.client.peer, "bad request head: {e}");
-                self.fail(e.request_status()).await;
+                let got = self.client.buf.len() as u64;
+                let status = e.request_status();
+                crate::accesslog::http::rejected(
+                    &self.ctx.log,
+                    live,
+                    self.client.peer,
+                    status,
+                    got,
+                );
+                self.fail(status).await;
                 return Outcome::Drop;
             }
         };

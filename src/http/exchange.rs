@@ -28,6 +28,7 @@ use super::respond;
 use super::response::{Down, DownEnd, DownError, Upload};
 use super::rewrite::{write_request, RequestRewrite};
 use super::upgrade::upgraded;
+use crate::filter::{Request, Verdict};
 
 /// Header fields kept per head (requests beyond it get 431, responses 502).
 pub const MAX_HEADERS: usize = 100;
@@ -58,6 +59,10 @@ pub(super) struct Scratch {
     /// Header spans of the head being handled: `MAX_HEADERS` long while an
     /// exchange runs, empty (no allocation) while the connection idles.
     pub spans: Vec<HeaderSpan>,
+    /// The access log line of the exchange being run (when one is logged).
+    pub log: crate::accesslog::Pending,
+    /// The route's middleware chain and its edits for this exchange.
+    pub filter: crate::filter::Exchange,
 }
 
 impl Scratch {
@@ -79,8 +84,39 @@ enum Rest {
 
 /// Runs one exchange for `head` (parsed from the start of `client.buf`).
 /// On `KeepAlive`, `client.buf` holds exactly the bytes after the request.
+///
+/// With an access log configured anywhere, the request's fields are noted
+/// first and one line is written when the exchange ends; without, this is
+/// one branch.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn run(
+    ctx: &WorkerCtx,
+    live: &Live,
+    spec: &ListenerSpec,
+    client: &mut Client,
+    s: &mut Scratch,
+    head: RequestHead,
+    guard: &mut ConnGuard,
+    closing: bool,
+) -> Outcome {
+    if !live.any_log {
+        let outcome = exchange(ctx, live, spec, client, s, head, guard, closing).await;
+        if let Some(chain) = s.filter.chain.take() {
+            chain.logging(s.log.status, &s.filter.edits);
+        }
+        return outcome;
+    }
+    crate::accesslog::http::begin(&mut s.log, &client.buf, &head, &s.spans);
+    let outcome = exchange(ctx, live, spec, client, s, head, guard, closing).await;
+    if let Some(chain) = s.filter.chain.take() {
+        chain.logging(s.log.status, &s.filter.edits);
+    }
+    crate::accesslog::http::end(&mut s.log, &ctx.log, live, client.peer);
+    outcome
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn exchange(
     ctx: &WorkerCtx,
     live: &Live,
     spec: &ListenerSpec,
@@ -98,7 +134,9 @@ pub(super) async fn run(
         return error(client, s, 501, "CONNECT is not supported here").await;
     }
     let host = head.host(&client.buf);
-    let Some(route_arc) = spec.hosts.lookup(host).and_then(|i| live.routes.get(i)) else {
+    let found = spec.hosts.lookup(host);
+    s.log.route = found;
+    let Some(route_arc) = found.and_then(|i| live.routes.get(i)) else {
         let shown = String::from_utf8_lossy(host.unwrap_or(b""));
         let detail = format!("no route for host {shown:?}");
         return error(client, s, 404, &detail).await;
@@ -128,6 +166,33 @@ pub(super) async fn run(
     guard.attach(route_arc);
     slot.requests.add(1);
     let t = route.cfg.timeouts;
+    if let Some(spec) = &route.chain {
+        let chain = ctx.filters.get(spec);
+        let f = &mut s.filter;
+        f.edits.clear();
+        let req = Request::new(
+            client.peer,
+            method,
+            head.path(&client.buf),
+            &client.buf,
+            head.headers(&s.spans),
+        );
+        let verdict = chain.request(&req, &mut f.edits);
+        if s.log.on && !f.edits.request_id.is_empty() {
+            s.log
+                .set(crate::accesslog::Field::RequestId, &f.edits.request_id);
+        }
+        if let Verdict::Respond(status) = verdict {
+            chain.response(status, &mut f.edits);
+            f.chain = Some(chain);
+            let keep = head.keep_alive
+                && !closing
+                && !ctx.stopping.is_set()
+                && matches!(head.framing, BodyFraming::None | BodyFraming::Length(0));
+            return answer(client, s, &head, status, keep, t.keepalive).await;
+        }
+        f.chain = Some(chain);
+    }
 
     // The body bytes that arrived with the head go out with it.
     let after_head = client.buf.get(head.head_len..).unwrap_or(&[]);
@@ -182,7 +247,15 @@ pub(super) async fn run(
             client_cert: client_subject.as_deref(),
         },
     );
+    if s.filter.chain.is_some() {
+        let e = &s.filter.edits;
+        crate::filter::edit::apply(&mut s.out, 0, e.request_removed(), &e.req_add);
+        if let Some(t) = e.new_target() {
+            crate::filter::edit::replace_target(&mut s.out, 0, t);
+        }
+    }
     let consumed = head.head_len + prefix;
+    s.log.bytes_in = consumed as u64;
     s.out
         .extend_from_slice(client.buf.get(head.head_len..consumed).unwrap_or(&[]));
     // The request head is copied out: from here on `client.buf` keeps only
@@ -199,6 +272,7 @@ pub(super) async fn run(
             .filter(|b| crate::edge::poolable(b.cfg.send_proxy))
             .and_then(|b| ctx.upstreams.take(b.cfg.addr, ctx.now_ms(), retryable))
     };
+    s.log.upstream_begins();
     let mut up = match connect::connect(route, slot, hash, now, pooled).await {
         Ok(u) => u,
         Err(e) => return connect_failed(client, s, route, slot, e).await,
@@ -212,6 +286,9 @@ pub(super) async fn run(
         client.dst,
         &mut s.out,
     );
+    if s.log.on {
+        s.log.upstream = route.backends.get(up.backend).map(|b| b.cfg.addr);
+    }
     if s.ubuf.capacity() == 0 {
         s.ubuf = ctx.bufs.take();
     }
@@ -270,6 +347,9 @@ pub(super) async fn run(
                     client.dst,
                     &mut s.out,
                 );
+                if s.log.on {
+                    s.log.upstream = route.backends.get(up.backend).map(|b| b.cfg.addr);
+                }
             }
             r => break r,
         }
@@ -379,6 +459,9 @@ async fn concurrent(
             _ => Outcome::Drop,
         };
     };
+    if let Some(Ok(n)) = upload {
+        s.log.bytes_in += n;
+    }
     let upload_ok = matches!(upload, Some(Ok(_)));
     match result {
         Ok(DownEnd::Done {
@@ -490,30 +573,93 @@ async fn down_failed(
 /// 503 with `Retry-After` for a route at its `max_connections`, then a
 /// lingering close (the connection is counted as refused, not as an error).
 async fn refuse(client: &mut Client, s: &mut Scratch, route: &str) -> Outcome {
+    s.log.status = 503;
     s.out.clear();
     let detail =
         format!("route {route:?}: connection limit reached (max_connections); retry later");
     respond::write_retry_later(&mut s.out, &detail);
-    send_and_close(client, &mut s.out).await
+    send_and_close(client, &mut s.out, &mut s.log).await
+}
+
+/// Writes a middleware's direct answer (`status`, its headers, a short
+/// text body). The connection stays open when `keep` (the request had no
+/// body), else closes after lingering.
+async fn answer(
+    client: &mut Client,
+    s: &mut Scratch,
+    head: &RequestHead,
+    status: u16,
+    keep: bool,
+    keepalive: Duration,
+) -> Outcome {
+    use std::io::Write as _;
+    s.log.status = status;
+    let reason = respond::reason(status);
+    // 204 has no body (a CORS preflight's answer).
+    let body = status != 204;
+    let out = &mut s.out;
+    out.clear();
+    let _ = write!(out, "HTTP/1.1 {status} {reason}\r\n");
+    if body {
+        let _ = write!(
+            out,
+            "Content-Type: text/plain\r\nContent-Length: {}\r\n",
+            reason.len() + 1
+        );
+    }
+    out.extend_from_slice(&s.filter.edits.answer_headers);
+    out.extend_from_slice(&s.filter.edits.resp_add);
+    if !keep {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    if body {
+        out.extend_from_slice(reason.as_bytes());
+        out.push(b'\n');
+    }
+    if !keep {
+        client.buf.clear();
+        return send_and_close(client, out, &mut s.log).await;
+    }
+    client.buf.drain(..head.head_len.min(client.buf.len()));
+    let len = out.len();
+    match Io::Ring(&mut client.stream, &client.cancel)
+        .write_all(out, 0..len, ERROR_WRITE_STALL)
+        .await
+    {
+        Ok(()) => {
+            s.log.bytes_out += len as u64;
+            Outcome::KeepAlive(keepalive)
+        }
+        Err(_) => Outcome::Drop,
+    }
 }
 
 /// Writes an error response (`detail` empty: the canned one) and asks for a
 /// lingering close.
 async fn error(client: &mut Client, s: &mut Scratch, status: u16, detail: &str) -> Outcome {
+    s.log.status = status;
     let out = &mut s.out;
     out.clear();
     match respond::canned(status) {
         Some(bytes) if detail.is_empty() => out.extend_from_slice(bytes),
         _ => respond::write_error(out, status, detail),
     }
-    send_and_close(client, out).await
+    send_and_close(client, out, &mut s.log).await
 }
 
 /// Writes a proxy-generated response in `out`; a lingering close follows.
-async fn send_and_close(client: &mut Client, out: &mut Vec<u8>) -> Outcome {
+async fn send_and_close(
+    client: &mut Client,
+    out: &mut Vec<u8>,
+    log: &mut crate::accesslog::Pending,
+) -> Outcome {
     let len = out.len();
     match client.io().write_all(out, 0..len, ERROR_WRITE_STALL).await {
-        Ok(()) => Outcome::Close,
+        Ok(()) => {
+            log.bytes_out += len as u64;
+            Outcome::Close
+        }
         Err(_) => Outcome::Drop,
     }
 }
@@ -530,7 +676,7 @@ async fn send_tls_edge(
     let keep = out.write(&mut s.out, head, &client.buf);
     let out_keepalive = out.keepalive;
     if !keep {
-        return send_and_close(client, &mut s.out).await;
+        return send_and_close(client, &mut s.out, &mut s.log).await;
     }
     client.buf.drain(..head.head_len.min(client.buf.len()));
     let len = s.out.len();

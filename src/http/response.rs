@@ -200,7 +200,7 @@ impl Down<'_> {
                             "closed before a complete response head",
                         )))
                     }
-                    Ok(_) => {}
+                    Ok(_) => s.log.first_byte(),
                     Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
                         // The response clock starts once the request is sent.
                         if upload.is_some_and(|u| u.get() == Upload::Running) {
@@ -253,7 +253,9 @@ impl Down<'_> {
                 // Bytes after the 101 already belong to the upgraded protocol.
                 s.out.extend_from_slice(s.ubuf.get(hl..).unwrap_or(&[]));
                 s.ubuf.clear();
+                s.log.status = 101;
                 self.send(client, &mut s.out, true).await?;
+                s.log.bytes_out += s.out.len() as u64;
                 return Ok(DownEnd::Upgraded);
             }
             return self.final_response(s, client, up, &head, upload).await;
@@ -346,10 +348,17 @@ impl Down<'_> {
             s.out.extend_from_slice(v.as_bytes());
             s.out.extend_from_slice(b"\r\n\r\n");
         }
+        if let Some(chain) = &s.filter.chain {
+            let e = &mut s.filter.edits;
+            chain.response(head.status, e);
+            crate::filter::edit::apply(&mut s.out, 0, e.response_removed(), &e.resp_add);
+        }
         s.out
             .extend_from_slice(s.ubuf.get(hl..hl + prefix).unwrap_or(&[]));
         let mut leftover = avail - prefix;
+        s.log.status = head.status;
         self.send(client, &mut s.out, true).await?;
+        s.log.bytes_out += s.out.len() as u64;
 
         let mut pipe = Pipe {
             pipes: &self.ctx.pipes,
@@ -368,7 +377,10 @@ impl Down<'_> {
             BodyRest::UntilClose => pipe.until_close().await,
         };
         match moved {
-            Ok(n) => self.slot.bytes_out.add(n),
+            Ok(n) => {
+                self.slot.bytes_out.add(n);
+                s.log.bytes_out += n;
+            }
             Err(BodyError::Dst(e)) => return Err(DownError::Client(e)),
             Err(e) => return Err(DownError::Backend(e)),
         }

@@ -41,34 +41,49 @@ pub(super) async fn upgraded(
     for b in [&mut client.buf, &mut s.ubuf, &mut s.out] {
         ctx.bufs.put(std::mem::take(b));
     }
-    let meter = ConnMeter { ctx, slot };
-    if let Some(tls) = &client.tls {
+    let counted: [std::cell::Cell<u64>; 2] = Default::default();
+    let meter = ConnMeter {
+        ctx,
+        slot,
+        counted: s.log.on.then_some(&counted),
+    };
+    let reason = if let Some(tls) = &client.tls {
         // A TLS client: the tunnel decrypts and encrypts instead of splicing.
         tls.borrow_mut().release();
         match crate::tls::relay::relay(&meter, &client.stream, tls, &up.stream, t.idle).await {
-            Ok(()) => {}
+            Ok(()) => "closed",
             Err(crate::tls::relay::RelayEnd::Backend(e)) => {
                 slot.errors.add(1);
                 tracing::debug!(route = %route.cfg.name, peer = %client.peer, "upgraded backend side: {e}");
+                "backend_error"
             }
+            Err(crate::tls::relay::RelayEnd::Idle) => "idle_timeout",
             Err(e) => {
                 tracing::debug!(route = %route.cfg.name, peer = %client.peer, "upgraded TLS client: {e:?}");
+                "client_error"
             }
         }
-        return Outcome::Drop;
-    }
-    match tunnel(&ctx.pipes, &meter, &client.stream, &up.stream, t.idle).await {
-        Ok(_) => {}
-        Err(TunnelEnd::Idle) => {
-            tracing::debug!(route = %route.cfg.name, peer = %client.peer, "upgraded connection idle, closing");
+    } else {
+        match tunnel(&ctx.pipes, &meter, &client.stream, &up.stream, t.idle).await {
+            Ok(_) => "closed",
+            Err(TunnelEnd::Idle) => {
+                tracing::debug!(route = %route.cfg.name, peer = %client.peer, "upgraded connection idle, closing");
+                "idle_timeout"
+            }
+            Err(TunnelEnd::Client(e)) => {
+                tracing::debug!(route = %route.cfg.name, peer = %client.peer, "upgraded client side: {e}");
+                "client_error"
+            }
+            Err(TunnelEnd::Backend(e)) => {
+                slot.errors.add(1);
+                tracing::debug!(route = %route.cfg.name, peer = %client.peer, "upgraded backend side: {e}");
+                "backend_error"
+            }
         }
-        Err(TunnelEnd::Client(e)) => {
-            tracing::debug!(route = %route.cfg.name, peer = %client.peer, "upgraded client side: {e}");
-        }
-        Err(TunnelEnd::Backend(e)) => {
-            slot.errors.add(1);
-            tracing::debug!(route = %route.cfg.name, peer = %client.peer, "upgraded backend side: {e}");
-        }
-    }
+    };
+    // The access log line of an upgraded exchange covers its tunnel.
+    s.log.close_reason = Some(reason);
+    s.log.bytes_in += counted[0].get();
+    s.log.bytes_out += counted[1].get();
     Outcome::Drop
 }

@@ -4,7 +4,12 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use std::cell::Cell;
+
 use monoio::net::TcpStream;
+use monoio::time::Instant;
+
+use crate::accesslog::{Kind, Record};
 
 use crate::balance::client_hash;
 use crate::edge::{self, Preamble};
@@ -18,6 +23,9 @@ use crate::worker::WorkerCtx;
 pub(crate) struct ConnMeter<'a> {
     pub(crate) ctx: &'a WorkerCtx,
     pub(crate) slot: &'a RouteSlot,
+    /// The connection's own counts (client -> backend, backend -> client),
+    /// kept only when its access log line needs them.
+    pub(crate) counted: Option<&'a [Cell<u64>; 2]>,
 }
 
 impl Meter for ConnMeter<'_> {
@@ -31,6 +39,10 @@ impl Meter for ConnMeter<'_> {
             self.slot.bytes_in.add(n);
         } else {
             self.slot.bytes_out.add(n);
+        }
+        if let Some(c) = self.counted {
+            let i = usize::from(!up);
+            c[i].set(c[i].get() + n);
         }
     }
     #[inline]
@@ -56,7 +68,42 @@ pub async fn serve_with(
     let Some(slot) = route.slots.get(ctx.id) else {
         return;
     };
-    let meter = ConnMeter { ctx: &ctx, slot };
+    // Access log: the start time and byte counts, only when the route logs.
+    let counted: [Cell<u64>; 2] = Default::default();
+    let started = route.log.map(|_| Instant::now());
+    let meter = ConnMeter {
+        ctx: &ctx,
+        slot,
+        counted: route.log.map(|_| &counted),
+    };
+    let log = |reason: &str, upstream: Option<SocketAddr>| {
+        if let (Some(sink), Some(t)) = (route.log, started) {
+            ctx.log.write(
+                sink,
+                &Record {
+                    time_ms: crate::accesslog::wall_ms(),
+                    kind: Kind::Tcp,
+                    route: &route.cfg.name,
+                    client: peer,
+                    method: b"",
+                    target: b"",
+                    protocol: "tcp",
+                    status: 0,
+                    bytes_in: counted[0].get(),
+                    bytes_out: counted[1].get(),
+                    duration_us: t.elapsed().as_micros() as u64,
+                    upstream,
+                    upstream_ttfb_us: None,
+                    request_id: None,
+                    user_agent: None,
+                    referer: None,
+                    tls_version: None,
+                    sni: None,
+                    close_reason: Some(reason),
+                },
+            );
+        }
+    };
     // A TLS route: handshake first (no backend connection for a client that
     // never completes one), then relay through the record layer.
     let tls = match &route.cfg.tls {
@@ -77,6 +124,7 @@ pub async fn serve_with(
                 Err(e) => {
                     acc.counters.failed(e.reason());
                     tracing::debug!(route = %route.cfg.name, %peer, "TLS handshake failed: {e}");
+                    log("tls_handshake_failed", None);
                     return;
                 }
             }
@@ -101,6 +149,7 @@ pub async fn serve_with(
                 ctx.pause_accepting(&e, crate::worker::UPSTREAM_SHORTAGE_PAUSE);
             }
             tracing::debug!(route = %route.cfg.name, %peer, "no backend: {e}");
+            log("no_backend", None);
             return;
         }
     };
@@ -118,10 +167,14 @@ pub async fn serve_with(
         if let Err(e) = Box::pin(start).await {
             slot.errors.add(1);
             tracing::debug!(route = %route.cfg.name, %peer, "backend side: {e}");
+            log(
+                "backend_error",
+                route.backends.get(upstream.backend).map(|b| b.cfg.addr),
+            );
             return;
         }
     }
-    if let Some(tls) = &tls {
+    let reason = if let Some(tls) = &tls {
         match Box::pin(crate::tls::relay::relay(
             &meter,
             &client,
@@ -131,12 +184,17 @@ pub async fn serve_with(
         ))
         .await
         {
-            Ok(()) => {}
+            Ok(()) => "closed",
+            Err(crate::tls::relay::RelayEnd::Idle) => "idle_timeout",
             Err(crate::tls::relay::RelayEnd::Backend(e)) => {
                 slot.errors.add(1);
                 tracing::debug!(route = %route.cfg.name, %peer, "backend side: {e}");
+                "backend_error"
             }
-            Err(e) => tracing::debug!(route = %route.cfg.name, %peer, "TLS client side: {e:?}"),
+            Err(e) => {
+                tracing::debug!(route = %route.cfg.name, %peer, "TLS client side: {e:?}");
+                "client_error"
+            }
         }
     } else {
         match tunnel(
@@ -148,19 +206,26 @@ pub async fn serve_with(
         )
         .await
         {
-            Ok(_) => {}
+            Ok(_) => "closed",
             Err(TunnelEnd::Idle) => {
                 tracing::debug!(route = %route.cfg.name, %peer, "idle timeout, closing");
+                "idle_timeout"
             }
             Err(TunnelEnd::Client(e)) => {
                 tracing::debug!(route = %route.cfg.name, %peer, "client side: {e}");
+                "client_error"
             }
             Err(TunnelEnd::Backend(e)) => {
                 slot.errors.add(1);
                 tracing::debug!(route = %route.cfg.name, %peer, "backend side: {e}");
+                "backend_error"
             }
         }
-    }
+    };
+    log(
+        reason,
+        route.backends.get(upstream.backend).map(|b| b.cfg.addr),
+    );
     // Two fds freed: if accepting paused for lack of fds, it may go on.
     drop(upstream);
     drop(client);

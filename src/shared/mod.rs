@@ -232,6 +232,10 @@ pub struct LiveRoute {
     pub backends: Vec<LiveBackend>,
     /// One slot per worker.
     pub slots: Box<[Padded<RouteSlot>]>,
+    /// Where this route's access log lines go (None: no log).
+    pub log: Option<crate::accesslog::Sink>,
+    /// The route's middleware (None: none, the plain fast path).
+    pub chain: Option<Arc<crate::filter::ChainSpec>>,
 }
 
 impl LiveRoute {
@@ -258,6 +262,10 @@ pub struct Live {
     pub routes: Vec<Arc<LiveRoute>>,
     /// Listener address -> index into `snapshot.listeners`.
     pub by_listen: HashMap<SocketAddr, usize>,
+    /// The top-level access log (requests no route matched go there).
+    pub log: Option<crate::accesslog::Sink>,
+    /// Some route, or the top level, has an access log.
+    pub any_log: bool,
 }
 
 impl Live {
@@ -266,7 +274,7 @@ impl Live {
     /// match and both have a `cmd` or both have none (a running process keeps
     /// running across a reload; the supervisor matches it by this state).
     pub fn build(snapshot: Snapshot, workers: usize, prev: Option<&Live>) -> Live {
-        let routes = snapshot
+        let routes: Vec<Arc<LiveRoute>> = snapshot
             .routes
             .iter()
             .map(|r| {
@@ -316,10 +324,16 @@ impl Live {
                     }
                     _ => (0..workers).map(|_| Padded::default()).collect(),
                 };
+                let log = r
+                    .access_log
+                    .resolve(snapshot.access_log.as_ref())
+                    .map(|l| crate::accesslog::Sink::new(&l.dest, l.format));
                 Arc::new(LiveRoute {
                     cfg: r.clone(),
                     backends,
                     slots,
+                    log,
+                    chain: crate::filter::ChainSpec::build(&r.middleware),
                 })
             })
             .collect();
@@ -329,10 +343,17 @@ impl Live {
             .enumerate()
             .map(|(i, l)| (l.addr, i))
             .collect();
+        let log = snapshot
+            .access_log
+            .as_ref()
+            .map(|l| crate::accesslog::Sink::new(&l.dest, l.format));
+        let any_log = log.is_some() || routes.iter().any(|r: &Arc<LiveRoute>| r.log.is_some());
         Live {
             snapshot,
             routes,
             by_listen,
+            log,
+            any_log,
         }
     }
 }

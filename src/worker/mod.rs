@@ -155,6 +155,10 @@ pub struct WorkerCtx {
     /// Set when the worker starts draining: keep-alive connections finish
     /// their current request and close.
     pub stopping: LocalEvent,
+    /// This worker's access log buffers.
+    pub log: crate::accesslog::WorkerLog,
+    /// This worker's middleware chains, built on first use per snapshot.
+    pub filters: crate::filter::WorkerChains,
     now: Cell<u64>,
     active: Cell<usize>,
     pressure_logged_ms: Cell<u64>,
@@ -252,6 +256,8 @@ impl WorkerCtx {
         self.now.set(now);
         self.timers.fire(now);
         self.upstreams.sweep(now);
+        // Lines at most one tick old reach the writer.
+        self.log.flush();
         let (g, live, socks) = self.shared.pick_up(self.id, self.generation.get())?;
         self.generation.set(g);
         *self.live.borrow_mut() = live;
@@ -454,6 +460,8 @@ async fn run(
         bufs: BufPool::new(64),
         upstreams: UpstreamPool::default(),
         stopping: LocalEvent::default(),
+        log: crate::accesslog::WorkerLog::default(),
+        filters: crate::filter::WorkerChains::default(),
         now: Cell::new(epoch_ms()),
         active: Cell::new(0),
         pressure_logged_ms: Cell::new(0),
@@ -492,6 +500,7 @@ async fn run(
             "grace period over, closing open connections"
         );
     }
+    ctx.log.flush();
 }
 
 #[cfg(test)]
