@@ -247,7 +247,7 @@ fn resumption(io: &str) {
     let b = mirror();
     let (api, port) = (free_port(), free_port());
     let tls = format!(r#"{{"certificates": [{}]}}"#, pki.cert("a"));
-    let _rm = Ringmesh::start(
+    let rm = Ringmesh::start(
         &http_tls_config(api, port, b.port, &tls, ""),
         io,
         &[port, api],
@@ -289,6 +289,32 @@ fn resumption(io: &str) {
         assert!(reused >= 8, "{v}: only {reused}/10 reconnects resumed");
     }
     assert!(tls_counter(api, "handshakes_resumed") >= 16);
+    // A reload keeps the ticket keys and the session cache: sessions from
+    // before it still resume.
+    let generation = status(api)["generation"].as_u64().unwrap();
+    rm.signal(libc::SIGHUP);
+    assert!(wait_until(Duration::from_secs(10), || {
+        status(api)["generation"].as_u64().unwrap() > generation
+    }));
+    for v in ["-tls1_2", "-tls1_3"] {
+        let sess = pki.p(&format!("sess{v}.pem"));
+        let resumed = (0..3).any(|_| {
+            s_client(
+                port,
+                &[
+                    v,
+                    "-servername",
+                    "a.example.com",
+                    "-ign_eof",
+                    "-sess_in",
+                    &sess,
+                ],
+                GET,
+            )
+            .contains("Reused, TLS")
+        });
+        assert!(resumed, "{v}: no resumption after a reload");
+    }
 }
 
 /// A shared port: the first route carries `tls` for both; a request whose
