@@ -435,6 +435,14 @@ fn bad_input(io: &str) {
     // Still serving.
     let (ok, out) = curl(&pki, port, "a.example.com", &[]);
     assert!(ok, "{out}");
+    let metrics = support::api::get(api, "/metrics").body;
+    let timeouts = tls_counter(api, "timeout");
+    assert!(
+        metrics.contains(&format!(
+            "ringmesh_tls_handshake_failures_total{{route=\"web\",reason=\"timeout\"}} {timeouts}"
+        )) && metrics.contains("ringmesh_tls_handshakes_total{route=\"web\",kind=\"full\"}"),
+        "{metrics}"
+    );
 }
 
 /// Reload re-reads certificate files: new handshakes get the new
