@@ -593,7 +593,68 @@ with socket.create_connection(("127.0.0.1", {port}), timeout=20) as s:
     assert_eq!(r.header("location"), Some("https://a.example.com/x?y=1"));
 }
 
+/// 20 certificate reloads (the certificate changes each time) during an
+/// HTTPS wrk run, half of it on new connections: no error, no failed request.
+fn reloads_under_load(io: &str) {
+    let pki = Pki::new();
+    let b = mirror();
+    let (api, port) = (free_port(), free_port());
+    let (cert, key) = (pki.p("live.pem"), pki.p("live.key"));
+    std::fs::copy(pki.path("a.pem"), &cert).unwrap();
+    std::fs::copy(pki.path("a.key"), &key).unwrap();
+    let tls = format!(r#"{{"certificates": [{{"cert": "{cert}", "key": "{key}"}}]}}"#);
+    let rm = Ringmesh::start(
+        &http_tls_config(api, port, b.port, &tls, ""),
+        io,
+        &[port, api],
+    );
+    let url = format!("https://127.0.0.1:{port}/");
+    let wrk = |extra: &'static [&'static str]| {
+        let url = url.clone();
+        std::thread::spawn(move || {
+            let mut args = vec!["-t1", "-c8", "-d8s", "--timeout", "5s"];
+            args.extend_from_slice(extra);
+            args.push(&url);
+            run(Command::new("wrk").args(&args))
+        })
+    };
+    let keepalive = wrk(&[]);
+    let fresh = wrk(&["-H", "Connection: close"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let g0 = status(api)["generation"].as_u64().unwrap();
+    for i in 0..20 {
+        let name = if i % 2 == 0 { "b" } else { "a" };
+        std::fs::copy(pki.path(&format!("{name}.pem")), &cert).unwrap();
+        std::fs::copy(pki.path(&format!("{name}.key")), &key).unwrap();
+        rm.signal(libc::SIGHUP);
+        let want = g0 + i + 1;
+        assert!(wait_until(Duration::from_secs(10), || {
+            status(api)["generation"].as_u64().unwrap() >= want
+        }));
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    for (what, h) in [("keep-alive", keepalive), ("new connections", fresh)] {
+        let (ok, out) = h.join().unwrap();
+        assert!(ok, "wrk {what}: {out}");
+        assert!(
+            !out.contains("Socket errors") && !out.contains("Non-2xx"),
+            "wrk {what}: {out}\n{}",
+            rm.logs()
+        );
+        let n: u64 = out
+            .lines()
+            .find(|l| l.contains("requests in"))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        assert!(n > 20, "wrk {what}: {out}");
+    }
+    // The last reload installed certificate a.
+    assert!(served_cn(port, None).contains("CN = a.example.com"));
+}
+
 both_drivers!(
+    reloads_under_load,
     sni_and_clients,
     resumption,
     shared_port_421,
