@@ -6,171 +6,12 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::http::http_backend;
+use support::pki::{run, Pki};
 use support::*;
-
-/// Runs a command, returns (success, stdout + stderr).
-fn run(cmd: &mut Command) -> (bool, String) {
-    let out = cmd.stdin(Stdio::null()).output().expect("spawn");
-    let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
-    s.push_str(&String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), s)
-}
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let (ok, out) = run(Command::new("openssl").current_dir(dir).args(args));
-    assert!(ok, "openssl {args:?}: {out}");
-}
-
-/// A test PKI in a temp dir.
-struct Pki {
-    dir: tempfile::TempDir,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        openssl(
-            d,
-            &[
-                "ecparam",
-                "-name",
-                "prime256v1",
-                "-genkey",
-                "-noout",
-                "-out",
-                "ca.key",
-            ],
-        );
-        openssl(
-            d,
-            &[
-                "req",
-                "-x509",
-                "-new",
-                "-key",
-                "ca.key",
-                "-subj",
-                "/CN=ringmesh test CA",
-                "-days",
-                "30",
-                "-out",
-                "ca.pem",
-            ],
-        );
-        let pki = Pki { dir };
-        pki.leaf("a", "a.example.com", &["a.example.com"], "ec8", 30);
-        pki.leaf("b", "b.example.com", &["b.example.com"], "rsa1", 30);
-        pki.leaf("w", "wild", &["*.wild.test"], "sec1", 30);
-        pki.leaf("client", "client-one", &[], "ec8", 30);
-        pki
-    }
-
-    fn path(&self, f: &str) -> PathBuf {
-        self.dir.path().join(f)
-    }
-
-    fn p(&self, f: &str) -> String {
-        self.path(f).display().to_string()
-    }
-
-    /// `name.key` (kind: ec8 = PKCS#8 ECDSA, rsa1 = PKCS#1 RSA, sec1 = SEC1
-    /// ECDSA) and `name.pem` (leaf + CA chain).
-    fn leaf(&self, name: &str, cn: &str, sans: &[&str], kind: &str, days: u32) {
-        let d = self.dir.path();
-        let key = format!("{name}.key");
-        match kind {
-            "ec8" => openssl(
-                d,
-                &[
-                    "genpkey",
-                    "-algorithm",
-                    "EC",
-                    "-pkeyopt",
-                    "ec_paramgen_curve:P-256",
-                    "-out",
-                    &key,
-                ],
-            ),
-            "rsa1" => openssl(d, &["genrsa", "-traditional", "-out", &key, "2048"]),
-            "sec1" => openssl(
-                d,
-                &[
-                    "ecparam",
-                    "-name",
-                    "prime256v1",
-                    "-genkey",
-                    "-noout",
-                    "-out",
-                    &key,
-                ],
-            ),
-            _ => unreachable!(),
-        }
-        let csr = format!("{name}.csr");
-        openssl(
-            d,
-            &[
-                "req",
-                "-new",
-                "-key",
-                &key,
-                "-subj",
-                &format!("/CN={cn}/O=ringmesh"),
-                "-out",
-                &csr,
-            ],
-        );
-        let ext = format!("{name}.ext");
-        let mut e = String::new();
-        if !sans.is_empty() {
-            let list: Vec<String> = sans.iter().map(|s| format!("DNS:{s}")).collect();
-            e.push_str(&format!("subjectAltName={}\n", list.join(",")));
-        }
-        e.push_str("basicConstraints=CA:FALSE\n");
-        std::fs::write(d.join(&ext), e).unwrap();
-        let crt = format!("{name}.crt");
-        openssl(
-            d,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                &days.to_string(),
-                "-extfile",
-                &ext,
-                "-out",
-                &crt,
-            ],
-        );
-        let chain = [
-            std::fs::read(d.join(&crt)).unwrap(),
-            std::fs::read(d.join("ca.pem")).unwrap(),
-        ]
-        .concat();
-        std::fs::write(d.join(format!("{name}.pem")), chain).unwrap();
-    }
-
-    fn cert(&self, name: &str) -> String {
-        format!(
-            r#"{{"cert": "{}", "key": "{}"}}"#,
-            self.p(&format!("{name}.pem")),
-            self.p(&format!("{name}.key"))
-        )
-    }
-}
 
 /// A backend answering with what it saw: Host, X-Forwarded-Proto and
 /// X-Client-Cert-Subject, and the request body length.
@@ -406,7 +247,7 @@ fn resumption(io: &str) {
     let b = mirror();
     let (api, port) = (free_port(), free_port());
     let tls = format!(r#"{{"certificates": [{}]}}"#, pki.cert("a"));
-    let _rm = Ringmesh::start(
+    let rm = Ringmesh::start(
         &http_tls_config(api, port, b.port, &tls, ""),
         io,
         &[port, api],
@@ -448,6 +289,32 @@ fn resumption(io: &str) {
         assert!(reused >= 8, "{v}: only {reused}/10 reconnects resumed");
     }
     assert!(tls_counter(api, "handshakes_resumed") >= 16);
+    // A reload keeps the ticket keys and the session cache: sessions from
+    // before it still resume.
+    let generation = status(api)["generation"].as_u64().unwrap();
+    rm.signal(libc::SIGHUP);
+    assert!(wait_until(Duration::from_secs(10), || {
+        status(api)["generation"].as_u64().unwrap() > generation
+    }));
+    for v in ["-tls1_2", "-tls1_3"] {
+        let sess = pki.p(&format!("sess{v}.pem"));
+        let resumed = (0..3).any(|_| {
+            s_client(
+                port,
+                &[
+                    v,
+                    "-servername",
+                    "a.example.com",
+                    "-ign_eof",
+                    "-sess_in",
+                    &sess,
+                ],
+                GET,
+            )
+            .contains("Reused, TLS")
+        });
+        assert!(resumed, "{v}: no resumption after a reload");
+    }
 }
 
 /// A shared port: the first route carries `tls` for both; a request whose
@@ -568,6 +435,14 @@ fn bad_input(io: &str) {
     // Still serving.
     let (ok, out) = curl(&pki, port, "a.example.com", &[]);
     assert!(ok, "{out}");
+    let metrics = support::api::get(api, "/metrics").body;
+    let timeouts = tls_counter(api, "timeout");
+    assert!(
+        metrics.contains(&format!(
+            "ringmesh_tls_handshake_failures_total{{route=\"web\",reason=\"timeout\"}} {timeouts}"
+        )) && metrics.contains("ringmesh_tls_handshakes_total{route=\"web\",kind=\"full\"}"),
+        "{metrics}"
+    );
 }
 
 /// Reload re-reads certificate files: new handshakes get the new
@@ -718,7 +593,68 @@ with socket.create_connection(("127.0.0.1", {port}), timeout=20) as s:
     assert_eq!(r.header("location"), Some("https://a.example.com/x?y=1"));
 }
 
+/// 20 certificate reloads (the certificate changes each time) during an
+/// HTTPS wrk run, half of it on new connections: no error, no failed request.
+fn reloads_under_load(io: &str) {
+    let pki = Pki::new();
+    let b = mirror();
+    let (api, port) = (free_port(), free_port());
+    let (cert, key) = (pki.p("live.pem"), pki.p("live.key"));
+    std::fs::copy(pki.path("a.pem"), &cert).unwrap();
+    std::fs::copy(pki.path("a.key"), &key).unwrap();
+    let tls = format!(r#"{{"certificates": [{{"cert": "{cert}", "key": "{key}"}}]}}"#);
+    let rm = Ringmesh::start(
+        &http_tls_config(api, port, b.port, &tls, ""),
+        io,
+        &[port, api],
+    );
+    let url = format!("https://127.0.0.1:{port}/");
+    let wrk = |extra: &'static [&'static str]| {
+        let url = url.clone();
+        std::thread::spawn(move || {
+            let mut args = vec!["-t1", "-c8", "-d8s", "--timeout", "5s"];
+            args.extend_from_slice(extra);
+            args.push(&url);
+            run(Command::new("wrk").args(&args))
+        })
+    };
+    let keepalive = wrk(&[]);
+    let fresh = wrk(&["-H", "Connection: close"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let g0 = status(api)["generation"].as_u64().unwrap();
+    for i in 0..20 {
+        let name = if i % 2 == 0 { "b" } else { "a" };
+        std::fs::copy(pki.path(&format!("{name}.pem")), &cert).unwrap();
+        std::fs::copy(pki.path(&format!("{name}.key")), &key).unwrap();
+        rm.signal(libc::SIGHUP);
+        let want = g0 + i + 1;
+        assert!(wait_until(Duration::from_secs(10), || {
+            status(api)["generation"].as_u64().unwrap() >= want
+        }));
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    for (what, h) in [("keep-alive", keepalive), ("new connections", fresh)] {
+        let (ok, out) = h.join().unwrap();
+        assert!(ok, "wrk {what}: {out}");
+        assert!(
+            !out.contains("Socket errors") && !out.contains("Non-2xx"),
+            "wrk {what}: {out}\n{}",
+            rm.logs()
+        );
+        let n: u64 = out
+            .lines()
+            .find(|l| l.contains("requests in"))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        assert!(n > 20, "wrk {what}: {out}");
+    }
+    // The last reload installed certificate a.
+    assert!(served_cn(port, None).contains("CN = a.example.com"));
+}
+
 both_drivers!(
+    reloads_under_load,
     sni_and_clients,
     resumption,
     shared_port_421,

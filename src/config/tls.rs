@@ -252,5 +252,22 @@ mod tests {
             got[0].starts_with(r#"routes."8443".tls.certificates[0].cert: cannot read certificate /nonexistent/c.pem"#),
             "{got:?}"
         );
+        // A chain that does not parse, a key file with no key: each names its field.
+        let dir = tempfile::tempdir().unwrap();
+        let bad = "-----BEGIN CERTIFICATE-----\nMIIBnotDER==\n-----END CERTIFICATE-----\n";
+        std::fs::write(dir.path().join("c.pem"), bad).unwrap();
+        std::fs::write(dir.path().join("k.pem"), "not a key\n").unwrap();
+        let text = format!(
+            r#"{{"routes": {{"8443": {{"tls": {{"certificates": [{{"cert": "c.pem", "key": "k.pem"}}]}}, {b}}}}}}}"#
+        );
+        let got = match crate::config::parse_in(&text, dir.path()) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
+        };
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(
+            got[0].starts_with(r#"routes."8443".tls.certificates[0].cert: "#),
+            "{got:?}"
+        );
     }
 }

@@ -9,8 +9,10 @@
 //! The data plane: [`conn`] (a client connection: head reads, limits,
 //! keep-alive, lingering close), `exchange` (one request/response: route,
 //! upstream, request body, errors), `response` (heads, 1xx, response body),
-//! `upgrade` (101 -> tunnel), [`body`] (splice and chunked pass-through),
-//! [`io`] (reads/writes with deadlines on io_uring or readiness),
+//! `upgrade` (101 -> tunnel), `tls_edge` (421, redirect to https, client
+//! certificate subject), [`body`] (splice and chunked pass-through; copies
+//! through a record buffer when the client speaks TLS),
+//! [`io`] (reads/writes with deadlines on io_uring, readiness, or TLS),
 //! [`upstream`] (the per-worker idle connection pool), [`buf`] (the
 //! per-worker buffer pool).
 

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 pub mod api;
 pub mod http;
+pub mod pki;
 pub mod procs;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_ringmesh");

@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# HTTPS termination side by side: ringmesh, nginx and HAProxy each terminate
+# TLS 1.3 with the same ECDSA P-256 certificate on CPU 0 (one worker / thread)
+# in front of one nginx backend on CPU 1; wrk (HTTPS keep-alive, 32
+# connections) runs on CPU 1. Prints proxy CPU time per request from
+# /proc/<pid>/stat (user + system), the steadiest figure on a shared machine.
+#
+#   bench/https.sh [--bin target/release/ringmesh] [--duration 8] [--reps 2]
+#
+# Cases: small body (12 bytes) and 64 KiB, both keep-alive. Every process this
+# script starts is stopped by PID on exit. Needs: nginx, haproxy, wrk, openssl.
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+BIN="$HERE/../target/release/ringmesh"
+DUR=8
+REPS=2
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --bin) BIN="$2"; shift 2 ;;
+        --duration) DUR="$2"; shift 2 ;;
+        --reps) REPS="$2"; shift 2 ;;
+        *) echo "unknown option $1" >&2; exit 2 ;;
+    esac
+done
+export PATH="$PATH:/usr/sbin:/sbin"
+[ -x "$BIN" ] || { echo "no ringmesh binary at $BIN (cargo build --release)" >&2; exit 1; }
+T="$(mktemp -d)"
+# nginx workers run as an unprivileged user: they must read the body files.
+chmod 755 "$T"
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    rm -rf "$T"
+}
+trap cleanup EXIT
+
+BACK=28181 RM=28443 NG=28444 HP=28445
+cd "$T"
+openssl ecparam -name prime256v1 -genkey -noout -out ca.key 2>/dev/null
+openssl req -x509 -new -key ca.key -subj /CN=bench-ca -days 2 -out ca.pem 2>/dev/null
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out key.pem 2>/dev/null
+openssl req -new -key key.pem -subj /CN=localhost -out c.csr 2>/dev/null
+printf "subjectAltName=DNS:localhost,IP:127.0.0.1\n" > c.ext
+openssl x509 -req -in c.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile c.ext -out c.crt 2>/dev/null
+cat c.crt ca.pem > cert.pem
+cat cert.pem key.pem > haproxy.pem
+mkdir -m 755 www && head -c 65536 /dev/urandom > www/64k && chmod 644 www/64k
+
+cat > backend.conf <<EOF
+worker_processes 1; daemon off; pid $T/backend.pid; error_log $T/backend.err;
+events { worker_connections 4096; }
+http { access_log off;
+  server { listen 127.0.0.1:$BACK; location / { return 200 "hello world\n"; } location /64k { root $T/www; } } }
+EOF
+cat > front.conf <<EOF
+worker_processes 1; daemon off; pid $T/front.pid; error_log $T/front.err;
+events { worker_connections 4096; }
+http { access_log off;
+  upstream b { server 127.0.0.1:$BACK; keepalive 64; }
+  server { listen 127.0.0.1:$NG ssl; ssl_certificate $T/cert.pem; ssl_certificate_key $T/key.pem;
+    ssl_protocols TLSv1.3; ssl_session_cache shared:S:10m;
+    location / { proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
+EOF
+cat > haproxy.cfg <<EOF
+global
+  nbthread 1
+  ssl-default-bind-options ssl-min-ver TLSv1.3
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+frontend f
+  bind 127.0.0.1:$HP ssl crt $T/haproxy.pem
+  default_backend b
+backend b
+  http-reuse always
+  server s 127.0.0.1:$BACK
+EOF
+cat > ringmesh.json <<EOF
+{"listen_host": "127.0.0.1", "workers": 1,
+ "routes": {"$RM": {"name": "web", "tls": {"certificates": [{"cert": "cert.pem", "key": "key.pem"}], "min_version": "1.3"},
+   "backends": [{"name": "b", "internal_host": "127.0.0.1", "internal_port": "$BACK"}]}}}
+EOF
+
+taskset -c 1 nginx -c "$T/backend.conf" >/dev/null 2>&1 & PIDS+=($!)
+taskset -c 0 nginx -c "$T/front.conf" >/dev/null 2>&1 & PIDS+=($!)
+taskset -c 0 haproxy -f "$T/haproxy.cfg" >/dev/null 2>&1 & PIDS+=($!)
+HAP=$!
+taskset -c 0 "$BIN" run --config "$T/ringmesh.json" --log warn >"$T/ringmesh.log" 2>&1 </dev/null & PIDS+=($!)
+RMPID=$!
+sleep 2
+NGW=$(pgrep -P "$(cat "$T/front.pid")" | head -1)
+
+# measure LABEL PORT PID PATH
+measure() {
+    taskset -c 1 wrk -t1 -c32 -d2s "https://127.0.0.1:$2$4" >/dev/null
+    local t0 t1 out req
+    t0=$(awk '{print $14+$15}' "/proc/$3/stat")
+    out=$(taskset -c 1 wrk -t1 -c32 -d"${DUR}s" "https://127.0.0.1:$2$4")
+    t1=$(awk '{print $14+$15}' "/proc/$3/stat")
+    req=$(echo "$out" | awk '/requests in/ {print $1}')
+    local tck; tck=$(getconf CLK_TCK)
+    awk -v l="$1" -v r="$req" -v a="$t0" -v b="$t1" -v k="$tck" -v e="$(echo "$out" | grep -c 'Non-2xx\|Socket errors' || true)" \
+        'BEGIN { printf "%-22s %9d requests  %7.2f us CPU/request  error lines: %d\n", l, r, (b-a)*1e6/k/r, e }'
+}
+for rep in $(seq 1 "$REPS"); do
+    for path in / /64k; do
+        measure "ringmesh $path" $RM $RMPID $path
+        measure "nginx $path" $NG "$NGW" $path
+        measure "haproxy $path" $HP $HAP $path
+    done
+done
