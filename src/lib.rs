@@ -7,6 +7,8 @@
 //!         backend processes, health checks, dashboard
 //!     +-- workers (one per CPU, pinned): monoio runtime (io_uring, epoll fallback),
 //!         one SO_REUSEPORT listener per route address, accept, then
+//!           edge (only listeners with proxy_protocol / sni routes): PROXY
+//!                 header -> client address; ClientHello SNI -> tcp route
 //!           tcp:  route -> balance -> connect -> splice tunnel
 //!           http: per request: head -> Host -> route -> balance -> pooled or new
 //!                 upstream -> rewritten head -> bodies (splice / chunked scan)
