@@ -572,6 +572,8 @@ fn sni_passthrough(io: &str) {
     let mut s = connect(port);
     s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
     assert!(matches!(s.read(&mut b), Ok(0) | Err(_)));
+    let st = support::api::get(api, "/api/status").json();
+    assert!(st["edge_refused"]["sni_no_route"].as_u64() >= Some(no_route), "{st}");
     assert!(wait_until(Duration::from_secs(5), || {
         base("sni_no_route") >= no_route + 2
             && base("sni_timeout") > stalled
