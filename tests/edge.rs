@@ -540,7 +540,16 @@ fn sni_passthrough(io: &str) {
     // routed by SNI; the certificate is checked against the CA (self-signed).
     let curl_pp = |name: &str| {
         let out = Command::new("curl")
-            .args(["-s", "--max-time", "20", "--haproxy-protocol", "-o", "/dev/null", "-w", "%{http_code}"])
+            .args([
+                "-s",
+                "--max-time",
+                "20",
+                "--haproxy-protocol",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+            ])
             .arg("--cacert")
             .arg(dir.path().join(format!("{name}.pem")))
             .arg("--resolve")
@@ -594,7 +603,10 @@ fn sni_passthrough(io: &str) {
     s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
     assert!(matches!(s.read(&mut b), Ok(0) | Err(_)));
     let st = support::api::get(api, "/api/status").json();
-    assert!(st["edge_refused"]["sni_no_route"].as_u64() >= Some(no_route), "{st}");
+    assert!(
+        st["edge_refused"]["sni_no_route"].as_u64() >= Some(no_route),
+        "{st}"
+    );
     assert!(wait_until(Duration::from_secs(5), || {
         base("sni_no_route") >= no_route + 2
             && base("sni_timeout") > stalled
