@@ -13,6 +13,7 @@ import os
 import random
 import re
 import shutil
+import ssl
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CORPUS = os.path.join(ROOT, "fuzz", "corpus")
@@ -109,8 +110,45 @@ def main():
     mutate = {bytes([i % 2]) + bytes(rng.randrange(256) for _ in range(rng.randrange(3, 40)))
               for i in range(24)}
 
+    # PROXY headers: mode byte 0 (raw, no cuts) + v1/v2 headers with stream
+    # bytes after them; odd mode bytes seed the round trip.
+    v2 = b"\r\n\r\n\0\r\nQUIT\n"
+    proxy = {b"\0" + h for h in [
+        b"PROXY TCP4 192.0.2.7 198.51.100.1 56324 443\r\nGET / HTTP/1.1\r\n\r\n",
+        b"PROXY TCP6 2001:db8::1 2001:db8::2 1 65535\r\n",
+        b"PROXY UNKNOWN\r\n",
+        b"PROXY UNKNOWN ffff:: ffff:: 1 2\r\n",
+        v2 + b"\x21\x11\x00\x0c" + bytes([192, 0, 2, 7, 198, 51, 100, 1, 0x1f, 0x90, 0, 80]) + b"data",
+        v2 + b"\x21\x21\x00\x24" + bytes(range(32)) + b"\x00\x01\x00\x02",
+        v2 + b"\x20\x00\x00\x00",
+        v2 + b"\x21\x11\x00\x10" + bytes(12) + b"\x04\x00\x01\x00",
+        b"GET / HTTP/1.1\r\n\r\n",
+    ]} | {bytes([2 * i + 1]) + bytes(rng.randrange(256) for _ in range(40)) for i in range(8)}
+    # ClientHellos: real ones from Python's OpenSSL (with and without SNI,
+    # TLS 1.2 only), whole and re-framed into small records.
+    hellos = set()
+    for sni, tls12 in [("db.example.com", False), (None, False), ("a.b.example.net", True)]:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        if tls12:
+            ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        obj = ctx.wrap_bio(inc, out, server_hostname=sni)
+        try:
+            obj.do_handshake()
+        except ssl.SSLWantReadError:
+            pass
+        h = out.read()
+        hellos.add(b"\0" + h)
+        msg = h[5:]
+        hellos.add(b"\0" + b"".join(b"\x16\x03\x01" + len(msg[i:i + 50]).to_bytes(2, "big") + msg[i:i + 50]
+                                     for i in range(0, len(msg), 50)))
+    hellos |= {bytes([2 * i + 1]) + bytes(rng.randrange(256) for _ in range(24)) for i in range(8)}
+
     sets = {"http_request": requests, "http_response": responses, "chunked": chunked,
-            "config_json": configs, "config_mutate": mutate}
+            "config_json": configs, "config_mutate": mutate,
+            "proxy_header": proxy, "client_hello": hellos}
     for target, seeds in sets.items():
         d = os.path.join(CORPUS, target)
         shutil.rmtree(d, ignore_errors=True)

@@ -6,7 +6,10 @@
 //!     +-- control thread: binds listeners, signals, reload, drain, API, sd_notify,
 //!         backend processes, health checks, dashboard
 //!     +-- workers (one per CPU, pinned): monoio runtime (io_uring, epoll fallback),
-//!         one SO_REUSEPORT listener per route address, accept, (TLS handshake,) then
+//!         one SO_REUSEPORT listener per route address, accept, then
+//!           edge (only listeners with proxy_protocol / sni routes): PROXY
+//!                 header -> client address; ClientHello SNI -> tcp route
+//!           tls (routes with tls): handshake, then the paths below over the record layer
 //!           tcp:  route -> balance -> connect -> splice tunnel
 //!           http: per request: head -> Host -> route -> balance -> pooled or new
 //!                 upstream -> rewritten head -> bodies (splice / chunked scan)

@@ -476,7 +476,7 @@ fn sni_passthrough(io: &str) {
     let (_a, pa) = tls_server(dir.path(), "a.test");
     let (_b, pb) = tls_server(dir.path(), "b.test");
     let (_d, pd) = tls_server(dir.path(), "default.test");
-    let (port, strict, api) = (free_port(), free_port(), free_port());
+    let (port, strict, pp, api) = (free_port(), free_port(), free_port(), free_port());
     let cfg = format!(
         r#"{{"dashboard_port": "{api}", "listen_host": "127.0.0.1", "workers": 2,
   "routes": {{
@@ -486,10 +486,14 @@ fn sni_passthrough(io: &str) {
       "backends": [{{"internal_port": "{pb}"}}]}},
     "rest": {{"listen": {port}, "protocol": "tcp", "backends": [{{"internal_port": "{pd}"}}]}},
     "strict": {{"listen": {strict}, "protocol": "tcp", "sni": ["a.test"], "timeouts": {{"header": "1s"}},
-      "backends": [{{"internal_port": "{pa}"}}]}}
+      "backends": [{{"internal_port": "{pa}"}}]}},
+    "pp-a": {{"listen": {pp}, "protocol": "tcp", "sni": ["a.test"], "proxy_protocol": true,
+      "backends": [{{"internal_port": "{pa}"}}]}},
+    "pp-b": {{"listen": {pp}, "protocol": "tcp", "sni": ["b.test"], "proxy_protocol": true,
+      "backends": [{{"internal_port": "{pb}"}}]}}
   }}}}"#
     );
-    let _rm = Ringmesh::start(&cfg, io, &[port, strict]);
+    let _rm = Ringmesh::start(&cfg, io, &[port, strict, pp]);
     let base = |r: &str| refused(api, r);
     let (no_route, stalled, not_tls) = (
         base("sni_no_route"),
@@ -532,6 +536,32 @@ fn sni_passthrough(io: &str) {
         "{out:?}"
     );
 
+    // PROXY header first (curl --haproxy-protocol), then the ClientHello:
+    // routed by SNI; the certificate is checked against the CA (self-signed).
+    let curl_pp = |name: &str| {
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "--max-time",
+                "20",
+                "--haproxy-protocol",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+            ])
+            .arg("--cacert")
+            .arg(dir.path().join(format!("{name}.pem")))
+            .arg("--resolve")
+            .arg(format!("{name}:{pp}:127.0.0.1"))
+            .arg(format!("https://{name}:{pp}/"))
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(curl_pp("a.test"), "200");
+    assert_eq!(curl_pp("b.test"), "200");
+
     // A ClientHello in 7 records of 64 bytes, sent in 5 segments 200 ms apart.
     let pem_a = pem_body(&std::fs::read_to_string(dir.path().join("a.test.pem")).unwrap());
     let pem_b = pem_body(&std::fs::read_to_string(dir.path().join("b.test.pem")).unwrap());
@@ -572,6 +602,11 @@ fn sni_passthrough(io: &str) {
     let mut s = connect(port);
     s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
     assert!(matches!(s.read(&mut b), Ok(0) | Err(_)));
+    let st = support::api::get(api, "/api/status").json();
+    assert!(
+        st["edge_refused"]["sni_no_route"].as_u64() >= Some(no_route),
+        "{st}"
+    );
     assert!(wait_until(Duration::from_secs(5), || {
         base("sni_no_route") >= no_route + 2
             && base("sni_timeout") > stalled

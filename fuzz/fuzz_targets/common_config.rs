@@ -85,6 +85,19 @@ fn check_snapshot(s: &Snapshot) {
                 let got = l.hosts.lookup(Some(probe.as_bytes()));
                 assert!(got.is_some_and(|g| l.routes.contains(&g)), "host {h} lost");
             }
+            // The same for the SNI names of tcp routes; a port's routes agree
+            // on proxy_protocol, and the port reads ClientHellos when one has sni.
+            for n in &r.edge.sni {
+                assert_eq!(r.protocol, ringmesh::config::Protocol::Tcp);
+                let probe = n
+                    .strip_prefix("*.")
+                    .map(|s| format!("x.{s}"))
+                    .unwrap_or(n.clone());
+                let got = l.hosts.lookup(Some(probe.as_bytes()));
+                assert!(got.is_some_and(|g| l.routes.contains(&g)), "sni {n} lost");
+                assert!(l.edge.sni);
+            }
+            assert_eq!(l.edge.proxy_protocol, r.edge.proxy_protocol);
         }
     }
     for (i, r) in s.routes.iter().enumerate() {

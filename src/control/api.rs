@@ -683,6 +683,7 @@ fn status_json(state: &ApiState) -> String {
         "generation": state.shared.generation(),
         "connections_open": state.shared.open_connections.load(std::sync::atomic::Ordering::Relaxed),
         "connections_refused": state.shared.refused_connections.load(std::sync::atomic::Ordering::Relaxed),
+        "edge_refused": super::edge_metrics::status(&state.shared),
         "max_connections": live.snapshot.limits.max_connections,
         "max_connections_per_ip": live.snapshot.limits.max_connections_per_ip,
         "routes": routes,

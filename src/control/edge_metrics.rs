@@ -21,3 +21,12 @@ pub fn metrics(shared: &Shared, out: &mut String) {
         );
     }
 }
+
+/// `edge_refused` of `/api/status`: reason -> count.
+pub fn status(shared: &Shared) -> serde_json::Value {
+    Refusal::ALL
+        .iter()
+        .map(|&why| (why.as_str().to_string(), shared.edge.get(why).into()))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}

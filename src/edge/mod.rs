@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use monoio::net::TcpStream;
 
-use crate::config::{Protocol, SendProxy};
+use crate::config::{ListenerSpec, Protocol, SendProxy};
 use crate::proxy::{connect, tcp};
 use crate::shared::{Live, LiveRoute};
 use crate::sys;
@@ -160,92 +160,127 @@ async fn serve(
     else {
         return;
     };
+    // One deadline for the PROXY header and the ClientHello together.
     let deadline = ctx.now_ms() + spec.header_timeout.as_millis() as u64;
     // No buffer until bytes arrive: a silent connection owns only its socket.
     let mut pre = Preamble::default();
     if spec.edge.proxy_protocol {
-        let got = fill(
-            &ctx,
-            &stream,
-            &mut pre.bytes,
-            proxy_protocol::V2_MAX,
-            deadline,
-            |b| match proxy_protocol::parse(b) {
-                proxy_protocol::Parsed::Header { len, source } => Some(Ok((len, source))),
-                proxy_protocol::Parsed::Incomplete => None,
-                proxy_protocol::Parsed::Bad(why) => Some(Err(why)),
-            },
-        )
-        .await;
-        match got {
-            Ok((len, source)) => {
-                pre.bytes.drain(..len);
-                if let Source::Proxied { src, dst } = source {
-                    peer = src;
-                    pre.dst = Some(dst);
-                }
-            }
-            Err(f) => {
-                let why = match f {
-                    Fail::Bad(proxy_protocol::Bad::Missing) => Refusal::ProxyMissing,
-                    Fail::Bad(_) | Fail::Full => Refusal::ProxyInvalid,
-                    Fail::Timeout => Refusal::ProxyTimeout,
-                    Fail::Closed => Refusal::ProxyClosed,
-                };
-                return refuse(&ctx, why, peer, addr, pre);
-            }
+        match read_proxy(&ctx, &stream, &mut pre, deadline).await {
+            Ok(Some(src)) => peer = src,
+            Ok(None) => {}
+            Err(why) => return refuse(&ctx, why, peer, addr, pre),
         }
     }
-    let route: Option<Arc<LiveRoute>> = match spec.protocol {
+    let route = match spec.protocol {
+        // Each request picks its route by Host.
         Protocol::Http => None,
         Protocol::Tcp if spec.edge.sni => {
-            let hosts = &spec.hosts;
-            let got = fill(
-                &ctx,
-                &stream,
-                &mut pre.bytes,
-                client_hello::MAX_RAW,
-                deadline,
-                |b| match client_hello::parse(b) {
-                    client_hello::Hello::Done { sni, .. } => {
-                        Some(Ok(hosts.lookup(sni.as_deref().map(str::as_bytes))))
-                    }
-                    client_hello::Hello::Incomplete => None,
-                    client_hello::Hello::Bad(why) => Some(Err(why)),
-                },
-            )
-            .await;
-            let why = match got {
-                Ok(i) => match i.and_then(|i| live.routes.get(i)) {
-                    Some(r) => {
-                        return admit(
-                            ctx.clone(),
-                            live.clone(),
-                            stream,
-                            peer,
-                            addr,
-                            guard,
-                            Some(r.clone()),
-                            pre,
-                        )
-                        .await
-                    }
-                    None => Refusal::SniNoRoute,
-                },
-                Err(Fail::Bad(client_hello::Bad::NotTls)) => Refusal::SniNotTls,
-                Err(Fail::Bad(client_hello::Bad::TooLarge) | Fail::Full) => Refusal::SniTooLarge,
-                Err(Fail::Bad(_)) => Refusal::SniMalformed,
-                Err(Fail::Timeout) => Refusal::SniTimeout,
-                Err(Fail::Closed) => Refusal::SniClosed,
-            };
-            return refuse(&ctx, why, peer, addr, pre);
+            match sni_route(&ctx, &live, spec, &stream, &mut pre, deadline).await {
+                Ok(r) => Some(r),
+                Err(why) => return refuse(&ctx, why, peer, addr, pre),
+            }
         }
         Protocol::Tcp => match spec.routes.first().and_then(|&i| live.routes.get(i)) {
             Some(r) => Some(r.clone()),
             None => return,
         },
     };
-    admit(ctx, live.clone(), stream, peer, addr, guard, route, pre).await;
+    // The route whose max_connections applies now: known for tcp, and for
+    // an http listener with a single route.
+    let limit_route = match (&route, spec.routes.as_slice()) {
+        (Some(r), _) => Some(r.clone()),
+        (None, [only]) => live.routes.get(*only).cloned(),
+        _ => None,
+    };
+    let conn = Admit {
+        stream,
+        peer,
+        addr,
+        guard,
+        pre,
+    };
+    admit(ctx, live.clone(), conn, route, limit_route).await;
+}
+
+/// Reads the PROXY header into `pre` (the bytes after it stay there);
+/// returns the client address it names (`None`: LOCAL, keep the socket's).
+async fn read_proxy(
+    ctx: &WorkerCtx,
+    stream: &TcpStream,
+    pre: &mut Preamble,
+    deadline: u64,
+) -> Result<Option<SocketAddr>, Refusal> {
+    let got = fill(
+        ctx,
+        stream,
+        &mut pre.bytes,
+        proxy_protocol::V2_MAX,
+        deadline,
+        |b| match proxy_protocol::parse(b) {
+            proxy_protocol::Parsed::Header { len, source } => Some(Ok((len, source))),
+            proxy_protocol::Parsed::Incomplete => None,
+            proxy_protocol::Parsed::Bad(why) => Some(Err(why)),
+        },
+    )
+    .await;
+    match got {
+        Ok((len, source)) => {
+            pre.bytes.drain(..len);
+            Ok(match source {
+                Source::Proxied { src, dst } => {
+                    pre.dst = Some(dst);
+                    Some(src)
+                }
+                Source::Local => None,
+            })
+        }
+        Err(Fail::Bad(proxy_protocol::Bad::Missing)) => Err(Refusal::ProxyMissing),
+        Err(Fail::Bad(_) | Fail::Full) => Err(Refusal::ProxyInvalid),
+        Err(Fail::Timeout) => Err(Refusal::ProxyTimeout),
+        Err(Fail::Closed) => Err(Refusal::ProxyClosed),
+    }
+}
+
+/// Reads the ClientHello into `pre` (kept whole: it goes to the backend)
+/// and picks the tcp route of `spec` for its server name.
+async fn sni_route(
+    ctx: &WorkerCtx,
+    live: &Live,
+    spec: &ListenerSpec,
+    stream: &TcpStream,
+    pre: &mut Preamble,
+    deadline: u64,
+) -> Result<Arc<LiveRoute>, Refusal> {
+    let hosts = &spec.hosts;
+    let got = fill(
+        ctx,
+        stream,
+        &mut pre.bytes,
+        client_hello::MAX_RAW,
+        deadline,
+        |b| {
+            match client_hello::parse(b) {
+                // Exact name, then the longest wildcard, then the port's default.
+                client_hello::Hello::Done { sni, .. } => {
+                    Some(Ok(hosts.lookup(sni.as_deref().map(str::as_bytes))))
+                }
+                client_hello::Hello::Incomplete => None,
+                client_hello::Hello::Bad(why) => Some(Err(why)),
+            }
+        },
+    )
+    .await;
+    match got {
+        Ok(i) => i
+            .and_then(|i| live.routes.get(i))
+            .cloned()
+            .ok_or(Refusal::SniNoRoute),
+        Err(Fail::Bad(client_hello::Bad::NotTls)) => Err(Refusal::SniNotTls),
+        Err(Fail::Bad(client_hello::Bad::TooLarge) | Fail::Full) => Err(Refusal::SniTooLarge),
+        Err(Fail::Bad(_)) => Err(Refusal::SniMalformed),
+        Err(Fail::Timeout) => Err(Refusal::SniTimeout),
+        Err(Fail::Closed) => Err(Refusal::SniClosed),
+    }
 }
 
 /// Counts and logs a refused connection; it closes when dropped.
@@ -255,31 +290,31 @@ fn refuse(ctx: &WorkerCtx, why: Refusal, peer: SocketAddr, addr: SocketAddr, pre
     ctx.bufs.put(pre.bytes);
 }
 
-/// The connection limits for the client address the edge found, then the
-/// route's normal path (`route`: a tcp route; `None`: an http listener).
-#[allow(clippy::too_many_arguments)]
-async fn admit(
-    ctx: Rc<WorkerCtx>,
-    live: Arc<Live>,
+/// A connection past the edge, on its way to its route.
+struct Admit {
     stream: TcpStream,
     peer: SocketAddr,
     addr: SocketAddr,
-    mut guard: ConnGuard,
-    route: Option<Arc<LiveRoute>>,
+    guard: ConnGuard,
     pre: Preamble,
+}
+
+/// The connection limits for the client address the edge found, then the
+/// route's normal path (`route`: a tcp route; `None`: an http listener).
+async fn admit(
+    ctx: Rc<WorkerCtx>,
+    live: Arc<Live>,
+    conn: Admit,
+    route: Option<Arc<LiveRoute>>,
+    limit_route: Option<Arc<LiveRoute>>,
 ) {
-    let Some(spec) = live
-        .by_listen
-        .get(&addr)
-        .and_then(|&i| live.snapshot.listeners.get(i))
-    else {
-        return;
-    };
-    let limit_route = match (&route, spec.routes.as_slice()) {
-        (Some(r), _) => Some(r.clone()),
-        (None, [only]) => live.routes.get(*only).cloned(),
-        _ => None,
-    };
+    let Admit {
+        stream,
+        peer,
+        addr,
+        mut guard,
+        pre,
+    } = conn;
     match limits::admit(
         &ctx.shared,
         &live.snapshot.limits,
