@@ -70,6 +70,9 @@ pub enum Middleware {
         /// Seconds a browser may cache a preflight.
         max_age: u64,
     },
+    /// A filter registered by an embedder (`crate::filter::register`),
+    /// with its JSON object as text.
+    Custom { name: String, config: String },
     /// At most `max` requests in flight on the route (all workers).
     ConcurrencyLimit { max: u64 },
     IpFilter {
@@ -95,6 +98,7 @@ impl Middleware {
             Middleware::RateLimit { .. } => "rate_limit",
             Middleware::Cors { .. } => "cors",
             Middleware::ConcurrencyLimit { .. } => "concurrency_limit",
+            Middleware::Custom { .. } => "custom",
         }
     }
 }
@@ -613,6 +617,20 @@ impl V<'_> {
                     host,
                     path: template,
                 })
+            }
+            other if crate::filter::registry::lookup(other).is_some() => {
+                let factory = crate::filter::registry::lookup(other)?;
+                // Built once here to validate it; workers build their own.
+                match factory(v) {
+                    Ok(_) => Some(Middleware::Custom {
+                        name: other.to_string(),
+                        config: v.to_string(),
+                    }),
+                    Err(e) => {
+                        self.err(path.to_string(), e);
+                        None
+                    }
+                }
             }
             other => {
                 self.err(

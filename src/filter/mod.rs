@@ -21,6 +21,7 @@
 //! - [`headers`], [`request_id`], [`ip_filter`], [`path`] (strip_prefix,
 //!   add_prefix, rewrite, redirect), [`rate_limit`], [`cors`],
 //!   [`concurrency`] (concurrency_limit): the built-ins.
+//! - [`registry`]: filters of an embedder's own code, by name.
 
 pub mod concurrency;
 pub mod cors;
@@ -29,6 +30,7 @@ pub mod headers;
 pub mod ip_filter;
 pub mod path;
 pub mod rate_limit;
+pub mod registry;
 pub mod request_id;
 
 use std::cell::RefCell;
@@ -38,6 +40,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use crate::config::middleware::Middleware;
+
+pub use registry::register;
 use crate::http::head::{find_header, HeaderSpan};
 
 /// What a filter sees of a request head.
@@ -279,6 +283,19 @@ impl Chain {
             .enumerate()
             .map(|(i, ((m, table), in_flight))| -> Box<dyn Filter> {
                 match m {
+                    Middleware::Custom { name, config } => {
+                        let built = registry::lookup(name).and_then(|f| {
+                            let v = serde_json::from_str(config).ok()?;
+                            f(&v).ok()
+                        });
+                        match built {
+                            Some(f) => f,
+                            None => {
+                                tracing::error!(name = %name, "registered filter could not be built; it does nothing");
+                                Box::new(Nothing)
+                            }
+                        }
+                    }
                     Middleware::ConcurrencyLimit { max } => Box::new(
                         concurrency::ConcurrencyLimit::new(in_flight.clone(), *max, i),
                     ),
