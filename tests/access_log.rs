@@ -135,7 +135,11 @@ fn json_and_combined_lines_with_hostile_bytes(io: &str) {
     }
     assert!(cs[0].contains("\\xFF"), "{}", cs[0]);
     assert!(cs[0].contains("/p\\x22},\\x22status"), "{}", cs[0]);
-    assert!(cs[1].contains("\"PO!ST# /plain HTTP/1.1\" 200 "), "{}", cs[1]);
+    assert!(
+        cs[1].contains("\"PO!ST# /plain HTTP/1.1\" 200 "),
+        "{}",
+        cs[1]
+    );
     // A head refused before routing (a space in the target: 400) is
     // logged to the top-level log.
     let mut c = Client::connect(pj);
@@ -143,7 +147,10 @@ fn json_and_combined_lines_with_hostile_bytes(io: &str) {
     assert_eq!(c.response().status(), 400);
     let js = wait_lines(&jlog, 4);
     let v: Value = serde_json::from_str(&js[3]).unwrap();
-    assert_eq!((v["status"].as_u64(), v["route"].as_str()), (Some(400), Some("-")));
+    assert_eq!(
+        (v["status"].as_u64(), v["route"].as_str()),
+        (Some(400), Some("-"))
+    );
     // The quiet route wrote nowhere.
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(lines(&jlog).len(), 4);
@@ -302,7 +309,9 @@ fn hundred_thousand_requests_across_rotation_and_sigterm(io: &str) {
     // SIGTERM right after the last response: the lines still in worker
     // buffers must reach the file before the process exits.
     rm.signal(libc::SIGTERM);
-    let st = rm.wait_exit(Duration::from_secs(30)).expect("exits on SIGTERM");
+    let st = rm
+        .wait_exit(Duration::from_secs(30))
+        .expect("exits on SIGTERM");
     assert!(st.success(), "{st:?}");
     let elapsed = t0.elapsed();
 
@@ -324,11 +333,7 @@ fn hundred_thousand_requests_across_rotation_and_sigterm(io: &str) {
     eprintln!("{TOTAL} requests in {elapsed:?}; lines per file {per_file:?}");
     assert_eq!(total, TOTAL, "lines per file {per_file:?}");
     assert!(per_file[1] > 0, "nothing reached the reopened file");
-    assert!(
-        rm.logs().contains("access logs reopened"),
-        "{}",
-        rm.logs()
-    );
+    assert!(rm.logs().contains("access logs reopened"), "{}", rm.logs());
 }
 
 fn unwritable_log_is_reported_and_serving_continues(io: &str) {

@@ -54,11 +54,9 @@ fn example_embeds_a_custom_filter() {
         .read_line(&mut line)
         .unwrap();
     assert_eq!(line.trim(), "ready");
-    assert!(wait_until(Duration::from_secs(10), || std::net::TcpStream::connect((
-        "127.0.0.1",
-        port
-    ))
-    .is_ok()));
+    assert!(wait_until(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    }));
     let mut c = Client::connect(port);
     let m = c.get("/hello", "a", "");
     assert_eq!(m.status(), 200);
@@ -89,7 +87,8 @@ fn unregistered_filter_is_a_config_error() {
     )
     .unwrap_err();
     assert!(
-        err.to_string().contains("routes.\"8080\".middleware[0].type"),
+        err.to_string()
+            .contains("routes.\"8080\".middleware[0].type"),
         "{err}"
     );
 }

@@ -141,7 +141,11 @@ fn request_id_generated_trusted_and_logged(io: &str) {
     for (port, extra, want) in cases {
         let m = Client::connect(*port).get("/id", "a", extra);
         assert_eq!(m.status(), 200);
-        let name = if *port == p1 { "x-request-id" } else { "x-trace" };
+        let name = if *port == p1 {
+            "x-request-id"
+        } else {
+            "x-trace"
+        };
         let id = m.header(name).expect("id returned").to_string();
         assert_eq!(m.all(name).len(), 1);
         match want {
@@ -161,7 +165,11 @@ fn request_id_generated_trusted_and_logged(io: &str) {
     assert_ne!(ids[0], ids[1]);
     let mut lines = Vec::new();
     wait_until(Duration::from_secs(10), || {
-        lines = std::fs::read_to_string(&log).unwrap_or_default().lines().map(String::from).collect::<Vec<_>>();
+        lines = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect::<Vec<_>>();
         lines.len() >= cases.len()
     });
     let logged: Vec<String> = lines
@@ -199,10 +207,18 @@ fn ip_filter_allow_deny_and_trusted_proxies(io: &str) {
         (proxied, "X-Forwarded-For: 10.9.9.9\r\n", 403),
         (proxied, "X-Forwarded-For: 2001:db8::5\r\n", 200),
         // Read from the right, skipping trusted hops.
-        (proxied, "X-Forwarded-For: 8.8.8.8, 10.1.2.3, 192.168.1.1\r\n", 200),
+        (
+            proxied,
+            "X-Forwarded-For: 8.8.8.8, 10.1.2.3, 192.168.1.1\r\n",
+            200,
+        ),
         // A spoofed left part does not help: the nearest untrusted hop decides.
         (proxied, "X-Forwarded-For: 10.1.2.3, 8.8.8.8\r\n", 403),
-        (proxied, "X-Forwarded-For: 10.1.2.3\r\nX-Forwarded-For: 8.8.8.8\r\n", 403),
+        (
+            proxied,
+            "X-Forwarded-For: 10.1.2.3\r\nX-Forwarded-For: 8.8.8.8\r\n",
+            403,
+        ),
         (proxied, "X-Forwarded-For: garbage\r\n", 403),
     ];
     for (i, (port, extra, want)) in cases.iter().enumerate() {
@@ -251,15 +267,24 @@ fn path_middleware_rewrites_the_upstream_target(io: &str) {
     let b = mirror();
     let (strip, add, rw, chain) = (free_port(), free_port(), free_port(), free_port());
     let route = |port: u16, mw: &str| {
-        format!(r#""{port}": {{"middleware": {mw}, "backends": [{{"name": "b", "internal_port": {}}}]}}"#, b.port)
+        format!(
+            r#""{port}": {{"middleware": {mw}, "backends": [{{"name": "b", "internal_port": {}}}]}}"#,
+            b.port
+        )
     };
     let cfg = format!(
         r#"{{"dashboard_port": "", "listen_host": "127.0.0.1", "workers": 1, "routes": {{ {}, {}, {}, {} }}}}"#,
         route(strip, r#"[{"type": "strip_prefix", "prefix": "/api/"}]"#),
         route(add, r#"[{"type": "add_prefix", "prefix": "/v1"}]"#),
-        route(rw, r#"[{"type": "rewrite", "regex": "^/users/(\\d+)/posts/(\\w+)$", "replacement": "/posts/$2?user=$1"}]"#),
-        route(chain, r#"[{"type": "strip_prefix", "prefix": "/api"}, {"type": "add_prefix", "prefix": "/internal"},
-                          {"type": "rewrite", "regex": "^/internal/old(.*)$", "replacement": "/internal/new$1"}]"#),
+        route(
+            rw,
+            r#"[{"type": "rewrite", "regex": "^/users/(\\d+)/posts/(\\w+)$", "replacement": "/posts/$2?user=$1"}]"#
+        ),
+        route(
+            chain,
+            r#"[{"type": "strip_prefix", "prefix": "/api"}, {"type": "add_prefix", "prefix": "/internal"},
+                          {"type": "rewrite", "regex": "^/internal/old(.*)$", "replacement": "/internal/new$1"}]"#
+        ),
     );
     let _rm = Ringmesh::start(&cfg, io, &[strip, add, rw, chain]);
     let cases: &[(u16, &str, &str)] = &[
@@ -269,9 +294,21 @@ fn path_middleware_rewrites_the_upstream_target(io: &str) {
         (strip, "/other", "GET /other HTTP/1.1"),
         (add, "/a/b?q", "GET /v1/a/b?q HTTP/1.1"),
         (add, "/", "GET /v1/ HTTP/1.1"),
-        (rw, "/users/42/posts/hello", "GET /posts/hello?user=42 HTTP/1.1"),
-        (rw, "/users/x/posts/hello", "GET /users/x/posts/hello HTTP/1.1"),
-        (chain, "/api/old/thing?z", "GET /internal/new/thing?z HTTP/1.1"),
+        (
+            rw,
+            "/users/42/posts/hello",
+            "GET /posts/hello?user=42 HTTP/1.1",
+        ),
+        (
+            rw,
+            "/users/x/posts/hello",
+            "GET /users/x/posts/hello HTTP/1.1",
+        ),
+        (
+            chain,
+            "/api/old/thing?z",
+            "GET /internal/new/thing?z HTTP/1.1",
+        ),
         (chain, "/keep", "GET /internal/keep HTTP/1.1"),
     ];
     for (port, target, want) in cases {
@@ -297,7 +334,13 @@ fn redirect_answers_with_location(io: &str) {
     );
     let _rm = Ringmesh::start(&cfg, io, &[p1, p2]);
     let cases: &[(u16, &str, &str, u16, &str)] = &[
-        (p1, "/x/y?z=1", "old.example", 301, "https://old.example/x/y?z=1"),
+        (
+            p1,
+            "/x/y?z=1",
+            "old.example",
+            301,
+            "https://old.example/x/y?z=1",
+        ),
         (p1, "/", "h:81", 301, "https://h:81/"),
         (p2, "/a?b", "ignored", 308, "http://new.example:8443/v2/a?b"),
     ];
@@ -318,7 +361,8 @@ fn rate_limit_is_one_limit_across_workers(io: &str) {
     const SECS: u64 = 5;
     let b = mirror();
     let port = free_port();
-    let mw = format!(r#"[{{"type": "rate_limit", "rate": {RATE}, "burst": 1, "key": "client_ip"}}]"#);
+    let mw =
+        format!(r#"[{{"type": "rate_limit", "rate": {RATE}, "burst": 1, "key": "client_ip"}}]"#);
     let cfg = format!(
         r#"{{"dashboard_port": "", "listen_host": "127.0.0.1", "workers": 2,
   "routes": {{"{port}": {{"name": "web", "middleware": {mw},
@@ -382,7 +426,11 @@ fn rate_limit_is_one_limit_across_workers(io: &str) {
 
 fn cors_preflight_and_response_headers(io: &str) {
     let b = http_backend(|_, p| {
-        p.respond("200 OK", "Access-Control-Allow-Origin: https://evil.example\r\n", b"ok");
+        p.respond(
+            "200 OK",
+            "Access-Control-Allow-Origin: https://evil.example\r\n",
+            b"ok",
+        );
         true
     });
     let port = free_port();
@@ -392,12 +440,32 @@ fn cors_preflight_and_response_headers(io: &str) {
     let pre = "OPTIONS /x HTTP/1.1\r\nHost: a\r\nAccess-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: content-type\r\n";
     // (request, origin, status, Access-Control-Allow-Origin)
     let cases: &[(&str, &str, u16, Option<&str>)] = &[
-        (pre, "https://app.example.com", 204, Some("https://app.example.com")),
-        (pre, "https://a.b.example.org", 204, Some("https://a.b.example.org")),
+        (
+            pre,
+            "https://app.example.com",
+            204,
+            Some("https://app.example.com"),
+        ),
+        (
+            pre,
+            "https://a.b.example.org",
+            204,
+            Some("https://a.b.example.org"),
+        ),
         (pre, "https://example.org", 403, None),
         (pre, "https://app.example.com.evil", 403, None),
-        ("GET /x HTTP/1.1\r\nHost: a\r\n", "https://app.example.com", 200, Some("https://app.example.com")),
-        ("GET /x HTTP/1.1\r\nHost: a\r\n", "https://other.com", 200, Some("https://evil.example")),
+        (
+            "GET /x HTTP/1.1\r\nHost: a\r\n",
+            "https://app.example.com",
+            200,
+            Some("https://app.example.com"),
+        ),
+        (
+            "GET /x HTTP/1.1\r\nHost: a\r\n",
+            "https://other.com",
+            200,
+            Some("https://evil.example"),
+        ),
     ];
     let mut c = Client::connect(port);
     for (req, origin, status, acao) in cases {
@@ -408,7 +476,10 @@ fn cors_preflight_and_response_headers(io: &str) {
         assert!(m.all("access-control-allow-origin").len() <= 1);
         if *status == 204 {
             assert_eq!(m.header("access-control-allow-methods"), Some("GET, POST"));
-            assert_eq!(m.header("access-control-allow-headers"), Some("content-type"));
+            assert_eq!(
+                m.header("access-control-allow-headers"),
+                Some("content-type")
+            );
             assert_eq!(m.header("access-control-max-age"), Some("60"));
             assert_eq!(m.header("access-control-allow-credentials"), Some("true"));
             assert_eq!(m.header("content-length"), None);
@@ -420,7 +491,10 @@ fn cors_preflight_and_response_headers(io: &str) {
     }
     // No Origin: not a CORS request, the backend's answer as is.
     let m = c.get("/x", "a", "");
-    assert_eq!(m.header("access-control-allow-origin"), Some("https://evil.example"));
+    assert_eq!(
+        m.header("access-control-allow-origin"),
+        Some("https://evil.example")
+    );
 }
 
 fn concurrency_limit_caps_in_flight_requests(io: &str) {
@@ -447,10 +521,14 @@ fn concurrency_limit_caps_in_flight_requests(io: &str) {
                 })
             })
             .collect();
-        let mut got: Vec<(u16, Option<String>)> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        let mut got: Vec<(u16, Option<String>)> =
+            threads.into_iter().map(|t| t.join().unwrap()).collect();
         got.sort();
         let ok = got.iter().filter(|(s, _)| *s == 200).count();
-        let refused = got.iter().filter(|(s, r)| *s == 503 && r.as_deref() == Some("1")).count();
+        let refused = got
+            .iter()
+            .filter(|(s, r)| *s == 503 && r.as_deref() == Some("1"))
+            .count();
         assert_eq!((ok, refused), (2, 3), "round {round}: {got:?}");
     }
     // Every place was given back: sequential requests all pass.

@@ -250,7 +250,9 @@ fn clf_time(out: &mut Vec<u8>, ms: u64) {
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
     let p = parts(ms);
-    let mon = MONTHS.get(p.mo.saturating_sub(1) as usize).unwrap_or(&"Jan");
+    let mon = MONTHS
+        .get(p.mo.saturating_sub(1) as usize)
+        .unwrap_or(&"Jan");
     let _ = write!(
         out,
         "{:02}/{mon}/{:04}:{:02}:{:02}:{:02} +0000",

@@ -65,7 +65,9 @@ pub fn top(v: Option<&Value>, path: &str, errors: &mut Vec<ConfigError>) -> Opti
             err(
                 errors,
                 path,
-                format!("expected an object {{\"path\": ..., \"format\": ...}} or false, found {other}"),
+                format!(
+                    "expected an object {{\"path\": ..., \"format\": ...}} or false, found {other}"
+                ),
             );
             None
         }

@@ -156,7 +156,10 @@ impl V<'_> {
             if k != "type" && !k.starts_with("//") && !allowed.contains(&k.as_str()) {
                 self.err(
                     format!("{path}.{k}"),
-                    format!("unknown field; expected one of: type, {}", allowed.join(", ")),
+                    format!(
+                        "unknown field; expected one of: type, {}",
+                        allowed.join(", ")
+                    ),
                 );
             }
         }
@@ -319,7 +322,8 @@ impl V<'_> {
             Some(p)
                 if p.starts_with('/')
                     && p.len() > 1
-                    && p.bytes().all(|b| (0x21..0x7f).contains(&b) && b != b'?' && b != b'#') =>
+                    && p.bytes()
+                        .all(|b| (0x21..0x7f).contains(&b) && b != b'?' && b != b'#') =>
             {
                 Some(p.trim_end_matches('/').to_string()).filter(|p| !p.is_empty())
             }
@@ -352,11 +356,17 @@ impl V<'_> {
                 for (i, it) in items.iter().enumerate() {
                     match it {
                         Value::String(s) if ok(s) => out.push(s.clone()),
-                        other => self.err(format!("{path}.{key}[{i}]"), format!("{other} is not valid here")),
+                        other => self.err(
+                            format!("{path}.{key}[{i}]"),
+                            format!("{other} is not valid here"),
+                        ),
                     }
                 }
             }
-            Some(other) => self.err(format!("{path}.{key}"), format!("expected an array, found {other}")),
+            Some(other) => self.err(
+                format!("{path}.{key}"),
+                format!("expected an array, found {other}"),
+            ),
         }
         out
     }
@@ -444,7 +454,10 @@ impl V<'_> {
                 };
                 let rate = num(self, "rate", 1, 10_000_000);
                 if !m.contains_key("rate") {
-                    self.err(format!("{path}.rate"), "missing: requests per second (at least 1)");
+                    self.err(
+                        format!("{path}.rate"),
+                        "missing: requests per second (at least 1)",
+                    );
                 }
                 let burst = num(self, "burst", 1, 10_000_000).unwrap_or(1);
                 let max_keys = num(self, "max_keys", 16, 1 << 24).unwrap_or(65_536) as usize;
@@ -485,7 +498,14 @@ impl V<'_> {
                 self.fields(
                     m,
                     path,
-                    &["origins", "methods", "headers", "expose", "credentials", "max_age"],
+                    &[
+                        "origins",
+                        "methods",
+                        "headers",
+                        "expose",
+                        "credentials",
+                        "max_age",
+                    ],
                 );
                 let origins = self.names(m, path, "origins", |o| {
                     o == "*"
@@ -512,7 +532,10 @@ impl V<'_> {
                 let max_age = match m.get("max_age") {
                     None | Some(Value::Null) => 600,
                     Some(v) => v.as_u64().filter(|&n| n <= 86_400 * 7).unwrap_or_else(|| {
-                        self.err(format!("{path}.max_age"), format!("{v} is not seconds (0 to 604800)"));
+                        self.err(
+                            format!("{path}.max_age"),
+                            format!("{v} is not seconds (0 to 604800)"),
+                        );
                         600
                     }),
                 };
@@ -552,7 +575,12 @@ impl V<'_> {
                     },
                 };
                 let replacement = match replacement {
-                    Some(r) if r.starts_with('/') && r.bytes().all(|b| (0x21..0x7f).contains(&b) && b != b'#') => Some(r),
+                    Some(r)
+                        if r.starts_with('/')
+                            && r.bytes().all(|b| (0x21..0x7f).contains(&b) && b != b'#') =>
+                    {
+                        Some(r)
+                    }
                     Some(r) => {
                         self.err(
                             format!("{path}.replacement"),
@@ -596,8 +624,15 @@ impl V<'_> {
                 }
                 let host = self.string(m, path, "host");
                 if let Some(h) = &host {
-                    if h.is_empty() || !h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b)) {
-                        self.err(format!("{path}.host"), format!("{h:?} is not a host[:port]"));
+                    if h.is_empty()
+                        || !h
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+                    {
+                        self.err(
+                            format!("{path}.host"),
+                            format!("{h:?} is not a host[:port]"),
+                        );
                     }
                 }
                 let template = self
@@ -608,7 +643,9 @@ impl V<'_> {
                 {
                     self.err(
                         format!("{path}.path"),
-                        format!("{template:?} is not a path template (like \"/new{{path}}{{query}}\")"),
+                        format!(
+                            "{template:?} is not a path template (like \"/new{{path}}{{query}}\")"
+                        ),
                     );
                 }
                 Some(Middleware::Redirect {
@@ -694,12 +731,10 @@ mod tests {
 
     #[test]
     fn valid_chain() {
-        let (m, e) = run(
-            r#"[{"type": "request_id", "trust": true},
+        let (m, e) = run(r#"[{"type": "request_id", "trust": true},
                 {"type": "headers", "request": {"set": {"X-Env": "prod"}, "remove": ["X-Debug"]},
                  "response": {"add": {"X-Served-By": "ringmesh"}}},
-                {"type": "ip_filter", "allow": ["10.0.0.0/8", "::1", "2001:db8::/32"]}]"#,
-        );
+                {"type": "ip_filter", "allow": ["10.0.0.0/8", "::1", "2001:db8::/32"]}]"#);
         assert!(e.is_empty(), "{e:?}");
         assert_eq!(m.len(), 3);
         assert_eq!(m[0].kind(), "request_id");

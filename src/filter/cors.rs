@@ -58,9 +58,7 @@ impl Cors {
         self.any
             || self.origins.iter().any(|(p, s, wild)| {
                 if *wild {
-                    origin.len() > p.len() + s.len()
-                        && origin.starts_with(p)
-                        && origin.ends_with(s)
+                    origin.len() > p.len() + s.len() && origin.starts_with(p) && origin.ends_with(s)
                 } else {
                     origin.eq_ignore_ascii_case(p)
                 }

@@ -39,10 +39,7 @@ pub fn replace_target(out: &mut Vec<u8>, start: usize, target: &[u8]) {
         return;
     };
     let line = out.get(start..end).unwrap_or(&[]);
-    let (Some(a), Some(b)) = (
-        memchr::memchr(b' ', line),
-        memchr::memrchr(b' ', line),
-    ) else {
+    let (Some(a), Some(b)) = (memchr::memchr(b' ', line), memchr::memrchr(b' ', line)) else {
         return;
     };
     if a >= b {
@@ -61,7 +58,8 @@ mod tests {
 
     #[test]
     fn removes_and_adds() {
-        let mut o = b"xxGET / HTTP/1.1\r\nHost: a\r\nX-Debug: 1\r\nx-debug: 2\r\nB: 2\r\n\r\n".to_vec();
+        let mut o =
+            b"xxGET / HTTP/1.1\r\nHost: a\r\nX-Debug: 1\r\nx-debug: 2\r\nB: 2\r\n\r\n".to_vec();
         apply(&mut o, 2, &[b"x-debug".to_vec()], b"X-Env: prod\r\n");
         assert_eq!(
             o,

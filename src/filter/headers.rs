@@ -15,7 +15,11 @@ struct Ops {
 impl Ops {
     fn new(o: &HeaderOps) -> Ops {
         let mut remove: Vec<Vec<u8>> = o.remove.iter().map(|n| n.as_bytes().to_vec()).collect();
-        remove.extend(o.set.iter().map(|(n, _)| n.to_ascii_lowercase().into_bytes()));
+        remove.extend(
+            o.set
+                .iter()
+                .map(|(n, _)| n.to_ascii_lowercase().into_bytes()),
+        );
         let add = o
             .set
             .iter()

@@ -41,8 +41,8 @@ use std::sync::{Arc, Weak};
 
 use crate::config::middleware::Middleware;
 
-pub use registry::register;
 use crate::http::head::{find_header, HeaderSpan};
+pub use registry::register;
 
 /// What a filter sees of a request head.
 pub struct Request<'a> {
@@ -379,10 +379,13 @@ impl Chain {
     }
 }
 
+/// A built chain: the spec's id, the spec (to notice when it is gone), the chain.
+type Built = (u64, Weak<ChainSpec>, Rc<Chain>);
+
 /// A worker's chains, built on first use per published spec.
 #[derive(Default)]
 pub struct WorkerChains {
-    built: RefCell<Vec<(u64, Weak<ChainSpec>, Rc<Chain>)>>,
+    built: RefCell<Vec<Built>>,
 }
 
 impl WorkerChains {

@@ -29,7 +29,10 @@ pub fn register(
     factory: impl Fn(&Value) -> Result<Box<dyn Filter>, String> + Send + Sync + 'static,
 ) {
     if crate::config::middleware::TYPES.contains(&name) {
-        tracing::warn!(name, "a filter cannot take the name of a built-in middleware");
+        tracing::warn!(
+            name,
+            "a filter cannot take the name of a built-in middleware"
+        );
         return;
     }
     registry()

@@ -29,7 +29,10 @@ fn acceptable(id: &[u8]) -> bool {
 impl Filter for RequestId {
     fn request_filter(&self, req: &Request<'_>, e: &mut Edits) -> Verdict {
         e.request_id.clear();
-        match req.header(&self.header).filter(|v| self.trust && acceptable(v)) {
+        match req
+            .header(&self.header)
+            .filter(|v| self.trust && acceptable(v))
+        {
             Some(v) => e.request_id.extend_from_slice(v),
             None => {
                 let mut buf = uuid::Uuid::encode_buffer();

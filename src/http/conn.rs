@@ -178,7 +178,13 @@ impl Conn {
                 tracing::debug!(peer = %self.client.peer, "bad request head: {e}");
                 let got = self.client.buf.len() as u64;
                 let status = e.request_status();
-                crate::accesslog::http::rejected(&self.ctx.log, live, self.client.peer, status, got);
+                crate::accesslog::http::rejected(
+                    &self.ctx.log,
+                    live,
+                    self.client.peer,
+                    status,
+                    got,
+                );
                 self.fail(status).await;
                 return Outcome::Drop;
             }

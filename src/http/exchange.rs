@@ -176,7 +176,8 @@ async fn exchange(
         );
         let verdict = chain.request(&req, &mut f.edits);
         if s.log.on && !f.edits.request_id.is_empty() {
-            s.log.set(crate::accesslog::Field::RequestId, &f.edits.request_id);
+            s.log
+                .set(crate::accesslog::Field::RequestId, &f.edits.request_id);
         }
         if let Verdict::Respond(status) = verdict {
             chain.response(status, &mut f.edits);

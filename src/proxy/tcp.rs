@@ -138,7 +138,10 @@ pub async fn serve(ctx: Rc<WorkerCtx>, client: TcpStream, peer: SocketAddr, rout
             "backend_error"
         }
     };
-    log(reason, route.backends.get(upstream.backend).map(|b| b.cfg.addr));
+    log(
+        reason,
+        route.backends.get(upstream.backend).map(|b| b.cfg.addr),
+    );
     // Two fds freed: if accepting paused for lack of fds, it may go on.
     drop(upstream);
     drop(client);
