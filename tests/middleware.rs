@@ -238,10 +238,16 @@ fn reload_swaps_chain_open_connection_keeps_working(io: &str) {
     let port = free_port();
     let v1 = r#"[{"type": "headers", "request": {"set": {"X-Version": "one"}}}]"#;
     let v2 = r#"[{"type": "headers", "request": {"set": {"X-Version": "two"}}}]"#;
-    let rm = Ringmesh::start(&config(port, b.port, v1, ""), io, &[port]);
+    let api = free_port();
+    let top = format!(r#""dashboard_port": "{api}","#);
+    let cfg = |mw: &str| config(port, b.port, mw, &top).replace(r#""dashboard_port": "", "#, "");
+    let rm = Ringmesh::start(&cfg(v1), io, &[port, api]);
     let mut c = Client::connect(port);
     assert!(c.get("/", "a", "").body_str().contains("X-Version: one"));
-    std::fs::write(&rm.config, config(port, b.port, v2, "")).unwrap();
+    // The status API shows the route's chain.
+    let st = support::api::get(api, "/api/status").json();
+    assert_eq!(st["routes"][0]["middleware"], serde_json::json!(["headers"]));
+    std::fs::write(&rm.config, cfg(v2)).unwrap();
     rm.signal(libc::SIGHUP);
     // The open keep-alive connection picks up the new chain between requests.
     let ok = wait_until(Duration::from_secs(10), || {
@@ -250,7 +256,7 @@ fn reload_swaps_chain_open_connection_keeps_working(io: &str) {
     assert!(ok, "{}", rm.logs());
     // An invalid chain is refused and the old one stays.
     let bad = r#"[{"type": "ip_filter", "allow": ["300.0.0.0/8"]}]"#;
-    std::fs::write(&rm.config, config(port, b.port, bad, "")).unwrap();
+    std::fs::write(&rm.config, cfg(bad)).unwrap();
     rm.signal(libc::SIGHUP);
     assert!(wait_until(Duration::from_secs(10), || rm
         .logs()

@@ -85,6 +85,14 @@ pub enum Middleware {
 }
 
 impl Middleware {
+    /// The `type` as written in the config (a registered filter's name).
+    pub fn name(&self) -> &str {
+        match self {
+            Middleware::Custom { name, .. } => name,
+            other => other.kind(),
+        }
+    }
+
     /// The `type` this middleware is configured with.
     pub fn kind(&self) -> &'static str {
         match self {
