@@ -26,6 +26,7 @@ both_drivers!(
     rate_limit_is_one_limit_across_workers,
     cors_preflight_and_response_headers,
     concurrency_limit_caps_in_flight_requests,
+    max_body_refuses_large_content_length,
 );
 
 /// A backend that answers `200` with the request head as its body and a few
@@ -246,7 +247,10 @@ fn reload_swaps_chain_open_connection_keeps_working(io: &str) {
     assert!(c.get("/", "a", "").body_str().contains("X-Version: one"));
     // The status API shows the route's chain.
     let st = support::api::get(api, "/api/status").json();
-    assert_eq!(st["routes"][0]["middleware"], serde_json::json!(["headers"]));
+    assert_eq!(
+        st["routes"][0]["middleware"],
+        serde_json::json!(["headers"])
+    );
     std::fs::write(&rm.config, cfg(v2)).unwrap();
     rm.signal(libc::SIGHUP);
     // The open keep-alive connection picks up the new chain between requests.
@@ -542,4 +546,27 @@ fn concurrency_limit_caps_in_flight_requests(io: &str) {
     for _ in 0..3 {
         assert_eq!(c.get("/", "a", "").status(), 200);
     }
+}
+
+fn max_body_refuses_large_content_length(io: &str) {
+    let b = mirror();
+    let port = free_port();
+    let mw = r#"[{"type": "max_body", "max": 1000}]"#;
+    let _rm = Ringmesh::start(&config(port, b.port, mw, ""), io, &[port]);
+    // (body length, expected status)
+    for (len, want) in [(0usize, 200u16), (1000, 200), (1001, 413), (5_000_000, 413)] {
+        let mut c = Client::connect(port);
+        c.send(format!("POST /u HTTP/1.1\r\nHost: a\r\nContent-Length: {len}\r\n\r\n").as_bytes());
+        if want == 200 {
+            c.send(&vec![b'x'; len]);
+        }
+        let m = c.response();
+        assert_eq!(m.status(), want, "{len}");
+        if want == 413 {
+            // The body is never read: the connection closes.
+            assert!(c.closed_within(Duration::from_secs(5)));
+        }
+    }
+    // GET without a body passes.
+    assert_eq!(Client::connect(port).get("/", "a", "").status(), 200);
 }

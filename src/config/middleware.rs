@@ -73,6 +73,8 @@ pub enum Middleware {
     /// A filter registered by an embedder (`crate::filter::register`),
     /// with its JSON object as text.
     Custom { name: String, config: String },
+    /// 413 for a request body over `max` bytes (Content-Length).
+    MaxBody { max: u64 },
     /// At most `max` requests in flight on the route (all workers).
     ConcurrencyLimit { max: u64 },
     IpFilter {
@@ -106,6 +108,7 @@ impl Middleware {
             Middleware::RateLimit { .. } => "rate_limit",
             Middleware::Cors { .. } => "cors",
             Middleware::ConcurrencyLimit { .. } => "concurrency_limit",
+            Middleware::MaxBody { .. } => "max_body",
             Middleware::Custom { .. } => "custom",
         }
     }
@@ -145,6 +148,7 @@ pub const TYPES: &[&str] = &[
     "rate_limit",
     "cors",
     "concurrency_limit",
+    "max_body",
 ];
 
 struct V<'e> {
@@ -492,9 +496,12 @@ impl V<'_> {
                     max_keys,
                 })
             }
-            "concurrency_limit" => {
+            "concurrency_limit" | "max_body" => {
                 self.fields(m, path, &["max"]);
                 match m.get("max").and_then(Value::as_u64) {
+                    Some(max) if max >= 1 && kind == "max_body" => {
+                        Some(Middleware::MaxBody { max })
+                    }
                     Some(max) if max >= 1 => Some(Middleware::ConcurrencyLimit { max }),
                     _ => {
                         self.err(format!("{path}.max"), "missing or not an integer >= 1");

@@ -20,7 +20,7 @@
 //! - [`edit`]: applies [`Edits`] to a written head (pure).
 //! - [`headers`], [`request_id`], [`ip_filter`], [`path`] (strip_prefix,
 //!   add_prefix, rewrite, redirect), [`rate_limit`], [`cors`],
-//!   [`concurrency`] (concurrency_limit): the built-ins.
+//!   [`concurrency`] (concurrency_limit), [`max_body`]: the built-ins.
 //! - [`registry`]: filters of an embedder's own code, by name.
 
 pub mod concurrency;
@@ -28,6 +28,7 @@ pub mod cors;
 pub mod edit;
 pub mod headers;
 pub mod ip_filter;
+pub mod max_body;
 pub mod path;
 pub mod rate_limit;
 pub mod registry;
@@ -296,6 +297,7 @@ impl Chain {
                             }
                         }
                     }
+                    Middleware::MaxBody { max } => Box::new(max_body::MaxBody::new(*max)),
                     Middleware::ConcurrencyLimit { max } => Box::new(
                         concurrency::ConcurrencyLimit::new(in_flight.clone(), *max, i),
                     ),
