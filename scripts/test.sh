@@ -6,8 +6,9 @@ cd "$(dirname "$0")/.."
 
 need=()
 # chromium + chromium-driver: tests/dashboard.rs drives the dashboard in headless Chromium.
+# apache2-utils: tests/middleware.rs makes basic_auth's htpasswd file with Debian's htpasswd.
 for pkg_bin in nginx:nginx haproxy:haproxy wrk:wrk iperf3:iperf3 python3:python3 \
-               chromium:chromium chromium-driver:chromedriver; do
+               chromium:chromium chromium-driver:chromedriver apache2-utils:htpasswd; do
   bin=${pkg_bin#*:}; pkg=${pkg_bin%%:*}
   command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || need+=("$pkg")
 done

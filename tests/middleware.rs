@@ -27,6 +27,7 @@ both_drivers!(
     cors_preflight_and_response_headers,
     concurrency_limit_caps_in_flight_requests,
     max_body_refuses_large_content_length,
+    basic_auth_with_an_htpasswd_file,
 );
 
 /// A backend that answers `200` with the request head as its body and a few
@@ -569,4 +570,71 @@ fn max_body_refuses_large_content_length(io: &str) {
     }
     // GET without a body passes.
     assert_eq!(Client::connect(port).get("/", "a", "").status(), 200);
+}
+
+fn basic_auth_with_an_htpasswd_file(io: &str) {
+    use base64::Engine as _;
+    let b = mirror();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("users.htpasswd");
+    // Debian's apache2-utils writes the file: bcrypt (-B, cost 5) and SHA-1 (-s).
+    for args in [
+        vec!["-cbB", "-C", "5", file.to_str().unwrap(), "alice", "s3cret"],
+        vec!["-bs", file.to_str().unwrap(), "bob", "pa:ss"],
+    ] {
+        let st = std::process::Command::new("htpasswd")
+            .args(&args)
+            .status()
+            .expect("htpasswd (apache2-utils)");
+        assert!(st.success());
+    }
+    let port = free_port();
+    let mw = format!(
+        r#"[{{"type": "basic_auth", "htpasswd": "{}", "realm": "ops"}}]"#,
+        file.display()
+    );
+    let _rm = Ringmesh::start(&config(port, b.port, &mw, ""), io, &[port]);
+    let basic = |cred: &str| {
+        format!(
+            "Authorization: Basic {}\r\n",
+            base64::engine::general_purpose::STANDARD.encode(cred)
+        )
+    };
+    let cases: Vec<(String, u16)> = vec![
+        (String::new(), 401),
+        (basic("alice:s3cret"), 200),
+        (basic("alice:s3cret"), 200), // the cached second time
+        (basic("alice:wrong"), 401),
+        (basic("bob:pa:ss"), 200),
+        (basic("bob:pa"), 401),
+        (basic("carol:x"), 401),
+        ("Authorization: Basic !!!notbase64\r\n".into(), 401),
+        ("Authorization: Bearer abc\r\n".into(), 401),
+    ];
+    let mut c = Client::connect(port);
+    for (hdr, want) in &cases {
+        let m = c.get("/", "a", hdr);
+        assert_eq!(m.status(), *want, "{hdr:?}");
+        if *want == 401 {
+            assert_eq!(
+                m.header("www-authenticate"),
+                Some(r#"Basic realm="ops", charset="UTF-8""#)
+            );
+        }
+    }
+    // A missing file, or an MD5 ($apr1$) user, is a config error with its path.
+    let md5 = dir.path().join("md5.htpasswd");
+    let st = std::process::Command::new("htpasswd")
+        .args(["-cbm", md5.to_str().unwrap(), "carol", "pw"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    for f in [dir.path().join("missing"), md5] {
+        let mw = format!(
+            r#"[{{"type": "basic_auth", "htpasswd": "{}"}}]"#,
+            f.display()
+        );
+        let err = ringmesh::config::parse(&config(port, b.port, &mw, "")).unwrap_err();
+        assert!(err.to_string().contains("middleware[0].htpasswd"), "{err}");
+    }
 }

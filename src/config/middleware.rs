@@ -73,6 +73,12 @@ pub enum Middleware {
     /// A filter registered by an embedder (`crate::filter::register`),
     /// with its JSON object as text.
     Custom { name: String, config: String },
+    /// Basic authentication against an htpasswd file's users (read at load).
+    BasicAuth {
+        /// (user, hash) pairs of the file.
+        users: Vec<(String, String)>,
+        realm: String,
+    },
     /// 413 for a request body over `max` bytes (Content-Length).
     MaxBody { max: u64 },
     /// At most `max` requests in flight on the route (all workers).
@@ -109,6 +115,7 @@ impl Middleware {
             Middleware::Cors { .. } => "cors",
             Middleware::ConcurrencyLimit { .. } => "concurrency_limit",
             Middleware::MaxBody { .. } => "max_body",
+            Middleware::BasicAuth { .. } => "basic_auth",
             Middleware::Custom { .. } => "custom",
         }
     }
@@ -149,6 +156,7 @@ pub const TYPES: &[&str] = &[
     "cors",
     "concurrency_limit",
     "max_body",
+    "basic_auth",
 ];
 
 struct V<'e> {
@@ -495,6 +503,58 @@ impl V<'_> {
                     key,
                     max_keys,
                 })
+            }
+            "basic_auth" => {
+                self.fields(m, path, &["htpasswd", "realm"]);
+                let realm = self
+                    .string(m, path, "realm")
+                    .unwrap_or_else(|| "ringmesh".into());
+                if realm
+                    .bytes()
+                    .any(|b| b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b))
+                {
+                    self.err(
+                        format!("{path}.realm"),
+                        "printable ASCII without quotes or backslashes",
+                    );
+                }
+                let Some(file) = self.string(m, path, "htpasswd") else {
+                    self.err(
+                        format!("{path}.htpasswd"),
+                        "missing: the path of an htpasswd file",
+                    );
+                    return None;
+                };
+                let p = format!("{path}.htpasswd");
+                let text = match std::fs::read_to_string(&file) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        self.err(p, format!("cannot read {file:?}: {e}"));
+                        return None;
+                    }
+                };
+                let mut users = Vec::new();
+                for (n, line) in text.lines().enumerate() {
+                    let line = line.trim();
+                    if line.is_empty() || line.starts_with('#') {
+                        continue;
+                    }
+                    match line.split_once(':') {
+                        Some((u, h)) if crate::filter::basic_auth::supported(h) => {
+                            users.push((u.to_string(), h.to_string()))
+                        }
+                        Some((u, _)) => self.err(
+                            p.clone(),
+                            format!("{file}:{}: user {u:?}: only bcrypt (htpasswd -B) and SHA-1 (htpasswd -s) entries are supported", n + 1),
+                        ),
+                        None => self.err(p.clone(), format!("{file}:{}: not a user:hash line", n + 1)),
+                    }
+                }
+                if users.is_empty() {
+                    self.err(p, format!("{file:?} has no users"));
+                    return None;
+                }
+                Some(Middleware::BasicAuth { users, realm })
             }
             "concurrency_limit" | "max_body" => {
                 self.fields(m, path, &["max"]);

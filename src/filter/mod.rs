@@ -20,9 +20,10 @@
 //! - [`edit`]: applies [`Edits`] to a written head (pure).
 //! - [`headers`], [`request_id`], [`ip_filter`], [`path`] (strip_prefix,
 //!   add_prefix, rewrite, redirect), [`rate_limit`], [`cors`],
-//!   [`concurrency`] (concurrency_limit), [`max_body`]: the built-ins.
+//!   [`concurrency`] (concurrency_limit), [`max_body`], [`basic_auth`]: the built-ins.
 //! - [`registry`]: filters of an embedder's own code, by name.
 
+pub mod basic_auth;
 pub mod concurrency;
 pub mod cors;
 pub mod edit;
@@ -296,6 +297,9 @@ impl Chain {
                                 Box::new(Nothing)
                             }
                         }
+                    }
+                    Middleware::BasicAuth { users, realm } => {
+                        Box::new(basic_auth::BasicAuth::new(users, realm))
                     }
                     Middleware::MaxBody { max } => Box::new(max_body::MaxBody::new(*max)),
                     Middleware::ConcurrencyLimit { max } => Box::new(
