@@ -112,6 +112,20 @@ impl Engine {
         }
     }
 
+    /// Registers a filter of the embedder's own code under `name`, for
+    /// routes' `middleware` lists (`{"type": name, ...}`); see
+    /// [`crate::filter::registry`]. Register before parsing the config
+    /// that uses it (a config validated earlier did not know the name).
+    pub fn filter(
+        name: &str,
+        factory: impl Fn(&serde_json::Value) -> Result<Box<dyn crate::filter::Filter>, String>
+            + Send
+            + Sync
+            + 'static,
+    ) {
+        crate::filter::register(name, factory);
+    }
+
     /// A handle that can stop the engine once it runs.
     pub fn handle(&self) -> EngineHandle {
         EngineHandle {

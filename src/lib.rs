@@ -27,6 +27,10 @@
 //! - **generation**: the number of a published config; workers acknowledge
 //!   the one they serve, so a reload knows when it is complete.
 //! - **handover**: passing listening sockets to a new process (binary upgrade).
+//! - **middleware**: a route's configured list of filters; **filter**: one
+//!   element of it at run time (request, upstream request, response and
+//!   logging phases); **chain**: a worker's built filters of one route.
+//! - **access log**: one line per exchange or tcp connection, written off the request path.
 //! - **head**: an HTTP message's start line and header fields; **exchange**:
 //!   one request and its response.
 //!

@@ -26,6 +26,8 @@ both_drivers!(
     rate_limit_is_one_limit_across_workers,
     cors_preflight_and_response_headers,
     concurrency_limit_caps_in_flight_requests,
+    max_body_refuses_large_content_length,
+    basic_auth_with_an_htpasswd_file,
 );
 
 /// A backend that answers `200` with the request head as its body and a few
@@ -238,10 +240,19 @@ fn reload_swaps_chain_open_connection_keeps_working(io: &str) {
     let port = free_port();
     let v1 = r#"[{"type": "headers", "request": {"set": {"X-Version": "one"}}}]"#;
     let v2 = r#"[{"type": "headers", "request": {"set": {"X-Version": "two"}}}]"#;
-    let rm = Ringmesh::start(&config(port, b.port, v1, ""), io, &[port]);
+    let api = free_port();
+    let top = format!(r#""dashboard_port": "{api}","#);
+    let cfg = |mw: &str| config(port, b.port, mw, &top).replace(r#""dashboard_port": "", "#, "");
+    let rm = Ringmesh::start(&cfg(v1), io, &[port, api]);
     let mut c = Client::connect(port);
     assert!(c.get("/", "a", "").body_str().contains("X-Version: one"));
-    std::fs::write(&rm.config, config(port, b.port, v2, "")).unwrap();
+    // The status API shows the route's chain.
+    let st = support::api::get(api, "/api/status").json();
+    assert_eq!(
+        st["routes"][0]["middleware"],
+        serde_json::json!(["headers"])
+    );
+    std::fs::write(&rm.config, cfg(v2)).unwrap();
     rm.signal(libc::SIGHUP);
     // The open keep-alive connection picks up the new chain between requests.
     let ok = wait_until(Duration::from_secs(10), || {
@@ -250,7 +261,7 @@ fn reload_swaps_chain_open_connection_keeps_working(io: &str) {
     assert!(ok, "{}", rm.logs());
     // An invalid chain is refused and the old one stays.
     let bad = r#"[{"type": "ip_filter", "allow": ["300.0.0.0/8"]}]"#;
-    std::fs::write(&rm.config, config(port, b.port, bad, "")).unwrap();
+    std::fs::write(&rm.config, cfg(bad)).unwrap();
     rm.signal(libc::SIGHUP);
     assert!(wait_until(Duration::from_secs(10), || rm
         .logs()
@@ -535,5 +546,95 @@ fn concurrency_limit_caps_in_flight_requests(io: &str) {
     let mut c = Client::connect(port);
     for _ in 0..3 {
         assert_eq!(c.get("/", "a", "").status(), 200);
+    }
+}
+
+fn max_body_refuses_large_content_length(io: &str) {
+    let b = mirror();
+    let port = free_port();
+    let mw = r#"[{"type": "max_body", "max": 1000}]"#;
+    let _rm = Ringmesh::start(&config(port, b.port, mw, ""), io, &[port]);
+    // (body length, expected status)
+    for (len, want) in [(0usize, 200u16), (1000, 200), (1001, 413), (5_000_000, 413)] {
+        let mut c = Client::connect(port);
+        c.send(format!("POST /u HTTP/1.1\r\nHost: a\r\nContent-Length: {len}\r\n\r\n").as_bytes());
+        if want == 200 {
+            c.send(&vec![b'x'; len]);
+        }
+        let m = c.response();
+        assert_eq!(m.status(), want, "{len}");
+        if want == 413 {
+            // The body is never read: the connection closes.
+            assert!(c.closed_within(Duration::from_secs(5)));
+        }
+    }
+    // GET without a body passes.
+    assert_eq!(Client::connect(port).get("/", "a", "").status(), 200);
+}
+
+fn basic_auth_with_an_htpasswd_file(io: &str) {
+    use base64::Engine as _;
+    let b = mirror();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("users.htpasswd");
+    // Debian's apache2-utils writes the file: bcrypt (-B, cost 5) and SHA-1 (-s).
+    for args in [
+        vec!["-cbB", "-C", "5", file.to_str().unwrap(), "alice", "s3cret"],
+        vec!["-bs", file.to_str().unwrap(), "bob", "pa:ss"],
+    ] {
+        let st = std::process::Command::new("htpasswd")
+            .args(&args)
+            .status()
+            .expect("htpasswd (apache2-utils)");
+        assert!(st.success());
+    }
+    let port = free_port();
+    let mw = format!(
+        r#"[{{"type": "basic_auth", "htpasswd": "{}", "realm": "ops"}}]"#,
+        file.display()
+    );
+    let _rm = Ringmesh::start(&config(port, b.port, &mw, ""), io, &[port]);
+    let basic = |cred: &str| {
+        format!(
+            "Authorization: Basic {}\r\n",
+            base64::engine::general_purpose::STANDARD.encode(cred)
+        )
+    };
+    let cases: Vec<(String, u16)> = vec![
+        (String::new(), 401),
+        (basic("alice:s3cret"), 200),
+        (basic("alice:s3cret"), 200), // the cached second time
+        (basic("alice:wrong"), 401),
+        (basic("bob:pa:ss"), 200),
+        (basic("bob:pa"), 401),
+        (basic("carol:x"), 401),
+        ("Authorization: Basic !!!notbase64\r\n".into(), 401),
+        ("Authorization: Bearer abc\r\n".into(), 401),
+    ];
+    let mut c = Client::connect(port);
+    for (hdr, want) in &cases {
+        let m = c.get("/", "a", hdr);
+        assert_eq!(m.status(), *want, "{hdr:?}");
+        if *want == 401 {
+            assert_eq!(
+                m.header("www-authenticate"),
+                Some(r#"Basic realm="ops", charset="UTF-8""#)
+            );
+        }
+    }
+    // A missing file, or an MD5 ($apr1$) user, is a config error with its path.
+    let md5 = dir.path().join("md5.htpasswd");
+    let st = std::process::Command::new("htpasswd")
+        .args(["-cbm", md5.to_str().unwrap(), "carol", "pw"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    for f in [dir.path().join("missing"), md5] {
+        let mw = format!(
+            r#"[{{"type": "basic_auth", "htpasswd": "{}"}}]"#,
+            f.display()
+        );
+        let err = ringmesh::config::parse(&config(port, b.port, &mw, "")).unwrap_err();
+        assert!(err.to_string().contains("middleware[0].htpasswd"), "{err}");
     }
 }

@@ -70,6 +70,17 @@ pub enum Middleware {
         /// Seconds a browser may cache a preflight.
         max_age: u64,
     },
+    /// A filter registered by an embedder (`crate::filter::register`),
+    /// with its JSON object as text.
+    Custom { name: String, config: String },
+    /// Basic authentication against an htpasswd file's users (read at load).
+    BasicAuth {
+        /// (user, hash) pairs of the file.
+        users: Vec<(String, String)>,
+        realm: String,
+    },
+    /// 413 for a request body over `max` bytes (Content-Length).
+    MaxBody { max: u64 },
     /// At most `max` requests in flight on the route (all workers).
     ConcurrencyLimit { max: u64 },
     IpFilter {
@@ -82,6 +93,14 @@ pub enum Middleware {
 }
 
 impl Middleware {
+    /// The `type` as written in the config (a registered filter's name).
+    pub fn name(&self) -> &str {
+        match self {
+            Middleware::Custom { name, .. } => name,
+            other => other.kind(),
+        }
+    }
+
     /// The `type` this middleware is configured with.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -95,6 +114,9 @@ impl Middleware {
             Middleware::RateLimit { .. } => "rate_limit",
             Middleware::Cors { .. } => "cors",
             Middleware::ConcurrencyLimit { .. } => "concurrency_limit",
+            Middleware::MaxBody { .. } => "max_body",
+            Middleware::BasicAuth { .. } => "basic_auth",
+            Middleware::Custom { .. } => "custom",
         }
     }
 }
@@ -133,6 +155,8 @@ pub const TYPES: &[&str] = &[
     "rate_limit",
     "cors",
     "concurrency_limit",
+    "max_body",
+    "basic_auth",
 ];
 
 struct V<'e> {
@@ -480,9 +504,13 @@ impl V<'_> {
                     max_keys,
                 })
             }
-            "concurrency_limit" => {
+            "basic_auth" => self.basic_auth(m, path),
+            "concurrency_limit" | "max_body" => {
                 self.fields(m, path, &["max"]);
                 match m.get("max").and_then(Value::as_u64) {
+                    Some(max) if max >= 1 && kind == "max_body" => {
+                        Some(Middleware::MaxBody { max })
+                    }
                     Some(max) if max >= 1 => Some(Middleware::ConcurrencyLimit { max }),
                     _ => {
                         self.err(format!("{path}.max"), "missing or not an integer >= 1");
@@ -490,60 +518,7 @@ impl V<'_> {
                     }
                 }
             }
-            "cors" => {
-                self.fields(
-                    m,
-                    path,
-                    &[
-                        "origins",
-                        "methods",
-                        "headers",
-                        "expose",
-                        "credentials",
-                        "max_age",
-                    ],
-                );
-                let origins = self.names(m, path, "origins", |o| {
-                    o == "*"
-                        || (o.starts_with("http://") || o.starts_with("https://"))
-                            && o.matches('*').count() <= 1
-                            && o.bytes().all(|b| (0x21..0x7f).contains(&b))
-                });
-                if origins.is_empty() {
-                    self.err(format!("{path}.origins"), "at least one origin (or \"*\")");
-                }
-                let mut methods = self.names(m, path, "methods", |x| {
-                    !x.is_empty() && x.bytes().all(|b| b.is_ascii_uppercase())
-                });
-                if methods.is_empty() {
-                    methods = ["GET", "HEAD", "POST"].map(String::from).to_vec();
-                }
-                let headers = self.names(m, path, "headers", |h| {
-                    !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                });
-                let expose = self.names(m, path, "expose", |h| {
-                    !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                });
-                let credentials = self.bool(m, path, "credentials", false);
-                let max_age = match m.get("max_age") {
-                    None | Some(Value::Null) => 600,
-                    Some(v) => v.as_u64().filter(|&n| n <= 86_400 * 7).unwrap_or_else(|| {
-                        self.err(
-                            format!("{path}.max_age"),
-                            format!("{v} is not seconds (0 to 604800)"),
-                        );
-                        600
-                    }),
-                };
-                Some(Middleware::Cors {
-                    origins,
-                    methods,
-                    headers,
-                    expose,
-                    credentials,
-                    max_age,
-                })
-            }
+            "cors" => self.cors(m, path),
             "strip_prefix" | "add_prefix" => {
                 self.fields(m, path, &["prefix"]);
                 let prefix = self.prefix(m, path)?;
@@ -651,6 +626,20 @@ impl V<'_> {
                     path: template,
                 })
             }
+            other if crate::filter::registry::lookup(other).is_some() => {
+                let factory = crate::filter::registry::lookup(other)?;
+                // Built once here to validate it; workers build their own.
+                match factory(v) {
+                    Ok(_) => Some(Middleware::Custom {
+                        name: other.to_string(),
+                        config: v.to_string(),
+                    }),
+                    Err(e) => {
+                        self.err(path.to_string(), e);
+                        None
+                    }
+                }
+            }
             other => {
                 self.err(
                     format!("{path}.type"),
@@ -700,61 +689,7 @@ pub fn parse(
         .collect()
 }
 
+mod entries;
+
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn run(text: &str) -> (Vec<Middleware>, Vec<String>) {
-        let v: Value = serde_json::from_str(text).unwrap();
-        let mut e = Vec::new();
-        let m = parse(Some(&v), "routes.\"80\".middleware", true, &mut e);
-        (m, e.into_iter().map(|e| e.path).collect())
-    }
-
-    #[test]
-    fn valid_chain() {
-        let (m, e) = run(r#"[{"type": "request_id", "trust": true},
-                {"type": "headers", "request": {"set": {"X-Env": "prod"}, "remove": ["X-Debug"]},
-                 "response": {"add": {"X-Served-By": "ringmesh"}}},
-                {"type": "ip_filter", "allow": ["10.0.0.0/8", "::1", "2001:db8::/32"]}]"#);
-        assert!(e.is_empty(), "{e:?}");
-        assert_eq!(m.len(), 3);
-        assert_eq!(m[0].kind(), "request_id");
-        let Middleware::Headers { request, .. } = &m[1] else {
-            panic!()
-        };
-        assert_eq!(request.remove, ["x-debug"]);
-    }
-
-    #[test]
-    fn errors_carry_json_paths() {
-        let p = "routes.\"80\".middleware";
-        let (_, e) = run(
-            r#"[{"type": "nope"}, {"type": "ip_filter", "allow": ["10.0.0.0/33", 3]},
-                {"type": "headers", "request": {"set": {"Bad Name": "x", "X-A": "a\nb"}}, "extra": 1},
-                {"type": "request_id", "trust": "yes"}, 5, {}]"#,
-        );
-        assert_eq!(
-            e,
-            [
-                format!("{p}[0].type"),
-                format!("{p}[1].allow[0]"),
-                format!("{p}[1].allow[1]"),
-                format!("{p}[2].extra"),
-                format!("{p}[2].request.set.Bad Name"),
-                format!("{p}[2].request.set.X-A"),
-                format!("{p}[3].trust"),
-                format!("{p}[4]"),
-                format!("{p}[5].type"),
-            ]
-        );
-    }
-
-    #[test]
-    fn tcp_routes_have_no_middleware() {
-        let v: Value = serde_json::from_str(r#"[{"type": "request_id"}]"#).unwrap();
-        let mut e = Vec::new();
-        assert!(parse(Some(&v), "m", false, &mut e).is_empty());
-        assert_eq!(e.len(), 1);
-    }
-}
+mod tests;

@@ -667,6 +667,8 @@ fn status_json(state: &ApiState) -> String {
                 "errors": t.errors,
                 "refused": t.refused,
                 "max_connections": r.cfg.limits.max_connections,
+                "middleware": r.cfg.middleware.iter().map(|m| m.name()).collect::<Vec<_>>(),
+                "access_log": r.log.is_some(),
                 "backends": backends,
                 "tls": r.cfg.tls.as_ref().map(|a| a.counters.to_json()),
             })

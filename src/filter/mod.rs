@@ -20,15 +20,19 @@
 //! - [`edit`]: applies [`Edits`] to a written head (pure).
 //! - [`headers`], [`request_id`], [`ip_filter`], [`path`] (strip_prefix,
 //!   add_prefix, rewrite, redirect), [`rate_limit`], [`cors`],
-//!   [`concurrency`] (concurrency_limit): the built-ins.
+//!   [`concurrency`] (concurrency_limit), [`max_body`], [`basic_auth`]: the built-ins.
+//! - [`registry`]: filters of an embedder's own code, by name.
 
+pub mod basic_auth;
 pub mod concurrency;
 pub mod cors;
 pub mod edit;
 pub mod headers;
 pub mod ip_filter;
+pub mod max_body;
 pub mod path;
 pub mod rate_limit;
+pub mod registry;
 pub mod request_id;
 
 use std::cell::RefCell;
@@ -38,7 +42,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use crate::config::middleware::Middleware;
+
 use crate::http::head::{find_header, HeaderSpan};
+pub use registry::register;
 
 /// What a filter sees of a request head.
 pub struct Request<'a> {
@@ -279,6 +285,23 @@ impl Chain {
             .enumerate()
             .map(|(i, ((m, table), in_flight))| -> Box<dyn Filter> {
                 match m {
+                    Middleware::Custom { name, config } => {
+                        let built = registry::lookup(name).and_then(|f| {
+                            let v = serde_json::from_str(config).ok()?;
+                            f(&v).ok()
+                        });
+                        match built {
+                            Some(f) => f,
+                            None => {
+                                tracing::error!(name = %name, "registered filter could not be built; it does nothing");
+                                Box::new(Nothing)
+                            }
+                        }
+                    }
+                    Middleware::BasicAuth { users, realm } => {
+                        Box::new(basic_auth::BasicAuth::new(users, realm))
+                    }
+                    Middleware::MaxBody { max } => Box::new(max_body::MaxBody::new(*max)),
                     Middleware::ConcurrencyLimit { max } => Box::new(
                         concurrency::ConcurrencyLimit::new(in_flight.clone(), *max, i),
                     ),
@@ -362,10 +385,13 @@ impl Chain {
     }
 }
 
+/// A built chain: the spec's id, the spec (to notice when it is gone), the chain.
+type Built = (u64, Weak<ChainSpec>, Rc<Chain>);
+
 /// A worker's chains, built on first use per published spec.
 #[derive(Default)]
 pub struct WorkerChains {
-    built: RefCell<Vec<(u64, Weak<ChainSpec>, Rc<Chain>)>>,
+    built: RefCell<Vec<Built>>,
 }
 
 impl WorkerChains {

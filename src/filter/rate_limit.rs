@@ -11,7 +11,7 @@
 //! slot whose TAT has passed (an idle key's state is the same as none), or
 //! evicts the probed slot with the oldest TAT.
 
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::{BuildHasher, Hash};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::OnceLock;
@@ -84,9 +84,7 @@ impl Table {
     }
 
     fn hash(&self, key: impl Hash) -> u64 {
-        let mut h = self.hasher.build_hasher();
-        key.hash(&mut h);
-        h.finish() | 1
+        self.hasher.hash_one(key) | 1
     }
 
     fn slot(&self, h: u64, now: u64) -> &Slot {
@@ -105,7 +103,7 @@ impl Table {
                 s.tat.store(0, Relaxed);
                 return s;
             }
-            if oldest.is_none_or(|o| s.tat.load(Relaxed) < o.tat.load(Relaxed)) {
+            if oldest.map_or(true, |o| s.tat.load(Relaxed) < o.tat.load(Relaxed)) {
                 oldest = Some(s);
             }
         }

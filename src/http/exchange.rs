@@ -129,6 +129,8 @@ async fn exchange(
     if s.out.capacity() == 0 {
         s.out = ctx.bufs.take();
     }
+    // What the logging phase sees when this exchange sends no response.
+    s.log.status = 0;
     let method = head.method(&client.buf);
     if method == b"CONNECT" {
         return error(client, s, 501, "CONNECT is not supported here").await;
