@@ -54,6 +54,8 @@ pub struct EngineOptions {
     pub api_token: Option<String>,
     /// Sockets handed over by the process this one replaces (binary upgrade).
     pub inherited: Option<Inherited>,
+    /// Routes from etcd (from [`crate::fleet::bootstrap`]): watched and applied while running.
+    pub fleet: Option<Arc<crate::fleet::FleetState>>,
 }
 
 /// Why the engine could not run.
@@ -247,6 +249,7 @@ impl Engine {
                 path: self.opts.config_path,
                 text: self.opts.config_text,
                 notify: notify.clone(),
+                routes_overlay: None,
             },
             shared,
             handles,
@@ -259,6 +262,7 @@ impl Engine {
             driver,
             notify,
             upgrade_reply,
+            fleet: self.opts.fleet,
         };
         let control = std::thread::Builder::new()
             .name("ringmesh-ctl".into())
@@ -307,6 +311,7 @@ struct Control {
     notify: Arc<Notifier>,
     /// Started by an upgrade: where to tell the old process we are ready.
     upgrade_reply: Option<std::os::fd::OwnedFd>,
+    fleet: Option<Arc<crate::fleet::FleetState>>,
 }
 
 impl Control {
@@ -345,6 +350,7 @@ impl Control {
             driver,
             notify,
             mut upgrade_reply,
+            fleet,
         } = self;
         let procs = std::rc::Rc::new(crate::control::supervisor::Registry::default());
         let mut generation = shared.generation();
@@ -377,6 +383,7 @@ impl Control {
                         procs: procs.clone(),
                         api_addr: addr,
                         api_token,
+                        fleet: fleet.clone(),
                     });
                     monoio::spawn(crate::control::api::serve(l, state, api_stop.clone()));
                     tracing::info!("status API on http://{addr}/api/status");
@@ -384,6 +391,8 @@ impl Control {
                 Err(e) => tracing::error!(%addr, "status API disabled: {e}"),
             }
         }
+        let mut fleet =
+            fleet.map(|f| crate::control::fleet::FleetControl::start(f, &shared, &reloader));
         let workers = handles.len();
         let mut ready = 0usize;
         let mut drivers = Vec::new();
@@ -452,6 +461,9 @@ impl Control {
                         }
                     }
                     shared.drain(epoch_ms() + grace.as_millis() as u64);
+                    if let Some(f) = &fleet {
+                        f.state.stop(); // the registry revokes the node's lease
+                    }
                     // Our copies of the listening sockets: the workers close theirs.
                     reloader.borrow_mut().listeners.clear();
                 }
@@ -476,6 +488,9 @@ impl Control {
                     let _ = up.run("SIGUSR2").await;
                 });
             }
+            if let Some(f) = fleet.as_ref().filter(|_| !draining) {
+                f.tick(&reloader);
+            }
             let g = shared.generation();
             if g != generation {
                 // A new config: start tracking new backends, stop removed ones.
@@ -487,6 +502,9 @@ impl Control {
             }
         }
         // Connections are closed: now the backend processes may go.
+        if let Some(f) = fleet.as_mut() {
+            f.stop();
+        }
         procs.shutdown().await;
         handles
     }

@@ -37,6 +37,8 @@
 //! - [`http`]: the HTTP/1.1 reverse proxy (pure head/rewrite/chunked core, and
 //!   the per-connection data plane on top of it).
 //! - [`engine`]: start-up and shutdown order.
+//! - [`fleet`]: routes from etcd (watched on a side thread, applied through
+//!   the reload path) and the node registry; blocking HTTP, never on a worker.
 //! - [`control`]: the control thread's services: listeners, reload, API,
 //!   sd_notify, supervisor (backend processes, logs), health checks, dashboard.
 //! - [`cli`]: the CLI's API clients (`status`, `reload`, `logs`, `kill`): blocking, no runtime.
@@ -47,6 +49,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod engine;
+pub mod fleet;
 pub mod http;
 pub mod proxy;
 pub mod route;

@@ -4,6 +4,7 @@
 //! plane only ever sees snapshots.
 
 pub mod snapshot;
+pub mod source;
 pub mod validate;
 
 use std::io;

@@ -219,6 +219,8 @@ pub struct Snapshot {
     pub limits: Limits,
     /// `upstream_keepalive`: the idle upstream connection pool.
     pub upstream_keepalive: UpstreamKeepalive,
+    /// `config_source`: routes from etcd instead of this file (see `crate::fleet`).
+    pub config_source: Option<super::source::ConfigSource>,
     pub routes: Vec<Route>,
     pub listeners: Vec<ListenerSpec>,
 }

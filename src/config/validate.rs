@@ -78,6 +78,7 @@ const TOP_FIELDS: &[&str] = &[
     "max_connections",
     "max_connections_per_ip",
     "upstream_keepalive",
+    "config_source",
 ];
 const UPSTREAM_KEEPALIVE_FIELDS: &[&str] = &["max_idle", "idle_timeout"];
 const ROUTE_FIELDS: &[&str] = &[
@@ -316,6 +317,7 @@ impl Validator {
             pipe_size: DEFAULT_PIPE_SIZE,
             limits: Limits::default(),
             upstream_keepalive: UpstreamKeepalive::default(),
+            config_source: None,
             routes: Vec::new(),
             listeners: Vec::new(),
         };
@@ -371,6 +373,9 @@ impl Validator {
                     snap.upstream_keepalive.idle_timeout = d;
                 }
             }
+        }
+        if let Some(v) = top.get("config_source").filter(|v| !v.is_null()) {
+            snap.config_source = super::source::parse(v, "config_source", &mut |p, m| self.err(p, m));
         }
         snap.limits = Limits {
             max_connections: self.limit(top, "", "max_connections"),

@@ -52,6 +52,8 @@ pub struct ApiState {
     pub api_token: Option<String>,
     /// Backend processes and health (control thread only).
     pub procs: Rc<crate::control::supervisor::Registry>,
+    /// Routes from etcd and the node registry (see `fleet.rs`), if configured.
+    pub fleet: Option<Arc<crate::fleet::FleetState>>,
 }
 
 impl ApiState {
@@ -216,7 +218,7 @@ pub const CORE: &[Endpoint] = &[
 ];
 
 /// Every endpoint table, searched in order.
-pub const TABLES: &[&[Endpoint]] = &[CORE, PROCS, DASHBOARD];
+pub const TABLES: &[&[Endpoint]] = &[CORE, PROCS, DASHBOARD, super::fleet::ENDPOINTS];
 
 /// Backend processes (see `procs_api.rs`): logs and kill.
 const PROCS: &[Endpoint] = &[
@@ -685,6 +687,7 @@ fn status_json(state: &ApiState) -> String {
         "max_connections": live.snapshot.limits.max_connections,
         "max_connections_per_ip": live.snapshot.limits.max_connections_per_ip,
         "routes": routes,
+        "config_source": state.fleet.as_ref().map(|f| f.status_json()),
     });
     let mut s = serde_json::to_string_pretty(&v).unwrap_or_default();
     s.push('\n');

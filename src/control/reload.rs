@@ -92,6 +92,9 @@ pub struct Reloader {
     /// Text of the config now applied (served by `GET /api/config`).
     pub text: String,
     pub notify: Arc<Notifier>,
+    /// Routes from the config source (etcd) now applied: they replace the
+    /// file's routes on every reload (see `crate::fleet`).
+    pub routes_overlay: Option<serde_json::Value>,
 }
 
 /// Where a reload's config comes from.
@@ -100,6 +103,9 @@ pub enum Source {
     File,
     /// A new text (PUT /api/config): validated, written to the file, applied.
     Text(String),
+    /// New routes from the config source (etcd): the applied config with its
+    /// `routes` replaced; the file is not written.
+    Routes(serde_json::Value),
 }
 
 impl Reloader {
@@ -109,19 +115,31 @@ impl Reloader {
         if self.shared.draining() {
             return Err(ReloadError::Draining);
         }
+        let overlay = |text: String| match &self.routes_overlay {
+            None => Ok(text),
+            Some(r) => with_routes(&text, r),
+        };
+        let mut new_overlay = None;
         let (snap, text) = match source {
+            Source::Routes(routes) => {
+                let text = with_routes(&self.text, &routes)?;
+                let snap = config::parse(&text).map_err(ReloadError::Invalid)?;
+                new_overlay = Some(routes);
+                (snap, text)
+            }
             Source::File => {
                 let path = self.path.as_ref().ok_or(ReloadError::NoFile)?;
-                match config::load(path) {
-                    Ok(v) => v,
-                    Err(config::LoadError::Io(e)) => return Err(ReloadError::Io(e.to_string())),
-                    Err(config::LoadError::Invalid(e)) => return Err(ReloadError::Invalid(e)),
-                }
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| ReloadError::Io(format!("{}: {e}", path.display())))?;
+                let text = overlay(text)?;
+                let snap = config::parse(&text).map_err(ReloadError::Invalid)?;
+                (snap, text)
             }
-            Source::Text(text) => {
+            Source::Text(local) => {
+                let text = overlay(local.clone())?;
                 let snap = config::parse(&text).map_err(ReloadError::Invalid)?;
                 if let Some(path) = &self.path {
-                    config::write_atomic(path, text.as_bytes()).map_err(|e| {
+                    config::write_atomic(path, local.as_bytes()).map_err(|e| {
                         ReloadError::Io(format!("cannot write {}: {e}", path.display()))
                     })?;
                 }
@@ -134,6 +152,9 @@ impl Reloader {
         let live = Live::build(snap, self.shared.workers, Some(&old));
         let generation = self.shared.publish_with(Arc::new(live), change.handover);
         self.text = text;
+        if new_overlay.is_some() {
+            self.routes_overlay = new_overlay;
+        }
         Ok(Applied {
             generation,
             added: change.added,
@@ -149,6 +170,16 @@ impl Reloader {
     }
 }
 
+/// `text` with its routes replaced (config source); an error names no path.
+fn with_routes(text: &str, routes: &serde_json::Value) -> Result<String, ReloadError> {
+    config::source::with_routes(text, routes).map_err(|message| {
+        ReloadError::Invalid(ConfigErrors(vec![config::ConfigError {
+            path: String::new(),
+            message,
+        }]))
+    })
+}
+
 /// Settings a running process cannot change.
 fn restart_required(old: &Snapshot, new: &Snapshot) -> Vec<&'static str> {
     let mut out = Vec::new();
@@ -160,6 +191,9 @@ fn restart_required(old: &Snapshot, new: &Snapshot) -> Vec<&'static str> {
     }
     if old.pipe_size != new.pipe_size {
         out.push("pipe_size");
+    }
+    if old.config_source != new.config_source {
+        out.push("config_source");
     }
     out
 }
