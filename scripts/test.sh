@@ -6,8 +6,10 @@ cd "$(dirname "$0")/.."
 
 need=()
 # chromium + chromium-driver: tests/dashboard.rs drives the dashboard in headless Chromium.
+# etcd-server: tests/fleet.rs (routes from etcd); dnsmasq-base (the binary, no system
+# service on port 53): DNS discovery tests.
 for pkg_bin in nginx:nginx haproxy:haproxy wrk:wrk iperf3:iperf3 python3:python3 \
-               chromium:chromium chromium-driver:chromedriver; do
+               chromium:chromium chromium-driver:chromedriver etcd-server:etcd dnsmasq-base:dnsmasq; do
   bin=${pkg_bin#*:}; pkg=${pkg_bin%%:*}
   command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || need+=("$pkg")
 done

@@ -112,7 +112,8 @@ impl Api {
                         body: Vec::new(),
                         eof: false,
                     };
-                    st.feed(&buf).map_err(|e| self.fail("bad answer from", path, &e))?;
+                    st.feed(&buf)
+                        .map_err(|e| self.fail("bad answer from", path, &e))?;
                     return Ok(st);
                 }
                 Ok(httparse::Status::Partial) if buf.len() < 64 * 1024 => {}

@@ -51,8 +51,8 @@ pub fn etcd_source(
             let text = std::fs::read_to_string(config).map_err(|e| {
                 format!("no --etcd given and cannot read {}: {e}", config.display())
             })?;
-            let v: Value = serde_json::from_str(&text)
-                .map_err(|e| format!("{}: {e}", config.display()))?;
+            let v: Value =
+                serde_json::from_str(&text).map_err(|e| format!("{}: {e}", config.display()))?;
             let cs = v.get("config_source").ok_or_else(|| {
                 format!(
                     "no --etcd given and {} has no config_source",
@@ -60,7 +60,9 @@ pub fn etcd_source(
                 )
             })?;
             let mut errs = Vec::new();
-            let s = source::parse(cs, "config_source", &mut |p, m| errs.push(format!("{p}: {m}")));
+            let s = source::parse(cs, "config_source", &mut |p, m| {
+                errs.push(format!("{p}: {m}"))
+            });
             match s {
                 Some(s) if errs.is_empty() => s.etcd,
                 _ => return Err(errs.join("\n")),
@@ -172,7 +174,9 @@ pub fn routes_of_file(text: &str) -> Result<Value, Vec<String>> {
         _ => v,
     };
     if !routes.is_object() {
-        return Err(vec!["expected a routes object (or a config with \"routes\")".into()]);
+        return Err(vec![
+            "expected a routes object (or a config with \"routes\")".into(),
+        ]);
     }
     let check = json!({"routes": routes}).to_string();
     crate::config::parse(&check)
@@ -192,7 +196,10 @@ pub fn routes_push(src: &EtcdSource, file: &Path, expect: Option<i64>) -> u8 {
     let routes = match routes_of_file(&text) {
         Ok(r) => r,
         Err(errs) => {
-            eprintln!("routes push: {} is invalid; nothing written", file.display());
+            eprintln!(
+                "routes push: {} is invalid; nothing written",
+                file.display()
+            );
             for e in errs {
                 eprintln!("  {e}");
             }
@@ -215,7 +222,10 @@ pub fn routes_push(src: &EtcdSource, file: &Path, expect: Option<i64>) -> u8 {
     body.push('\n');
     match etcd.cas(&key, body.as_bytes(), expect) {
         Ok(Cas::Written(rev)) => {
-            println!("pushed {} route(s) to {key}: revision {rev}", routes.as_object().map_or(0, |m| m.len()));
+            println!(
+                "pushed {} route(s) to {key}: revision {rev}",
+                routes.as_object().map_or(0, |m| m.len())
+            );
             0
         }
         Ok(Cas::Conflict(now)) => {
@@ -249,8 +259,10 @@ mod tests {
 
     #[test]
     fn fleet_table_marks_rejected_revisions() {
-        let t = fleet_table(&[json!({"node_id": "a", "address": "127.0.0.2", "version": "0.1.0",
-            "config_revision": 5, "config_rejected_revision": 6, "uptime_seconds": 9, "connections_open": 2})]);
+        let t = fleet_table(&[
+            json!({"node_id": "a", "address": "127.0.0.2", "version": "0.1.0",
+            "config_revision": 5, "config_rejected_revision": 6, "uptime_seconds": 9, "connections_open": 2}),
+        ]);
         assert!(t.contains("5 (!6)") && t.contains("127.0.0.2"), "{t}");
         assert_eq!(fleet_table(&[]), "no nodes registered\n");
     }

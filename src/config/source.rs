@@ -80,7 +80,10 @@ pub fn parse(v: &Value, path: &str, err: &mut dyn FnMut(String, String)) -> Opti
     check_fields(&m, path, SOURCE_FIELDS, err);
     let ep = format!("{path}.etcd");
     let Some(ev) = m.get("etcd") else {
-        err(path.to_string(), "missing \"etcd\": the only source so far".into());
+        err(
+            path.to_string(),
+            "missing \"etcd\": the only source so far".into(),
+        );
         return None;
     };
     let e = obj(ev, &ep, err)?;
@@ -192,19 +195,24 @@ mod tests {
 
     fn run(v: Value) -> (Option<ConfigSource>, Vec<String>) {
         let mut errs = Vec::new();
-        let s = parse(&v, "config_source", &mut |p, m| errs.push(format!("{p}: {m}")));
+        let s = parse(&v, "config_source", &mut |p, m| {
+            errs.push(format!("{p}: {m}"))
+        });
         (s, errs)
     }
 
     #[test]
     fn parses_etcd_source_and_reports_paths() {
-        let (s, errs) = run(serde_json::json!({"etcd": {"endpoints": ["http://127.0.0.1:2379", "h:1"]}}));
+        let (s, errs) =
+            run(serde_json::json!({"etcd": {"endpoints": ["http://127.0.0.1:2379", "h:1"]}}));
         assert!(errs.is_empty(), "{errs:?}");
         let e = s.unwrap().etcd;
         assert_eq!(e.endpoints, ["127.0.0.1:2379", "h:1"]);
         assert_eq!(e.prefix, DEFAULT_PREFIX);
-        let (_, errs) = run(serde_json::json!({"etcd": {"endpoints": ["https://x:1", "nope"],
-            "username": "u", "ca_file": "/x", "bogus": 1}, "consul": {}}));
+        let (_, errs) = run(
+            serde_json::json!({"etcd": {"endpoints": ["https://x:1", "nope"],
+            "username": "u", "ca_file": "/x", "bogus": 1}, "consul": {}}),
+        );
         let all = errs.join("\n");
         for want in [
             "config_source.consul: unknown field",
@@ -217,7 +225,10 @@ mod tests {
             assert!(all.contains(want), "missing {want:?} in\n{all}");
         }
         let (_, errs) = run(serde_json::json!({"etcd": {}}));
-        assert!(errs[0].starts_with("config_source.etcd.endpoints: required"), "{errs:?}");
+        assert!(
+            errs[0].starts_with("config_source.etcd.endpoints: required"),
+            "{errs:?}"
+        );
     }
 
     #[test]

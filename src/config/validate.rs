@@ -375,7 +375,8 @@ impl Validator {
             }
         }
         if let Some(v) = top.get("config_source").filter(|v| !v.is_null()) {
-            snap.config_source = super::source::parse(v, "config_source", &mut |p, m| self.err(p, m));
+            snap.config_source =
+                super::source::parse(v, "config_source", &mut |p, m| self.err(p, m));
         }
         snap.limits = Limits {
             max_connections: self.limit(top, "", "max_connections"),

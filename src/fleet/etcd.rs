@@ -217,7 +217,10 @@ impl Etcd {
                     *self.token.borrow_mut() = None;
                     continue;
                 }
-                return Err(EtcdError::Refused(format!("{path}: HTTP {}: {msg}", r.status)));
+                return Err(EtcdError::Refused(format!(
+                    "{path}: HTTP {}: {msg}",
+                    r.status
+                )));
             }
         }
         Err(last)
@@ -299,7 +302,12 @@ impl Etcd {
 
     /// Watches `key` from `start_revision`; reads block at most `quiet`
     /// before [`Watch::next`] returns a timeout error (the stream stays usable).
-    pub fn watch(&self, key: &str, start_revision: i64, quiet: Duration) -> Result<Watch, EtcdError> {
+    pub fn watch(
+        &self,
+        key: &str,
+        start_revision: i64,
+        quiet: Duration,
+    ) -> Result<Watch, EtcdError> {
         let body = json!({"create_request": {
             "key": b64(key.as_bytes()),
             "start_revision": start_revision.to_string(),
@@ -424,11 +432,16 @@ mod tests {
 
     #[test]
     fn parses_watch_lines_as_etcd_3_4_writes_them() {
-        let created: Value = serde_json::from_str(r#"{"result":{"header":{"revision":"2"},"created":true}}"#).unwrap();
+        let created: Value =
+            serde_json::from_str(r#"{"result":{"header":{"revision":"2"},"created":true}}"#)
+                .unwrap();
         assert_eq!(parse_watch(&created), WatchMsg::Created { revision: 2 });
-        let ev: Value = serde_json::from_str(r#"{"result":{"header":{"revision":"4"},"events":[
+        let ev: Value = serde_json::from_str(
+            r#"{"result":{"header":{"revision":"4"},"events":[
             {"kv":{"key":"L3Ivcm91dGVz","mod_revision":"3","value":"eyJiIjoyfQ=="}},
-            {"type":"DELETE","kv":{"key":"L3Ivcm91dGVz","mod_revision":"4"}}]}}"#).unwrap();
+            {"type":"DELETE","kv":{"key":"L3Ivcm91dGVz","mod_revision":"4"}}]}}"#,
+        )
+        .unwrap();
         let WatchMsg::Events { revision, events } = parse_watch(&ev) else {
             panic!()
         };
@@ -436,7 +449,15 @@ mod tests {
         assert_eq!(events[0].kv.key, "/r/routes");
         assert_eq!(events[0].kv.value, br#"{"b":2}"#);
         assert!(!events[0].delete && events[1].delete);
-        let c: Value = serde_json::from_str(r#"{"result":{"header":{"revision":"9"},"canceled":true,"compact_revision":"7"}}"#).unwrap();
-        assert_eq!(parse_watch(&c), WatchMsg::Compacted { compact_revision: 7 });
+        let c: Value = serde_json::from_str(
+            r#"{"result":{"header":{"revision":"9"},"canceled":true,"compact_revision":"7"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            parse_watch(&c),
+            WatchMsg::Compacted {
+                compact_revision: 7
+            }
+        );
     }
 }

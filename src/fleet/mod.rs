@@ -211,10 +211,13 @@ pub fn bootstrap(
         .dashboard
         .port
         .map(|p| format!("{}:{p}", snap.dashboard.host));
-    let node_id = cfg.node_id.clone().unwrap_or_else(|| match snap.dashboard.port {
-        Some(p) => format!("{}-{p}", hostname()),
-        None => format!("{}-{}", hostname(), std::process::id()),
-    });
+    let node_id = cfg
+        .node_id
+        .clone()
+        .unwrap_or_else(|| match snap.dashboard.port {
+            Some(p) => format!("{}-{p}", hostname()),
+            None => format!("{}-{}", hostname(), std::process::id()),
+        });
     let state = Arc::new(FleetState {
         routes_key: format!("{}routes", cfg.prefix),
         nodes_prefix: format!("{}nodes/", cfg.prefix),
@@ -249,8 +252,8 @@ pub fn bootstrap(
                     "etcd has no routes yet; serving the local file's routes until a push"
                 ),
                 Some(kv) => {
-                    let merged = routes_value(&kv.value)
-                        .and_then(|r| merge(&text, &r).map(|m| (m, r)));
+                    let merged =
+                        routes_value(&kv.value).and_then(|r| merge(&text, &r).map(|m| (m, r)));
                     match merged {
                         Ok(((s2, t2), routes)) => {
                             tracing::info!(
@@ -268,7 +271,10 @@ pub fn bootstrap(
                         }
                         Err(errors) => {
                             for e in &errors {
-                                tracing::error!(revision = kv.mod_revision, "routes from etcd refused: {e}");
+                                tracing::error!(
+                                    revision = kv.mod_revision,
+                                    "routes from etcd refused: {e}"
+                                );
                             }
                             state.status().rejected = Some(Rejected {
                                 revision: kv.mod_revision,
@@ -280,7 +286,10 @@ pub fn bootstrap(
             }
         }
         Err(e) => {
-            tracing::warn!("{e}; trying the routes cache {}", state.cache_path.display());
+            tracing::warn!(
+                "{e}; trying the routes cache {}",
+                state.cache_path.display()
+            );
             state.status().last_error = Some(e.to_string());
         }
     }
@@ -357,9 +366,7 @@ pub(crate) fn nap(state: &FleetState, d: Duration) -> bool {
 /// its `config_source.etcd` endpoints (and prefix) set from the flags.
 pub fn with_etcd_flags(text: &str, urls: &str, prefix: Option<&str>) -> Result<String, String> {
     let mut v: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
-    let top = v
-        .as_object_mut()
-        .ok_or("the config is not a JSON object")?;
+    let top = v.as_object_mut().ok_or("the config is not a JSON object")?;
     let cs = top
         .entry("config_source")
         .or_insert_with(|| json!({"etcd": {}}));
@@ -387,15 +394,26 @@ mod tests {
     fn etcd_flags_set_the_source() {
         let t = with_etcd_flags(r#"{"workers": 1}"#, "http://a:1,http://b:2", Some("/x/")).unwrap();
         let s = config::parse(&t).unwrap().config_source.unwrap().etcd;
-        assert_eq!((s.endpoints, s.prefix.as_str()), (vec!["a:1".into(), "b:2".into()], "/x/"));
+        assert_eq!(
+            (s.endpoints, s.prefix.as_str()),
+            (vec!["a:1".into(), "b:2".into()], "/x/")
+        );
     }
 
     #[test]
     fn merge_validates_routes_over_the_local_file() {
         let local = r#"{"listen_host": "127.0.0.3", "dashboard_port": 9000, "routes": {}}"#;
-        let (s, _) = merge(local, &json!({"8080": {"backends": [{"internal_port": 1}]}})).unwrap();
+        let (s, _) = merge(
+            local,
+            &json!({"8080": {"backends": [{"internal_port": 1}]}}),
+        )
+        .unwrap();
         assert_eq!(s.routes[0].listen.to_string(), "127.0.0.3:8080");
-        let e = merge(local, &json!({"9000": {"backends": [{"internal_port": 1}]}})).unwrap_err();
+        let e = merge(
+            local,
+            &json!({"9000": {"backends": [{"internal_port": 1}]}}),
+        )
+        .unwrap_err();
         assert!(e[0].contains("dashboard_port"), "{e:?}");
         assert!(routes_value(b"[1]").is_err() && routes_value(b"{").is_err());
         let dir = tempfile::tempdir().unwrap();

@@ -1,0 +1,333 @@
+//! Routes from etcd across a fleet: a real etcd (Debian's etcd-server) and
+//! three ringmesh nodes on 127.0.0.2-4, each with its own local file and
+//! dashboard port, all on loopback, every process stopped by PID.
+//!
+//! One scenario per driver: a push reaches all three within 2 s; an invalid
+//! revision is refused by all and reported in /api/status while they serve
+//! the last good routes; etcd killed: all keep serving; a node restarted
+//! meanwhile serves its cached routes; etcd back: the next push arrives;
+//! `routes push` detects a compare-and-swap conflict; the fleet lists the
+//! nodes (CLI and /api/fleet) and a node stopped gracefully leaves it.
+
+mod support;
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::etcd::EtcdServer;
+use support::{free_port, wait_until, Backend, BIN};
+
+const PREFIX: &str = "/fleet-test/";
+
+/// One ringmesh node: its own directory (config, cache, log) that survives restarts.
+struct Node {
+    ip: [u8; 4],
+    dashboard: u16,
+    dir: PathBuf,
+    io: String,
+    child: Option<Child>,
+}
+
+impl Node {
+    fn new(root: &Path, n: u8, etcd: &str, io: &str) -> Node {
+        let dir = root.join(format!("node{n}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let dashboard = free_port();
+        let cfg = json!({
+            "listen_host": format!("127.0.0.{n}"),
+            "dashboard_port": dashboard,
+            "workers": 1,
+            "shutdown_grace": "2s",
+            "config_source": {"etcd": {"endpoints": [etcd], "prefix": PREFIX, "node_id": format!("node{n}")}},
+            "routes": {}
+        });
+        std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
+        let mut node = Node {
+            ip: [127, 0, 0, n],
+            dashboard,
+            dir,
+            io: io.into(),
+            child: None,
+        };
+        node.start();
+        node
+    }
+
+    fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("log"))
+            .unwrap();
+        let child = Command::new(BIN)
+            .args(["run", "--io", &self.io, "--log", "debug", "--config"])
+            .arg(self.dir.join("config.json"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        assert!(
+            wait_until(Duration::from_secs(15), || self.status().is_some()),
+            "node API did not come up; log:\n{}",
+            self.log()
+        );
+    }
+
+    /// SIGTERM by PID, then wait for the exit.
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while c.try_wait().unwrap().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
+    }
+
+    fn api(&self, path: &str) -> Option<Value> {
+        let r = std::panic::catch_unwind(|| support::api::get(self.dashboard, path)).ok()?;
+        (r.status == 200).then(|| serde_json::from_str(&r.body).ok())?
+    }
+
+    fn status(&self) -> Option<Value> {
+        TcpStream::connect(("127.0.0.1", self.dashboard)).ok()?;
+        self.api("/api/status")
+    }
+
+    /// What the route on `port` answers: the tag of the backend it reached.
+    fn tag(&self, port: u16) -> Option<String> {
+        let mut s =
+            TcpStream::connect_timeout(&SocketAddr::from((self.ip, port)), Duration::from_secs(2))
+                .ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+        let mut buf = [0u8; 64];
+        let mut got = Vec::new();
+        while !got.contains(&b'\n') {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        Some(String::from_utf8_lossy(&got).trim().to_string())
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn routes(port: u16, backend: u16) -> Value {
+    json!({ port.to_string(): {"name": "web", "protocol": "tcp",
+        "backends": [{"name": "b", "internal_host": "127.0.0.1", "internal_port": backend}]}})
+}
+
+fn cli(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+fn push(etcd: &str, file: &Path, extra: &[&str]) -> Output {
+    let mut a = vec!["routes", "push"];
+    let f = file.to_str().unwrap();
+    a.push(f);
+    a.extend(["--etcd", etcd, "--etcd-prefix", PREFIX]);
+    a.extend(extra);
+    cli(&a)
+}
+
+fn all_serve(nodes: &[Node], port: u16, tag: &str, limit: Duration) -> bool {
+    wait_until(limit, || {
+        nodes.iter().all(|n| n.tag(port).as_deref() == Some(tag))
+    })
+}
+
+fn fleet_scenario(io: &str) {
+    let Some(mut etcd) = EtcdServer::start() else {
+        panic!("etcd is not installed (Debian package etcd-server; scripts/test.sh installs it)");
+    };
+    let url = etcd.url();
+    let root = tempfile::tempdir().unwrap();
+    let (a, b) = (Backend::tagged("a"), Backend::tagged("b"));
+    let port = free_port();
+    let mut nodes: Vec<Node> = (2..=4)
+        .map(|n| Node::new(root.path(), n, &url, io))
+        .collect();
+    for n in &nodes {
+        let s = n.status().unwrap();
+        assert_eq!(s["config_source"]["origin"], "local", "{s}");
+    }
+
+    // A push reaches every node within 2 s.
+    let file = root.path().join("routes.json");
+    std::fs::write(&file, routes(port, a.port).to_string()).unwrap();
+    let t0 = Instant::now();
+    let out = push(&url, &file, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        all_serve(&nodes, port, "a", Duration::from_secs(2)),
+        "not every node serves the pushed routes within 2 s; node2 log:\n{}",
+        nodes[0].log()
+    );
+    eprintln!("push -> served by 3 nodes in {:?}", t0.elapsed());
+    let (_, kv) = etcd.client().get(&format!("{PREFIX}routes")).unwrap();
+    let rev1 = kv.unwrap().mod_revision;
+
+    // The CLI refuses an invalid file before writing anything.
+    let bad = root.path().join("bad.json");
+    std::fs::write(&bad, json!({"8": {"backends": []}}).to_string()).unwrap();
+    let out = push(&url, &bad, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("backends"));
+
+    // An invalid revision written behind the CLI's back: refused by every
+    // node, reported, the last good routes stay.
+    let bad_rev = etcd
+        .client()
+        .put(
+            &format!("{PREFIX}routes"),
+            json!({port.to_string(): {"protocol": "tcp", "backends": []}})
+                .to_string()
+                .as_bytes(),
+            None,
+        )
+        .unwrap();
+    for n in &nodes {
+        assert!(
+            wait_until(Duration::from_secs(5), || {
+                n.status()
+                    .is_some_and(|s| s["config_source"]["rejected"]["revision"] == bad_rev)
+            }),
+            "node did not report the refused revision: {:?}\n{}",
+            n.status(),
+            n.log()
+        );
+        let s = n.status().unwrap();
+        assert_eq!(s["config_source"]["revision"], rev1, "{s}");
+        let errs = s["config_source"]["rejected"]["errors"].to_string();
+        assert!(errs.contains("backends"), "{errs}");
+        assert!(n.log().contains("refused"), "{}", n.log());
+        assert_eq!(n.tag(port).as_deref(), Some("a"));
+    }
+
+    // The fleet: every node registered, serving rev1, with its address.
+    let listed = wait_until(Duration::from_secs(10), || {
+        let out = cli(&["fleet", "--etcd", &url, "--etcd-prefix", PREFIX, "--json"]);
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        let ns = v["nodes"].as_array().cloned().unwrap_or_default();
+        ns.len() == 3 && ns.iter().all(|n| n["config_revision"] == rev1)
+    });
+    assert!(listed, "fleet did not list 3 nodes at revision {rev1}");
+    let out = cli(&["fleet", "--etcd", &url, "--etcd-prefix", PREFIX]);
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    for n in ["node2", "node3", "node4", "127.0.0.3"] {
+        assert!(table.contains(n), "{table}");
+    }
+    assert!(wait_until(Duration::from_secs(10), || {
+        nodes[0]
+            .api("/api/fleet")
+            .is_some_and(|v| v["nodes"].as_array().is_some_and(|a| a.len() == 3))
+    }));
+
+    // etcd killed: every node keeps serving.
+    etcd.kill();
+    for n in &nodes {
+        assert!(
+            wait_until(Duration::from_secs(15), || {
+                n.status()
+                    .is_some_and(|s| s["config_source"]["connected"] == false)
+            }),
+            "node did not notice etcd is gone"
+        );
+    }
+    for _ in 0..3 {
+        for n in &nodes {
+            assert_eq!(n.tag(port).as_deref(), Some("a"), "{}", n.log());
+        }
+    }
+
+    // A node restarted while etcd is down serves its cached routes.
+    nodes[1].stop();
+    nodes[1].start();
+    let s = nodes[1].status().unwrap();
+    assert_eq!(s["config_source"]["origin"], "cache", "{s}");
+    assert_eq!(s["config_source"]["revision"], rev1, "{s}");
+    assert!(wait_until(Duration::from_secs(5), || nodes[1]
+        .tag(port)
+        .as_deref()
+        == Some("a")));
+
+    // etcd back: a new push arrives everywhere (after the nodes' backoff).
+    etcd.restart();
+    std::fs::write(&file, routes(port, b.port).to_string()).unwrap();
+    let out = push(&url, &file, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        all_serve(&nodes, port, "b", Duration::from_secs(20)),
+        "the push after etcd came back did not reach every node; node3 log:\n{}",
+        nodes[1].log()
+    );
+    let rev2 = etcd
+        .client()
+        .get(&format!("{PREFIX}routes"))
+        .unwrap()
+        .1
+        .unwrap()
+        .mod_revision;
+    for n in &nodes {
+        assert!(wait_until(Duration::from_secs(5), || n
+            .status()
+            .is_some_and(|s| s["config_source"]["revision"] == rev2
+                && s["config_source"]["rejected"].is_null()
+                && s["config_source"]["connected"] == true)));
+    }
+
+    // Compare-and-swap: a push based on an old revision is refused.
+    let out = push(&url, &file, &["--expect-revision", &rev1.to_string()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("conflict") && err.contains(&rev2.to_string()),
+        "{err}"
+    );
+    let out = push(&url, &file, &["--expect-revision", &rev2.to_string()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A node stopped gracefully leaves the fleet at once (lease revoked).
+    nodes[2].stop();
+    let gone = wait_until(Duration::from_secs(5), || {
+        let (_, kvs) = etcd.client().list(&format!("{PREFIX}nodes/")).unwrap();
+        kvs.len() == 2 && !kvs.iter().any(|kv| kv.key.ends_with("node4"))
+    });
+    assert!(gone, "node4 still listed after a graceful stop");
+    drop(nodes);
+}
+
+both_drivers!(fleet_scenario);
