@@ -331,3 +331,84 @@ fn fleet_scenario(io: &str) {
 }
 
 both_drivers!(fleet_scenario);
+
+/// The watcher resumes from a revision etcd compacted away: it re-reads the
+/// key and hands over the newest routes (the "full re-read after compaction").
+#[test]
+fn watcher_rereads_after_compaction() {
+    let etcd = EtcdServer::start().expect("etcd (etcd-server) is not installed");
+    let c = etcd.client();
+    let key = format!("{PREFIX}routes");
+    let mut last = 0;
+    for p in 1..=5u16 {
+        last = c.put(&key, routes(1000 + p, 1).to_string().as_bytes(), None).unwrap();
+    }
+    c.call("/v3/kv/compaction", &json!({"revision": last.to_string()}))
+        .unwrap();
+    // Watching from before the compaction is refused by etcd...
+    let mut w = c.watch(&key, 2, Duration::from_secs(5)).unwrap();
+    let msg = loop {
+        match w.next_msg().unwrap().unwrap() {
+            ringmesh::fleet::etcd::WatchMsg::Created { .. } => continue,
+            m => break m,
+        }
+    };
+    assert!(matches!(msg, ringmesh::fleet::etcd::WatchMsg::Compacted { .. }), "{msg:?}");
+    // ...and the watcher, told it last saw revision 2, re-reads the key.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.json");
+    let text = json!({"workers": 1, "config_source": {"etcd": {
+        "endpoints": [etcd.url()], "prefix": PREFIX}}})
+    .to_string();
+    std::fs::write(&path, &text).unwrap();
+    let snap = ringmesh::config::parse(&text).unwrap();
+    let (snap, _, state) = ringmesh::fleet::bootstrap(snap, text, &path);
+    let state = state.unwrap();
+    assert_eq!(snap.routes[0].listen.port(), 1005, "bootstrap reads the key");
+    {
+        let mut s = state.status();
+        s.seen_revision = 2;
+        s.applied_revision = 2;
+    }
+    let st = state.clone();
+    let t = std::thread::spawn(move || ringmesh::fleet::watch::run(st));
+    let u = state.rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(u.revision, last);
+    assert!(String::from_utf8_lossy(&u.value).contains("1005"));
+    state.stop();
+    t.join().unwrap();
+}
+
+/// etcd's own auth: a node's client logs in with username/password (a token
+/// from /v3/auth/authenticate); without them etcd refuses.
+#[test]
+fn etcd_auth_with_username_and_password() {
+    let etcd = EtcdServer::start().expect("etcd (etcd-server) is not installed");
+    let c = etcd.client();
+    for (path, body) in [
+        ("/v3/auth/user/add", json!({"name": "root", "password": "s3cret"})),
+        ("/v3/auth/role/add", json!({"name": "root"})),
+        ("/v3/auth/user/grant", json!({"user": "root", "role": "root"})),
+        ("/v3/auth/enable", json!({})),
+    ] {
+        c.call(path, &body).unwrap_or_else(|e| panic!("{path}: {e}"));
+    }
+    let anon = etcd.client();
+    let err = anon.put("/a", b"1", None).unwrap_err();
+    assert!(matches!(err, ringmesh::fleet::etcd::EtcdError::Refused(_)), "{err}");
+    let mut src = etcd.source(PREFIX);
+    src.username = Some("root".into());
+    src.password = Some("s3cret".into());
+    let authed = ringmesh::fleet::etcd::Etcd::new(&src);
+    let rev = authed.put("/a", b"1", None).unwrap();
+    assert_eq!(authed.get("/a").unwrap().1.unwrap().mod_revision, rev);
+    let mut w = authed.watch("/a", rev, Duration::from_secs(5)).unwrap();
+    assert!(matches!(
+        w.next_msg().unwrap(),
+        Some(ringmesh::fleet::etcd::WatchMsg::Created { .. })
+    ));
+    src.password = Some("wrong".into());
+    let bad = ringmesh::fleet::etcd::Etcd::new(&src);
+    let err = bad.get("/a").unwrap_err().to_string();
+    assert!(err.contains("authenticating"), "{err}");
+}

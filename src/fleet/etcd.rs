@@ -301,7 +301,7 @@ impl Etcd {
     }
 
     /// Watches `key` from `start_revision`; reads block at most `quiet`
-    /// before [`Watch::next`] returns a timeout error (the stream stays usable).
+    /// before [`Watch::next_msg`] returns a timeout error (the stream stays usable).
     pub fn watch(
         &self,
         key: &str,
@@ -367,7 +367,7 @@ impl Watch {
     /// The next message. `Err` of kind `WouldBlock`/`TimedOut`: nothing for
     /// the `quiet` period (check etcd is alive, then call again); other
     /// errors and `Ok(None)` (the stream ended): reconnect.
-    pub fn next(&mut self) -> std::io::Result<Option<WatchMsg>> {
+    pub fn next_msg(&mut self) -> std::io::Result<Option<WatchMsg>> {
         loop {
             let Some(line) = self.stream.next_line()? else {
                 return Ok(None);

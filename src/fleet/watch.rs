@@ -92,7 +92,7 @@ fn follow(
         if state.stopping() {
             return Ok(());
         }
-        match w.next() {
+        match w.next_msg() {
             Ok(Some(WatchMsg::Created { .. })) => {
                 if *failures > 0 {
                     tracing::info!(
