@@ -250,6 +250,7 @@ impl Engine {
                 text: self.opts.config_text,
                 notify: notify.clone(),
                 routes_overlay: None,
+                discovered: Default::default(),
             },
             shared,
             handles,
@@ -364,6 +365,7 @@ impl Control {
             }
         });
         let api_stop = Rc::new(LocalEvent::default());
+        let discovery_state = Arc::new(crate::discovery::DiscoveryState::default());
         let upgrader = Rc::new(Upgrader::new(
             api_dup,
             reloader.clone(),
@@ -384,6 +386,7 @@ impl Control {
                         api_addr: addr,
                         api_token,
                         fleet: fleet.clone(),
+                        discovery: discovery_state.clone(),
                     });
                     monoio::spawn(crate::control::api::serve(l, state, api_stop.clone()));
                     tracing::info!("status API on http://{addr}/api/status");
@@ -393,6 +396,7 @@ impl Control {
         }
         let mut fleet =
             fleet.map(|f| crate::control::fleet::FleetControl::start(f, &shared, &reloader));
+        let mut discovery = crate::control::discovery::DiscoveryControl::new(discovery_state);
         let workers = handles.len();
         let mut ready = 0usize;
         let mut drivers = Vec::new();
@@ -491,6 +495,9 @@ impl Control {
             if let Some(f) = fleet.as_ref().filter(|_| !draining) {
                 f.tick(&reloader);
             }
+            if !draining {
+                discovery.tick(&shared, &reloader);
+            }
             let g = shared.generation();
             if g != generation {
                 // A new config: start tracking new backends, stop removed ones.
@@ -505,6 +512,7 @@ impl Control {
         if let Some(f) = fleet.as_mut() {
             f.stop();
         }
+        discovery.stop();
         procs.shutdown().await;
         handles
     }

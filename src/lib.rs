@@ -37,6 +37,8 @@
 //! - [`http`]: the HTTP/1.1 reverse proxy (pure head/rewrite/chunked core, and
 //!   the per-connection data plane on top of it).
 //! - [`engine`]: start-up and shutdown order.
+//! - [`discovery`]: backends from DNS (SRV/A/AAAA) resolved on a side thread
+//!   and published as backends through the reload machinery.
 //! - [`fleet`]: routes from etcd (watched on a side thread, applied through
 //!   the reload path) and the node registry; blocking HTTP, never on a worker.
 //! - [`control`]: the control thread's services: listeners, reload, API,
@@ -48,6 +50,7 @@ pub mod balance;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod discovery;
 pub mod engine;
 pub mod fleet;
 pub mod http;

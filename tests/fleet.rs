@@ -341,7 +341,9 @@ fn watcher_rereads_after_compaction() {
     let key = format!("{PREFIX}routes");
     let mut last = 0;
     for p in 1..=5u16 {
-        last = c.put(&key, routes(1000 + p, 1).to_string().as_bytes(), None).unwrap();
+        last = c
+            .put(&key, routes(1000 + p, 1).to_string().as_bytes(), None)
+            .unwrap();
     }
     c.call("/v3/kv/compaction", &json!({"revision": last.to_string()}))
         .unwrap();
@@ -353,7 +355,10 @@ fn watcher_rereads_after_compaction() {
             m => break m,
         }
     };
-    assert!(matches!(msg, ringmesh::fleet::etcd::WatchMsg::Compacted { .. }), "{msg:?}");
+    assert!(
+        matches!(msg, ringmesh::fleet::etcd::WatchMsg::Compacted { .. }),
+        "{msg:?}"
+    );
     // ...and the watcher, told it last saw revision 2, re-reads the key.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.json");
@@ -364,7 +369,11 @@ fn watcher_rereads_after_compaction() {
     let snap = ringmesh::config::parse(&text).unwrap();
     let (snap, _, state) = ringmesh::fleet::bootstrap(snap, text, &path);
     let state = state.unwrap();
-    assert_eq!(snap.routes[0].listen.port(), 1005, "bootstrap reads the key");
+    assert_eq!(
+        snap.routes[0].listen.port(),
+        1005,
+        "bootstrap reads the key"
+    );
     {
         let mut s = state.status();
         s.seen_revision = 2;
@@ -386,16 +395,26 @@ fn etcd_auth_with_username_and_password() {
     let etcd = EtcdServer::start().expect("etcd (etcd-server) is not installed");
     let c = etcd.client();
     for (path, body) in [
-        ("/v3/auth/user/add", json!({"name": "root", "password": "s3cret"})),
+        (
+            "/v3/auth/user/add",
+            json!({"name": "root", "password": "s3cret"}),
+        ),
         ("/v3/auth/role/add", json!({"name": "root"})),
-        ("/v3/auth/user/grant", json!({"user": "root", "role": "root"})),
+        (
+            "/v3/auth/user/grant",
+            json!({"user": "root", "role": "root"}),
+        ),
         ("/v3/auth/enable", json!({})),
     ] {
-        c.call(path, &body).unwrap_or_else(|e| panic!("{path}: {e}"));
+        c.call(path, &body)
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
     }
     let anon = etcd.client();
     let err = anon.put("/a", b"1", None).unwrap_err();
-    assert!(matches!(err, ringmesh::fleet::etcd::EtcdError::Refused(_)), "{err}");
+    assert!(
+        matches!(err, ringmesh::fleet::etcd::EtcdError::Refused(_)),
+        "{err}"
+    );
     let mut src = etcd.source(PREFIX);
     src.username = Some("root".into());
     src.password = Some("s3cret".into());

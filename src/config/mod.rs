@@ -3,6 +3,7 @@
 //! File -> `serde_json::Value` -> [`validate::parse`] -> [`Snapshot`]. The data
 //! plane only ever sees snapshots.
 
+pub mod discover;
 pub mod snapshot;
 pub mod source;
 pub mod validate;

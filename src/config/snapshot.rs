@@ -121,6 +121,14 @@ pub struct Backend {
     /// How long a cold start may take until `addr` accepts: the backend's
     /// `ready_timeout`, else its route's, else [`DEFAULT_READY_TIMEOUT`].
     pub ready_timeout: Duration,
+    /// Share of new connections relative to the others (round_robin,
+    /// least_conn); `weight` in the file, or an SRV record's weight.
+    pub weight: u32,
+    /// SRV priority: only the lowest-numbered tier with an available backend
+    /// gets connections (0 for static backends).
+    pub priority: u16,
+    /// Expanded from a `discover` entry by DNS (not in the file).
+    pub discovered: bool,
 }
 
 /// How long a started backend process may take to accept connections.
@@ -175,6 +183,9 @@ pub struct Route {
     pub health: Option<HealthCheck>,
     /// `max_connections` of this route.
     pub limits: Limits,
+    /// `discover` entries of `backends`: DNS names that expand into backends
+    /// (resolved on a side thread, see `crate::discovery`).
+    pub discover: Vec<super::discover::Discover>,
 }
 
 /// A listening address and the routes behind it (indices into `Snapshot::routes`).

@@ -101,6 +101,8 @@ const BACKEND_FIELDS: &[&str] = &[
     "internal_host",
     "internal_port",
     "ready_timeout",
+    "weight",
+    "discover",
 ];
 const HEALTH_FIELDS: &[&str] = &[
     "path",
@@ -512,7 +514,8 @@ impl Validator {
             max_connections: self.limit(m, &path, "max_connections"),
             max_connections_per_ip: None,
         };
-        let backends = self.backends(m, &path, dashboard_port, ready_timeout);
+        let mut discover = Vec::new();
+        let backends = self.backends(m, &path, dashboard_port, ready_timeout, &mut discover);
 
         if self.errors.len() != before {
             return None;
@@ -529,6 +532,7 @@ impl Validator {
             idle_timeout,
             health,
             limits,
+            discover,
         })
     }
 
@@ -680,6 +684,7 @@ impl Validator {
         path: &str,
         dashboard_port: Option<u16>,
         route_ready_timeout: Duration,
+        discover: &mut Vec<super::discover::Discover>,
     ) -> Vec<Backend> {
         let p = field_path(path, "backends");
         let items = match m.get("backends") {
@@ -706,7 +711,20 @@ impl Validator {
             let Some(bm) = self.object(bv, &bp) else {
                 continue;
             };
+            if bm.contains_key("discover") {
+                let d = super::discover::parse(bm, &bp, &mut |p, m| self.err(p, m));
+                discover.extend(d);
+                continue;
+            }
             self.check_fields(bm, &bp, BACKEND_FIELDS);
+            let weight = match self.uint(bm, &bp, "weight", 1000) {
+                Some(0) => {
+                    self.err(field_path(&bp, "weight"), "must be at least 1 (1-1000)");
+                    1
+                }
+                Some(w) => w as u32,
+                None => 1,
+            };
             let cmd = self
                 .string(bm, &bp, "cmd")
                 .map(|s| s.trim().to_string())
@@ -772,6 +790,9 @@ impl Validator {
                 port,
                 addr,
                 ready_timeout,
+                weight,
+                priority: 0,
+                discovered: false,
             });
         }
         out

@@ -54,6 +54,8 @@ pub struct ApiState {
     pub procs: Rc<crate::control::supervisor::Registry>,
     /// Routes from etcd and the node registry (see `fleet.rs`), if configured.
     pub fleet: Option<Arc<crate::fleet::FleetState>>,
+    /// DNS-discovered backends (see `discovery.rs`).
+    pub discovery: Arc<crate::discovery::DiscoveryState>,
 }
 
 impl ApiState {
@@ -218,7 +220,13 @@ pub const CORE: &[Endpoint] = &[
 ];
 
 /// Every endpoint table, searched in order.
-pub const TABLES: &[&[Endpoint]] = &[CORE, PROCS, DASHBOARD, super::fleet::ENDPOINTS];
+pub const TABLES: &[&[Endpoint]] = &[
+    CORE,
+    PROCS,
+    DASHBOARD,
+    super::fleet::ENDPOINTS,
+    super::discovery::ENDPOINTS,
+];
 
 /// Backend processes (see `procs_api.rs`): logs and kill.
 const PROCS: &[Endpoint] = &[

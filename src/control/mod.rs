@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod dashboard;
+pub mod discovery;
 pub mod fleet;
 pub mod health;
 pub mod listeners;

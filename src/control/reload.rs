@@ -95,6 +95,9 @@ pub struct Reloader {
     /// Routes from the config source (etcd) now applied: they replace the
     /// file's routes on every reload (see `crate::fleet`).
     pub routes_overlay: Option<serde_json::Value>,
+    /// Backends found in DNS for each `discover` entry (control/discovery.rs):
+    /// every config published gets them, so a reload does not drop them.
+    pub discovered: std::collections::HashMap<crate::discovery::EntryKey, Vec<config::Backend>>,
 }
 
 /// Where a reload's config comes from.
@@ -146,6 +149,8 @@ impl Reloader {
                 (snap, text)
             }
         };
+        let mut snap = snap;
+        expand(&mut snap, &self.discovered);
         let old = self.shared.live();
         let restart_required = restart_required(&old.snapshot, &snap);
         let change = self.listeners.update(&snap);
@@ -167,6 +172,41 @@ impl Reloader {
             restart_required,
             settled: false,
         })
+    }
+}
+
+impl Reloader {
+    /// Publishes the running config again with the current DNS-discovered
+    /// backends (no file read, no listener change); returns the generation.
+    /// Open connections keep the snapshot they started with.
+    pub fn republish(&mut self) -> u64 {
+        let old = self.shared.live();
+        let mut snap = old.snapshot.clone();
+        expand(&mut snap, &self.discovered);
+        let live = Live::build(snap, self.shared.workers, Some(&old));
+        self.shared.publish(Arc::new(live))
+    }
+}
+
+/// Replaces each route's discovered backends with the current sets.
+fn expand(
+    snap: &mut Snapshot,
+    discovered: &std::collections::HashMap<crate::discovery::EntryKey, Vec<config::Backend>>,
+) {
+    for r in &mut snap.routes {
+        if r.discover.is_empty() {
+            continue;
+        }
+        r.backends.retain(|b| !b.discovered);
+        for d in &r.discover {
+            if let Some(bs) = discovered.get(&(r.key.clone(), d.dns.clone())) {
+                for b in bs {
+                    if !r.backends.iter().any(|o| o.name == b.name) {
+                        r.backends.push(b.clone());
+                    }
+                }
+            }
+        }
     }
 }
 

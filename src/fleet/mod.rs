@@ -411,10 +411,10 @@ mod tests {
         assert_eq!(s.routes[0].listen.to_string(), "127.0.0.3:8080");
         let e = merge(
             local,
-            &json!({"9000": {"backends": [{"internal_port": 1}]}}),
+            &json!({"8080": {"backends": [{"internal_port": "x"}]}}),
         )
         .unwrap_err();
-        assert!(e[0].contains("dashboard_port"), "{e:?}");
+        assert!(e[0].contains("routes.\"8080\".backends[0].internal_port"), "{e:?}");
         assert!(routes_value(b"[1]").is_err() && routes_value(b"{").is_err());
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(

@@ -232,6 +232,9 @@ pub struct LiveRoute {
     pub backends: Vec<LiveBackend>,
     /// One slot per worker.
     pub slots: Box<[Padded<RouteSlot>]>,
+    /// Backends differ in weight or priority: balancing takes
+    /// `balance::pick_weighted` (equal ones keep the plain, cheaper pick).
+    pub weighted: bool,
 }
 
 impl LiveRoute {
@@ -316,10 +319,14 @@ impl Live {
                     }
                     _ => (0..workers).map(|_| Padded::default()).collect(),
                 };
+                let weighted = r.backends.iter().any(|b| {
+                    b.weight != r.backends[0].weight || b.priority != r.backends[0].priority
+                });
                 Arc::new(LiveRoute {
                     cfg: r.clone(),
                     backends,
                     slots,
+                    weighted,
                 })
             })
             .collect();
