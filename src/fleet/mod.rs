@@ -414,7 +414,10 @@ mod tests {
             &json!({"8080": {"backends": [{"internal_port": "x"}]}}),
         )
         .unwrap_err();
-        assert!(e[0].contains("routes.\"8080\".backends[0].internal_port"), "{e:?}");
+        assert!(
+            e[0].contains("routes.\"8080\".backends[0].internal_port"),
+            "{e:?}"
+        );
         assert!(routes_value(b"[1]").is_err() && routes_value(b"{").is_err());
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(
