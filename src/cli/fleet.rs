@@ -137,7 +137,11 @@ pub fn fleet_table(nodes: &[Value]) -> String {
             n["api"].as_str().unwrap_or("-"),
             n["version"].as_str().unwrap_or("?"),
             rev,
-            n["uptime_seconds"].as_u64().unwrap_or(0),
+            // Written every few seconds at most: count from the start time.
+            n["started_at"]
+                .as_u64()
+                .map(|t| crate::fleet::unix_now().saturating_sub(t))
+                .unwrap_or_else(|| n["uptime_seconds"].as_u64().unwrap_or(0)),
             n["connections_open"].as_u64().unwrap_or(0),
         );
     }

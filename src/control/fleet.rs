@@ -136,6 +136,9 @@ fn fleet(state: &ApiState, _: &Request) -> Response {
                 "note": "this node has no config_source: it is not part of a fleet"}),
         );
     };
+    // The registry lists the fleet while someone looks (from its next beat).
+    f.fleet_asked
+        .store(unix_now(), std::sync::atomic::Ordering::Relaxed);
     let (nodes, at) = {
         let s = f.status();
         (s.nodes.clone(), s.nodes_at)

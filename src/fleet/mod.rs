@@ -86,6 +86,9 @@ pub struct FleetState {
     pub api: Option<String>,
     pub started_unix: u64,
     pub status: Mutex<SourceStatus>,
+    /// Unix seconds of the last `GET /api/fleet` (the registry lists the
+    /// fleet only while someone looks).
+    pub fleet_asked: std::sync::atomic::AtomicU64,
     stop: AtomicBool,
     tx: crossbeam_channel::Sender<Update>,
     pub rx: crossbeam_channel::Receiver<Update>,
@@ -101,6 +104,12 @@ pub fn unix_now() -> u64 {
 impl FleetState {
     pub fn status(&self) -> std::sync::MutexGuard<'_, SourceStatus> {
         self.status.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Someone asked for the fleet list within `window`.
+    pub fn fleet_wanted(&self, window: Duration) -> bool {
+        let at = self.fleet_asked.load(Ordering::Relaxed);
+        at != 0 && unix_now().saturating_sub(at) <= window.as_secs()
     }
 
     pub fn stopping(&self) -> bool {
@@ -233,6 +242,7 @@ pub fn bootstrap(
             origin: "local",
             ..Default::default()
         }),
+        fleet_asked: std::sync::atomic::AtomicU64::new(0),
         stop: AtomicBool::new(false),
         tx,
         rx,
