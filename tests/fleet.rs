@@ -171,6 +171,7 @@ fn fleet_scenario(io: &str) {
     for n in &nodes {
         let s = n.status().unwrap();
         assert_eq!(s["config_source"]["origin"], "local", "{s}");
+        assert_eq!(support::api::get(n.dashboard, "/readyz").status, 503);
     }
 
     // A push reaches every node within 2 s.
@@ -189,6 +190,11 @@ fn fleet_scenario(io: &str) {
         nodes[0].log()
     );
     eprintln!("push -> served by 3 nodes in {:?}", t0.elapsed());
+    for n in &nodes {
+        assert!(wait_until(Duration::from_secs(5), || {
+            support::api::get(n.dashboard, "/readyz").status == 200
+        }));
+    }
     let (_, kv) = etcd.client().get(&format!("{PREFIX}routes")).unwrap();
     let rev1 = kv.unwrap().mod_revision;
 

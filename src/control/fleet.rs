@@ -121,12 +121,36 @@ async fn apply(state: &FleetState, rl: &Rc<RefCell<Reloader>>, u: Update) {
     }
 }
 
-/// `GET /api/fleet`.
-pub const ENDPOINTS: &[Endpoint] = &[Endpoint {
-    method: "GET",
-    path: "/api/fleet",
-    handler: Handler::Sync(fleet),
-}];
+/// `GET /api/fleet`, `GET /readyz`.
+pub const ENDPOINTS: &[Endpoint] = &[
+    Endpoint {
+        method: "GET",
+        path: "/api/fleet",
+        handler: Handler::Sync(fleet),
+    },
+    Endpoint {
+        method: "GET",
+        path: "/readyz",
+        handler: Handler::Sync(ready),
+    },
+];
+
+/// `GET /readyz`: 200 once the node serves the fleet's routes (from etcd or
+/// its cache; always for a node without a config source), else 503. For a
+/// load balancer's or Kubernetes' readiness probe: a node that came up with
+/// neither etcd nor a cache serves only its file's routes and should get no
+/// traffic yet. `/healthz` stays the liveness probe.
+fn ready(state: &ApiState, _: &Request) -> Response {
+    if state.shared.draining() {
+        return Response::text(503, "draining\n");
+    }
+    match &state.fleet {
+        Some(f) if f.status().origin == "local" => {
+            Response::text(503, "no routes from the config source yet\n")
+        }
+        _ => Response::text(200, "ready\n"),
+    }
+}
 
 fn fleet(state: &ApiState, _: &Request) -> Response {
     let Some(f) = &state.fleet else {
