@@ -257,10 +257,15 @@ pub fn bootstrap(
                 s.endpoint = Some(client.endpoint().to_string());
             }
             match kv {
-                None => tracing::warn!(
-                    key = %state.routes_key,
-                    "etcd has no routes yet; serving the local file's routes until a push"
-                ),
+                None => {
+                    // etcd is the truth: no key means no fleet routes yet.
+                    tracing::warn!(
+                        key = %state.routes_key,
+                        "etcd has no routes yet; serving the local file's {} route(s) until a push",
+                        snap.routes.len()
+                    );
+                    return (snap, text, Some(state));
+                }
                 Some(kv) => {
                     let merged =
                         routes_value(&kv.value).and_then(|r| merge(&text, &r).map(|m| (m, r)));
