@@ -276,6 +276,14 @@ fn dns_a_records(io: &str) {
         addrs.contains("127.0.0.11") && addrs.contains("127.0.0.12"),
         "{addrs}"
     );
+    // A user reload keeps the discovered backends (the load sees no gap).
+    assert_eq!(support::api::put_config(dash, &cfg).status, 200);
+    let s = support::api::get(dash, "/api/status").json();
+    assert_eq!(
+        s["routes"][0]["backends"].as_array().map(Vec::len),
+        Some(2),
+        "{s}"
+    );
 
     // A record removed: it drains (no new connections), then it may stop.
     dns.write("127.0.0.12 api.internal\n", &[]);

@@ -42,7 +42,9 @@ impl Node {
             "dashboard_port": dashboard,
             "workers": 1,
             "shutdown_grace": "2s",
-            "config_source": {"etcd": {"endpoints": [etcd], "prefix": PREFIX, "node_id": format!("node{n}")}},
+            // A dead endpoint first: the client fails over to the next.
+            "config_source": {"etcd": {"endpoints": [format!("http://127.0.0.1:{}", free_port()), etcd],
+                "prefix": PREFIX, "node_id": format!("node{n}")}},
             "routes": {}
         });
         std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
@@ -198,6 +200,20 @@ fn fleet_scenario(io: &str) {
     let (_, kv) = etcd.client().get(&format!("{PREFIX}routes")).unwrap();
     let rev1 = kv.unwrap().mod_revision;
 
+    // SIGHUP re-reads the node's own file (no routes in it) but keeps the
+    // routes from etcd.
+    let pid = nodes[0].child.as_ref().unwrap().id();
+    unsafe { libc::kill(pid as i32, libc::SIGHUP) };
+    assert!(wait_until(Duration::from_secs(5), || nodes[0]
+        .log()
+        .contains("config reloaded (SIGHUP)")));
+    assert_eq!(
+        nodes[0].tag(port).as_deref(),
+        Some("a"),
+        "{}",
+        nodes[0].log()
+    );
+
     // The CLI refuses an invalid file before writing anything.
     let bad = root.path().join("bad.json");
     std::fs::write(&bad, json!({"8": {"backends": []}}).to_string()).unwrap();
@@ -333,6 +349,18 @@ fn fleet_scenario(io: &str) {
         kvs.len() == 2 && !kvs.iter().any(|kv| kv.key.ends_with("node4"))
     });
     assert!(gone, "node4 still listed after a graceful stop");
+
+    // A node that dies (SIGKILL: no revoke) leaves when its 10 s lease expires.
+    let mut c = nodes[0].child.take().unwrap();
+    c.kill().unwrap();
+    c.wait().unwrap();
+    let t0 = Instant::now();
+    let expired = wait_until(Duration::from_secs(25), || {
+        let (_, kvs) = etcd.client().list(&format!("{PREFIX}nodes/")).unwrap();
+        kvs.len() == 1 && kvs[0].key.ends_with("node3")
+    });
+    assert!(expired, "node2's key outlived its lease");
+    eprintln!("killed node left the fleet after {:?}", t0.elapsed());
     drop(nodes);
 }
 
