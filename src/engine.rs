@@ -366,6 +366,7 @@ impl Control {
         });
         let api_stop = Rc::new(LocalEvent::default());
         let discovery_state = Arc::new(crate::discovery::DiscoveryState::default());
+        let leaving = Rc::new(std::cell::Cell::new(false));
         let upgrader = Rc::new(Upgrader::new(
             api_dup,
             reloader.clone(),
@@ -387,6 +388,7 @@ impl Control {
                         api_token,
                         fleet: fleet.clone(),
                         discovery: discovery_state.clone(),
+                        leaving: leaving.clone(),
                     });
                     monoio::spawn(crate::control::api::serve(l, state, api_stop.clone()));
                     tracing::info!("status API on http://{addr}/api/status");
@@ -397,6 +399,7 @@ impl Control {
         let mut fleet =
             fleet.map(|f| crate::control::fleet::FleetControl::start(f, &shared, &reloader));
         let mut discovery = crate::control::discovery::DiscoveryControl::new(discovery_state);
+        let mut leave_at: Option<std::time::Instant> = None;
         let workers = handles.len();
         let mut ready = 0usize;
         let mut drivers = Vec::new();
@@ -440,7 +443,27 @@ impl Control {
                 .as_ref()
                 .is_some_and(|s| s.term.swap(false, Ordering::SeqCst));
             let requested = stop.swap(false, Ordering::SeqCst);
-            if term || requested {
+            let mut stop_now = term || requested;
+            // shutdown_delay: first stop being ready (/readyz 503) while the
+            // listeners keep accepting, so a balancer's health checks take
+            // the node out before it closes them; then drain as usual.
+            if stop_now && !draining && leave_at.is_none() && upgrader.handed_to().is_none() {
+                let delay = shared.live().snapshot.shutdown_delay;
+                if !delay.is_zero() {
+                    leave_at = Some(std::time::Instant::now() + delay);
+                    leaving.set(true);
+                    notify.stopping();
+                    tracing::info!(
+                        delay_s = delay.as_secs_f64(),
+                        "stopping: /readyz answers 503, listeners keep accepting for shutdown_delay, then drain"
+                    );
+                    stop_now = false;
+                }
+            }
+            if !draining && leave_at.is_some_and(|t| std::time::Instant::now() >= t) {
+                stop_now = true;
+            }
+            if stop_now {
                 if draining {
                     tracing::warn!("second stop request: closing open connections now");
                     shared.force_stop();

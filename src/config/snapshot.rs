@@ -224,6 +224,9 @@ pub struct Snapshot {
     pub backlog: u32,
     /// How long open connections may finish after SIGTERM/SIGINT.
     pub shutdown_grace: Duration,
+    /// After SIGTERM, how long `/readyz` answers 503 while listeners keep
+    /// accepting, before the drain starts (0: drain at once).
+    pub shutdown_delay: Duration,
     /// Capacity of each splice pipe (F_SETPIPE_SZ).
     pub pipe_size: usize,
     /// Process-wide `max_connections` and `max_connections_per_ip`.

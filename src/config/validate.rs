@@ -73,6 +73,7 @@ const TOP_FIELDS: &[&str] = &[
     "listen_host",
     "backlog",
     "shutdown_grace",
+    "shutdown_delay",
     "pipe_size",
     "api_token",
     "max_connections",
@@ -316,6 +317,7 @@ impl Validator {
             workers: 0,
             backlog: DEFAULT_BACKLOG,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            shutdown_delay: Duration::ZERO,
             pipe_size: DEFAULT_PIPE_SIZE,
             limits: Limits::default(),
             upstream_keepalive: UpstreamKeepalive::default(),
@@ -354,6 +356,9 @@ impl Validator {
         }
         if let Some(d) = self.duration(top, "", "shutdown_grace") {
             snap.shutdown_grace = d;
+        }
+        if let Some(d) = self.duration(top, "", "shutdown_delay") {
+            snap.shutdown_delay = d;
         }
         if let Some(p) = self.uint(top, "", "pipe_size", 64 << 20) {
             if p < 4096 {

@@ -56,6 +56,8 @@ pub struct ApiState {
     pub fleet: Option<Arc<crate::fleet::FleetState>>,
     /// DNS-discovered backends (see `discovery.rs`).
     pub discovery: Arc<crate::discovery::DiscoveryState>,
+    /// A stop was requested and `shutdown_delay` runs: `/readyz` answers 503.
+    pub leaving: Rc<std::cell::Cell<bool>>,
 }
 
 impl ApiState {

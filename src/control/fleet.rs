@@ -139,10 +139,11 @@ pub const ENDPOINTS: &[Endpoint] = &[
 /// its cache; always for a node without a config source), else 503. For a
 /// load balancer's or Kubernetes' readiness probe: a node that came up with
 /// neither etcd nor a cache serves only its file's routes and should get no
-/// traffic yet. `/healthz` stays the liveness probe.
+/// traffic yet; a node asked to stop answers 503 from the stop request on
+/// (during `shutdown_delay` it still accepts). `/healthz` stays the liveness probe.
 fn ready(state: &ApiState, _: &Request) -> Response {
-    if state.shared.draining() {
-        return Response::text(503, "draining\n");
+    if state.shared.draining() || state.leaving.get() {
+        return Response::text(503, "stopping\n");
     }
     match &state.fleet {
         Some(f) if f.status().origin == "local" => {
