@@ -322,7 +322,21 @@ fn main() -> ExitCode {
                     return ExitCode::from(70);
                 }
             };
-            let (snap, text) = match config::load_or_init(&path) {
+            // `--etcd` fills config_source before validation (the file may name no endpoints).
+            let loaded = match etcd.as_deref() {
+                None => config::load_or_init(&path).map_err(|e| e.to_string()),
+                Some(urls) => std::fs::read_to_string(&path)
+                    .map_err(|e| format!("{e}"))
+                    .and_then(|t| {
+                        ringmesh::fleet::with_etcd_flags(&t, urls, etcd_prefix.as_deref())
+                    })
+                    .and_then(|t| {
+                        config::parse(&t)
+                            .map(|s| (s, t, false))
+                            .map_err(|e| e.to_string())
+                    }),
+            };
+            let (snap, text) = match loaded {
                 Ok((snap, text, written)) => {
                     if written {
                         tracing::info!(
@@ -334,26 +348,10 @@ fn main() -> ExitCode {
                 }
                 Err(e) => {
                     tracing::error!("{}: invalid config", path.display());
-                    for line in e.to_string().lines() {
+                    for line in e.lines() {
                         tracing::error!("  {line}");
                     }
                     return ExitCode::from(64);
-                }
-            };
-            // Routes from etcd (or its cache) when the file names a config_source.
-            let (snap, text) = match etcd {
-                None => (snap, text),
-                Some(urls) => {
-                    match ringmesh::fleet::with_etcd_flags(&text, &urls, etcd_prefix.as_deref())
-                        .map_err(|e| e.to_string())
-                        .and_then(|t| config::parse(&t).map(|s| (s, t)).map_err(|e| e.to_string()))
-                    {
-                        Ok(v) => v,
-                        Err(e) => {
-                            tracing::error!("--etcd: {e}");
-                            return ExitCode::from(64);
-                        }
-                    }
                 }
             };
             let (snap, text, fleet) = ringmesh::fleet::bootstrap(snap, text, &path);

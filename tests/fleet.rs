@@ -29,6 +29,8 @@ struct Node {
     dashboard: u16,
     dir: PathBuf,
     io: String,
+    /// Extra `run` arguments (`--etcd URL --etcd-prefix P`).
+    flags: Vec<String>,
     child: Option<Child>,
 }
 
@@ -43,16 +45,32 @@ impl Node {
             "workers": 1,
             "shutdown_grace": "2s",
             // A dead endpoint first: the client fails over to the next.
+            // node4 gets its endpoints from `run --etcd` instead (see start).
             "config_source": {"etcd": {"endpoints": [format!("http://127.0.0.1:{}", free_port()), etcd],
                 "prefix": PREFIX, "node_id": format!("node{n}")}},
             "routes": {}
         });
+        let mut cfg = cfg;
+        let mut flags = Vec::new();
+        if n == 4 {
+            cfg["config_source"]["etcd"]
+                .as_object_mut()
+                .unwrap()
+                .remove("endpoints");
+            flags = vec![
+                "--etcd".into(),
+                etcd.to_string(),
+                "--etcd-prefix".into(),
+                PREFIX.into(),
+            ];
+        }
         std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
         let mut node = Node {
             ip: [127, 0, 0, n],
             dashboard,
             dir,
             io: io.into(),
+            flags,
             child: None,
         };
         node.start();
@@ -68,6 +86,7 @@ impl Node {
         let child = Command::new(BIN)
             .args(["run", "--io", &self.io, "--log", "debug", "--config"])
             .arg(self.dir.join("config.json"))
+            .args(&self.flags)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -200,19 +219,25 @@ fn fleet_scenario(io: &str) {
     let (_, kv) = etcd.client().get(&format!("{PREFIX}routes")).unwrap();
     let rev1 = kv.unwrap().mod_revision;
 
-    // SIGHUP re-reads the node's own file (no routes in it) but keeps the
-    // routes from etcd.
-    let pid = nodes[0].child.as_ref().unwrap().id();
-    unsafe { libc::kill(pid as i32, libc::SIGHUP) };
-    assert!(wait_until(Duration::from_secs(5), || nodes[0]
-        .log()
-        .contains("config reloaded (SIGHUP)")));
-    assert_eq!(
-        nodes[0].tag(port).as_deref(),
-        Some("a"),
-        "{}",
-        nodes[0].log()
-    );
+    // SIGHUP re-reads the node's own file (no routes in it; node4's names no
+    // endpoints either: they came from --etcd) but keeps the etcd routes.
+    for i in [0, 2] {
+        let pid = nodes[i].child.as_ref().unwrap().id();
+        unsafe { libc::kill(pid as i32, libc::SIGHUP) };
+        assert!(
+            wait_until(Duration::from_secs(5), || nodes[i]
+                .log()
+                .contains("config reloaded (SIGHUP)")),
+            "{}",
+            nodes[i].log()
+        );
+        assert_eq!(
+            nodes[i].tag(port).as_deref(),
+            Some("a"),
+            "{}",
+            nodes[i].log()
+        );
+    }
 
     // The CLI refuses an invalid file before writing anything.
     let bad = root.path().join("bad.json");

@@ -189,6 +189,25 @@ pub fn with_routes(base: &str, routes: &Value) -> Result<String, String> {
     Ok(s)
 }
 
+/// `text` with the `config_source` of the running config `running` (if it
+/// has one): a reload keeps the source the node started with (changing it
+/// takes a restart), also when it came from `run --etcd` flags.
+pub fn keep_source(text: &str, running: &str) -> Result<String, String> {
+    let Some(src) = serde_json::from_str::<Value>(running)
+        .ok()
+        .and_then(|v| v.get("config_source").cloned())
+    else {
+        return Ok(text.to_string());
+    };
+    let mut v: Value =
+        serde_json::from_str(text).map_err(|e| format!("the config is not JSON: {e}"))?;
+    let Some(m) = v.as_object_mut() else {
+        return Ok(text.to_string()); // the validator says what is wrong
+    };
+    m.insert("config_source".into(), src);
+    serde_json::to_string_pretty(&v).map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,5 +261,19 @@ mod tests {
         assert_eq!(v["listen_host"], "127.0.0.2");
         assert!(v["routes"]["80"].is_object() && v["routes"].get("1").is_none());
         assert!(with_routes("[]", &Value::Null).is_err());
+        let kept = keep_source(
+            r#"{"workers": 2}"#,
+            r#"{"config_source": {"etcd": {"endpoints": ["h:1"]}}}"#,
+        )
+        .unwrap();
+        let v: Value = serde_json::from_str(&kept).unwrap();
+        assert_eq!(
+            (
+                v["workers"].as_u64(),
+                v["config_source"]["etcd"]["endpoints"][0].as_str()
+            ),
+            (Some(2), Some("h:1"))
+        );
+        assert_eq!(keep_source("{}", "{}").unwrap(), "{}");
     }
 }

@@ -118,9 +118,19 @@ impl Reloader {
         if self.shared.draining() {
             return Err(ReloadError::Draining);
         }
-        let overlay = |text: String| match &self.routes_overlay {
-            None => Ok(text),
-            Some(r) => with_routes(&text, r),
+        // The running config_source stays (a change takes a restart); its
+        // routes replace the file's.
+        let overlay = |text: String| {
+            let text = config::source::keep_source(&text, &self.text).map_err(|message| {
+                ReloadError::Invalid(ConfigErrors(vec![config::ConfigError {
+                    path: String::new(),
+                    message,
+                }]))
+            })?;
+            match &self.routes_overlay {
+                None => Ok(text),
+                Some(r) => with_routes(&text, r),
+            }
         };
         let mut new_overlay = None;
         let (snap, text) = match source {
@@ -231,9 +241,6 @@ fn restart_required(old: &Snapshot, new: &Snapshot) -> Vec<&'static str> {
     }
     if old.pipe_size != new.pipe_size {
         out.push("pipe_size");
-    }
-    if old.config_source != new.config_source {
-        out.push("config_source");
     }
     out
 }
