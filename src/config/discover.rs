@@ -265,5 +265,17 @@ mod tests {
         }
         let (_, e) = run(serde_json::json!({"discover": {"dns": "a.b", "type": "a"}}));
         assert!(e[0].contains("b.discover.port: required"), "{e:?}");
+        let twice = r#"{"routes": {"80": {"backends": [{"discover": {"dns": "a.b"}}, {"discover": {"dns": "A.b"}}]}}}"#;
+        let e = crate::config::parse(twice).unwrap_err().to_string();
+        assert!(
+            e.contains(r#"routes."80".backends[1].discover.dns: "a.b" is discovered twice"#),
+            "{e}"
+        );
+        let ok = r#"{"routes": {"80": {"backends": [{"discover": {"dns": "a.b"}}, {"internal_port": 1, "weight": 5}]}}}"#;
+        let s = crate::config::parse(ok).unwrap();
+        assert_eq!(
+            (s.routes[0].discover.len(), s.routes[0].backends[0].weight),
+            (1, 5)
+        );
     }
 }

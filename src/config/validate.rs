@@ -718,7 +718,13 @@ impl Validator {
             };
             if bm.contains_key("discover") {
                 let d = super::discover::parse(bm, &bp, &mut |p, m| self.err(p, m));
-                discover.extend(d);
+                match d {
+                    Some(d) if discover.iter().any(|o| o.dns == d.dns) => self.err(
+                        field_path(&bp, "discover.dns"),
+                        format!("{:?} is discovered twice in this route", d.dns),
+                    ),
+                    d => discover.extend(d),
+                }
                 continue;
             }
             self.check_fields(bm, &bp, BACKEND_FIELDS);
