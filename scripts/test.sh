@@ -7,10 +7,13 @@ cd "$(dirname "$0")/.."
 need=()
 # chromium + chromium-driver: tests/dashboard.rs drives the dashboard in headless Chromium.
 # openssl, curl: tests/tls.rs and tests/edge.rs; testssl.sh: tests/tls.rs (certificates made at test time, real TLS clients).
+# etcd-server: tests/fleet.rs (routes from etcd); dnsmasq-base (the binary, no system
+# service on port 53): DNS discovery tests.
 # apache2-utils: tests/middleware.rs makes basic_auth's htpasswd file with Debian's htpasswd.
 for pkg_bin in nginx:nginx haproxy:haproxy wrk:wrk iperf3:iperf3 python3:python3 \
                chromium:chromium chromium-driver:chromedriver \
-               openssl:openssl curl:curl testssl.sh:testssl apache2-utils:htpasswd; do
+               openssl:openssl curl:curl testssl.sh:testssl apache2-utils:htpasswd \
+               etcd-server:etcd dnsmasq-base:dnsmasq; do
   bin=${pkg_bin#*:}; pkg=${pkg_bin%%:*}
   command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || need+=("$pkg")
 done

@@ -45,6 +45,55 @@ pub fn pick(
     }
 }
 
+/// [`pick`] for routes whose backends differ in `weight` or SRV priority
+/// (the caller checks once per snapshot; equal weights take [`pick`]).
+///
+/// Only the lowest priority tier with a usable backend is considered (RFC
+/// 2782); within it round_robin gives each backend `weight` turns out of
+/// every sum-of-weights picks, least_conn compares open connections divided
+/// by weight, ip_hash ignores weights (rendezvous hashing keeps clients put).
+#[allow(clippy::too_many_arguments)]
+pub fn pick_weighted(
+    policy: Balance,
+    n: usize,
+    cursor: u64,
+    client: u64,
+    tried: &[usize],
+    ok: impl Fn(usize) -> bool,
+    active: impl Fn(usize) -> u32,
+    seed: impl Fn(usize) -> u64,
+    weight: impl Fn(usize) -> u32,
+    priority: impl Fn(usize) -> u16,
+) -> Option<usize> {
+    let usable = |i: usize| !tried.contains(&i) && ok(i);
+    let tier = (0..n).filter(|&i| usable(i)).map(&priority).min()?;
+    let cand = |i: &usize| usable(*i) && priority(*i) == tier;
+    let w = |i: usize| u64::from(weight(i).max(1));
+    match policy {
+        Balance::RoundRobin => {
+            let total: u64 = (0..n).filter(cand).map(w).sum();
+            let mut pos = cursor % total.max(1);
+            for i in (0..n).filter(cand) {
+                if pos < w(i) {
+                    return Some(i);
+                }
+                pos -= w(i);
+            }
+            None
+        }
+        Balance::LeastConn => {
+            let start = (cursor % n as u64) as usize;
+            (0..n)
+                .map(|k| (start + k) % n)
+                .filter(cand)
+                .min_by_key(|&i| (u64::from(active(i)) << 20) / w(i))
+        }
+        Balance::IpHash => (0..n)
+            .filter(cand)
+            .max_by_key(|&i| mix(client ^ mix(seed(i)))),
+    }
+}
+
 /// A stable 64-bit hash of a client address (the port is ignored).
 pub fn client_hash(ip: IpAddr) -> u64 {
     match ip {
@@ -174,6 +223,89 @@ mod tests {
             let share = c as f64 / clients as f64;
             assert!((0.30..0.37).contains(&share), "share {share}");
         }
+    }
+
+    #[test]
+    fn weighted_round_robin_and_least_conn_and_priority_tiers() {
+        let weight = [3u32, 1, 1];
+        let mut counts = [0usize; 3];
+        for c in 0..50 {
+            let i = pick_weighted(
+                Balance::RoundRobin,
+                3,
+                c,
+                0,
+                &[],
+                |_| true,
+                |_| 0,
+                |_| 0,
+                |i| weight[i],
+                |_| 0,
+            )
+            .unwrap();
+            counts[i] += 1;
+        }
+        assert_eq!(counts, [30, 10, 10]);
+        // least_conn: 6 open on a weight-3 backend weighs like 2 on weight 1.
+        let active = [5u32, 2, 3];
+        let p = pick_weighted(
+            Balance::LeastConn,
+            3,
+            0,
+            0,
+            &[],
+            |_| true,
+            |i| active[i],
+            |_| 0,
+            |i| weight[i],
+            |_| 0,
+        );
+        assert_eq!(p, Some(0));
+        // Priority 1 only while one of it is usable; then priority 2.
+        let prio = [2u16, 1, 1];
+        for c in 0..6 {
+            let p = pick_weighted(
+                Balance::RoundRobin,
+                3,
+                c,
+                0,
+                &[],
+                |_| true,
+                |_| 0,
+                |_| 0,
+                |i| weight[i],
+                |i| prio[i],
+            );
+            assert!(matches!(p, Some(1 | 2)), "{p:?}");
+        }
+        let p = pick_weighted(
+            Balance::RoundRobin,
+            3,
+            0,
+            0,
+            &[1],
+            |i| i != 2,
+            |_| 0,
+            |_| 0,
+            |i| weight[i],
+            |i| prio[i],
+        );
+        assert_eq!(p, Some(0));
+        assert_eq!(
+            pick_weighted(
+                Balance::IpHash,
+                3,
+                0,
+                0,
+                &[],
+                |_| false,
+                |_| 0,
+                |_| 0,
+                |_| 1,
+                |_| 0
+            ),
+            None
+        );
     }
 
     #[test]

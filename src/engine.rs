@@ -54,6 +54,8 @@ pub struct EngineOptions {
     pub api_token: Option<String>,
     /// Sockets handed over by the process this one replaces (binary upgrade).
     pub inherited: Option<Inherited>,
+    /// Routes from etcd (from [`crate::fleet::bootstrap`]): watched and applied while running.
+    pub fleet: Option<Arc<crate::fleet::FleetState>>,
 }
 
 /// Why the engine could not run.
@@ -261,6 +263,8 @@ impl Engine {
                 path: self.opts.config_path,
                 text: self.opts.config_text,
                 notify: notify.clone(),
+                routes_overlay: None,
+                discovered: Default::default(),
             },
             shared,
             handles,
@@ -273,6 +277,7 @@ impl Engine {
             driver,
             notify,
             upgrade_reply,
+            fleet: self.opts.fleet,
         };
         let control = std::thread::Builder::new()
             .name("ringmesh-ctl".into())
@@ -330,6 +335,7 @@ struct Control {
     notify: Arc<Notifier>,
     /// Started by an upgrade: where to tell the old process we are ready.
     upgrade_reply: Option<std::os::fd::OwnedFd>,
+    fleet: Option<Arc<crate::fleet::FleetState>>,
 }
 
 impl Control {
@@ -372,6 +378,7 @@ impl Control {
             driver,
             notify,
             mut upgrade_reply,
+            fleet,
         } = self;
         let procs = std::rc::Rc::new(crate::control::supervisor::Registry::default());
         let mut generation = shared.generation();
@@ -385,6 +392,8 @@ impl Control {
             }
         });
         let api_stop = Rc::new(LocalEvent::default());
+        let discovery_state = Arc::new(crate::discovery::DiscoveryState::default());
+        let leaving = Rc::new(std::cell::Cell::new(false));
         let upgrader = Rc::new(Upgrader::new(
             api_dup,
             reloader.clone(),
@@ -404,6 +413,9 @@ impl Control {
                         procs: procs.clone(),
                         api_addr: addr,
                         api_token,
+                        fleet: fleet.clone(),
+                        discovery: discovery_state.clone(),
+                        leaving: leaving.clone(),
                     });
                     monoio::spawn(crate::control::api::serve(l, state, api_stop.clone()));
                     tracing::info!("status API on http://{addr}/api/status");
@@ -411,6 +423,10 @@ impl Control {
                 Err(e) => tracing::error!(%addr, "status API disabled: {e}"),
             }
         }
+        let mut fleet =
+            fleet.map(|f| crate::control::fleet::FleetControl::start(f, &shared, &reloader));
+        let mut discovery = crate::control::discovery::DiscoveryControl::new(discovery_state);
+        let mut leave_at: Option<std::time::Instant> = None;
         let workers = handles.len();
         let mut ready = 0usize;
         let mut drivers = Vec::new();
@@ -454,7 +470,27 @@ impl Control {
                 .as_ref()
                 .is_some_and(|s| s.term.swap(false, Ordering::SeqCst));
             let requested = stop.swap(false, Ordering::SeqCst);
-            if term || requested {
+            let mut stop_now = term || requested;
+            // shutdown_delay: first stop being ready (/readyz 503) while the
+            // listeners keep accepting, so a balancer's health checks take
+            // the node out before it closes them; then drain as usual.
+            if stop_now && !draining && leave_at.is_none() && upgrader.handed_to().is_none() {
+                let delay = shared.live().snapshot.shutdown_delay;
+                if !delay.is_zero() {
+                    leave_at = Some(std::time::Instant::now() + delay);
+                    leaving.set(true);
+                    notify.stopping();
+                    tracing::info!(
+                        delay_s = delay.as_secs_f64(),
+                        "stopping: /readyz answers 503, listeners keep accepting for shutdown_delay, then drain"
+                    );
+                    stop_now = false;
+                }
+            }
+            if !draining && leave_at.is_some_and(|t| std::time::Instant::now() >= t) {
+                stop_now = true;
+            }
+            if stop_now {
                 if draining {
                     tracing::warn!("second stop request: closing open connections now");
                     shared.force_stop();
@@ -479,6 +515,9 @@ impl Control {
                         }
                     }
                     shared.drain(epoch_ms() + grace.as_millis() as u64);
+                    if let Some(f) = &fleet {
+                        f.state.stop(); // the registry revokes the node's lease
+                    }
                     // Our copies of the listening sockets: the workers close theirs.
                     reloader.borrow_mut().listeners.clear();
                 }
@@ -509,6 +548,12 @@ impl Control {
             {
                 crate::accesslog::reopen();
             }
+            if let Some(f) = fleet.as_ref().filter(|_| !draining) {
+                f.tick(&reloader);
+            }
+            if !draining {
+                discovery.tick(&shared, &reloader);
+            }
             let g = shared.generation();
             if g != generation {
                 // A new config: start tracking new backends, stop removed ones.
@@ -520,6 +565,10 @@ impl Control {
             }
         }
         // Connections are closed: now the backend processes may go.
+        if let Some(f) = fleet.as_mut() {
+            f.stop();
+        }
+        discovery.stop();
         procs.shutdown().await;
         handles
     }

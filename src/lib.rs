@@ -50,6 +50,10 @@
 //! - [`accesslog`]: access log lines (JSON, combined), per-worker buffers, the writer thread.
 //! - [`filter`]: per-route middleware chains (Pingora-style phases) and the built-ins.
 //! - [`engine`]: start-up and shutdown order.
+//! - [`discovery`]: backends from DNS (SRV/A/AAAA) resolved on a side thread
+//!   and published as backends through the reload machinery.
+//! - [`fleet`]: routes from etcd (watched on a side thread, applied through
+//!   the reload path) and the node registry; blocking HTTP, never on a worker.
 //! - [`control`]: the control thread's services: listeners, reload, API,
 //!   sd_notify, supervisor (backend processes, logs), health checks, dashboard.
 //! - [`cli`]: the CLI's API clients (`status`, `reload`, `logs`, `kill`): blocking, no runtime.
@@ -60,9 +64,11 @@ pub mod balance;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod discovery;
 pub mod edge;
 pub mod engine;
 pub mod filter;
+pub mod fleet;
 pub mod http;
 pub mod proxy;
 pub mod route;

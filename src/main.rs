@@ -39,6 +39,27 @@ enum Cmd {
         /// Worker threads (overrides the config; 0 = one per CPU).
         #[arg(long)]
         workers: Option<usize>,
+        /// Routes from etcd (URL[,URL]): sets config_source.etcd.endpoints; the
+        /// file keeps the node-local settings.
+        #[arg(long)]
+        etcd: Option<String>,
+        /// Key prefix in etcd (routes at <prefix>routes); with --etcd.
+        #[arg(long, requires = "etcd")]
+        etcd_prefix: Option<String>,
+    },
+    /// List the nodes registered in etcd (<prefix>nodes/): address, version,
+    /// config revision, uptime, open connections (exit 2: etcd unreachable).
+    Fleet {
+        #[command(flatten)]
+        etcd: EtcdArgs,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Routes kept in etcd (<prefix>routes) for a fleet.
+    Routes {
+        #[command(subcommand)]
+        cmd: RoutesCmd,
     },
     /// Validate a config file and exit: 0 when valid, 1 with every error listed.
     Check {
@@ -92,6 +113,61 @@ enum Cmd {
         #[command(flatten)]
         api: ApiArgs,
     },
+}
+
+#[derive(Subcommand)]
+enum RoutesCmd {
+    /// Print the routes JSON (its revision on stderr).
+    Get {
+        #[command(flatten)]
+        etcd: EtcdArgs,
+    },
+    /// Validate FILE (routes, or a config.json whose routes are taken) and write it
+    /// with compare-and-swap (exit 1: invalid or conflict; 2: etcd unreachable).
+    Push {
+        file: PathBuf,
+        /// Write only if the key is still at this revision (from `routes get`);
+        /// default: the revision read just before writing.
+        #[arg(long)]
+        expect_revision: Option<i64>,
+        #[command(flatten)]
+        etcd: EtcdArgs,
+    },
+}
+
+/// Where etcd is, for `fleet` and `routes`.
+#[derive(clap::Args)]
+struct EtcdArgs {
+    /// etcd URL[,URL] (default: the config file's config_source).
+    #[arg(long)]
+    etcd: Option<String>,
+    /// Key prefix (default /ringmesh/ or the config file's).
+    #[arg(long)]
+    etcd_prefix: Option<String>,
+    /// etcd user (password from --etcd-password or RINGMESH_ETCD_PASSWORD).
+    #[arg(long)]
+    etcd_user: Option<String>,
+    #[arg(long)]
+    etcd_password: Option<String>,
+    /// Config file whose config_source locates etcd when --etcd is not given.
+    #[arg(short, long, default_value = "config.json")]
+    config: PathBuf,
+}
+
+impl EtcdArgs {
+    fn source(self) -> Result<ringmesh::config::source::EtcdSource, ExitCode> {
+        cli::fleet::etcd_source(
+            self.etcd.as_deref(),
+            self.etcd_prefix.as_deref(),
+            self.etcd_user,
+            self.etcd_password,
+            &self.config,
+        )
+        .map_err(|e| {
+            eprintln!("{e}");
+            ExitCode::from(cli::UNREACHABLE)
+        })
+    }
 }
 
 /// How the CLI finds a running ringmesh's API.
@@ -191,6 +267,27 @@ fn main() -> ExitCode {
             Ok(a) => ExitCode::from(cli::reload(&a, file.as_deref())),
             Err(code) => code,
         },
+        Cmd::Fleet { etcd, json } => match etcd.source() {
+            Ok(s) => ExitCode::from(cli::fleet::fleet(&s, json)),
+            Err(code) => code,
+        },
+        Cmd::Routes {
+            cmd: RoutesCmd::Get { etcd },
+        } => match etcd.source() {
+            Ok(s) => ExitCode::from(cli::fleet::routes_get(&s)),
+            Err(code) => code,
+        },
+        Cmd::Routes {
+            cmd:
+                RoutesCmd::Push {
+                    file,
+                    expect_revision,
+                    etcd,
+                },
+        } => match etcd.source() {
+            Ok(s) => ExitCode::from(cli::fleet::routes_push(&s, &file, expect_revision)),
+            Err(code) => code,
+        },
         Cmd::Check { config: path } => match config::load(&path) {
             Ok((snap, _)) => {
                 println!(
@@ -216,6 +313,8 @@ fn main() -> ExitCode {
             config: path,
             io,
             workers,
+            etcd,
+            etcd_prefix,
         } => {
             init_logs(args.log.as_deref());
             // Started by `ringmesh upgrade`: take the old process's sockets first.
@@ -226,7 +325,21 @@ fn main() -> ExitCode {
                     return ExitCode::from(70);
                 }
             };
-            let (snap, text) = match config::load_or_init(&path) {
+            // `--etcd` fills config_source before validation (the file may name no endpoints).
+            let loaded = match etcd.as_deref() {
+                None => config::load_or_init(&path).map_err(|e| e.to_string()),
+                Some(urls) => std::fs::read_to_string(&path)
+                    .map_err(|e| format!("{e}"))
+                    .and_then(|t| {
+                        ringmesh::fleet::with_etcd_flags(&t, urls, etcd_prefix.as_deref())
+                    })
+                    .and_then(|t| {
+                        config::parse_in(&t, config::config_dir(&path))
+                            .map(|s| (s, t, false))
+                            .map_err(|e| e.to_string())
+                    }),
+            };
+            let (snap, text) = match loaded {
                 Ok((snap, text, written)) => {
                     if written {
                         tracing::info!(
@@ -238,12 +351,13 @@ fn main() -> ExitCode {
                 }
                 Err(e) => {
                     tracing::error!("{}: invalid config", path.display());
-                    for line in e.to_string().lines() {
+                    for line in e.lines() {
                         tracing::error!("  {line}");
                     }
                     return ExitCode::from(64);
                 }
             };
+            let (snap, text, fleet) = ringmesh::fleet::bootstrap(snap, text, &path);
             let opts = EngineOptions {
                 io: match io {
                     Io::Auto => IoMode::Auto,
@@ -258,6 +372,7 @@ fn main() -> ExitCode {
                     .ok()
                     .filter(|t| !t.trim().is_empty()),
                 inherited,
+                fleet,
             };
             match Engine::new(snap, opts).run() {
                 Ok(()) => ExitCode::SUCCESS,

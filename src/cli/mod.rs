@@ -10,6 +10,7 @@
 //! bind failure, auth), 2 the API cannot be reached (not running, headless).
 
 pub mod client;
+pub mod fleet;
 pub mod procs;
 
 use std::fmt::Write as _;

@@ -4,9 +4,11 @@
 //! plane only ever sees snapshots.
 
 pub mod access_log;
+pub mod discover;
 pub mod edge;
 pub mod middleware;
 pub mod snapshot;
+pub mod source;
 pub mod tls;
 pub mod validate;
 

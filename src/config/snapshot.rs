@@ -125,6 +125,14 @@ pub struct Backend {
     pub ready_timeout: Duration,
     /// `send_proxy`: a PROXY protocol header first on each upstream connection.
     pub send_proxy: Option<SendProxy>,
+    /// Share of new connections relative to the others (round_robin,
+    /// least_conn); `weight` in the file, or an SRV record's weight.
+    pub weight: u32,
+    /// SRV priority: only the lowest-numbered tier with an available backend
+    /// gets connections (0 for static backends).
+    pub priority: u16,
+    /// Expanded from a `discover` entry by DNS (not in the file).
+    pub discovered: bool,
 }
 
 /// How long a started backend process may take to accept connections.
@@ -191,6 +199,9 @@ pub struct Route {
     pub access_log: super::access_log::RouteLog,
     /// `middleware`: the route's filter chain, in request order (http only).
     pub middleware: Vec<super::middleware::Middleware>,
+    /// `discover` entries of `backends`: DNS names that expand into backends
+    /// (resolved on a side thread, see `crate::discovery`).
+    pub discover: Vec<super::discover::Discover>,
 }
 
 /// A listening address and the routes behind it (indices into `Snapshot::routes`).
@@ -233,6 +244,9 @@ pub struct Snapshot {
     pub backlog: u32,
     /// How long open connections may finish after SIGTERM/SIGINT.
     pub shutdown_grace: Duration,
+    /// After SIGTERM, how long `/readyz` answers 503 while listeners keep
+    /// accepting, before the drain starts (0: drain at once).
+    pub shutdown_delay: Duration,
     /// Capacity of each splice pipe (F_SETPIPE_SZ).
     pub pipe_size: usize,
     /// Process-wide `max_connections` and `max_connections_per_ip`.
@@ -241,6 +255,8 @@ pub struct Snapshot {
     pub upstream_keepalive: UpstreamKeepalive,
     /// `access_log`: the top-level access log (routes inherit it).
     pub access_log: Option<super::access_log::AccessLog>,
+    /// `config_source`: routes from etcd instead of this file (see `crate::fleet`).
+    pub config_source: Option<super::source::ConfigSource>,
     pub routes: Vec<Route>,
     pub listeners: Vec<ListenerSpec>,
 }

@@ -73,12 +73,14 @@ const TOP_FIELDS: &[&str] = &[
     "listen_host",
     "backlog",
     "shutdown_grace",
+    "shutdown_delay",
     "pipe_size",
     "api_token",
     "max_connections",
     "max_connections_per_ip",
     "upstream_keepalive",
     "access_log",
+    "config_source",
 ];
 const UPSTREAM_KEEPALIVE_FIELDS: &[&str] = &["max_idle", "idle_timeout"];
 const ROUTE_FIELDS: &[&str] = &[
@@ -109,6 +111,8 @@ const BACKEND_FIELDS: &[&str] = &[
     "internal_port",
     "ready_timeout",
     "send_proxy",
+    "weight",
+    "discover",
 ];
 const HEALTH_FIELDS: &[&str] = &[
     "path",
@@ -332,10 +336,12 @@ impl Validator {
             workers: 0,
             backlog: DEFAULT_BACKLOG,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            shutdown_delay: Duration::ZERO,
             pipe_size: DEFAULT_PIPE_SIZE,
             limits: Limits::default(),
             upstream_keepalive: UpstreamKeepalive::default(),
             access_log: None,
+            config_source: None,
             routes: Vec::new(),
             listeners: Vec::new(),
         };
@@ -371,6 +377,9 @@ impl Validator {
         if let Some(d) = self.duration(top, "", "shutdown_grace") {
             snap.shutdown_grace = d;
         }
+        if let Some(d) = self.duration(top, "", "shutdown_delay") {
+            snap.shutdown_delay = d;
+        }
         if let Some(p) = self.uint(top, "", "pipe_size", 64 << 20) {
             if p < 4096 {
                 self.err(
@@ -391,6 +400,10 @@ impl Validator {
                     snap.upstream_keepalive.idle_timeout = d;
                 }
             }
+        }
+        if let Some(v) = top.get("config_source").filter(|v| !v.is_null()) {
+            snap.config_source =
+                super::source::parse(v, "config_source", &mut |p, m| self.err(p, m));
         }
         snap.limits = Limits {
             max_connections: self.limit(top, "", "max_connections"),
@@ -528,7 +541,6 @@ impl Validator {
             max_connections: self.limit(m, &path, "max_connections"),
             max_connections_per_ip: None,
         };
-        let backends = self.backends(m, &path, dashboard_port, ready_timeout);
         let mut problems = Vec::new();
         let tls = super::tls::route_tls(m, &path, key, protocol, &self.base, &mut problems);
         for (p, msg) in problems {
@@ -546,6 +558,8 @@ impl Validator {
             protocol == Protocol::Http,
             &mut self.errors,
         );
+        let mut discover = Vec::new();
+        let backends = self.backends(m, &path, dashboard_port, ready_timeout, &mut discover);
 
         if self.errors.len() != before {
             return None;
@@ -568,6 +582,7 @@ impl Validator {
             edge,
             access_log,
             middleware,
+            discover,
         })
     }
 
@@ -719,6 +734,7 @@ impl Validator {
         path: &str,
         dashboard_port: Option<u16>,
         route_ready_timeout: Duration,
+        discover: &mut Vec<super::discover::Discover>,
     ) -> Vec<Backend> {
         let p = field_path(path, "backends");
         let items = match m.get("backends") {
@@ -745,7 +761,26 @@ impl Validator {
             let Some(bm) = self.object(bv, &bp) else {
                 continue;
             };
+            if bm.contains_key("discover") {
+                let d = super::discover::parse(bm, &bp, &mut |p, m| self.err(p, m));
+                match d {
+                    Some(d) if discover.iter().any(|o| o.dns == d.dns) => self.err(
+                        field_path(&bp, "discover.dns"),
+                        format!("{:?} is discovered twice in this route", d.dns),
+                    ),
+                    d => discover.extend(d),
+                }
+                continue;
+            }
             self.check_fields(bm, &bp, BACKEND_FIELDS);
+            let weight = match self.uint(bm, &bp, "weight", 1000) {
+                Some(0) => {
+                    self.err(field_path(&bp, "weight"), "must be at least 1 (1-1000)");
+                    1
+                }
+                Some(w) => w as u32,
+                None => 1,
+            };
             let cmd = self
                 .string(bm, &bp, "cmd")
                 .map(|s| s.trim().to_string())
@@ -813,6 +848,9 @@ impl Validator {
                 addr,
                 ready_timeout,
                 send_proxy,
+                weight,
+                priority: 0,
+                discovered: false,
             });
         }
         out

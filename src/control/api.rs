@@ -52,6 +52,12 @@ pub struct ApiState {
     pub api_token: Option<String>,
     /// Backend processes and health (control thread only).
     pub procs: Rc<crate::control::supervisor::Registry>,
+    /// Routes from etcd and the node registry (see `fleet.rs`), if configured.
+    pub fleet: Option<Arc<crate::fleet::FleetState>>,
+    /// DNS-discovered backends (see `discovery.rs`).
+    pub discovery: Arc<crate::discovery::DiscoveryState>,
+    /// A stop was requested and `shutdown_delay` runs: `/readyz` answers 503.
+    pub leaving: Rc<std::cell::Cell<bool>>,
 }
 
 impl ApiState {
@@ -216,7 +222,13 @@ pub const CORE: &[Endpoint] = &[
 ];
 
 /// Every endpoint table, searched in order.
-pub const TABLES: &[&[Endpoint]] = &[CORE, PROCS, DASHBOARD];
+pub const TABLES: &[&[Endpoint]] = &[
+    CORE,
+    PROCS,
+    DASHBOARD,
+    super::fleet::ENDPOINTS,
+    super::discovery::ENDPOINTS,
+];
 
 /// Backend processes (see `procs_api.rs`): logs and kill.
 const PROCS: &[Endpoint] = &[
@@ -689,6 +701,7 @@ fn status_json(state: &ApiState) -> String {
         "max_connections": live.snapshot.limits.max_connections,
         "max_connections_per_ip": live.snapshot.limits.max_connections_per_ip,
         "routes": routes,
+        "config_source": state.fleet.as_ref().map(|f| f.status_json()),
     });
     let mut s = serde_json::to_string_pretty(&v).unwrap_or_default();
     s.push('\n');

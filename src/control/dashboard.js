@@ -295,6 +295,52 @@
       if (!seen.has(key)) { c.art.remove(); cards.delete(key); prev.delete(key); }
     }
     $('no-routes').hidden = routes.length > 0;
+    renderSource(st.config_source);
+  }
+
+  // ---- fleet (routes from etcd) ----
+
+  const FLEET_EVERY_MS = 3000;
+  let fleetTimer = null;
+
+  function renderSource(src) {
+    const on = !!src;
+    $('fleet').hidden = !on;
+    if (!on) { clearTimeout(fleetTimer); fleetTimer = null; return; }
+    const state = src.connected ? 'etcd connected' : 'etcd unreachable' + (src.last_error ? ': ' + src.last_error : '');
+    setText($('fleet-source'), 'node ' + src.node_id + ' · routes ' + src.key + ' revision ' + src.revision +
+      ' (from ' + src.origin + ') · ' + state);
+    const rej = $('fleet-rejected');
+    rej.hidden = !src.rejected;
+    if (src.rejected) {
+      setText(rej, 'revision ' + src.rejected.revision + ' refused; serving ' + src.revision + ': ' +
+        (src.rejected.errors || []).join('; '));
+    }
+    if (fleetTimer === null) fleetTimer = setTimeout(pollFleet, 0);
+  }
+
+  async function pollFleet() {
+    try {
+      const r = await api('GET', '/api/fleet');
+      if (r.ok && r.json) {
+        const rows = [];
+        const nodes = Array.isArray(r.json.nodes) ? r.json.nodes : [];
+        const now = Date.now() / 1000;
+        for (const n of nodes) {
+          const tr = el('tr');
+          const rev = String(n.config_revision) + (n.config_rejected_revision ? ' (refused ' + n.config_rejected_revision + ')' : '');
+          const up = typeof n.started_at === 'number' ? Math.max(0, now - n.started_at) : n.uptime_seconds;
+          for (const v of [n.node_id, n.address, n.api || '–', n.version, rev, fmtDur(up), fmtNum(n.connections_open)]) {
+            tr.append(el('td', null, v === undefined || v === null ? '–' : String(v)));
+          }
+          rows.push(tr);
+        }
+        $('fleet-nodes').replaceChildren(...rows);
+      }
+    } catch (e) {
+      // Status polling reports the connection state; try again later.
+    }
+    fleetTimer = setTimeout(pollFleet, FLEET_EVERY_MS);
   }
 
   // One poll at a time: a poll asked for while one runs (after a Kill or a

@@ -4,7 +4,9 @@
 
 pub mod api;
 pub mod dashboard;
+pub mod discovery;
 pub mod edge_metrics;
+pub mod fleet;
 pub mod health;
 pub mod listeners;
 pub mod logs;

@@ -92,6 +92,12 @@ pub struct Reloader {
     /// Text of the config now applied (served by `GET /api/config`).
     pub text: String,
     pub notify: Arc<Notifier>,
+    /// Routes from the config source (etcd) now applied: they replace the
+    /// file's routes on every reload (see `crate::fleet`).
+    pub routes_overlay: Option<serde_json::Value>,
+    /// Backends found in DNS for each `discover` entry (control/discovery.rs):
+    /// every config published gets them, so a reload does not drop them.
+    pub discovered: std::collections::HashMap<crate::discovery::EntryKey, Vec<config::Backend>>,
 }
 
 /// Where a reload's config comes from.
@@ -100,6 +106,9 @@ pub enum Source {
     File,
     /// A new text (PUT /api/config): validated, written to the file, applied.
     Text(String),
+    /// New routes from the config source (etcd): the applied config with its
+    /// `routes` replaced; the file is not written.
+    Routes(serde_json::Value),
 }
 
 impl Reloader {
@@ -109,35 +118,67 @@ impl Reloader {
         if self.shared.draining() {
             return Err(ReloadError::Draining);
         }
-        let (snap, text) = match source {
-            Source::File => {
-                let path = self.path.as_ref().ok_or(ReloadError::NoFile)?;
-                match config::load(path) {
-                    Ok(v) => v,
-                    Err(config::LoadError::Io(e)) => return Err(ReloadError::Io(e.to_string())),
-                    Err(config::LoadError::Invalid(e)) => return Err(ReloadError::Invalid(e)),
-                }
+        // The running config_source stays (a change takes a restart); its
+        // routes replace the file's.
+        let overlay = |text: String| {
+            let text = config::source::keep_source(&text, &self.text).map_err(|message| {
+                ReloadError::Invalid(ConfigErrors(vec![config::ConfigError {
+                    path: String::new(),
+                    message,
+                }]))
+            })?;
+            match &self.routes_overlay {
+                None => Ok(text),
+                Some(r) => with_routes(&text, r),
             }
-            Source::Text(text) => {
+        };
+        let mut new_overlay = None;
+        let (snap, text) = match source {
+            Source::Routes(routes) => {
+                let text = with_routes(&self.text, &routes)?;
                 let base = self
                     .path
                     .as_deref()
                     .map_or(std::path::Path::new("."), config::config_dir);
                 let snap = config::parse_in(&text, base).map_err(ReloadError::Invalid)?;
+                new_overlay = Some(routes);
+                (snap, text)
+            }
+            Source::File => {
+                let path = self.path.as_ref().ok_or(ReloadError::NoFile)?;
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| ReloadError::Io(format!("{}: {e}", path.display())))?;
+                let text = overlay(text)?;
+                let snap = config::parse_in(&text, config::config_dir(path))
+                    .map_err(ReloadError::Invalid)?;
+                (snap, text)
+            }
+            Source::Text(local) => {
+                let base = self
+                    .path
+                    .as_deref()
+                    .map_or(std::path::Path::new("."), config::config_dir);
+                let text = overlay(local.clone())?;
+                let snap = config::parse_in(&text, base).map_err(ReloadError::Invalid)?;
                 if let Some(path) = &self.path {
-                    config::write_atomic(path, text.as_bytes()).map_err(|e| {
+                    config::write_atomic(path, local.as_bytes()).map_err(|e| {
                         ReloadError::Io(format!("cannot write {}: {e}", path.display()))
                     })?;
                 }
                 (snap, text)
             }
         };
+        let mut snap = snap;
+        expand(&mut snap, &self.discovered);
         let old = self.shared.live();
         let restart_required = restart_required(&old.snapshot, &snap);
         let change = self.listeners.update(&snap);
         let live = Live::build(snap, self.shared.workers, Some(&old));
         let generation = self.shared.publish_with(Arc::new(live), change.handover);
         self.text = text;
+        if new_overlay.is_some() {
+            self.routes_overlay = new_overlay;
+        }
         Ok(Applied {
             generation,
             added: change.added,
@@ -151,6 +192,51 @@ impl Reloader {
             settled: false,
         })
     }
+}
+
+impl Reloader {
+    /// Publishes the running config again with the current DNS-discovered
+    /// backends (no file read, no listener change); returns the generation.
+    /// Open connections keep the snapshot they started with.
+    pub fn republish(&mut self) -> u64 {
+        let old = self.shared.live();
+        let mut snap = old.snapshot.clone();
+        expand(&mut snap, &self.discovered);
+        let live = Live::build(snap, self.shared.workers, Some(&old));
+        self.shared.publish(Arc::new(live))
+    }
+}
+
+/// Replaces each route's discovered backends with the current sets.
+fn expand(
+    snap: &mut Snapshot,
+    discovered: &std::collections::HashMap<crate::discovery::EntryKey, Vec<config::Backend>>,
+) {
+    for r in &mut snap.routes {
+        if r.discover.is_empty() {
+            continue;
+        }
+        r.backends.retain(|b| !b.discovered);
+        for d in &r.discover {
+            if let Some(bs) = discovered.get(&(r.key.clone(), d.dns.clone())) {
+                for b in bs {
+                    if !r.backends.iter().any(|o| o.name == b.name) {
+                        r.backends.push(b.clone());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `text` with its routes replaced (config source); an error names no path.
+fn with_routes(text: &str, routes: &serde_json::Value) -> Result<String, ReloadError> {
+    config::source::with_routes(text, routes).map_err(|message| {
+        ReloadError::Invalid(ConfigErrors(vec![config::ConfigError {
+            path: String::new(),
+            message,
+        }]))
+    })
 }
 
 /// Settings a running process cannot change.

@@ -117,16 +117,24 @@ pub async fn connect<'r>(
         let tried_now = &tried[..attempt];
         let backends = &route.backends;
         let pick = |ok: &dyn Fn(usize) -> bool| {
-            balance::pick(
-                policy,
-                n,
-                cursor,
-                client_hash,
-                tried_now,
-                ok,
-                |i| backends[i].state.active.load(Relaxed),
-                |i| backends[i].seed,
-            )
+            let active = |i: usize| backends[i].state.active.load(Relaxed);
+            let seed = |i: usize| backends[i].seed;
+            if route.weighted {
+                balance::pick_weighted(
+                    policy,
+                    n,
+                    cursor,
+                    client_hash,
+                    tried_now,
+                    ok,
+                    active,
+                    seed,
+                    |i| backends[i].cfg.weight,
+                    |i| backends[i].cfg.priority,
+                )
+            } else {
+                balance::pick(policy, n, cursor, client_hash, tried_now, ok, active, seed)
+            }
         };
         // Every untried backend cooling down: try the one that failed longest
         // ago rather than refuse outright (a lone backend that restarts must

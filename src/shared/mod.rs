@@ -236,6 +236,9 @@ pub struct LiveRoute {
     pub log: Option<crate::accesslog::Sink>,
     /// The route's middleware (None: none, the plain fast path).
     pub chain: Option<Arc<crate::filter::ChainSpec>>,
+    /// Backends differ in weight or priority: balancing takes
+    /// `balance::pick_weighted` (equal ones keep the plain, cheaper pick).
+    pub weighted: bool,
 }
 
 impl LiveRoute {
@@ -328,12 +331,16 @@ impl Live {
                     .access_log
                     .resolve(snapshot.access_log.as_ref())
                     .map(|l| crate::accesslog::Sink::new(&l.dest, l.format));
+                let weighted = r.backends.iter().any(|b| {
+                    b.weight != r.backends[0].weight || b.priority != r.backends[0].priority
+                });
                 Arc::new(LiveRoute {
                     cfg: r.clone(),
                     backends,
                     slots,
                     log,
                     chain: crate::filter::ChainSpec::build(&r.middleware),
+                    weighted,
                 })
             })
             .collect();

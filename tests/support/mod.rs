@@ -25,6 +25,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub mod api;
+pub mod etcd;
 pub mod http;
 pub mod pki;
 pub mod procs;

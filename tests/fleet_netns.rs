@@ -1,0 +1,349 @@
+//! A fleet in network namespaces: three ringmesh nodes, each in its own
+//! namespace with its own veth address (10.231.N.2; the host side is
+//! 10.231.N.1), HAProxy in the root namespace as the L4 balancer (`mode tcp`,
+//! health checks every 200 ms, redispatch on a refused connect), a backend in
+//! the root namespace. A wrk run goes through HAProxy while one node is
+//! stopped gracefully (SIGTERM) and started again: no failed request,
+//! HAProxy's health checks alone take the node out and back in.
+//!
+//! How: the nodes run with `shutdown_delay` and HAProxy checks `GET /readyz`
+//! (every 200 ms). SIGTERM makes `/readyz` answer 503 while the listeners
+//! still accept; HAProxy takes the node out; then the listeners close and
+//! the node drains. Without the delay, connections still in a closing
+//! listener's accept queue are reset (seen here with io_uring: 6 of 18,634
+//! connections) and HAProxy cannot redispatch an established connection.
+//!
+//! Skipped, with a message, where namespaces cannot be created (not root, no
+//! CAP_SYS_ADMIN) or HAProxy/wrk are missing. The PROXY v2 part of the issue
+//! (every node's access log showing the real client address) needs PROXY
+//! protocol support and the access log from other branches: it is left for
+//! the merge.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::{free_port, wait_until, BIN};
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Namespaces and veth pairs, removed on drop.
+struct Net {
+    names: Vec<String>,
+}
+
+impl Net {
+    fn create(tag: &str, subnets: &[u8]) -> Result<Net, String> {
+        let mut net = Net { names: Vec::new() };
+        for &n in subnets {
+            let ns = format!("rmf{}{tag}{n}", std::process::id() % 100_000);
+            ip(&["netns", "add", &ns])?;
+            net.names.push(ns.clone());
+            let (host, inner) = (format!("{ns}h"), format!("{ns}i"));
+            ip(&["link", "add", &host, "type", "veth", "peer", "name", &inner])?;
+            ip(&["link", "set", &inner, "netns", &ns])?;
+            ip(&["addr", "add", &format!("10.231.{n}.1/24"), "dev", &host])?;
+            ip(&["link", "set", &host, "up"])?;
+            ip(&[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("10.231.{n}.2/24"),
+                "dev",
+                &inner,
+            ])?;
+            ip(&["-n", &ns, "link", "set", &inner, "up"])?;
+            ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+        }
+        Ok(net)
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for ns in &self.names {
+            // Removing the namespace removes its veth end, and so the pair.
+            let _ = ip(&["netns", "del", ns]);
+            let _ = ip(&["link", "del", &format!("{ns}h")]);
+        }
+    }
+}
+
+/// A ringmesh node running inside namespace `ns`.
+struct Node {
+    ns: String,
+    addr: String,
+    dir: PathBuf,
+    io: String,
+    child: Option<Child>,
+}
+
+impl Node {
+    fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("log"))
+            .unwrap();
+        let child = Command::new("ip")
+            .args([
+                "netns", "exec", &self.ns, BIN, "run", "--io", &self.io, "--config",
+            ])
+            .arg(self.dir.join("config.json"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let up = wait_until(Duration::from_secs(15), || {
+            TcpStream::connect_timeout(
+                &format!("{}:8080", self.addr).parse().unwrap(),
+                Duration::from_millis(200),
+            )
+            .is_ok()
+        });
+        assert!(
+            up,
+            "node in {} did not listen: {}",
+            self.ns,
+            std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
+        );
+    }
+
+    /// SIGTERM by PID (`ip netns exec` execs ringmesh: same PID), wait for the exit.
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while c.try_wait().unwrap().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn requests(&self) -> u64 {
+        let r = std::panic::catch_unwind(|| {
+            let mut s = TcpStream::connect(format!("{}:9999", self.addr)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            write!(
+                s,
+                "GET /api/status HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+                self.addr
+            )
+            .unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).unwrap();
+            let body = out.split_once("\r\n\r\n").unwrap().1.to_string();
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            v["routes"][0]["requests"].as_u64().unwrap()
+        });
+        r.unwrap_or(0)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// An HTTP/1.1 backend in the root namespace answering `ok` on every request.
+fn backend() -> u16 {
+    let l = TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for c in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                let _ = c.set_read_timeout(Some(Duration::from_secs(30)));
+                let mut w = c.try_clone().unwrap();
+                let mut r = BufReader::new(c);
+                loop {
+                    let mut line = String::new();
+                    let mut head = 0;
+                    loop {
+                        line.clear();
+                        match r.read_line(&mut line) {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) if line == "\r\n" => break,
+                            Ok(_) => head += 1,
+                        }
+                    }
+                    if head == 0
+                        || w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n")
+                            .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+fn fleet_in_namespaces(io: &str) {
+    let tools = ["haproxy", "wrk"]
+        .iter()
+        .all(|t| Command::new(t).arg("-v").output().is_ok());
+    if !tools {
+        eprintln!(
+            "SKIP fleet_in_namespaces: haproxy or wrk missing (scripts/test.sh installs them)"
+        );
+        return;
+    }
+    let (tag, subnets): (&str, [u8; 3]) = if io == "uring" {
+        ("u", [11, 12, 13])
+    } else {
+        ("e", [21, 22, 23])
+    };
+    let net = match Net::create(tag, &subnets) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("SKIP fleet_in_namespaces: cannot create network namespaces ({e}); needs root or CAP_SYS_ADMIN");
+            return;
+        }
+    };
+    let bport = backend();
+    let root = tempfile::tempdir().unwrap();
+    let mut nodes: Vec<Node> = subnets
+        .iter()
+        .zip(&net.names)
+        .map(|(&n, ns)| {
+            let dir = root.path().join(ns);
+            std::fs::create_dir_all(&dir).unwrap();
+            let addr = format!("10.231.{n}.2");
+            let cfg = json!({"listen_host": addr, "dashboard_host": addr, "dashboard_port": 9999,
+                "workers": 1, "shutdown_grace": "5s", "shutdown_delay": "1s",
+                "routes": {"8080": {"name": "web", "backends": [
+                    {"internal_host": format!("10.231.{n}.1"), "internal_port": bport}]}}});
+            std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
+            let mut node = Node {
+                ns: ns.clone(),
+                addr,
+                dir,
+                io: io.into(),
+                child: None,
+            };
+            node.start();
+            node
+        })
+        .collect();
+
+    let fport = free_port();
+    let servers: String = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| format!("  server n{i} {}:8080 check\n", n.addr))
+        .collect();
+    let hcfg = root.path().join("haproxy.cfg");
+    std::fs::write(
+        &hcfg,
+        format!(
+            "global\n  maxconn 4000\ndefaults\n  mode tcp\n  timeout connect 1s\n  timeout client 10s\n  timeout server 10s\n  \
+             retries 3\n  option redispatch\nfrontend f\n  bind 127.0.0.1:{fport}\n  default_backend nodes\n\
+             backend nodes\n  balance roundrobin\n  option httpchk GET /readyz\n  default-server inter 200ms fall 1 rise 2 port 9999\n{servers}"
+        ),
+    )
+    .unwrap();
+    let mut haproxy = support::ChildGuard(
+        Command::new("haproxy")
+            .arg("-db")
+            .arg("-f")
+            .arg(&hcfg)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(root.path().join("haproxy.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let served = wait_until(Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.1", fport))
+            .and_then(|mut s| {
+                s.set_read_timeout(Some(Duration::from_secs(2)))?;
+                s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+                let mut out = String::new();
+                s.read_to_string(&mut out)?;
+                Ok(out.starts_with("HTTP/1.1 200"))
+            })
+            .unwrap_or(false)
+    });
+    assert!(served, "nothing served through HAProxy");
+    std::thread::sleep(Duration::from_millis(600)); // every server checked up
+
+    // wrk through HAProxy: a new connection per request, so a node's drain
+    // never races a keep-alive request. Node 2 stops at ~2 s, is back at ~5 s.
+    let url = format!("http://127.0.0.1:{fport}/");
+    let wrk = Command::new("wrk")
+        .args([
+            "-t",
+            "2",
+            "-c",
+            "16",
+            "-d",
+            "10s",
+            "-H",
+            "Connection: close",
+            &url,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    nodes[1].stop();
+    std::thread::sleep(Duration::from_secs(2));
+    nodes[1].start();
+    let out = wrk.wait_with_output().unwrap();
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!("{report}");
+    assert!(out.status.success(), "{report}");
+    assert!(
+        !report.contains("Socket errors"),
+        "failed connections:\n{report}"
+    );
+    assert!(!report.contains("Non-2xx"), "failed requests:\n{report}");
+    let total: u64 = report
+        .lines()
+        .find(|l| l.contains("requests in"))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    assert!(total > 500, "only {total} requests went through:\n{report}");
+    // HAProxy sends the restarted node traffic again.
+    assert!(wait_until(Duration::from_secs(5), || {
+        let _ = TcpStream::connect(("127.0.0.1", fport)).map(|mut s| {
+            let _ = s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            let _ = s.read_to_end(&mut Vec::new());
+        });
+        nodes[1].requests() > 0
+    }));
+    drop(haproxy.0.kill());
+    drop(nodes);
+    drop(net);
+}
+
+both_drivers!(fleet_in_namespaces);
