@@ -47,6 +47,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod engine;
+pub mod h2;
 pub mod http;
 pub mod proxy;
 pub mod route;

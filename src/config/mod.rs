@@ -3,12 +3,14 @@
 //! File -> `serde_json::Value` -> [`validate::parse`] -> [`Snapshot`]. The data
 //! plane only ever sees snapshots.
 
+pub mod http2;
 pub mod snapshot;
 pub mod validate;
 
 use std::io;
 use std::path::Path;
 
+pub use http2::Http2;
 pub use snapshot::{
     Backend, Balance, Dashboard, HealthCheck, Limits, ListenerSpec, Protocol, Route, Snapshot,
     Timeouts, UpstreamKeepalive, DEFAULT_READY_TIMEOUT,

@@ -175,6 +175,8 @@ pub struct Route {
     pub health: Option<HealthCheck>,
     /// `max_connections` of this route.
     pub limits: Limits,
+    /// `http2`: HTTP/2 to clients and its limits (`None`: off; http routes only).
+    pub http2: Option<super::Http2>,
 }
 
 /// A listening address and the routes behind it (indices into `Snapshot::routes`).
@@ -188,6 +190,8 @@ pub struct ListenerSpec {
     /// http: the strictest `timeouts.header` of its routes (the route of a
     /// request is only known once its head has arrived).
     pub header_timeout: Duration,
+    /// http: the strictest `http2` of its routes (`None`: no route has it on).
+    pub http2: Option<super::Http2>,
 }
 
 /// Where the status API and dashboard listen; `port == None` means headless.

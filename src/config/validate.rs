@@ -92,6 +92,7 @@ const ROUTE_FIELDS: &[&str] = &[
     "ready_timeout",
     "idle_timeout",
     "health",
+    "http2",
 ];
 const BACKEND_FIELDS: &[&str] = &[
     "name",
@@ -507,6 +508,8 @@ impl Validator {
             max_connections_per_ip: None,
         };
         let backends = self.backends(m, &path, dashboard_port, ready_timeout);
+        let http2 = super::http2::parse(m.get("http2"), &field_path(&path, "http2"), &mut self.errors)
+            .filter(|_| protocol == Protocol::Http);
 
         if self.errors.len() != before {
             return None;
@@ -523,6 +526,7 @@ impl Validator {
             idle_timeout,
             health,
             limits,
+            http2,
         })
     }
 
@@ -802,6 +806,7 @@ impl Validator {
                         routes: vec![i],
                         hosts: HostTable::default(),
                         header_timeout: r.timeouts.header,
+                        http2: r.http2,
                     });
                 }
                 Some(&li) => {
@@ -843,6 +848,10 @@ impl Validator {
                             let l = &mut out[li];
                             l.routes.push(i);
                             l.header_timeout = l.header_timeout.min(r.timeouts.header);
+                            l.http2 = match (l.http2, r.http2) {
+                                (Some(a), Some(b)) => Some(a.strictest(b)),
+                                (a, b) => a.or(b),
+                            };
                         }
                     }
                 }

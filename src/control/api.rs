@@ -768,6 +768,7 @@ fn metrics(state: &ApiState) -> String {
         }
     }
     super::procs_api::metrics(&state.procs, &live, &mut out);
+    super::h2_metrics::write(&state.shared.h2, &mut out);
     out
 }
 

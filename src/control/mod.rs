@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod dashboard;
+pub mod h2_metrics;
 pub mod health;
 pub mod listeners;
 pub mod logs;

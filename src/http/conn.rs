@@ -74,7 +74,17 @@ pub async fn serve(
         },
         scratch: Scratch::default(),
     };
-    conn.run(live).await;
+    let h2 = conn.run(live).await;
+    if let Some((cfg, live)) = h2 {
+        // The preface (and what followed it) goes to the h2 server.
+        let replay = conn.client.buf.clone();
+        conn.release_buffers();
+        let Conn {
+            ctx, client, guard, ..
+        } = conn;
+        let stream = client.stream;
+        return crate::h2::serve_tcp(ctx, live, stream, peer, listen, cfg, replay, guard).await;
+    }
     conn.release_buffers();
 }
 
@@ -109,12 +119,14 @@ enum HeadFail {
 
 impl Conn {
     /// `live` is the config this connection serves, refreshed between requests.
-    async fn run(&mut self, mut live: Arc<Live>) {
+    /// Returns the HTTP/2 settings (and config) when the client sent the
+    /// HTTP/2 preface instead of a request: `serve` hands the connection over.
+    async fn run(&mut self, mut live: Arc<Live>) -> Option<(crate::config::Http2, Arc<Live>)> {
         let mut keepalive: Option<Duration> = None;
         loop {
             let header_timeout = match live.snapshot.listeners.get(self.spec) {
                 Some(spec) => spec.header_timeout,
-                None => return,
+                None => return None,
             };
             let mut deadline = Instant::now() + header_timeout;
             if self.client.buf.is_empty() {
@@ -124,7 +136,7 @@ impl Conn {
                 match keepalive {
                     Some(idle) => match self.wait_readable(Instant::now() + idle).await {
                         Wait::Readable => deadline = Instant::now() + header_timeout,
-                        Wait::Timeout | Wait::Stop => return,
+                        Wait::Timeout | Wait::Stop => return None,
                     },
                     // A new connection: its request usually arrives right
                     // behind the handshake, so try a plain read first and
@@ -132,16 +144,27 @@ impl Conn {
                     // is not there yet.
                     None => match self.read_now() {
                         Some(true) => {}
-                        Some(false) => return,
+                        Some(false) => return None,
                         None => match self.wait_readable(deadline).await {
                             Wait::Readable => {}
-                            Wait::Timeout => return Box::pin(self.fail(408)).await,
-                            Wait::Stop => return,
+                            Wait::Timeout => {
+                                Box::pin(self.fail(408)).await;
+                                return None;
+                            }
+                            Wait::Stop => return None,
                         },
                     },
                 }
             }
             self.refresh_live(&mut live);
+            if keepalive.is_none() {
+                let h2 = live.snapshot.listeners.get(self.spec).and_then(|s| s.http2);
+                if let Some(cfg) = h2 {
+                    if Box::pin(self.sniff_h2(deadline)).await {
+                        return Some((cfg, live));
+                    }
+                }
+            }
             // Boxed: reading a head and running its exchange (socket ops,
             // timers, bodies) takes a few KiB of state; inline it would be
             // part of every idle connection's task as well. One allocation
@@ -149,9 +172,15 @@ impl Conn {
             let outcome = Box::pin(self.request(&live, deadline)).await;
             match outcome {
                 Outcome::KeepAlive(idle) => keepalive = Some(idle),
-                Outcome::Close => return Box::pin(self.linger()).await,
-                Outcome::Finished => return Box::pin(self.finish()).await,
-                Outcome::Drop => return,
+                Outcome::Close => {
+                    Box::pin(self.linger()).await;
+                    return None;
+                }
+                Outcome::Finished => {
+                    Box::pin(self.finish()).await;
+                    return None;
+                }
+                Outcome::Drop => return None,
             }
         }
     }
@@ -189,6 +218,29 @@ impl Conn {
             self.closing,
         )
         .await
+    }
+
+    /// Reads until the connection's first bytes are known to be the HTTP/2
+    /// preface (true) or not; a failed read leaves the verdict to `read_head`.
+    async fn sniff_h2(&mut self, deadline: Instant) -> bool {
+        loop {
+            match crate::h2::sniff(&self.client.buf) {
+                crate::h2::Sniff::H2 => return true,
+                crate::h2::Sniff::Http1 => return false,
+                crate::h2::Sniff::Partial => {}
+            }
+            if self.client.buf.capacity() == 0 {
+                self.client.buf = self.ctx.bufs.take();
+            }
+            let room = crate::h2::PREFACE.len().saturating_sub(self.client.buf.len());
+            match Io::Ring(&mut self.client.stream, &self.client.cancel)
+                .read(&mut self.client.buf, room, deadline)
+                .await
+            {
+                Ok(n) if n > 0 => {}
+                _ => return false,
+            }
+        }
     }
 
     /// Picks up a newly published config, unless it dropped our listener

@@ -9,6 +9,7 @@
 //! (its worker), which updates it with a relaxed load + store (no locked
 //! read-modify-write); readers sum the slots.
 
+mod h2_counts;
 mod ip_counts;
 
 use std::collections::HashMap;
@@ -20,6 +21,7 @@ use std::time::{Duration, Instant};
 use crate::balance::str_hash;
 use crate::config::{Backend, Route, Snapshot};
 
+pub use h2_counts::H2Counters;
 pub use ip_counts::IpCounts;
 
 /// Keeps a value on its own cache line(s) so workers never false-share.
@@ -374,6 +376,8 @@ pub struct Shared {
     pub refused_connections: AtomicU64,
     /// Open connections per client IP (allocated once a per-IP limit is set).
     pub ip_counts: std::sync::OnceLock<IpCounts>,
+    /// HTTP/2 events.
+    pub h2: H2Counters,
 }
 
 impl Shared {
@@ -391,6 +395,7 @@ impl Shared {
             open_connections: AtomicU64::new(0),
             refused_connections: AtomicU64::new(0),
             ip_counts: std::sync::OnceLock::new(),
+            h2: H2Counters::default(),
         }
     }
 
