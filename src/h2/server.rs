@@ -25,6 +25,9 @@ use super::wire::{Budget, Wire};
 const HANDSHAKE: Duration = Duration::from_secs(10);
 /// Longest wait for a GOAWAY to flush when closing abruptly.
 const CLOSE_FLUSH: Duration = Duration::from_secs(2);
+/// After the GOAWAY of an idle close, how long the client has to answer
+/// our PING and close (h2's graceful shutdown waits for that PING ACK).
+const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// How an HTTP/2 connection ended.
 #[derive(Debug)]
@@ -117,7 +120,11 @@ where
         Stop,
     }
     loop {
-        let idle_at = if streams.active.get() == 0 {
+        let idle_at = if idled {
+            // Closing for idleness: a client that ignores the GOAWAY's PING
+            // is dropped at this deadline.
+            streams.idle_since.get() + cfg.idle_timeout + IDLE_CLOSE_GRACE
+        } else if streams.active.get() == 0 {
             streams.idle_since.get() + cfg.idle_timeout
         } else {
             Instant::now() + cfg.idle_timeout
@@ -130,7 +137,7 @@ where
                 }
                 r.map(Ev::Accept)
             }) => ev,
-            _ = monoio::time::sleep_until(idle_at), if !stopping => Ev::Tick,
+            _ = monoio::time::sleep_until(idle_at), if !stopping || idled => Ev::Tick,
             _ = &mut stop, if !stopping => Ev::Stop,
         };
         match ev {
@@ -153,6 +160,7 @@ where
                 }
                 return End::FrameFlood;
             }
+            Ev::Tick if idled => return End::Idle,
             Ev::Tick => {
                 if streams.active.get() == 0 && Instant::now() >= idle_at {
                     idled = true;

@@ -4,7 +4,9 @@
 //!
 //! Why here and not in `h2`: the crate bounds what costs memory (streams,
 //! resets, header lists, CONTINUATION) but answers SETTINGS and PING frames
-//! and accepts PRIORITY and empty DATA frames without limit; each costs CPU
+//! and accepts PRIORITY and empty DATA frames without limit, and a stream
+//! reset after we accepted it (Rapid Reset against a fast accept loop) has
+//! already cost a backend request; each costs CPU
 //! (and a SETTINGS ACK or PING ACK write) while doing no work. Reading the
 //! 9-byte frame headers as they pass costs a few instructions per frame.
 
@@ -22,6 +24,7 @@ use super::PREFACE;
 const FRAME_HEADER: usize = 9;
 const DATA: u8 = 0;
 const PRIORITY: u8 = 2;
+const RST_STREAM: u8 = 3;
 const SETTINGS: u8 = 4;
 const PING: u8 = 6;
 const CONTINUATION: u8 = 9;
@@ -118,7 +121,10 @@ impl Frames {
             self.payload_left = len;
             let idle = match kind {
                 DATA => len == 0 && flags & END_STREAM == 0,
-                PRIORITY => true,
+                // A client reset costs us a backend request cut short; a
+                // legitimate client cancels rarely (Rapid Reset, with the
+                // resets `h2` sees before we accept the stream).
+                PRIORITY | RST_STREAM => true,
                 SETTINGS | PING => flags & ACK == 0,
                 CONTINUATION => len == 0,
                 _ => false,
