@@ -6,8 +6,9 @@ cd "$(dirname "$0")/.."
 
 need=()
 # chromium + chromium-driver: tests/dashboard.rs drives the dashboard in headless Chromium.
+# nghttp2-client: h2load and nghttp for tests/h2.rs.
 for pkg_bin in nginx:nginx haproxy:haproxy wrk:wrk iperf3:iperf3 python3:python3 \
-               chromium:chromium chromium-driver:chromedriver; do
+               chromium:chromium chromium-driver:chromedriver nghttp2-client:h2load; do
   bin=${pkg_bin#*:}; pkg=${pkg_bin%%:*}
   command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || need+=("$pkg")
 done
@@ -21,6 +22,20 @@ if [ ${#need[@]} -gt 0 ]; then
   else
     echo "missing packages (install them, or run as root): ${need[*]}" >&2
   fi
+fi
+# h2spec (tests/h2.rs): built once with the machine's Go through the Go module
+# proxy and cached in $(go env GOPATH)/bin; not rebuilt when it is there.
+if ! command -v h2spec >/dev/null 2>&1; then
+  gobin="$(go env GOPATH 2>/dev/null || echo "$HOME/go")/bin"
+  if [ ! -x "$gobin/h2spec" ]; then
+    if command -v go >/dev/null 2>&1; then
+      echo "installing h2spec (go install)"
+      go install github.com/summerwind/h2spec/cmd/h2spec@latest
+    else
+      echo "missing: go (to build h2spec for tests/h2.rs)" >&2
+    fi
+  fi
+  export H2SPEC="$gobin/h2spec"
 fi
 # The connection-heavy tests open thousands of sockets.
 ulimit -n 65535 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
