@@ -132,7 +132,10 @@ fn nominated(buf: &[u8], headers: &[HeaderSpan], name: &[u8]) -> bool {
 
 /// The h2 response for a backend's final response head (fields that cannot
 /// be represented are dropped: HTTP/1.1 allows bytes `http` does not).
+/// The head is copied once; field values are slices of that copy (no
+/// allocation per field; names outside `http`'s standard set allocate).
 pub fn response(buf: &[u8], head: &ResponseHead, spans: &[HeaderSpan]) -> http::Response<()> {
+    let raw = bytes::Bytes::copy_from_slice(buf.get(..head.head_len).unwrap_or(buf));
     let mut resp = http::Response::new(());
     *resp.status_mut() =
         http::StatusCode::from_u16(head.status).unwrap_or(http::StatusCode::BAD_GATEWAY);
@@ -144,9 +147,13 @@ pub fn response(buf: &[u8], head: &ResponseHead, spans: &[HeaderSpan]) -> http::
         if dropped_response_field(name) || (other && nominated(buf, spans, name)) {
             continue;
         }
+        let (start, end) = (s.value.start as usize, s.value.end as usize);
+        if end > raw.len() || start > end {
+            continue;
+        }
         if let (Ok(n), Ok(v)) = (
             HeaderName::from_bytes(name),
-            HeaderValue::from_bytes(s.value(buf)),
+            HeaderValue::from_maybe_shared(raw.slice(start..end)),
         ) {
             h.append(n, v);
         }

@@ -81,17 +81,16 @@ pub async fn stream(
         return;
     };
     let (parts, body) = req.into_parts();
-    let authority: Vec<u8> = match parts.uri.authority() {
-        Some(a) => a.as_str().as_bytes().to_vec(),
+    let authority: &[u8] = match parts.uri.authority() {
+        Some(a) => a.as_str().as_bytes(),
         None => parts
             .headers
             .get(http::header::HOST)
-            .map(|h| h.as_bytes().to_vec())
-            .unwrap_or_default(),
+            .map_or(&b""[..], |h| h.as_bytes()),
     };
-    let host = (!authority.is_empty()).then_some(authority.as_slice());
+    let host = (!authority.is_empty()).then_some(authority);
     let Some(route) = spec.hosts.lookup(host).and_then(|i| live.routes.get(i)) else {
-        let shown = String::from_utf8_lossy(&authority);
+        let shown = String::from_utf8_lossy(authority);
         return error(&mut respond, 404, &format!("no route for host {shown:?}"));
     };
     let Some(slot) = route.slots.get(conn.ctx.id) else {
@@ -133,8 +132,10 @@ pub async fn stream(
         None if body.is_end_stream() => ReqBody::None,
         None => ReqBody::Chunked,
     };
-    let mut head = Vec::with_capacity(512);
-    h2head::write_request(&mut head, &parts, &authority, conn.peer.ip(), plan);
+    // The head goes out of a pooled buffer (no allocation per stream).
+    let mut head = conn.ctx.bufs.take();
+    head.clear();
+    h2head::write_request(&mut head, &parts, authority, conn.peer.ip(), plan);
     let ex = Exchange {
         ctx: &conn.ctx,
         conn: &conn,
@@ -147,7 +148,8 @@ pub async fn stream(
         parts.method,
         http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
     );
-    ex.run(head, body, plan, idempotent, respond).await;
+    ex.run(&mut head, body, plan, idempotent, respond).await;
+    conn.ctx.bufs.put(head);
 }
 
 struct Exchange<'a> {
@@ -182,7 +184,7 @@ enum Up {
 impl Exchange<'_> {
     async fn run(
         &self,
-        head: Vec<u8>,
+        head: &mut Vec<u8>,
         mut body: RecvStream,
         plan: ReqBody,
         idempotent: bool,
@@ -213,7 +215,7 @@ impl Exchange<'_> {
         let result = loop {
             ubuf.clear();
             let r = self
-                .exchange(&up, &head, &mut body, plan, &mut respond, &mut ubuf)
+                .exchange(&up, head, &mut body, plan, &mut respond, &mut ubuf)
                 .await;
             match r {
                 Err(Fail::Early(e)) if up.reused && retryable && !retried => {
@@ -275,16 +277,15 @@ impl Exchange<'_> {
     async fn exchange(
         &self,
         up: &Upstream<'_>,
-        head: &[u8],
+        head: &mut Vec<u8>,
         body: &mut RecvStream,
         plan: ReqBody,
         respond: &mut SendResponse<Bytes>,
         ubuf: &mut Vec<u8>,
     ) -> Result<bool, Fail> {
-        let mut h = head.to_vec();
-        let len = h.len();
+        let len = head.len();
         Io::Ready(&up.stream)
-            .write_all(&mut h, 0..len, self.stall)
+            .write_all(head, 0..len, self.stall)
             .await
             .map_err(Fail::Early)?;
         self.slot.bytes_in.add(len as u64);
@@ -375,7 +376,8 @@ impl Exchange<'_> {
         upload: &std::cell::Cell<Up>,
     ) -> Result<bool, Fail> {
         let limits = Limits::default();
-        let mut spans = vec![HeaderSpan::default(); crate::http::head::MAX_HEADERS_CAP.min(100)];
+        // In the task's own allocation, not a second one.
+        let mut spans = [HeaderSpan::default(); 100];
         let method: &[u8] = if self.head_only { b"HEAD" } else { b"GET" };
         let mut seen = false;
         let head: ResponseHead = loop {
