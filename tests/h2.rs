@@ -3,7 +3,8 @@
 //! :authority, 100 concurrent streams, a slow stream beside fast ones,
 //! trailers, each flood (written frame by frame by the test) closed with
 //! GOAWAY ENHANCE_YOUR_CALM while other connections are served, the zero
-//! window stall, drain (GOAWAY, in-flight stream finishes) and idle close.
+//! window stall, drain (GOAWAY, in-flight stream finishes) and idle close;
+//! gRPC (Python grpcio client and server) through an h2c backend.
 
 mod support;
 #[path = "support/h2raw.rs"]
@@ -30,6 +31,7 @@ both_drivers!(
     zero_window_stall_resets_the_stream,
     drain_sends_goaway_and_finishes_inflight,
     idle_connection_is_closed,
+    grpc_through_an_h2c_backend,
 );
 
 /// One http route on `port` (hosts `a.test` and a default) with `http2` settings.
@@ -398,4 +400,54 @@ fn idle_connection_is_closed(io: &str) {
     assert_eq!(g.goaway().1, 0);
     assert!(t0.elapsed() >= Duration::from_millis(900));
     assert!(c.closed_within(Duration::from_secs(10)));
+}
+
+fn grpc_through_an_h2c_backend(io: &str) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/grpc_peer.py");
+    let dir = tempfile::tempdir().unwrap();
+    let cancel_file = dir.path().join("cancelled");
+    let gport = free_port();
+    let mut server = ChildGuard(
+        Command::new("python3")
+            .args([script, "server", &gport.to_string()])
+            .arg(&cancel_file)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 with grpcio (pip install grpcio)"),
+    );
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.0.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "ready", "grpc server did not start (is grpcio installed?)");
+    let port = free_port();
+    let cfg = format!(
+        r#"{{"dashboard_port": "", "listen_host": "127.0.0.1", "workers": 2,
+  "routes": {{"{port}": {{"name": "grpc", "backends": [{{"internal_port": {gport}, "protocol": "h2c"}}]}}}}}}"#
+    );
+    let rm = Ringmesh::start(&cfg, io, &[port]);
+    let out = Command::new("timeout")
+        .args(["60", "python3", script, "client", &port.to_string()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        rm.logs().lines().rev().take(30).collect::<Vec<_>>().join("\n")
+    );
+    for check in [
+        "unary", "server-streaming", "client-streaming", "bidi-streaming", "4MiB",
+        "error-status", "deadline", "cancel-sent",
+    ] {
+        assert!(text.contains(&format!("OK {check}")), "{check}: {text}");
+    }
+    // The client's cancel reached the backend as a stream reset at once.
+    assert!(
+        wait_until(Duration::from_secs(5), || cancel_file.exists()),
+        "the backend never saw the cancellation"
+    );
 }

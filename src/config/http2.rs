@@ -153,6 +153,32 @@ pub fn parse(v: Option<&Value>, path: &str, errors: &mut Vec<ConfigError>) -> Op
     Some(h)
 }
 
+/// A backend's `protocol`: `"http"` (HTTP/1.1, the default) or `"h2c"`
+/// (HTTP/2 with prior knowledge: gRPC). `true` when h2c.
+pub fn backend_h2c(v: Option<&Value>, path: &str, errors: &mut Vec<ConfigError>) -> bool {
+    match v {
+        None | Some(Value::Null) => false,
+        Some(Value::String(s)) => match s.trim().to_ascii_lowercase().as_str() {
+            "" | "http" | "http/1.1" => false,
+            "h2c" => true,
+            _ => {
+                errors.push(ConfigError {
+                    path: path.to_string(),
+                    message: format!("{v:?} is not a backend protocol; expected \"http\" or \"h2c\"", v = s),
+                });
+                false
+            }
+        },
+        Some(other) => {
+            errors.push(ConfigError {
+                path: path.to_string(),
+                message: format!("expected a string, found {other}"),
+            });
+            false
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

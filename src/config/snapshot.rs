@@ -121,6 +121,9 @@ pub struct Backend {
     /// How long a cold start may take until `addr` accepts: the backend's
     /// `ready_timeout`, else its route's, else [`DEFAULT_READY_TIMEOUT`].
     pub ready_timeout: Duration,
+    /// `"protocol": "h2c"`: HTTP/2 with prior knowledge to this backend (a
+    /// per-worker pool of multiplexed connections) instead of HTTP/1.1.
+    pub h2c: bool,
 }
 
 /// How long a started backend process may take to accept connections.

@@ -96,6 +96,7 @@ const ROUTE_FIELDS: &[&str] = &[
 ];
 const BACKEND_FIELDS: &[&str] = &[
     "name",
+    "protocol",
     "cmd",
     "args",
     "internal_host",
@@ -510,6 +511,9 @@ impl Validator {
         let backends = self.backends(m, &path, dashboard_port, ready_timeout);
         let http2 = super::http2::parse(m.get("http2"), &field_path(&path, "http2"), &mut self.errors)
             .filter(|_| protocol == Protocol::Http);
+        if protocol == Protocol::Tcp && backends.iter().any(|b| b.h2c) {
+            self.err(field_path(&path, "backends"), "\"protocol\": \"h2c\" needs an http route");
+        }
 
         if self.errors.len() != before {
             return None;
@@ -743,6 +747,11 @@ impl Validator {
                 .string(bm, &bp, "name")
                 .map(|s| s.trim().to_string())
                 .filter(|s| !s.is_empty());
+            let h2c = super::http2::backend_h2c(
+                bm.get("protocol"),
+                &field_path(&bp, "protocol"),
+                &mut self.errors,
+            );
             let Some(port) = port else { continue };
             let addr = match resolve(&host, port) {
                 Ok(a) => a,
@@ -770,7 +779,11 @@ impl Validator {
                 port,
                 addr,
                 ready_timeout,
+                h2c,
             });
+        }
+        if out.iter().any(|b| b.h2c) && !out.iter().all(|b| b.h2c) {
+            self.err(p.clone(), "backends of one route must all use the same protocol");
         }
         out
     }

@@ -57,6 +57,7 @@ mod cost;
 pub mod head;
 mod proxy;
 pub mod server;
+mod upstream;
 pub mod wire;
 
 use std::cell::RefCell;
