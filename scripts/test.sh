@@ -23,6 +23,10 @@ if [ ${#need[@]} -gt 0 ]; then
     echo "missing packages (install them, or run as root): ${need[*]}" >&2
   fi
 fi
+# grpcio (tests/h2.rs: gRPC client and server through an h2c backend), from PyPI.
+python3 -c 'import grpc' 2>/dev/null || python3 -m pip install --quiet grpcio \
+  || python3 -m pip install --quiet --break-system-packages grpcio \
+  || echo "missing: python3 grpcio (pip install grpcio)" >&2
 # h2spec (tests/h2.rs): built once with the machine's Go through the Go module
 # proxy and cached in $(go env GOPATH)/bin; not rebuilt when it is there.
 if ! command -v h2spec >/dev/null 2>&1; then

@@ -10,6 +10,7 @@
 //!           tcp:  route -> balance -> connect -> splice tunnel
 //!           http: per request: head -> Host -> route -> balance -> pooled or new
 //!                 upstream -> rewritten head -> bodies (splice / chunked scan)
+//!                 (HTTP/2 preface: h2 connection, a task per stream -> the same routes)
 //!                shared: Arc<Live> snapshot, per-backend atomics, per-worker counters
 //! ```
 //!
@@ -26,6 +27,7 @@
 //! - **handover**: passing listening sockets to a new process (binary upgrade).
 //! - **head**: an HTTP message's start line and header fields; **exchange**:
 //!   one request and its response.
+//! - **stream**: one HTTP/2 request/response on a multiplexed connection.
 //!
 //! Modules:
 //! - [`config`]: config.json (GopherMesh-compatible) -> validated [`config::Snapshot`]; pure.
@@ -36,6 +38,9 @@
 //! - [`proxy`]: backend connect with failover, splice tunnels.
 //! - [`http`]: the HTTP/1.1 reverse proxy (pure head/rewrite/chunked core, and
 //!   the per-connection data plane on top of it).
+//! - [`h2`]: HTTP/2 to clients (h2c prior knowledge, any AsyncRead/AsyncWrite
+//!   stream) on the `h2` crate over monoio poll-io; streams to HTTP/1.1
+//!   backends or to h2c backends (gRPC); flood limits.
 //! - [`engine`]: start-up and shutdown order.
 //! - [`control`]: the control thread's services: listeners, reload, API,
 //!   sd_notify, supervisor (backend processes, logs), health checks, dashboard.

@@ -6,9 +6,9 @@
 //! window stall, drain (GOAWAY, in-flight stream finishes) and idle close;
 //! gRPC (Python grpcio client and server) through an h2c backend.
 
-mod support;
 #[path = "support/h2raw.rs"]
 mod h2raw;
+mod support;
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -97,7 +97,10 @@ fn h2spec() -> String {
         return p;
     }
     let home = std::env::var("HOME").unwrap_or_default();
-    for p in [format!("{home}/go/bin/h2spec"), "/usr/local/bin/h2spec".into()] {
+    for p in [
+        format!("{home}/go/bin/h2spec"),
+        "/usr/local/bin/h2spec".into(),
+    ] {
         if std::path::Path::new(&p).exists() {
             return p;
         }
@@ -115,7 +118,12 @@ fn h2spec_passes(io: &str) {
         .output()
         .expect("h2spec (scripts/test.sh installs it with go install)");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let summary = text.lines().rev().find(|l| l.contains("tests,")).unwrap_or("").to_string();
+    let summary = text
+        .lines()
+        .rev()
+        .find(|l| l.contains("tests,"))
+        .unwrap_or("")
+        .to_string();
     // The one case that cannot pass on a port that also speaks HTTP/1.1:
     // bytes that are not the preface are an HTTP/1.1 request (answered 400
     // and closed), while h2spec expects a silent close.
@@ -131,40 +139,90 @@ fn h2spec_passes(io: &str) {
         summary.contains("145 tests"),
         "h2spec did not run: {summary}\n{text}"
     );
-    assert!(failures.is_empty(), "h2spec failures: {failures:#?}\n{summary}");
+    assert!(
+        failures.is_empty(),
+        "h2spec failures: {failures:#?}\n{summary}"
+    );
     assert!(rm.logs().matches("panicked").count() == 0);
 }
 
 fn curl_and_nghttp_prior_knowledge(io: &str) {
     let (_rm, _b, count, port) = start(io, "true", "");
     let url = format!("http://127.0.0.1:{port}/hello?x=1");
-    let (body, err) = curl(&["--http2-prior-knowledge", "-H", "Cookie: a=1", "-H", "Cookie: b=2", &url]);
-    assert!(body.starts_with("GET /hello?x=1 HTTP/1.1\r\n"), "{body:?} {err}");
-    assert!(body.contains(&format!("Host: 127.0.0.1:{port}\r\n")), "{body}");
+    let (body, err) = curl(&[
+        "--http2-prior-knowledge",
+        "-H",
+        "Cookie: a=1",
+        "-H",
+        "Cookie: b=2",
+        &url,
+    ]);
+    assert!(
+        body.starts_with("GET /hello?x=1 HTTP/1.1\r\n"),
+        "{body:?} {err}"
+    );
+    assert!(
+        body.contains(&format!("Host: 127.0.0.1:{port}\r\n")),
+        "{body}"
+    );
     assert!(body.contains("cookie: a=1; b=2\r\n"), "{body}");
     assert!(body.contains("x-forwarded-proto: http\r\n"), "{body}");
     // Known length and unknown length (sent chunked) request bodies.
-    let (body, err) = curl(&["--http2-prior-knowledge", "--data-binary", "0123456789", &url]);
-    assert!(body.contains("content-length: 10\r\n") && body.ends_with("0123456789"), "{body:?} {err}");
+    let (body, err) = curl(&[
+        "--http2-prior-knowledge",
+        "--data-binary",
+        "0123456789",
+        &url,
+    ]);
+    assert!(
+        body.contains("content-length: 10\r\n") && body.ends_with("0123456789"),
+        "{body:?} {err}"
+    );
     let mut child = Command::new("curl")
-        .args(["-sS", "--max-time", "20", "--http2-prior-knowledge", "-T", "-", &url])
+        .args([
+            "-sS",
+            "--max-time",
+            "20",
+            "--http2-prior-knowledge",
+            "-T",
+            "-",
+            &url,
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(b"streamed body").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"streamed body")
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     let body = String::from_utf8_lossy(&out.stdout);
-    assert!(body.contains("transfer-encoding: chunked\r\n") && body.ends_with("streamed body"), "{body:?}");
+    assert!(
+        body.contains("transfer-encoding: chunked\r\n") && body.ends_with("streamed body"),
+        "{body:?}"
+    );
     // A 1 MiB response under flow control.
-    let (big, _) = curl(&["--http2-prior-knowledge", &format!("http://127.0.0.1:{port}/big")]);
+    let (big, _) = curl(&[
+        "--http2-prior-knowledge",
+        &format!("http://127.0.0.1:{port}/big"),
+    ]);
     assert_eq!(big.len(), 1 << 20);
     // HTTP/1.1 still works on the same port.
     let (body, _) = curl(&["--http1.1", &url]);
     assert!(body.starts_with("GET /hello?x=1 HTTP/1.1\r\n"));
     // nghttp (Debian nghttp2-client): two requests on one connection.
     let out = Command::new("nghttp")
-        .args(["-n", "-s", "-t", "20", &url, &format!("http://127.0.0.1:{port}/big")])
+        .args([
+            "-n",
+            "-s",
+            "-t",
+            "20",
+            &url,
+            &format!("http://127.0.0.1:{port}/big"),
+        ])
         .output()
         .expect("nghttp (nghttp2-client)");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -188,8 +246,14 @@ fn routes_by_authority(io: &str) {
     let _rm = Ringmesh::start(&cfg, io, &[port]);
     let code = |host: &str| {
         curl(&[
-            "--http2-prior-knowledge", "-o", "/dev/null", "-w", "%{http_code}", "-H",
-            &format!("Host: {host}"), &format!("http://127.0.0.1:{port}/"),
+            "--http2-prior-knowledge",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+            &format!("Host: {host}"),
+            &format!("http://127.0.0.1:{port}/"),
         ])
         .0
     };
@@ -205,7 +269,15 @@ fn routes_by_authority(io: &str) {
 fn hundred_concurrent_streams(io: &str) {
     let (_rm, _b, count, port) = start(io, "true", "");
     let out = Command::new("h2load")
-        .args(["-n", "1000", "-c", "1", "-m", "100", &format!("http://127.0.0.1:{port}/x")])
+        .args([
+            "-n",
+            "1000",
+            "-c",
+            "1",
+            "-m",
+            "100",
+            &format!("http://127.0.0.1:{port}/x"),
+        ])
         .output()
         .expect("h2load (nghttp2-client)");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -231,7 +303,10 @@ fn slow_stream_does_not_stall_others(io: &str) {
     }
     assert_eq!(done[3].0, 1, "the slow stream ends last: {done:?}");
     for (id, t) in &done[..3] {
-        assert!(*t < Duration::from_millis(2500), "stream {id} waited for the slow one: {done:?}");
+        assert!(
+            *t < Duration::from_millis(2500),
+            "stream {id} waited for the slow one: {done:?}"
+        );
     }
     assert!(done[3].1 >= Duration::from_secs(3));
 }
@@ -239,16 +314,27 @@ fn slow_stream_does_not_stall_others(io: &str) {
 fn chunked_trailers_become_h2_trailers(io: &str) {
     let (_rm, _b, _count, port) = start(io, "true", "");
     let out = Command::new("nghttp")
-        .args(["-v", "-t", "20", &format!("http://127.0.0.1:{port}/trailers")])
+        .args([
+            "-v",
+            "-t",
+            "20",
+            &format!("http://127.0.0.1:{port}/trailers"),
+        ])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("hello") && text.contains(" world"), "{text}");
-    assert!(text.contains("recv DATA frame <length=5") && text.contains("recv DATA frame <length=6"), "{text}");
+    assert!(
+        text.contains("recv DATA frame <length=5") && text.contains("recv DATA frame <length=6"),
+        "{text}"
+    );
     // The trailers come in a HEADERS frame that ends the stream.
     let tail = &text[text.find("grpc-status: 7").expect("trailer")..];
     assert!(tail.contains("grpc-message: nope"), "{text}");
-    assert!(tail.contains("recv HEADERS frame") && tail.contains("END_STREAM"), "{text}");
+    assert!(
+        tail.contains("recv HEADERS frame") && tail.contains("END_STREAM"),
+        "{text}"
+    );
 }
 
 /// Sends `flood` on a fresh connection and expects GOAWAY ENHANCE_YOUR_CALM then a close.
@@ -259,7 +345,10 @@ fn expect_calm(port: u16, what: &str, settings: &[(u16, u32)], flood: impl Fn(&m
         .until_goaway(Duration::from_secs(20))
         .unwrap_or_else(|| panic!("{what}: no GOAWAY"));
     assert_eq!(g.goaway().1, ENHANCE_YOUR_CALM, "{what}: {g:?}");
-    assert!(c.closed_within(Duration::from_secs(10)), "{what}: not closed");
+    assert!(
+        c.closed_within(Duration::from_secs(10)),
+        "{what}: not closed"
+    );
 }
 
 fn floods_get_goaway_and_bounded_backend_requests(io: &str) {
@@ -267,52 +356,106 @@ fn floods_get_goaway_and_bounded_backend_requests(io: &str) {
     let b = backend(count.clone());
     let (port, api) = (free_port(), free_port());
     let http2 = r#"{"frame_budget": 100, "max_pending_accept_reset_streams": 20, "max_local_error_reset_streams": 20}"#;
-    let rm = Ringmesh::start(&config(port, &api.to_string(), b.port, http2, ""), io, &[port, api]);
+    let rm = Ringmesh::start(
+        &config(port, &api.to_string(), b.port, http2, ""),
+        io,
+        &[port, api],
+    );
     let served = || {
-        curl(&["--http2-prior-knowledge", "-o", "/dev/null", "-w", "%{http_code}", &format!("http://127.0.0.1:{port}/ok")]).0
+        curl(&[
+            "--http2-prior-knowledge",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &format!("http://127.0.0.1:{port}/ok"),
+        ])
+        .0
     };
     let before = count.load(Ordering::SeqCst);
     // Each flood writes its frames from another thread while we read.
-    let floods: Vec<(&str, Box<dyn Fn(&mut Conn)>)> = vec![
-        ("SETTINGS", Box::new(|c: &mut Conn| {
-            let f = frame(SETTINGS, 0, 0, &[0, 3, 0, 0, 0, 100]);
-            for _ in 0..2000 { if !c.send(&f) { break; } }
-        })),
-        ("PING", Box::new(|c: &mut Conn| {
-            let f = frame(PING, 0, 0, &[1; 8]);
-            for _ in 0..2000 { if !c.send(&f) { break; } }
-        })),
-        ("PRIORITY", Box::new(|c: &mut Conn| {
-            for i in 0..2000u32 { if !c.send(&frame(PRIORITY, 0, 2 * i + 1, &[0, 0, 0, 0, 16])) { break; } }
-        })),
-        ("empty DATA", Box::new(|c: &mut Conn| {
-            let b = request_block("POST", "/upload", "a.test");
-            c.send(&frame(HEADERS, END_HEADERS, 1, &b));
-            for _ in 0..2000 { if !c.send(&frame(DATA, 0, 1, &[])) { break; } }
-        })),
-        ("rapid reset", Box::new(|c: &mut Conn| {
-            let b = request_block("GET", "/slow", "a.test");
-            for i in 0..2000u32 {
-                let id = 2 * i + 1;
-                let mut f = frame(HEADERS, END_HEADERS | END_STREAM, id, &b);
-                f.extend(frame(RST_STREAM, 0, id, &8u32.to_be_bytes()));
-                if !c.send(&f) { break; }
-            }
-        })),
-        ("MadeYouReset", Box::new(|c: &mut Conn| {
-            // DATA beyond the announced content-length: the server must
-            // reset that stream (a stream error it makes, PROTOCOL_ERROR).
-            let b = block(&[
-                (":method", "POST"), (":scheme", "http"), (":path", "/slow"),
-                (":authority", "a.test"), ("content-length", "0"),
-            ]);
-            for i in 0..2000u32 {
-                let id = 2 * i + 1;
-                let mut f = frame(HEADERS, END_HEADERS, id, &b);
-                f.extend(frame(DATA, 0, id, b"x"));
-                if !c.send(&f) { break; }
-            }
-        })),
+    type Flood = Box<dyn Fn(&mut Conn)>;
+    let floods: Vec<(&str, Flood)> = vec![
+        (
+            "SETTINGS",
+            Box::new(|c: &mut Conn| {
+                let f = frame(SETTINGS, 0, 0, &[0, 3, 0, 0, 0, 100]);
+                for _ in 0..2000 {
+                    if !c.send(&f) {
+                        break;
+                    }
+                }
+            }),
+        ),
+        (
+            "PING",
+            Box::new(|c: &mut Conn| {
+                let f = frame(PING, 0, 0, &[1; 8]);
+                for _ in 0..2000 {
+                    if !c.send(&f) {
+                        break;
+                    }
+                }
+            }),
+        ),
+        (
+            "PRIORITY",
+            Box::new(|c: &mut Conn| {
+                for i in 0..2000u32 {
+                    if !c.send(&frame(PRIORITY, 0, 2 * i + 1, &[0, 0, 0, 0, 16])) {
+                        break;
+                    }
+                }
+            }),
+        ),
+        (
+            "empty DATA",
+            Box::new(|c: &mut Conn| {
+                let b = request_block("POST", "/upload", "a.test");
+                c.send(&frame(HEADERS, END_HEADERS, 1, &b));
+                for _ in 0..2000 {
+                    if !c.send(&frame(DATA, 0, 1, &[])) {
+                        break;
+                    }
+                }
+            }),
+        ),
+        (
+            "rapid reset",
+            Box::new(|c: &mut Conn| {
+                let b = request_block("GET", "/slow", "a.test");
+                for i in 0..2000u32 {
+                    let id = 2 * i + 1;
+                    let mut f = frame(HEADERS, END_HEADERS | END_STREAM, id, &b);
+                    f.extend(frame(RST_STREAM, 0, id, &8u32.to_be_bytes()));
+                    if !c.send(&f) {
+                        break;
+                    }
+                }
+            }),
+        ),
+        (
+            "MadeYouReset",
+            Box::new(|c: &mut Conn| {
+                // DATA beyond the announced content-length: the server must
+                // reset that stream (a stream error it makes, PROTOCOL_ERROR).
+                let b = block(&[
+                    (":method", "POST"),
+                    (":scheme", "http"),
+                    (":path", "/slow"),
+                    (":authority", "a.test"),
+                    ("content-length", "0"),
+                ]);
+                for i in 0..2000u32 {
+                    let id = 2 * i + 1;
+                    let mut f = frame(HEADERS, END_HEADERS, id, &b);
+                    f.extend(frame(DATA, 0, id, b"x"));
+                    if !c.send(&f) {
+                        break;
+                    }
+                }
+            }),
+        ),
     ];
     for (what, flood) in &floods {
         expect_calm(port, what, &[], flood);
@@ -331,7 +474,10 @@ fn floods_get_goaway_and_bounded_backend_requests(io: &str) {
         }
     }
     let g = c.until_goaway(Duration::from_secs(20));
-    assert!(closed || g.is_some(), "CONTINUATION flood: connection neither closed nor went away");
+    assert!(
+        closed || g.is_some(),
+        "CONTINUATION flood: connection neither closed nor went away"
+    );
     assert!(c.closed_within(Duration::from_secs(10)));
     assert_eq!(served(), "200");
     // Each flood cost at most its limits in backend requests (the rapid and
@@ -345,7 +491,10 @@ fn floods_get_goaway_and_bounded_backend_requests(io: &str) {
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("{name} missing:\n{m}"))
     };
-    assert!(metric("ringmesh_h2_frame_flood_total") + metric("ringmesh_h2_calm_total") >= 6, "{m}");
+    assert!(
+        metric("ringmesh_h2_frame_flood_total") + metric("ringmesh_h2_calm_total") >= 6,
+        "{m}"
+    );
     assert!(rm.logs().matches("panicked").count() == 0);
 }
 
@@ -361,7 +510,11 @@ fn zero_window_stall_resets_the_stream(io: &str) {
             break f;
         }
     };
-    assert!(t0.elapsed() >= Duration::from_millis(1500), "{:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() >= Duration::from_millis(1500),
+        "{:?}",
+        t0.elapsed()
+    );
     assert_eq!(rst.payload, 8u32.to_be_bytes(), "CANCEL");
     // The connection itself still serves.
     c.send(&frame(WINDOW_UPDATE, 0, 0, &1_000_000u32.to_be_bytes()));
@@ -396,7 +549,9 @@ fn idle_connection_is_closed(io: &str) {
     let mut c = Conn::open(port, &[]);
     c.get(1, "/x", "a.test");
     let t0 = Instant::now();
-    let g = c.until_goaway(Duration::from_secs(20)).expect("GOAWAY when idle");
+    let g = c
+        .until_goaway(Duration::from_secs(20))
+        .expect("GOAWAY when idle");
     assert_eq!(g.goaway().1, 0);
     assert!(t0.elapsed() >= Duration::from_millis(900));
     assert!(c.closed_within(Duration::from_secs(10)));
@@ -421,7 +576,11 @@ fn grpc_through_an_h2c_backend(io: &str) {
         &mut line,
     )
     .unwrap();
-    assert_eq!(line.trim(), "ready", "grpc server did not start (is grpcio installed?)");
+    assert_eq!(
+        line.trim(),
+        "ready",
+        "grpc server did not start (is grpcio installed?)"
+    );
     let port = free_port();
     let cfg = format!(
         r#"{{"dashboard_port": "", "listen_host": "127.0.0.1", "workers": 2,
@@ -437,11 +596,22 @@ fn grpc_through_an_h2c_backend(io: &str) {
         out.status.success(),
         "{text}\n{}\n{}",
         String::from_utf8_lossy(&out.stderr),
-        rm.logs().lines().rev().take(30).collect::<Vec<_>>().join("\n")
+        rm.logs()
+            .lines()
+            .rev()
+            .take(30)
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     for check in [
-        "unary", "server-streaming", "client-streaming", "bidi-streaming", "4MiB",
-        "error-status", "deadline", "cancel-sent",
+        "unary",
+        "server-streaming",
+        "client-streaming",
+        "bidi-streaming",
+        "4MiB",
+        "error-status",
+        "deadline",
+        "cancel-sent",
     ] {
         assert!(text.contains(&format!("OK {check}")), "{check}: {text}");
     }

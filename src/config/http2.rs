@@ -92,7 +92,12 @@ const MAX_WINDOW: u64 = (1 << 31) - 1;
 
 /// Parses a route's `http2` value (`path` is its JSON path). `None`: off.
 pub fn parse(v: Option<&Value>, path: &str, errors: &mut Vec<ConfigError>) -> Option<Http2> {
-    let mut err = |p: String, m: String| errors.push(ConfigError { path: p, message: m });
+    let mut err = |p: String, m: String| {
+        errors.push(ConfigError {
+            path: p,
+            message: m,
+        })
+    };
     let m: &Map<String, Value> = match v {
         None | Some(Value::Null) | Some(Value::Bool(true)) => return Some(Http2::default()),
         Some(Value::Bool(false)) => return None,
@@ -164,7 +169,10 @@ pub fn backend_h2c(v: Option<&Value>, path: &str, errors: &mut Vec<ConfigError>)
             _ => {
                 errors.push(ConfigError {
                     path: path.to_string(),
-                    message: format!("{v:?} is not a backend protocol; expected \"http\" or \"h2c\"", v = s),
+                    message: format!(
+                        "{v:?} is not a backend protocol; expected \"http\" or \"h2c\"",
+                        v = s
+                    ),
                 });
                 false
             }

@@ -509,10 +509,17 @@ impl Validator {
             max_connections_per_ip: None,
         };
         let backends = self.backends(m, &path, dashboard_port, ready_timeout);
-        let http2 = super::http2::parse(m.get("http2"), &field_path(&path, "http2"), &mut self.errors)
-            .filter(|_| protocol == Protocol::Http);
+        let http2 = super::http2::parse(
+            m.get("http2"),
+            &field_path(&path, "http2"),
+            &mut self.errors,
+        )
+        .filter(|_| protocol == Protocol::Http);
         if protocol == Protocol::Tcp && backends.iter().any(|b| b.h2c) {
-            self.err(field_path(&path, "backends"), "\"protocol\": \"h2c\" needs an http route");
+            self.err(
+                field_path(&path, "backends"),
+                "\"protocol\": \"h2c\" needs an http route",
+            );
         }
 
         if self.errors.len() != before {
@@ -783,7 +790,10 @@ impl Validator {
             });
         }
         if out.iter().any(|b| b.h2c) && !out.iter().all(|b| b.h2c) {
-            self.err(p.clone(), "backends of one route must all use the same protocol");
+            self.err(
+                p.clone(),
+                "backends of one route must all use the same protocol",
+            );
         }
         out
     }

@@ -226,7 +226,8 @@ mod tests {
         let raw = b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\n\
                     Transfer-Encoding: chunked\r\nTrailer: grpc-status\r\nContent-Type: text/plain\r\nSet-Cookie: a\r\nSet-Cookie: b\r\n\r\n";
         let mut spans = vec![HeaderSpan::default(); 100];
-        let Ok(Status::Complete(head)) = parse_response(raw, &mut spans, &Limits::default(), b"GET")
+        let Ok(Status::Complete(head)) =
+            parse_response(raw, &mut spans, &Limits::default(), b"GET")
         else {
             panic!("parse")
         };

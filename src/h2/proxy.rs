@@ -23,7 +23,9 @@ use monoio::time::Instant;
 
 use crate::balance::client_hash;
 use crate::http::chunked::ChunkedScanner;
-use crate::http::head::{parse_response, HeaderSpan, Limits, ResponseFraming, ResponseHead, Status};
+use crate::http::head::{
+    parse_response, HeaderSpan, Limits, ResponseFraming, ResponseHead, Status,
+};
 use crate::http::io::Io;
 use crate::proxy::connect::{self, Upstream};
 use crate::shared::{H2Counters, Live, LiveRoute, RouteSlot};
@@ -416,9 +418,7 @@ impl Exchange<'_> {
                 _ = reset => return Err(Fail::Client),
             };
             match got {
-                Ok(0) if !seen => {
-                    return Err(Fail::Early(io::ErrorKind::UnexpectedEof.into()))
-                }
+                Ok(0) if !seen => return Err(Fail::Early(io::ErrorKind::UnexpectedEof.into())),
                 Ok(0) => return Err(Fail::Bad("closed inside the response head".into())),
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::TimedOut => {
@@ -435,7 +435,8 @@ impl Exchange<'_> {
             return Err(Fail::Bad("protocol switch over HTTP/2".into()));
         }
         let resp = h2head::response(ubuf, &head, &spans);
-        let no_body = head.framing == ResponseFraming::None || head.framing == ResponseFraming::Length(0);
+        let no_body =
+            head.framing == ResponseFraming::None || head.framing == ResponseFraming::Length(0);
         let mut tx = respond
             .send_response(resp, no_body)
             .map_err(|_| Fail::Client)?;
@@ -483,15 +484,24 @@ impl BodyOut<'_, '_> {
     /// stuck at zero for `timeouts.response` resets the stream.
     async fn send(&mut self, data: Bytes, end: bool) -> Result<(), Fail> {
         self.ex.slot.bytes_out.add(data.len() as u64);
-        send_flow(self.tx, data, end, self.ex.stall, &self.ex.conn.counters().stalled)
-            .await
-            .map_err(|()| Fail::Client)
+        send_flow(
+            self.tx,
+            data,
+            end,
+            self.ex.stall,
+            &self.ex.conn.counters().stalled,
+        )
+        .await
+        .map_err(|()| Fail::Client)
     }
 
     async fn finish(&mut self, trailers: Option<http::HeaderMap>) -> Result<(), Fail> {
         match trailers {
             Some(t) if !t.is_empty() => self.tx.send_trailers(t).map_err(|_| Fail::Client),
-            _ => self.tx.send_data(Bytes::new(), true).map_err(|_| Fail::Client),
+            _ => self
+                .tx
+                .send_data(Bytes::new(), true)
+                .map_err(|_| Fail::Client),
         }
     }
 
@@ -629,9 +639,8 @@ pub(super) fn error(respond: &mut SendResponse<Bytes>, status: u16, detail: &str
 
 /// 503 with Retry-After for a route at its `max_connections`.
 fn retry_later(respond: &mut SendResponse<Bytes>, route: &str) {
-    let body = format!(
-        "route {route:?}: connection limit reached (max_connections); retry later\n"
-    );
+    let body =
+        format!("route {route:?}: connection limit reached (max_connections); retry later\n");
     let resp = http::Response::builder()
         .status(503)
         .header("retry-after", "1")

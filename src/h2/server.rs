@@ -113,8 +113,11 @@ where
     let mut stop = std::pin::pin!(stop);
     let mut stopping = false;
     let mut idled = false;
+    type Accepted = Option<Result<(http::Request<RecvStream>, SendResponse<Bytes>), h2::Error>>;
+    // Not boxed: an accepted stream (264 bytes) is the common event.
+    #[allow(clippy::large_enum_variant)]
     enum Ev {
-        Accept(Option<Result<(http::Request<RecvStream>, SendResponse<Bytes>), h2::Error>>),
+        Accept(Accepted),
         Flood,
         Tick,
         Stop,

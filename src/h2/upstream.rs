@@ -182,7 +182,10 @@ impl Forward<'_> {
             Ok(s) => s,
             Err(e) => {
                 self.slot.errors.add(1);
-                let d = format!("route {:?}: backend connection failed ({e})", route.cfg.name);
+                let d = format!(
+                    "route {:?}: backend connection failed ({e})",
+                    route.cfg.name
+                );
                 return error(&mut respond, 502, &d);
             }
         };
@@ -191,7 +194,10 @@ impl Forward<'_> {
             Ok(r) => r,
             Err(e) => {
                 self.slot.errors.add(1);
-                let d = format!("route {:?}: backend refused the stream ({e})", route.cfg.name);
+                let d = format!(
+                    "route {:?}: backend refused the stream ({e})",
+                    route.cfg.name
+                );
                 return error(&mut respond, 502, &d);
             }
         };
@@ -255,7 +261,11 @@ impl Forward<'_> {
         let authority = std::str::from_utf8(self.authority).ok()?;
         let uri = http::Uri::builder()
             .scheme("http")
-            .authority(if authority.is_empty() { "localhost" } else { authority })
+            .authority(if authority.is_empty() {
+                "localhost"
+            } else {
+                authority
+            })
             .path_and_query(path)
             .build()
             .ok()?;
@@ -338,7 +348,9 @@ impl Forward<'_> {
         }
         match rbody.trailers().await {
             Ok(Some(t)) => tx.send_trailers(t).map_err(|_| DownFail::Client),
-            Ok(None) => tx.send_data(Bytes::new(), true).map_err(|_| DownFail::Client),
+            Ok(None) => tx
+                .send_data(Bytes::new(), true)
+                .map_err(|_| DownFail::Client),
             Err(_) => Err(DownFail::Late),
         }
     }

@@ -185,8 +185,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Wire<S> {
                 other => return other,
             }
         }
-        this.frames
-            .scan(&buf.filled()[before..], &this.budget);
+        this.frames.scan(&buf.filled()[before..], &this.budget);
         Poll::Ready(Ok(()))
     }
 }
@@ -226,7 +225,17 @@ mod tests {
     use super::*;
 
     fn frame(kind: u8, flags: u8, len: usize) -> Vec<u8> {
-        let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags, 0, 0, 0, 1];
+        let mut f = vec![
+            (len >> 16) as u8,
+            (len >> 8) as u8,
+            len as u8,
+            kind,
+            flags,
+            0,
+            0,
+            0,
+            1,
+        ];
         f.resize(FRAME_HEADER + len, 0);
         f
     }
@@ -244,7 +253,7 @@ mod tests {
         wire.extend(frame(PING, 0, 8)); // 2
         wire.extend(frame(PING, ACK, 8));
         wire.extend(frame(PRIORITY, 0, 5)); // 3
-        // Fed a byte at a time: headers split anywhere.
+                                            // Fed a byte at a time: headers split anywhere.
         for b in &wire {
             fr.scan(std::slice::from_ref(b), &budget);
         }

@@ -232,7 +232,9 @@ impl Conn {
             if self.client.buf.capacity() == 0 {
                 self.client.buf = self.ctx.bufs.take();
             }
-            let room = crate::h2::PREFACE.len().saturating_sub(self.client.buf.len());
+            let room = crate::h2::PREFACE
+                .len()
+                .saturating_sub(self.client.buf.len());
             match Io::Ring(&mut self.client.stream, &self.client.cancel)
                 .read(&mut self.client.buf, room, deadline)
                 .await

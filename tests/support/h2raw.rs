@@ -127,7 +127,10 @@ impl Conn {
                         kind: self.buf[3],
                         flags: self.buf[4],
                         stream: u32::from_be_bytes([
-                            self.buf[5], self.buf[6], self.buf[7], self.buf[8],
+                            self.buf[5],
+                            self.buf[6],
+                            self.buf[7],
+                            self.buf[8],
                         ]) & 0x7fff_ffff,
                         payload: self.buf[9..9 + n].to_vec(),
                     };
@@ -174,7 +177,9 @@ impl Conn {
             let Some(left) = deadline.checked_duration_since(Instant::now()) else {
                 return false;
             };
-            self.s.set_read_timeout(Some(left.max(Duration::from_millis(1)))).unwrap();
+            self.s
+                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                .unwrap();
             let mut b = [0u8; 16384];
             match self.s.read(&mut b) {
                 Ok(0) => return true,
