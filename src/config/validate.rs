@@ -96,12 +96,12 @@ const ROUTE_FIELDS: &[&str] = &[
 ];
 const BACKEND_FIELDS: &[&str] = &[
     "name",
-    "protocol",
     "cmd",
     "args",
     "internal_host",
     "internal_port",
     "ready_timeout",
+    "protocol",
 ];
 const HEALTH_FIELDS: &[&str] = &[
     "path",
