@@ -30,8 +30,9 @@ pub struct Http2 {
     /// Streams we had to reset because the client broke the protocol on them
     /// (MadeYouReset, CVE-2025-8671); past it GOAWAY ENHANCE_YOUR_CALM.
     pub max_local_error_reset_streams: u32,
-    /// Frames that do no work (SETTINGS, PING, PRIORITY, RST_STREAM, empty DATA) allowed
-    /// per connection within [`FRAME_BUDGET_WINDOW`]; past it GOAWAY ENHANCE_YOUR_CALM.
+    /// Frames that do no work (SETTINGS, PING, PRIORITY, empty DATA: 1 each;
+    /// RST_STREAM: 10) allowed per connection within [`FRAME_BUDGET_WINDOW`];
+    /// past it GOAWAY ENHANCE_YOUR_CALM.
     pub frame_budget: u32,
     /// A connection without streams for this long is closed (GOAWAY).
     pub idle_timeout: Duration,

@@ -30,6 +30,8 @@ const PING: u8 = 6;
 const CONTINUATION: u8 = 9;
 const END_STREAM: u8 = 1;
 const ACK: u8 = 1;
+/// What one RST_STREAM costs of the frame budget.
+pub const RESET_COST: u32 = 10;
 
 /// The frame budget of one connection, shared with its driver.
 #[derive(Debug)]
@@ -58,14 +60,14 @@ impl Budget {
         self.spent.get()
     }
 
-    fn charge(&self) {
-        let used = self.used.get() + 1;
+    fn charge(&self, cost: u32) {
+        let used = self.used.get().saturating_add(cost);
         if used > self.limit {
             // Over the count: only a flood if it all came within one window.
             let now = Instant::now();
             if now.duration_since(self.since.get()) >= self.window {
                 self.since.set(now);
-                self.used.set(1);
+                self.used.set(cost);
                 return;
             }
             self.spent.set(true);
@@ -119,18 +121,21 @@ impl Frames {
             let len = (usize::from(h[0]) << 16) | (usize::from(h[1]) << 8) | usize::from(h[2]);
             let (kind, flags) = (h[3], h[4]);
             self.payload_left = len;
-            let idle = match kind {
-                DATA => len == 0 && flags & END_STREAM == 0,
-                // A client reset costs us a backend request cut short; a
-                // legitimate client cancels rarely (Rapid Reset, with the
-                // resets `h2` sees before we accept the stream).
-                PRIORITY | RST_STREAM => true,
-                SETTINGS | PING => flags & ACK == 0,
-                CONTINUATION => len == 0,
-                _ => false,
+            let cost = match kind {
+                DATA if len == 0 && flags & END_STREAM == 0 => 1,
+                // A client reset after we accepted the stream has cost a
+                // backend request (Rapid Reset against a fast accept loop;
+                // `h2` counts only the resets before accept): it weighs
+                // RESET_COST, so the default budget allows 100 resets per
+                // window, far more than a browser's cancelled navigations.
+                RST_STREAM => RESET_COST,
+                PRIORITY => 1,
+                SETTINGS | PING if flags & ACK == 0 => 1,
+                CONTINUATION if len == 0 => 1,
+                _ => 0,
             };
-            if idle {
-                budget.charge();
+            if cost > 0 {
+                budget.charge(cost);
             }
         }
     }
@@ -253,12 +258,21 @@ mod tests {
         wire.extend(frame(PING, 0, 8)); // 2
         wire.extend(frame(PING, ACK, 8));
         wire.extend(frame(PRIORITY, 0, 5)); // 3
+        wire.extend(frame(8, 0, 4)); // WINDOW_UPDATE: free
                                             // Fed a byte at a time: headers split anywhere.
         for b in &wire {
             fr.scan(std::slice::from_ref(b), &budget);
         }
         assert!(!budget.spent());
         fr.scan(&frame(DATA, 0, 0), &budget); // 4 > 3
+        assert!(budget.spent());
+        // A reset weighs RESET_COST.
+        let budget = Budget::new(RESET_COST, Duration::from_secs(60));
+        let mut fr = Frames::new();
+        fr.scan(PREFACE, &budget);
+        fr.scan(&frame(RST_STREAM, 0, 4), &budget);
+        assert!(!budget.spent());
+        fr.scan(&frame(RST_STREAM, 0, 4), &budget);
         assert!(budget.spent());
     }
 
