@@ -26,7 +26,7 @@ use crate::http::chunked::ChunkedScanner;
 use crate::http::head::{
     parse_response, HeaderSpan, Limits, ResponseFraming, ResponseHead, Status,
 };
-use crate::http::io::Io;
+use crate::http::io::{Cancel, Io};
 use crate::proxy::connect::{self, Upstream};
 use crate::shared::{H2Counters, Live, LiveRoute, RouteSlot};
 use crate::worker::{ConnGuard, WorkerCtx};
@@ -227,7 +227,7 @@ impl Exchange<'_> {
         let result = loop {
             ubuf.clear();
             let r = self
-                .exchange(&up, head, &mut body, plan, &mut respond, &mut ubuf)
+                .exchange(&mut up, head, &mut body, plan, &mut respond, &mut ubuf)
                 .await;
             match r {
                 Err(Fail::Early(e)) if up.reused && retryable && !retried => {
@@ -288,7 +288,7 @@ impl Exchange<'_> {
     /// upstream connection may be reused.
     async fn exchange(
         &self,
-        up: &Upstream<'_>,
+        up: &mut Upstream<'_>,
         head: &mut Vec<u8>,
         body: &mut RecvStream,
         plan: ReqBody,
@@ -296,6 +296,18 @@ impl Exchange<'_> {
         ubuf: &mut Vec<u8>,
     ) -> Result<bool, Fail> {
         let len = head.len();
+        if plan == ReqBody::None {
+            // Nothing to upload: the stream has the socket to itself, so its
+            // reads are io_uring ops (no readiness wait, no EAGAIN first).
+            let cancel = Cancel::default();
+            let mut io = Io::Ring(&mut up.stream, &cancel);
+            io.write_all(head, 0..len, self.stall)
+                .await
+                .map_err(Fail::Early)?;
+            self.slot.bytes_in.add(len as u64);
+            let done = std::cell::Cell::new(Up::Done);
+            return self.download(&mut io, respond, ubuf, &done).await;
+        }
         Io::Ready(&up.stream)
             .write_all(head, 0..len, self.stall)
             .await
@@ -314,7 +326,8 @@ impl Exchange<'_> {
             state.set(if r.is_ok() { Up::Done } else { Up::Failed });
             std::future::pending::<()>().await
         };
-        let download = self.download(&up.stream, respond, ubuf, &state);
+        let mut io = Io::Ready(&up.stream);
+        let download = self.download(&mut io, respond, ubuf, &state);
         monoio::select! {
             _ = upload => unreachable!(),
             r = download => r.map(|reuse| reuse && state.get() == Up::Done),
@@ -382,7 +395,7 @@ impl Exchange<'_> {
     /// Reads the response head (skipping interim 1xx) and forwards the response.
     async fn download(
         &self,
-        us: &monoio::net::TcpStream,
+        us: &mut Io<'_>,
         respond: &mut SendResponse<Bytes>,
         ubuf: &mut Vec<u8>,
         upload: &std::cell::Cell<Up>,
@@ -410,8 +423,7 @@ impl Exchange<'_> {
                 return Err(Fail::Bad("response head too large".into()));
             }
             let deadline = Instant::now() + self.stall;
-            let mut io = Io::Ready(us);
-            let read = io.read(ubuf, room, deadline);
+            let read = us.read(ubuf, room, deadline);
             let reset = std::future::poll_fn(|cx| respond.poll_reset(cx));
             let got = monoio::select! {
                 r = read => r,
@@ -463,17 +475,17 @@ impl Exchange<'_> {
 }
 
 /// The response body on its way to the client.
-struct BodyOut<'a, 'x> {
+struct BodyOut<'a, 'x, 's> {
     ex: &'a Exchange<'x>,
-    us: &'a monoio::net::TcpStream,
+    us: &'a mut Io<'s>,
     tx: &'a mut SendStream<Bytes>,
 }
 
-impl BodyOut<'_, '_> {
+impl BodyOut<'_, '_, '_> {
     /// Reads more body bytes into `buf`; EOF is an error unless `eof_ok`.
-    async fn read(&self, buf: &mut Vec<u8>, max: usize, eof_ok: bool) -> Result<usize, Fail> {
+    async fn read(&mut self, buf: &mut Vec<u8>, max: usize, eof_ok: bool) -> Result<usize, Fail> {
         let deadline = Instant::now() + self.ex.stall;
-        match Io::Ready(self.us).read(buf, max, deadline).await {
+        match self.us.read(buf, max, deadline).await {
             Ok(0) if !eof_ok => Err(Fail::Late),
             Ok(n) => Ok(n),
             Err(_) => Err(Fail::Late),
