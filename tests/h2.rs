@@ -234,16 +234,23 @@ fn curl_and_nghttp_prior_knowledge(io: &str) {
 fn routes_by_authority(io: &str) {
     let (ba, bb) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let (a, d) = (backend(ba.clone()), backend(bb.clone()));
-    let port = free_port();
+    let (port, port2) = (free_port(), free_port());
     let cfg = format!(
         r#"{{"dashboard_port": "", "listen_host": "127.0.0.1", "workers": 2,
   "routes": {{
     "a": {{"listen": "127.0.0.1:{port}", "hosts": ["a.test"], "backends": [{{"internal_port": {}}}]}},
     "off": {{"listen": "127.0.0.1:{port}", "hosts": ["off.test"], "http2": false, "backends": [{{"internal_port": {}}}]}},
-    "d": {{"listen": "127.0.0.1:{port}", "backends": [{{"internal_port": {}}}]}}}}}}"#,
-        a.port, d.port, d.port
+    "d": {{"listen": "127.0.0.1:{port}", "backends": [{{"internal_port": {}}}]}},
+    "{port2}": {{"http2": false, "backends": [{{"internal_port": {}}}]}}}}}}"#,
+        a.port, d.port, d.port, d.port
     );
-    let _rm = Ringmesh::start(&cfg, io, &[port]);
+    let _rm = Ringmesh::start(&cfg, io, &[port, port2]);
+    // A port whose only route has http2 off reads the preface as HTTP/1.1 (and refuses it).
+    let mut s = connect(port2);
+    s.write_all(PREFACE).unwrap();
+    let mut got = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut s, &mut got);
+    assert!(got.starts_with(b"HTTP/1.1 "), "{:?}", String::from_utf8_lossy(&got));
     let code = |host: &str| {
         curl(&[
             "--http2-prior-knowledge",

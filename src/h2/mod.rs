@@ -1,7 +1,9 @@
 //! HTTP/2 to clients: h2c with prior knowledge on every http port (and,
 //! through [`serve_stream`], any AsyncRead + AsyncWrite stream such as a TLS
 //! session that negotiated ALPN `h2`), each stream proxied to an HTTP/1.1
-//! backend over the worker's keep-alive pool.
+//! backend over the worker's keep-alive pool (`proxy`), or, for backends
+//! with `"protocol": "h2c"` (gRPC), as a stream on a pooled multiplexed
+//! upstream connection (`upstream`).
 //!
 //! ```text
 //!  conn.rs: first bytes == PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n  --> serve_tcp
@@ -10,6 +12,7 @@
 //!           each stream: monoio::spawn(proxy::stream)
 //!             :authority -> route -> pooled upstream -> HTTP/1.1 head + body
 //!             <- response head -> HEADERS, body -> DATA (flow control), trailers
+//!             (h2c backend: upstream::Forward, stream to stream, trailers as is)
 //! ```
 //!
 //! ## Decision: the `h2` crate on monoio's poll-io streams
