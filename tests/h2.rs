@@ -250,7 +250,11 @@ fn routes_by_authority(io: &str) {
     s.write_all(PREFACE).unwrap();
     let mut got = Vec::new();
     let _ = std::io::Read::read_to_end(&mut s, &mut got);
-    assert!(got.starts_with(b"HTTP/1.1 "), "{:?}", String::from_utf8_lossy(&got));
+    assert!(
+        got.starts_with(b"HTTP/1.1 "),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
     let code = |host: &str| {
         curl(&[
             "--http2-prior-knowledge",

@@ -259,7 +259,7 @@ mod tests {
         wire.extend(frame(PING, ACK, 8));
         wire.extend(frame(PRIORITY, 0, 5)); // 3
         wire.extend(frame(8, 0, 4)); // WINDOW_UPDATE: free
-                                            // Fed a byte at a time: headers split anywhere.
+                                     // Fed a byte at a time: headers split anywhere.
         for b in &wire {
             fr.scan(std::slice::from_ref(b), &budget);
         }
