@@ -384,6 +384,7 @@ fn floods_get_goaway_and_bounded_backend_requests(io: &str) {
         .0
     };
     let before = count.load(Ordering::SeqCst);
+    let (rss0, fds0) = (rss_kib(rm.pid()), rm.fds());
     // Each flood writes its frames from another thread while we read.
     type Flood = Box<dyn Fn(&mut Conn)>;
     let floods: Vec<(&str, Flood)> = vec![
@@ -507,6 +508,18 @@ fn floods_get_goaway_and_bounded_backend_requests(io: &str) {
         metric("ringmesh_h2_frame_flood_total") + metric("ringmesh_h2_calm_total") >= 6,
         "{m}"
     );
+    // Memory and fds come back: nothing a flood sent is kept.
+    assert!(
+        wait_until(Duration::from_secs(10), || rm.fds() <= fds0 + 2),
+        "fds {} after the floods, {fds0} before",
+        rm.fds()
+    );
+    let rss1 = rss_kib(rm.pid());
+    assert!(
+        rss1 < rss0 + 32 * 1024,
+        "RSS grew from {rss0} KiB to {rss1} KiB"
+    );
+    eprintln!("floods: backend saw {seen} requests; RSS {rss0} -> {rss1} KiB");
     assert!(rm.logs().matches("panicked").count() == 0);
 }
 
@@ -632,4 +645,14 @@ fn grpc_through_an_h2c_backend(io: &str) {
         wait_until(Duration::from_secs(5), || cancel_file.exists()),
         "the backend never saw the cancellation"
     );
+}
+
+/// VmRSS of a process in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    st.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
