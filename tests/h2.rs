@@ -4,7 +4,8 @@
 //! trailers, each flood (written frame by frame by the test) closed with
 //! GOAWAY ENHANCE_YOUR_CALM while other connections are served, the zero
 //! window stall, drain (GOAWAY, in-flight stream finishes) and idle close;
-//! gRPC (Python grpcio client and server) through an h2c backend.
+//! gRPC (Python grpcio client and server) through an h2c backend; a reload
+//! applied to the next stream of an open connection.
 
 #[path = "support/h2raw.rs"]
 mod h2raw;
@@ -32,6 +33,7 @@ both_drivers!(
     drain_sends_goaway_and_finishes_inflight,
     idle_connection_is_closed,
     grpc_through_an_h2c_backend,
+    reload_applies_to_open_connections,
 );
 
 /// One http route on `port` (hosts `a.test` and a default) with `http2` settings.
@@ -655,4 +657,46 @@ fn rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
+}
+
+/// Waits for the response of `stream` on `c` to end; true when it did.
+fn stream_ends(c: &mut Conn, stream: u32) -> bool {
+    while let Some(f) = c.next(Duration::from_secs(20)) {
+        if f.stream == stream && f.flags & END_STREAM != 0 {
+            return true;
+        }
+    }
+    false
+}
+
+fn reload_applies_to_open_connections(io: &str) {
+    let (ca, cb) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (a, b) = (backend(ca.clone()), backend(cb.clone()));
+    let port = free_port();
+    let rm = Ringmesh::start(&config(port, "", a.port, "true", ""), io, &[port]);
+    let mut c = Conn::open(port, &[]);
+    c.get(1, "/x", "a.test");
+    assert!(stream_ends(&mut c, 1));
+    assert_eq!(ca.load(Ordering::SeqCst), 1);
+    std::fs::write(&rm.config, config(port, "", b.port, "true", "")).unwrap();
+    rm.signal(libc::SIGHUP);
+    let served_by_b = || {
+        curl(&[
+            "--http2-prior-knowledge",
+            "-o",
+            "/dev/null",
+            &format!("http://127.0.0.1:{port}/"),
+        ]);
+        cb.load(Ordering::SeqCst) > 0
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), served_by_b),
+        "reload not applied"
+    );
+    // The connection opened before the reload routes its next stream by the new config.
+    let (before_a, before_b) = (ca.load(Ordering::SeqCst), cb.load(Ordering::SeqCst));
+    c.get(3, "/x", "a.test");
+    assert!(stream_ends(&mut c, 3));
+    assert_eq!(cb.load(Ordering::SeqCst), before_b + 1);
+    assert_eq!(ca.load(Ordering::SeqCst), before_a);
 }
