@@ -7,6 +7,8 @@
 //! a head over 64 KiB is 431; any parse error is its status and a close.
 //! Between requests the connection owns no buffer: it waits for readability
 //! (at most `timeouts.keepalive`), then takes one from the worker's pool.
+//! A new connection whose first bytes are the HTTP/2 preface (on a listener
+//! with `http2` on) is handed to `crate::h2` with those bytes.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -73,10 +75,12 @@ pub async fn serve(
             cancel: Cancel::default(),
         },
         scratch: Scratch::default(),
+        h2: None,
     };
-    let h2 = conn.run(live).await;
-    if let Some((cfg, live)) = h2 {
-        // The preface (and what followed it) goes to the h2 server.
+    conn.run(live).await;
+    if let Some((cfg, live)) = conn.h2.take() {
+        // The client sent the HTTP/2 preface: the h2 server takes over, with
+        // the bytes read so far.
         let replay = conn.client.buf.clone();
         conn.release_buffers();
         let Conn {
@@ -100,6 +104,8 @@ struct Conn {
     guard: ConnGuard,
     client: Client,
     scratch: Scratch,
+    /// Set when the first bytes were the HTTP/2 preface: `serve` hands over.
+    h2: Option<(crate::config::Http2, Arc<Live>)>,
 }
 
 enum Wait {
@@ -119,14 +125,12 @@ enum HeadFail {
 
 impl Conn {
     /// `live` is the config this connection serves, refreshed between requests.
-    /// Returns the HTTP/2 settings (and config) when the client sent the
-    /// HTTP/2 preface instead of a request: `serve` hands the connection over.
-    async fn run(&mut self, mut live: Arc<Live>) -> Option<(crate::config::Http2, Arc<Live>)> {
+    async fn run(&mut self, mut live: Arc<Live>) {
         let mut keepalive: Option<Duration> = None;
         loop {
             let header_timeout = match live.snapshot.listeners.get(self.spec) {
                 Some(spec) => spec.header_timeout,
-                None => return None,
+                None => return,
             };
             let mut deadline = Instant::now() + header_timeout;
             if self.client.buf.is_empty() {
@@ -136,7 +140,7 @@ impl Conn {
                 match keepalive {
                     Some(idle) => match self.wait_readable(Instant::now() + idle).await {
                         Wait::Readable => deadline = Instant::now() + header_timeout,
-                        Wait::Timeout | Wait::Stop => return None,
+                        Wait::Timeout | Wait::Stop => return,
                     },
                     // A new connection: its request usually arrives right
                     // behind the handshake, so try a plain read first and
@@ -144,14 +148,11 @@ impl Conn {
                     // is not there yet.
                     None => match self.read_now() {
                         Some(true) => {}
-                        Some(false) => return None,
+                        Some(false) => return,
                         None => match self.wait_readable(deadline).await {
                             Wait::Readable => {}
-                            Wait::Timeout => {
-                                Box::pin(self.fail(408)).await;
-                                return None;
-                            }
-                            Wait::Stop => return None,
+                            Wait::Timeout => return Box::pin(self.fail(408)).await,
+                            Wait::Stop => return,
                         },
                     },
                 }
@@ -161,7 +162,8 @@ impl Conn {
                 let h2 = live.snapshot.listeners.get(self.spec).and_then(|s| s.http2);
                 if let Some(cfg) = h2 {
                     if Box::pin(self.sniff_h2(deadline)).await {
-                        return Some((cfg, live));
+                        self.h2 = Some((cfg, live));
+                        return;
                     }
                 }
             }
@@ -172,15 +174,9 @@ impl Conn {
             let outcome = Box::pin(self.request(&live, deadline)).await;
             match outcome {
                 Outcome::KeepAlive(idle) => keepalive = Some(idle),
-                Outcome::Close => {
-                    Box::pin(self.linger()).await;
-                    return None;
-                }
-                Outcome::Finished => {
-                    Box::pin(self.finish()).await;
-                    return None;
-                }
-                Outcome::Drop => return None,
+                Outcome::Close => return Box::pin(self.linger()).await,
+                Outcome::Finished => return Box::pin(self.finish()).await,
+                Outcome::Drop => return,
             }
         }
     }
