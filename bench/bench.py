@@ -35,7 +35,9 @@ from procs import (BenchError, Managed, Registry, RssSampler, run_cmd,  # noqa: 
                    tree_cpu_seconds, tree_status)
 
 REPO = os.path.dirname(HERE)
-ALL_CASES = ["http-small", "http-64k", "http-newconn", "tcp-bulk", "idle"]
+ALL_CASES = ["http-small", "http-64k", "http-newconn", "h2c-small", "tcp-bulk", "idle"]
+# h2c cases: path, concurrent streams per connection (h2load -m).
+H2C_CASES = {"h2c-small": ("/small", 10)}
 HTTP_PATHS = {"http-small": ("/small", False), "http-64k": ("/64k", False),
               "http-newconn": ("/small", True)}
 MODES = {
@@ -140,6 +142,8 @@ def plan_tests(cases):
 
 def applies(test, cand, tcp_http):
     modes = configs.CANDIDATES[cand]["modes"]
+    if test.startswith("h2c-"):
+        return bool(configs.CANDIDATES[cand].get("h2c_port"))
     if test.startswith("http-"):
         return "http" in modes or (tcp_http and "tcp" in modes)
     if test.startswith("tcp-"):
@@ -281,6 +285,8 @@ class Bench:
             self.skip["case:http"] = "wrk not installed"
         if not have["iperf3"]:
             self.skip["case:tcp"] = "iperf3 not installed"
+        if shutil.which("h2load") is None:
+            self.skip["h2load"] = "h2load not installed (apt-get install nghttp2-client)"
         if not have["nginx"]:
             self.skip["case:idle"] = "nginx (the backend) not installed"
         for reason in self.skip.values():
@@ -288,6 +294,8 @@ class Bench:
 
     def skip_reason(self, test, cand):
         kind = report.kind_of(test)
+        if test.startswith("h2c-") and "h2load" in self.skip:
+            return self.skip["h2load"]
         return self.skip.get("case:" + kind) or self.skip.get(cand)
 
     def check_ports(self):
@@ -345,7 +353,7 @@ class Bench:
         p = Managed(self.registry, cand, argv, self.proxy_cpus, os.path.join(d, "output.log"),
                     env=env).start()
         c = configs.CANDIDATES[cand]
-        for port in (c["http_port"], c["tcp_port"]):
+        for port in (c["http_port"], c["tcp_port"], c.get("h2c_port")):
             if port and not loads.wait_port(port, 15, p.alive):
                 tail = p.log_tail() + _read_tail(os.path.join(d, "error.log"))
                 alive = p.alive()
@@ -375,6 +383,14 @@ class Bench:
     def _load_run(self, test, cand, duration, log_name):
         c = configs.CANDIDATES[cand]
         logf = os.path.join(self.tmp, log_name)
+        if test.startswith("h2c-"):
+            path, streams = H2C_CASES[test]
+            argv = loads.h2load_argv(c["h2c_port"], path, duration, self.s["conns"], streams,
+                                     len(self.load_cpus))
+            rc, out, err = run_cmd(self.registry, "h2load", argv, self.load_cpus, duration + 30, logf)
+            if rc != 0:
+                raise BenchError(f"h2load exited {rc}: {(err or out).strip()[-300:]}")
+            return loads.parse_h2load(out)
         if test.startswith("http-"):
             path, close = HTTP_PATHS[test]
             argv = loads.wrk_argv(c["http_port"], path, close, duration, self.s["conns"],
@@ -419,7 +435,7 @@ class Bench:
         r.update(cpu_s=cpu, cpu_util=cpu / wall if wall > 0 else None,
                  peak_rss_kib=st["VmHWM"], sampled_max_rss_kib=sampled,
                  threads=st["Threads"], procs=st["procs"])
-        if test.startswith("http-"):
+        if test.startswith("http-") or test.startswith("h2c-"):
             r["cpu_per_unit"] = cpu * 1e6 / r["requests"] if r["requests"] else None
             if not r["requests"]:
                 raise BenchError("no request completed")

@@ -51,6 +51,38 @@ def wrk_argv(port, path, close, duration, conns, threads):
     return argv + [f"http://127.0.0.1:{port}{path}"]
 
 
+def parse_h2load(text):
+    """Figures from `h2load` output: requests (succeeded), req/s, errors (failed, non-2xx)."""
+    out = {}
+    m = re.search(r"^requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
+                  r"(\d+) failed, (\d+) errored, (\d+) timeout", text, re.M)
+    if not m:
+        raise BenchError("h2load output has no 'requests:' line: " + text.strip()[-300:])
+    out["requests"] = int(m.group(4))
+    m2 = re.search(r"^finished in ([\d.]+)s, ([\d.]+) req/s", text, re.M)
+    out["rps"] = float(m2.group(2)) if m2 else None
+    m3 = re.search(r"^time for request:\s+\S+\s+\S+\s+([\d.]+)(us|ms|s)", text, re.M)
+    if m3:
+        # h2load prints no percentiles without a log file: the mean stands in for p50.
+        out["p50_ms"] = float(m3.group(1)) * _TIME_UNITS_MS[m3.group(2)]
+    errors = {}
+    for k, i in (("failed", 5), ("errored", 6), ("timeout", 7)):
+        if int(m.group(i)):
+            errors[k] = int(m.group(i))
+    m4 = re.search(r"^status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", text, re.M)
+    if m4 and int(m4.group(3)) + int(m4.group(4)):
+        errors["non2xx"] = int(m4.group(3)) + int(m4.group(4))
+    out["errors"] = errors
+    return out
+
+
+def h2load_argv(port, path, duration, conns, streams, threads):
+    """h2load with prior knowledge: `conns` connections x `streams` concurrent streams."""
+    threads = max(1, min(threads, conns))
+    return ["h2load", "-D", str(duration), "-c", str(conns), "-m", str(streams),
+            "-t", str(threads), f"http://127.0.0.1:{port}{path}"]
+
+
 def parse_iperf3(text):
     """Figures from `iperf3 -J`: bytes and bit/s as received (what went through the proxy)."""
     try:

@@ -14,6 +14,7 @@ QUESTIONS = {
     "http-newconn": "What does a new client connection per request cost (accept, parse, close)?",
     "tcp-bulk-up": "Bulk TCP client->server (iperf3): Gbit/s and proxy CPU-seconds per GB moved.",
     "tcp-bulk-down": "Bulk TCP server->client (iperf3 -R): the other direction.",
+    "h2c-small": "HTTP/2 with prior knowledge (h2load, 64 connections x 10 streams) to an HTTP/1.1 backend: requests per second and proxy CPU per request (the p50 column is h2load's mean).",
     "idle": "What does an idle connection cost: RSS bytes per connection, threads?",
 }
 
@@ -23,7 +24,7 @@ REFERENCES = {"http": ("nginx-http", "haproxy-http"), "tcp": ("nginx-stream", "h
 
 
 def kind_of(test):
-    if test.startswith("http-"):
+    if test.startswith("http-") or test.startswith("h2c-"):
         return "http"
     if test.startswith("tcp-"):
         return "tcp"

@@ -9,11 +9,12 @@ need=()
 # openssl, curl: tests/tls.rs and tests/edge.rs; testssl.sh: tests/tls.rs (certificates made at test time, real TLS clients).
 # etcd-server: tests/fleet.rs (routes from etcd); dnsmasq-base (the binary, no system
 # service on port 53): DNS discovery tests.
+# nghttp2-client: h2load and nghttp for tests/h2.rs.
 # apache2-utils: tests/middleware.rs makes basic_auth's htpasswd file with Debian's htpasswd.
 for pkg_bin in nginx:nginx haproxy:haproxy wrk:wrk iperf3:iperf3 python3:python3 \
                chromium:chromium chromium-driver:chromedriver \
                openssl:openssl curl:curl testssl.sh:testssl apache2-utils:htpasswd \
-               etcd-server:etcd dnsmasq-base:dnsmasq; do
+               etcd-server:etcd dnsmasq-base:dnsmasq nghttp2-client:h2load; do
   bin=${pkg_bin#*:}; pkg=${pkg_bin%%:*}
   command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || need+=("$pkg")
 done
@@ -27,6 +28,24 @@ if [ ${#need[@]} -gt 0 ]; then
   else
     echo "missing packages (install them, or run as root): ${need[*]}" >&2
   fi
+fi
+# grpcio (tests/h2.rs: gRPC client and server through an h2c backend), from PyPI.
+python3 -c 'import grpc' 2>/dev/null || python3 -m pip install --quiet grpcio \
+  || python3 -m pip install --quiet --break-system-packages grpcio \
+  || echo "missing: python3 grpcio (pip install grpcio)" >&2
+# h2spec (tests/h2.rs): built once with the machine's Go through the Go module
+# proxy and cached in $(go env GOPATH)/bin; not rebuilt when it is there.
+if ! command -v h2spec >/dev/null 2>&1; then
+  gobin="$(go env GOPATH 2>/dev/null || echo "$HOME/go")/bin"
+  if [ ! -x "$gobin/h2spec" ]; then
+    if command -v go >/dev/null 2>&1; then
+      echo "installing h2spec (go install)"
+      go install github.com/summerwind/h2spec/cmd/h2spec@latest
+    else
+      echo "missing: go (to build h2spec for tests/h2.rs)" >&2
+    fi
+  fi
+  export H2SPEC="$gobin/h2spec"
 fi
 # The connection-heavy tests open thousands of sockets.
 ulimit -n 65535 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true

@@ -13,6 +13,7 @@
 //!           tcp:  route -> balance -> connect -> splice tunnel
 //!           http: per request: head -> Host -> route -> balance -> pooled or new
 //!                 upstream -> rewritten head -> bodies (splice / chunked scan)
+//!                 (HTTP/2 preface: h2 connection, a task per stream -> the same routes)
 //!                shared: Arc<Live> snapshot, per-backend atomics, per-worker counters
 //! ```
 //!
@@ -33,6 +34,7 @@
 //! - **access log**: one line per exchange or tcp connection, written off the request path.
 //! - **head**: an HTTP message's start line and header fields; **exchange**:
 //!   one request and its response.
+//! - **stream**: one HTTP/2 request/response on a multiplexed connection.
 //!
 //! Modules:
 //! - [`config`]: config.json (GopherMesh-compatible) -> validated [`config::Snapshot`]; pure.
@@ -49,6 +51,9 @@
 //!   pooled buffers (rustls unbuffered API), the TLS relay of tcp routes.
 //! - [`accesslog`]: access log lines (JSON, combined), per-worker buffers, the writer thread.
 //! - [`filter`]: per-route middleware chains (Pingora-style phases) and the built-ins.
+//! - [`h2`]: HTTP/2 to clients (h2c prior knowledge, any AsyncRead/AsyncWrite
+//!   stream) on the `h2` crate over monoio poll-io; streams to HTTP/1.1
+//!   backends or to h2c backends (gRPC); flood limits.
 //! - [`engine`]: start-up and shutdown order.
 //! - [`discovery`]: backends from DNS (SRV/A/AAAA) resolved on a side thread
 //!   and published as backends through the reload machinery.
@@ -69,6 +74,7 @@ pub mod edge;
 pub mod engine;
 pub mod filter;
 pub mod fleet;
+pub mod h2;
 pub mod http;
 pub mod proxy;
 pub mod route;

@@ -6,6 +6,7 @@
 pub mod access_log;
 pub mod discover;
 pub mod edge;
+pub mod http2;
 pub mod middleware;
 pub mod snapshot;
 pub mod source;
@@ -15,6 +16,7 @@ pub mod validate;
 use std::io;
 use std::path::Path;
 
+pub use http2::Http2;
 pub use snapshot::{
     Backend, Balance, Dashboard, HealthCheck, Limits, ListenerSpec, Protocol, Route, SendProxy,
     Snapshot, Timeouts, UpstreamKeepalive, DEFAULT_READY_TIMEOUT,

@@ -133,6 +133,9 @@ pub struct Backend {
     pub priority: u16,
     /// Expanded from a `discover` entry by DNS (not in the file).
     pub discovered: bool,
+    /// `"protocol": "h2c"`: HTTP/2 with prior knowledge to this backend (a
+    /// per-worker pool of multiplexed connections) instead of HTTP/1.1.
+    pub h2c: bool,
 }
 
 /// How long a started backend process may take to accept connections.
@@ -202,6 +205,8 @@ pub struct Route {
     /// `discover` entries of `backends`: DNS names that expand into backends
     /// (resolved on a side thread, see `crate::discovery`).
     pub discover: Vec<super::discover::Discover>,
+    /// `http2`: HTTP/2 to clients and its limits (`None`: off; http routes only).
+    pub http2: Option<super::Http2>,
 }
 
 /// A listening address and the routes behind it (indices into `Snapshot::routes`).
@@ -219,6 +224,8 @@ pub struct ListenerSpec {
     pub tls: Option<Arc<crate::tls::Acceptor>>,
     /// PROXY protocol and SNI routing before the route is known.
     pub edge: ListenerEdge,
+    /// http: the strictest `http2` of its routes (`None`: no route has it on).
+    pub http2: Option<super::Http2>,
 }
 
 /// Where the status API and dashboard listen; `port == None` means headless.

@@ -102,6 +102,7 @@ const ROUTE_FIELDS: &[&str] = &[
     "hsts",
     "access_log",
     "middleware",
+    "http2",
 ];
 const BACKEND_FIELDS: &[&str] = &[
     "name",
@@ -113,6 +114,7 @@ const BACKEND_FIELDS: &[&str] = &[
     "send_proxy",
     "weight",
     "discover",
+    "protocol",
 ];
 const HEALTH_FIELDS: &[&str] = &[
     "path",
@@ -560,6 +562,18 @@ impl Validator {
         );
         let mut discover = Vec::new();
         let backends = self.backends(m, &path, dashboard_port, ready_timeout, &mut discover);
+        let http2 = super::http2::parse(
+            m.get("http2"),
+            &field_path(&path, "http2"),
+            &mut self.errors,
+        )
+        .filter(|_| protocol == Protocol::Http);
+        if protocol == Protocol::Tcp && backends.iter().any(|b| b.h2c) {
+            self.err(
+                field_path(&path, "backends"),
+                "\"protocol\": \"h2c\" needs an http route",
+            );
+        }
 
         if self.errors.len() != before {
             return None;
@@ -583,6 +597,7 @@ impl Validator {
             access_log,
             middleware,
             discover,
+            http2,
         })
     }
 
@@ -820,6 +835,11 @@ impl Validator {
                 .string(bm, &bp, "name")
                 .map(|s| s.trim().to_string())
                 .filter(|s| !s.is_empty());
+            let h2c = super::http2::backend_h2c(
+                bm.get("protocol"),
+                &field_path(&bp, "protocol"),
+                &mut self.errors,
+            );
             let Some(port) = port else { continue };
             let addr = match resolve(&host, port) {
                 Ok(a) => a,
@@ -851,7 +871,14 @@ impl Validator {
                 weight,
                 priority: 0,
                 discovered: false,
+                h2c,
             });
+        }
+        if out.iter().any(|b| b.h2c) && !out.iter().all(|b| b.h2c) {
+            self.err(
+                p.clone(),
+                "backends of one route must all use the same protocol",
+            );
         }
         out
     }
@@ -889,6 +916,7 @@ impl Validator {
                         header_timeout: r.timeouts.header,
                         tls: r.tls.clone(),
                         edge: super::edge::ListenerEdge::of(r),
+                        http2: r.http2,
                     });
                 }
                 Some(&li) => {
@@ -927,6 +955,10 @@ impl Validator {
                             l.edge.sni |= super::edge::ListenerEdge::of(r).sni;
                             l.routes.push(i);
                             l.header_timeout = l.header_timeout.min(r.timeouts.header);
+                            l.http2 = match (l.http2, r.http2) {
+                                (Some(a), Some(b)) => Some(a.strictest(b)),
+                                (a, b) => a.or(b),
+                            };
                         }
                     }
                 }

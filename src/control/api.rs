@@ -788,6 +788,7 @@ fn metrics(state: &ApiState) -> String {
     crate::tls::counters::write_metrics(&live.snapshot.routes, &mut out);
     super::edge_metrics::metrics(&state.shared, &mut out);
     crate::accesslog::metrics(&mut out);
+    super::h2_metrics::write(&state.shared.h2, &mut out);
     out
 }
 

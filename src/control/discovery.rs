@@ -41,6 +41,7 @@ pub fn backend(name: &str, t: &Target) -> Backend {
         priority: t.priority,
         discovered: true,
         send_proxy: None,
+        h2c: false,
     }
 }
 

@@ -7,6 +7,7 @@ pub mod dashboard;
 pub mod discovery;
 pub mod edge_metrics;
 pub mod fleet;
+pub mod h2_metrics;
 pub mod health;
 pub mod listeners;
 pub mod logs;

@@ -145,6 +145,19 @@ impl ChunkedScanner {
         self.state == State::Done
     }
 
+    /// True inside the trailer section (after the last chunk's size line,
+    /// before the end): the bytes `advance` takes now are trailer fields.
+    pub fn in_trailers(&self) -> bool {
+        matches!(
+            self.state,
+            State::TrailerStart
+                | State::TrailerName
+                | State::TrailerValue
+                | State::TrailerLf
+                | State::EndLf
+        )
+    }
+
     /// Chunk-data bytes left in the current chunk; 0 outside chunk data.
     ///
     /// Why: while positive, the caller may move up to this many bytes

@@ -11,6 +11,8 @@
 //! On a TLS listener the handshake comes first (bounded by the header
 //! timeout), and the client's transport is [`Client::tls`]: `None` keeps the
 //! plain path exactly as it was (io_uring ops, spliced bodies).
+//! A new connection whose first bytes are the HTTP/2 preface (on a listener
+//! with `http2` on) is handed to `crate::h2` with those bytes.
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -158,6 +160,7 @@ pub async fn serve_with(
             dst: pre.dst,
         },
         scratch: Scratch::default(),
+        h2: None,
     };
     if plain_on_tls {
         Box::pin(conn.send_canned(PLAIN_ON_TLS)).await;
@@ -165,6 +168,18 @@ pub async fn serve_with(
         return;
     }
     conn.run(live).await;
+    if let Some((cfg, live)) = conn.h2.take() {
+        // The client sent the HTTP/2 preface: the h2 server takes over, with
+        // the bytes read so far.
+        let replay = conn.client.buf.clone();
+        conn.release_buffers();
+        let Conn {
+            ctx, client, guard, ..
+        } = conn;
+        let stream = client.stream;
+        let peer = client.peer;
+        return crate::h2::serve_tcp(ctx, live, stream, peer, listen, cfg, replay, guard).await;
+    }
     conn.release_buffers();
 }
 
@@ -180,6 +195,8 @@ struct Conn {
     guard: ConnGuard,
     client: Client,
     scratch: Scratch,
+    /// Set when the first bytes were the HTTP/2 preface: `serve` hands over.
+    h2: Option<(crate::config::Http2, Arc<Live>)>,
 }
 
 enum Wait {
@@ -240,6 +257,22 @@ impl Conn {
                 }
             }
             self.refresh_live(&mut live);
+            if keepalive.is_none() {
+                // Prior knowledge is cleartext only: over TLS, HTTP/2 needs ALPN `h2`
+                // (not offered yet), so a TLS client's preface is a bad HTTP/1.1 head.
+                let h2 = live
+                    .snapshot
+                    .listeners
+                    .get(self.spec)
+                    .and_then(|s| s.http2)
+                    .filter(|_| self.client.tls.is_none());
+                if let Some(cfg) = h2 {
+                    if Box::pin(self.sniff_h2(deadline)).await {
+                        self.h2 = Some((cfg, live));
+                        return;
+                    }
+                }
+            }
             // Boxed: reading a head and running its exchange (socket ops,
             // timers, bodies) takes a few KiB of state; inline it would be
             // part of every idle connection's task as well. One allocation
@@ -298,6 +331,31 @@ impl Conn {
             self.closing,
         )
         .await
+    }
+
+    /// Reads until the connection's first bytes are known to be the HTTP/2
+    /// preface (true) or not; a failed read leaves the verdict to `read_head`.
+    async fn sniff_h2(&mut self, deadline: Instant) -> bool {
+        loop {
+            match crate::h2::sniff(&self.client.buf) {
+                crate::h2::Sniff::H2 => return true,
+                crate::h2::Sniff::Http1 => return false,
+                crate::h2::Sniff::Partial => {}
+            }
+            if self.client.buf.capacity() == 0 {
+                self.client.buf = self.ctx.bufs.take();
+            }
+            let room = crate::h2::PREFACE
+                .len()
+                .saturating_sub(self.client.buf.len());
+            match Io::Ring(&mut self.client.stream, &self.client.cancel)
+                .read(&mut self.client.buf, room, deadline)
+                .await
+            {
+                Ok(n) if n > 0 => {}
+                _ => return false,
+            }
+        }
     }
 
     /// Picks up a newly published config, unless it dropped our listener

@@ -9,6 +9,7 @@
 //! (its worker), which updates it with a relaxed load + store (no locked
 //! read-modify-write); readers sum the slots.
 
+mod h2_counts;
 mod ip_counts;
 
 use std::collections::HashMap;
@@ -20,6 +21,7 @@ use std::time::{Duration, Instant};
 use crate::balance::str_hash;
 use crate::config::{Backend, Route, Snapshot};
 
+pub use h2_counts::H2Counters;
 pub use ip_counts::IpCounts;
 
 /// Keeps a value on its own cache line(s) so workers never false-share.
@@ -404,6 +406,8 @@ pub struct Shared {
     pub ip_counts: std::sync::OnceLock<IpCounts>,
     /// Connections closed at the edge (PROXY header, ClientHello), by reason.
     pub edge: crate::edge::Counters,
+    /// HTTP/2 events.
+    pub h2: H2Counters,
 }
 
 impl Shared {
@@ -422,6 +426,7 @@ impl Shared {
             refused_connections: AtomicU64::new(0),
             ip_counts: std::sync::OnceLock::new(),
             edge: Default::default(),
+            h2: H2Counters::default(),
         }
     }
 

@@ -1,0 +1,666 @@
+//! One HTTP/2 stream proxied as an HTTP/1.1 exchange: route by
+//! `:authority`, take a pooled (or new) upstream connection, send the head
+//! and the request body (chunked when its length is unknown) while the
+//! response comes back, then stream the response body under the client's
+//! flow control, with chunked trailers as HTTP/2 trailers.
+//!
+//! Each stream runs in its own task, so a slow backend answer holds only
+//! its own stream. The upstream socket is used by readiness and
+//! non-blocking syscalls ([`Io::Ready`]): upload and download share it.
+
+use std::cell::RefCell;
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use bytes::Bytes;
+use h2::server::SendResponse;
+use h2::{Reason, RecvStream, SendStream};
+use monoio::time::Instant;
+
+use crate::balance::client_hash;
+use crate::http::chunked::ChunkedScanner;
+use crate::http::head::{
+    parse_response, HeaderSpan, Limits, ResponseFraming, ResponseHead, Status,
+};
+use crate::http::io::{Cancel, Io};
+use crate::proxy::connect::{self, Upstream};
+use crate::shared::{H2Counters, Live, LiveRoute, RouteSlot};
+use crate::worker::{ConnGuard, WorkerCtx};
+
+use super::head::{self as h2head, ReqBody};
+use super::server::StreamToken;
+
+/// Most response bytes read from the backend per DATA frame batch.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// What every stream of a connection shares.
+pub struct ConnShared {
+    pub ctx: Rc<WorkerCtx>,
+    pub peer: SocketAddr,
+    pub listen: SocketAddr,
+    /// The config the connection serves; refreshed per stream after a reload.
+    pub live: RefCell<(u64, Arc<Live>)>,
+    /// Counted closed when the connection and its last stream are gone.
+    pub guard: RefCell<ConnGuard>,
+}
+
+impl ConnShared {
+    /// The current config (and our listener's index in it), picking up a reload.
+    fn live(&self) -> Option<(Arc<Live>, usize)> {
+        let gen = self.ctx.generation();
+        let mut cur = self.live.borrow_mut();
+        if cur.0 != gen {
+            *cur = (gen, self.ctx.live());
+        }
+        let live = cur.1.clone();
+        let i = *live.by_listen.get(&self.listen)?;
+        Some((live, i))
+    }
+
+    pub(super) fn counters(&self) -> &H2Counters {
+        &self.ctx.shared.h2
+    }
+}
+
+/// Serves one stream to its end.
+pub async fn stream(
+    conn: Rc<ConnShared>,
+    req: http::Request<RecvStream>,
+    mut respond: SendResponse<Bytes>,
+    _token: StreamToken,
+) {
+    H2Counters::add(&conn.counters().streams);
+    let Some((live, spec_i)) = conn.live() else {
+        respond.send_reset(Reason::REFUSED_STREAM);
+        return;
+    };
+    let Some(spec) = live.snapshot.listeners.get(spec_i) else {
+        respond.send_reset(Reason::REFUSED_STREAM);
+        return;
+    };
+    let (parts, body) = req.into_parts();
+    let authority: &[u8] = match parts.uri.authority() {
+        Some(a) => a.as_str().as_bytes(),
+        None => parts
+            .headers
+            .get(http::header::HOST)
+            .map_or(&b""[..], |h| h.as_bytes()),
+    };
+    let host = (!authority.is_empty()).then_some(authority);
+    let Some(route) = spec.hosts.lookup(host).and_then(|i| live.routes.get(i)) else {
+        let shown = String::from_utf8_lossy(authority);
+        return error(&mut respond, 404, &format!("no route for host {shown:?}"));
+    };
+    let Some(slot) = route.slots.get(conn.ctx.id) else {
+        respond.send_reset(Reason::REFUSED_STREAM);
+        return;
+    };
+    if route.cfg.http2.is_none() {
+        // RFC 9110 §15.5.20: the client may retry over HTTP/1.1.
+        return error(&mut respond, 421, "HTTP/2 is off for this route");
+    }
+    if parts.method == http::Method::CONNECT {
+        return error(&mut respond, 501, "CONNECT is not supported here");
+    }
+    let h2c = route.backends.first().is_some_and(|b| b.cfg.h2c);
+    {
+        let mut guard = conn.guard.borrow_mut();
+        if !guard.attached() {
+            if let Some(max) = route.cfg.limits.max_connections {
+                if route.totals().active >= u64::from(max) {
+                    slot.refused.add(1);
+                    conn.ctx
+                        .shared
+                        .refused_connections
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    drop(guard);
+                    return retry_later(&mut respond, &route.cfg.name);
+                }
+            }
+        }
+        guard.attach(route);
+    }
+    slot.requests.add(1);
+    if h2c {
+        let up = super::upstream::Forward {
+            conn: &conn,
+            route,
+            slot,
+            authority,
+        };
+        return up.run(&parts, body, respond).await;
+    }
+    let plan = match parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        Some(n) => ReqBody::Length(n),
+        None if body.is_end_stream() => ReqBody::None,
+        None => ReqBody::Chunked,
+    };
+    // The head goes out of a pooled buffer (no allocation per stream).
+    let mut head = conn.ctx.bufs.take();
+    head.clear();
+    h2head::write_request(&mut head, &parts, authority, conn.peer.ip(), plan);
+    let ex = Exchange {
+        ctx: &conn.ctx,
+        conn: &conn,
+        route,
+        slot,
+        stall: route.cfg.timeouts.response,
+        head_only: parts.method == http::Method::HEAD,
+    };
+    let idempotent = matches!(
+        parts.method,
+        http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
+    );
+    ex.run(&mut head, body, plan, idempotent, respond).await;
+    conn.ctx.bufs.put(head);
+}
+
+struct Exchange<'a> {
+    ctx: &'a WorkerCtx,
+    conn: &'a ConnShared,
+    route: &'a LiveRoute,
+    slot: &'a RouteSlot,
+    stall: Duration,
+    head_only: bool,
+}
+
+/// Why a response download failed.
+enum Fail {
+    /// Before any response byte: safe to retry on a fresh connection.
+    Early(io::Error),
+    Timeout,
+    Bad(String),
+    /// After the response head went to the client: only a reset is left.
+    Late,
+    /// The client reset the stream or went away.
+    Client,
+}
+
+/// How the upload side ended.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Up {
+    Running,
+    Done,
+    Failed,
+}
+
+impl Exchange<'_> {
+    async fn run(
+        &self,
+        head: &mut Vec<u8>,
+        mut body: RecvStream,
+        plan: ReqBody,
+        idempotent: bool,
+        mut respond: SendResponse<Bytes>,
+    ) {
+        let hash = client_hash(self.conn.peer.ip());
+        let retryable = idempotent && plan == ReqBody::None;
+        let ctx = self.ctx;
+        let route = self.route;
+        let pooled = |i: usize| {
+            route
+                .backends
+                .get(i)
+                .and_then(|b| ctx.upstreams.take(b.cfg.addr, ctx.now_ms(), retryable))
+        };
+        let now = || ctx.now_ms();
+        let mut up = match connect::connect(route, self.slot, hash, now, pooled).await {
+            Ok(u) => u,
+            Err(e) => {
+                self.slot.errors.add(1);
+                let status = if e.last.is_none() { 503 } else { 502 };
+                let detail = format!("route {:?}: {e}", route.cfg.name);
+                return error(&mut respond, status, &detail);
+            }
+        };
+        let mut ubuf = ctx.bufs.take();
+        let mut retried = false;
+        let result = loop {
+            ubuf.clear();
+            let r = self
+                .exchange(&mut up, head, &mut body, plan, &mut respond, &mut ubuf)
+                .await;
+            match r {
+                Err(Fail::Early(e)) if up.reused && retryable && !retried => {
+                    tracing::debug!(route = %route.cfg.name, "pooled upstream failed ({e}), retrying on a new connection");
+                    retried = true;
+                    up = match connect::connect(route, self.slot, hash, now, |_| None).await {
+                        Ok(u) => u,
+                        Err(e) => break Err(Fail::Early(io::Error::other(e.to_string()))),
+                    };
+                }
+                r => break r,
+            }
+        };
+        ctx.bufs.put(ubuf);
+        match result {
+            Ok(reusable) => {
+                if reusable && !ctx.stopping.is_set() {
+                    if let Some(b) = route.backends.get(up.backend) {
+                        let addr = b.cfg.addr;
+                        ctx.upstreams.put(addr, up.release(), ctx.now_ms());
+                    }
+                }
+            }
+            Err(f) => self.failed(f, &mut respond),
+        }
+    }
+
+    fn failed(&self, f: Fail, respond: &mut SendResponse<Bytes>) {
+        let name = &self.route.cfg.name;
+        match f {
+            Fail::Client => {
+                H2Counters::add(&self.conn.counters().client_resets);
+                respond.send_reset(Reason::CANCEL);
+            }
+            Fail::Late => {
+                self.slot.errors.add(1);
+                respond.send_reset(Reason::INTERNAL_ERROR);
+            }
+            Fail::Timeout => {
+                self.slot.errors.add(1);
+                let d = format!("route {name:?}: backend sent no response in time");
+                error(respond, 504, &d);
+            }
+            Fail::Early(e) => {
+                self.slot.errors.add(1);
+                let d = format!("route {name:?}: backend closed the connection ({e})");
+                error(respond, 502, &d);
+            }
+            Fail::Bad(e) => {
+                self.slot.errors.add(1);
+                let d = format!("route {name:?}: invalid response from backend ({e})");
+                error(respond, 502, &d);
+            }
+        }
+    }
+
+    /// Sends the request and forwards the response. `Ok(true)`: the
+    /// upstream connection may be reused.
+    async fn exchange(
+        &self,
+        up: &mut Upstream<'_>,
+        head: &mut Vec<u8>,
+        body: &mut RecvStream,
+        plan: ReqBody,
+        respond: &mut SendResponse<Bytes>,
+        ubuf: &mut Vec<u8>,
+    ) -> Result<bool, Fail> {
+        let len = head.len();
+        if plan == ReqBody::None {
+            // Nothing to upload: the stream has the socket to itself, so its
+            // reads are io_uring ops (no readiness wait, no EAGAIN first).
+            let cancel = Cancel::default();
+            let mut io = Io::Ring(&mut up.stream, &cancel);
+            io.write_all(head, 0..len, self.stall)
+                .await
+                .map_err(Fail::Early)?;
+            self.slot.bytes_in.add(len as u64);
+            let done = std::cell::Cell::new(Up::Done);
+            return self.download(&mut io, respond, ubuf, &done).await;
+        }
+        Io::Ready(&up.stream)
+            .write_all(head, 0..len, self.stall)
+            .await
+            .map_err(Fail::Early)?;
+        self.slot.bytes_in.add(len as u64);
+        let state = std::cell::Cell::new(if plan == ReqBody::None {
+            Up::Done
+        } else {
+            Up::Running
+        });
+        let upload = async {
+            if plan == ReqBody::None {
+                return std::future::pending().await;
+            }
+            let r = self.upload(&up.stream, body, plan).await;
+            state.set(if r.is_ok() { Up::Done } else { Up::Failed });
+            std::future::pending::<()>().await
+        };
+        let mut io = Io::Ready(&up.stream);
+        let download = self.download(&mut io, respond, ubuf, &state);
+        monoio::select! {
+            _ = upload => unreachable!(),
+            r = download => r.map(|reuse| reuse && state.get() == Up::Done),
+        }
+    }
+
+    /// Forwards the request body; `Err` when the client or backend failed.
+    async fn upload(
+        &self,
+        us: &monoio::net::TcpStream,
+        body: &mut RecvStream,
+        plan: ReqBody,
+    ) -> Result<(), ()> {
+        let chunked = plan == ReqBody::Chunked;
+        let mut out = Vec::new();
+        loop {
+            let next = monoio::select! {
+                d = body.data() => d,
+                _ = monoio::time::sleep(self.stall) => return Err(()),
+            };
+            let Some(data) = next else { break };
+            let data = data.map_err(|_| ())?;
+            let n = data.len();
+            if n == 0 {
+                continue;
+            }
+            out.clear();
+            if chunked {
+                out.extend_from_slice(format!("{n:x}\r\n").as_bytes());
+            }
+            out.extend_from_slice(&data);
+            if chunked {
+                out.extend_from_slice(b"\r\n");
+            }
+            let len = out.len();
+            Io::Ready(us)
+                .write_all(&mut out, 0..len, self.stall)
+                .await
+                .map_err(|_| ())?;
+            self.slot.bytes_in.add(n as u64);
+            // The window reopens only once the backend took the bytes.
+            let _ = body.flow_control().release_capacity(n);
+        }
+        if chunked {
+            out.clear();
+            out.extend_from_slice(b"0\r\n");
+            if let Ok(Some(t)) = body.trailers().await {
+                for (k, v) in &t {
+                    out.extend_from_slice(k.as_str().as_bytes());
+                    out.extend_from_slice(b": ");
+                    out.extend_from_slice(v.as_bytes());
+                    out.extend_from_slice(b"\r\n");
+                }
+            }
+            out.extend_from_slice(b"\r\n");
+            let len = out.len();
+            Io::Ready(us)
+                .write_all(&mut out, 0..len, self.stall)
+                .await
+                .map_err(|_| ())?;
+        }
+        Ok(())
+    }
+
+    /// Reads the response head (skipping interim 1xx) and forwards the response.
+    async fn download(
+        &self,
+        us: &mut Io<'_>,
+        respond: &mut SendResponse<Bytes>,
+        ubuf: &mut Vec<u8>,
+        upload: &std::cell::Cell<Up>,
+    ) -> Result<bool, Fail> {
+        let limits = Limits::default();
+        // In the task's own allocation, not a second one.
+        let mut spans = [HeaderSpan::default(); 100];
+        let method: &[u8] = if self.head_only { b"HEAD" } else { b"GET" };
+        let mut seen = false;
+        let head: ResponseHead = loop {
+            if !ubuf.is_empty() {
+                seen = true;
+                match parse_response(ubuf, &mut spans, &limits, method) {
+                    Ok(Status::Complete(h)) if h.is_interim() => {
+                        ubuf.drain(..h.head_len.min(ubuf.len()));
+                        continue;
+                    }
+                    Ok(Status::Complete(h)) => break h,
+                    Ok(Status::Partial) => {}
+                    Err(e) => return Err(Fail::Bad(e.to_string())),
+                }
+            }
+            let room = limits.max_head.saturating_sub(ubuf.len());
+            if room == 0 {
+                return Err(Fail::Bad("response head too large".into()));
+            }
+            let deadline = Instant::now() + self.stall;
+            let read = us.read(ubuf, room, deadline);
+            let reset = std::future::poll_fn(|cx| respond.poll_reset(cx));
+            let got = monoio::select! {
+                r = read => r,
+                _ = reset => return Err(Fail::Client),
+            };
+            match got {
+                Ok(0) if !seen => return Err(Fail::Early(io::ErrorKind::UnexpectedEof.into())),
+                Ok(0) => return Err(Fail::Bad("closed inside the response head".into())),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                    if upload.get() == Up::Running {
+                        continue;
+                    }
+                    return Err(Fail::Timeout);
+                }
+                Err(e) if !seen => return Err(Fail::Early(e)),
+                Err(e) => return Err(Fail::Bad(e.to_string())),
+            }
+        };
+        if head.is_switching_protocols() || head.framing == ResponseFraming::Tunnel {
+            return Err(Fail::Bad("protocol switch over HTTP/2".into()));
+        }
+        let resp = h2head::response(ubuf, &head, &spans);
+        let no_body =
+            head.framing == ResponseFraming::None || head.framing == ResponseFraming::Length(0);
+        let mut tx = respond
+            .send_response(resp, no_body)
+            .map_err(|_| Fail::Client)?;
+        let hl = head.head_len;
+        ubuf.drain(..hl.min(ubuf.len()));
+        if no_body {
+            return Ok(head.keep_alive && ubuf.is_empty());
+        }
+        let mut body = BodyOut {
+            ex: self,
+            us,
+            tx: &mut tx,
+        };
+        let reusable = match head.framing {
+            ResponseFraming::Length(n) => body.length(ubuf, n).await?,
+            ResponseFraming::Chunked => body.chunked(ubuf).await?,
+            _ => {
+                body.until_close(ubuf).await?;
+                false
+            }
+        };
+        Ok(reusable && head.keep_alive)
+    }
+}
+
+/// The response body on its way to the client.
+struct BodyOut<'a, 'x, 's> {
+    ex: &'a Exchange<'x>,
+    us: &'a mut Io<'s>,
+    tx: &'a mut SendStream<Bytes>,
+}
+
+impl BodyOut<'_, '_, '_> {
+    /// Reads more body bytes into `buf`; EOF is an error unless `eof_ok`.
+    async fn read(&mut self, buf: &mut Vec<u8>, max: usize, eof_ok: bool) -> Result<usize, Fail> {
+        let deadline = Instant::now() + self.ex.stall;
+        match self.us.read(buf, max, deadline).await {
+            Ok(0) if !eof_ok => Err(Fail::Late),
+            Ok(n) => Ok(n),
+            Err(_) => Err(Fail::Late),
+        }
+    }
+
+    /// Sends `data` as DATA frames as the client's window allows. A window
+    /// stuck at zero for `timeouts.response` resets the stream.
+    async fn send(&mut self, data: Bytes, end: bool) -> Result<(), Fail> {
+        self.ex.slot.bytes_out.add(data.len() as u64);
+        send_flow(
+            self.tx,
+            data,
+            end,
+            self.ex.stall,
+            &self.ex.conn.counters().stalled,
+        )
+        .await
+        .map_err(|()| Fail::Client)
+    }
+
+    async fn finish(&mut self, trailers: Option<http::HeaderMap>) -> Result<(), Fail> {
+        match trailers {
+            Some(t) if !t.is_empty() => self.tx.send_trailers(t).map_err(|_| Fail::Client),
+            _ => self
+                .tx
+                .send_data(Bytes::new(), true)
+                .map_err(|_| Fail::Client),
+        }
+    }
+
+    async fn length(&mut self, buf: &mut Vec<u8>, n: u64) -> Result<bool, Fail> {
+        let mut left = n;
+        loop {
+            if !buf.is_empty() {
+                let take = (buf.len() as u64).min(left) as usize;
+                left -= take as u64;
+                let chunk = Bytes::copy_from_slice(&buf[..take]);
+                let stray = buf.len() > take;
+                buf.clear();
+                self.send(chunk, left == 0).await?;
+                if left == 0 {
+                    return Ok(!stray);
+                }
+            }
+            let max = (left as usize).min(READ_CHUNK);
+            self.read(buf, max, false).await?;
+        }
+    }
+
+    async fn until_close(&mut self, buf: &mut Vec<u8>) -> Result<(), Fail> {
+        loop {
+            if !buf.is_empty() {
+                let chunk = Bytes::copy_from_slice(buf);
+                buf.clear();
+                self.send(chunk, false).await?;
+            }
+            if self.read(buf, READ_CHUNK, true).await? == 0 {
+                return self.finish(None).await;
+            }
+        }
+    }
+
+    /// Decodes a chunked body: chunk data goes out as DATA, the trailer
+    /// section as HTTP/2 trailers. The scanner checks the framing.
+    async fn chunked(&mut self, buf: &mut Vec<u8>) -> Result<bool, Fail> {
+        let mut scanner = ChunkedScanner::new();
+        let mut trailer = Vec::new();
+        let mut pos = 0usize;
+        loop {
+            if scanner.is_done() {
+                let stray = pos < buf.len();
+                buf.clear();
+                let t = (!trailer.is_empty()).then(|| h2head::trailers(&trailer));
+                self.finish(t).await?;
+                return Ok(!stray);
+            }
+            let rem = scanner.data_remaining();
+            if rem > 0 && pos < buf.len() {
+                let n = (rem.min((buf.len() - pos) as u64)) as usize;
+                let chunk = Bytes::copy_from_slice(&buf[pos..pos + n]);
+                scanner.consume_data(n as u64);
+                pos += n;
+                self.send(chunk, false).await?;
+                continue;
+            }
+            if rem == 0 && pos < buf.len() {
+                let in_trailers = scanner.in_trailers();
+                scanner
+                    .advance(&buf[pos..pos + 1])
+                    .map_err(|_| Fail::Late)?;
+                if in_trailers {
+                    trailer.push(buf[pos]);
+                }
+                pos += 1;
+                continue;
+            }
+            buf.clear();
+            pos = 0;
+            let want = if rem > 0 {
+                (rem as usize).min(READ_CHUNK)
+            } else {
+                READ_CHUNK
+            };
+            self.read(buf, want, false).await?;
+        }
+    }
+}
+
+/// Sends `data` on `tx` as DATA frames as the peer's window allows. A
+/// window stuck at zero for `stall` resets the stream (counted in `stalled`).
+pub(super) async fn send_flow(
+    tx: &mut SendStream<Bytes>,
+    mut data: Bytes,
+    end: bool,
+    stall: Duration,
+    stalled: &std::sync::atomic::AtomicU64,
+) -> Result<(), ()> {
+    if data.is_empty() {
+        return if end {
+            tx.send_data(data, true).map_err(|_| ())
+        } else {
+            Ok(())
+        };
+    }
+    while !data.is_empty() {
+        tx.reserve_capacity(data.len());
+        let cap = monoio::select! {
+            c = std::future::poll_fn(|cx| match tx.poll_capacity(cx) {
+                Poll::Ready(Some(Ok(0))) => Poll::Pending,
+                other => other,
+            }) => c,
+            _ = monoio::time::sleep(stall) => {
+                H2Counters::add(stalled);
+                tx.send_reset(Reason::CANCEL);
+                return Err(());
+            }
+        };
+        let cap = match cap {
+            Some(Ok(c)) => c,
+            _ => return Err(()),
+        };
+        let part = data.split_to(cap.min(data.len()));
+        let last = end && data.is_empty();
+        tx.send_data(part, last).map_err(|_| ())?;
+    }
+    Ok(())
+}
+
+/// Answers a stream with a short text response generated by the proxy.
+pub(super) fn error(respond: &mut SendResponse<Bytes>, status: u16, detail: &str) {
+    let body = format!("{detail}\n");
+    let resp = http::Response::builder()
+        .status(status)
+        .header("content-type", "text/plain; charset=utf-8")
+        .header("content-length", body.len())
+        .body(())
+        .unwrap_or_default();
+    if let Ok(mut tx) = respond.send_response(resp, false) {
+        let _ = tx.send_data(Bytes::from(body), true);
+    }
+}
+
+/// 503 with Retry-After for a route at its `max_connections`.
+fn retry_later(respond: &mut SendResponse<Bytes>, route: &str) {
+    let body =
+        format!("route {route:?}: connection limit reached (max_connections); retry later\n");
+    let resp = http::Response::builder()
+        .status(503)
+        .header("retry-after", "1")
+        .header("content-type", "text/plain; charset=utf-8")
+        .header("content-length", body.len())
+        .body(())
+        .unwrap_or_default();
+    if let Ok(mut tx) = respond.send_response(resp, false) {
+        let _ = tx.send_data(Bytes::from(body), true);
+    }
+}

@@ -1,0 +1,405 @@
+//! HTTP/2 to backends (`"protocol": "h2c"`): a per-worker pool of
+//! multiplexed upstream connections, and each client stream forwarded as a
+//! stream on one of them (gRPC end to end: trailers, streaming both ways,
+//! client cancellation passed on at once).
+//!
+//! The pool is a thread-local map (a worker is a thread; nothing is shared)
+//! from backend address to its open connections. A stream goes on the first
+//! live connection with fewer streams in flight than the backend's
+//! SETTINGS_MAX_CONCURRENT_STREAMS; when all are full, another connection
+//! is opened (at most [`MAX_CONNS_PER_BACKEND`] per worker, then streams
+//! queue in `h2` on the least loaded one).
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use h2::client::SendRequest;
+use h2::server::SendResponse;
+use h2::{Reason, RecvStream, SendStream};
+use monoio::time::Instant;
+
+use crate::balance::client_hash;
+use crate::proxy::connect;
+use crate::shared::{H2Counters, LiveRoute, RouteSlot};
+
+use super::proxy::{error, send_flow, ConnShared};
+
+/// Most multiplexed connections to one backend per worker.
+pub const MAX_CONNS_PER_BACKEND: usize = 8;
+
+struct UpConn {
+    send: SendRequest<Bytes>,
+    inflight: Rc<Cell<usize>>,
+    dead: Rc<Cell<bool>>,
+}
+
+thread_local! {
+    static POOL: RefCell<HashMap<SocketAddr, Vec<UpConn>>> = RefCell::new(HashMap::new());
+}
+
+/// One stream in flight on an upstream connection (counted while alive).
+struct InFlight(Rc<Cell<usize>>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
+}
+
+/// A live pooled connection to `addr` with room for a stream.
+fn pooled(addr: SocketAddr) -> Option<(SendRequest<Bytes>, InFlight)> {
+    POOL.with(|p| {
+        let mut p = p.borrow_mut();
+        let list = p.get_mut(&addr)?;
+        list.retain(|c| !c.dead.get());
+        let full = list.len() >= MAX_CONNS_PER_BACKEND;
+        let pick = list
+            .iter()
+            .filter(|c| full || c.inflight.get() < c.send.current_max_send_streams())
+            .min_by_key(|c| c.inflight.get())?;
+        pick.inflight.set(pick.inflight.get() + 1);
+        Some((pick.send.clone(), InFlight(pick.inflight.clone())))
+    })
+}
+
+/// Opens a connection to one of the route's backends and pools it.
+async fn open(
+    route: &LiveRoute,
+    slot: &RouteSlot,
+    hash: u64,
+    now: impl Fn() -> u64,
+) -> Result<(SendRequest<Bytes>, InFlight), String> {
+    let up = connect::connect(route, slot, hash, now, |_| None)
+        .await
+        .map_err(|e| e.to_string())?;
+    let addr = route
+        .backends
+        .get(up.backend)
+        .map(|b| b.cfg.addr)
+        .ok_or("backend gone")?;
+    let stream = up.release();
+    let io = stream
+        .try_into_poll_io()
+        .map_err(|(e, _)| format!("poll io: {e}"))?;
+    let (send, conn) = h2::client::Builder::new()
+        .initial_window_size(1 << 20)
+        .initial_connection_window_size(4 << 20)
+        .handshake::<_, Bytes>(io)
+        .await
+        .map_err(|e| format!("h2 handshake with {addr}: {e}"))?;
+    let dead = Rc::new(Cell::new(false));
+    let d = dead.clone();
+    monoio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(%addr, "upstream h2 connection ended: {e}");
+        }
+        d.set(true);
+    });
+    let inflight = Rc::new(Cell::new(1));
+    POOL.with(|p| {
+        p.borrow_mut().entry(addr).or_default().push(UpConn {
+            send: send.clone(),
+            inflight: inflight.clone(),
+            dead,
+        })
+    });
+    Ok((send, InFlight(inflight)))
+}
+
+/// `grpc-timeout` (RFC-less gRPC wire spec: digits and a unit letter).
+fn grpc_timeout(v: &[u8]) -> Option<Duration> {
+    let (&unit, digits) = v.split_last()?;
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    Some(match unit {
+        b'H' => Duration::from_secs(n * 3600),
+        b'M' => Duration::from_secs(n * 60),
+        b'S' => Duration::from_secs(n),
+        b'm' => Duration::from_millis(n),
+        b'u' => Duration::from_micros(n),
+        b'n' => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// One client stream to an h2c backend.
+pub struct Forward<'a> {
+    pub conn: &'a ConnShared,
+    pub route: &'a LiveRoute,
+    pub slot: &'a RouteSlot,
+    pub authority: &'a [u8],
+}
+
+impl Forward<'_> {
+    pub async fn run(
+        &self,
+        parts: &http::request::Parts,
+        mut body: RecvStream,
+        mut respond: SendResponse<Bytes>,
+    ) {
+        let route = self.route;
+        let t = route.cfg.timeouts;
+        let ctx = &self.conn.ctx;
+        let hash = client_hash(self.conn.peer.ip());
+        let deadline = parts
+            .headers
+            .get("grpc-timeout")
+            .and_then(|v| grpc_timeout(v.as_bytes()));
+        // Round robin over the route's backends that have a pooled connection.
+        let n = route.backends.len().max(1);
+        let start = self.slot.cursor.get() as usize;
+        self.slot.cursor.add(1);
+        let now_ms = ctx.now_ms();
+        let got = (0..n).find_map(|k| {
+            let b = route.backends.get((start + k) % n)?;
+            if !(b.state.available(now_ms) && b.state.health_ok()) {
+                return None;
+            }
+            pooled(b.cfg.addr)
+        });
+        let (send, _inflight) = match got {
+            Some(c) => c,
+            None => match open(route, self.slot, hash, || ctx.now_ms()).await {
+                Ok(c) => c,
+                Err(e) => {
+                    self.slot.errors.add(1);
+                    let d = format!("route {:?}: {e}", route.cfg.name);
+                    return error(&mut respond, 502, &d);
+                }
+            },
+        };
+        let req = match self.request(parts) {
+            Some(r) => r,
+            None => return error(&mut respond, 400, "bad request target"),
+        };
+        let mut send = match send.ready().await {
+            Ok(s) => s,
+            Err(e) => {
+                self.slot.errors.add(1);
+                let d = format!(
+                    "route {:?}: backend connection failed ({e})",
+                    route.cfg.name
+                );
+                return error(&mut respond, 502, &d);
+            }
+        };
+        let end = body.is_end_stream();
+        let (resp, up_tx) = match send.send_request(req, end) {
+            Ok(r) => r,
+            Err(e) => {
+                self.slot.errors.add(1);
+                let d = format!(
+                    "route {:?}: backend refused the stream ({e})",
+                    route.cfg.name
+                );
+                return error(&mut respond, 502, &d);
+            }
+        };
+        let stalled = &self.conn.counters().stalled;
+        let upload = async {
+            if end {
+                return std::future::pending::<()>().await;
+            }
+            let mut up_tx: SendStream<Bytes> = up_tx;
+            let r = upload(&mut body, &mut up_tx, t.response, stalled).await;
+            if r.is_err() {
+                up_tx.send_reset(Reason::CANCEL);
+            }
+            std::future::pending::<()>().await
+        };
+        let head_wait = deadline.map_or(t.response, |d| d.min(t.response));
+        let download = self.download(resp, &mut respond, head_wait, t.response);
+        monoio::select! {
+            _ = upload => {}
+            r = download => if let Err(f) = r {
+                match f {
+                    DownFail::Client => {
+                        H2Counters::add(&self.conn.counters().client_resets);
+                    }
+                    DownFail::Deadline => {
+                        // Trailers-only DEADLINE_EXCEEDED, as a gRPC server would.
+                        let resp = http::Response::builder()
+                            .status(200)
+                            .header("content-type", "application/grpc")
+                            .header("grpc-status", "4")
+                            .header("grpc-message", "deadline exceeded at the proxy")
+                            .body(())
+                            .unwrap_or_default();
+                        let _ = respond.send_response(resp, true);
+                    }
+                    DownFail::Timeout => {
+                        self.slot.errors.add(1);
+                        let d = format!("route {:?}: backend sent no response in time", route.cfg.name);
+                        error(&mut respond, 504, &d);
+                    }
+                    DownFail::Backend(e) => {
+                        self.slot.errors.add(1);
+                        let d = format!("route {:?}: backend failed ({e})", route.cfg.name);
+                        error(&mut respond, 502, &d);
+                    }
+                    DownFail::Late => {
+                        self.slot.errors.add(1);
+                        respond.send_reset(Reason::INTERNAL_ERROR);
+                    }
+                }
+            },
+        }
+        // Dropping the upstream handles here resets an unfinished upstream
+        // stream (RST_STREAM CANCEL): a client that went away cancels at once.
+    }
+
+    /// The upstream request: the client's fields (h2 already refused the
+    /// connection-specific ones) plus the X-Forwarded-* fields.
+    fn request(&self, parts: &http::request::Parts) -> Option<http::Request<()>> {
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let authority = std::str::from_utf8(self.authority).ok()?;
+        let uri = http::Uri::builder()
+            .scheme("http")
+            .authority(if authority.is_empty() {
+                "localhost"
+            } else {
+                authority
+            })
+            .path_and_query(path)
+            .build()
+            .ok()?;
+        let mut req = http::Request::new(());
+        *req.method_mut() = parts.method.clone();
+        *req.uri_mut() = uri;
+        let h = req.headers_mut();
+        for (k, v) in &parts.headers {
+            match k.as_str() {
+                "host" | "x-forwarded-proto" | "x-forwarded-host" | "x-forwarded-for" => {}
+                _ => {
+                    h.append(k.clone(), v.clone());
+                }
+            }
+        }
+        let mut xff = String::new();
+        for v in parts.headers.get_all("x-forwarded-for") {
+            if let Ok(s) = v.to_str() {
+                xff.push_str(s);
+                xff.push_str(", ");
+            }
+        }
+        xff.push_str(&self.conn.peer.ip().to_string());
+        if let Ok(v) = http::HeaderValue::from_str(&xff) {
+            h.insert("x-forwarded-for", v);
+        }
+        h.insert("x-forwarded-proto", http::HeaderValue::from_static("http"));
+        if let Ok(v) = http::HeaderValue::from_bytes(self.authority) {
+            if !self.authority.is_empty() {
+                h.insert("x-forwarded-host", v);
+            }
+        }
+        Some(req)
+    }
+
+    async fn download(
+        &self,
+        resp: h2::client::ResponseFuture,
+        respond: &mut SendResponse<Bytes>,
+        head_wait: Duration,
+        stall: Duration,
+    ) -> Result<(), DownFail> {
+        let reset = std::future::poll_fn(|cx| respond.poll_reset(cx));
+        let resp = monoio::select! {
+            r = resp => r.map_err(|e| DownFail::Backend(e.to_string()))?,
+            _ = reset => return Err(DownFail::Client),
+            _ = monoio::time::sleep(head_wait) => {
+                return Err(if head_wait < stall { DownFail::Deadline } else { DownFail::Timeout })
+            }
+        };
+        let (parts, mut rbody) = resp.into_parts();
+        let end = rbody.is_end_stream();
+        let head = http::Response::from_parts(parts, ());
+        let mut tx = respond
+            .send_response(head, end)
+            .map_err(|_| DownFail::Client)?;
+        if end {
+            return Ok(());
+        }
+        let stalled = &self.conn.counters().stalled;
+        loop {
+            let next = {
+                let reset = std::future::poll_fn(|cx| tx.poll_reset(cx));
+                let deadline = Instant::now() + stall;
+                monoio::select! {
+                    d = rbody.data() => d,
+                    _ = reset => return Err(DownFail::Client),
+                    _ = monoio::time::sleep_until(deadline) => return Err(DownFail::Late),
+                }
+            };
+            let Some(data) = next else { break };
+            let data = data.map_err(|_| DownFail::Late)?;
+            let n = data.len();
+            self.slot.bytes_out.add(n as u64);
+            send_flow(&mut tx, data, false, stall, stalled)
+                .await
+                .map_err(|()| DownFail::Client)?;
+            // The backend may send more only once the client took these.
+            let _ = rbody.flow_control().release_capacity(n);
+        }
+        match rbody.trailers().await {
+            Ok(Some(t)) => tx.send_trailers(t).map_err(|_| DownFail::Client),
+            Ok(None) => tx
+                .send_data(Bytes::new(), true)
+                .map_err(|_| DownFail::Client),
+            Err(_) => Err(DownFail::Late),
+        }
+    }
+}
+
+enum DownFail {
+    Client,
+    Deadline,
+    Timeout,
+    Backend(String),
+    Late,
+}
+
+/// Forwards the client's request body (and trailers) to the upstream stream.
+async fn upload(
+    body: &mut RecvStream,
+    up: &mut SendStream<Bytes>,
+    stall: Duration,
+    stalled: &std::sync::atomic::AtomicU64,
+) -> Result<(), ()> {
+    loop {
+        let next = monoio::select! {
+            d = body.data() => d,
+            _ = monoio::time::sleep(stall) => return Err(()),
+        };
+        let Some(data) = next else { break };
+        let data = data.map_err(|_| ())?;
+        let n = data.len();
+        send_flow(up, data, false, stall, stalled).await?;
+        let _ = body.flow_control().release_capacity(n);
+    }
+    match body.trailers().await {
+        Ok(Some(t)) => up.send_trailers(t).map_err(|_| ()),
+        Ok(None) => up.send_data(Bytes::new(), true).map_err(|_| ()),
+        Err(_) => Err(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts() {
+        assert_eq!(grpc_timeout(b"100m"), Some(Duration::from_millis(100)));
+        assert_eq!(grpc_timeout(b"2S"), Some(Duration::from_secs(2)));
+        assert_eq!(grpc_timeout(b"1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(grpc_timeout(b"m"), None);
+        assert_eq!(grpc_timeout(b"123456789S"), None);
+        assert_eq!(grpc_timeout(b"10x"), None);
+    }
+}
