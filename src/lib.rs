@@ -47,6 +47,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod engine;
+pub mod gateway;
 pub mod http;
 pub mod proxy;
 pub mod route;

@@ -3,6 +3,7 @@
 //! File -> `serde_json::Value` -> [`validate::parse`] -> [`Snapshot`]. The data
 //! plane only ever sees snapshots.
 
+pub mod gateway;
 pub mod snapshot;
 pub mod validate;
 

@@ -175,6 +175,8 @@ pub struct Route {
     pub health: Option<HealthCheck>,
     /// `max_connections` of this route.
     pub limits: Limits,
+    /// WebSocket sessions (`gateway`); `None`: upgrades are blind tunnels.
+    pub gateway: Option<super::gateway::Gateway>,
 }
 
 /// A listening address and the routes behind it (indices into `Snapshot::routes`).

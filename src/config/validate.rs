@@ -92,6 +92,7 @@ const ROUTE_FIELDS: &[&str] = &[
     "ready_timeout",
     "idle_timeout",
     "health",
+    "gateway",
 ];
 const BACKEND_FIELDS: &[&str] = &[
     "name",
@@ -507,6 +508,7 @@ impl Validator {
             max_connections_per_ip: None,
         };
         let backends = self.backends(m, &path, dashboard_port, ready_timeout);
+        let gateway = super::gateway::parse(m.get("gateway"), &path, protocol, &mut self.errors);
 
         if self.errors.len() != before {
             return None;
@@ -523,6 +525,7 @@ impl Validator {
             idle_timeout,
             health,
             limits,
+            gateway,
         })
     }
 

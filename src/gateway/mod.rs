@@ -1,0 +1,4 @@
+//! The long-connection gateway (WebSocket sessions): see `frame` for the
+//! wire format.
+
+pub mod frame;
