@@ -216,7 +216,7 @@ pub const CORE: &[Endpoint] = &[
 ];
 
 /// Every endpoint table, searched in order.
-pub const TABLES: &[&[Endpoint]] = &[CORE, PROCS, DASHBOARD];
+pub const TABLES: &[&[Endpoint]] = &[CORE, PROCS, DASHBOARD, super::sessions_api::ENDPOINTS];
 
 /// Backend processes (see `procs_api.rs`): logs and kill.
 const PROCS: &[Endpoint] = &[
@@ -768,6 +768,7 @@ fn metrics(state: &ApiState) -> String {
         }
     }
     super::procs_api::metrics(&state.procs, &live, &mut out);
+    super::sessions_api::metrics(&live, &mut out);
     out
 }
 

@@ -58,6 +58,8 @@ pub(super) struct Scratch {
     /// Header spans of the head being handled: `MAX_HEADERS` long while an
     /// exchange runs, empty (no allocation) while the connection idles.
     pub spans: Vec<HeaderSpan>,
+    /// A WebSocket upgrade on a gateway route, until it becomes a session.
+    pub gw: Option<Box<crate::gateway::Pending>>,
 }
 
 impl Scratch {
@@ -173,6 +175,9 @@ pub(super) async fn run(
             close_upstream: false,
         },
     );
+    if upgrade {
+        s.gw = crate::gateway::prepare(ctx, &mut s.out, route);
+    }
     let consumed = head.head_len + prefix;
     s.out
         .extend_from_slice(client.buf.get(head.head_len..consumed).unwrap_or(&[]));
@@ -246,7 +251,7 @@ pub(super) async fn run(
         }
     };
     match result {
-        Ok(DownEnd::Upgraded) => upgraded(ctx, client, s, up, route, slot).await,
+        Ok(DownEnd::Upgraded) => upgraded(ctx, client, s, up, route_arc, slot).await,
         Ok(DownEnd::Done {
             upstream_ok,
             close_client,

@@ -7,6 +7,8 @@
 use crate::proxy::connect::Upstream;
 use crate::proxy::splice::{tunnel, TunnelEnd};
 use crate::proxy::tcp::ConnMeter;
+use std::sync::Arc;
+
 use crate::shared::{LiveRoute, RouteSlot};
 use crate::worker::WorkerCtx;
 
@@ -21,9 +23,24 @@ pub(super) async fn upgraded(
     client: &mut Client,
     s: &mut Scratch,
     mut up: Upstream<'_>,
-    route: &LiveRoute,
+    route: &Arc<LiveRoute>,
     slot: &RouteSlot,
 ) -> Outcome {
+    if let Some(p) = s.gw.take() {
+        let early = std::mem::take(&mut client.buf);
+        for b in [&mut s.ubuf, &mut s.out] {
+            ctx.bufs.put(std::mem::take(b));
+        }
+        let conn = crate::gateway::session::Conn {
+            ctx,
+            client: &client.stream,
+            peer: client.peer,
+            backend: &up.stream,
+            route,
+        };
+        crate::gateway::session::run(conn, *p, early).await;
+        return Outcome::Drop;
+    }
     let t = route.cfg.timeouts;
     if !client.buf.is_empty() {
         let len = client.buf.len();

@@ -63,6 +63,8 @@ pub struct RouteSlot {
     pub refused: Counter,
     /// Round-robin cursor of this worker for this route.
     pub cursor: Counter,
+    /// WebSocket sessions (gateway routes only).
+    pub gateway: crate::gateway::session::RouteCounters,
 }
 
 /// Totals over all workers, for status and metrics.
@@ -311,6 +313,7 @@ impl Live {
                             n.errors.add(o.errors.get());
                             n.requests.add(o.requests.get());
                             n.refused.add(o.refused.get());
+                            n.gateway.carry(&o.gateway);
                         }
                         s.into_boxed_slice()
                     }
@@ -374,6 +377,8 @@ pub struct Shared {
     pub refused_connections: AtomicU64,
     /// Open connections per client IP (allocated once a per-IP limit is set).
     pub ip_counts: std::sync::OnceLock<IpCounts>,
+    /// Command queues to the workers' WebSocket sessions.
+    pub gateway: crate::gateway::hub::Hub,
 }
 
 impl Shared {
@@ -391,6 +396,7 @@ impl Shared {
             open_connections: AtomicU64::new(0),
             refused_connections: AtomicU64::new(0),
             ip_counts: std::sync::OnceLock::new(),
+            gateway: crate::gateway::hub::Hub::new(workers),
         }
     }
 

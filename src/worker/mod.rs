@@ -155,6 +155,8 @@ pub struct WorkerCtx {
     /// Set when the worker starts draining: keep-alive connections finish
     /// their current request and close.
     pub stopping: LocalEvent,
+    /// This worker's WebSocket sessions.
+    pub sessions: crate::gateway::hub::Sessions,
     now: Cell<u64>,
     active: Cell<usize>,
     pressure_logged_ms: Cell<u64>,
@@ -454,6 +456,7 @@ async fn run(
         bufs: BufPool::new(64),
         upstreams: UpstreamPool::default(),
         stopping: LocalEvent::default(),
+        sessions: crate::gateway::hub::Sessions::default(),
         now: Cell::new(epoch_ms()),
         active: Cell::new(0),
         pressure_logged_ms: Cell::new(0),
@@ -462,6 +465,7 @@ async fn run(
     ctx.apply_pool_limits();
     let mut listeners = Listeners::default();
     listeners.start(&ctx, spec.listeners);
+    monoio::spawn(crate::gateway::hub::serve(ctx.clone()));
     ready(ctx.id, driver);
 
     while !shared.draining() {
