@@ -338,7 +338,11 @@ impl Drive<'_> {
                 r = &mut watch => break r,
             }
         };
-        reason
+        // A requested close names the end, whichever side noticed it last.
+        match self.s.close.borrow().as_ref() {
+            Some(c) => c.2,
+            None => reason,
+        }
     }
 
     /// Client -> backend.
@@ -726,12 +730,12 @@ async fn send_all(s: &TcpStream, data: &[u8], stall: Duration) -> io::Result<()>
 }
 
 /// After our close frame and FIN: read and discard until the client closes
-/// too (at most 1 s, 64 KiB), so the close frame is not lost to a RST.
+/// too (at most 1 s, 4 MiB), so the close frame is not lost to a RST.
 async fn linger(ctx: &WorkerCtx, s: &TcpStream) {
     let deadline = ctx.now_ms() + 1_000;
     let mut buf = ctx.bufs.take();
     let mut total = 0usize;
-    while total < 64 * 1024 {
+    while total < 4 << 20 {
         buf.clear();
         match sys::recv_append(s.as_raw_fd(), &mut buf, BUF_SIZE) {
             Ok(0) => break,

@@ -1,0 +1,155 @@
+//! The WebSocket gateway end to end, under both drivers: a Python
+//! `websockets` echo backend that binds each session from its 101 headers,
+//! real `websockets` clients and hand-made raw clients (tests/fixtures/
+//! ws_gateway.py), the real binary and its API.
+//!
+//! Covered: ids (unique, forged ones replaced, none on a tunnel route),
+//! list and filters (route, user, channel, paging), send to one, publish to
+//! a channel, a user, a route and all (each member exactly once, others
+//! nothing), PATCH bind/unbind, close with code and reason, metrics; a
+//! client that never answers pings (pinged, then 1001); a client that stops
+//! reading (dropped at the send queue bound, 1008 counted, others keep
+//! receiving); 1 MiB to a 64 KiB route (1009), unmasked / reserved-opcode /
+//! oversized control frames (1002); fragmented server messages with pushes
+//! interleaved (intact); a backend that drops the connection (1011); API
+//! bad input (4xx); drain (1001).
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+fn script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ws_gateway.py")
+}
+
+/// The Python backend, stopped by PID on drop.
+struct PyBackend {
+    _child: ChildGuard,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+fn py_backend() -> PyBackend {
+    let dir = tempfile::tempdir().unwrap();
+    let port_file = dir.path().join("port");
+    let child = Command::new("python3")
+        .arg(script())
+        .arg("backend")
+        .arg(&port_file)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("python3 with websockets (scripts/test.sh installs it)");
+    let guard = ChildGuard(child);
+    let mut port = 0;
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            port = std::fs::read_to_string(&port_file)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(0);
+            port != 0
+        }),
+        "python backend did not start"
+    );
+    PyBackend {
+        _child: guard,
+        port,
+        _dir: dir,
+    }
+}
+
+fn config(api: u16, gw: u16, tunnel: u16, be: u16, grace: &str) -> String {
+    format!(
+        r#"{{"dashboard_port": "{api}", "listen_host": "127.0.0.1", "workers": 2, "shutdown_grace": "{grace}",
+  "routes": {{
+    "{gw}": {{"name": "ws", "backends": [{{"internal_port": "{be}"}}],
+      "gateway": {{"heartbeat": "1s", "heartbeat_timeout": "3s", "max_message": "64KiB", "send_queue": "256KiB"}}}},
+    "{tunnel}": {{"name": "tunnel", "backends": [{{"internal_port": "{be}"}}]}}}}}}"#
+    )
+}
+
+fn scenario(name: &str, gw: u16, api: u16, tunnel: u16) -> Command {
+    let mut c = Command::new("python3");
+    c.arg(script())
+        .arg("scenario")
+        .arg(name)
+        .arg(gw.to_string())
+        .arg(api.to_string())
+        .arg(tunnel.to_string());
+    c
+}
+
+fn run_scenario(rm: &Ringmesh, name: &str, gw: u16, api: u16, tunnel: u16) {
+    let out = scenario(name, gw, api, tunnel)
+        .output()
+        .expect("run python3 scenario");
+    assert!(
+        out.status.success(),
+        "scenario {name} failed:\nstdout:\n{}\nstderr:\n{}\nringmesh log tail:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        tail(&rm.logs(), 60)
+    );
+    eprint!("{}", String::from_utf8_lossy(&out.stdout));
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Every scenario but drain against one ringmesh.
+fn sessions_and_limits(io: &str) {
+    let be = py_backend();
+    let (api, gw, tunnel) = (free_port(), free_port(), free_port());
+    let rm = Ringmesh::start(&config(api, gw, tunnel, be.port, "3s"), io, &[api, gw, tunnel]);
+    for name in [
+        "sessions",
+        "api_errors",
+        "toobig",
+        "frag",
+        "backend_dies",
+        "heartbeat",
+        "slow",
+    ] {
+        run_scenario(&rm, name, gw, api, tunnel);
+    }
+}
+
+/// SIGTERM: sessions get 1001 before the grace ends, and the process exits.
+fn drain(io: &str) {
+    let be = py_backend();
+    let (api, gw, tunnel) = (free_port(), free_port(), free_port());
+    let mut rm = Ringmesh::start(&config(api, gw, tunnel, be.port, "3s"), io, &[api, gw, tunnel]);
+    let mut child = scenario("drain_clients", gw, api, tunnel)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let ready = lines.next().and_then(|l| l.ok()).unwrap_or_default();
+    assert_eq!(ready, "READY", "log:\n{}", tail(&rm.logs(), 40));
+    let t0 = Instant::now();
+    rm.signal(libc::SIGTERM);
+    let mut guard = ChildGuard(child);
+    let st = loop {
+        if let Some(st) = guard.0.try_wait().unwrap() {
+            break st;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "clients never closed");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(
+        st.success(),
+        "drain scenario: {rest:?}\nlog:\n{}",
+        tail(&rm.logs(), 40)
+    );
+    assert!(rm.wait_exit(Duration::from_secs(20)).is_some(), "ringmesh exits");
+}
+
+both_drivers!(sessions_and_limits, drain);
