@@ -29,7 +29,7 @@ shift || true
 case "$secs" in
   '' | *[!0-9]*) echo "usage: scripts/fuzz.sh [seconds-per-target] [target...]" >&2; exit 2 ;;
 esac
-all=(http_request http_response chunked config_json config_mutate)
+all=(http_request http_response chunked config_json config_mutate ws_frame)
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=("${all[@]}")
 

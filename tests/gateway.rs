@@ -152,4 +152,47 @@ fn drain(io: &str) {
     assert!(rm.wait_exit(Duration::from_secs(20)).is_some(), "ringmesh exits");
 }
 
-both_drivers!(sessions_and_limits, drain);
+/// `ringmesh sessions`, `ringmesh publish`, `ringmesh session close`.
+fn cli(io: &str) {
+    let be = py_backend();
+    let (api, gw, tunnel) = (free_port(), free_port(), free_port());
+    let rm = Ringmesh::start(&config(api, gw, tunnel, be.port, "3s"), io, &[api, gw, tunnel]);
+    let mut child = scenario("cli_clients", gw, api, tunnel)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut guard = ChildGuard(child);
+    let ready = lines.next().and_then(|l| l.ok()).unwrap_or_default();
+    let ids: Vec<String> = ready.split_whitespace().skip(1).map(String::from).collect();
+    assert_eq!(ids.len(), 2, "{ready:?}; log:\n{}", tail(&rm.logs(), 40));
+    let url = format!("http://127.0.0.1:{api}");
+    let cli = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(args)
+            .args(["--api", &url])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "ringmesh {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let listed = cli(&["sessions", "--user", "cliuser"]);
+    assert!(listed.contains(&ids[0]) && listed.contains(&ids[1]), "{listed}");
+    assert!(listed.contains("2 session(s)"), "{listed}");
+    assert!(cli(&["sessions", "--user", "nobody"]).contains("0 session(s)"));
+    let published = cli(&["publish", "--channel", "clich", "--text", "hi"]);
+    assert!(published.contains("delivered 2 dropped 0"), "{published}");
+    cli(&["session", "close", &ids[0], "--code", "4001", "--reason", "cli"]);
+    let t0 = Instant::now();
+    let st = loop {
+        if let Some(st) = guard.0.try_wait().unwrap() {
+            break st;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60), "cli clients never finished");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(st.success(), "{rest:?}");
+}
+
+both_drivers!(sessions_and_limits, drain, cli);

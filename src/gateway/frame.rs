@@ -392,6 +392,23 @@ pub fn write_frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
     out.extend_from_slice(payload);
 }
 
+/// Appends a whole masked frame with mask `key`: what ringmesh, as the
+/// client of the backend, sends it (a close when it ends a session).
+pub fn write_masked(out: &mut Vec<u8>, opcode: u8, payload: &[u8], key: [u8; 4]) {
+    write_head(
+        out,
+        &FrameHead {
+            fin: true,
+            rsv: 0,
+            opcode,
+            mask: Some(key),
+            len: payload.len() as u64,
+            head_len: 0,
+        },
+    );
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+}
+
 /// A close frame's payload: the code and as much of `reason` as fits in a
 /// control frame (cut at a character boundary).
 pub fn close_payload(code: u16, reason: &str) -> Vec<u8> {

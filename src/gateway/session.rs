@@ -270,6 +270,7 @@ pub async fn run(c: Conn<'_>, p: Pending, early_up: Vec<u8>) {
         rsv: p.rsv_allowed,
         last_frame: Cell::new(ctx.now_ms()),
         client_closed_ms: Cell::new(0),
+        up_boundary: Cell::new(true),
     };
     let reason = d.drive(p.early, early_up).await;
     ctx.sessions.remove(s.n);
@@ -308,6 +309,8 @@ struct Drive<'a> {
     last_frame: Cell<u64>,
     /// When the client's close frame went up (0: not yet).
     client_closed_ms: Cell<u64>,
+    /// What went to the backend ends at a frame boundary.
+    up_boundary: Cell<bool>,
 }
 
 impl Drive<'_> {
@@ -339,10 +342,31 @@ impl Drive<'_> {
             }
         };
         // A requested close names the end, whichever side noticed it last.
-        match self.s.close.borrow().as_ref() {
-            Some(c) => c.2,
+        let close = self.s.close.borrow().clone();
+        match close {
+            Some((code, msg, why)) => {
+                self.tell_backend(code, &msg, why);
+                why
+            }
             None => reason,
         }
+    }
+
+    /// Passes a close ringmesh decided on to the backend (one non-blocking
+    /// send, when the stream to it is between frames and the client did not
+    /// already send its own close), so the backend sees a close code rather
+    /// than a dropped connection.
+    fn tell_backend(&self, code: u16, msg: &str, why: Reason) {
+        if matches!(why, Reason::Backend | Reason::BackendFailed)
+            || !self.up_boundary.get()
+            || self.client_closed_ms.get() != 0
+        {
+            return;
+        }
+        let mut out = Vec::new();
+        let key = (self.s.n as u32 ^ crate::shared::epoch_ms() as u32).to_be_bytes();
+        frame::write_masked(&mut out, frame::OP_CLOSE, &frame::close_payload(code, msg), key);
+        let _ = sys::send(self.c.backend.as_raw_fd(), &out);
     }
 
     /// Client -> backend.
@@ -384,19 +408,23 @@ impl Drive<'_> {
                         }
                     }
                 }
+                self.up_boundary.set(false);
                 if let Err(e) = send_all(backend, &buf, self.stall()).await {
                     ctx.bufs.put(buf);
                     return self.backend_failed(&e);
                 }
+                self.up_boundary.set(r.at_frame_boundary());
                 let n = buf.len() as u64;
                 self.s.update(|st| st.bytes_in += n);
                 buf.clear();
             }
             let left = r.payload_left();
             if left >= SPLICE_MIN {
+                self.up_boundary.set(false);
                 match splice_exact(&ctx.pipes, client, backend, left, self.stall()).await {
                     Ok(()) => {
                         r.skip_payload(left);
+                        self.up_boundary.set(r.at_frame_boundary());
                         self.s.update(|st| st.bytes_in += left);
                     }
                     Err(SpliceError::Src(_)) => return UpEnd::Over(Reason::Client),
