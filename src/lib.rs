@@ -10,6 +10,8 @@
 //!           tcp:  route -> balance -> connect -> splice tunnel
 //!           http: per request: head -> Host -> route -> balance -> pooled or new
 //!                 upstream -> rewritten head -> bodies (splice / chunked scan)
+//!                 gateway route + 101: a session (frames walked both ways, pushes,
+//!                 pings, closes); the API reaches it through a per-worker queue + wake
 //!                shared: Arc<Live> snapshot, per-backend atomics, per-worker counters
 //! ```
 //!
@@ -26,6 +28,9 @@
 //! - **handover**: passing listening sockets to a new process (binary upgrade).
 //! - **head**: an HTTP message's start line and header fields; **exchange**:
 //!   one request and its response.
+//! - **session**: an upgraded WebSocket connection on a gateway route, with an
+//!   id, a bound user, channels and settings; **push**: a message ringmesh
+//!   puts into a session's stream; **publish**: a push to many sessions.
 //!
 //! Modules:
 //! - [`config`]: config.json (GopherMesh-compatible) -> validated [`config::Snapshot`]; pure.
@@ -36,6 +41,8 @@
 //! - [`proxy`]: backend connect with failover, splice tunnels.
 //! - [`http`]: the HTTP/1.1 reverse proxy (pure head/rewrite/chunked core, and
 //!   the per-connection data plane on top of it).
+//! - [`gateway`]: WebSocket sessions on gateway routes (frame reader, session
+//!   data path, per-worker registries and command queues).
 //! - [`engine`]: start-up and shutdown order.
 //! - [`control`]: the control thread's services: listeners, reload, API,
 //!   sd_notify, supervisor (backend processes, logs), health checks, dashboard.

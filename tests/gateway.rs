@@ -15,6 +15,7 @@
 //! bad input (4xx); drain (1001).
 
 mod support;
+mod webdriver;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -196,3 +197,49 @@ fn cli(io: &str) {
 }
 
 both_drivers!(sessions_and_limits, drain, cli);
+
+/// The dashboard's sessions panel in headless Chromium: counts per route, the
+/// search box, the Close button (the client sees the close).
+#[test]
+fn dashboard_sessions_panel() {
+    let tools = match webdriver::Tools::find() {
+        Ok(t) => t,
+        Err(e) if std::env::var("RINGMESH_SKIP_BROWSER").as_deref() == Ok("1") => {
+            eprintln!("RINGMESH_SKIP_BROWSER=1: skipping ({e})");
+            return;
+        }
+        Err(e) => panic!("the dashboard test needs headless Chromium: {e} (scripts/test.sh installs it)"),
+    };
+    let be = py_backend();
+    let (api, gw, tunnel) = (free_port(), free_port(), free_port());
+    let rm = Ringmesh::start(&config(api, gw, tunnel, be.port, "3s"), "uring", &[api, gw, tunnel]);
+    let mut child = scenario("dash_clients", gw, api, tunnel)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut guard = ChildGuard(child);
+    let ready = lines.next().and_then(|l| l.ok()).unwrap_or_default();
+    assert_eq!(ready, "READY", "log:\n{}", tail(&rm.logs(), 40));
+    let b = webdriver::Browser::start(&tools, 1280, 1000);
+    b.goto(&format!("http://127.0.0.1:{api}/"));
+    let wait = Duration::from_secs(30);
+    b.wait_text("#sessions-count", wait, |t| t == "ws: 3");
+    assert_eq!(b.count("#sessions tbody tr"), 3);
+    b.type_into("#session-search", "bob");
+    b.wait("one row for bob", wait, |b| (b.count("#sessions tbody tr") == 1).then_some(()));
+    b.click("#sessions tbody tr button");
+    b.wait_text("#sessions-msg", wait, |t| t.starts_with("closed "));
+    let t0 = Instant::now();
+    let st = loop {
+        if let Some(st) = guard.0.try_wait().unwrap() {
+            break st;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60), "dash clients never finished");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(st.success(), "{rest:?}");
+    b.wait_text("#sessions-count", wait, |t| t == "none" || t == "ws: 2" || t == "ws: 1");
+    assert!(b.console_errors().is_empty(), "{:?}", b.console_errors());
+}
