@@ -196,7 +196,41 @@ fn cli(io: &str) {
     assert!(st.success(), "{rest:?}");
 }
 
-both_drivers!(sessions_and_limits, drain, cli);
+/// A reload that removes the gateway route: its sessions get 1001 (after the
+/// grace, less a second), the process keeps running.
+fn reload_removes_route(io: &str) {
+    let be = py_backend();
+    let (api, gw, tunnel) = (free_port(), free_port(), free_port());
+    let rm = Ringmesh::start(&config(api, gw, tunnel, be.port, "2s"), io, &[api, gw, tunnel]);
+    let mut child = scenario("drain_clients", gw, api, tunnel)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut guard = ChildGuard(child);
+    let ready = lines.next().and_then(|l| l.ok()).unwrap_or_default();
+    assert_eq!(ready, "READY", "log:\n{}", tail(&rm.logs(), 40));
+    let without = format!(
+        r#"{{"dashboard_port": "{api}", "listen_host": "127.0.0.1", "workers": 2, "shutdown_grace": "2s",
+  "routes": {{"{tunnel}": {{"name": "tunnel", "backends": [{{"internal_port": "{}"}}]}}}}}}"#,
+        be.port
+    );
+    let r = api::put_config(api, &without);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let t0 = Instant::now();
+    let st = loop {
+        if let Some(st) = guard.0.try_wait().unwrap() {
+            break st;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "clients never closed");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(st.success(), "{rest:?}\nlog:\n{}", tail(&rm.logs(), 40));
+    assert_eq!(api::get(api, "/healthz").status, 200);
+}
+
+both_drivers!(sessions_and_limits, drain, cli, reload_removes_route);
 
 /// The dashboard's sessions panel in headless Chromium: counts per route, the
 /// search box, the Close button (the client sees the close).

@@ -59,6 +59,22 @@ impl Sessions {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// After a reload: sessions whose route left the config (or lost its
+    /// `gateway`) get 1001 once `grace` has passed, as a drain would give.
+    pub fn retire_removed(&self, live: &crate::shared::Live, now_ms: u64) {
+        let grace = live.snapshot.shutdown_grace.as_millis() as u64;
+        let at = now_ms + grace.saturating_sub(1_000).max(1);
+        for s in self.map.borrow().values() {
+            let kept = live
+                .routes
+                .iter()
+                .any(|r| r.cfg.key == s.route.cfg.key && r.cfg.gateway.is_some());
+            if !kept {
+                s.drain_at(at);
+            }
+        }
+    }
+
     fn get(&self, n: u64) -> Option<Rc<Session>> {
         self.map.borrow().get(&n).cloned()
     }

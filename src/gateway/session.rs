@@ -169,6 +169,8 @@ pub struct Session {
     ping_wanted: Cell<bool>,
     close: RefCell<Option<(u16, String, Reason)>>,
     close_at_ms: Cell<u64>,
+    /// Close 1001 at this coarse time (0: never): the route left the config.
+    drain_at_ms: Cell<u64>,
     notify: Notify,
     watch: Notify,
 }
@@ -205,6 +207,15 @@ impl Session {
         c.pushed.add(1);
         self.notify.notify();
         true
+    }
+
+    /// Schedules a 1001 at `at_ms` (coarse clock): the session's route was
+    /// removed by a reload.
+    pub fn drain_at(&self, at_ms: u64) {
+        if self.drain_at_ms.get() == 0 {
+            self.drain_at_ms.set(at_ms.max(1));
+            self.watch.notify();
+        }
     }
 
     /// Asks for a close frame to the client (the first request wins).
@@ -257,6 +268,7 @@ pub async fn run(c: Conn<'_>, p: Pending, early_up: Vec<u8>) {
         ping_wanted: Cell::new(false),
         close: RefCell::new(None),
         close_at_ms: Cell::new(0),
+        drain_at_ms: Cell::new(0),
         notify: Notify::default(),
         watch: Notify::default(),
     });
@@ -705,11 +717,18 @@ impl Drive<'_> {
             if cc != 0 {
                 next = next.min(cc + CLOSE_HANDSHAKE_MS);
             }
-            if ctx.stopping.is_set() {
-                let at = ctx
-                    .shared
-                    .drain_deadline_ms()
-                    .saturating_sub(DRAIN_MARGIN_MS);
+            let removed_at = self.s.drain_at_ms.get();
+            if ctx.stopping.is_set() || removed_at != 0 {
+                let mut at = u64::MAX;
+                if ctx.stopping.is_set() {
+                    at = ctx
+                        .shared
+                        .drain_deadline_ms()
+                        .saturating_sub(DRAIN_MARGIN_MS);
+                }
+                if removed_at != 0 {
+                    at = at.min(removed_at);
+                }
                 if now >= at {
                     self.s
                         .request_close(frame::CLOSE_GOING_AWAY, "going away", Reason::Drain);

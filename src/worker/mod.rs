@@ -474,6 +474,7 @@ async fn run(
             // Removed first: an address removed and re-added by one reload
             // must not have two accept loops for a moment.
             listeners.retire_removed(&ctx.live()).await;
+            ctx.sessions.retire_removed(&ctx.live(), ctx.now_ms());
             if !shared.draining() {
                 listeners.start(&ctx, socks);
             }
