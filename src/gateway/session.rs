@@ -421,7 +421,7 @@ impl Drive<'_> {
                     }
                 }
                 self.up_boundary.set(false);
-                if let Err(e) = send_all(backend, &buf, self.stall()).await {
+                if let Err(e) = send_all(self.c.ctx, backend, &buf, self.stall()).await {
                     ctx.bufs.put(buf);
                     return self.backend_failed(&e);
                 }
@@ -496,7 +496,7 @@ impl Drive<'_> {
                         Err(e) => {
                             tracing::debug!(id = %self.s.id, "backend frame: {e}");
                             // What went out ends at a frame boundary (see below).
-                            let _ = send_all(client, &buf[start..pos], self.stall()).await;
+                            let _ = send_all(self.c.ctx, client, &buf[start..pos], self.stall()).await;
                             ctx.bufs.put(buf);
                             self.s.request_close(
                                 frame::CLOSE_INTERNAL,
@@ -507,7 +507,7 @@ impl Drive<'_> {
                         }
                     }
                     if r.at_frame_boundary() && self.has_work(&r, server_closed) {
-                        if send_all(client, &buf[start..pos], self.stall()).await.is_err() {
+                        if send_all(self.c.ctx, client, &buf[start..pos], self.stall()).await.is_err() {
                             ctx.bufs.put(buf);
                             return Reason::Client;
                         }
@@ -518,7 +518,7 @@ impl Drive<'_> {
                         }
                     }
                 }
-                if send_all(client, &buf[start..], self.stall()).await.is_err() {
+                if send_all(self.c.ctx, client, &buf[start..], self.stall()).await.is_err() {
                     ctx.bufs.put(buf);
                     return Reason::Client;
                 }
@@ -641,12 +641,12 @@ impl Drive<'_> {
                     .queued
                     .set(self.s.queued.get().saturating_sub(f.len() as u64));
                 if !out.is_empty() {
-                    if send_all(client, &out, self.stall()).await.is_err() {
+                    if send_all(self.c.ctx, client, &out, self.stall()).await.is_err() {
                         return Some(Reason::Client);
                     }
                     out.clear();
                 }
-                if send_all(client, &f, self.stall()).await.is_err() {
+                if send_all(self.c.ctx, client, &f, self.stall()).await.is_err() {
                     return Some(Reason::Client);
                 }
                 let n = f.len() as u64;
@@ -667,12 +667,12 @@ impl Drive<'_> {
         if let Some((code, msg, why)) = close {
             frame::write_frame(&mut out, frame::OP_CLOSE, &frame::close_payload(code, &msg));
             let stall = Duration::from_millis(CLOSE_GRACE_MS);
-            let _ = send_all(client, &out, stall).await;
+            let _ = send_all(self.c.ctx, client, &out, stall).await;
             let _ = sys::shutdown_write(client.as_raw_fd());
             linger(self.c.ctx, client).await;
             return Some(why);
         }
-        if !out.is_empty() && send_all(client, &out, self.stall()).await.is_err() {
+        if !out.is_empty() && send_all(self.c.ctx, client, &out, self.stall()).await.is_err() {
             return Some(Reason::Client);
         }
         None
@@ -754,7 +754,10 @@ fn retry(e: &io::Error) -> bool {
 
 /// Writes `data` completely with non-blocking sends; `TimedOut` when the
 /// peer takes nothing for `stall`.
-async fn send_all(s: &TcpStream, data: &[u8], stall: Duration) -> io::Result<()> {
+///
+/// The stall is kept by the worker's coarse timers, not a runtime `Sleep`
+/// (512 bytes that would sit in every idle session's task).
+async fn send_all(ctx: &WorkerCtx, s: &TcpStream, data: &[u8], stall: Duration) -> io::Result<()> {
     let fd = s.as_raw_fd();
     let mut pos = 0;
     while pos < data.len() {
@@ -762,9 +765,10 @@ async fn send_all(s: &TcpStream, data: &[u8], stall: Duration) -> io::Result<()>
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => pos += n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let deadline = ctx.now_ms() + stall.as_millis() as u64;
                 monoio::select! {
                     r = s.writable(false) => r?,
-                    _ = monoio::time::sleep(stall) => {
+                    _ = ctx.timers.sleep_until(deadline) => {
                         return Err(io::Error::new(io::ErrorKind::TimedOut, "client stalled"))
                     }
                 }
