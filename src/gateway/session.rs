@@ -43,8 +43,15 @@ use super::frame::{self, FrameReader, Role};
 use super::handshake::Pending;
 
 /// Frame payload left in the socket at or above this size is spliced;
-/// below it, read and sent (a splice pair costs two syscalls and a pipe).
-pub const SPLICE_MIN: u64 = 64 * 1024;
+/// below it, read and sent with what follows it.
+///
+/// Measured (bench/splice_threshold.py, loopback, shared machine: noisy):
+/// splice through a pipe costs about what recv+send costs up to 4 KiB, 8-13%
+/// less CPU at 16-32 KiB, 18% at 64 KiB, 30-50% at 128-256 KiB. A payload
+/// under one read buffer (16 KiB) mostly arrives with its head anyway, and a
+/// read takes the frames behind it in the same syscall, where a splice must
+/// stop at the frame's end: so the threshold is one read buffer.
+pub const SPLICE_MIN: u64 = BUF_SIZE as u64;
 /// How long a requested close may take before the connections are dropped.
 const CLOSE_GRACE_MS: u64 = 2_000;
 /// A client close frame the backend never answers ends the session after this.
