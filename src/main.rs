@@ -267,10 +267,15 @@ fn main() -> ExitCode {
             text,
             api,
         } => {
-            let target = [("channel", channel), ("user", user), ("route", route), ("session", session)]
-                .into_iter()
-                .find_map(|(k, v)| v.map(|v| (k, v)))
-                .or(all.then(|| ("all", String::new())));
+            let target = [
+                ("channel", channel),
+                ("user", user),
+                ("route", route),
+                ("session", session),
+            ]
+            .into_iter()
+            .find_map(|(k, v)| v.map(|v| (k, v)))
+            .or(all.then(|| ("all", String::new())));
             let Some((kind, value)) = target else {
                 eprintln!("publish: give --channel, --user, --route, --session or --all");
                 return ExitCode::from(cli::REFUSED);
@@ -281,12 +286,13 @@ fn main() -> ExitCode {
             }
         }
         Cmd::Session {
-            cmd: SessionCmd::Close {
-                id,
-                code,
-                reason,
-                api,
-            },
+            cmd:
+                SessionCmd::Close {
+                    id,
+                    code,
+                    reason,
+                    api,
+                },
         } => match api.target() {
             Ok(a) => ExitCode::from(cli::sessions::close(&a, &id, code, &reason)),
             Err(code) => code,

@@ -108,7 +108,11 @@ fn tail(s: &str, n: usize) -> String {
 fn sessions_and_limits(io: &str) {
     let be = py_backend();
     let (api, gw, tunnel) = (free_port(), free_port(), free_port());
-    let rm = Ringmesh::start(&config(api, gw, tunnel, be.port, "3s"), io, &[api, gw, tunnel]);
+    let rm = Ringmesh::start(
+        &config(api, gw, tunnel, be.port, "3s"),
+        io,
+        &[api, gw, tunnel],
+    );
     for name in [
         "sessions",
         "api_errors",
@@ -126,7 +130,11 @@ fn sessions_and_limits(io: &str) {
 fn drain(io: &str) {
     let be = py_backend();
     let (api, gw, tunnel) = (free_port(), free_port(), free_port());
-    let mut rm = Ringmesh::start(&config(api, gw, tunnel, be.port, "3s"), io, &[api, gw, tunnel]);
+    let mut rm = Ringmesh::start(
+        &config(api, gw, tunnel, be.port, "3s"),
+        io,
+        &[api, gw, tunnel],
+    );
     let mut child = scenario("drain_clients", gw, api, tunnel)
         .stdout(Stdio::piped())
         .spawn()
@@ -141,7 +149,10 @@ fn drain(io: &str) {
         if let Some(st) = guard.0.try_wait().unwrap() {
             break st;
         }
-        assert!(t0.elapsed() < Duration::from_secs(30), "clients never closed");
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "clients never closed"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
@@ -150,14 +161,21 @@ fn drain(io: &str) {
         "drain scenario: {rest:?}\nlog:\n{}",
         tail(&rm.logs(), 40)
     );
-    assert!(rm.wait_exit(Duration::from_secs(20)).is_some(), "ringmesh exits");
+    assert!(
+        rm.wait_exit(Duration::from_secs(20)).is_some(),
+        "ringmesh exits"
+    );
 }
 
 /// `ringmesh sessions`, `ringmesh publish`, `ringmesh session close`.
 fn cli(io: &str) {
     let be = py_backend();
     let (api, gw, tunnel) = (free_port(), free_port(), free_port());
-    let rm = Ringmesh::start(&config(api, gw, tunnel, be.port, "3s"), io, &[api, gw, tunnel]);
+    let rm = Ringmesh::start(
+        &config(api, gw, tunnel, be.port, "3s"),
+        io,
+        &[api, gw, tunnel],
+    );
     let mut child = scenario("cli_clients", gw, api, tunnel)
         .stdout(Stdio::piped())
         .spawn()
@@ -178,18 +196,26 @@ fn cli(io: &str) {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let listed = cli(&["sessions", "--user", "cliuser"]);
-    assert!(listed.contains(&ids[0]) && listed.contains(&ids[1]), "{listed}");
+    assert!(
+        listed.contains(&ids[0]) && listed.contains(&ids[1]),
+        "{listed}"
+    );
     assert!(listed.contains("2 session(s)"), "{listed}");
     assert!(cli(&["sessions", "--user", "nobody"]).contains("0 session(s)"));
     let published = cli(&["publish", "--channel", "clich", "--text", "hi"]);
     assert!(published.contains("delivered 2 dropped 0"), "{published}");
-    cli(&["session", "close", &ids[0], "--code", "4001", "--reason", "cli"]);
+    cli(&[
+        "session", "close", &ids[0], "--code", "4001", "--reason", "cli",
+    ]);
     let t0 = Instant::now();
     let st = loop {
         if let Some(st) = guard.0.try_wait().unwrap() {
             break st;
         }
-        assert!(t0.elapsed() < Duration::from_secs(60), "cli clients never finished");
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "cli clients never finished"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
@@ -201,7 +227,11 @@ fn cli(io: &str) {
 fn reload_removes_route(io: &str) {
     let be = py_backend();
     let (api, gw, tunnel) = (free_port(), free_port(), free_port());
-    let rm = Ringmesh::start(&config(api, gw, tunnel, be.port, "2s"), io, &[api, gw, tunnel]);
+    let rm = Ringmesh::start(
+        &config(api, gw, tunnel, be.port, "2s"),
+        io,
+        &[api, gw, tunnel],
+    );
     let mut child = scenario("drain_clients", gw, api, tunnel)
         .stdout(Stdio::piped())
         .spawn()
@@ -222,7 +252,10 @@ fn reload_removes_route(io: &str) {
         if let Some(st) = guard.0.try_wait().unwrap() {
             break st;
         }
-        assert!(t0.elapsed() < Duration::from_secs(30), "clients never closed");
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "clients never closed"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
@@ -242,11 +275,17 @@ fn dashboard_sessions_panel() {
             eprintln!("RINGMESH_SKIP_BROWSER=1: skipping ({e})");
             return;
         }
-        Err(e) => panic!("the dashboard test needs headless Chromium: {e} (scripts/test.sh installs it)"),
+        Err(e) => {
+            panic!("the dashboard test needs headless Chromium: {e} (scripts/test.sh installs it)")
+        }
     };
     let be = py_backend();
     let (api, gw, tunnel) = (free_port(), free_port(), free_port());
-    let rm = Ringmesh::start(&config(api, gw, tunnel, be.port, "3s"), "uring", &[api, gw, tunnel]);
+    let rm = Ringmesh::start(
+        &config(api, gw, tunnel, be.port, "3s"),
+        "uring",
+        &[api, gw, tunnel],
+    );
     let mut child = scenario("dash_clients", gw, api, tunnel)
         .stdout(Stdio::piped())
         .spawn()
@@ -261,7 +300,9 @@ fn dashboard_sessions_panel() {
     b.wait_text("#sessions-count", wait, |t| t == "ws: 3");
     assert_eq!(b.count("#sessions tbody tr"), 3);
     b.type_into("#session-search", "bob");
-    b.wait("one row for bob", wait, |b| (b.count("#sessions tbody tr") == 1).then_some(()));
+    b.wait("one row for bob", wait, |b| {
+        (b.count("#sessions tbody tr") == 1).then_some(())
+    });
     b.click("#sessions tbody tr button");
     b.wait_text("#sessions-msg", wait, |t| t.starts_with("closed "));
     let t0 = Instant::now();
@@ -269,11 +310,16 @@ fn dashboard_sessions_panel() {
         if let Some(st) = guard.0.try_wait().unwrap() {
             break st;
         }
-        assert!(t0.elapsed() < Duration::from_secs(60), "dash clients never finished");
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "dash clients never finished"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     assert!(st.success(), "{rest:?}");
-    b.wait_text("#sessions-count", wait, |t| t == "none" || t == "ws: 2" || t == "ws: 1");
+    b.wait_text("#sessions-count", wait, |t| {
+        t == "none" || t == "ws: 2" || t == "ws: 1"
+    });
     assert!(b.console_errors().is_empty(), "{:?}", b.console_errors());
 }

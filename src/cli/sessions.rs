@@ -28,7 +28,11 @@ pub struct ListFilter {
 /// `ringmesh sessions`: one line per connected session (all pages).
 pub fn sessions(api: &Api, f: &ListFilter, as_json: bool) -> u8 {
     let mut q = String::from("limit=10000");
-    for (k, v) in [("route", &f.route), ("user", &f.user), ("channel", &f.channel)] {
+    for (k, v) in [
+        ("route", &f.route),
+        ("user", &f.user),
+        ("channel", &f.channel),
+    ] {
         if let Some(v) = v {
             q.push_str(&format!("&{k}={}", enc(v)));
         }
@@ -61,7 +65,8 @@ pub fn sessions(api: &Api, f: &ListFilter, as_json: bool) -> u8 {
         println!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
         return 0;
     }
-    let mut rows = vec![["ID", "ROUTE", "CLIENT", "USER", "CHANNELS", "IN", "OUT"].map(String::from)];
+    let mut rows =
+        vec![["ID", "ROUTE", "CLIENT", "USER", "CHANNELS", "IN", "OUT"].map(String::from)];
     for s in &all {
         let chans: Vec<&str> = s["channels"]
             .as_array()
@@ -73,8 +78,16 @@ pub fn sessions(api: &Api, f: &ListFilter, as_json: bool) -> u8 {
             s["id"].as_str().unwrap_or("").to_string(),
             s["route"].as_str().unwrap_or("").to_string(),
             s["client"].as_str().unwrap_or("").to_string(),
-            s["user"].as_str().filter(|u| !u.is_empty()).unwrap_or("-").to_string(),
-            if chans.is_empty() { "-".into() } else { chans.join(",") },
+            s["user"]
+                .as_str()
+                .filter(|u| !u.is_empty())
+                .unwrap_or("-")
+                .to_string(),
+            if chans.is_empty() {
+                "-".into()
+            } else {
+                chans.join(",")
+            },
             s["messages_in"].as_u64().unwrap_or(0).to_string(),
             s["messages_out"].as_u64().unwrap_or(0).to_string(),
         ]);

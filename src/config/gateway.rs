@@ -13,7 +13,12 @@ use serde_json::{Map, Value};
 use super::snapshot::Protocol;
 use super::validate::{duration_value, ConfigError};
 
-const FIELDS: &[&str] = &["heartbeat", "heartbeat_timeout", "max_message", "send_queue"];
+const FIELDS: &[&str] = &[
+    "heartbeat",
+    "heartbeat_timeout",
+    "max_message",
+    "send_queue",
+];
 
 /// Largest `max_message` and `send_queue` accepted (1 GiB).
 const MAX_BYTES: u64 = 1 << 30;
@@ -56,12 +61,18 @@ pub fn parse(
         Some(Value::Bool(true)) => &Map::new(),
         Some(Value::Object(m)) => m,
         Some(other) => {
-            err(p, format!("expected an object (or true for the defaults), found {other}"));
+            err(
+                p,
+                format!("expected an object (or true for the defaults), found {other}"),
+            );
             return None;
         }
     };
     if protocol != Protocol::Http {
-        err(p, "a gateway needs an http route (WebSocket upgrades)".into());
+        err(
+            p,
+            "a gateway needs an http route (WebSocket upgrades)".into(),
+        );
         return None;
     }
     let mut g = Gateway::default();
@@ -140,13 +151,16 @@ mod tests {
     #[test]
     fn fields_defaults_and_errors() {
         assert_eq!(run(Value::Bool(true)).0, Some(Gateway::default()));
-        let (g, e) = run(serde_json::json!({"heartbeat": "1s", "heartbeat_timeout": "3s", "max_message": "64KiB", "send_queue": 4096, "//": "x"}));
+        let (g, e) = run(
+            serde_json::json!({"heartbeat": "1s", "heartbeat_timeout": "3s", "max_message": "64KiB", "send_queue": 4096, "//": "x"}),
+        );
         assert!(e.is_empty(), "{e:?}");
         let g = g.unwrap();
         assert_eq!(g.heartbeat, Duration::from_secs(1));
         assert_eq!(g.max_message, 65_536);
         assert_eq!(g.send_queue, 4096);
-        let (_, e) = run(serde_json::json!({"hearbeat": "1s", "max_message": "big", "send_queue": 0}));
+        let (_, e) =
+            run(serde_json::json!({"hearbeat": "1s", "max_message": "big", "send_queue": 0}));
         let paths: Vec<_> = e.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(
             paths,

@@ -81,7 +81,10 @@ async fn wait<T>(rx: Receiver<T>) -> Option<T> {
 }
 
 /// Asks every worker and collects the answers that came.
-async fn ask_all<T>(state: &ApiState, mk: impl Fn(crossbeam_channel::Sender<T>) -> Command) -> Vec<T> {
+async fn ask_all<T>(
+    state: &ApiState,
+    mk: impl Fn(crossbeam_channel::Sender<T>) -> Command,
+) -> Vec<T> {
     let hub = &state.shared.gateway;
     let mut rxs = Vec::new();
     for w in 0..hub.workers() {
@@ -128,7 +131,10 @@ fn percent_decode(s: &str) -> String {
         match b[i] {
             b'+' => out.push(b' '),
             b'%' if i + 2 < b.len() => {
-                match std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                match std::str::from_utf8(&b[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                {
                     Some(v) => {
                         out.push(v);
                         i += 2;
@@ -179,7 +185,11 @@ fn list(state: Rc<ApiState>, req: Request) -> Reply {
         }
         let more = all.len() > limit;
         all.truncate(limit);
-        let next = if more { all.last().map(|i| i.id.clone()) } else { None };
+        let next = if more {
+            all.last().map(|i| i.id.clone())
+        } else {
+            None
+        };
         Response::json(
             200,
             &json!({
@@ -221,12 +231,21 @@ fn strings(m: &Map<String, Value>, key: &str) -> Result<Vec<String>, Response> {
                     .ok_or_else(|| Response::error(400, format!("{key}: expected strings")))
             })
             .collect(),
-        Some(_) => Err(Response::error(400, format!("{key}: expected an array of strings"))),
+        Some(_) => Err(Response::error(
+            400,
+            format!("{key}: expected an array of strings"),
+        )),
     }
 }
 
 fn parse_patch(m: &Map<String, Value>) -> Result<Patch, Response> {
-    const FIELDS: &[&str] = &["user", "channels_add", "channels_remove", "settings", "settings_remove"];
+    const FIELDS: &[&str] = &[
+        "user",
+        "channels_add",
+        "channels_remove",
+        "settings",
+        "settings_remove",
+    ];
     if let Some(k) = m.keys().find(|k| !FIELDS.contains(&k.as_str())) {
         return Err(Response::error(
             400,
@@ -237,7 +256,12 @@ fn parse_patch(m: &Map<String, Value>) -> Result<Patch, Response> {
         None => None,
         Some(Value::String(s)) => Some(s.clone()),
         Some(Value::Null) => Some(String::new()),
-        Some(_) => return Err(Response::error(400, "user: expected a string (or null to unbind)")),
+        Some(_) => {
+            return Err(Response::error(
+                400,
+                "user: expected a string (or null to unbind)",
+            ))
+        }
     };
     let mut settings = std::collections::BTreeMap::new();
     match m.get("settings") {
@@ -245,12 +269,20 @@ fn parse_patch(m: &Map<String, Value>) -> Result<Patch, Response> {
         Some(Value::Object(o)) => {
             for (k, v) in o {
                 let Some(v) = v.as_str() else {
-                    return Err(Response::error(400, format!("settings.{k}: expected a string")));
+                    return Err(Response::error(
+                        400,
+                        format!("settings.{k}: expected a string"),
+                    ));
                 };
                 settings.insert(k.clone(), v.to_string());
             }
         }
-        Some(_) => return Err(Response::error(400, "settings: expected an object of strings")),
+        Some(_) => {
+            return Err(Response::error(
+                400,
+                "settings: expected an object of strings",
+            ))
+        }
     }
     Ok(Patch {
         user,
@@ -268,7 +300,10 @@ fn patch(state: Rc<ApiState>, req: Request) -> Reply {
             Ok(p) => p,
             Err(r) => return r,
         };
-        match ask_one(&state, &id, |n, tx| Command::Patch(n, p, tx)).await.flatten() {
+        match ask_one(&state, &id, |n, tx| Command::Patch(n, p, tx))
+            .await
+            .flatten()
+        {
             Some(i) => Response::json(200, &info_json(&i)),
             None => not_found(&id),
         }
@@ -279,7 +314,9 @@ fn patch(state: Rc<ApiState>, req: Request) -> Reply {
 fn message(m: &Map<String, Value>) -> Result<Bytes, Response> {
     let mut out = Vec::new();
     match (m.get("text"), m.get("binary")) {
-        (Some(Value::String(t)), None) => frame::write_frame(&mut out, frame::OP_TEXT, t.as_bytes()),
+        (Some(Value::String(t)), None) => {
+            frame::write_frame(&mut out, frame::OP_TEXT, t.as_bytes())
+        }
         (None, Some(Value::String(b))) => {
             let data = base64::engine::general_purpose::STANDARD
                 .decode(b.trim())
@@ -287,7 +324,12 @@ fn message(m: &Map<String, Value>) -> Result<Bytes, Response> {
             frame::write_frame(&mut out, frame::OP_BINARY, &data);
         }
         (Some(_), Some(_)) => return Err(Response::error(400, "give text or binary, not both")),
-        (None, None) => return Err(Response::error(400, "a message needs \"text\" or \"binary\"")),
+        (None, None) => {
+            return Err(Response::error(
+                400,
+                "a message needs \"text\" or \"binary\"",
+            ))
+        }
         _ => return Err(Response::error(400, "text and binary must be strings")),
     }
     Ok(Bytes::from(out))
@@ -297,7 +339,10 @@ fn action(state: Rc<ApiState>, req: Request) -> Reply {
     Box::pin(async move {
         let tail = req.tail("/api/sessions/").to_string();
         let Some((id, verb)) = tail.rsplit_once('/') else {
-            return Response::error(404, "use /api/sessions/<id>/send or /api/sessions/<id>/close");
+            return Response::error(
+                404,
+                "use /api/sessions/<id>/send or /api/sessions/<id>/close",
+            );
         };
         let m = match body_object(&req) {
             Ok(m) => m,
@@ -313,7 +358,9 @@ fn action(state: Rc<ApiState>, req: Request) -> Reply {
                 };
                 match ask_one(&state, id, |n, tx| Command::Push(Target::Session(n), f, tx)).await {
                     Some((1, _)) => Response::json(200, &json!({"ok": true, "delivered": 1})),
-                    Some((0, 1)) => Response::error(409, "session is closing or its send queue is full"),
+                    Some((0, 1)) => {
+                        Response::error(409, "session is closing or its send queue is full")
+                    }
                     _ => not_found(id),
                 }
             }
@@ -323,17 +370,16 @@ fn action(state: Rc<ApiState>, req: Request) -> Reply {
                     Some(v) => match v.as_u64().and_then(|c| u16::try_from(c).ok()) {
                         Some(c) if frame::sendable_close_code(c) => c,
                         _ => {
-                            return Response::error(
-                                400,
-                                "code: 1000-1003, 1007-1014 or 3000-4999",
-                            )
+                            return Response::error(400, "code: 1000-1003, 1007-1014 or 3000-4999")
                         }
                     },
                 };
                 let reason = match m.get("reason") {
                     None => String::new(),
                     Some(Value::String(s)) if s.len() <= 123 => s.clone(),
-                    Some(_) => return Response::error(400, "reason: a string of at most 123 bytes"),
+                    Some(_) => {
+                        return Response::error(400, "reason: a string of at most 123 bytes")
+                    }
                 };
                 match ask_one(&state, id, |n, tx| Command::Close(n, code, reason, tx)).await {
                     Some(true) => Response::json(200, &json!({"ok": true})),
@@ -391,43 +437,90 @@ fn publish(state: Rc<ApiState>, req: Request) -> Reply {
             _ => return Response::error(400, format!("{k}: expected a string (all: true)")),
         };
         let r = ask_all(&state, |tx| Command::Push(target.clone(), f.clone(), tx)).await;
-        let (d, x) = r
-            .iter()
-            .fold((0u64, 0u64), |(d, x), (a, b)| (d + a, x + b));
+        let (d, x) = r.iter().fold((0u64, 0u64), |(d, x), (a, b)| (d + a, x + b));
         Response::json(200, &json!({"delivered": d, "dropped": x}))
     })
 }
 
 /// Prometheus families of the gateway routes.
 pub fn metrics(live: &Live, out: &mut String) {
-    let routes: Vec<_> = live.routes.iter().filter(|r| r.cfg.gateway.is_some()).collect();
+    let routes: Vec<_> = live
+        .routes
+        .iter()
+        .filter(|r| r.cfg.gateway.is_some())
+        .collect();
     if routes.is_empty() {
         return;
     }
-    let sum = |r: &crate::shared::LiveRoute, f: &dyn Fn(&crate::gateway::session::RouteCounters) -> u64| {
+    let sum = |r: &crate::shared::LiveRoute,
+               f: &dyn Fn(&crate::gateway::session::RouteCounters) -> u64| {
         r.slots.iter().map(|s| f(&s.gateway)).sum::<u64>()
     };
-    let fams: [(&str, &str, &str, fn(&crate::gateway::session::RouteCounters) -> u64); 5] = [
-        ("ringmesh_gateway_sessions_open", "gauge", "Open WebSocket sessions.", |c| {
-            c.opened.get().saturating_sub(c.closed.iter().map(|x| x.get()).sum())
-        }),
-        ("ringmesh_gateway_sessions_opened_total", "counter", "WebSocket sessions opened.", |c| c.opened.get()),
-        ("ringmesh_gateway_pushed_total", "counter", "Pushed messages queued for clients.", |c| c.pushed.get()),
-        ("ringmesh_gateway_push_dropped_total", "counter", "Pushed messages refused (send queue full or session closing).", |c| c.dropped.get()),
-        ("ringmesh_gateway_heartbeat_timeouts_total", "counter", "Sessions closed for no client frame within heartbeat_timeout.", |c| c.heartbeat_timeouts.get()),
+    let fams: [(
+        &str,
+        &str,
+        &str,
+        fn(&crate::gateway::session::RouteCounters) -> u64,
+    ); 5] = [
+        (
+            "ringmesh_gateway_sessions_open",
+            "gauge",
+            "Open WebSocket sessions.",
+            |c| {
+                c.opened
+                    .get()
+                    .saturating_sub(c.closed.iter().map(|x| x.get()).sum())
+            },
+        ),
+        (
+            "ringmesh_gateway_sessions_opened_total",
+            "counter",
+            "WebSocket sessions opened.",
+            |c| c.opened.get(),
+        ),
+        (
+            "ringmesh_gateway_pushed_total",
+            "counter",
+            "Pushed messages queued for clients.",
+            |c| c.pushed.get(),
+        ),
+        (
+            "ringmesh_gateway_push_dropped_total",
+            "counter",
+            "Pushed messages refused (send queue full or session closing).",
+            |c| c.dropped.get(),
+        ),
+        (
+            "ringmesh_gateway_heartbeat_timeouts_total",
+            "counter",
+            "Sessions closed for no client frame within heartbeat_timeout.",
+            |c| c.heartbeat_timeouts.get(),
+        ),
     ];
     for (name, kind, help, f) in fams {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for r in &routes {
-            let _ = writeln!(out, "{name}{{route=\"{}\"}} {}", escape_label(&r.cfg.name), sum(r, &f));
+            let _ = writeln!(
+                out,
+                "{name}{{route=\"{}\"}} {}",
+                escape_label(&r.cfg.name),
+                sum(r, &f)
+            );
         }
     }
     let name = "ringmesh_gateway_sessions_closed_total";
-    let _ = writeln!(out, "# HELP {name} WebSocket sessions closed, by reason.\n# TYPE {name} counter");
+    let _ = writeln!(
+        out,
+        "# HELP {name} WebSocket sessions closed, by reason.\n# TYPE {name} counter"
+    );
     for r in &routes {
         for (i, reason) in REASONS.iter().enumerate() {
             let v = sum(r, &|c| c.closed.get(i).map_or(0, |x| x.get()));
-            let _ = writeln!(out, "{name}{{route=\"{}\",reason=\"{reason}\"}} {v}", escape_label(&r.cfg.name));
+            let _ = writeln!(
+                out,
+                "{name}{{route=\"{}\",reason=\"{reason}\"}} {v}",
+                escape_label(&r.cfg.name)
+            );
         }
     }
 }

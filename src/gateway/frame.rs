@@ -357,9 +357,7 @@ fn decode(b: &[u8]) -> Result<FrameHead, FrameError> {
 
 /// Appends a frame head in its minimal encoding.
 pub fn write_head(out: &mut Vec<u8>, h: &FrameHead) {
-    out.push(
-        (u8::from(h.fin) << 7) | ((h.rsv & 7) << 4) | (h.opcode & 0x0f),
-    );
+    out.push((u8::from(h.fin) << 7) | ((h.rsv & 7) << 4) | (h.opcode & 0x0f));
     let m = if h.mask.is_some() { 0x80 } else { 0 };
     if h.len < 126 {
         out.push(m | h.len as u8);

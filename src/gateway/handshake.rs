@@ -149,7 +149,10 @@ mod tests {
         assert!(prepare_request(&mut out, "abc-0-1"));
         let s = String::from_utf8(out).unwrap();
         assert!(!s.contains("forged"), "{s}");
-        assert!(s.ends_with("Connection: upgrade\r\nRingmesh-Session-Id: abc-0-1\r\n\r\n"), "{s}");
+        assert!(
+            s.ends_with("Connection: upgrade\r\nRingmesh-Session-Id: abc-0-1\r\n\r\n"),
+            "{s}"
+        );
         let mut out = b"GET / HTTP/1.1\r\nUpgrade: h2c\r\n\r\n".to_vec();
         assert!(!prepare_request(&mut out, "x"));
         assert_eq!(out, b"GET / HTTP/1.1\r\nUpgrade: h2c\r\n\r\n");

@@ -384,7 +384,12 @@ impl Drive<'_> {
         }
         let mut out = Vec::new();
         let key = (self.s.n as u32 ^ crate::shared::epoch_ms() as u32).to_be_bytes();
-        frame::write_masked(&mut out, frame::OP_CLOSE, &frame::close_payload(code, msg), key);
+        frame::write_masked(
+            &mut out,
+            frame::OP_CLOSE,
+            &frame::close_payload(code, msg),
+            key,
+        );
         let _ = sys::send(self.c.backend.as_raw_fd(), &out);
     }
 
@@ -474,7 +479,11 @@ impl Drive<'_> {
 
     fn backend_failed(&self, e: &io::Error) -> UpEnd {
         tracing::debug!(id = %self.s.id, "backend write: {e}");
-        UpEnd::Close(frame::CLOSE_INTERNAL, "backend failed".into(), Reason::BackendFailed)
+        UpEnd::Close(
+            frame::CLOSE_INTERNAL,
+            "backend failed".into(),
+            Reason::BackendFailed,
+        )
     }
 
     /// Backend -> client, with ringmesh's frames in between.
@@ -503,7 +512,8 @@ impl Drive<'_> {
                         Err(e) => {
                             tracing::debug!(id = %self.s.id, "backend frame: {e}");
                             // What went out ends at a frame boundary (see below).
-                            let _ = send_all(self.c.ctx, client, &buf[start..pos], self.stall()).await;
+                            let _ =
+                                send_all(self.c.ctx, client, &buf[start..pos], self.stall()).await;
                             ctx.bufs.put(buf);
                             self.s.request_close(
                                 frame::CLOSE_INTERNAL,
@@ -514,7 +524,10 @@ impl Drive<'_> {
                         }
                     }
                     if r.at_frame_boundary() && self.has_work(&r, server_closed) {
-                        if send_all(self.c.ctx, client, &buf[start..pos], self.stall()).await.is_err() {
+                        if send_all(self.c.ctx, client, &buf[start..pos], self.stall())
+                            .await
+                            .is_err()
+                        {
                             ctx.bufs.put(buf);
                             return Reason::Client;
                         }
@@ -525,7 +538,10 @@ impl Drive<'_> {
                         }
                     }
                 }
-                if send_all(self.c.ctx, client, &buf[start..], self.stall()).await.is_err() {
+                if send_all(self.c.ctx, client, &buf[start..], self.stall())
+                    .await
+                    .is_err()
+                {
                     ctx.bufs.put(buf);
                     return Reason::Client;
                 }
@@ -648,12 +664,18 @@ impl Drive<'_> {
                     .queued
                     .set(self.s.queued.get().saturating_sub(f.len() as u64));
                 if !out.is_empty() {
-                    if send_all(self.c.ctx, client, &out, self.stall()).await.is_err() {
+                    if send_all(self.c.ctx, client, &out, self.stall())
+                        .await
+                        .is_err()
+                    {
                         return Some(Reason::Client);
                     }
                     out.clear();
                 }
-                if send_all(self.c.ctx, client, &f, self.stall()).await.is_err() {
+                if send_all(self.c.ctx, client, &f, self.stall())
+                    .await
+                    .is_err()
+                {
                     return Some(Reason::Client);
                 }
                 let n = f.len() as u64;
@@ -679,7 +701,11 @@ impl Drive<'_> {
             linger(self.c.ctx, client).await;
             return Some(why);
         }
-        if !out.is_empty() && send_all(self.c.ctx, client, &out, self.stall()).await.is_err() {
+        if !out.is_empty()
+            && send_all(self.c.ctx, client, &out, self.stall())
+                .await
+                .is_err()
+        {
             return Some(Reason::Client);
         }
         None
@@ -720,7 +746,11 @@ impl Drive<'_> {
             if cc != 0 && now >= cc + CLOSE_HANDSHAKE_MS {
                 return Reason::Client;
             }
-            let mut next = if pinged_for == last { last + timeout } else { last + hb };
+            let mut next = if pinged_for == last {
+                last + timeout
+            } else {
+                last + hb
+            };
             if cc != 0 {
                 next = next.min(cc + CLOSE_HANDSHAKE_MS);
             }

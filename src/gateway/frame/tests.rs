@@ -18,7 +18,11 @@ fn frame(fin: bool, rsv: u8, opcode: u8, mask: Option<[u8; 4]>, payload: &[u8]) 
 }
 
 /// Walks `input` cut into `piece`-byte reads; returns heads and frame ends.
-fn walk(r: &mut FrameReader, input: &[u8], piece: usize) -> Result<Vec<(FrameHead, u64)>, FrameError> {
+fn walk(
+    r: &mut FrameReader,
+    input: &[u8],
+    piece: usize,
+) -> Result<Vec<(FrameHead, u64)>, FrameError> {
     let mut out = Vec::new();
     let mut payload = 0u64;
     let mut pos = 0;
@@ -59,12 +63,22 @@ fn any_split_gives_the_same_frames() {
     input.extend(frame(true, 0, OP_PING, M, b"p"));
     input.extend(frame(true, 0, OP_CONT, M, &[9u8; 70_000]));
     input.extend(frame(true, 0, OP_CLOSE, M, &close_payload(1000, "bye")));
-    let whole = walk(&mut FrameReader::new(Role::Client, 0, 1 << 20), &input, input.len()).unwrap();
+    let whole = walk(
+        &mut FrameReader::new(Role::Client, 0, 1 << 20),
+        &input,
+        input.len(),
+    )
+    .unwrap();
     assert_eq!(whole.len(), 5);
     assert_eq!(whole[3].0.len, 70_000);
     assert_eq!(whole[3].1, 70_000);
     for piece in [1, 2, 3, 7, 13, 100, 4096] {
-        let got = walk(&mut FrameReader::new(Role::Client, 0, 1 << 20), &input, piece).unwrap();
+        let got = walk(
+            &mut FrameReader::new(Role::Client, 0, 1 << 20),
+            &input,
+            piece,
+        )
+        .unwrap();
         assert_eq!(got, whole, "piece {piece}");
     }
 }
@@ -99,12 +113,27 @@ fn errors() {
         (frame(true, 0, 0x3, M, b""), FrameError::ReservedOpcode(3)),
         (frame(true, 0, 0xB, M, b""), FrameError::ReservedOpcode(0xB)),
         (frame(true, 4, OP_TEXT, M, b""), FrameError::Rsv(4)),
-        (frame(true, 0, OP_PING, M, &[0; 126]), FrameError::ControlTooLong(126)),
-        (frame(false, 0, OP_PING, M, b""), FrameError::FragmentedControl),
-        (frame(true, 0, OP_CONT, M, b""), FrameError::UnexpectedContinuation),
+        (
+            frame(true, 0, OP_PING, M, &[0; 126]),
+            FrameError::ControlTooLong(126),
+        ),
+        (
+            frame(false, 0, OP_PING, M, b""),
+            FrameError::FragmentedControl,
+        ),
+        (
+            frame(true, 0, OP_CONT, M, b""),
+            FrameError::UnexpectedContinuation,
+        ),
         (frame(true, 0, OP_TEXT, None, b""), FrameError::Masking),
-        (frame(true, 0, OP_TEXT, M, &[0; 101]), FrameError::TooBig(101)),
-        (vec![0x81, 0x80 | 126, 0, 5, 1, 2, 3, 4], FrameError::BadLength),
+        (
+            frame(true, 0, OP_TEXT, M, &[0; 101]),
+            FrameError::TooBig(101),
+        ),
+        (
+            vec![0x81, 0x80 | 126, 0, 5, 1, 2, 3, 4],
+            FrameError::BadLength,
+        ),
         (
             vec![0x81, 0x80 | 127, 0x80, 0, 0, 0, 0, 1, 0, 0, 1, 2, 3, 4],
             FrameError::BadLength,
@@ -119,7 +148,10 @@ fn errors() {
     // Fragments add up: 60 + 60 > 100.
     let mut two = frame(false, 0, OP_TEXT, M, &[0; 60]);
     two.extend(frame(true, 0, OP_CONT, M, &[0; 60]));
-    assert_eq!(walk(&mut client(), &two, 5).unwrap_err(), FrameError::TooBig(120));
+    assert_eq!(
+        walk(&mut client(), &two, 5).unwrap_err(),
+        FrameError::TooBig(120)
+    );
     // A new message inside a fragmented one.
     let mut two = frame(false, 0, OP_TEXT, M, b"a");
     two.extend(frame(true, 0, OP_TEXT, M, b"b"));
@@ -129,10 +161,16 @@ fn errors() {
     );
     // Servers must not mask; RSV1 is fine with permessage-deflate, not on control frames.
     let mut s = FrameReader::new(Role::Server, 0b100, u64::MAX);
-    assert_eq!(walk(&mut s, &frame(true, 0, OP_TEXT, M, b""), 9).unwrap_err(), FrameError::Masking);
+    assert_eq!(
+        walk(&mut s, &frame(true, 0, OP_TEXT, M, b""), 9).unwrap_err(),
+        FrameError::Masking
+    );
     let mut s = FrameReader::new(Role::Server, 0b100, u64::MAX);
     walk(&mut s, &frame(true, 4, OP_TEXT, None, b"z"), 9).unwrap();
-    assert_eq!(walk(&mut s, &frame(true, 4, OP_PING, None, b""), 9).unwrap_err(), FrameError::Rsv(4));
+    assert_eq!(
+        walk(&mut s, &frame(true, 4, OP_PING, None, b""), 9).unwrap_err(),
+        FrameError::Rsv(4)
+    );
 }
 
 #[test]
