@@ -8,6 +8,7 @@
 //!   headers taken off the backend's 101.
 //! - [`session`]: one session's data path (frames both ways, pushes, pings,
 //!   closes).
+//! - [`stats`]: close reasons and per-route counters (metrics).
 //! - [`hub`]: per-worker session registries and the command queues the
 //!   control thread reaches them through.
 //!
@@ -18,6 +19,7 @@ pub mod frame;
 pub mod handshake;
 pub mod hub;
 pub mod session;
+pub mod stats;
 
 use crate::shared::LiveRoute;
 use crate::worker::WorkerCtx;

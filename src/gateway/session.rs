@@ -35,7 +35,7 @@ use monoio::net::TcpStream;
 use crate::config::gateway::Gateway;
 use crate::http::buf::BUF_SIZE;
 use crate::proxy::splice::{splice_exact, SpliceError};
-use crate::shared::{Counter, LiveRoute};
+use crate::shared::LiveRoute;
 use crate::sys;
 use crate::worker::WorkerCtx;
 
@@ -61,57 +61,7 @@ const DRAIN_MARGIN_MS: u64 = 1_000;
 /// Payload of ringmesh's heartbeat pings.
 const PING_PAYLOAD: &[u8] = b"ringmesh";
 
-/// Why a session ended (a metrics label each).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reason {
-    Client = 0,
-    Backend = 1,
-    BackendFailed = 2,
-    HeartbeatTimeout = 3,
-    TooBig = 4,
-    Protocol = 5,
-    SlowConsumer = 6,
-    Api = 7,
-    Drain = 8,
-}
-
-pub const REASONS: [&str; 9] = [
-    "client",
-    "backend",
-    "backend_failed",
-    "heartbeat_timeout",
-    "too_big",
-    "protocol",
-    "slow_consumer",
-    "api",
-    "drain",
-];
-
-/// Per-worker, per-route gateway counters (in [`crate::shared::RouteSlot`]).
-#[derive(Default, Debug)]
-pub struct RouteCounters {
-    pub opened: Counter,
-    /// Indexed by [`Reason`].
-    pub closed: [Counter; 9],
-    /// Pushed messages queued for a client.
-    pub pushed: Counter,
-    /// Pushed messages refused (queue full or session closing).
-    pub dropped: Counter,
-    pub heartbeat_timeouts: Counter,
-}
-
-impl RouteCounters {
-    /// Carries totals over a reload (single writer: the new slot is not live yet).
-    pub fn carry(&self, old: &RouteCounters) {
-        self.opened.add(old.opened.get());
-        for (n, o) in self.closed.iter().zip(old.closed.iter()) {
-            n.add(o.get());
-        }
-        self.pushed.add(old.pushed.get());
-        self.dropped.add(old.dropped.get());
-        self.heartbeat_timeouts.add(old.heartbeat_timeouts.get());
-    }
-}
+pub use super::stats::{Reason, RouteCounters, REASONS};
 
 /// A one-waiter wake-up flag (single-threaded).
 #[derive(Default)]
