@@ -88,7 +88,7 @@ pub fn parse(
                 Err(msg) => err(at, msg),
             },
             "max_message" | "send_queue" => match size_value(v) {
-                Ok(n) if n == 0 => err(at, "must be greater than zero".into()),
+                Ok(0) => err(at, "must be greater than zero".into()),
                 Ok(n) if n > MAX_BYTES => err(at, format!("{v} is too large (at most 1GiB)")),
                 Ok(n) if k == "max_message" => g.max_message = n,
                 Ok(n) => g.send_queue = n,

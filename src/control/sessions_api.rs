@@ -23,7 +23,7 @@ use serde_json::{json, Map, Value};
 
 use crate::gateway::frame;
 use crate::gateway::hub::{Command, Filter, Info, Patch, Target};
-use crate::gateway::session::REASONS;
+use crate::gateway::session::{RouteCounters, REASONS};
 use crate::shared::Live;
 
 use super::api::{escape_label, ApiState, Endpoint, Handler, Reply, Request, Response};
@@ -442,6 +442,14 @@ fn publish(state: Rc<ApiState>, req: Request) -> Reply {
     })
 }
 
+/// One metric family: name, type, help, and its value from a slot's counters.
+type Family = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&RouteCounters) -> u64,
+);
+
 /// Prometheus families of the gateway routes.
 pub fn metrics(live: &Live, out: &mut String) {
     let routes: Vec<_> = live
@@ -452,16 +460,10 @@ pub fn metrics(live: &Live, out: &mut String) {
     if routes.is_empty() {
         return;
     }
-    let sum = |r: &crate::shared::LiveRoute,
-               f: &dyn Fn(&crate::gateway::session::RouteCounters) -> u64| {
+    let sum = |r: &crate::shared::LiveRoute, f: &dyn Fn(&RouteCounters) -> u64| {
         r.slots.iter().map(|s| f(&s.gateway)).sum::<u64>()
     };
-    let fams: [(
-        &str,
-        &str,
-        &str,
-        fn(&crate::gateway::session::RouteCounters) -> u64,
-    ); 5] = [
+    let fams: [Family; 5] = [
         (
             "ringmesh_gateway_sessions_open",
             "gauge",
