@@ -375,3 +375,23 @@ fn run(ctx: &WorkerCtx, cmd: Command) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Hub;
+
+    #[test]
+    fn ids_name_their_worker_and_process() {
+        let h = Hub::new(2);
+        let id = h.id(1, 42);
+        assert!(id.starts_with(&h.boot));
+        assert_eq!(h.parse_id(&id), Some((1, 42)));
+        assert_eq!(h.parse_id(&h.id(2, 1)), None, "no such worker");
+        assert_eq!(h.parse_id("0-1-2"), None, "another process's id");
+        assert_eq!(h.parse_id(&format!("{}-1-x", h.boot)), None);
+        assert_eq!(h.parse_id(&format!("{}-1", h.boot)), None);
+        // Nothing registered yet: a command goes nowhere.
+        let (tx, _rx) = crossbeam_channel::bounded(1);
+        assert!(!h.send(0, super::Command::Get(1, tx)));
+    }
+}
