@@ -53,10 +53,12 @@ fn walk(cfg: u8, input: &[u8], cuts: &[u8]) -> Walk {
         let stop = (pos + n).min(input.len());
         let mut chunk = &input[pos..stop];
         while !chunk.is_empty() {
-            let before = r.at_frame_boundary();
-            if before {
+            if r.at_frame_boundary() {
                 head_start = pos;
             }
+            // A step is payload exactly when a frame's payload was pending;
+            // otherwise it is (part of) a head.
+            let payload_step = r.payload_left() > 0;
             match r.advance(chunk) {
                 Ok(s) => {
                     assert!(s.consumed <= chunk.len(), "claimed more than given");
@@ -73,9 +75,12 @@ fn walk(cfg: u8, input: &[u8], cuts: &[u8]) -> Walk {
                         assert_eq!(h.mask.is_some(), role == Role::Client);
                         assert_eq!(h.rsv & !rsv, 0);
                         frames.push((h, 0));
-                    } else if let Some(last) = frames.last_mut() {
+                    } else if payload_step {
+                        let last = frames.last_mut().expect("payload without a head");
                         last.1 += s.consumed as u64;
                         assert!(last.1 <= last.0.len);
+                    } else {
+                        assert!(!s.frame_done, "a partial head ends no frame");
                     }
                     if s.frame_done {
                         let last = frames.last().expect("frame end without a head");

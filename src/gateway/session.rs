@@ -442,6 +442,11 @@ impl Drive<'_> {
         let (client, backend) = (self.c.client, self.c.backend);
         let mut r = FrameReader::new(Role::Server, self.rsv, u64::MAX);
         let mut server_closed = false;
+        // One readiness wait kept across wake-ups: a push that wakes this
+        // loop must not cancel and re-submit it (on io_uring a PollAdd
+        // cancel and a new PollAdd per push).
+        let readable = backend.readable(false);
+        let mut readable = std::pin::pin!(readable);
         loop {
             if !buf.is_empty() {
                 let mut start = 0;
@@ -526,7 +531,7 @@ impl Drive<'_> {
             }
             monoio::select! {
                 // A readiness error shows in the recv below.
-                _ = backend.readable(false) => {},
+                _ = &mut readable => readable.set(backend.readable(false)),
                 _ = self.s.notify.notified() => continue,
             }
             buf = ctx.bufs.take();

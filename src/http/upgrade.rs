@@ -31,6 +31,8 @@ pub(super) async fn upgraded(
         for b in [&mut s.ubuf, &mut s.out] {
             ctx.bufs.put(std::mem::take(b));
         }
+        // A session may live for hours: hold no header spans meanwhile.
+        s.spans = Vec::new();
         let conn = crate::gateway::session::Conn {
             ctx,
             client: &client.stream,
