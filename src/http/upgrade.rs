@@ -1,14 +1,15 @@
 //! Upgrades (WebSocket and friends): after the backend's 101 has been
-//! forwarded, both connections become a spliced tunnel. Never before: until
+//! forwarded, both connections become a spliced tunnel (or, for a WebSocket
+//! on a gateway route, a session: `crate::gateway::session`). Never before: until
 //! a 101 arrives, bytes after the request head stay buffered as a possible
 //! next request (a tunnel opened early lets a client smuggle requests past
 //! the proxy, Pingora CVE-2026-2833).
 
+use std::sync::Arc;
+
 use crate::proxy::connect::Upstream;
 use crate::proxy::splice::{tunnel, TunnelEnd};
 use crate::proxy::tcp::ConnMeter;
-use std::sync::Arc;
-
 use crate::shared::{LiveRoute, RouteSlot};
 use crate::worker::WorkerCtx;
 
