@@ -395,7 +395,17 @@ impl Drive<'_> {
             let left = r.payload_left();
             if left >= SPLICE_MIN {
                 self.up_boundary.set(false);
-                match splice_exact(&ctx.pipes, client, backend, left, self.stall()).await {
+                // Boxed: its stall timer is a runtime `Sleep` that would otherwise
+                // sit in every idle session's task; one allocation per large frame.
+                match Box::pin(splice_exact(
+                    &ctx.pipes,
+                    client,
+                    backend,
+                    left,
+                    self.stall(),
+                ))
+                .await
+                {
                     Ok(()) => {
                         r.skip_payload(left);
                         self.up_boundary.set(r.at_frame_boundary());
@@ -506,7 +516,16 @@ impl Drive<'_> {
             }
             let left = r.payload_left();
             if left >= SPLICE_MIN {
-                match splice_exact(&ctx.pipes, backend, client, left, self.stall()).await {
+                // Boxed for the same reason as in `up`.
+                match Box::pin(splice_exact(
+                    &ctx.pipes,
+                    backend,
+                    client,
+                    left,
+                    self.stall(),
+                ))
+                .await
+                {
                     Ok(()) => {
                         r.skip_payload(left);
                         self.s.update(|st| st.bytes_out += left);
