@@ -29,7 +29,7 @@ shift || true
 case "$secs" in
   '' | *[!0-9]*) echo "usage: scripts/fuzz.sh [seconds-per-target] [target...]" >&2; exit 2 ;;
 esac
-all=(http_request http_response chunked config_json config_mutate proxy_header client_hello access_log)
+all=(http_request http_response chunked config_json config_mutate proxy_header client_hello access_log h2_server ws_frame)
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=("${all[@]}")
 

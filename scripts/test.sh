@@ -46,6 +46,15 @@ if ! command -v h2spec >/dev/null 2>&1; then
     fi
   fi
   export H2SPEC="$gobin/h2spec"
+# tests/gateway.rs: WebSocket backend and clients in Python.
+if ! python3 -c 'import websockets' 2>/dev/null; then
+  echo "installing: python websockets (pip)"
+  python3 -m pip install --quiet websockets 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages websockets \
+    || { command -v apt-get >/dev/null && [ "$(id -u)" = 0 ] \
+         && apt-get install -y -qq --no-install-recommends python3-pip >/dev/null \
+         && python3 -m pip install --quiet --break-system-packages websockets; } \
+    || echo "cannot install python websockets: tests/gateway.rs will fail" >&2
 fi
 # The connection-heavy tests open thousands of sockets.
 ulimit -n 65535 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true

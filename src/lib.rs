@@ -14,6 +14,8 @@
 //!           http: per request: head -> Host -> route -> balance -> pooled or new
 //!                 upstream -> rewritten head -> bodies (splice / chunked scan)
 //!                 (HTTP/2 preface: h2 connection, a task per stream -> the same routes)
+//!                 gateway route + 101: a session (frames walked both ways, pushes,
+//!                 pings, closes); the API reaches it through a per-worker queue + wake
 //!                shared: Arc<Live> snapshot, per-backend atomics, per-worker counters
 //! ```
 //!
@@ -35,6 +37,9 @@
 //! - **head**: an HTTP message's start line and header fields; **exchange**:
 //!   one request and its response.
 //! - **stream**: one HTTP/2 request/response on a multiplexed connection.
+//! - **session**: an upgraded WebSocket connection on a gateway route, with an
+//!   id, a bound user, channels and settings; **push**: a message ringmesh
+//!   puts into a session's stream; **publish**: a push to many sessions.
 //!
 //! Modules:
 //! - [`config`]: config.json (GopherMesh-compatible) -> validated [`config::Snapshot`]; pure.
@@ -54,6 +59,8 @@
 //! - [`h2`]: HTTP/2 to clients (h2c prior knowledge, any AsyncRead/AsyncWrite
 //!   stream) on the `h2` crate over monoio poll-io; streams to HTTP/1.1
 //!   backends or to h2c backends (gRPC); flood limits.
+//! - [`gateway`]: WebSocket sessions on gateway routes (frame reader, session
+//!   data path, per-worker registries and command queues).
 //! - [`engine`]: start-up and shutdown order.
 //! - [`discovery`]: backends from DNS (SRV/A/AAAA) resolved on a side thread
 //!   and published as backends through the reload machinery.
@@ -74,6 +81,7 @@ pub mod edge;
 pub mod engine;
 pub mod filter;
 pub mod fleet;
+pub mod gateway;
 pub mod h2;
 pub mod http;
 pub mod proxy;

@@ -113,6 +113,60 @@ enum Cmd {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// List the WebSocket sessions of gateway routes (exit codes as for `logs`).
+    Sessions {
+        /// Only this route (name).
+        #[arg(long)]
+        route: Option<String>,
+        /// Only sessions bound to this user.
+        #[arg(long)]
+        user: Option<String>,
+        /// Only sessions in this channel.
+        #[arg(long)]
+        channel: Option<String>,
+        /// Print the API's JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Push a text message to sessions: one of --channel, --user, --route, --session, --all.
+    Publish {
+        #[arg(long, group = "target")]
+        channel: Option<String>,
+        #[arg(long, group = "target")]
+        user: Option<String>,
+        #[arg(long, group = "target")]
+        route: Option<String>,
+        #[arg(long, group = "target")]
+        session: Option<String>,
+        #[arg(long, group = "target")]
+        all: bool,
+        /// The message.
+        #[arg(long)]
+        text: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Act on one session: `ringmesh session close ID`.
+    Session {
+        #[command(subcommand)]
+        cmd: SessionCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum SessionCmd {
+    /// Close a session with a close code and reason.
+    Close {
+        id: String,
+        #[arg(long, default_value_t = 1000)]
+        code: u16,
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -261,6 +315,62 @@ fn main() -> ExitCode {
         },
         Cmd::Upgrade { api } => match api.target() {
             Ok(a) => ExitCode::from(cli::upgrade(&a)),
+            Err(code) => code,
+        },
+        Cmd::Sessions {
+            route,
+            user,
+            channel,
+            json,
+            api,
+        } => match api.target() {
+            Ok(a) => {
+                let f = cli::sessions::ListFilter {
+                    route,
+                    user,
+                    channel,
+                };
+                ExitCode::from(cli::sessions::sessions(&a, &f, json))
+            }
+            Err(code) => code,
+        },
+        Cmd::Publish {
+            channel,
+            user,
+            route,
+            session,
+            all,
+            text,
+            api,
+        } => {
+            let target = [
+                ("channel", channel),
+                ("user", user),
+                ("route", route),
+                ("session", session),
+            ]
+            .into_iter()
+            .find_map(|(k, v)| v.map(|v| (k, v)))
+            .or(all.then(|| ("all", String::new())));
+            let Some((kind, value)) = target else {
+                eprintln!("publish: give --channel, --user, --route, --session or --all");
+                return ExitCode::from(cli::REFUSED);
+            };
+            match api.target() {
+                Ok(a) => ExitCode::from(cli::sessions::publish(&a, kind, &value, &text)),
+                Err(code) => code,
+            }
+        }
+        Cmd::Session {
+            cmd:
+                SessionCmd::Close {
+                    id,
+                    code,
+                    reason,
+                    api,
+                },
+        } => match api.target() {
+            Ok(a) => ExitCode::from(cli::sessions::close(&a, &id, code, &reason)),
             Err(code) => code,
         },
         Cmd::Reload { api, file } => match api.target() {

@@ -12,6 +12,7 @@
 pub mod client;
 pub mod fleet;
 pub mod procs;
+pub mod sessions;
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -78,7 +79,7 @@ pub fn target(config: &Path, api: Option<&str>, token: Option<String>) -> Result
 }
 
 /// Prints `msg` for a non-2xx answer; returns the exit code.
-fn refused(what: &str, r: &Reply) -> u8 {
+pub(crate) fn refused(what: &str, r: &Reply) -> u8 {
     let detail = r
         .json()
         .and_then(|v| v["error"].as_str().map(str::to_string))
@@ -187,7 +188,7 @@ pub fn status_table(v: &Value) -> String {
 }
 
 /// Left-aligned columns, two spaces apart.
-fn table<const N: usize>(rows: &[[String; N]]) -> String {
+pub(crate) fn table<const N: usize>(rows: &[[String; N]]) -> String {
     let mut w = [0usize; N];
     for r in rows {
         for (i, c) in r.iter().enumerate() {

@@ -6,6 +6,7 @@
 pub mod access_log;
 pub mod discover;
 pub mod edge;
+pub mod gateway;
 pub mod http2;
 pub mod middleware;
 pub mod snapshot;

@@ -207,6 +207,8 @@ pub struct Route {
     pub discover: Vec<super::discover::Discover>,
     /// `http2`: HTTP/2 to clients and its limits (`None`: off; http routes only).
     pub http2: Option<super::Http2>,
+    /// WebSocket sessions (`gateway`); `None`: upgrades are blind tunnels.
+    pub gateway: Option<super::gateway::Gateway>,
 }
 
 /// A listening address and the routes behind it (indices into `Snapshot::routes`).

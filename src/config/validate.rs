@@ -103,6 +103,7 @@ const ROUTE_FIELDS: &[&str] = &[
     "access_log",
     "middleware",
     "http2",
+    "gateway",
 ];
 const BACKEND_FIELDS: &[&str] = &[
     "name",
@@ -574,6 +575,7 @@ impl Validator {
                 "\"protocol\": \"h2c\" needs an http route",
             );
         }
+        let gateway = super::gateway::parse(m.get("gateway"), &path, protocol, &mut self.errors);
 
         if self.errors.len() != before {
             return None;
@@ -598,6 +600,7 @@ impl Validator {
             middleware,
             discover,
             http2,
+            gateway,
         })
     }
 

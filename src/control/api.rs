@@ -228,6 +228,7 @@ pub const TABLES: &[&[Endpoint]] = &[
     DASHBOARD,
     super::fleet::ENDPOINTS,
     super::discovery::ENDPOINTS,
+    super::sessions_api::ENDPOINTS,
 ];
 
 /// Backend processes (see `procs_api.rs`): logs and kill.
@@ -789,6 +790,7 @@ fn metrics(state: &ApiState) -> String {
     super::edge_metrics::metrics(&state.shared, &mut out);
     crate::accesslog::metrics(&mut out);
     super::h2_metrics::write(&state.shared.h2, &mut out);
+    super::sessions_api::metrics(&live, &mut out);
     out
 }
 

@@ -484,8 +484,71 @@
   $('config-save').addEventListener('click', saveConfig);
   $('config-load').addEventListener('click', () => { $('config-errors').replaceChildren(); loadConfig(); });
 
+  // ---- WebSocket sessions (gateway routes) ----
+  // The panel shows once a gateway route has sessions: counts per route, a
+  // list filtered by the search box (first SESSIONS_SHOWN matches), a Close
+  // button per session.
+  const SESSIONS_EVERY_MS = 2000;
+  const SESSIONS_SHOWN = 200;
+  let sessionsTimer = null;
+  let lastSessions = [];
+
+  function renderSessions() {
+    const q = $('session-search').value.trim().toLowerCase();
+    const perRoute = new Map();
+    for (const s of lastSessions) perRoute.set(s.route, (perRoute.get(s.route) || 0) + 1);
+    setText($('sessions-count'), [...perRoute].map(([r, n]) => r + ': ' + n).join(' · ') || 'none');
+    const match = (s) => !q || [s.id, s.user, s.client, ...(s.channels || [])]
+      .some((v) => String(v).toLowerCase().includes(q));
+    const rows = [];
+    for (const s of lastSessions) {
+      if (!match(s)) continue;
+      if (rows.length >= SESSIONS_SHOWN) break;
+      const tr = el('tr');
+      tr.dataset.id = s.id;
+      const close = el('button', 'kill', 'Close');
+      close.type = 'button';
+      close.addEventListener('click', () => closeSession(s.id, close));
+      const td = el('td');
+      td.append(close);
+      tr.append(el('td', 'mono', s.id), el('td', '', s.route), el('td', 'mono', s.client),
+        el('td', '', s.user || '–'), el('td', '', (s.channels || []).join(', ') || '–'),
+        el('td', 'num', fmtNum(s.messages_in)), el('td', 'num', fmtNum(s.messages_out)), td);
+      rows.push(tr);
+    }
+    $('sessions').tBodies[0].replaceChildren(...rows);
+  }
+
+  async function pollSessions() {
+    clearTimeout(sessionsTimer);
+    try {
+      const r = await api('GET', '/api/sessions?limit=10000');
+      if (r.ok && r.json && Array.isArray(r.json.sessions)) {
+        lastSessions = r.json.sessions;
+        if (lastSessions.length) $('sessions-panel').hidden = false;
+        renderSessions();
+      }
+    } catch (_) { /* the status poll shows the connection state */ }
+    sessionsTimer = setTimeout(pollSessions, SESSIONS_EVERY_MS);
+  }
+
+  async function closeSession(id, button) {
+    button.disabled = true;
+    try {
+      const r = await api('POST', '/api/sessions/' + encodeURIComponent(id) + '/close',
+        JSON.stringify({ code: 1000, reason: 'closed from the dashboard' }));
+      showMsg($('sessions-msg'), r.ok ? 'closed ' + id : 'HTTP ' + r.status + ': ' + ((r.json && r.json.error) || r.text.trim()), r.ok ? 'ok' : 'err');
+    } catch (e) {
+      if (!(e instanceof AuthNeeded)) showMsg($('sessions-msg'), 'close: ' + e.message, 'err');
+    }
+    pollSessions();
+  }
+
+  $('session-search').addEventListener('input', renderSessions);
+
   // ---- start ----
   loadConfig();
   pollStatus();
   setTimeout(pollLogs, 300);
+  setTimeout(pollSessions, 200);
 })();

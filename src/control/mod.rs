@@ -13,6 +13,7 @@ pub mod listeners;
 pub mod logs;
 pub mod procs_api;
 pub mod reload;
+pub mod sessions_api;
 pub mod supervisor;
 pub mod systemd;
 pub mod upgrade;

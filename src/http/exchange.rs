@@ -63,6 +63,8 @@ pub(super) struct Scratch {
     pub log: crate::accesslog::Pending,
     /// The route's middleware chain and its edits for this exchange.
     pub filter: crate::filter::Exchange,
+    /// A WebSocket upgrade on a gateway route, until it becomes a session.
+    pub gw: Option<Box<crate::gateway::Pending>>,
 }
 
 impl Scratch {
@@ -256,6 +258,11 @@ async fn exchange(
             crate::filter::edit::replace_target(&mut s.out, 0, t);
         }
     }
+    // Sessions walk the client's frames on the raw socket: TLS clients keep the
+    // blind (decrypting) tunnel until the session data path runs over the record layer.
+    if upgrade && client.tls.is_none() {
+        s.gw = crate::gateway::prepare(ctx, &mut s.out, route);
+    }
     let consumed = head.head_len + prefix;
     s.log.bytes_in = consumed as u64;
     s.out
@@ -357,7 +364,7 @@ async fn exchange(
         }
     };
     match result {
-        Ok(DownEnd::Upgraded) => upgraded(ctx, client, s, up, route, slot).await,
+        Ok(DownEnd::Upgraded) => upgraded(ctx, client, s, up, route_arc, slot).await,
         Ok(DownEnd::Done {
             upstream_ok,
             close_client,

@@ -250,8 +250,16 @@ impl Down<'_> {
                         forward_upgrade: true,
                     },
                 );
-                // Bytes after the 101 already belong to the upgraded protocol.
-                s.out.extend_from_slice(s.ubuf.get(hl..).unwrap_or(&[]));
+                // Bytes after the 101 already belong to the upgraded protocol
+                // (a gateway session walks them as frames first).
+                let after = s.ubuf.get(hl..).unwrap_or(&[]);
+                match s.gw.as_deref_mut() {
+                    Some(p) => {
+                        crate::gateway::handshake::take_binding(&mut s.out, p);
+                        p.early.extend_from_slice(after);
+                    }
+                    None => s.out.extend_from_slice(after),
+                }
                 s.ubuf.clear();
                 s.log.status = 101;
                 self.send(client, &mut s.out, true).await?;

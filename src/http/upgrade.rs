@@ -1,8 +1,11 @@
 //! Upgrades (WebSocket and friends): after the backend's 101 has been
-//! forwarded, both connections become a spliced tunnel. Never before: until
+//! forwarded, both connections become a spliced tunnel (or, for a WebSocket
+//! on a gateway route, a session: `crate::gateway::session`). Never before: until
 //! a 101 arrives, bytes after the request head stay buffered as a possible
 //! next request (a tunnel opened early lets a client smuggle requests past
 //! the proxy, Pingora CVE-2026-2833).
+
+use std::sync::Arc;
 
 use crate::proxy::connect::Upstream;
 use crate::proxy::splice::{tunnel, TunnelEnd};
@@ -21,9 +24,26 @@ pub(super) async fn upgraded(
     client: &mut Client,
     s: &mut Scratch,
     mut up: Upstream<'_>,
-    route: &LiveRoute,
+    route: &Arc<LiveRoute>,
     slot: &RouteSlot,
 ) -> Outcome {
+    if let Some(p) = s.gw.take() {
+        let early = std::mem::take(&mut client.buf);
+        for b in [&mut s.ubuf, &mut s.out] {
+            ctx.bufs.put(std::mem::take(b));
+        }
+        // A session may live for hours: hold no header spans meanwhile.
+        s.spans = Vec::new();
+        let conn = crate::gateway::session::Conn {
+            ctx,
+            client: &client.stream,
+            peer: client.peer,
+            backend: &up.stream,
+            route,
+        };
+        crate::gateway::session::run(conn, *p, early).await;
+        return Outcome::Drop;
+    }
     let t = route.cfg.timeouts;
     if !client.buf.is_empty() {
         let len = client.buf.len();

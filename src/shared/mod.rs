@@ -65,6 +65,8 @@ pub struct RouteSlot {
     pub refused: Counter,
     /// Round-robin cursor of this worker for this route.
     pub cursor: Counter,
+    /// WebSocket sessions (gateway routes only).
+    pub gateway: crate::gateway::session::RouteCounters,
 }
 
 /// Totals over all workers, for status and metrics.
@@ -324,6 +326,7 @@ impl Live {
                             n.errors.add(o.errors.get());
                             n.requests.add(o.requests.get());
                             n.refused.add(o.refused.get());
+                            n.gateway.carry(&o.gateway);
                         }
                         s.into_boxed_slice()
                     }
@@ -408,6 +411,8 @@ pub struct Shared {
     pub edge: crate::edge::Counters,
     /// HTTP/2 events.
     pub h2: H2Counters,
+    /// Command queues to the workers' WebSocket sessions.
+    pub gateway: crate::gateway::hub::Hub,
 }
 
 impl Shared {
@@ -427,6 +432,7 @@ impl Shared {
             ip_counts: std::sync::OnceLock::new(),
             edge: Default::default(),
             h2: H2Counters::default(),
+            gateway: crate::gateway::hub::Hub::new(workers),
         }
     }
 

@@ -159,6 +159,8 @@ pub struct WorkerCtx {
     pub log: crate::accesslog::WorkerLog,
     /// This worker's middleware chains, built on first use per snapshot.
     pub filters: crate::filter::WorkerChains,
+    /// This worker's WebSocket sessions.
+    pub sessions: crate::gateway::hub::Sessions,
     now: Cell<u64>,
     active: Cell<usize>,
     pressure_logged_ms: Cell<u64>,
@@ -462,6 +464,7 @@ async fn run(
         stopping: LocalEvent::default(),
         log: crate::accesslog::WorkerLog::default(),
         filters: crate::filter::WorkerChains::default(),
+        sessions: crate::gateway::hub::Sessions::default(),
         now: Cell::new(epoch_ms()),
         active: Cell::new(0),
         pressure_logged_ms: Cell::new(0),
@@ -470,6 +473,7 @@ async fn run(
     ctx.apply_pool_limits();
     let mut listeners = Listeners::default();
     listeners.start(&ctx, spec.listeners);
+    monoio::spawn(crate::gateway::hub::serve(ctx.clone()));
     ready(ctx.id, driver);
 
     while !shared.draining() {
@@ -478,6 +482,7 @@ async fn run(
             // Removed first: an address removed and re-added by one reload
             // must not have two accept loops for a moment.
             listeners.retire_removed(&ctx.live()).await;
+            ctx.sessions.retire_removed(&ctx.live(), ctx.now_ms());
             if !shared.draining() {
                 listeners.start(&ctx, socks);
             }

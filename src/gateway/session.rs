@@ -1,0 +1,815 @@
+//! One WebSocket session: the client and upstream connections of an upgraded
+//! gateway route, driven by three futures on the connection's task.
+//!
+//! - **up** (client -> backend): frames are walked ([`FrameReader`], client
+//!   role: masked, at most `max_message` per reassembled message) and the
+//!   bytes forwarded unchanged; every frame head counts as client activity.
+//! - **down** (backend -> client): frames are walked and forwarded
+//!   unchanged; ringmesh's own frames (queued pushes, the heartbeat ping,
+//!   a close) go in only where the reader says it is allowed: data between
+//!   messages, control frames between frames.
+//! - **watch**: heartbeat (ping after `heartbeat` of client silence, close
+//!   1001 after `heartbeat_timeout`), drain (1001 just before the grace
+//!   ends), and the bound on how long a requested close may take.
+//!
+//! A close ringmesh decides (API, slow consumer, timeout, bad frame) is
+//! requested on the [`Session`]; the down future sends it at the next frame
+//! boundary. Payload bytes beyond [`SPLICE_MIN`] whose length is known
+//! from the frame head move with splice(2), the rest through pooled buffers.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::Bytes;
+use monoio::net::TcpStream;
+
+use crate::config::gateway::Gateway;
+use crate::http::buf::BUF_SIZE;
+use crate::proxy::splice::{splice_exact, SpliceError};
+use crate::shared::LiveRoute;
+use crate::sys;
+use crate::worker::WorkerCtx;
+
+use super::frame::{self, FrameReader, Role};
+use super::handshake::Pending;
+
+/// Frame payload left in the socket at or above this size is spliced;
+/// below it, read and sent with what follows it.
+///
+/// Measured (bench/splice_threshold.py, loopback, shared machine: noisy):
+/// splice through a pipe costs about what recv+send costs up to 4 KiB, 8-13%
+/// less CPU at 16-32 KiB, 18% at 64 KiB, 30-50% at 128-256 KiB. A payload
+/// under one read buffer (16 KiB) mostly arrives with its head anyway, and a
+/// read takes the frames behind it in the same syscall, where a splice must
+/// stop at the frame's end: so the threshold is one read buffer.
+pub const SPLICE_MIN: u64 = BUF_SIZE as u64;
+/// How long a requested close may take before the connections are dropped.
+const CLOSE_GRACE_MS: u64 = 2_000;
+/// A client close frame the backend never answers ends the session after this.
+const CLOSE_HANDSHAKE_MS: u64 = 5_000;
+/// How long before the drain deadline sessions get their 1001.
+const DRAIN_MARGIN_MS: u64 = 1_000;
+/// Payload of ringmesh's heartbeat pings.
+const PING_PAYLOAD: &[u8] = b"ringmesh";
+
+pub use super::stats::{Reason, RouteCounters, REASONS};
+
+/// A one-waiter wake-up flag (single-threaded).
+#[derive(Default)]
+struct Notify {
+    set: Cell<bool>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl Notify {
+    fn notify(&self) {
+        self.set.set(true);
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+    fn notified(&self) -> Notified<'_> {
+        Notified(self)
+    }
+}
+
+struct Notified<'a>(&'a Notify);
+
+impl Future for Notified<'_> {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0.set.replace(false) {
+            return Poll::Ready(());
+        }
+        *self.0.waker.borrow_mut() = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+/// Counters of one session.
+#[derive(Default, Debug, Clone, Copy)]
+pub struct Stats {
+    pub messages_in: u64,
+    pub messages_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub pushed: u64,
+    pub pings: u64,
+    /// Coarse worker clock (ms since the process epoch).
+    pub last_activity_ms: u64,
+}
+
+/// A session as the worker's registry and the API see it.
+pub struct Session {
+    pub id: String,
+    pub n: u64,
+    pub route: Arc<LiveRoute>,
+    pub client: SocketAddr,
+    /// Unix time in ms.
+    pub connected_at: u64,
+    pub user: RefCell<String>,
+    pub channels: RefCell<BTreeSet<String>>,
+    pub settings: RefCell<BTreeMap<String, String>>,
+    pub stats: Cell<Stats>,
+    limit: u64,
+    queue: RefCell<VecDeque<Bytes>>,
+    queued: Cell<u64>,
+    ping_wanted: Cell<bool>,
+    close: RefCell<Option<(u16, String, Reason)>>,
+    close_at_ms: Cell<u64>,
+    /// Close 1001 at this coarse time (0: never): the route left the config.
+    drain_at_ms: Cell<u64>,
+    notify: Notify,
+    watch: Notify,
+}
+
+impl Session {
+    fn update(&self, f: impl FnOnce(&mut Stats)) {
+        let mut s = self.stats.get();
+        f(&mut s);
+        self.stats.set(s);
+    }
+
+    /// Whether a close was requested (then pushes are refused).
+    pub fn closing(&self) -> bool {
+        self.close.borrow().is_some()
+    }
+
+    /// Queues a whole frame for the client; false when refused (the
+    /// session is closing, or the queue would pass `send_queue`: then the
+    /// session closes with 1008 as a slow consumer).
+    pub fn push(&self, frame: &Bytes, c: &RouteCounters) -> bool {
+        if self.closing() {
+            c.dropped.add(1);
+            return false;
+        }
+        let len = frame.len() as u64;
+        if self.queued.get() + len > self.limit {
+            c.dropped.add(1);
+            self.request_close(frame::CLOSE_POLICY, "send queue full", Reason::SlowConsumer);
+            return false;
+        }
+        self.queued.set(self.queued.get() + len);
+        self.queue.borrow_mut().push_back(frame.clone());
+        self.update(|s| s.pushed += 1);
+        c.pushed.add(1);
+        self.notify.notify();
+        true
+    }
+
+    /// Schedules a 1001 at `at_ms` (coarse clock): the session's route was
+    /// removed by a reload.
+    pub fn drain_at(&self, at_ms: u64) {
+        if self.drain_at_ms.get() == 0 {
+            self.drain_at_ms.set(at_ms.max(1));
+            self.watch.notify();
+        }
+    }
+
+    /// Asks for a close frame to the client (the first request wins).
+    pub fn request_close(&self, code: u16, reason: &str, why: Reason) {
+        let mut c = self.close.borrow_mut();
+        if c.is_some() {
+            return;
+        }
+        *c = Some((code, reason.to_string(), why));
+        drop(c);
+        self.close_at_ms.set(crate::shared::epoch_ms());
+        self.notify.notify();
+        self.watch.notify();
+    }
+}
+
+/// What the worker needs to run a session.
+pub struct Conn<'a> {
+    pub ctx: &'a WorkerCtx,
+    pub client: &'a TcpStream,
+    pub peer: SocketAddr,
+    pub backend: &'a TcpStream,
+    pub route: &'a Arc<LiveRoute>,
+}
+
+/// Runs a session until it ends; `early_up` are client bytes that came
+/// behind the upgrade request.
+pub async fn run(c: Conn<'_>, p: Pending, early_up: Vec<u8>) {
+    let ctx = c.ctx;
+    let Some(slot) = c.route.slots.get(ctx.id) else {
+        return;
+    };
+    let cfg = c.route.cfg.gateway.unwrap_or_default();
+    let s = Rc::new(Session {
+        id: p.id,
+        n: p.n,
+        route: c.route.clone(),
+        client: c.peer,
+        connected_at: unix_ms(),
+        user: RefCell::new(p.user),
+        channels: RefCell::new(p.channels),
+        settings: RefCell::new(p.settings),
+        stats: Cell::new(Stats {
+            last_activity_ms: ctx.now_ms(),
+            ..Stats::default()
+        }),
+        limit: cfg.send_queue,
+        queue: RefCell::new(VecDeque::new()),
+        queued: Cell::new(0),
+        ping_wanted: Cell::new(false),
+        close: RefCell::new(None),
+        close_at_ms: Cell::new(0),
+        drain_at_ms: Cell::new(0),
+        notify: Notify::default(),
+        watch: Notify::default(),
+    });
+    ctx.sessions.insert(s.clone());
+    slot.gateway.opened.add(1);
+    tracing::debug!(id = %s.id, route = %c.route.cfg.name, peer = %c.peer, "session opened");
+    let d = Drive {
+        c: &c,
+        s: &s,
+        cfg,
+        rsv: p.rsv_allowed,
+        last_frame: Cell::new(ctx.now_ms()),
+        client_closed_ms: Cell::new(0),
+        up_boundary: Cell::new(true),
+    };
+    let reason = d.drive(p.early, early_up).await;
+    ctx.sessions.remove(s.n);
+    if let Some(c) = slot.gateway.closed.get(reason as usize) {
+        c.add(1);
+    }
+    if reason == Reason::HeartbeatTimeout {
+        slot.gateway.heartbeat_timeouts.add(1);
+    }
+    let st = s.stats.get();
+    slot.bytes_in.add(st.bytes_in);
+    slot.bytes_out.add(st.bytes_out);
+    tracing::debug!(id = %s.id, reason = REASONS[reason as usize], "session closed");
+}
+
+/// Wall-clock ms since the Unix epoch.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// How the up future ended.
+enum UpEnd {
+    /// The session is over (client gone).
+    Over(Reason),
+    /// A close must be sent first.
+    Close(u16, String, Reason),
+}
+
+struct Drive<'a> {
+    c: &'a Conn<'a>,
+    s: &'a Session,
+    cfg: Gateway,
+    rsv: u8,
+    last_frame: Cell<u64>,
+    /// When the client's close frame went up (0: not yet).
+    client_closed_ms: Cell<u64>,
+    /// What went to the backend ends at a frame boundary.
+    up_boundary: Cell<bool>,
+}
+
+impl Drive<'_> {
+    fn stall(&self) -> Duration {
+        self.cfg.heartbeat_timeout
+    }
+
+    async fn drive(&self, early_down: Vec<u8>, early_up: Vec<u8>) -> Reason {
+        let up = self.up(early_up);
+        let down = self.down(early_down);
+        let watch = self.watch();
+        let (mut up, mut down, mut watch) = (
+            std::pin::pin!(up),
+            std::pin::pin!(down),
+            std::pin::pin!(watch),
+        );
+        let mut up_done = false;
+        let reason = loop {
+            monoio::select! {
+                r = &mut up, if !up_done => match r {
+                    UpEnd::Over(reason) => break reason,
+                    UpEnd::Close(code, msg, reason) => {
+                        up_done = true;
+                        self.s.request_close(code, &msg, reason);
+                    }
+                },
+                r = &mut down => break r,
+                r = &mut watch => break r,
+            }
+        };
+        // A requested close names the end, whichever side noticed it last.
+        let close = self.s.close.borrow().clone();
+        match close {
+            Some((code, msg, why)) => {
+                self.tell_backend(code, &msg, why);
+                why
+            }
+            None => reason,
+        }
+    }
+
+    /// Passes a close ringmesh decided on to the backend (one non-blocking
+    /// send, when the stream to it is between frames and the client did not
+    /// already send its own close), so the backend sees a close code rather
+    /// than a dropped connection.
+    fn tell_backend(&self, code: u16, msg: &str, why: Reason) {
+        if matches!(why, Reason::Backend | Reason::BackendFailed)
+            || !self.up_boundary.get()
+            || self.client_closed_ms.get() != 0
+        {
+            return;
+        }
+        let mut out = Vec::new();
+        let key = (self.s.n as u32 ^ crate::shared::epoch_ms() as u32).to_be_bytes();
+        frame::write_masked(
+            &mut out,
+            frame::OP_CLOSE,
+            &frame::close_payload(code, msg),
+            key,
+        );
+        let _ = sys::send(self.c.backend.as_raw_fd(), &out);
+    }
+
+    /// Client -> backend.
+    async fn up(&self, mut buf: Vec<u8>) -> UpEnd {
+        let ctx = self.c.ctx;
+        let (client, backend) = (self.c.client, self.c.backend);
+        let mut r = FrameReader::new(Role::Client, self.rsv, self.cfg.max_message);
+        loop {
+            if !buf.is_empty() {
+                let mut pos = 0;
+                while pos < buf.len() {
+                    match r.advance(&buf[pos..]) {
+                        Ok(step) => {
+                            if let Some(h) = step.head {
+                                self.last_frame.set(ctx.now_ms());
+                                let now = ctx.now_ms();
+                                self.s.update(|st| {
+                                    st.last_activity_ms = now;
+                                    if matches!(h.opcode, frame::OP_TEXT | frame::OP_BINARY) {
+                                        st.messages_in += 1;
+                                    }
+                                });
+                                if h.opcode == frame::OP_CLOSE && self.client_closed_ms.get() == 0 {
+                                    self.client_closed_ms.set(now.max(1));
+                                    self.s.watch.notify();
+                                }
+                            }
+                            pos += step.consumed;
+                        }
+                        Err(e) => {
+                            ctx.bufs.put(buf);
+                            let why = if matches!(e, frame::FrameError::TooBig(_)) {
+                                Reason::TooBig
+                            } else {
+                                Reason::Protocol
+                            };
+                            tracing::debug!(id = %self.s.id, "client frame: {e}");
+                            return UpEnd::Close(e.close_code(), e.to_string(), why);
+                        }
+                    }
+                }
+                self.up_boundary.set(false);
+                if let Err(e) = send_all(self.c.ctx, backend, &buf, self.stall()).await {
+                    ctx.bufs.put(buf);
+                    return self.backend_failed(&e);
+                }
+                self.up_boundary.set(r.at_frame_boundary());
+                let n = buf.len() as u64;
+                self.s.update(|st| st.bytes_in += n);
+                buf.clear();
+            }
+            let left = r.payload_left();
+            if left >= SPLICE_MIN {
+                self.up_boundary.set(false);
+                // Boxed: its stall timer is a runtime `Sleep` that would otherwise
+                // sit in every idle session's task; one allocation per large frame.
+                match Box::pin(splice_exact(
+                    &ctx.pipes,
+                    client,
+                    backend,
+                    left,
+                    self.stall(),
+                ))
+                .await
+                {
+                    Ok(()) => {
+                        r.skip_payload(left);
+                        self.up_boundary.set(r.at_frame_boundary());
+                        self.s.update(|st| st.bytes_in += left);
+                    }
+                    Err(SpliceError::Src(_)) => return UpEnd::Over(Reason::Client),
+                    Err(SpliceError::Dst(e)) => return self.backend_failed(&e),
+                }
+            }
+            if buf.capacity() > 0 {
+                ctx.bufs.put(std::mem::take(&mut buf));
+            }
+            if client.readable(false).await.is_err() {
+                return UpEnd::Over(Reason::Client);
+            }
+            buf = ctx.bufs.take();
+            match sys::recv_append(client.as_raw_fd(), &mut buf, BUF_SIZE) {
+                Ok(0) => {
+                    ctx.bufs.put(buf);
+                    return UpEnd::Over(Reason::Client);
+                }
+                Ok(_) => {}
+                Err(e) if retry(&e) => {}
+                Err(_) => {
+                    ctx.bufs.put(buf);
+                    return UpEnd::Over(Reason::Client);
+                }
+            }
+        }
+    }
+
+    fn backend_failed(&self, e: &io::Error) -> UpEnd {
+        tracing::debug!(id = %self.s.id, "backend write: {e}");
+        UpEnd::Close(
+            frame::CLOSE_INTERNAL,
+            "backend failed".into(),
+            Reason::BackendFailed,
+        )
+    }
+
+    /// Backend -> client, with ringmesh's frames in between.
+    async fn down(&self, mut buf: Vec<u8>) -> Reason {
+        let ctx = self.c.ctx;
+        let (client, backend) = (self.c.client, self.c.backend);
+        let mut r = FrameReader::new(Role::Server, self.rsv, u64::MAX);
+        let mut server_closed = false;
+        // One readiness wait kept across wake-ups: a push that wakes this
+        // loop must not cancel and re-submit it (on io_uring a PollAdd
+        // cancel and a new PollAdd per push).
+        let readable = backend.readable(false);
+        let mut readable = std::pin::pin!(readable);
+        loop {
+            if !buf.is_empty() {
+                let mut start = 0;
+                let mut pos = 0;
+                while pos < buf.len() {
+                    match r.advance(&buf[pos..]) {
+                        Ok(step) => {
+                            if let Some(h) = step.head {
+                                if h.opcode == frame::OP_CLOSE {
+                                    server_closed = true;
+                                }
+                                if matches!(h.opcode, frame::OP_TEXT | frame::OP_BINARY) {
+                                    self.s.update(|st| st.messages_out += 1);
+                                }
+                            }
+                            pos += step.consumed;
+                        }
+                        Err(e) => {
+                            tracing::debug!(id = %self.s.id, "backend frame: {e}");
+                            // What went out ends at a frame boundary (see below).
+                            let _ =
+                                send_all(self.c.ctx, client, &buf[start..pos], self.stall()).await;
+                            ctx.bufs.put(buf);
+                            self.s.request_close(
+                                frame::CLOSE_INTERNAL,
+                                "backend sent an invalid frame",
+                                Reason::BackendFailed,
+                            );
+                            return self.finish_close(&r, server_closed).await;
+                        }
+                    }
+                    if r.at_frame_boundary() && self.has_work(&r, server_closed) {
+                        if send_all(self.c.ctx, client, &buf[start..pos], self.stall())
+                            .await
+                            .is_err()
+                        {
+                            ctx.bufs.put(buf);
+                            return Reason::Client;
+                        }
+                        start = pos;
+                        if let Some(reason) = self.flush(&r, server_closed).await {
+                            ctx.bufs.put(buf);
+                            return reason;
+                        }
+                    }
+                }
+                if send_all(self.c.ctx, client, &buf[start..], self.stall())
+                    .await
+                    .is_err()
+                {
+                    ctx.bufs.put(buf);
+                    return Reason::Client;
+                }
+                let n = buf.len() as u64;
+                self.s.update(|st| st.bytes_out += n);
+                buf.clear();
+            }
+            let left = r.payload_left();
+            if left >= SPLICE_MIN {
+                // Boxed for the same reason as in `up`.
+                match Box::pin(splice_exact(
+                    &ctx.pipes,
+                    backend,
+                    client,
+                    left,
+                    self.stall(),
+                ))
+                .await
+                {
+                    Ok(()) => {
+                        r.skip_payload(left);
+                        self.s.update(|st| st.bytes_out += left);
+                    }
+                    Err(SpliceError::Src(_)) => {
+                        // Mid-frame: nothing more can be said to the client.
+                        return Reason::BackendFailed;
+                    }
+                    Err(SpliceError::Dst(_)) => return Reason::Client,
+                }
+            }
+            if r.at_frame_boundary() {
+                if let Some(reason) = self.flush(&r, server_closed).await {
+                    if buf.capacity() > 0 {
+                        ctx.bufs.put(buf);
+                    }
+                    return reason;
+                }
+            }
+            if buf.capacity() > 0 {
+                ctx.bufs.put(std::mem::take(&mut buf));
+            }
+            monoio::select! {
+                // A readiness error shows in the recv below.
+                _ = &mut readable => readable.set(backend.readable(false)),
+                _ = self.s.notify.notified() => continue,
+            }
+            buf = ctx.bufs.take();
+            match sys::recv_append(backend.as_raw_fd(), &mut buf, BUF_SIZE) {
+                Ok(0) => {
+                    ctx.bufs.put(std::mem::take(&mut buf));
+                    return self.backend_gone(&r, server_closed).await;
+                }
+                Ok(_) => {}
+                Err(e) if retry(&e) => {}
+                Err(_) => {
+                    ctx.bufs.put(std::mem::take(&mut buf));
+                    return self.backend_gone(&r, server_closed).await;
+                }
+            }
+        }
+    }
+
+    /// The backend closed its connection (or failed).
+    async fn backend_gone(&self, r: &FrameReader, server_closed: bool) -> Reason {
+        if server_closed {
+            // A clean close handshake: who started it decides the label.
+            return if self.client_closed_ms.get() != 0 {
+                Reason::Client
+            } else {
+                Reason::Backend
+            };
+        }
+        self.s.request_close(
+            frame::CLOSE_INTERNAL,
+            "backend closed the connection",
+            Reason::BackendFailed,
+        );
+        self.finish_close(r, server_closed).await
+    }
+
+    /// Sends the requested close if the client stream allows a frame now.
+    async fn finish_close(&self, r: &FrameReader, server_closed: bool) -> Reason {
+        if r.at_frame_boundary() {
+            if let Some(reason) = self.flush(r, server_closed).await {
+                return reason;
+            }
+        }
+        self.close_reason()
+    }
+
+    fn close_reason(&self) -> Reason {
+        self.s
+            .close
+            .borrow()
+            .as_ref()
+            .map_or(Reason::BackendFailed, |c| c.2)
+    }
+
+    /// Whether ringmesh has a frame to send at this frame boundary.
+    fn has_work(&self, r: &FrameReader, server_closed: bool) -> bool {
+        if server_closed {
+            return false;
+        }
+        self.s.closing()
+            || self.s.ping_wanted.get()
+            || (r.at_message_boundary() && !self.s.queue.borrow().is_empty())
+    }
+
+    /// Sends ringmesh's frames allowed here (the stream to the client is at
+    /// a frame boundary). Returns the reason when a close went out (or the
+    /// client failed): the session is over.
+    async fn flush(&self, r: &FrameReader, server_closed: bool) -> Option<Reason> {
+        if server_closed {
+            // Nothing may follow the backend's close frame.
+            return None;
+        }
+        let client = self.c.client;
+        let mut out = Vec::new();
+        if self.s.ping_wanted.replace(false) {
+            frame::write_frame(&mut out, frame::OP_PING, PING_PAYLOAD);
+            self.s.update(|st| st.pings += 1);
+        }
+        if r.at_message_boundary() {
+            loop {
+                let Some(f) = self.s.queue.borrow_mut().pop_front() else {
+                    break;
+                };
+                self.s
+                    .queued
+                    .set(self.s.queued.get().saturating_sub(f.len() as u64));
+                if !out.is_empty() {
+                    if send_all(self.c.ctx, client, &out, self.stall())
+                        .await
+                        .is_err()
+                    {
+                        return Some(Reason::Client);
+                    }
+                    out.clear();
+                }
+                if send_all(self.c.ctx, client, &f, self.stall())
+                    .await
+                    .is_err()
+                {
+                    return Some(Reason::Client);
+                }
+                let n = f.len() as u64;
+                self.s.update(|st| st.bytes_out += n);
+                // A slow consumer's close must not wait behind its queue.
+                if self
+                    .s
+                    .close
+                    .borrow()
+                    .as_ref()
+                    .is_some_and(|c| c.2 == Reason::SlowConsumer)
+                {
+                    break;
+                }
+            }
+        }
+        let close = self.s.close.borrow().clone();
+        if let Some((code, msg, why)) = close {
+            frame::write_frame(&mut out, frame::OP_CLOSE, &frame::close_payload(code, &msg));
+            let stall = Duration::from_millis(CLOSE_GRACE_MS);
+            let _ = send_all(self.c.ctx, client, &out, stall).await;
+            let _ = sys::shutdown_write(client.as_raw_fd());
+            linger(self.c.ctx, client).await;
+            return Some(why);
+        }
+        if !out.is_empty()
+            && send_all(self.c.ctx, client, &out, self.stall())
+                .await
+                .is_err()
+        {
+            return Some(Reason::Client);
+        }
+        None
+    }
+
+    /// Heartbeat, drain and close deadlines; returns only to cut a session
+    /// whose close could not be sent in time.
+    async fn watch(&self) -> Reason {
+        let ctx = self.c.ctx;
+        let hb = self.cfg.heartbeat.as_millis() as u64;
+        let timeout = self.cfg.heartbeat_timeout.as_millis() as u64;
+        let mut pinged_for = u64::MAX;
+        loop {
+            let now = ctx.now_ms();
+            if self.s.closing() {
+                let at = self.s.close_at_ms.get() + CLOSE_GRACE_MS;
+                if now >= at {
+                    return self.close_reason();
+                }
+                ctx.timers.sleep_until(at).await;
+                continue;
+            }
+            let last = self.last_frame.get();
+            if now >= last + timeout {
+                self.s.request_close(
+                    frame::CLOSE_GOING_AWAY,
+                    "heartbeat timeout",
+                    Reason::HeartbeatTimeout,
+                );
+                continue;
+            }
+            if now >= last + hb && pinged_for != last {
+                pinged_for = last;
+                self.s.ping_wanted.set(true);
+                self.s.notify.notify();
+            }
+            let cc = self.client_closed_ms.get();
+            if cc != 0 && now >= cc + CLOSE_HANDSHAKE_MS {
+                return Reason::Client;
+            }
+            let mut next = if pinged_for == last {
+                last + timeout
+            } else {
+                last + hb
+            };
+            if cc != 0 {
+                next = next.min(cc + CLOSE_HANDSHAKE_MS);
+            }
+            let removed_at = self.s.drain_at_ms.get();
+            if ctx.stopping.is_set() || removed_at != 0 {
+                let mut at = u64::MAX;
+                if ctx.stopping.is_set() {
+                    at = ctx
+                        .shared
+                        .drain_deadline_ms()
+                        .saturating_sub(DRAIN_MARGIN_MS);
+                }
+                if removed_at != 0 {
+                    at = at.min(removed_at);
+                }
+                if now >= at {
+                    self.s
+                        .request_close(frame::CLOSE_GOING_AWAY, "going away", Reason::Drain);
+                    continue;
+                }
+                next = next.min(at);
+            }
+            monoio::select! {
+                _ = ctx.timers.sleep_until(next) => {}
+                _ = self.s.watch.notified() => {}
+                _ = ctx.stopping.wait(), if !ctx.stopping.is_set() => {}
+            }
+        }
+    }
+}
+
+fn retry(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+    )
+}
+
+/// Writes `data` completely with non-blocking sends; `TimedOut` when the
+/// peer takes nothing for `stall`.
+///
+/// The stall is kept by the worker's coarse timers, not a runtime `Sleep`
+/// (512 bytes that would sit in every idle session's task).
+async fn send_all(ctx: &WorkerCtx, s: &TcpStream, data: &[u8], stall: Duration) -> io::Result<()> {
+    let fd = s.as_raw_fd();
+    let mut pos = 0;
+    while pos < data.len() {
+        match sys::send(fd, &data[pos..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => pos += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let deadline = ctx.now_ms() + stall.as_millis() as u64;
+                monoio::select! {
+                    r = s.writable(false) => r?,
+                    _ = ctx.timers.sleep_until(deadline) => {
+                        return Err(io::Error::new(io::ErrorKind::TimedOut, "client stalled"))
+                    }
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// After our close frame and FIN: read and discard until the client closes
+/// too (at most 1 s, 4 MiB), so the close frame is not lost to a RST.
+async fn linger(ctx: &WorkerCtx, s: &TcpStream) {
+    let deadline = ctx.now_ms() + 1_000;
+    let mut buf = ctx.bufs.take();
+    let mut total = 0usize;
+    while total < 4 << 20 {
+        buf.clear();
+        match sys::recv_append(s.as_raw_fd(), &mut buf, BUF_SIZE) {
+            Ok(0) => break,
+            Ok(n) => total += n,
+            Err(e) if retry(&e) => {
+                monoio::select! {
+                    r = s.readable(false) => if r.is_err() { break },
+                    _ = ctx.timers.sleep_until(deadline) => break,
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    ctx.bufs.put(buf);
+}
