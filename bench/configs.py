@@ -18,15 +18,25 @@ BIG_BODY = (b"0123456789abcdef" * 4096)   # 64 KiB
 
 # name -> ports it listens on, and which traffic it is built for.
 #   http_port: where HTTP cases (and idle) connect; tcp_port: where tcp-bulk connects.
-#   modes: "http" = an HTTP proxy, "tcp" = a TCP proxy (which also tunnels HTTP on http_port).
+#   modes: "http" = an HTTP proxy, "tcp" = a TCP proxy (which also tunnels HTTP on http_port),
+#   "tcp-http" = only the HTTP tunnel of a TCP proxy (HTTP cases with --tcp-http, and idle).
+# A candidate named "X@base" is X run from the --ringmesh-base binary (A/B in one run).
 CANDIDATES = {
     "direct":       {"http_port": BACKEND_PORT, "tcp_port": IPERF_PORT, "modes": {"http", "tcp"}},
     "ringmesh":     {"http_port": 18081, "tcp_port": 15201, "modes": {"http", "tcp"}},
+    # The same ringmesh process, through its tcp route to the HTTP backend: the HTTP cases
+    # (with --tcp-http) and idle measure the L4 tunnel, against haproxy-tcp and nginx-stream.
+    "ringmesh-tcp": {"http_port": 18086, "tcp_port": None, "modes": {"tcp-http"}},
     "nginx-http":   {"http_port": 18082, "tcp_port": None, "modes": {"http"}},
     "haproxy-http": {"http_port": 18083, "tcp_port": None, "modes": {"http"}},
     "haproxy-tcp":  {"http_port": 18084, "tcp_port": 15204, "modes": {"tcp"}},
     "nginx-stream": {"http_port": 18085, "tcp_port": 15205, "modes": {"tcp"}},
 }
+
+
+def base_name(cand):
+    """The configuration a candidate uses: "ringmesh-tcp@base" -> "ringmesh-tcp"."""
+    return cand.split("@", 1)[0]
 
 
 def all_ports():
@@ -132,9 +142,11 @@ def write_backend(d, cpus, nofile):
 
 def write_candidate(name, d, cpus, nofile, ringmesh_bin=None):
     """Write the config for candidate `name` into directory d; return the argv to run it."""
+    name = base_name(name)
     c = CANDIDATES[name]
     n = len(cpus)
-    if name == "ringmesh":
+    if name in ("ringmesh", "ringmesh-tcp"):
+        rt = CANDIDATES["ringmesh-tcp"]
         cfg = {
             "dashboard_host": HOST,
             "dashboard_port": "",
@@ -148,7 +160,12 @@ def write_candidate(name, d, cpus, nofile, ringmesh_bin=None):
                     "backends": [{"name": "nginx", "internal_host": HOST,
                                   "internal_port": str(BACKEND_PORT)}],
                 },
-                str(c["tcp_port"]): {
+                str(rt["http_port"]): {
+                    "name": "http-tunnel", "protocol": "tcp",
+                    "backends": [{"name": "nginx", "internal_host": HOST,
+                                  "internal_port": str(BACKEND_PORT)}],
+                },
+                str(CANDIDATES["ringmesh"]["tcp_port"]): {
                     "name": "iperf", "protocol": "tcp",
                     "backends": [{"name": "iperf3", "internal_host": HOST,
                                   "internal_port": str(IPERF_PORT)}],
