@@ -14,11 +14,12 @@
 
 use std::cell::{Cell, RefCell};
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 use monoio::net::TcpStream;
 
+use crate::http::buf::BufPool;
 use crate::sys;
 use crate::worker::timer::CoarseTimers;
 
@@ -158,6 +159,8 @@ pub trait Meter {
     fn moved(&self, up: bool, n: u64);
     /// The worker's coarse timers, for the idle watch.
     fn timers(&self) -> &CoarseTimers;
+    /// The worker's buffer pool, for small reads.
+    fn bufs(&self) -> &BufPool;
 }
 
 /// Forwards both directions between `client` and `backend` until both have
@@ -171,8 +174,8 @@ pub async fn tunnel<M: Meter>(
     idle: Duration,
 ) -> Result<Moved, TunnelEnd> {
     let last = Cell::new(meter.now_ms());
-    let up = pump(pool, meter, &last, client, backend, true);
-    let down = pump(pool, meter, &last, backend, client, false);
+    let up = pump(pool, meter, &last, client, backend, true, true);
+    let down = pump(pool, meter, &last, backend, client, false, false);
     let watch = idle_watch(meter, &last, idle);
     let (mut up, mut down, mut watch) = (
         std::pin::pin!(up),
@@ -211,7 +214,28 @@ async fn idle_watch<M: Meter>(meter: &M, last: &Cell<u64>, idle: Duration) {
     }
 }
 
-/// One direction: `src` -> pipe -> `dst`, until EOF on `src` (then half-close `dst`).
+/// Largest read a tunnel direction copies through a buffer. A read that fills
+/// it means more bytes are queued (the peer is streaming): the direction
+/// switches to splice, and back to buffered reads once a splice moves less
+/// than this (HAProxy's `splice-auto` idea). Small messages (requests,
+/// database and WebSocket frames) thus cost one recv and one send, with no
+/// pipe round trip; bulk transfers stay zero-copy. Measured in bench/README.md
+/// ("Small messages on tcp routes"): 16 KiB, one pooled HTTP buffer.
+pub const RELAY_SMALL: usize = crate::http::buf::BUF_SIZE;
+
+/// How a direction moves its next bytes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// recv into a pooled buffer, send from it.
+    Copy,
+    /// splice through a pooled pipe (the last read filled the buffer).
+    Splice,
+}
+
+/// One direction: `src` -> `dst`, until EOF on `src` (then half-close `dst`).
+/// Holds no buffer and no pipe while waiting for `src`. `eager`: try a read
+/// before the first readiness wait (a new client's first bytes usually
+/// arrive with, or right behind, the handshake).
 async fn pump<M: Meter>(
     pool: &PipePool,
     meter: &M,
@@ -219,6 +243,7 @@ async fn pump<M: Meter>(
     src: &TcpStream,
     dst: &TcpStream,
     up: bool,
+    eager: bool,
 ) -> Result<u64, TunnelEnd> {
     // Errors reading `src` belong to src's side; errors writing `dst` to dst's.
     let src_err = |e| {
@@ -237,44 +262,162 @@ async fn pump<M: Meter>(
     };
     let (sfd, dfd) = (src.as_raw_fd(), dst.as_raw_fd());
     let mut total = 0u64;
+    let mut mode = Mode::Copy;
+    let mut wait = !eager;
     loop {
-        src.readable(false).await.map_err(src_err)?;
-        let mut lease = pool.take().map_err(src_err)?;
-        loop {
-            let cap = lease.pipe().cap;
-            match sys::splice(sfd, lease.pipe().w.as_raw_fd(), cap) {
-                Ok(0) => {
-                    drop(lease);
-                    // ENOTCONN: the peer already went away; nothing to tell it.
-                    let _ = sys::shutdown_write(dfd);
-                    return Ok(total);
-                }
-                Ok(n) => {
-                    lease.fill = n;
-                    last.set(meter.now_ms());
-                    while lease.fill > 0 {
-                        match sys::splice(lease.pipe().r.as_raw_fd(), dfd, lease.fill) {
-                            Ok(m) => lease.fill -= m.min(lease.fill),
-                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                                dst.writable(false).await.map_err(dst_err)?;
-                            }
-                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                            Err(e) => return Err(dst_err(e)),
-                        }
-                    }
+        if wait {
+            src.readable(false).await.map_err(src_err)?;
+        }
+        wait = true;
+        let moved = match mode {
+            Mode::Copy => copy_once(meter.bufs(), sfd, dst)
+                .await
+                .map_err(|e| e.side(src_err, dst_err))?,
+            Mode::Splice => splice_burst(pool, sfd, dst)
+                .await
+                .map_err(|e| e.side(src_err, dst_err))?,
+        };
+        match moved {
+            Moved1::Eof(n) => {
+                if n > 0 {
                     total += n as u64;
                     meter.moved(up, n as u64);
-                    last.set(meter.now_ms());
-                    // A short read drained the socket's queue: the next splice
-                    // would almost surely be EAGAIN, so wait for readiness now.
-                    if n < cap {
-                        break;
+                }
+                // ENOTCONN: the peer already went away; nothing to tell it.
+                let _ = sys::shutdown_write(dfd);
+                return Ok(total);
+            }
+            Moved1::Drained(0) => {}
+            Moved1::Drained(n) | Moved1::More(n) => {
+                total += n as u64;
+                meter.moved(up, n as u64);
+                last.set(meter.now_ms());
+            }
+        }
+        match moved {
+            // A full buffer: more is queued, splice it without waiting.
+            Moved1::More(_) if mode == Mode::Copy => {
+                mode = Mode::Splice;
+                wait = false;
+            }
+            // A splice burst that moved little: the stream calmed down.
+            Moved1::Drained(n) if mode == Mode::Splice && n < RELAY_SMALL => mode = Mode::Copy,
+            _ => {}
+        }
+    }
+}
+
+/// What one read (and its forwarding) did.
+#[derive(Clone, Copy)]
+enum Moved1 {
+    /// `src` reached EOF after this many bytes.
+    Eof(usize),
+    /// Forwarded this many bytes; `src` is probably drained (wait for it).
+    Drained(usize),
+    /// Forwarded a full buffer; more is probably queued.
+    More(usize),
+}
+
+/// A failure of one side of a relay step.
+enum Side {
+    Src(io::Error),
+    Dst(io::Error),
+}
+
+impl Side {
+    fn side(
+        self,
+        src: impl FnOnce(io::Error) -> TunnelEnd,
+        dst: impl FnOnce(io::Error) -> TunnelEnd,
+    ) -> TunnelEnd {
+        match self {
+            Side::Src(e) => src(e),
+            Side::Dst(e) => dst(e),
+        }
+    }
+}
+
+/// One non-blocking recv of at most [`RELAY_SMALL`] bytes into a pooled
+/// buffer, sent on to `dst` before the buffer goes back.
+async fn copy_once(bufs: &BufPool, sfd: RawFd, dst: &TcpStream) -> Result<Moved1, Side> {
+    let mut buf = bufs.take();
+    let r = loop {
+        match sys::recv_append(sfd, &mut buf, RELAY_SMALL) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            r => break r,
+        }
+    };
+    let n = match r {
+        Ok(0) => {
+            bufs.put(buf);
+            return Ok(Moved1::Eof(0));
+        }
+        Ok(n) => n,
+        Err(e) => {
+            bufs.put(buf);
+            return match e.kind() {
+                io::ErrorKind::WouldBlock => Ok(Moved1::Drained(0)),
+                _ => Err(Side::Src(e)),
+            };
+        }
+    };
+    let sent = send_all(dst, &buf[..n]).await;
+    bufs.put(buf);
+    sent.map_err(Side::Dst)?;
+    Ok(if n >= RELAY_SMALL {
+        Moved1::More(n)
+    } else {
+        Moved1::Drained(n)
+    })
+}
+
+/// Sends all of `data`, waiting for writability when the socket is full.
+async fn send_all(dst: &TcpStream, mut data: &[u8]) -> io::Result<()> {
+    let fd = dst.as_raw_fd();
+    while !data.is_empty() {
+        match sys::send(fd, data) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(m) => data = &data[m.min(data.len())..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => dst.writable(false).await?,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Splices from `sfd` to `dst` through a pooled pipe until `sfd` has nothing
+/// more queued (a short or EAGAIN read) or reaches EOF.
+async fn splice_burst(pool: &PipePool, sfd: RawFd, dst: &TcpStream) -> Result<Moved1, Side> {
+    let dfd = dst.as_raw_fd();
+    let mut lease = pool.take().map_err(Side::Src)?;
+    let mut moved = 0usize;
+    loop {
+        let cap = lease.pipe().cap;
+        match sys::splice(sfd, lease.pipe().w.as_raw_fd(), cap) {
+            Ok(0) => return Ok(Moved1::Eof(moved)),
+            Ok(n) => {
+                lease.fill = n;
+                while lease.fill > 0 {
+                    match sys::splice(lease.pipe().r.as_raw_fd(), dfd, lease.fill) {
+                        Ok(m) => lease.fill -= m.min(lease.fill),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            dst.writable(false).await.map_err(Side::Dst)?;
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(Side::Dst(e)),
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(src_err(e)),
+                moved += n;
+                // A short read drained the socket's queue: the next splice
+                // would almost surely be EAGAIN, so wait for readiness now.
+                if n < cap {
+                    return Ok(Moved1::Drained(moved));
+                }
             }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Moved1::Drained(moved)),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Side::Src(e)),
         }
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use monoio::net::TcpStream;
 
 use crate::balance::client_hash;
+use crate::http::buf::BufPool;
 use crate::proxy::connect;
 use crate::proxy::splice::{tunnel, Meter, TunnelEnd};
 use crate::shared::{LiveRoute, RouteSlot};
@@ -35,6 +36,10 @@ impl Meter for ConnMeter<'_> {
     #[inline]
     fn timers(&self) -> &CoarseTimers {
         &self.ctx.timers
+    }
+    #[inline]
+    fn bufs(&self) -> &BufPool {
+        &self.ctx.bufs
     }
 }
 
