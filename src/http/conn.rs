@@ -48,22 +48,24 @@ pub(super) struct Client {
 }
 
 /// Serves one accepted connection of an http listener until it closes.
-pub async fn serve(
+///
+/// Not an `async fn`: its arguments would stay in the future (the whole task
+/// of an idle keep-alive connection) after being moved into the `Conn`, a
+/// second copy of the socket and addresses. The future holds the `Conn` once.
+pub fn serve(
     ctx: Rc<WorkerCtx>,
     live: Arc<Live>,
     stream: TcpStream,
     peer: SocketAddr,
     listen: SocketAddr,
     guard: ConnGuard,
-) {
-    let Some(spec) = live.by_listen.get(&listen).copied() else {
-        return;
-    };
+) -> impl std::future::Future<Output = ()> {
+    let spec = live.by_listen.get(&listen).copied();
     let mut conn = Conn {
         gen: ctx.generation(),
         ctx,
         listen,
-        spec,
+        spec: spec.unwrap_or(usize::MAX),
         closing: false,
         guard,
         client: Client {
@@ -74,8 +76,12 @@ pub async fn serve(
         },
         scratch: Scratch::default(),
     };
-    conn.run(live).await;
-    conn.release_buffers();
+    async move {
+        if spec.is_some() {
+            conn.run(live).await;
+            conn.release_buffers();
+        }
+    }
 }
 
 struct Conn {

@@ -236,6 +236,13 @@ enum Mode {
 /// Holds no buffer and no pipe while waiting for `src`. `eager`: try a read
 /// before the first readiness wait (a new client's first bytes usually
 /// arrive with, or right behind, the handshake).
+///
+/// Size matters here: this future lives inside every open tunnel's task for
+/// the tunnel's whole life, so it keeps only a readiness wait across its
+/// common await. A read and its forwarding are synchronous; only bytes that
+/// `dst` cannot take yet go into a boxed [`flush`] (backpressure, rare for
+/// small messages).
+#[allow(clippy::too_many_arguments)]
 async fn pump<M: Meter>(
     pool: &PipePool,
     meter: &M,
@@ -246,75 +253,65 @@ async fn pump<M: Meter>(
     eager: bool,
 ) -> Result<u64, TunnelEnd> {
     // Errors reading `src` belong to src's side; errors writing `dst` to dst's.
-    let src_err = |e| {
-        if up {
-            TunnelEnd::Client(e)
-        } else {
-            TunnelEnd::Backend(e)
-        }
-    };
-    let dst_err = |e| {
-        if up {
-            TunnelEnd::Backend(e)
-        } else {
-            TunnelEnd::Client(e)
-        }
+    let side = |e: Side| match (e, up) {
+        (Side::Src(e), true) | (Side::Dst(e), false) => TunnelEnd::Client(e),
+        (Side::Src(e), false) | (Side::Dst(e), true) => TunnelEnd::Backend(e),
     };
     let (sfd, dfd) = (src.as_raw_fd(), dst.as_raw_fd());
     let mut total = 0u64;
     let mut mode = Mode::Copy;
     let mut wait = !eager;
+    // Bytes moved since the last readiness wait.
+    let mut burst = 0usize;
     loop {
         if wait {
-            src.readable(false).await.map_err(src_err)?;
+            src.readable(false).await.map_err(|e| side(Side::Src(e)))?;
+            burst = 0;
         }
-        wait = true;
-        let moved = match mode {
-            Mode::Copy => copy_once(meter.bufs(), sfd, dst)
+        let (step, backlog) = match mode {
+            Mode::Copy => copy_now(meter.bufs(), sfd, dfd),
+            Mode::Splice => splice_now(pool, sfd, dfd),
+        }
+        .map_err(side)?;
+        if let Some(b) = backlog {
+            Box::pin(flush(b, dst, meter.bufs()))
                 .await
-                .map_err(|e| e.side(src_err, dst_err))?,
-            Mode::Splice => splice_burst(pool, sfd, dst)
-                .await
-                .map_err(|e| e.side(src_err, dst_err))?,
-        };
-        match moved {
-            Moved1::Eof(n) => {
-                if n > 0 {
-                    total += n as u64;
-                    meter.moved(up, n as u64);
-                }
+                .map_err(|e| side(Side::Dst(e)))?;
+        }
+        let n = match step {
+            Step::Eof => {
                 // ENOTCONN: the peer already went away; nothing to tell it.
                 let _ = sys::shutdown_write(dfd);
                 return Ok(total);
             }
-            Moved1::Drained(0) => {}
-            Moved1::Drained(n) | Moved1::More(n) => {
-                total += n as u64;
-                meter.moved(up, n as u64);
-                last.set(meter.now_ms());
-            }
+            Step::Drained(n) | Step::More(n) => n,
+        };
+        if n > 0 {
+            total += n as u64;
+            burst += n;
+            meter.moved(up, n as u64);
+            last.set(meter.now_ms());
         }
-        match moved {
+        wait = !matches!(step, Step::More(_));
+        mode = match (mode, step) {
             // A full buffer: more is queued, splice it without waiting.
-            Moved1::More(_) if mode == Mode::Copy => {
-                mode = Mode::Splice;
-                wait = false;
-            }
-            // A splice burst that moved little: the stream calmed down.
-            Moved1::Drained(n) if mode == Mode::Splice && n < RELAY_SMALL => mode = Mode::Copy,
-            _ => {}
-        }
+            (Mode::Copy, Step::More(_)) => Mode::Splice,
+            // The socket drained after a burst smaller than a buffer: the
+            // stream calmed down, copy small messages again.
+            (Mode::Splice, Step::Drained(_)) if burst < RELAY_SMALL => Mode::Copy,
+            (m, _) => m,
+        };
     }
 }
 
 /// What one read (and its forwarding) did.
 #[derive(Clone, Copy)]
-enum Moved1 {
-    /// `src` reached EOF after this many bytes.
-    Eof(usize),
+enum Step {
+    /// `src` reached EOF (nothing was read).
+    Eof,
     /// Forwarded this many bytes; `src` is probably drained (wait for it).
     Drained(usize),
-    /// Forwarded a full buffer; more is probably queued.
+    /// Forwarded a full buffer or pipe; more is probably queued.
     More(usize),
 }
 
@@ -324,22 +321,18 @@ enum Side {
     Dst(io::Error),
 }
 
-impl Side {
-    fn side(
-        self,
-        src: impl FnOnce(io::Error) -> TunnelEnd,
-        dst: impl FnOnce(io::Error) -> TunnelEnd,
-    ) -> TunnelEnd {
-        match self {
-            Side::Src(e) => src(e),
-            Side::Dst(e) => dst(e),
-        }
-    }
+/// Bytes read from `src` that `dst` could not take yet.
+enum Backlog<'p> {
+    /// A pooled buffer and the range still to send.
+    Buf(Vec<u8>, usize, usize),
+    /// A pipe with `fill` bytes in it.
+    Pipe(Lease<'p>),
 }
 
 /// One non-blocking recv of at most [`RELAY_SMALL`] bytes into a pooled
-/// buffer, sent on to `dst` before the buffer goes back.
-async fn copy_once(bufs: &BufPool, sfd: RawFd, dst: &TcpStream) -> Result<Moved1, Side> {
+/// buffer, sent on to `dfd` at once; what `dfd` cannot take yet comes back
+/// as a backlog (with the buffer).
+fn copy_now(bufs: &BufPool, sfd: RawFd, dfd: RawFd) -> Result<(Step, Option<Backlog<'_>>), Side> {
     let mut buf = bufs.take();
     let r = loop {
         match sys::recv_append(sfd, &mut buf, RELAY_SMALL) {
@@ -350,74 +343,117 @@ async fn copy_once(bufs: &BufPool, sfd: RawFd, dst: &TcpStream) -> Result<Moved1
     let n = match r {
         Ok(0) => {
             bufs.put(buf);
-            return Ok(Moved1::Eof(0));
+            return Ok((Step::Eof, None));
         }
         Ok(n) => n,
         Err(e) => {
             bufs.put(buf);
             return match e.kind() {
-                io::ErrorKind::WouldBlock => Ok(Moved1::Drained(0)),
+                io::ErrorKind::WouldBlock => Ok((Step::Drained(0), None)),
                 _ => Err(Side::Src(e)),
             };
         }
     };
-    let sent = send_all(dst, &buf[..n]).await;
-    bufs.put(buf);
-    sent.map_err(Side::Dst)?;
-    Ok(if n >= RELAY_SMALL {
-        Moved1::More(n)
+    let step = if n >= RELAY_SMALL {
+        Step::More(n)
     } else {
-        Moved1::Drained(n)
-    })
-}
-
-/// Sends all of `data`, waiting for writability when the socket is full.
-async fn send_all(dst: &TcpStream, mut data: &[u8]) -> io::Result<()> {
-    let fd = dst.as_raw_fd();
-    while !data.is_empty() {
-        match sys::send(fd, data) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(m) => data = &data[m.min(data.len())..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => dst.writable(false).await?,
+        Step::Drained(n)
+    };
+    let mut pos = 0;
+    while pos < n {
+        match sys::send(dfd, &buf[pos..n]) {
+            Ok(0) => {
+                bufs.put(buf);
+                return Err(Side::Dst(io::ErrorKind::WriteZero.into()));
+            }
+            Ok(m) => pos += m,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return Ok((step, Some(Backlog::Buf(buf, pos, n))));
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+            Err(e) => {
+                bufs.put(buf);
+                return Err(Side::Dst(e));
+            }
         }
     }
-    Ok(())
+    bufs.put(buf);
+    Ok((step, None))
 }
 
-/// Splices from `sfd` to `dst` through a pooled pipe until `sfd` has nothing
-/// more queued (a short or EAGAIN read) or reaches EOF.
-async fn splice_burst(pool: &PipePool, sfd: RawFd, dst: &TcpStream) -> Result<Moved1, Side> {
-    let dfd = dst.as_raw_fd();
+/// One splice from `sfd` into a pooled pipe and on to `dfd`; what `dfd`
+/// cannot take yet stays in the pipe, returned as a backlog.
+fn splice_now(
+    pool: &PipePool,
+    sfd: RawFd,
+    dfd: RawFd,
+) -> Result<(Step, Option<Backlog<'_>>), Side> {
     let mut lease = pool.take().map_err(Side::Src)?;
-    let mut moved = 0usize;
-    loop {
-        let cap = lease.pipe().cap;
+    let cap = lease.pipe().cap;
+    let n = loop {
         match sys::splice(sfd, lease.pipe().w.as_raw_fd(), cap) {
-            Ok(0) => return Ok(Moved1::Eof(moved)),
-            Ok(n) => {
-                lease.fill = n;
-                while lease.fill > 0 {
-                    match sys::splice(lease.pipe().r.as_raw_fd(), dfd, lease.fill) {
-                        Ok(m) => lease.fill -= m.min(lease.fill),
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                            dst.writable(false).await.map_err(Side::Dst)?;
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) => return Err(Side::Dst(e)),
-                    }
-                }
-                moved += n;
-                // A short read drained the socket's queue: the next splice
-                // would almost surely be EAGAIN, so wait for readiness now.
-                if n < cap {
-                    return Ok(Moved1::Drained(moved));
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Moved1::Drained(moved)),
+            Ok(0) => return Ok((Step::Eof, None)),
+            Ok(n) => break n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok((Step::Drained(0), None)),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(Side::Src(e)),
+        }
+    };
+    lease.fill = n;
+    // A short read drained the socket's queue: the next splice would almost
+    // surely be EAGAIN, so wait for readiness next.
+    let step = if n < cap {
+        Step::Drained(n)
+    } else {
+        Step::More(n)
+    };
+    while lease.fill > 0 {
+        match sys::splice(lease.pipe().r.as_raw_fd(), dfd, lease.fill) {
+            Ok(m) => lease.fill -= m.min(lease.fill),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return Ok((step, Some(Backlog::Pipe(lease))))
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Side::Dst(e)),
+        }
+    }
+    Ok((step, None))
+}
+
+/// Sends a backlog to `dst`, waiting for writability as needed.
+async fn flush(b: Backlog<'_>, dst: &TcpStream, bufs: &BufPool) -> io::Result<()> {
+    let fd = dst.as_raw_fd();
+    match b {
+        Backlog::Buf(buf, mut pos, end) => {
+            let r = loop {
+                if pos >= end {
+                    break Ok(());
+                }
+                match sys::send(fd, &buf[pos..end]) {
+                    Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
+                    Ok(m) => pos += m,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        if let Err(e) = dst.writable(false).await {
+                            break Err(e);
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => break Err(e),
+                }
+            };
+            bufs.put(buf);
+            r
+        }
+        Backlog::Pipe(mut lease) => {
+            while lease.fill > 0 {
+                match sys::splice(lease.pipe().r.as_raw_fd(), fd, lease.fill) {
+                    Ok(m) => lease.fill -= m.min(lease.fill),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => dst.writable(false).await?,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
         }
     }
 }

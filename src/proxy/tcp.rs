@@ -12,7 +12,7 @@ use crate::proxy::connect;
 use crate::proxy::splice::{tunnel, Meter, TunnelEnd};
 use crate::shared::{LiveRoute, RouteSlot};
 use crate::worker::timer::CoarseTimers;
-use crate::worker::WorkerCtx;
+use crate::worker::{ConnGuard, WorkerCtx};
 
 /// Counts a tunnel's bytes into its route's slot and reads the worker's clock.
 pub(crate) struct ConnMeter<'a> {
@@ -44,7 +44,14 @@ impl Meter for ConnMeter<'_> {
 }
 
 /// Serves one client connection of a tcp route.
-pub async fn serve(ctx: Rc<WorkerCtx>, client: TcpStream, peer: SocketAddr, route: Arc<LiveRoute>) {
+/// `guard` counts the connection open until the tunnel ends.
+pub async fn serve(
+    ctx: Rc<WorkerCtx>,
+    client: TcpStream,
+    peer: SocketAddr,
+    route: Arc<LiveRoute>,
+    guard: ConnGuard,
+) {
     let Some(slot) = route.slots.get(ctx.id) else {
         return;
     };
@@ -95,5 +102,6 @@ pub async fn serve(ctx: Rc<WorkerCtx>, client: TcpStream, peer: SocketAddr, rout
     // Two fds freed: if accepting paused for lack of fds, it may go on.
     drop(upstream);
     drop(client);
+    drop(guard);
     ctx.resume_accepting();
 }

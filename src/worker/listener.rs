@@ -191,17 +191,15 @@ fn dispatch(ctx: &Rc<WorkerCtx>, sock: std::os::fd::OwnedFd, peer: SocketAddr, a
         Some(route) => {
             let mut guard = ctx.conn_opened(&route);
             guard.hold(admission);
-            monoio::spawn(async move {
-                tcp::serve(ctx, stream, peer, route).await;
-                drop(guard);
-            });
+            // The serve futures are spawned as they are (no wrapping block
+            // holding a second copy of their arguments): they are the whole
+            // task of an idle connection.
+            monoio::spawn(tcp::serve(ctx, stream, peer, route, guard));
         }
         None => {
             let mut guard = ctx.conn_opened_unrouted();
             guard.hold(admission);
-            monoio::spawn(async move {
-                http::serve(ctx, live, stream, peer, addr, guard).await;
-            });
+            monoio::spawn(http::serve(ctx, live, stream, peer, addr, guard));
         }
     }
 }
