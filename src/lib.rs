@@ -7,7 +7,7 @@
 //!         backend processes, health checks, dashboard
 //!     +-- workers (one per CPU, pinned): monoio runtime (io_uring, epoll fallback),
 //!         one SO_REUSEPORT listener per route address, accept, then
-//!           tcp:  route -> balance -> connect -> splice tunnel
+//!           tcp:  route -> balance -> connect -> tunnel (recv/send small, splice streams)
 //!           http: per request: head -> Host -> route -> balance -> pooled or new
 //!                 upstream -> rewritten head -> bodies (splice / chunked scan)
 //!                shared: Arc<Live> snapshot, per-backend atomics, per-worker counters
@@ -33,7 +33,7 @@
 //! - [`route`]: Host -> route for http listeners (exact, wildcard, default); pure.
 //! - [`shared`]: the only state the control thread and workers both touch.
 //! - [`worker`]: threads, runtimes, listeners, accept loop.
-//! - [`proxy`]: backend connect with failover, splice tunnels.
+//! - [`proxy`]: backend connect with failover, tunnels (buffered small messages, spliced streams).
 //! - [`http`]: the HTTP/1.1 reverse proxy (pure head/rewrite/chunked core, and
 //!   the per-connection data plane on top of it).
 //! - [`engine`]: start-up and shutdown order.

@@ -7,7 +7,12 @@
 //! runtime (a PollAdd on io_uring, epoll on the legacy driver), then calls
 //! splice with SPLICE_F_NONBLOCK on non-blocking sockets; EAGAIN means "wait again".
 //!
-//! Idle tunnels own no pipe: a direction borrows one from the worker's
+//! Small messages skip the pipe: a tunnel direction reads up to
+//! [`RELAY_SMALL`] bytes with a plain recv into a pooled buffer and sends
+//! them on; only a read that fills the buffer (a stream) switches it to
+//! splice, until a burst moves less than a buffer again.
+//!
+//! Idle tunnels own no pipe and no buffer: a direction borrows one from the worker's
 //! [`PipePool`] when bytes are ready and gives it back once it is empty. A pipe
 //! holding bytes is never returned (it is closed instead), so data can't leak
 //! from one connection into another.
@@ -569,4 +574,26 @@ async fn within(
         r = ready => r,
         _ = monoio::time::sleep(stall) => Err(io::Error::new(io::ErrorKind::TimedOut, "stalled")),
     }
+}
+
+/// Sizes of the tunnel's futures, for the idle-memory test in worker/listener.rs.
+#[cfg(test)]
+pub(crate) fn debug_sizes() -> Vec<(&'static str, usize)> {
+    use crate::proxy::tcp::ConnMeter;
+    fn s7<A, B, C, D, E, G, H, F: std::future::Future>(
+        _: impl FnOnce(A, B, C, D, E, G, H) -> F,
+    ) -> usize {
+        std::mem::size_of::<F>()
+    }
+    fn s5<A, B, C, D, E, F: std::future::Future>(_: impl FnOnce(A, B, C, D, E) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+    fn s3<A, B, C, F: std::future::Future>(_: impl FnOnce(A, B, C) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+    vec![
+        ("pump", s7(pump::<ConnMeter>)),
+        ("tunnel", s5(tunnel::<ConnMeter>)),
+        ("idle_watch", s3(idle_watch::<ConnMeter>)),
+    ]
 }

@@ -203,3 +203,32 @@ fn dispatch(ctx: &Rc<WorkerCtx>, sock: std::os::fd::OwnedFd, peer: SocketAddr, a
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+
+    fn fut_size5<A, B, C, D, E, F: Future>(_: impl FnOnce(A, B, C, D, E) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+    fn fut_size6<A, B, C, D, E, G, F: Future>(_: impl FnOnce(A, B, C, D, E, G) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// A spawned connection future is most of what an idle connection costs
+    /// (the task allocation, rounded up to the allocator's size class; see
+    /// bench/README.md "Idle memory"). Bounds with some slack, so a change
+    /// that, say, keeps a second copy of the socket in the future shows here.
+    #[test]
+    fn connection_task_sizes() {
+        let tcp = fut_size5(crate::proxy::tcp::serve);
+        let http = fut_size6(crate::http::serve);
+        eprintln!(
+            "tcp::serve {tcp} B, http::serve {http} B; tunnel parts {:?}; TcpStream {} B",
+            crate::proxy::splice::debug_sizes(),
+            std::mem::size_of::<monoio::net::TcpStream>(),
+        );
+        assert!(tcp <= 1280, "tcp connection future grew to {tcp} B");
+        assert!(http <= 1024, "http connection future grew to {http} B");
+    }
+}
