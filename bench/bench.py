@@ -90,6 +90,9 @@ def parse_args(argv):
                     help="also run the HTTP cases through the TCP-mode proxies")
     ap.add_argument("--ringmesh-bin", default=os.environ.get("RINGMESH_BIN"),
                     help="ringmesh binary (default $CARGO_TARGET_DIR or target/, release)")
+    ap.add_argument("--ringmesh-base", default=None,
+                    help="a second ringmesh binary (the 'before' of an A/B): every ringmesh "
+                         "candidate also runs from it as '<name>@base', in turn with the others")
     ap.add_argument("--out-dir", default=os.path.join(HERE, "results"))
     ap.add_argument("--max-time", type=float, help="overall time budget in seconds")
     ap.add_argument("--no-plot", action="store_true")
@@ -120,7 +123,11 @@ def build_settings(a):
         die(f"unknown case(s) {bad}; known: {known}")
     cands = a.candidates.split(",") if a.candidates else (
         d["candidates"] or [c for c in configs.CANDIDATES if c not in configs.VARIANTS])
-    bad = [c for c in cands if c not in configs.CANDIDATES]
+    if a.ringmesh_base:
+        cands = [x for c in cands for x in
+                 ([c + "@base", c] if c.startswith("ringmesh") and "@" not in c else [c])]
+    bad = [c for c in cands if configs.base_name(c) not in configs.CANDIDATES
+           or (c.endswith("@base") and not a.ringmesh_base)]
     if bad:
         die(f"unknown candidate(s) {bad}; known: {list(configs.CANDIDATES)}")
     s["cases"], s["candidates"] = cases, cands
@@ -141,11 +148,11 @@ def plan_tests(cases):
 
 
 def applies(test, cand, tcp_http):
-    modes = configs.CANDIDATES[cand]["modes"]
+    modes = configs.CANDIDATES[configs.base_name(cand)]["modes"]
     if test.startswith("h2c-"):
-        return bool(configs.CANDIDATES[cand].get("h2c_port"))
+        return bool(configs.CANDIDATES[configs.base_name(cand)].get("h2c_port"))
     if test.startswith("http-"):
-        return "http" in modes or (tcp_http and "tcp" in modes)
+        return "http" in modes or (tcp_http and bool({"tcp", "tcp-http"} & modes))
     if test.startswith("tcp-"):
         return "tcp" in modes
     return cand != "direct"   # idle: through a proxy
@@ -255,6 +262,7 @@ class Bench:
             os.environ.get("CARGO_TARGET_DIR") or os.path.join(REPO, "target"), "release", "ringmesh")
         if not os.path.isabs(self.ringmesh_bin):
             self.ringmesh_bin = os.path.abspath(self.ringmesh_bin)
+        self.ringmesh_base = os.path.abspath(args.ringmesh_base) if args.ringmesh_base else None
 
     def note(self, msg):
         log("NOTE: " + msg)
@@ -267,10 +275,13 @@ class Bench:
         if not have["taskset"]:
             die("taskset (util-linux) is missing")
         need_cands = set(self.s["candidates"])
-        for rm in ("ringmesh", "ringmesh-log", "ringmesh-mw"):
-            if rm in need_cands and not os.access(self.ringmesh_bin, os.X_OK):
-                self.skip[rm] = (f"ringmesh binary not found at {self.ringmesh_bin} "
-                                 "(not built yet? run without --no-build, or pass --ringmesh-bin)")
+        for c in need_cands:
+            if c.startswith("ringmesh") and not c.endswith("@base") \
+                    and not os.access(self.ringmesh_bin, os.X_OK):
+                self.skip[c] = (f"ringmesh binary not found at {self.ringmesh_bin} (not built "
+                                "yet? run without --no-build, or pass --ringmesh-bin)")
+            if c.endswith("@base") and not os.access(self.ringmesh_base or "", os.X_OK):
+                self.skip[c] = f"--ringmesh-base binary not found at {self.ringmesh_base}"
         for c in ("nginx-http", "nginx-stream", "nginx-log", "nginx-mw"):
             if c in need_cands and not have["nginx"]:
                 self.skip[c] = "nginx not installed"
@@ -347,12 +358,13 @@ class Bench:
         d = os.path.join(self.tmp, f"{cand}-{tag}")
         os.makedirs(d, exist_ok=True)
         os.chmod(d, 0o755)
-        argv = configs.write_candidate(cand, d, self.proxy_cpus, self.nofile, self.ringmesh_bin)
+        binary = self.ringmesh_base if cand.endswith("@base") else self.ringmesh_bin
+        argv = configs.write_candidate(cand, d, self.proxy_cpus, self.nofile, binary)
         env = dict(os.environ)
         env.setdefault("RINGMESH_LOG", "warn")
         p = Managed(self.registry, cand, argv, self.proxy_cpus, os.path.join(d, "output.log"),
                     env=env).start()
-        c = configs.CANDIDATES[cand]
+        c = configs.CANDIDATES[configs.base_name(cand)]
         for port in (c["http_port"], c["tcp_port"], c.get("h2c_port")):
             if port and not loads.wait_port(port, 15, p.alive):
                 tail = p.log_tail() + _read_tail(os.path.join(d, "error.log"))
@@ -381,7 +393,7 @@ class Bench:
         return r
 
     def _load_run(self, test, cand, duration, log_name):
-        c = configs.CANDIDATES[cand]
+        c = configs.CANDIDATES[configs.base_name(cand)]
         logf = os.path.join(self.tmp, log_name)
         if test.startswith("h2c-"):
             path, streams = H2C_CASES[test]
@@ -404,7 +416,7 @@ class Bench:
         return loads.parse_iperf3(out)
 
     def measure_load(self, test, cand, proxy):
-        c = configs.CANDIDATES[cand]
+        c = configs.CANDIDATES[configs.base_name(cand)]
         warnings = []
         if test.startswith("http-"):
             err, warnings = loads.probe_http(c["http_port"], configs.SMALL_BODY, configs.BIG_BODY)
@@ -444,7 +456,7 @@ class Bench:
         return r
 
     def measure_idle(self, cand, proxy):
-        c = configs.CANDIDATES[cand]
+        c = configs.CANDIDATES[configs.base_name(cand)]
         err, _ = loads.probe_http(c["http_port"], configs.SMALL_BODY, configs.BIG_BODY)
         if err:
             raise BenchError(err)

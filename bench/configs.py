@@ -20,11 +20,16 @@ BIG_BODY = (b"0123456789abcdef" * 4096)   # 64 KiB
 #   http_port: where HTTP cases (and idle) connect; tcp_port: where tcp-bulk connects.
 #   h2c_port: where h2c-* cases connect (HTTP/2 with prior knowledge; ringmesh speaks it on
 #   every http port, nginx needs a `listen ... http2` port without ssl, HAProxy `proto h2`).
-#   modes: "http" = an HTTP proxy, "tcp" = a TCP proxy (which also tunnels HTTP on http_port).
+#   modes: "http" = an HTTP proxy, "tcp" = a TCP proxy (which also tunnels HTTP on http_port),
+#   "tcp-http" = only the HTTP tunnel of a TCP proxy (HTTP cases with --tcp-http, and idle).
+# A candidate named "X@base" is X run from the --ringmesh-base binary (A/B in one run).
 CANDIDATES = {
     "direct":       {"http_port": BACKEND_PORT, "tcp_port": IPERF_PORT, "modes": {"http", "tcp"}},
     "ringmesh":     {"http_port": 18081, "tcp_port": 15201, "modes": {"http", "tcp"},
                      "h2c_port": 18081},
+    # The same ringmesh process, through its tcp route to the HTTP backend: the HTTP cases
+    # (with --tcp-http) and idle measure the L4 tunnel, against haproxy-tcp and nginx-stream.
+    "ringmesh-tcp": {"http_port": 18090, "tcp_port": None, "modes": {"tcp-http"}},
     "nginx-http":   {"http_port": 18082, "tcp_port": None, "modes": {"http"}, "h2c_port": 18086},
     "haproxy-http": {"http_port": 18083, "tcp_port": None, "modes": {"http"}, "h2c_port": 18087},
     "haproxy-tcp":  {"http_port": 18084, "tcp_port": 15204, "modes": {"tcp"}},
@@ -32,10 +37,10 @@ CANDIDATES = {
     # Feature variants (issue 12), run only when named with --candidates: the same HTTP proxy
     # with an access log (buffered, flushed every 100 ms), or with five head-only middlewares
     # and nginx's equivalent directives.
-    "ringmesh-log": {"http_port": 18086, "tcp_port": None, "modes": {"http"}},
-    "ringmesh-mw":  {"http_port": 18087, "tcp_port": None, "modes": {"http"}},
-    "nginx-log":    {"http_port": 18088, "tcp_port": None, "modes": {"http"}},
-    "nginx-mw":     {"http_port": 18089, "tcp_port": None, "modes": {"http"}},
+    "ringmesh-log": {"http_port": 18091, "tcp_port": None, "modes": {"http"}},
+    "ringmesh-mw":  {"http_port": 18092, "tcp_port": None, "modes": {"http"}},
+    "nginx-log":    {"http_port": 18093, "tcp_port": None, "modes": {"http"}},
+    "nginx-mw":     {"http_port": 18094, "tcp_port": None, "modes": {"http"}},
 }
 VARIANTS = {"ringmesh-log", "ringmesh-mw", "nginx-log", "nginx-mw"}
 
@@ -66,6 +71,11 @@ NGINX_MW_LOCATION = """            allow 127.0.0.0/8;
             add_header Access-Control-Allow-Origin $cors_origin always;
             add_header Vary Origin always;
 """
+
+
+def base_name(cand):
+    """The configuration a candidate uses: "ringmesh-tcp@base" -> "ringmesh-tcp"."""
+    return cand.split("@", 1)[0]
 
 
 def all_ports():
@@ -171,6 +181,7 @@ def write_backend(d, cpus, nofile):
 
 def write_candidate(name, d, cpus, nofile, ringmesh_bin=None):
     """Write the config for candidate `name` into directory d; return the argv to run it."""
+    name = base_name(name)
     c = CANDIDATES[name]
     n = len(cpus)
     if name in ("ringmesh-log", "ringmesh-mw"):
@@ -224,7 +235,8 @@ def write_candidate(name, d, cpus, nofile, ringmesh_bin=None):
 """)
         return nginx_argv(d, conf)
 
-    if name == "ringmesh":
+    if name in ("ringmesh", "ringmesh-tcp"):
+        rt = CANDIDATES["ringmesh-tcp"]
         cfg = {
             "dashboard_host": HOST,
             "dashboard_port": "",
@@ -243,7 +255,12 @@ def write_candidate(name, d, cpus, nofile, ringmesh_bin=None):
                     "backends": [{"name": "nginx", "internal_host": HOST,
                                   "internal_port": str(BACKEND_PORT)}],
                 },
-                str(c["tcp_port"]): {
+                str(rt["http_port"]): {
+                    "name": "http-tunnel", "protocol": "tcp",
+                    "backends": [{"name": "nginx", "internal_host": HOST,
+                                  "internal_port": str(BACKEND_PORT)}],
+                },
+                str(CANDIDATES["ringmesh"]["tcp_port"]): {
                     "name": "iperf", "protocol": "tcp",
                     "backends": [{"name": "iperf3", "internal_host": HOST,
                                   "internal_port": str(IPERF_PORT)}],

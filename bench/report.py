@@ -154,13 +154,16 @@ def ratios_table(results):
     """ringmesh divided by nginx and by HAProxy, per case, from this run's medians."""
     by = {(e["test"], e["candidate"]): aggregate(e) for e in results}
     rows = []
-    for test in dict.fromkeys(e["test"] for e in results):
-        rm = by.get((test, "ringmesh"))
+    ours = [c for c in dict.fromkeys(e["candidate"] for e in results) if c.startswith("ringmesh")]
+    for test, cand in ((t, c) for t in dict.fromkeys(e["test"] for e in results) for c in ours):
+        rm = by.get((test, cand))
         if not rm or not rm.get("reps_ok"):
             continue
         kind = kind_of(test)
         direct = by.get((test, "direct"))
-        for ref in REFERENCES[kind]:
+        # ringmesh's tcp route is compared with the other proxies' tcp modes.
+        refs = REFERENCES["tcp"] if cand.split("@")[0] == "ringmesh-tcp" else REFERENCES[kind]
+        for ref in refs:
             other = by.get((test, ref))
             if not other or not other.get("reps_ok"):
                 continue
@@ -168,7 +171,7 @@ def ratios_table(results):
             if direct and direct.get("throughput") and rm.get("throughput"):
                 ceiling = f"{rm['throughput']['median'] / direct['throughput']['median'] * 100:.0f}%"
             rows.append("| " + " | ".join([
-                test, ref, _ratio(rm, other, "throughput"), _ratio(rm, other, "cpu_per_unit"),
+                test, f"{cand} / {ref}", _ratio(rm, other, "throughput"), _ratio(rm, other, "cpu_per_unit"),
                 _ratio(rm, other, "p99_ms"), _ratio(rm, other, "peak_rss_mib"),
                 _ratio(rm, other, "rss_per_conn"), ceiling]) + " |")
     if not rows:

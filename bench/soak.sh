@@ -12,7 +12,7 @@
 # Own options (everything else goes to bench/soak.py; --help lists those too):
 #   --no-build     do not run cargo; use the existing release binary
 # Ports: 127.0.0.1:P (ringmesh), P+1 (nginx backend), P+2 (echo backend); P = --port-base,
-# default 18100 (bench/run.sh uses 18000-18085 and 15200-15205).
+# default 18100 (bench/run.sh uses 18000-18094 and 15200-15205).
 # Exit: 0 PASS, 1 FAIL (or a failed step), 2 setup error, 130/143 interrupted. Every process
 # started is stopped by PID on exit, even on Ctrl-C.
 

@@ -10,7 +10,7 @@
 //!           edge (only listeners with proxy_protocol / sni routes): PROXY
 //!                 header -> client address; ClientHello SNI -> tcp route
 //!           tls (routes with tls): handshake, then the paths below over the record layer
-//!           tcp:  route -> balance -> connect -> splice tunnel
+//!           tcp:  route -> balance -> connect -> tunnel (recv/send small, splice streams)
 //!           http: per request: head -> Host -> route -> balance -> pooled or new
 //!                 upstream -> rewritten head -> bodies (splice / chunked scan)
 //!                 (HTTP/2 preface: h2 connection, a task per stream -> the same routes)
@@ -47,7 +47,7 @@
 //! - [`route`]: Host -> route for http listeners (exact, wildcard, default); pure.
 //! - [`shared`]: the only state the control thread and workers both touch.
 //! - [`worker`]: threads, runtimes, listeners, accept loop.
-//! - [`proxy`]: backend connect with failover, splice tunnels.
+//! - [`proxy`]: backend connect with failover, tunnels (buffered small messages, spliced streams).
 //! - [`edge`]: before a route's normal path: PROXY protocol headers in and
 //!   out, TLS passthrough routes chosen by the ClientHello's SNI.
 //! - [`http`]: the HTTP/1.1 reverse proxy (pure head/rewrite/chunked core, and

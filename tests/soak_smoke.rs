@@ -1,7 +1,7 @@
 //! The soak script in its quickest form (`bench/soak.sh --smoke`: a few seconds of the mixed
 //! load against the debug binary), so the script cannot rot. Needs nginx, wrk and python3:
 //! `scripts/test.sh` installs them. Ports: a free block of three in 18100-18199 (bench/run.sh
-//! keeps to 18000-18085 and 15200-15205).
+//! keeps to 18000-18094 and 15200-15205).
 
 use std::net::TcpListener;
 use std::process::Command;

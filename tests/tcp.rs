@@ -20,6 +20,7 @@ both_drivers!(
     least_conn_prefers_idle,
     idle_timeout_closes_silent_tunnel,
     graceful_shutdown_lets_transfer_finish,
+    small_messages_relay_without_pipes,
 );
 
 fn bulk_256mib_each_way(io: &str) {
@@ -322,4 +323,88 @@ fn graceful_shutdown_lets_transfer_finish(io: &str) {
         .wait_exit(Duration::from_secs(10))
         .expect("ringmesh did not exit after the transfer");
     assert!(st.success(), "exit status {st:?}; log:\n{}", rm.logs());
+}
+
+/// Pipes (each two fds) held by ringmesh: its fds that are pipes.
+fn pipe_fds(rm: &Ringmesh) -> usize {
+    std::fs::read_dir(format!("/proc/{}/fd", rm.pid()))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|t| t.to_string_lossy().starts_with("pipe:"))
+        .count()
+}
+
+/// Round trips of `sizes` bytes each through `c` (an echo), checked byte for byte.
+fn echo_round_trips(c: &mut std::net::TcpStream, seed: u8, sizes: impl Iterator<Item = usize>) {
+    for (i, n) in sizes.enumerate() {
+        let msg: Vec<u8> = (0..n)
+            .map(|j| (j as u8).wrapping_mul(31) ^ seed ^ i as u8)
+            .collect();
+        c.write_all(&msg).unwrap();
+        let mut got = vec![0u8; n];
+        c.read_exact(&mut got).unwrap();
+        assert!(got == msg, "round trip {i} ({n} bytes) corrupted");
+    }
+}
+
+/// Small messages go through a pooled buffer (recv + send), never a pipe;
+/// a stream that fills the buffer switches to splice, and small messages
+/// after it still arrive intact and in order.
+fn small_messages_relay_without_pipes(io: &str) {
+    let backend = Backend::echo();
+    let port = free_port();
+    let _rm = Ringmesh::start(
+        &tcp_config(port, &[backend.port], "round_robin", ""),
+        io,
+        &[port],
+    );
+    let rm = &_rm;
+    let pipes_before = pipe_fds(rm);
+    // 50 tunnels, each 40 request/response exchanges of 1 B to 8 KiB.
+    let mut conns: Vec<_> = (0..50u8)
+        .map(|k| {
+            let mut c = connect(port);
+            c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            echo_round_trips(
+                &mut c,
+                k,
+                (0..40).map(|i| 1 + (i * 211 + k as usize * 7) % 8192),
+            );
+            c
+        })
+        .collect();
+    assert_eq!(
+        pipe_fds(rm),
+        pipes_before,
+        "small messages must not take pipes"
+    );
+    // A stream: 8 MiB written while the echo flows back (splice territory).
+    let mut c = conns.pop().unwrap();
+    let mut w = c.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        let mut s = Stream::new(9);
+        for i in 0..8u64 {
+            w.write_all(s.chunk(i)).unwrap();
+        }
+    });
+    let mut expect = Stream::new(9);
+    for i in 0..8u64 {
+        let want = expect.chunk(i).to_vec();
+        let mut got = vec![0u8; want.len()];
+        c.read_exact(&mut got).unwrap();
+        assert!(got == want, "streamed MiB {i} corrupted");
+    }
+    writer.join().unwrap();
+    // Back to small messages on the same tunnel and on the others.
+    echo_round_trips(&mut c, 99, (0..200).map(|i| 1 + (i * 37) % 3000));
+    for (k, c) in conns.iter_mut().enumerate() {
+        echo_round_trips(c, k as u8, (0..5).map(|i| 100 + i * 1000));
+    }
+    // Idle tunnels hold no pipe: whatever the stream borrowed is back in
+    // the worker's pool (bounded), not held by 50 connections.
+    let held = pipe_fds(rm);
+    assert!(
+        held <= pipes_before + 2 * 2,
+        "{held} pipe fds with idle tunnels (before: {pipes_before})"
+    );
 }

@@ -338,8 +338,7 @@ async fn admit(
     match route {
         Some(route) => {
             guard.attach(&route);
-            tcp::serve_with(ctx, stream, peer, route, pre).await;
-            drop(guard);
+            tcp::serve_with(ctx, stream, peer, route, pre, guard).await;
         }
         None => crate::http::conn::serve_with(ctx, live, stream, peer, addr, guard, pre).await,
     }

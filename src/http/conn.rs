@@ -92,20 +92,25 @@ pub(super) fn client_ready<'a>(stream: &'a TcpStream, tls: Option<&'a RefCell<Tl
 const PLAIN_ON_TLS: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 51\r\nConnection: close\r\n\r\nThe plain HTTP request was sent to an HTTPS port.\r\n";
 
 /// Serves one accepted connection of an http listener until it closes.
-pub async fn serve(
+pub fn serve(
     ctx: Rc<WorkerCtx>,
     live: Arc<Live>,
     stream: TcpStream,
     peer: SocketAddr,
     listen: SocketAddr,
     guard: ConnGuard,
-) {
-    serve_with(ctx, live, stream, peer, listen, guard, Preamble::default()).await
+) -> impl std::future::Future<Output = ()> {
+    serve_with(ctx, live, stream, peer, listen, guard, Preamble::default())
 }
 
 /// [`serve`] for a connection whose first bytes the edge already read (the
 /// PROXY header gone, `pre.bytes` the start of the first request).
-pub async fn serve_with(
+///
+/// Not an `async fn`: its arguments would stay in the future (the whole task
+/// of an idle keep-alive connection) after being moved into the `Conn`, a
+/// second copy of the socket and addresses. The future holds the `Conn` once;
+/// the TLS handshake, when the listener has one, runs on the `Conn`'s socket.
+pub fn serve_with(
     ctx: Rc<WorkerCtx>,
     live: Arc<Live>,
     stream: TcpStream,
@@ -113,42 +118,13 @@ pub async fn serve_with(
     listen: SocketAddr,
     guard: ConnGuard,
     pre: Preamble,
-) {
-    let Some(spec) = live.by_listen.get(&listen).copied() else {
-        return;
-    };
-    let mut tls = None;
-    let mut plain_on_tls = false;
-    if let Some(l) = live.snapshot.listeners.get(spec) {
-        if let Some(acc) = &l.tls {
-            let deadline = Instant::now() + l.header_timeout;
-            match Box::pin(crate::tls::session::handshake(
-                &stream,
-                acc.config.clone(),
-                deadline,
-            ))
-            .await
-            {
-                Ok(t) => {
-                    acc.counters.handshake(t.resumed);
-                    tls = Some(Box::new(RefCell::new(t)));
-                }
-                Err(e) => {
-                    acc.counters.failed(e.reason());
-                    tracing::debug!(%peer, %listen, "TLS handshake failed: {e}");
-                    if !matches!(e, crate::tls::HandshakeError::PlainHttp) {
-                        return;
-                    }
-                    plain_on_tls = true;
-                }
-            }
-        }
-    }
+) -> impl std::future::Future<Output = ()> {
+    let spec = live.by_listen.get(&listen).copied();
     let mut conn = Conn {
         gen: ctx.generation(),
         ctx,
         listen,
-        spec,
+        spec: spec.unwrap_or(usize::MAX),
         closing: false,
         guard,
         client: Client {
@@ -156,31 +132,59 @@ pub async fn serve_with(
             peer,
             buf: pre.bytes,
             cancel: Cancel::default(),
-            tls,
+            tls: None,
             dst: pre.dst,
         },
         scratch: Scratch::default(),
         h2: None,
     };
-    if plain_on_tls {
-        Box::pin(conn.send_canned(PLAIN_ON_TLS)).await;
+    async move {
+        if spec.is_none() {
+            return;
+        }
+        let acc = live
+            .snapshot
+            .listeners
+            .get(conn.spec)
+            .and_then(|l| Some((l.tls.clone()?, l.header_timeout)));
+        if let Some((acc, header_timeout)) = acc {
+            let deadline = Instant::now() + header_timeout;
+            let shake =
+                crate::tls::session::handshake(&conn.client.stream, acc.config.clone(), deadline);
+            match Box::pin(shake).await {
+                Ok(t) => {
+                    acc.counters.handshake(t.resumed);
+                    conn.client.tls = Some(Box::new(RefCell::new(t)));
+                }
+                Err(e) => {
+                    acc.counters.failed(e.reason());
+                    tracing::debug!(peer = %conn.client.peer, %listen, "TLS handshake failed: {e}");
+                    if matches!(e, crate::tls::HandshakeError::PlainHttp) {
+                        Box::pin(conn.send_canned(PLAIN_ON_TLS)).await;
+                        conn.release_buffers();
+                    }
+                    return;
+                }
+            }
+        }
+        conn.run(live).await;
+        if let Some((cfg, live)) = conn.h2.take() {
+            // The client sent the HTTP/2 preface: the h2 server takes over, with
+            // the bytes read so far.
+            let replay = conn.client.buf.clone();
+            conn.release_buffers();
+            let Conn {
+                ctx, client, guard, ..
+            } = conn;
+            let stream = client.stream;
+            let peer = client.peer;
+            // Boxed: an HTTP/2 connection's state is large, and every HTTP/1.1
+            // connection's task would carry it inline.
+            let h2 = crate::h2::serve_tcp(ctx, live, stream, peer, listen, cfg, replay, guard);
+            return Box::pin(h2).await;
+        }
         conn.release_buffers();
-        return;
     }
-    conn.run(live).await;
-    if let Some((cfg, live)) = conn.h2.take() {
-        // The client sent the HTTP/2 preface: the h2 server takes over, with
-        // the bytes read so far.
-        let replay = conn.client.buf.clone();
-        conn.release_buffers();
-        let Conn {
-            ctx, client, guard, ..
-        } = conn;
-        let stream = client.stream;
-        let peer = client.peer;
-        return crate::h2::serve_tcp(ctx, live, stream, peer, listen, cfg, replay, guard).await;
-    }
-    conn.release_buffers();
 }
 
 struct Conn {

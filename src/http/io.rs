@@ -39,19 +39,26 @@ const ECANCELED: i32 = 125;
 /// Why one per task: a monoio `Canceller` allocates (an `Rc` and its op set)
 /// when created; reused, an op only borrows it. In `Ring` mode a task has at
 /// most one op in flight, so cancelling cancels exactly the op that timed
-/// out. Only a cancel replaces it (rare: a deadline passed).
+/// out. Only a cancel replaces it (rare: a deadline passed). Created on the
+/// first ring op: a connection whose reads and writes all complete as plain
+/// syscalls (most small keep-alive requests) never allocates one, and an
+/// idle connection does not carry it.
 #[derive(Default)]
-pub struct Cancel(RefCell<Canceller>);
+pub struct Cancel(RefCell<Option<Canceller>>);
 
 impl Cancel {
     fn handle(&self) -> CancelHandle {
-        self.0.borrow().handle()
+        self.0
+            .borrow_mut()
+            .get_or_insert_with(Canceller::new)
+            .handle()
     }
 
     fn cancel(&self) {
         let mut c = self.0.borrow_mut();
-        let old = std::mem::take(&mut *c);
-        *c = old.cancel();
+        if let Some(old) = c.take() {
+            *c = Some(old.cancel());
+        }
     }
 }
 

@@ -7,18 +7,24 @@
 //! runtime (a PollAdd on io_uring, epoll on the legacy driver), then calls
 //! splice with SPLICE_F_NONBLOCK on non-blocking sockets; EAGAIN means "wait again".
 //!
-//! Idle tunnels own no pipe: a direction borrows one from the worker's
+//! Small messages skip the pipe: a tunnel direction reads up to
+//! [`RELAY_SMALL`] bytes with a plain recv into a pooled buffer and sends
+//! them on; only a read that fills the buffer (a stream) switches it to
+//! splice, until a burst moves less than a buffer again.
+//!
+//! Idle tunnels own no pipe and no buffer: a direction borrows one from the worker's
 //! [`PipePool`] when bytes are ready and gives it back once it is empty. A pipe
 //! holding bytes is never returned (it is closed instead), so data can't leak
 //! from one connection into another.
 
 use std::cell::{Cell, RefCell};
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 use monoio::net::TcpStream;
 
+use crate::http::buf::BufPool;
 use crate::sys;
 use crate::worker::timer::CoarseTimers;
 
@@ -158,6 +164,8 @@ pub trait Meter {
     fn moved(&self, up: bool, n: u64);
     /// The worker's coarse timers, for the idle watch.
     fn timers(&self) -> &CoarseTimers;
+    /// The worker's buffer pool, for small reads.
+    fn bufs(&self) -> &BufPool;
 }
 
 /// Forwards both directions between `client` and `backend` until both have
@@ -171,8 +179,8 @@ pub async fn tunnel<M: Meter>(
     idle: Duration,
 ) -> Result<Moved, TunnelEnd> {
     let last = Cell::new(meter.now_ms());
-    let up = pump(pool, meter, &last, client, backend, true);
-    let down = pump(pool, meter, &last, backend, client, false);
+    let up = pump(pool, meter, &last, client, backend, true, true);
+    let down = pump(pool, meter, &last, backend, client, false, false);
     let watch = idle_watch(meter, &last, idle);
     let (mut up, mut down, mut watch) = (
         std::pin::pin!(up),
@@ -211,7 +219,35 @@ async fn idle_watch<M: Meter>(meter: &M, last: &Cell<u64>, idle: Duration) {
     }
 }
 
-/// One direction: `src` -> pipe -> `dst`, until EOF on `src` (then half-close `dst`).
+/// Largest read a tunnel direction copies through a buffer. A read that fills
+/// it means more bytes are queued (the peer is streaming): the direction
+/// switches to splice, and back to buffered reads once a splice moves less
+/// than this (HAProxy's `splice-auto` idea). Small messages (requests,
+/// database and WebSocket frames) thus cost one recv and one send, with no
+/// pipe round trip; bulk transfers stay zero-copy. Measured in bench/README.md
+/// ("Small messages on tcp routes"): 16 KiB, one pooled HTTP buffer.
+pub const RELAY_SMALL: usize = crate::http::buf::BUF_SIZE;
+
+/// How a direction moves its next bytes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// recv into a pooled buffer, send from it.
+    Copy,
+    /// splice through a pooled pipe (the last read filled the buffer).
+    Splice,
+}
+
+/// One direction: `src` -> `dst`, until EOF on `src` (then half-close `dst`).
+/// Holds no buffer and no pipe while waiting for `src`. `eager`: try a read
+/// before the first readiness wait (a new client's first bytes usually
+/// arrive with, or right behind, the handshake).
+///
+/// Size matters here: this future lives inside every open tunnel's task for
+/// the tunnel's whole life, so it keeps only a readiness wait across its
+/// common await. A read and its forwarding are synchronous; only bytes that
+/// `dst` cannot take yet go into a boxed [`flush`] (backpressure, rare for
+/// small messages).
+#[allow(clippy::too_many_arguments)]
 async fn pump<M: Meter>(
     pool: &PipePool,
     meter: &M,
@@ -219,62 +255,210 @@ async fn pump<M: Meter>(
     src: &TcpStream,
     dst: &TcpStream,
     up: bool,
+    eager: bool,
 ) -> Result<u64, TunnelEnd> {
     // Errors reading `src` belong to src's side; errors writing `dst` to dst's.
-    let src_err = |e| {
-        if up {
-            TunnelEnd::Client(e)
-        } else {
-            TunnelEnd::Backend(e)
-        }
-    };
-    let dst_err = |e| {
-        if up {
-            TunnelEnd::Backend(e)
-        } else {
-            TunnelEnd::Client(e)
-        }
+    let side = |e: Side| match (e, up) {
+        (Side::Src(e), true) | (Side::Dst(e), false) => TunnelEnd::Client(e),
+        (Side::Src(e), false) | (Side::Dst(e), true) => TunnelEnd::Backend(e),
     };
     let (sfd, dfd) = (src.as_raw_fd(), dst.as_raw_fd());
     let mut total = 0u64;
+    let mut mode = Mode::Copy;
+    let mut wait = !eager;
+    // Bytes moved since the last readiness wait.
+    let mut burst = 0usize;
     loop {
-        src.readable(false).await.map_err(src_err)?;
-        let mut lease = pool.take().map_err(src_err)?;
-        loop {
-            let cap = lease.pipe().cap;
-            match sys::splice(sfd, lease.pipe().w.as_raw_fd(), cap) {
-                Ok(0) => {
-                    drop(lease);
-                    // ENOTCONN: the peer already went away; nothing to tell it.
-                    let _ = sys::shutdown_write(dfd);
-                    return Ok(total);
+        if wait {
+            src.readable(false).await.map_err(|e| side(Side::Src(e)))?;
+            burst = 0;
+        }
+        let (step, backlog) = match mode {
+            Mode::Copy => copy_now(meter.bufs(), sfd, dfd),
+            Mode::Splice => splice_now(pool, sfd, dfd),
+        }
+        .map_err(side)?;
+        if let Some(b) = backlog {
+            Box::pin(flush(b, dst, meter.bufs()))
+                .await
+                .map_err(|e| side(Side::Dst(e)))?;
+        }
+        let n = match step {
+            Step::Eof => {
+                // ENOTCONN: the peer already went away; nothing to tell it.
+                let _ = sys::shutdown_write(dfd);
+                return Ok(total);
+            }
+            Step::Drained(n) | Step::More(n) => n,
+        };
+        if n > 0 {
+            total += n as u64;
+            burst += n;
+            meter.moved(up, n as u64);
+            last.set(meter.now_ms());
+        }
+        wait = !matches!(step, Step::More(_));
+        mode = match (mode, step) {
+            // A full buffer: more is queued, splice it without waiting.
+            (Mode::Copy, Step::More(_)) => Mode::Splice,
+            // The socket drained after a burst smaller than a buffer: the
+            // stream calmed down, copy small messages again.
+            (Mode::Splice, Step::Drained(_)) if burst < RELAY_SMALL => Mode::Copy,
+            (m, _) => m,
+        };
+    }
+}
+
+/// What one read (and its forwarding) did.
+#[derive(Clone, Copy)]
+enum Step {
+    /// `src` reached EOF (nothing was read).
+    Eof,
+    /// Forwarded this many bytes; `src` is probably drained (wait for it).
+    Drained(usize),
+    /// Forwarded a full buffer or pipe; more is probably queued.
+    More(usize),
+}
+
+/// A failure of one side of a relay step.
+enum Side {
+    Src(io::Error),
+    Dst(io::Error),
+}
+
+/// Bytes read from `src` that `dst` could not take yet.
+enum Backlog<'p> {
+    /// A pooled buffer and the range still to send.
+    Buf(Vec<u8>, usize, usize),
+    /// A pipe with `fill` bytes in it.
+    Pipe(Lease<'p>),
+}
+
+/// One non-blocking recv of at most [`RELAY_SMALL`] bytes into a pooled
+/// buffer, sent on to `dfd` at once; what `dfd` cannot take yet comes back
+/// as a backlog (with the buffer).
+fn copy_now(bufs: &BufPool, sfd: RawFd, dfd: RawFd) -> Result<(Step, Option<Backlog<'_>>), Side> {
+    let mut buf = bufs.take();
+    let r = loop {
+        match sys::recv_append(sfd, &mut buf, RELAY_SMALL) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            r => break r,
+        }
+    };
+    let n = match r {
+        Ok(0) => {
+            bufs.put(buf);
+            return Ok((Step::Eof, None));
+        }
+        Ok(n) => n,
+        Err(e) => {
+            bufs.put(buf);
+            return match e.kind() {
+                io::ErrorKind::WouldBlock => Ok((Step::Drained(0), None)),
+                _ => Err(Side::Src(e)),
+            };
+        }
+    };
+    let step = if n >= RELAY_SMALL {
+        Step::More(n)
+    } else {
+        Step::Drained(n)
+    };
+    let mut pos = 0;
+    while pos < n {
+        match sys::send(dfd, &buf[pos..n]) {
+            Ok(0) => {
+                bufs.put(buf);
+                return Err(Side::Dst(io::ErrorKind::WriteZero.into()));
+            }
+            Ok(m) => pos += m,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return Ok((step, Some(Backlog::Buf(buf, pos, n))));
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                bufs.put(buf);
+                return Err(Side::Dst(e));
+            }
+        }
+    }
+    bufs.put(buf);
+    Ok((step, None))
+}
+
+/// One splice from `sfd` into a pooled pipe and on to `dfd`; what `dfd`
+/// cannot take yet stays in the pipe, returned as a backlog.
+fn splice_now(
+    pool: &PipePool,
+    sfd: RawFd,
+    dfd: RawFd,
+) -> Result<(Step, Option<Backlog<'_>>), Side> {
+    let mut lease = pool.take().map_err(Side::Src)?;
+    let cap = lease.pipe().cap;
+    let n = loop {
+        match sys::splice(sfd, lease.pipe().w.as_raw_fd(), cap) {
+            Ok(0) => return Ok((Step::Eof, None)),
+            Ok(n) => break n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok((Step::Drained(0), None)),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Side::Src(e)),
+        }
+    };
+    lease.fill = n;
+    // A short read drained the socket's queue: the next splice would almost
+    // surely be EAGAIN, so wait for readiness next.
+    let step = if n < cap {
+        Step::Drained(n)
+    } else {
+        Step::More(n)
+    };
+    while lease.fill > 0 {
+        match sys::splice(lease.pipe().r.as_raw_fd(), dfd, lease.fill) {
+            Ok(m) => lease.fill -= m.min(lease.fill),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return Ok((step, Some(Backlog::Pipe(lease))))
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Side::Dst(e)),
+        }
+    }
+    Ok((step, None))
+}
+
+/// Sends a backlog to `dst`, waiting for writability as needed.
+async fn flush(b: Backlog<'_>, dst: &TcpStream, bufs: &BufPool) -> io::Result<()> {
+    let fd = dst.as_raw_fd();
+    match b {
+        Backlog::Buf(buf, mut pos, end) => {
+            let r = loop {
+                if pos >= end {
+                    break Ok(());
                 }
-                Ok(n) => {
-                    lease.fill = n;
-                    last.set(meter.now_ms());
-                    while lease.fill > 0 {
-                        match sys::splice(lease.pipe().r.as_raw_fd(), dfd, lease.fill) {
-                            Ok(m) => lease.fill -= m.min(lease.fill),
-                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                                dst.writable(false).await.map_err(dst_err)?;
-                            }
-                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                            Err(e) => return Err(dst_err(e)),
+                match sys::send(fd, &buf[pos..end]) {
+                    Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
+                    Ok(m) => pos += m,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        if let Err(e) = dst.writable(false).await {
+                            break Err(e);
                         }
                     }
-                    total += n as u64;
-                    meter.moved(up, n as u64);
-                    last.set(meter.now_ms());
-                    // A short read drained the socket's queue: the next splice
-                    // would almost surely be EAGAIN, so wait for readiness now.
-                    if n < cap {
-                        break;
-                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => break Err(e),
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(src_err(e)),
+            };
+            bufs.put(buf);
+            r
+        }
+        Backlog::Pipe(mut lease) => {
+            while lease.fill > 0 {
+                match sys::splice(lease.pipe().r.as_raw_fd(), fd, lease.fill) {
+                    Ok(m) => lease.fill -= m.min(lease.fill),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => dst.writable(false).await?,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
             }
+            Ok(())
         }
     }
 }
@@ -390,4 +574,26 @@ async fn within(
         r = ready => r,
         _ = monoio::time::sleep(stall) => Err(io::Error::new(io::ErrorKind::TimedOut, "stalled")),
     }
+}
+
+/// Sizes of the tunnel's futures, for the idle-memory test in worker/listener.rs.
+#[cfg(test)]
+pub(crate) fn debug_sizes() -> Vec<(&'static str, usize)> {
+    use crate::proxy::tcp::ConnMeter;
+    fn s7<A, B, C, D, E, G, H, F: std::future::Future>(
+        _: impl FnOnce(A, B, C, D, E, G, H) -> F,
+    ) -> usize {
+        std::mem::size_of::<F>()
+    }
+    fn s5<A, B, C, D, E, F: std::future::Future>(_: impl FnOnce(A, B, C, D, E) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+    fn s3<A, B, C, F: std::future::Future>(_: impl FnOnce(A, B, C) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+    vec![
+        ("pump", s7(pump::<ConnMeter>)),
+        ("tunnel", s5(tunnel::<ConnMeter>)),
+        ("idle_watch", s3(idle_watch::<ConnMeter>)),
+    ]
 }

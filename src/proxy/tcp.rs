@@ -13,11 +13,12 @@ use crate::accesslog::{Kind, Record};
 
 use crate::balance::client_hash;
 use crate::edge::{self, Preamble};
+use crate::http::buf::BufPool;
 use crate::proxy::connect;
 use crate::proxy::splice::{tunnel, Meter, TunnelEnd};
 use crate::shared::{LiveRoute, RouteSlot};
 use crate::worker::timer::CoarseTimers;
-use crate::worker::WorkerCtx;
+use crate::worker::{ConnGuard, WorkerCtx};
 
 /// Counts a tunnel's bytes into its route's slot and reads the worker's clock.
 pub(crate) struct ConnMeter<'a> {
@@ -49,11 +50,22 @@ impl Meter for ConnMeter<'_> {
     fn timers(&self) -> &CoarseTimers {
         &self.ctx.timers
     }
+    #[inline]
+    fn bufs(&self) -> &BufPool {
+        &self.ctx.bufs
+    }
 }
 
 /// Serves one client connection of a tcp route.
-pub async fn serve(ctx: Rc<WorkerCtx>, client: TcpStream, peer: SocketAddr, route: Arc<LiveRoute>) {
-    serve_with(ctx, client, peer, route, Preamble::default()).await
+/// `guard` counts the connection open until the tunnel ends.
+pub fn serve(
+    ctx: Rc<WorkerCtx>,
+    client: TcpStream,
+    peer: SocketAddr,
+    route: Arc<LiveRoute>,
+    guard: ConnGuard,
+) -> impl std::future::Future<Output = ()> {
+    serve_with(ctx, client, peer, route, Preamble::default(), guard)
 }
 
 /// [`serve`] for a connection whose first bytes the edge already read
@@ -64,6 +76,7 @@ pub async fn serve_with(
     peer: SocketAddr,
     route: Arc<LiveRoute>,
     pre: Preamble,
+    guard: ConnGuard,
 ) {
     let Some(slot) = route.slots.get(ctx.id) else {
         return;
@@ -119,7 +132,8 @@ pub async fn serve_with(
             {
                 Ok(t) => {
                     acc.counters.handshake(t.resumed);
-                    Some(std::cell::RefCell::new(t))
+                    // Boxed: a tunnel's task holds its TLS state only while TLS.
+                    Some(Box::new(std::cell::RefCell::new(t)))
                 }
                 Err(e) => {
                     acc.counters.failed(e.reason());
@@ -229,5 +243,6 @@ pub async fn serve_with(
     // Two fds freed: if accepting paused for lack of fds, it may go on.
     drop(upstream);
     drop(client);
+    drop(guard);
     ctx.resume_accepting();
 }
