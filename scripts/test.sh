@@ -46,6 +46,7 @@ if ! command -v h2spec >/dev/null 2>&1; then
     fi
   fi
   export H2SPEC="$gobin/h2spec"
+fi
 # tests/gateway.rs: WebSocket backend and clients in Python.
 if ! python3 -c 'import websockets' 2>/dev/null; then
   echo "installing: python websockets (pip)"
