@@ -14,6 +14,7 @@ pub mod logs;
 pub mod procs_api;
 pub mod reload;
 pub mod sessions_api;
+pub mod status;
 pub mod supervisor;
 pub mod systemd;
 pub mod upgrade;

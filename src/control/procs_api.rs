@@ -226,7 +226,7 @@ pub fn backend_fields(reg: &Registry, state: &Arc<BackendState>) -> (Value, Valu
 
 /// Prometheus families for health and processes, appended to `/metrics`.
 pub fn metrics(reg: &Registry, live: &Live, out: &mut String) {
-    use crate::control::api::escape_label;
+    use crate::control::status::escape_label;
     use std::fmt::Write as _;
     let _ = writeln!(
         out,

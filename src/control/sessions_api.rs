@@ -26,7 +26,8 @@ use crate::gateway::hub::{Command, Filter, Info, Patch, Target};
 use crate::gateway::session::{RouteCounters, REASONS};
 use crate::shared::Live;
 
-use super::api::{escape_label, ApiState, Endpoint, Handler, Reply, Request, Response};
+use super::api::{ApiState, Endpoint, Handler, Reply, Request, Response};
+use super::status::escape_label;
 
 /// Longest wait for a worker's answer.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);

@@ -19,6 +19,7 @@ pub mod frame;
 pub mod handshake;
 pub mod hub;
 pub mod session;
+mod sockio;
 pub mod stats;
 
 use crate::shared::LiveRoute;
