@@ -122,6 +122,57 @@ with socket.create_connection(("127.0.0.1", {port}), timeout=20, source_address=
     out
 }
 
+/// A PROXY v1 header naming `src` and the ClientHello in one write (so the
+/// edge reads both at once), then the handshake and `msg` over TLS (Python's
+/// ssl module on memory BIOs); prints the decrypted answer up to `until`.
+fn proxy_and_hello_in_one_write(pki: &Pki, port: u16, src: &str, msg: &str, until: &str) -> String {
+    let py = format!(
+        r#"
+import socket, ssl
+ctx = ssl.create_default_context(cafile="{ca}")
+inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+t = ctx.wrap_bio(inc, out, server_hostname="a.example.com")
+s = socket.create_connection(("127.0.0.1", {port}), timeout=20)
+try:
+    t.do_handshake()
+except ssl.SSLWantReadError:
+    pass
+s.sendall(b"PROXY TCP4 {src} 127.0.0.1 5555 {port}\r\n" + out.read())
+while True:
+    try:
+        t.do_handshake()
+        break
+    except ssl.SSLWantReadError:
+        if out.pending:
+            s.sendall(out.read())
+        d = s.recv(65536)
+        if not d:
+            raise SystemExit("closed during the handshake")
+        inc.write(d)
+t.write({msg:?}.encode())
+s.sendall(out.read())
+got = b""
+while {until:?}.encode() not in got:
+    try:
+        got += t.read(65536)
+        continue
+    except ssl.SSLWantReadError:
+        pass
+    except ssl.SSLZeroReturnError:
+        break
+    d = s.recv(65536)
+    if not d:
+        break
+    inc.write(d)
+print(got.decode())
+"#,
+        ca = pki.p("ca.pem")
+    );
+    let (ok, out) = run(Command::new(support::procs::python()).args(["-c", &py]));
+    assert!(ok, "python PROXY+hello to {port}: {out}");
+    out
+}
+
 /// The access log's JSON lines.
 fn log_lines(path: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)
@@ -236,6 +287,19 @@ backend tun\n  mode tcp\n  server r 127.0.0.1:{tcp} send-proxy-v2\n"
     // peeked at goes to the handshake, the backend gets plaintext only.
     let out = python_tls_from(&pki, "127.0.0.1", sni);
     assert_eq!(out.trim_end(), "TLSv1.3 ping", "{}", rm.logs());
+
+    // The PROXY header and the ClientHello in one segment: the edge reads
+    // the start of the ClientHello with the header; the handshake gets it.
+    let out = proxy_and_hello_in_one_write(
+        &pki,
+        http,
+        "127.0.0.12",
+        "GET /who HTTP/1.1\r\nHost: a.example.com\r\nConnection: close\r\n\r\n",
+        "xfp=https",
+    );
+    assert!(out.contains("xff=127.0.0.12 xfp=https"), "{out}");
+    let out = proxy_and_hello_in_one_write(&pki, tcp, "127.0.0.12", "ping\n", "ping\n");
+    assert!(out.starts_with("got PROXY TCP4 127.0.0.12 "), "{out}");
 
     // Plain HTTP after the PROXY header: 400 on the http route, closed on
     // the tcp route; both counted as plain_http failures.
