@@ -195,13 +195,29 @@ fn line_of(lines: &[serde_json::Value], route: &str, ip: &str) -> Option<serde_j
         .cloned()
 }
 
-/// A TLS failure counter of route `name` from /api/status.
-fn tls_failures(api: u16, name: &str, reason: &str) -> u64 {
+/// A TLS counter of route `name` from /api/status: `handshakes_*`, else a
+/// failure reason.
+fn tls_failures(api: u16, name: &str, field: &str) -> u64 {
     let s = support::api::get(api, "/api/status").json();
     let routes = s["routes"].as_array().cloned().unwrap_or_default();
     let r = routes.iter().find(|r| r["name"] == name);
-    r.and_then(|r| r["tls"]["failures"][reason].as_u64())
-        .unwrap_or_else(|| panic!("{name} {reason} in {s}"))
+    r.and_then(|r| {
+        if field.starts_with("handshakes") {
+            r["tls"][field].as_u64()
+        } else {
+            r["tls"]["failures"][field].as_u64()
+        }
+    })
+    .unwrap_or_else(|| panic!("{name} {field} in {s}"))
+}
+
+/// Every TLS counter of route `name`: (handshakes, failures by reason).
+fn tls_counts(api: u16, name: &str) -> (u64, [u64; 5]) {
+    let c = |f| tls_failures(api, name, f);
+    (
+        c("handshakes_full") + c("handshakes_resumed"),
+        ["plain_http", "timeout", "closed", "client_cert", "protocol"].map(c),
+    )
 }
 
 /// http and tcp routes with `proxy_protocol` and `tls` behind HAProxy
@@ -317,9 +333,19 @@ backend tun\n  mode tcp\n  server r 127.0.0.1:{tcp} send-proxy-v2\n"
     let mut got = Vec::new();
     let _ = s.read_to_end(&mut got);
     assert!(got.is_empty(), "{}", String::from_utf8_lossy(&got));
-    assert!(wait_until(Duration::from_secs(5), || {
-        tls_failures(api, "web", "plain_http") >= 1 && tls_failures(api, "tun", "plain_http") >= 1
-    }));
+    // Exact counts: ringmesh's start-up probes were refused at the edge (no
+    // PROXY header) and never reached a handshake; HAProxy's start-up probes
+    // may have (a header, then a close): `closed`, at most one per frontend.
+    // web: 2 curl connections and 1 Python one; tun: 2 Python connections.
+    let want = |api, name, n, probes| {
+        let ok = wait_until(Duration::from_secs(5), || {
+            let (hs, [plain, timeout, closed, cert, proto]) = tls_counts(api, name);
+            (hs, plain, timeout, cert, proto) == (n, 1, 0, 0, 0) && closed <= probes
+        });
+        assert!(ok, "{name}: {:?}", tls_counts(api, name));
+    };
+    want(api, "web", 3, 2);
+    want(api, "tun", 2, 1);
 
     // The access log: client address from the PROXY header, TLS version
     // and SNI on http exchanges and tcp connections.
@@ -362,6 +388,28 @@ backend tun\n  mode tcp\n  server r 127.0.0.1:{tcp} send-proxy-v2\n"
     assert_eq!((&l["bytes_in"], &l["bytes_out"]), (&5.into(), &5.into()));
     let l = line_of(&lines, "tun", "127.0.0.10").unwrap();
     assert_eq!(l["close_reason"], "tls_handshake_failed", "{l}");
+    // One line per tcp connection, one per failed handshake: as many as the
+    // route's failure counters say (HAProxy's probe, if it got through,
+    // from 127.0.0.1).
+    let counted = wait_until(Duration::from_secs(5), || {
+        lines = log_lines(&access);
+        let (_, f) = tls_counts(api, "tun");
+        let failed = lines
+            .iter()
+            .filter(|l| l["route"] == "tun" && l["close_reason"] == "tls_handshake_failed")
+            .count() as u64;
+        failed == f.iter().sum::<u64>()
+    });
+    assert!(counted, "{:?} {lines:#?}", tls_counts(api, "tun"));
+    for ip in ["127.0.0.9", "127.0.0.10", "127.0.0.12"] {
+        let from = |l: &&serde_json::Value| {
+            l["route"] == "tun"
+                && l["client"]
+                    .as_str()
+                    .is_some_and(|c| c.starts_with(&format!("{ip}:")))
+        };
+        assert_eq!(lines.iter().filter(from).count(), 1, "{ip}: {lines:#?}");
+    }
     assert_eq!(l["tls_version"], serde_json::Value::Null, "{l}");
     assert_eq!(l["upstream"], serde_json::Value::Null, "{l}");
     drop(rm);
