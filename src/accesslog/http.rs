@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use crate::http::head::{find_header, HeaderSpan, RequestHead, Version};
 use crate::shared::Live;
 
-use super::{Field, Pending, WorkerLog};
+use super::{Field, Pending, TlsFields, WorkerLog};
 
 /// Starts logging the exchange of `head` (parsed from `buf`).
 pub fn begin(log: &mut Pending, buf: &[u8], head: &RequestHead, spans: &[HeaderSpan]) {
@@ -56,14 +56,21 @@ pub fn rejected(out: &WorkerLog, live: &Live, client: SocketAddr, status: u16, b
 }
 
 /// Writes the exchange's line to its route's log (the top-level log when
-/// no route matched); nothing when that route has none.
-pub fn end(log: &mut Pending, out: &WorkerLog, live: &Live, client: SocketAddr) {
+/// no route matched); nothing when that route has none. `tls`: the client
+/// connection's TLS version and SNI name, when it is TLS.
+pub fn end(
+    log: &mut Pending,
+    out: &WorkerLog,
+    live: &Live,
+    client: SocketAddr,
+    tls: TlsFields<'_>,
+) {
     let target = match log.route.and_then(|i| live.routes.get(i)) {
         Some(r) => r.log.map(|sink| (sink, r.cfg.name.as_str())),
         None => live.log.map(|sink| (sink, "-")),
     };
     match target {
-        Some((sink, name)) => log.finish(out, sink, name, client),
+        Some((sink, name)) => log.finish(out, sink, name, client, tls),
         None => log.on = false,
     }
 }

@@ -243,7 +243,14 @@ impl Pending {
     }
 
     /// Writes the line to `log` and ends this exchange's logging.
-    pub fn finish(&mut self, log: &WorkerLog, sink: Sink, route: &str, client: SocketAddr) {
+    pub fn finish(
+        &mut self,
+        log: &WorkerLog,
+        sink: Sink,
+        route: &str,
+        client: SocketAddr,
+        tls: TlsFields<'_>,
+    ) {
         self.on = false;
         let duration_us = self.start.map_or(0, |t| t.elapsed().as_micros() as u64);
         let rec = Record {
@@ -263,13 +270,16 @@ impl Pending {
             request_id: self.get(Field::RequestId),
             user_agent: self.get(Field::UserAgent),
             referer: self.get(Field::Referer),
-            tls_version: None,
-            sni: None,
+            tls_version: tls.0,
+            sni: tls.1,
             close_reason: self.close_reason,
         };
         log.write(sink, &rec);
     }
 }
+
+/// A TLS connection's protocol version and SNI name, for its lines.
+pub type TlsFields<'a> = (Option<&'a str>, Option<&'a [u8]>);
 
 /// Wall-clock ms since the Unix epoch.
 pub fn wall_ms() -> u64 {

@@ -109,7 +109,8 @@ impl Counters {
 #[derive(Debug, Default)]
 pub struct Preamble {
     /// Bytes read after the PROXY header (the ClientHello, the start of a
-    /// request): they go to the backend first. A pooled buffer.
+    /// request): they go to the backend first, or, on a route with `tls`,
+    /// to the handshake (`crate::tls::session::handshake`). A pooled buffer.
     pub bytes: Vec<u8>,
     /// The address the client connected to, from its PROXY header.
     pub dst: Option<SocketAddr>,

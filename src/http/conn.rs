@@ -149,9 +149,20 @@ pub fn serve_with(
             .and_then(|l| Some((l.tls.clone()?, l.header_timeout)));
         if let Some((acc, header_timeout)) = acc {
             let deadline = Instant::now() + header_timeout;
-            let shake =
-                crate::tls::session::handshake(&conn.client.stream, acc.config.clone(), deadline);
-            match Box::pin(shake).await {
+            // What the edge read after a PROXY header is the start of the
+            // ClientHello: rustls takes it first, then the buffer is free.
+            let early = std::mem::take(&mut conn.client.buf);
+            let shake = crate::tls::session::handshake(
+                &conn.client.stream,
+                acc.config.clone(),
+                deadline,
+                &early,
+            );
+            let shaken = Box::pin(shake).await;
+            if early.capacity() > 0 {
+                conn.ctx.bufs.put(early);
+            }
+            match shaken {
                 Ok(t) => {
                     acc.counters.handshake(t.resumed);
                     conn.client.tls = Some(Box::new(RefCell::new(t)));

@@ -113,7 +113,9 @@ pub(super) async fn run(
     if let Some(chain) = s.filter.chain.take() {
         chain.logging(s.log.status, &s.filter.edits);
     }
-    crate::accesslog::http::end(&mut s.log, &ctx.log, live, client.peer);
+    let tls = client.tls.as_deref().map(|t| t.borrow());
+    let fields = tls.as_ref().map_or((None, None), |t| t.log_fields());
+    crate::accesslog::http::end(&mut s.log, &ctx.log, live, client.peer, fields);
     outcome
 }
 

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 
 use monoio::net::TcpStream;
 use monoio::time::Instant;
@@ -17,6 +17,7 @@ use crate::http::buf::BufPool;
 use crate::proxy::connect;
 use crate::proxy::splice::{tunnel, Meter, TunnelEnd};
 use crate::shared::{LiveRoute, RouteSlot};
+use crate::tls::TlsConn;
 use crate::worker::timer::CoarseTimers;
 use crate::worker::{ConnGuard, WorkerCtx};
 
@@ -89,8 +90,10 @@ pub async fn serve_with(
         slot,
         counted: route.log.map(|_| &counted),
     };
-    let log = |reason: &str, upstream: Option<SocketAddr>| {
+    let log = |reason: &str, upstream: Option<SocketAddr>, tls: Option<&RefCell<TlsConn>>| {
         if let (Some(sink), Some(t)) = (route.log, started) {
+            let tls = tls.map(|c| c.borrow());
+            let (tls_version, sni) = tls.as_ref().map_or((None, None), |c| c.log_fields());
             ctx.log.write(
                 sink,
                 &Record {
@@ -110,8 +113,8 @@ pub async fn serve_with(
                     request_id: None,
                     user_agent: None,
                     referer: None,
-                    tls_version: None,
-                    sni: None,
+                    tls_version,
+                    sni,
                     close_reason: Some(reason),
                 },
             );
@@ -119,26 +122,35 @@ pub async fn serve_with(
     };
     // A TLS route: handshake first (no backend connection for a client that
     // never completes one), then relay through the record layer.
+    let mut pre = pre;
     let tls = match &route.cfg.tls {
         None => None,
         Some(acc) => {
             let deadline = monoio::time::Instant::now() + route.cfg.timeouts.header;
-            match Box::pin(crate::tls::session::handshake(
+            // What the edge read (after a PROXY header, or the ClientHello an
+            // SNI peek chose this route by) belongs to the handshake, not to
+            // the backend: rustls takes it first.
+            let early = std::mem::take(&mut pre.bytes);
+            let shaken = Box::pin(crate::tls::session::handshake(
                 &client,
                 acc.config.clone(),
                 deadline,
+                &early,
             ))
-            .await
-            {
+            .await;
+            if early.capacity() > 0 {
+                ctx.bufs.put(early);
+            }
+            match shaken {
                 Ok(t) => {
                     acc.counters.handshake(t.resumed);
                     // Boxed: a tunnel's task holds its TLS state only while TLS.
-                    Some(Box::new(std::cell::RefCell::new(t)))
+                    Some(Box::new(RefCell::new(t)))
                 }
                 Err(e) => {
                     acc.counters.failed(e.reason());
                     tracing::debug!(route = %route.cfg.name, %peer, "TLS handshake failed: {e}");
-                    log("tls_handshake_failed", None);
+                    log("tls_handshake_failed", None, None);
                     return;
                 }
             }
@@ -163,7 +175,7 @@ pub async fn serve_with(
                 ctx.pause_accepting(&e, crate::worker::UPSTREAM_SHORTAGE_PAUSE);
             }
             tracing::debug!(route = %route.cfg.name, %peer, "no backend: {e}");
-            log("no_backend", None);
+            log("no_backend", None, tls.as_deref());
             return;
         }
     };
@@ -184,6 +196,7 @@ pub async fn serve_with(
             log(
                 "backend_error",
                 route.backends.get(upstream.backend).map(|b| b.cfg.addr),
+                tls.as_deref(),
             );
             return;
         }
@@ -239,6 +252,7 @@ pub async fn serve_with(
     log(
         reason,
         route.backends.get(upstream.backend).map(|b| b.cfg.addr),
+        tls.as_deref(),
     );
     // Two fds freed: if accepting paused for lack of fds, it may go on.
     drop(upstream);

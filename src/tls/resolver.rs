@@ -10,7 +10,7 @@
 //! `process_tls_records` on the worker's own thread, so it leaves its choice
 //! in a thread-local that the record layer reads right after that call.
 
-use std::cell::Cell;
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -18,13 +18,14 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
 thread_local! {
-    /// The last choice on this thread: (certificate index, SNI present).
-    static CHOSEN: Cell<Option<(usize, bool)>> = const { Cell::new(None) };
+    /// The last choice on this thread: (certificate index, SNI name).
+    static CHOSEN: RefCell<Option<(usize, Option<Box<str>>)>> = const { RefCell::new(None) };
 }
 
-/// Takes (and clears) the choice the resolver made on this thread.
-pub fn take_chosen() -> Option<(usize, bool)> {
-    CHOSEN.with(|c| c.take())
+/// Takes (and clears) the choice the resolver made on this thread: the
+/// certificate index and the SNI name the client sent (for the access log).
+pub fn take_chosen() -> Option<(usize, Option<Box<str>>)> {
+    CHOSEN.with(|c| c.borrow_mut().take())
 }
 
 #[derive(Debug)]
@@ -76,7 +77,7 @@ impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let sni = hello.server_name();
         let i = self.pick(sni);
-        CHOSEN.with(|c| c.set(Some((i, sni.is_some()))));
+        CHOSEN.with(|c| *c.borrow_mut() = Some((i, sni.map(Box::from))));
         self.keys.get(i).cloned()
     }
 }

@@ -115,6 +115,8 @@ pub struct TlsConn {
     pub cert: usize,
     /// The client sent SNI.
     pub sni: bool,
+    /// The server name the client sent (SNI), as the resolver saw it.
+    pub sni_name: Option<Box<str>>,
     pub resumed: bool,
     /// Subject of the verified client certificate (mTLS).
     pub client_subject: Option<String>,
@@ -142,9 +144,22 @@ impl TlsConn {
             close_sent: false,
             cert: 0,
             sni: false,
+            sni_name: None,
             resumed: false,
             client_subject: None,
         }
+    }
+
+    /// The negotiated protocol version as nginx's `$ssl_protocol` names it
+    /// (`TLSv1.3`), and the SNI name: the access log's TLS fields.
+    pub fn log_fields(&self) -> (Option<&'static str>, Option<&[u8]>) {
+        let version = match self.conn.protocol_version() {
+            Some(rustls::ProtocolVersion::TLSv1_3) => Some("TLSv1.3"),
+            Some(rustls::ProtocolVersion::TLSv1_2) => Some("TLSv1.2"),
+            Some(_) => Some("TLS"),
+            None => None,
+        };
+        (version, self.sni_name.as_deref().map(str::as_bytes))
     }
 
     /// Decrypted bytes are waiting for a reader.
@@ -420,15 +435,35 @@ const ALERT_RECORD_OVERFLOW: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 22];
 /// Runs the server side of a handshake on `s` until it completes, fails or
 /// `deadline` passes. On failure the alert rustls chose (if any) is sent
 /// without waiting.
+///
+/// `early`: bytes of the client's first records already read from `s` (by
+/// the edge, after a PROXY header or while peeking at the SNI); rustls takes
+/// them before anything from the socket. They are copied once, into the
+/// record buffer rustls reads; the caller keeps (and recycles) its buffer.
 pub async fn handshake(
     s: &TcpStream,
     config: Arc<rustls::ServerConfig>,
     deadline: Instant,
+    early: &[u8],
 ) -> Result<TlsConn, HandshakeError> {
     let conn = UnbufferedServerConnection::new(config).map_err(HandshakeError::Tls)?;
     let t = RefCell::new(TlsConn::new(conn));
     let fd = s.as_raw_fd();
     let mut seen_bytes = false;
+    if let Some(&first) = early.first() {
+        seen_bytes = true;
+        // As below: a letter first is an HTTP method, not a handshake record.
+        if first.is_ascii_uppercase() {
+            return Err(HandshakeError::PlainHttp);
+        }
+        let mut c = t.borrow_mut();
+        c.inc = bufs::take_in();
+        if early.len() > c.inc.capacity() {
+            let _ = sys::send(fd, &ALERT_RECORD_OVERFLOW);
+            return Err(HandshakeError::TooLarge);
+        }
+        c.inc.extend_from_slice(early);
+    }
     super::resolver::take_chosen();
     loop {
         let step = {
@@ -436,7 +471,8 @@ pub async fn handshake(
             let r = c.process(&mut Sink::Stash, Want::Read);
             if let Some((cert, sni)) = super::resolver::take_chosen() {
                 c.cert = cert;
-                c.sni = sni;
+                c.sni = sni.is_some();
+                c.sni_name = sni;
             }
             match r {
                 Ok(s) => s,
