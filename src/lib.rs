@@ -13,7 +13,8 @@
 //!           tcp:  route -> balance -> connect -> tunnel (recv/send small, splice streams)
 //!           http: per request: head -> Host -> route -> balance -> pooled or new
 //!                 upstream -> rewritten head -> bodies (splice / chunked scan)
-//!                 (HTTP/2 preface: h2 connection, a task per stream -> the same routes)
+//!                 (HTTP/2 preface, or ALPN h2 over TLS: h2 connection, a task per
+//!                 stream -> the same routes)
 //!                 gateway route + 101: a session (frames walked both ways, pushes,
 //!                 pings, closes); the API reaches it through a per-worker queue + wake
 //!                shared: Arc<Live> snapshot, per-backend atomics, per-worker counters
@@ -53,11 +54,12 @@
 //! - [`http`]: the HTTP/1.1 reverse proxy (pure head/rewrite/chunked core, and
 //!   the per-connection data plane on top of it).
 //! - [`tls`]: TLS termination: certificates and SNI, the record layer over
-//!   pooled buffers (rustls unbuffered API), the TLS relay of tcp routes.
+//!   pooled buffers (rustls unbuffered API), ALPN, the poll-based stream the
+//!   HTTP/2 server runs on, the TLS relay of tcp routes.
 //! - [`accesslog`]: access log lines (JSON, combined), per-worker buffers, the writer thread.
 //! - [`filter`]: per-route middleware chains (Pingora-style phases) and the built-ins.
-//! - [`h2`]: HTTP/2 to clients (h2c prior knowledge, any AsyncRead/AsyncWrite
-//!   stream) on the `h2` crate over monoio poll-io; streams to HTTP/1.1
+//! - [`h2`]: HTTP/2 to clients (h2c prior knowledge, TLS with ALPN `h2`, any
+//!   AsyncRead/AsyncWrite stream) on the `h2` crate over monoio poll-io; streams to HTTP/1.1
 //!   backends or to h2c backends (gRPC); flood limits.
 //! - [`gateway`]: WebSocket sessions on gateway routes (frame reader, session
 //!   data path, per-worker registries and command queues).

@@ -45,9 +45,12 @@ fn curl(pki: &Pki, port: u16, host: &str, extra: &[&str]) -> (bool, String) {
     let url = format!("https://{host}:{port}/path?q=1");
     let resolve = format!("{host}:{port}:127.0.0.1");
     let ca = pki.p("ca.pem");
+    // HTTP/1.1 explicitly: these tests exercise the HTTP/1.1 path (the
+    // port offers h2 as well; tests/h2_tls.rs covers that).
     let mut args = vec![
         "-sS",
         "-v",
+        "--http1.1",
         "--max-time",
         "20",
         "--cacert",

@@ -190,6 +190,17 @@ pub fn route_tls(
     out
 }
 
+/// An http port offers ALPN `h2` when every route on it has `http2` on
+/// (`routes` of the port; see [`crate::tls`]). Called once per listener.
+pub fn offer_h2(tls: &mut Option<Arc<Acceptor>>, protocol: Protocol, routes: &[&Route]) {
+    if protocol != Protocol::Http || !routes.iter().all(|r| r.http2.is_some()) {
+        return;
+    }
+    if let Some(acc) = tls {
+        *acc = Arc::new(acc.offering_h2());
+    }
+}
+
 /// Checks a shared port: only its first route carries `tls`.
 pub fn check_shared(first: &Route, other: &Route, other_path: &str) -> Option<Problem> {
     if other.tls.is_some() && first.tls.is_none() {

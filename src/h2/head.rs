@@ -48,6 +48,7 @@ pub fn write_request(
     parts: &http::request::Parts,
     authority: &[u8],
     client_ip: IpAddr,
+    https: bool,
     body: ReqBody,
 ) {
     let path = parts
@@ -86,7 +87,11 @@ pub fn write_request(
         out.extend_from_slice(b", ");
     }
     let _ = write!(out, "{client_ip}\r\n");
-    out.extend_from_slice(b"x-forwarded-proto: http\r\n");
+    out.extend_from_slice(if https {
+        b"x-forwarded-proto: https\r\n"
+    } else {
+        b"x-forwarded-proto: http\r\n"
+    });
     if !authority.is_empty() {
         field(out, b"x-forwarded-host", authority);
     }
@@ -209,6 +214,7 @@ mod tests {
             &parts,
             b"api.example.com",
             "127.0.0.9".parse().unwrap(),
+            false,
             ReqBody::Chunked,
         );
         let s = String::from_utf8(out).unwrap();

@@ -8,6 +8,8 @@
 //! ```text
 //!  conn.rs: first bytes == PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n  --> serve_tcp
 //!    TcpStream -> into_poll_io (monoio poll-io) -> Wire (replay + frame budget)
+//!  conn.rs: TLS handshake chose ALPN h2 --> serve_tls
+//!    TcpStream -> into_poll_io -> tls::stream::TlsStream (record layer) -> Wire
 //!      -> h2::server::Connection (server::drive: accept, idle, drain, floods)
 //!           each stream: monoio::spawn(proxy::stream)
 //!             :authority -> route -> pooled upstream -> HTTP/1.1 head + body
@@ -104,6 +106,43 @@ pub fn sniff(buf: &[u8]) -> Sniff {
     }
 }
 
+/// What the streams of a TLS connection need to know about its handshake.
+#[derive(Debug, Clone, Copy)]
+pub struct TlsInfo {
+    /// Index of the certificate the handshake chose.
+    pub cert: usize,
+    /// The client sent SNI.
+    pub sni: bool,
+}
+
+/// Serves an HTTP/2 connection over TLS whose handshake chose ALPN `h2`
+/// (`tls` holds the session; the client's preface is still to come, or
+/// already decrypted in the session's stash).
+#[allow(clippy::too_many_arguments)]
+pub async fn serve_tls(
+    ctx: Rc<WorkerCtx>,
+    live: Arc<Live>,
+    stream: TcpStream,
+    tls: crate::tls::TlsConn,
+    peer: SocketAddr,
+    listen: SocketAddr,
+    cfg: Http2,
+    guard: ConnGuard,
+) {
+    let info = TlsInfo {
+        cert: tls.cert,
+        sni: tls.sni,
+    };
+    match stream.try_into_poll_io() {
+        Ok(io) => {
+            let io = crate::tls::stream::TlsStream::new(io, tls);
+            let replay = Vec::new();
+            serve_stream(ctx, live, io, peer, listen, cfg, replay, Some(info), guard).await
+        }
+        Err((e, _)) => tracing::debug!(%peer, "cannot switch to poll io: {e}"),
+    }
+}
+
 /// Serves a cleartext HTTP/2 connection whose first bytes (`replay`, the
 /// preface and whatever followed) were already read by the HTTP/1.1 reader.
 #[allow(clippy::too_many_arguments)]
@@ -118,13 +157,13 @@ pub async fn serve_tcp(
     guard: ConnGuard,
 ) {
     match stream.try_into_poll_io() {
-        Ok(io) => serve_stream(ctx, live, io, peer, listen, cfg, replay, guard).await,
+        Ok(io) => serve_stream(ctx, live, io, peer, listen, cfg, replay, None, guard).await,
         Err((e, _)) => tracing::debug!(%peer, "cannot switch to poll io: {e}"),
     }
 }
 
 /// Serves an HTTP/2 connection on any stream (cleartext, or TLS after ALPN
-/// chose `h2`; then `replay` is empty).
+/// chose `h2`; then `replay` is empty and `tls` says what the handshake chose).
 #[allow(clippy::too_many_arguments)]
 pub async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
     ctx: Rc<WorkerCtx>,
@@ -134,6 +173,7 @@ pub async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
     listen: SocketAddr,
     cfg: Http2,
     replay: Vec<u8>,
+    tls: Option<TlsInfo>,
     guard: ConnGuard,
 ) {
     let counters = &ctx.shared.h2;
@@ -142,6 +182,7 @@ pub async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
         ctx: ctx.clone(),
         peer,
         listen,
+        tls,
         live: RefCell::new((ctx.generation(), live)),
         guard: RefCell::new(guard),
     });

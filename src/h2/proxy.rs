@@ -42,6 +42,8 @@ pub struct ConnShared {
     pub ctx: Rc<WorkerCtx>,
     pub peer: SocketAddr,
     pub listen: SocketAddr,
+    /// `Some` on TLS connections (ALPN `h2`): the 421 rule applies.
+    pub tls: Option<super::TlsInfo>,
     /// The config the connection serves; refreshed per stream after a reload.
     pub live: RefCell<(u64, Arc<Live>)>,
     /// Counted closed when the connection and its last stream are gone.
@@ -99,6 +101,15 @@ pub async fn stream(
         respond.send_reset(Reason::REFUSED_STREAM);
         return;
     };
+    if let (Some(t), Some(acc)) = (conn.tls, &spec.tls) {
+        if acc.misdirected(spec.routes.len() >= 2, t.cert, t.sni, authority) {
+            return error(
+                &mut respond,
+                421,
+                "this host is not served on this TLS connection; connect with its name (SNI)",
+            );
+        }
+    }
     if route.cfg.http2.is_none() {
         // RFC 9110 §15.5.20: the client may retry over HTTP/1.1.
         return error(&mut respond, 421, "HTTP/2 is off for this route");
@@ -147,7 +158,14 @@ pub async fn stream(
     // The head goes out of a pooled buffer (no allocation per stream).
     let mut head = conn.ctx.bufs.take();
     head.clear();
-    h2head::write_request(&mut head, &parts, authority, conn.peer.ip(), plan);
+    h2head::write_request(
+        &mut head,
+        &parts,
+        authority,
+        conn.peer.ip(),
+        conn.tls.is_some(),
+        plan,
+    );
     let ex = Exchange {
         ctx: &conn.ctx,
         conn: &conn,

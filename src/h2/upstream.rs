@@ -292,7 +292,12 @@ impl Forward<'_> {
         if let Ok(v) = http::HeaderValue::from_str(&xff) {
             h.insert("x-forwarded-for", v);
         }
-        h.insert("x-forwarded-proto", http::HeaderValue::from_static("http"));
+        let proto = if self.conn.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        h.insert("x-forwarded-proto", http::HeaderValue::from_static(proto));
         if let Ok(v) = http::HeaderValue::from_bytes(self.authority) {
             if !self.authority.is_empty() {
                 h.insert("x-forwarded-host", v);

@@ -12,7 +12,8 @@
 //! timeout), and the client's transport is [`Client::tls`]: `None` keeps the
 //! plain path exactly as it was (io_uring ops, spliced bodies).
 //! A new connection whose first bytes are the HTTP/2 preface (on a listener
-//! with `http2` on) is handed to `crate::h2` with those bytes.
+//! with `http2` on) is handed to `crate::h2` with those bytes; a TLS
+//! connection whose handshake chose ALPN `h2` is handed over right after it.
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -165,6 +166,23 @@ pub fn serve_with(
             match shaken {
                 Ok(t) => {
                     acc.counters.handshake(t.resumed);
+                    if t.h2 {
+                        // ALPN chose `h2` (offered only when the port's
+                        // routes all have `http2` on): the h2 server takes
+                        // the session.
+                        let Some(cfg) =
+                            live.snapshot.listeners.get(conn.spec).and_then(|l| l.http2)
+                        else {
+                            return;
+                        };
+                        let Conn {
+                            ctx, client, guard, ..
+                        } = conn;
+                        let (stream, peer) = (client.stream, client.peer);
+                        let h2 =
+                            crate::h2::serve_tls(ctx, live, stream, t, peer, listen, cfg, guard);
+                        return Box::pin(h2).await;
+                    }
                     conn.client.tls = Some(Box::new(RefCell::new(t)));
                 }
                 Err(e) => {
@@ -273,8 +291,8 @@ impl Conn {
             }
             self.refresh_live(&mut live);
             if keepalive.is_none() {
-                // Prior knowledge is cleartext only: over TLS, HTTP/2 needs ALPN `h2`
-                // (not offered yet), so a TLS client's preface is a bad HTTP/1.1 head.
+                // Prior knowledge is cleartext only: over TLS, HTTP/2 is chosen by
+                // ALPN `h2` (above), so a TLS client's preface is a bad HTTP/1.1 head.
                 let h2 = live
                     .snapshot
                     .listeners

@@ -48,20 +48,12 @@ pub(super) fn check(
         };
     };
     let acc = spec.tls.as_ref()?;
-    if spec.routes.len() < 2 {
-        return None;
-    }
     let t = t.borrow();
-    // A client without SNI got the default certificate for any name (as
-    // nginx, only a client that named a server is held to it).
-    if !t.sni {
-        return None;
-    }
     let host = head.host(&client.buf).unwrap_or(b"");
-    if acc.covers(t.cert, host) {
-        None
-    } else {
+    if acc.misdirected(spec.routes.len() >= 2, t.cert, t.sni, host) {
         answer(Kind::Misdirected)
+    } else {
+        None
     }
 }
 

@@ -7,7 +7,14 @@
 //!                                       |  shared ticketer + session cache (reloads keep them)
 //!  worker: accept --> handshake (deadline: header timeout) --> TlsConn in the client's
 //!          Io::Tls --> HTTP/1.1 exchange (http routes) or relay (tcp routes)
+//!          ALPN h2 --> stream::TlsStream (poll-io) --> crate::h2 server
 //! ```
+//!
+//! ALPN: http ports offer `h2` then `http/1.1` when every route on the
+//! port has `http2` on (an ALPN answer holds for the whole connection,
+//! whichever route its requests name), `http/1.1` alone otherwise; tcp
+//! ports offer none. Clients choose HTTP/2 only by ALPN over TLS (the
+//! cleartext preface sniffing is for h2c ports).
 //!
 //! Decision: the record layer drives rustls 0.23's *unbuffered* API
 //! ([`rustls::server::UnbufferedServerConnection`]) over two buffers we own
@@ -42,6 +49,7 @@ pub mod counters;
 pub mod relay;
 pub mod resolver;
 pub mod session;
+pub mod stream;
 
 use std::sync::Arc;
 
@@ -94,6 +102,34 @@ impl Acceptor {
         let host = strip_port(host);
         let host = host.strip_suffix(b".").unwrap_or(host);
         info.names.iter().any(|n| name_matches(n.as_bytes(), host))
+    }
+}
+
+impl Acceptor {
+    /// The same listener offering ALPN `h2` before `http/1.1` (one config
+    /// per port, built at load time; the resolver, certificates, counters
+    /// and the shared ticketer and session cache are kept).
+    pub fn offering_h2(&self) -> Acceptor {
+        let mut config = (*self.config).clone();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Acceptor {
+            config: Arc::new(config),
+            resolver: self.resolver.clone(),
+            certs: self.certs.clone(),
+            mtls: self.mtls,
+            counters: self.counters.clone(),
+            fingerprint: self.fingerprint ^ 0x6832_6832_6832_6832,
+        }
+    }
+
+    /// The 421 rule (RFC 9110 §15.5.20, domain fronting) for a request
+    /// naming `host` on a connection whose handshake chose certificate
+    /// `cert`: on a port shared by several routes, a client that sent SNI
+    /// must name a host its certificate covers. A client without SNI got
+    /// the default certificate for any name (as nginx, only a client that
+    /// named a server is held to it).
+    pub fn misdirected(&self, shared_port: bool, cert: usize, sni: bool, host: &[u8]) -> bool {
+        shared_port && sni && !self.covers(cert, host)
     }
 }
 

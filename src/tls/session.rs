@@ -77,15 +77,18 @@ enum Want<'d> {
 }
 
 /// Where decrypted bytes go.
-enum Sink<'a> {
+enum Sink<'a, 'b> {
     /// Into this buffer, at most this many; the rest is kept in `plain`.
     Into(&'a mut Vec<u8>, usize),
+    /// Into the free space of a caller's buffer (the HTTP/2 adapter's
+    /// `poll_read`); the rest is kept in `plain`.
+    Read(&'a mut tokio::io::ReadBuf<'b>),
     /// Kept in `plain` (during the handshake, or while writing).
     Stash,
 }
 
 #[derive(Debug, PartialEq, Eq)]
-enum Step {
+pub(super) enum Step {
     /// This many bytes went into the sink.
     Data(usize),
     /// Nothing more without bytes from the socket.
@@ -118,6 +121,8 @@ pub struct TlsConn {
     /// The server name the client sent (SNI), as the resolver saw it.
     pub sni_name: Option<Box<str>>,
     pub resumed: bool,
+    /// ALPN chose `h2`: the connection speaks HTTP/2 (see [`super::stream`]).
+    pub h2: bool,
     /// Subject of the verified client certificate (mTLS).
     pub client_subject: Option<String>,
 }
@@ -146,6 +151,7 @@ impl TlsConn {
             sni: false,
             sni_name: None,
             resumed: false,
+            h2: false,
             client_subject: None,
         }
     }
@@ -203,7 +209,7 @@ impl TlsConn {
     /// Runs rustls over the buffered records until `want` is met or it
     /// needs more input. Handshake replies, tickets and alerts rustls
     /// produces are encoded into `out` on the way.
-    fn process(&mut self, sink: &mut Sink<'_>, want: Want<'_>) -> Result<Step, rustls::Error> {
+    fn process(&mut self, sink: &mut Sink<'_, '_>, want: Want<'_>) -> Result<Step, rustls::Error> {
         if self.out.is_empty() {
             self.out = bufs::take_out();
         }
@@ -231,6 +237,12 @@ impl TlsConn {
                                     Sink::Into(dst, max) => {
                                         let n = p.len().min(max.saturating_sub(got));
                                         dst.extend_from_slice(&p[..n]);
+                                        got += n;
+                                        &p[n..]
+                                    }
+                                    Sink::Read(rb) => {
+                                        let n = p.len().min(rb.remaining());
+                                        rb.put_slice(&p[..n]);
                                         got += n;
                                         &p[n..]
                                     }
@@ -350,8 +362,87 @@ impl TlsConn {
         }
     }
 
+    // The steps of the poll-based adapter ([`super::stream`]): the same
+    // record buffers, driven by `poll_read`/`poll_write` instead of awaits.
+
+    /// Decrypted bytes into the free space of `rb`: waiting plaintext first,
+    /// then records from `inc` (`NeedRead`: none without more ciphertext).
+    pub(super) fn read_buf(
+        &mut self,
+        rb: &mut tokio::io::ReadBuf<'_>,
+    ) -> Result<Step, rustls::Error> {
+        if self.has_plain() {
+            let avail = &self.plain[self.plain_pos..];
+            let n = avail.len().min(rb.remaining());
+            rb.put_slice(&avail[..n]);
+            self.plain_pos += n;
+            if self.plain_pos == self.plain.len() {
+                self.plain.clear();
+                self.plain_pos = 0;
+            }
+            return Ok(Step::Data(n));
+        }
+        if self.peer_closed {
+            return Ok(Step::Eof);
+        }
+        self.process(&mut Sink::Read(rb), Want::Read)
+    }
+
+    /// Encrypts `data` (at most [`MAX_PLAINTEXT`] bytes) into `out`.
+    pub(super) fn seal(&mut self, data: &[u8]) -> Result<(), rustls::Error> {
+        self.process(&mut Sink::Stash, Want::Seal(data)).map(|_| ())
+    }
+
+    /// Queues close_notify once; whether it was queued now.
+    pub(super) fn queue_close(&mut self) -> bool {
+        if self.close_sent {
+            return false;
+        }
+        self.close_sent = true;
+        self.process(&mut Sink::Stash, Want::Close).is_ok()
+    }
+
+    /// Records waiting to be sent.
+    pub(super) fn pending(&self) -> &[u8] {
+        &self.out[self.out_start..self.out_end]
+    }
+
+    /// `n` bytes of [`Self::pending`] were sent.
+    pub(super) fn sent(&mut self, n: usize) {
+        self.out_start = (self.out_start + n).min(self.out_end);
+        if self.out_start == self.out_end {
+            self.out_start = 0;
+            self.out_end = 0;
+        }
+    }
+
+    /// The free space of the incoming record buffer, for a read from the
+    /// socket (then [`Self::received`]).
+    pub(super) fn inc_spare(&mut self) -> io::Result<&mut [std::mem::MaybeUninit<u8>]> {
+        if self.inc.capacity() == 0 {
+            self.inc = bufs::take_in();
+        }
+        if self.inc.capacity() == self.inc.len() {
+            return Err(invalid("record larger than the record buffer"));
+        }
+        Ok(self.inc.spare_capacity_mut())
+    }
+
+    /// `n` bytes were read into [`Self::inc_spare`].
+    ///
+    /// # Safety
+    /// The first `n` bytes of the slice `inc_spare` returned must have been
+    /// initialized (a `ReadBuf` over it reports them as filled).
+    pub(super) unsafe fn received(&mut self, n: usize) {
+        let len = self.inc.len() + n;
+        debug_assert!(len <= self.inc.capacity());
+        // SAFETY: the caller guarantees those `n` bytes after `len` were
+        // written, and they lie within the capacity (they were spare).
+        unsafe { self.inc.set_len(len) };
+    }
+
     /// After an error: encodes the alert rustls queued, if any.
-    fn collect_alert(&mut self) {
+    pub(super) fn collect_alert(&mut self) {
         for _ in 0..4 {
             let UnbufferedStatus { state, .. } = self.conn.process_tls_records(&mut []);
             match state {
@@ -494,6 +585,7 @@ pub async fn handshake(
         if done {
             let mut c = t.into_inner();
             c.resumed = c.conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+            c.h2 = c.conn.alpn_protocol() == Some(b"h2");
             c.client_subject = c
                 .conn
                 .peer_certificates()

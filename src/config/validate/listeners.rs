@@ -86,6 +86,8 @@ impl Validator {
             }
         }
         for l in &mut out {
+            let on_port: Vec<&Route> = l.routes.iter().map(|&i| &routes[i]).collect();
+            crate::config::tls::offer_h2(&mut l.tls, l.protocol, &on_port);
             l.hosts = HostTable::build(
                 l.routes
                     .iter()
