@@ -151,7 +151,8 @@ const MAX_TARGET: usize = 4096;
 const MAX_FIELD: usize = 512;
 
 /// An exchange being logged: filled while it runs, written when it ends.
-/// Lives in the connection's scratch space and is reused by each request.
+/// Lives in an exchange's scratch space; a connection whose requests are
+/// logged keeps it (boxed) for the next one, with its buffer.
 #[derive(Default)]
 pub struct Pending {
     /// This exchange is logged (some access log is configured).

@@ -58,8 +58,9 @@ pub(super) struct Client {
     /// The transport: `None` is plain TCP, `Some` a TLS session (boxed: a
     /// plain connection's task does not carry its size).
     pub tls: Option<Box<RefCell<TlsConn>>>,
-    /// The address the client connected to, when a PROXY header said it.
-    pub dst: Option<SocketAddr>,
+    /// The address the client connected to, when a PROXY header said it
+    /// (boxed: only connections behind a PROXY-protocol edge carry it).
+    pub dst: Option<Box<SocketAddr>>,
 }
 
 impl Client {
@@ -134,10 +135,10 @@ pub fn serve_with(
             buf: pre.bytes,
             cancel: Cancel::default(),
             tls: None,
-            dst: pre.dst,
+            dst: pre.dst.map(Box::new),
         },
-        scratch: Scratch::default(),
-        h2: None,
+        bufs: Bufs::default(),
+        spare: None,
     };
     async move {
         if spec.is_none() {
@@ -149,55 +150,28 @@ pub fn serve_with(
             .get(conn.spec)
             .and_then(|l| Some((l.tls.clone()?, l.header_timeout)));
         if let Some((acc, header_timeout)) = acc {
-            let deadline = Instant::now() + header_timeout;
-            // What the edge read after a PROXY header is the start of the
-            // ClientHello: rustls takes it first, then the buffer is free.
-            let early = std::mem::take(&mut conn.client.buf);
-            let shake = crate::tls::session::handshake(
-                &conn.client.stream,
-                acc.config.clone(),
-                deadline,
-                &early,
-            );
-            let shaken = Box::pin(shake).await;
-            if early.capacity() > 0 {
-                conn.ctx.bufs.put(early);
-            }
-            match shaken {
-                Ok(t) => {
-                    acc.counters.handshake(t.resumed);
-                    if t.h2 {
-                        // ALPN chose `h2` (offered only when the port's
-                        // routes all have `http2` on): the h2 server takes
-                        // the session.
-                        let Some(cfg) =
-                            live.snapshot.listeners.get(conn.spec).and_then(|l| l.http2)
-                        else {
-                            return;
-                        };
-                        let Conn {
-                            ctx, client, guard, ..
-                        } = conn;
-                        let (stream, peer) = (client.stream, client.peer);
-                        let h2 =
-                            crate::h2::serve_tls(ctx, live, stream, t, peer, listen, cfg, guard);
-                        return Box::pin(h2).await;
-                    }
-                    conn.client.tls = Some(Box::new(RefCell::new(t)));
-                }
-                Err(e) => {
-                    acc.counters.failed(e.reason());
-                    tracing::debug!(peer = %conn.client.peer, %listen, "TLS handshake failed: {e}");
-                    if matches!(e, crate::tls::HandshakeError::PlainHttp) {
-                        Box::pin(conn.send_canned(PLAIN_ON_TLS)).await;
-                        conn.release_buffers();
-                    }
-                    return;
+            // Boxed: the handshake's state and result (over a KiB) would
+            // otherwise widen every connection's task for its whole life.
+            match Box::pin(conn.tls_start(acc, header_timeout)).await {
+                TlsStart::Ready => {}
+                TlsStart::Done => return,
+                TlsStart::H2(t) => {
+                    // ALPN chose `h2` (offered only when the port's routes
+                    // all have `http2` on): the h2 server takes the session.
+                    let Some(cfg) = live.snapshot.listeners.get(conn.spec).and_then(|l| l.http2)
+                    else {
+                        return;
+                    };
+                    let Conn {
+                        ctx, client, guard, ..
+                    } = conn;
+                    let (stream, peer) = (client.stream, client.peer);
+                    let h2 = crate::h2::serve_tls(ctx, live, stream, *t, peer, listen, cfg, guard);
+                    return Box::pin(h2).await;
                 }
             }
         }
-        conn.run(live).await;
-        if let Some((cfg, live)) = conn.h2.take() {
+        if let Some((cfg, live)) = conn.run(live).await {
             // The client sent the HTTP/2 preface: the h2 server takes over, with
             // the bytes read so far.
             let replay = conn.client.buf.clone();
@@ -216,6 +190,16 @@ pub fn serve_with(
     }
 }
 
+/// How a TLS listener's handshake ended.
+enum TlsStart {
+    /// HTTP/1.1 over the session in `Client::tls`.
+    Ready,
+    /// ALPN chose `h2`: the session goes to the h2 server.
+    H2(Box<TlsConn>),
+    /// Failed (counted, answered if it was plain HTTP): close.
+    Done,
+}
+
 struct Conn {
     ctx: Rc<WorkerCtx>,
     listen: SocketAddr,
@@ -227,10 +211,33 @@ struct Conn {
     closing: bool,
     guard: ConnGuard,
     client: Client,
-    scratch: Scratch,
-    /// Set when the first bytes were the HTTP/2 preface: `serve` hands over.
-    h2: Option<(crate::config::Http2, Arc<Live>)>,
+    bufs: Bufs,
+    /// The access log's and the middleware's per-exchange state, kept
+    /// between requests (with their buffers' capacity) only once a request
+    /// of this connection used them: boxed, so a connection that never
+    /// logs nor filters carries 8 bytes for them.
+    spare: Option<Box<Spare>>,
 }
+
+/// The buffers an exchange borrows from its connection (pooled; released
+/// while the connection idles).
+#[derive(Default)]
+struct Bufs {
+    ubuf: Vec<u8>,
+    out: Vec<u8>,
+    spans: Vec<super::head::HeaderSpan>,
+}
+
+/// See [`Conn::spare`].
+#[derive(Default)]
+struct Spare {
+    log: crate::accesslog::Pending,
+    filter: crate::filter::Exchange,
+}
+
+/// The HTTP/2 settings and config a connection hands over with when its
+/// first bytes are the preface.
+type H2Handoff = (crate::config::Http2, Arc<Live>);
 
 enum Wait {
     Readable,
@@ -248,13 +255,56 @@ enum HeadFail {
 }
 
 impl Conn {
+    /// The TLS handshake of a TLS listener's connection (false: failed,
+    /// answered if it was plain HTTP, and the connection is done).
+    async fn tls_start(
+        &mut self,
+        acc: Arc<crate::tls::Acceptor>,
+        header_timeout: Duration,
+    ) -> TlsStart {
+        let deadline = Instant::now() + header_timeout;
+        // What the edge read after a PROXY header is the start of the
+        // ClientHello: rustls takes it first, then the buffer is free.
+        let early = std::mem::take(&mut self.client.buf);
+        let shake = crate::tls::session::handshake(
+            &self.client.stream,
+            acc.config.clone(),
+            deadline,
+            &early,
+        );
+        let shaken = shake.await;
+        if early.capacity() > 0 {
+            self.ctx.bufs.put(early);
+        }
+        match shaken {
+            Ok(t) => {
+                acc.counters.handshake(t.resumed);
+                if t.h2 {
+                    return TlsStart::H2(Box::new(t));
+                }
+                self.client.tls = Some(Box::new(RefCell::new(t)));
+                TlsStart::Ready
+            }
+            Err(e) => {
+                acc.counters.failed(e.reason());
+                tracing::debug!(peer = %self.client.peer, listen = %self.listen, "TLS handshake failed: {e}");
+                if matches!(e, crate::tls::HandshakeError::PlainHttp) {
+                    self.send_canned(PLAIN_ON_TLS).await;
+                    self.release_buffers();
+                }
+                TlsStart::Done
+            }
+        }
+    }
+
     /// `live` is the config this connection serves, refreshed between requests.
-    async fn run(&mut self, mut live: Arc<Live>) {
+    /// Returns the hand-off when the first bytes were the HTTP/2 preface.
+    async fn run(&mut self, mut live: Arc<Live>) -> Option<H2Handoff> {
         let mut keepalive: Option<Duration> = None;
         loop {
             let header_timeout = match live.snapshot.listeners.get(self.spec) {
                 Some(spec) => spec.header_timeout,
-                None => return,
+                None => return None,
             };
             let mut deadline = Instant::now() + header_timeout;
             if self.client.buf.is_empty() {
@@ -267,12 +317,15 @@ impl Conn {
                     _ if tls == Some(true) => {}
                     None if tls.is_some() => match self.wait_readable(deadline).await {
                         Wait::Readable => {}
-                        Wait::Timeout => return Box::pin(self.fail(408)).await,
-                        Wait::Stop => return,
+                        Wait::Timeout => {
+                            Box::pin(self.fail(408)).await;
+                            return None;
+                        }
+                        Wait::Stop => return None,
                     },
                     Some(idle) => match self.wait_readable(Instant::now() + idle).await {
                         Wait::Readable => deadline = Instant::now() + header_timeout,
-                        Wait::Timeout | Wait::Stop => return,
+                        Wait::Timeout | Wait::Stop => return None,
                     },
                     // A new connection: its request usually arrives right
                     // behind the handshake, so try a plain read first and
@@ -280,11 +333,14 @@ impl Conn {
                     // is not there yet.
                     None => match self.read_now() {
                         Some(true) => {}
-                        Some(false) => return,
+                        Some(false) => return None,
                         None => match self.wait_readable(deadline).await {
                             Wait::Readable => {}
-                            Wait::Timeout => return Box::pin(self.fail(408)).await,
-                            Wait::Stop => return,
+                            Wait::Timeout => {
+                                Box::pin(self.fail(408)).await;
+                                return None;
+                            }
+                            Wait::Stop => return None,
                         },
                     },
                 }
@@ -301,8 +357,7 @@ impl Conn {
                     .filter(|_| self.client.tls.is_none());
                 if let Some(cfg) = h2 {
                     if Box::pin(self.sniff_h2(deadline)).await {
-                        self.h2 = Some((cfg, live));
-                        return;
+                        return Some((cfg, live));
                     }
                 }
             }
@@ -312,11 +367,15 @@ impl Conn {
             // per request instead, and an idle connection's task stays small.
             let outcome = Box::pin(self.request(&live, deadline)).await;
             match outcome {
-                Outcome::KeepAlive(idle) => keepalive = Some(idle),
-                Outcome::Close => return Box::pin(self.linger()).await,
-                Outcome::Finished => return Box::pin(self.finish()).await,
-                Outcome::Drop => return,
+                Outcome::KeepAlive(idle) => {
+                    keepalive = Some(idle);
+                    continue;
+                }
+                Outcome::Close => Box::pin(self.linger()).await,
+                Outcome::Finished => Box::pin(self.finish()).await,
+                Outcome::Drop => {}
             }
+            return None;
         }
     }
 
@@ -353,17 +412,52 @@ impl Conn {
                 return Outcome::Drop;
             }
         };
-        exchange::run(
+        // The exchange's scratch lives in this (boxed, per request) future:
+        // the connection keeps only the pooled buffers, and the access log's
+        // and middleware's state in `spare` once a request used them.
+        let mut spare = self.spare.take();
+        let Spare { log, filter } = spare.as_deref_mut().map(std::mem::take).unwrap_or_default();
+        let mut s = Scratch {
+            ubuf: std::mem::take(&mut self.bufs.ubuf),
+            out: std::mem::take(&mut self.bufs.out),
+            spans: std::mem::take(&mut self.bufs.spans),
+            log,
+            filter,
+            gw: None,
+            keep_spare: false,
+        };
+        let outcome = exchange::run(
             &self.ctx,
             live,
             spec,
             &mut self.client,
-            &mut self.scratch,
+            &mut s,
             head,
             &mut self.guard,
             self.closing,
         )
-        .await
+        .await;
+        let Scratch {
+            ubuf,
+            out,
+            spans,
+            log,
+            filter,
+            keep_spare,
+            ..
+        } = s;
+        self.bufs = Bufs { ubuf, out, spans };
+        if keep_spare {
+            let kept = Spare { log, filter };
+            match spare {
+                Some(mut b) => {
+                    *b = kept;
+                    self.spare = Some(b);
+                }
+                None => self.spare = Some(Box::new(kept)),
+            }
+        }
+        outcome
     }
 
     /// Reads until the connection's first bytes are known to be the HTTP/2
@@ -477,8 +571,8 @@ impl Conn {
             if !buf.is_empty()
                 && (scanned == 0 || buf.len() >= limits.max_head || has_blank_line(buf, scanned))
             {
-                self.scratch.ensure_spans();
-                match parse_request(buf, &mut self.scratch.spans, &limits) {
+                super::exchange::ensure_spans(&mut self.bufs.spans);
+                match parse_request(buf, &mut self.bufs.spans, &limits) {
                     Ok(Status::Complete(h)) => return Ok(h),
                     Ok(Status::Partial) => {}
                     Err(e) => return Err(HeadFail::Bad(e)),
@@ -528,7 +622,7 @@ impl Conn {
 
     /// Answers with a canned error response, then closes.
     async fn fail(&mut self, status: u16) {
-        let out = &mut self.scratch.out;
+        let out = &mut self.bufs.out;
         if out.capacity() == 0 {
             *out = self.ctx.bufs.take();
         }
@@ -553,7 +647,7 @@ impl Conn {
 
     /// Writes `bytes` on the plain socket, then closes with a linger.
     async fn send_canned(&mut self, bytes: &[u8]) {
-        let out = &mut self.scratch.out;
+        let out = &mut self.bufs.out;
         if out.capacity() == 0 {
             *out = self.ctx.bufs.take();
         }
@@ -621,15 +715,15 @@ impl Conn {
     }
 
     fn release_buffers(&mut self) {
-        self.scratch.spans = Vec::new();
+        self.bufs.spans = Vec::new();
         if let Some(t) = &self.client.tls {
             t.borrow_mut().release();
         }
         let bufs = &self.ctx.bufs;
         for b in [
             &mut self.client.buf,
-            &mut self.scratch.ubuf,
-            &mut self.scratch.out,
+            &mut self.bufs.ubuf,
+            &mut self.bufs.out,
         ] {
             if b.capacity() > 0 {
                 bufs.put(std::mem::take(b));

@@ -49,8 +49,10 @@ pub(super) enum Outcome {
     Drop,
 }
 
-/// Per-connection scratch space, reused by every exchange.
-#[derive(Default)]
+/// One exchange's scratch space. It lives in the (boxed) future of one
+/// request: the buffers are the connection's, lent for the exchange, the
+/// access log's and middleware's state is the connection's spare (see
+/// `Conn::spare`) or fresh.
 pub(super) struct Scratch {
     /// Bytes read from the upstream.
     pub ubuf: Vec<u8>,
@@ -65,14 +67,15 @@ pub(super) struct Scratch {
     pub filter: crate::filter::Exchange,
     /// A WebSocket upgrade on a gateway route, until it becomes a session.
     pub gw: Option<Box<crate::gateway::Pending>>,
+    /// The exchange logged or ran middleware: the connection keeps `log`
+    /// and `filter` (and their buffers) for its next request.
+    pub keep_spare: bool,
 }
 
-impl Scratch {
-    /// Makes `spans` ready for a parse.
-    pub fn ensure_spans(&mut self) {
-        if self.spans.len() < MAX_HEADERS {
-            self.spans.resize(MAX_HEADERS, HeaderSpan::default());
-        }
+/// Makes `spans` ready for a parse.
+pub(super) fn ensure_spans(spans: &mut Vec<HeaderSpan>) {
+    if spans.len() < MAX_HEADERS {
+        spans.resize(MAX_HEADERS, HeaderSpan::default());
     }
 }
 
@@ -108,6 +111,7 @@ pub(super) async fn run(
         }
         return outcome;
     }
+    s.keep_spare = true;
     crate::accesslog::http::begin(&mut s.log, &client.buf, &head, &s.spans);
     let outcome = exchange(ctx, live, spec, client, s, head, guard, closing).await;
     if let Some(chain) = s.filter.chain.take() {
@@ -173,6 +177,7 @@ async fn exchange(
     slot.requests.add(1);
     let t = route.cfg.timeouts;
     if let Some(spec) = &route.chain {
+        s.keep_spare = true;
         let chain = ctx.filters.get(spec);
         let f = &mut s.filter;
         f.edits.clear();
@@ -294,7 +299,7 @@ async fn exchange(
         up.reused,
         &client.stream,
         client.peer,
-        client.dst,
+        client.dst.as_deref().copied(),
         &mut s.out,
     );
     if s.log.on {
@@ -355,7 +360,7 @@ async fn exchange(
                     up.reused,
                     &client.stream,
                     client.peer,
-                    client.dst,
+                    client.dst.as_deref().copied(),
                     &mut s.out,
                 );
                 if s.log.on {

@@ -160,7 +160,7 @@ impl Down<'_> {
             let head = loop {
                 if !s.ubuf.is_empty() {
                     seen = true;
-                    s.ensure_spans();
+                    super::exchange::ensure_spans(&mut s.spans);
                     match parse_response(&s.ubuf, &mut s.spans, &limits, self.method) {
                         Ok(Status::Complete(h)) => break h,
                         Ok(Status::Partial) => {}

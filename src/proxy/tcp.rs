@@ -71,192 +71,198 @@ pub fn serve(
 
 /// [`serve`] for a connection whose first bytes the edge already read
 /// (`pre`: they go upstream first, after a PROXY header if the backend wants one).
-pub async fn serve_with(
+/// Not an `async fn`: an async fn's future keeps its arguments twice (as
+/// passed, and moved into its body), and this future is the whole task of
+/// an idle tunnel. The `async move` block holds each of them once.
+#[allow(clippy::manual_async_fn)] // on purpose, see above
+pub fn serve_with(
     ctx: Rc<WorkerCtx>,
     client: TcpStream,
     peer: SocketAddr,
     route: Arc<LiveRoute>,
     pre: Preamble,
     guard: ConnGuard,
-) {
-    let Some(slot) = route.slots.get(ctx.id) else {
-        return;
-    };
-    // Access log: the start time and byte counts, only when the route logs.
-    let counted: [Cell<u64>; 2] = Default::default();
-    let started = route.log.map(|_| Instant::now());
-    let meter = ConnMeter {
-        ctx: &ctx,
-        slot,
-        counted: route.log.map(|_| &counted),
-    };
-    let log = |reason: &str, upstream: Option<SocketAddr>, tls: Option<&RefCell<TlsConn>>| {
-        if let (Some(sink), Some(t)) = (route.log, started) {
-            let tls = tls.map(|c| c.borrow());
-            let (tls_version, sni) = tls.as_ref().map_or((None, None), |c| c.log_fields());
-            ctx.log.write(
-                sink,
-                &Record {
-                    time_ms: crate::accesslog::wall_ms(),
-                    kind: Kind::Tcp,
-                    route: &route.cfg.name,
-                    client: peer,
-                    method: b"",
-                    target: b"",
-                    protocol: "tcp",
-                    status: 0,
-                    bytes_in: counted[0].get(),
-                    bytes_out: counted[1].get(),
-                    duration_us: t.elapsed().as_micros() as u64,
-                    upstream,
-                    upstream_ttfb_us: None,
-                    request_id: None,
-                    user_agent: None,
-                    referer: None,
-                    tls_version,
-                    sni,
-                    close_reason: Some(reason),
-                },
-            );
-        }
-    };
-    // A TLS route: handshake first (no backend connection for a client that
-    // never completes one), then relay through the record layer.
-    let mut pre = pre;
-    let tls = match &route.cfg.tls {
-        None => None,
-        Some(acc) => {
-            let deadline = monoio::time::Instant::now() + route.cfg.timeouts.header;
-            // What the edge read (after a PROXY header, or the ClientHello an
-            // SNI peek chose this route by) belongs to the handshake, not to
-            // the backend: rustls takes it first.
-            let early = std::mem::take(&mut pre.bytes);
-            let shaken = Box::pin(crate::tls::session::handshake(
-                &client,
-                acc.config.clone(),
-                deadline,
-                &early,
-            ))
-            .await;
-            if early.capacity() > 0 {
-                ctx.bufs.put(early);
+) -> impl std::future::Future<Output = ()> {
+    async move {
+        let Some(slot) = route.slots.get(ctx.id) else {
+            return;
+        };
+        // Access log: the start time and byte counts, only when the route logs.
+        let counted: [Cell<u64>; 2] = Default::default();
+        let started = route.log.map(|_| Instant::now());
+        let meter = ConnMeter {
+            ctx: &ctx,
+            slot,
+            counted: route.log.map(|_| &counted),
+        };
+        let log = |reason: &str, upstream: Option<SocketAddr>, tls: Option<&RefCell<TlsConn>>| {
+            if let (Some(sink), Some(t)) = (route.log, started) {
+                let tls = tls.map(|c| c.borrow());
+                let (tls_version, sni) = tls.as_ref().map_or((None, None), |c| c.log_fields());
+                ctx.log.write(
+                    sink,
+                    &Record {
+                        time_ms: crate::accesslog::wall_ms(),
+                        kind: Kind::Tcp,
+                        route: &route.cfg.name,
+                        client: peer,
+                        method: b"",
+                        target: b"",
+                        protocol: "tcp",
+                        status: 0,
+                        bytes_in: counted[0].get(),
+                        bytes_out: counted[1].get(),
+                        duration_us: t.elapsed().as_micros() as u64,
+                        upstream,
+                        upstream_ttfb_us: None,
+                        request_id: None,
+                        user_agent: None,
+                        referer: None,
+                        tls_version,
+                        sni,
+                        close_reason: Some(reason),
+                    },
+                );
             }
-            match shaken {
-                Ok(t) => {
-                    acc.counters.handshake(t.resumed);
-                    // Boxed: a tunnel's task holds its TLS state only while TLS.
-                    Some(Box::new(RefCell::new(t)))
+        };
+        // A TLS route: handshake first (no backend connection for a client that
+        // never completes one), then relay through the record layer.
+        let mut pre = pre;
+        let tls = match &route.cfg.tls {
+            None => None,
+            Some(acc) => {
+                let deadline = monoio::time::Instant::now() + route.cfg.timeouts.header;
+                // What the edge read (after a PROXY header, or the ClientHello an
+                // SNI peek chose this route by) belongs to the handshake, not to
+                // the backend: rustls takes it first.
+                let early = std::mem::take(&mut pre.bytes);
+                let shaken = Box::pin(crate::tls::session::handshake(
+                    &client,
+                    acc.config.clone(),
+                    deadline,
+                    &early,
+                ))
+                .await;
+                if early.capacity() > 0 {
+                    ctx.bufs.put(early);
+                }
+                match shaken {
+                    Ok(t) => {
+                        acc.counters.handshake(t.resumed);
+                        // Boxed: a tunnel's task holds its TLS state only while TLS.
+                        Some(Box::new(RefCell::new(t)))
+                    }
+                    Err(e) => {
+                        acc.counters.failed(e.reason());
+                        tracing::debug!(route = %route.cfg.name, %peer, "TLS handshake failed: {e}");
+                        log("tls_handshake_failed", None, None);
+                        return;
+                    }
+                }
+            }
+        };
+        // Boxed: the connect state (timers, failover bookkeeping) is short-lived;
+        // inline it would sit in every idle tunnel's task for the tunnel's whole life.
+        let connecting = Box::pin(connect::connect(
+            &route,
+            slot,
+            client_hash(peer.ip()),
+            || ctx.now_ms(),
+            |_| None,
+        ));
+        let upstream = match connecting.await {
+            Ok(u) => u,
+            Err(e) => {
+                slot.errors.add(1);
+                if e.local_shortage() {
+                    // Accepting more now would only close them the same way:
+                    // leave them queued until fds are free.
+                    ctx.pause_accepting(&e, crate::worker::UPSTREAM_SHORTAGE_PAUSE);
+                }
+                tracing::debug!(route = %route.cfg.name, %peer, "no backend: {e}");
+                log("no_backend", None, tls.as_deref());
+                return;
+            }
+        };
+        if edge::tcp_upstream_needed(&route, upstream.backend, &pre) {
+            // Boxed: only edge connections pay for this state.
+            let start = edge::tcp_upstream_start(
+                &ctx,
+                &route,
+                upstream.backend,
+                &client,
+                &upstream.stream,
+                peer,
+                pre,
+            );
+            if let Err(e) = Box::pin(start).await {
+                slot.errors.add(1);
+                tracing::debug!(route = %route.cfg.name, %peer, "backend side: {e}");
+                log(
+                    "backend_error",
+                    route.backends.get(upstream.backend).map(|b| b.cfg.addr),
+                    tls.as_deref(),
+                );
+                return;
+            }
+        }
+        let reason = if let Some(tls) = &tls {
+            match Box::pin(crate::tls::relay::relay(
+                &meter,
+                &client,
+                tls,
+                &upstream.stream,
+                route.cfg.timeouts.idle,
+            ))
+            .await
+            {
+                Ok(()) => "closed",
+                Err(crate::tls::relay::RelayEnd::Idle) => "idle_timeout",
+                Err(crate::tls::relay::RelayEnd::Backend(e)) => {
+                    slot.errors.add(1);
+                    tracing::debug!(route = %route.cfg.name, %peer, "backend side: {e}");
+                    "backend_error"
                 }
                 Err(e) => {
-                    acc.counters.failed(e.reason());
-                    tracing::debug!(route = %route.cfg.name, %peer, "TLS handshake failed: {e}");
-                    log("tls_handshake_failed", None, None);
-                    return;
+                    tracing::debug!(route = %route.cfg.name, %peer, "TLS client side: {e:?}");
+                    "client_error"
                 }
             }
-        }
-    };
-    // Boxed: the connect state (timers, failover bookkeeping) is short-lived;
-    // inline it would sit in every idle tunnel's task for the tunnel's whole life.
-    let connecting = Box::pin(connect::connect(
-        &route,
-        slot,
-        client_hash(peer.ip()),
-        || ctx.now_ms(),
-        |_| None,
-    ));
-    let upstream = match connecting.await {
-        Ok(u) => u,
-        Err(e) => {
-            slot.errors.add(1);
-            if e.local_shortage() {
-                // Accepting more now would only close them the same way:
-                // leave them queued until fds are free.
-                ctx.pause_accepting(&e, crate::worker::UPSTREAM_SHORTAGE_PAUSE);
+        } else {
+            match tunnel(
+                &ctx.pipes,
+                &meter,
+                &client,
+                &upstream.stream,
+                route.cfg.timeouts.idle,
+            )
+            .await
+            {
+                Ok(_) => "closed",
+                Err(TunnelEnd::Idle) => {
+                    tracing::debug!(route = %route.cfg.name, %peer, "idle timeout, closing");
+                    "idle_timeout"
+                }
+                Err(TunnelEnd::Client(e)) => {
+                    tracing::debug!(route = %route.cfg.name, %peer, "client side: {e}");
+                    "client_error"
+                }
+                Err(TunnelEnd::Backend(e)) => {
+                    slot.errors.add(1);
+                    tracing::debug!(route = %route.cfg.name, %peer, "backend side: {e}");
+                    "backend_error"
+                }
             }
-            tracing::debug!(route = %route.cfg.name, %peer, "no backend: {e}");
-            log("no_backend", None, tls.as_deref());
-            return;
-        }
-    };
-    if edge::tcp_upstream_needed(&route, upstream.backend, &pre) {
-        // Boxed: only edge connections pay for this state.
-        let start = edge::tcp_upstream_start(
-            &ctx,
-            &route,
-            upstream.backend,
-            &client,
-            &upstream.stream,
-            peer,
-            pre,
+        };
+        log(
+            reason,
+            route.backends.get(upstream.backend).map(|b| b.cfg.addr),
+            tls.as_deref(),
         );
-        if let Err(e) = Box::pin(start).await {
-            slot.errors.add(1);
-            tracing::debug!(route = %route.cfg.name, %peer, "backend side: {e}");
-            log(
-                "backend_error",
-                route.backends.get(upstream.backend).map(|b| b.cfg.addr),
-                tls.as_deref(),
-            );
-            return;
-        }
+        // Two fds freed: if accepting paused for lack of fds, it may go on.
+        drop(upstream);
+        drop(client);
+        drop(guard);
+        ctx.resume_accepting();
     }
-    let reason = if let Some(tls) = &tls {
-        match Box::pin(crate::tls::relay::relay(
-            &meter,
-            &client,
-            tls,
-            &upstream.stream,
-            route.cfg.timeouts.idle,
-        ))
-        .await
-        {
-            Ok(()) => "closed",
-            Err(crate::tls::relay::RelayEnd::Idle) => "idle_timeout",
-            Err(crate::tls::relay::RelayEnd::Backend(e)) => {
-                slot.errors.add(1);
-                tracing::debug!(route = %route.cfg.name, %peer, "backend side: {e}");
-                "backend_error"
-            }
-            Err(e) => {
-                tracing::debug!(route = %route.cfg.name, %peer, "TLS client side: {e:?}");
-                "client_error"
-            }
-        }
-    } else {
-        match tunnel(
-            &ctx.pipes,
-            &meter,
-            &client,
-            &upstream.stream,
-            route.cfg.timeouts.idle,
-        )
-        .await
-        {
-            Ok(_) => "closed",
-            Err(TunnelEnd::Idle) => {
-                tracing::debug!(route = %route.cfg.name, %peer, "idle timeout, closing");
-                "idle_timeout"
-            }
-            Err(TunnelEnd::Client(e)) => {
-                tracing::debug!(route = %route.cfg.name, %peer, "client side: {e}");
-                "client_error"
-            }
-            Err(TunnelEnd::Backend(e)) => {
-                slot.errors.add(1);
-                tracing::debug!(route = %route.cfg.name, %peer, "backend side: {e}");
-                "backend_error"
-            }
-        }
-    };
-    log(
-        reason,
-        route.backends.get(upstream.backend).map(|b| b.cfg.addr),
-        tls.as_deref(),
-    );
-    // Two fds freed: if accepting paused for lack of fds, it may go on.
-    drop(upstream);
-    drop(client);
-    drop(guard);
-    ctx.resume_accepting();
 }
