@@ -46,6 +46,27 @@ fn ip(args: &[&str]) -> Result<(), String> {
     }
 }
 
+/// A run killed midway (its drops never ran) leaves namespaces and veths
+/// whose 10.231.x addresses shadow the next run's: remove those whose test
+/// process (the digits after "rmf") is gone.
+fn remove_stale() {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let name = line.split_whitespace().next().unwrap_or("");
+        let Some(rest) = name.strip_prefix("rmf") else {
+            continue;
+        };
+        let pid: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+        if pid.is_empty() || std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let _ = ip(&["netns", "del", name]);
+        let _ = ip(&["link", "del", &format!("{name}h")]);
+    }
+}
+
 /// Namespaces and veth pairs, removed on drop.
 struct Net {
     names: Vec<String>,
@@ -53,6 +74,7 @@ struct Net {
 
 impl Net {
     fn create(tag: &str, subnets: &[u8]) -> Result<Net, String> {
+        remove_stale();
         let mut net = Net { names: Vec::new() };
         for &n in subnets {
             let ns = format!("rmf{}{tag}{n}", std::process::id() % 100_000);
