@@ -301,6 +301,11 @@ fn graceful_shutdown_lets_transfer_finish(io: &str) {
     let mut first = [0u8; 1024];
     c.read_exact(&mut first).unwrap();
     rm.signal(libc::SIGTERM);
+    // Probe only after the workers have had time to stop: a worker left
+    // with no connection of its own then ends at once, which once left its
+    // io_uring listener open (its close never submitted) and clients queued
+    // in a backlog nobody accepted.
+    std::thread::sleep(Duration::from_millis(400));
     // New connections are refused once the listeners close (within a tick or two).
     assert!(
         wait_until(Duration::from_secs(2), || std::net::TcpStream::connect((

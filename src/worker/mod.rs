@@ -323,6 +323,17 @@ impl Listeners {
             a.stop.set();
             a.task.await;
         }
+        // On io_uring a dropped listener is not closed yet: its cancelled
+        // readiness poll holds the socket until the cancellation's
+        // completion is reaped, and only then is the close queued (and
+        // submitted at the next park). A worker with no connections left
+        // would return right away and drop its ring with the close never
+        // submitted: the socket stayed in LISTEN, queueing clients nobody
+        // accepts, until the process exited. A few short parks reap the
+        // cancellations and submit the closes (measured: one or two).
+        for _ in 0..3 {
+            monoio::time::sleep(Duration::from_millis(1)).await;
+        }
     }
 }
 
