@@ -360,6 +360,9 @@ backend tun\n  mode tcp\n  server r 127.0.0.1:{tcp} send-proxy-v2\n"
             && line_of(&lines, "tun", "127.0.0.9").is_some()
             && line_of(&lines, "tun", "127.0.0.10").is_some()
             && line_of(&lines, "sni", "127.0.0.1").is_some()
+            // A tunnel's line is written when it closes: on a loaded
+            // machine that can trail the client's own close.
+            && line_of(&lines, "tun", "127.0.0.12").is_some()
     });
     assert!(complete, "{lines:#?}");
     let l = line_of(&lines, "web", "127.0.0.7").unwrap();
