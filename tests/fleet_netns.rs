@@ -262,11 +262,14 @@ fn fleet_in_namespaces(io: &str) {
             let dir = root.path().join(ns);
             std::fs::create_dir_all(&dir).unwrap();
             let addr = format!("10.231.{n}.2");
-            let cfg = json!({"listen_host": addr, "dashboard_host": addr, "dashboard_port": 9999,
-                "workers": 1, "shutdown_grace": "5s", "shutdown_delay": shutdown_delay(),
+            let mut cfg = json!({"listen_host": addr, "dashboard_host": addr, "dashboard_port": 9999,
+                "workers": 1, "shutdown_grace": "5s",
                 "access_log": {"path": dir.join("access.log"), "format": "json"},
                 "routes": {"8080": {"name": "web", "proxy_protocol": true, "backends": [
                     {"internal_host": format!("10.231.{n}.1"), "internal_port": bport}]}}});
+            if let Some(d) = shutdown_delay() {
+                cfg["shutdown_delay"] = d.into();
+            }
             std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
             let mut node = Node {
                 ns: ns.clone(),
@@ -401,9 +404,13 @@ fn fleet_in_namespaces(io: &str) {
 }
 
 /// `RINGMESH_FLEET_SHUTDOWN_DELAY` overrides the nodes' `shutdown_delay`
-/// (default 1 s): set it to `0s` to see what a balancer meets without it.
-fn shutdown_delay() -> String {
-    std::env::var("RINGMESH_FLEET_SHUTDOWN_DELAY").unwrap_or_else(|_| "1s".into())
+/// (default 1 s): `off` leaves it out, to see what a balancer meets without it.
+fn shutdown_delay() -> Option<String> {
+    match std::env::var("RINGMESH_FLEET_SHUTDOWN_DELAY") {
+        Ok(v) if v == "off" => None,
+        Ok(v) => Some(v),
+        Err(_) => Some("1s".into()),
+    }
 }
 
 both_drivers!(fleet_in_namespaces);
