@@ -203,6 +203,15 @@ struct EtcdArgs {
     etcd_user: Option<String>,
     #[arg(long)]
     etcd_password: Option<String>,
+    /// CA file (PEM) for https:// endpoints (default: the system bundle).
+    #[arg(long)]
+    etcd_ca: Option<String>,
+    /// Client certificate (PEM) for etcd's --client-cert-auth; with --etcd-key.
+    #[arg(long)]
+    etcd_cert: Option<String>,
+    /// Client key (PEM); with --etcd-cert.
+    #[arg(long)]
+    etcd_key: Option<String>,
     /// Config file whose config_source locates etcd when --etcd is not given.
     #[arg(short, long, default_value = "config.json")]
     config: PathBuf,
@@ -215,6 +224,11 @@ impl EtcdArgs {
             self.etcd_prefix.as_deref(),
             self.etcd_user,
             self.etcd_password,
+            &cli::fleet::TlsFlags {
+                ca: self.etcd_ca,
+                cert: self.etcd_cert,
+                key: self.etcd_key,
+            },
             &self.config,
         )
         .map_err(|e| {

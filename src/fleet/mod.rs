@@ -16,6 +16,7 @@
 
 pub mod etcd;
 pub mod registry;
+pub mod tls;
 pub mod watch;
 
 use std::path::{Path, PathBuf};
