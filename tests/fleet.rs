@@ -609,6 +609,7 @@ fn etcd_over_tls(io: &str) {
         err.contains("certificate") && err.contains("https://127.0.0.1"),
         "status: {st}"
     );
+    eprintln!("wrong CA: {err}");
     assert_eq!(st["config_source"]["connected"], false, "{st}");
     assert_eq!(st["config_source"]["origin"], "local", "{st}");
     assert!(wrong.log().contains("certificate"), "{}", wrong.log());
@@ -628,6 +629,7 @@ fn etcd_over_tls(io: &str) {
     ]);
     let msg = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{msg}");
+    eprintln!("CLI, wrong CA: {msg}");
     assert!(msg.contains("certificate"), "{msg}");
     // Plain http to an https-only etcd, and a missing CA file: clear errors.
     let out = cli(&["fleet", "--etcd", &url.replace("https", "http")]);
