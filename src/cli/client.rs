@@ -206,8 +206,8 @@ impl Api {
         let mut s = match &self.tls {
             None => Conn::Plain(s),
             Some(cfg) => {
-                let name =
-                    crate::fleet::tls::server_name(&self.addr).map_err(|e| self.fail("TLS to", path, &e))?;
+                let name = crate::fleet::tls::server_name(&self.addr)
+                    .map_err(|e| self.fail("TLS to", path, &e))?;
                 let mut c = rustls::ClientConnection::new(cfg.clone(), name)
                     .map_err(|e| self.fail("TLS to", path, &e))?;
                 // The handshake now, so a certificate problem says so (not "cannot send").

@@ -299,7 +299,8 @@ mod tests {
         ] {
             assert!(all.contains(want), "missing {want:?} in\n{all}");
         }
-        let (_, errs) = run(serde_json::json!({"etcd": {"endpoints": "http://a:1", "key_file": "k"}}));
+        let (_, errs) =
+            run(serde_json::json!({"etcd": {"endpoints": "http://a:1", "key_file": "k"}}));
         assert_eq!(
             errs,
             ["config_source.etcd.key_file: needs https:// endpoints"]

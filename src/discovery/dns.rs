@@ -346,7 +346,10 @@ mod tests {
         assert_eq!(next_lookup(s(30), Some(300)), s(30));
         assert_eq!(next_lookup(s(30), Some(5)), s(5));
         assert_eq!(next_lookup(s(30), Some(0)), s(1));
-        assert_eq!(next_lookup(Duration::from_millis(500), Some(0)), Duration::from_millis(500));
+        assert_eq!(
+            next_lookup(Duration::from_millis(500), Some(0)),
+            Duration::from_millis(500)
+        );
     }
 
     #[test]

@@ -124,14 +124,11 @@ pub fn run(state: Arc<DiscoveryState>, shared: Arc<Shared>) {
                     "no resolver: set discover.resolver (no nameserver in /etc/resolv.conf)".into(),
                 ),
                 // Bounded: a dead server must not stall the other entries long.
-                Some(server) => {
-                    dns::resolve_ttl(d, server, d.interval.min(Duration::from_secs(2))).map(
-                        |(targets, ttl)| {
-                            due.insert(key.clone(), now + dns::next_lookup(d.interval, ttl));
-                            targets
-                        },
-                    )
-                }
+                Some(server) => dns::resolve_ttl(d, server, d.interval.min(Duration::from_secs(2)))
+                    .map(|(targets, ttl)| {
+                        due.insert(key.clone(), now + dns::next_lookup(d.interval, ttl));
+                        targets
+                    }),
             };
             let _ = state.tx.send(Resolved {
                 key: key.clone(),

@@ -126,11 +126,14 @@ impl EtcdServer {
             password: None,
             node_id: None,
             cache_file: None,
-            tls: self.tls.as_ref().map(|t| ringmesh::config::source::EtcdTls {
-                ca_file: t.ca.clone(),
-                cert_file: Some(t.client_cert.clone()),
-                key_file: Some(t.client_key.clone()),
-            }),
+            tls: self
+                .tls
+                .as_ref()
+                .map(|t| ringmesh::config::source::EtcdTls {
+                    ca_file: t.ca.clone(),
+                    cert_file: Some(t.client_cert.clone()),
+                    key_file: Some(t.client_key.clone()),
+                }),
         }
     }
 
