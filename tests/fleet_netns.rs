@@ -17,8 +17,8 @@
 //! connection a node accepted and then reset, so a balancer needs the delay
 //! to cover its check interval times `fall` (here 200 ms x 1).
 //!
-//! Skipped, with a message, where namespaces cannot be created (not root, no
-//! CAP_SYS_ADMIN) or HAProxy/wrk are missing.
+//! Skipped, with a message, only where namespaces cannot be created (not
+//! root, no CAP_SYS_ADMIN, no `ip`); HAProxy or wrk missing is a failure.
 
 mod support;
 
@@ -232,14 +232,11 @@ fn backend() -> u16 {
 }
 
 fn fleet_in_namespaces(io: &str) {
-    let tools = ["haproxy", "wrk"]
-        .iter()
-        .all(|t| Command::new(t).arg("-v").output().is_ok());
-    if !tools {
-        eprintln!(
-            "SKIP fleet_in_namespaces: haproxy or wrk missing (scripts/test.sh installs them)"
+    for t in ["haproxy", "wrk"] {
+        assert!(
+            Command::new(t).arg("-v").output().is_ok(),
+            "{t} is not installed (scripts/test.sh installs it)"
         );
-        return;
     }
     let (tag, subnets): (&str, [u8; 3]) = if io == "uring" {
         ("u", [11, 12, 13])
