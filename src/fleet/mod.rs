@@ -11,8 +11,10 @@
 //!  registry thread (registry.rs): <prefix>nodes/<node-id> under a 10 s lease,
 //!        kept alive; lists the fleet for GET /api/fleet
 //! ```
-//! Both threads block on a small HTTP/1.1 client ([`etcd`]); neither touches
-//! a worker. The control thread only reads [`FleetState`] and a channel.
+//! Both threads block on a small HTTP/1.1 client ([`etcd`]), over TLS for
+//! `https://` endpoints ([`tls`]: rustls, `ca_file`, client certificate);
+//! neither touches a worker. The control thread only reads [`FleetState`]
+//! and a channel.
 
 pub mod etcd;
 pub mod registry;
