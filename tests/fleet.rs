@@ -647,6 +647,23 @@ fn etcd_over_tls(io: &str) {
         msg.contains("--etcd-ca") && msg.contains("/nonexistent/ca.pem"),
         "{msg}"
     );
+    // A key that is not the certificate's: refused before any connection.
+    let out = cli(&[
+        "fleet",
+        "--etcd",
+        &url,
+        "--etcd-ca",
+        &pki.p("ca.pem"),
+        "--etcd-cert",
+        &pki.p("client.pem"),
+        "--etcd-key",
+        &pki.p("etcd.key"),
+    ]);
+    let msg = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        msg.contains("--etcd-key") && msg.contains("etcd.key"),
+        "{msg}"
+    );
     drop(good);
     drop(wrong);
 }
