@@ -647,6 +647,32 @@ fn etcd_over_tls(io: &str) {
         msg.contains("--etcd-ca") && msg.contains("/nonexistent/ca.pem"),
         "{msg}"
     );
+    // A quiet watch over TLS: a read timeout mid-stream leaves the stream
+    // usable (rustls keeps what it had read), the next event still arrives.
+    let c = etcd.client();
+    let rev = c.put("/quiet", b"1", None).unwrap();
+    let mut w = c
+        .watch("/quiet", rev + 1, Duration::from_millis(300))
+        .unwrap();
+    assert!(matches!(
+        w.next_msg().unwrap(),
+        Some(ringmesh::fleet::etcd::WatchMsg::Created { .. })
+    ));
+    let e = w.next_msg().unwrap_err();
+    assert!(
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+        "{e}"
+    );
+    c.put("/quiet", b"2", None).unwrap();
+    let got = (0..10).find_map(|_| match w.next_msg() {
+        Ok(Some(ringmesh::fleet::etcd::WatchMsg::Events { events, .. })) => Some(events),
+        _ => None,
+    });
+    assert_eq!(got.unwrap()[0].kv.value, b"2");
+
     // A key that is not the certificate's: refused before any connection.
     let out = cli(&[
         "fleet",
