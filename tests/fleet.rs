@@ -596,6 +596,40 @@ fn etcd_over_tls(io: &str) {
         "push over TLS (CLI handshake included) -> served after {:?}",
         t0.elapsed()
     );
+    // `run --etcd https://.. --etcd-ca --etcd-cert --etcd-key`: a file that
+    // names no source.
+    let dir = root.path().join("node7");
+    std::fs::create_dir_all(&dir).unwrap();
+    let dashboard = free_port();
+    let cfg = json!({"listen_host": "127.0.0.7", "dashboard_port": dashboard,
+        "workers": 1, "shutdown_grace": "2s", "routes": {}});
+    std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
+    let mut flags = vec![
+        "--etcd".to_string(),
+        url.clone(),
+        "--etcd-prefix".into(),
+        prefix.into(),
+    ];
+    flags.extend(tls_flags.iter().cloned());
+    let by_flags = {
+        let mut n = Node {
+            ip: [127, 0, 0, 7],
+            dashboard,
+            dir,
+            io: io.into(),
+            flags,
+            child: None,
+        };
+        n.start();
+        n
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), || by_flags.tag(port).as_deref()
+            == Some("b")),
+        "run --etcd https:// with TLS flags did not serve the routes; log:\n{}",
+        by_flags.log()
+    );
+    drop(by_flags);
     let s = good.status().unwrap();
     assert_eq!(s["config_source"]["origin"], "etcd", "{s}");
     assert_eq!(s["config_source"]["connected"], true, "{s}");
