@@ -265,7 +265,7 @@ mod tests {
             got,
             [
                 r#"routes."8443".redirect_https: a route with "tls" is already https"#,
-                r#"routes."8443".tls.bogus: unknown field; expected one of: certificates, min_version, client_ca"#,
+                r#"routes."8443".tls.bogus: unknown field; expected one of: certificates, min_version, client_ca, session_ticket_keys"#,
                 r#"routes."8443".tls.certificates: expected a non-empty list of {"cert": ..., "key": ...}"#,
                 r#"routes."8443".tls.min_version: expected "1.2" or "1.3""#,
             ]
