@@ -83,6 +83,8 @@ pub enum Middleware {
     MaxBody { max: u64 },
     /// At most `max` requests in flight on the route (all workers).
     ConcurrencyLimit { max: u64 },
+    /// A subrequest to an auth service decides (`crate::filter::forward_auth`).
+    ForwardAuth(Box<ForwardAuth>),
     IpFilter {
         /// Empty: every address not denied.
         allow: Vec<IpNet>,
@@ -116,6 +118,7 @@ impl Middleware {
             Middleware::ConcurrencyLimit { .. } => "concurrency_limit",
             Middleware::MaxBody { .. } => "max_body",
             Middleware::BasicAuth { .. } => "basic_auth",
+            Middleware::ForwardAuth(_) => "forward_auth",
             Middleware::Custom { .. } => "custom",
         }
     }
@@ -157,6 +160,7 @@ pub const TYPES: &[&str] = &[
     "concurrency_limit",
     "max_body",
     "basic_auth",
+    "forward_auth",
 ];
 
 struct V<'e> {
@@ -505,6 +509,7 @@ impl V<'_> {
                 })
             }
             "basic_auth" => self.basic_auth(m, path),
+            "forward_auth" => self.forward_auth(m, path),
             "concurrency_limit" | "max_body" => {
                 self.fields(m, path, &["max"]);
                 match m.get("max").and_then(Value::as_u64) {
@@ -690,6 +695,8 @@ pub fn parse(
 }
 
 mod entries;
+mod forward_auth;
+pub use forward_auth::ForwardAuth;
 
 #[cfg(test)]
 mod tests;

@@ -188,7 +188,13 @@ async fn exchange(
             &client.buf,
             head.headers(&s.spans),
         );
-        let verdict = chain.request(&req, &mut f.edits);
+        let mut verdict = chain.request(&req, &mut f.edits);
+        while let Verdict::Auth(i) = verdict {
+            verdict = auth(ctx, spec, i, &req, client.tls.is_some(), &mut f.edits).await;
+            if verdict == Verdict::Continue {
+                verdict = chain.request_from(i + 1, &req, &mut f.edits);
+            }
+        }
         if s.log.on && !f.edits.request_id.is_empty() {
             s.log
                 .set(crate::accesslog::Field::RequestId, &f.edits.request_id);
@@ -386,6 +392,26 @@ async fn exchange(
             }
         }
         Err(e) => down_failed(client, s, route, slot, &started, e).await,
+    }
+}
+
+/// Runs the `forward_auth` at chain position `i` (see `crate::filter::forward_auth`).
+async fn auth(
+    ctx: &WorkerCtx,
+    spec: &crate::filter::ChainSpec,
+    i: usize,
+    req: &Request<'_>,
+    tls: bool,
+    e: &mut crate::filter::Edits,
+) -> Verdict {
+    match spec.forward_auth(i) {
+        Some((cfg, counters)) => {
+            let now = || ctx.now_ms();
+            crate::filter::forward_auth::check(cfg, counters, &ctx.upstreams, now, req, tls, e)
+                .await
+        }
+        // Only the built-in forward_auth may ask for a subrequest.
+        None => Verdict::Respond(500),
     }
 }
 
@@ -616,12 +642,20 @@ async fn answer(
     let out = &mut s.out;
     out.clear();
     let _ = write!(out, "HTTP/1.1 {status} {reason}\r\n");
-    if body {
-        let _ = write!(
-            out,
-            "Content-Type: text/plain\r\nContent-Length: {}\r\n",
-            reason.len() + 1
-        );
+    let own = s.filter.edits.answer_body();
+    match own {
+        _ if !body => {}
+        Some((_, true)) => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        Some((b, false)) => {
+            let _ = write!(out, "Content-Length: {}\r\n", b.len());
+        }
+        None => {
+            let _ = write!(
+                out,
+                "Content-Type: text/plain\r\nContent-Length: {}\r\n",
+                reason.len() + 1
+            );
+        }
     }
     out.extend_from_slice(&s.filter.edits.answer_headers);
     out.extend_from_slice(&s.filter.edits.resp_add);
@@ -629,9 +663,13 @@ async fn answer(
         out.extend_from_slice(b"Connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    if body {
-        out.extend_from_slice(reason.as_bytes());
-        out.push(b'\n');
+    match own {
+        _ if !body => {}
+        Some((b, _)) => out.extend_from_slice(b),
+        None => {
+            out.extend_from_slice(reason.as_bytes());
+            out.push(b'\n');
+        }
     }
     if !keep {
         client.buf.clear();

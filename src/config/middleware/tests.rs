@@ -54,3 +54,32 @@ fn tcp_routes_have_no_middleware() {
     assert!(parse(Some(&v), "m", false, &mut e).is_empty());
     assert_eq!(e.len(), 1);
 }
+
+#[test]
+fn forward_auth_fields() {
+    let (m, e) = run(r#"[{"type": "forward_auth", "address": "127.0.0.1:9091"}]"#);
+    assert!(e.is_empty(), "{e:?}");
+    let Middleware::ForwardAuth(f) = &m[0] else {
+        panic!()
+    };
+    assert_eq!(f.path, "{uri}");
+    assert_eq!(f.request_headers, ["Authorization", "Cookie"]);
+    assert_eq!(f.timeout, std::time::Duration::from_secs(5));
+    let p = "routes.\"80\".middleware";
+    let (_, e) = run(r#"[{"type": "forward_auth"},
+            {"type": "forward_auth", "address": "no port here", "path": "x y", "timeout": "soon",
+             "request_headers": ["Bad Name"], "response_headers": [1], "max_response_body": -1, "x": 1}]"#);
+    assert_eq!(
+        e,
+        [
+            format!("{p}[0].address"),
+            format!("{p}[1].x"),
+            format!("{p}[1].address"),
+            format!("{p}[1].path"),
+            format!("{p}[1].timeout"),
+            format!("{p}[1].request_headers[0]"),
+            format!("{p}[1].response_headers[0]"),
+            format!("{p}[1].max_response_body"),
+        ]
+    );
+}
