@@ -119,6 +119,8 @@ pub struct Edits {
     answer_body_set: bool,
     /// `answer_body` is chunked framing, passed through as it came.
     answer_chunked: bool,
+    /// The most chunk data a chunked request body may carry (`max_body`).
+    pub body_limit: Option<u64>,
     /// `forward_auth`'s subrequest and answer buffers (kept for reuse).
     pub(crate) auth_out: Vec<u8>,
     pub(crate) auth_in: Vec<u8>,
@@ -136,6 +138,7 @@ impl Edits {
         self.marks = 0;
         self.answer_body_set = false;
         self.answer_chunked = false;
+        self.body_limit = None;
     }
 
     /// Gives a direct answer this body (`chunked`: `body` is chunked

@@ -20,7 +20,7 @@ use crate::shared::{Live, LiveRoute, RouteSlot};
 use crate::worker::{ConnGuard, WorkerCtx};
 
 use super::body::{BodyError, Pipe};
-use super::chunked::ChunkedScanner;
+use super::chunked::{ChunkError, ChunkedScanner};
 use super::conn::{client_io, client_ready, Client};
 use super::head::{BodyFraming, HeaderSpan, RequestHead};
 use super::io::Io;
@@ -214,6 +214,14 @@ async fn exchange(
     // The body bytes that arrived with the head go out with it.
     let after_head = client.buf.get(head.head_len..).unwrap_or(&[]);
     let mut scanner = ChunkedScanner::new();
+    if let Some(max) = s
+        .filter
+        .edits
+        .body_limit
+        .filter(|_| s.filter.chain.is_some())
+    {
+        scanner.limit_data(max);
+    }
     let (prefix, rest) = match head.framing {
         BodyFraming::None => (0, Rest::None),
         BodyFraming::Length(n) => {
@@ -228,6 +236,10 @@ async fn exchange(
         BodyFraming::Chunked => match scanner.advance(after_head) {
             Ok(p) if p.done => (p.consumed, Rest::None),
             Ok(p) => (p.consumed, Rest::Chunked),
+            Err(ChunkError::TooLarge) => {
+                slot.errors.add(1);
+                return error(client, s, 413, "").await;
+            }
             Err(e) => {
                 tracing::debug!(peer = %client.peer, "bad chunked request body: {e}");
                 return error(client, s, 400, "").await;
@@ -490,6 +502,10 @@ async fn concurrent(
     let Some(result) = result else {
         slot.errors.add(1);
         return match upload {
+            Some(Err(BodyError::Framing(ChunkError::TooLarge))) if !down.started.get() => {
+                tracing::debug!(peer = %client.peer, "chunked request body over max_body");
+                error(client, s, 413, "").await
+            }
             Some(Err(BodyError::Framing(e))) if !down.started.get() => {
                 tracing::debug!(peer = %client.peer, "bad chunked request body: {e}");
                 error(client, s, 400, "").await
