@@ -29,6 +29,7 @@ pub mod cors;
 pub mod edit;
 pub mod forward_auth;
 pub mod headers;
+pub mod htpasswd;
 pub mod ip_filter;
 pub mod max_body;
 pub mod path;
