@@ -85,6 +85,8 @@ pub enum Middleware {
     ConcurrencyLimit { max: u64 },
     /// A subrequest to an auth service decides (`crate::filter::forward_auth`).
     ForwardAuth(Box<ForwardAuth>),
+    /// Response bodies compressed for clients that accept it (`crate::filter::compress`).
+    Compress(Box<Compress>),
     IpFilter {
         /// Empty: every address not denied.
         allow: Vec<IpNet>,
@@ -119,6 +121,7 @@ impl Middleware {
             Middleware::MaxBody { .. } => "max_body",
             Middleware::BasicAuth { .. } => "basic_auth",
             Middleware::ForwardAuth(_) => "forward_auth",
+            Middleware::Compress(_) => "compress",
             Middleware::Custom { .. } => "custom",
         }
     }
@@ -161,6 +164,7 @@ pub const TYPES: &[&str] = &[
     "max_body",
     "basic_auth",
     "forward_auth",
+    "compress",
 ];
 
 struct V<'e> {
@@ -510,6 +514,7 @@ impl V<'_> {
             }
             "basic_auth" => self.basic_auth(m, path),
             "forward_auth" => self.forward_auth(m, path),
+            "compress" => self.compress(m, path),
             "concurrency_limit" | "max_body" => {
                 self.fields(m, path, &["max"]);
                 match m.get("max").and_then(Value::as_u64) {
@@ -694,8 +699,10 @@ pub fn parse(
         .collect()
 }
 
+mod compress;
 mod entries;
 mod forward_auth;
+pub use compress::{Compress, Encoding};
 pub use forward_auth::ForwardAuth;
 
 #[cfg(test)]

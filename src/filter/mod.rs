@@ -24,6 +24,7 @@
 //! - [`registry`]: filters of an embedder's own code, by name.
 
 pub mod basic_auth;
+pub mod compress;
 pub mod concurrency;
 pub mod cors;
 pub mod edit;
@@ -120,6 +121,8 @@ pub struct Edits {
     answer_body_set: bool,
     /// `answer_body` is chunked framing, passed through as it came.
     answer_chunked: bool,
+    /// The coding `compress` chose for the response, if the client accepts one.
+    pub compress: Option<compress::Plan>,
     /// The most chunk data a chunked request body may carry (`max_body`).
     pub body_limit: Option<u64>,
     /// `forward_auth`'s subrequest and answer buffers (kept for reuse).
@@ -140,6 +143,7 @@ impl Edits {
         self.answer_body_set = false;
         self.answer_chunked = false;
         self.body_limit = None;
+        self.compress = None;
     }
 
     /// Gives a direct answer this body (`chunked`: `body` is chunked
@@ -367,6 +371,7 @@ impl Chain {
                     }
                     Middleware::MaxBody { max } => Box::new(max_body::MaxBody::new(*max)),
                     Middleware::ForwardAuth(_) => Box::new(forward_auth::ForwardAuthFilter),
+                    Middleware::Compress(c) => Box::new(compress::CompressFilter::new(c)),
                     Middleware::ConcurrencyLimit { max } => Box::new(
                         concurrency::ConcurrencyLimit::new(in_flight.clone(), *max, i),
                     ),
