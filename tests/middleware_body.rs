@@ -31,7 +31,7 @@ fn config(port: u16, backend: u16, middleware: &str) -> String {
 
 fn chunk(n: usize) -> Vec<u8> {
     let mut v = format!("{n:x}\r\n").into_bytes();
-    v.extend(std::iter::repeat_n(b'x', n));
+    v.resize(v.len() + n, b'x');
     v.extend_from_slice(b"\r\n");
     v
 }

@@ -83,3 +83,39 @@ fn forward_auth_fields() {
         ]
     );
 }
+
+#[test]
+fn compress_fields() {
+    let (m, e) = run(
+        r#"[{"type": "compress"}, {"type": "compress", "encodings": ["gzip", "gzip"],
+        "min_length": 0, "content_types": ["text/*", "Application/JSON"]}]"#,
+    );
+    assert!(e.is_empty(), "{e:?}");
+    let (Middleware::Compress(a), Middleware::Compress(b)) = (&m[0], &m[1]) else {
+        panic!()
+    };
+    assert_eq!(
+        a.encodings,
+        [Encoding::Zstd, Encoding::Brotli, Encoding::Gzip]
+    );
+    assert_eq!(a.min_length, 1024);
+    assert_eq!(b.encodings, [Encoding::Gzip]);
+    assert_eq!(b.content_types, ["text/*", "application/json"]);
+    let p = "routes.\"80\".middleware";
+    let (_, e) = run(
+        r#"[{"type": "compress", "encodings": ["deflate"], "min_length": -1,
+             "content_types": ["text", "*/*x"], "level": 9}]"#,
+    );
+    assert_eq!(
+        e,
+        [
+            format!("{p}[0].level"),
+            format!("{p}[0].encodings[0]"),
+            format!("{p}[0].encodings"),
+            format!("{p}[0].min_length"),
+            format!("{p}[0].content_types[0]"),
+            format!("{p}[0].content_types[1]"),
+            format!("{p}[0].content_types"),
+        ]
+    );
+}
