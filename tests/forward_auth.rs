@@ -173,4 +173,13 @@ fn forward_auth_allows_denies_and_fails_cleanly(io: &str) {
     assert_eq!(web["unreachable"], 0, "{web}");
     let na = counters("noauth");
     assert_eq!(na["unreachable"], 1, "{na}");
+    // And in /metrics.
+    let m = api::get(api, "/metrics").body;
+    for line in [
+        r#"ringmesh_forward_auth_total{route="web",outcome="allowed"} 5"#,
+        r#"ringmesh_forward_auth_total{route="web",outcome="timeout"} 1"#,
+        r#"ringmesh_forward_auth_total{route="noauth",outcome="unreachable"} 1"#,
+    ] {
+        assert!(m.lines().any(|l| l == line), "{line} not in {m}");
+    }
 }

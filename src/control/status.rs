@@ -161,6 +161,7 @@ pub(super) fn metrics(state: &ApiState) -> String {
     crate::accesslog::metrics(&mut out);
     super::h2_metrics::write(&state.shared.h2, &mut out);
     super::sessions_api::metrics(&live, &mut out);
+    super::middleware_metrics::write(&live, &mut out);
     out
 }
 

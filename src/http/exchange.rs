@@ -190,7 +190,10 @@ async fn exchange(
         );
         let mut verdict = chain.request(&req, &mut f.edits);
         while let Verdict::Auth(i) = verdict {
-            verdict = auth(ctx, spec, i, &req, client.tls.is_some(), &mut f.edits).await;
+            // Boxed: its state (header spans, buffers) would otherwise
+            // enlarge every request's future, also on routes without it.
+            let tls = client.tls.is_some();
+            verdict = Box::pin(auth(ctx, spec, i, &req, tls, &mut f.edits)).await;
             if verdict == Verdict::Continue {
                 verdict = chain.request_from(i + 1, &req, &mut f.edits);
             }

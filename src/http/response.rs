@@ -284,7 +284,8 @@ impl Down<'_> {
             if s.filter.chain.is_some()
                 && crate::filter::compress::applies(&plan, head, &s.ubuf, &s.spans, http11)
             {
-                return self.compressed(s, client, up, head, upload, plan).await;
+                // Boxed: the encoder's state stays out of every response's future.
+                return Box::pin(self.compressed(s, client, up, head, upload, plan)).await;
             }
         }
         let hl = head.head_len;
