@@ -656,8 +656,8 @@ async fn answer(
     use std::io::Write as _;
     s.log.status = status;
     let reason = respond::reason(status);
-    // 204 has no body (a CORS preflight's answer).
-    let body = status != 204;
+    // 204 (a CORS preflight's answer) and 304 (a forward_auth denial) have no body.
+    let body = !matches!(status, 204 | 304);
     let out = &mut s.out;
     out.clear();
     let _ = write!(out, "HTTP/1.1 {status} {reason}\r\n");

@@ -50,10 +50,26 @@ const FIELDS: &[&str] = &[
     "max_response_body",
 ];
 
+/// Fields that frame or route a message: never copied either way.
+const RESERVED: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "expect",
+];
+
+/// A header name that may be copied (a token, not a framing field).
 fn token(h: &str) -> bool {
     !h.is_empty()
         && h.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        && !RESERVED.iter().any(|r| h.eq_ignore_ascii_case(r))
 }
 
 impl V<'_> {

@@ -68,7 +68,7 @@ fn forward_auth_fields() {
     let p = "routes.\"80\".middleware";
     let (_, e) = run(r#"[{"type": "forward_auth"},
             {"type": "forward_auth", "address": "no port here", "path": "x y", "timeout": "soon",
-             "request_headers": ["Bad Name"], "response_headers": [1], "max_response_body": -1, "x": 1}]"#);
+             "request_headers": ["Bad Name", "Host"], "response_headers": [1, "Content-Length"], "max_response_body": -1, "x": 1}]"#);
     assert_eq!(
         e,
         [
@@ -78,7 +78,9 @@ fn forward_auth_fields() {
             format!("{p}[1].path"),
             format!("{p}[1].timeout"),
             format!("{p}[1].request_headers[0]"),
+            format!("{p}[1].request_headers[1]"),
             format!("{p}[1].response_headers[0]"),
+            format!("{p}[1].response_headers[1]"),
             format!("{p}[1].max_response_body"),
         ]
     );
