@@ -4,7 +4,8 @@
 //! Content-Length or a chunked body) reach the client as the service sent
 //! them, the subrequest carries the original method, target and chosen
 //! headers, the auth connection is reused, and an unreachable or slow
-//! service gives 502/504 with counted reasons in /api/status.
+//! service gives 502/504 with counted reasons in /api/status and /metrics;
+//! and the same against Python's http.server (tests/fixtures/auth_service.py).
 
 mod support;
 
@@ -15,7 +16,10 @@ use std::time::Duration;
 use support::http::*;
 use support::*;
 
-both_drivers!(forward_auth_allows_denies_and_fails_cleanly);
+both_drivers!(
+    forward_auth_allows_denies_and_fails_cleanly,
+    forward_auth_with_a_python_auth_service,
+);
 
 /// A backend that answers `200` with the request head as its body.
 fn mirror() -> Backend {
@@ -182,4 +186,59 @@ fn forward_auth_allows_denies_and_fails_cleanly(io: &str) {
     ] {
         assert!(m.lines().any(|l| l == line), "{line} not in {m}");
     }
+}
+
+fn forward_auth_with_a_python_auth_service(io: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let port_file = dir.path().join("port");
+    let child = std::process::Command::new(support::procs::python())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/auth_service.py"
+        ))
+        .arg(&port_file)
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .expect("python3");
+    let _guard = ChildGuard(child);
+    let mut auth_port = 0u16;
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            auth_port = std::fs::read_to_string(&port_file)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(0);
+            auth_port != 0
+        }),
+        "python auth service did not start"
+    );
+    let b = mirror();
+    let port = free_port();
+    let cfg = format!(
+        r#"{{"dashboard_port": "", "listen_host": "127.0.0.1", "workers": 1,
+  "routes": {{"{port}": {{"name": "web", "backends": [{{"name": "b0", "internal_port": {bp}}}],
+      "middleware": [{{"type": "forward_auth", "address": "127.0.0.1:{auth_port}",
+        "response_headers": ["X-User", "X-Seen-Uri"]}}]}}}}}}"#,
+        bp = b.port,
+    );
+    let _rm = Ringmesh::start(&cfg, io, &[port]);
+    let mut c = Client::connect(port);
+    for i in 0..3 {
+        let m = c.get(&format!("/p/{i}"), "a", "Authorization: Bearer py\r\n");
+        assert_eq!(m.status(), 200);
+        let head = m.body_str();
+        assert!(head.contains("X-User: py-user"), "{head}");
+        assert!(head.contains(&format!("X-Seen-Uri: /p/{i}")), "{head}");
+        let m = c.get("/p", "a", "Authorization: Bearer other\r\n");
+        assert_eq!(m.status(), 401);
+        assert_eq!(m.header("www-authenticate"), Some(r#"Bearer realm="py""#));
+        assert_eq!(m.body_str(), "python says no");
+    }
+    // HEAD is asked about as HEAD: the denial has no body.
+    c.send(b"HEAD /p HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(c.response_to_head().status(), 401);
+    assert_eq!(
+        c.get("/p", "a", "Authorization: Bearer py\r\n").status(),
+        200
+    );
 }
