@@ -139,7 +139,7 @@ fn compress_text_responses_the_client_accepts(io: &str) {
         match req.second.as_str() {
             "/text" => p.respond(
                 "200 OK",
-                "Content-Type: text/html; charset=utf-8\r\nETag: \"v1\"\r\n",
+                "Content-Type: text/html; charset=utf-8\r\nETag: \"v1\"\r\nAccept-Ranges: bytes\r\n",
                 t.as_bytes(),
             ),
             "/json" => p.respond("200 OK", "Content-Type: application/json\r\n", t.as_bytes()),
@@ -220,6 +220,7 @@ fn compress_text_responses_the_client_accepts(io: &str) {
             assert_eq!(m.header("content-length"), None);
             if *path == "/text" {
                 assert_eq!(m.header("etag"), Some("W/\"v1\""));
+                assert_eq!(m.header("accept-ranges"), None);
             }
         }
     }

@@ -8,7 +8,7 @@
 //! Content-Encoding yet, no `Cache-Control: no-transform`, a configured
 //! media type, and a Content-Length of at least `min_length` (a chunked or
 //! close-delimited body of unknown length is compressed). Then the head
-//! loses Content-Length (the body goes chunked), gains Content-Encoding and
+//! loses Content-Length (the body goes chunked) and Accept-Ranges, gains Content-Encoding and
 //! `Vary: Accept-Encoding`, a strong ETag becomes weak, and the body runs
 //! through an [`Encoder`] (`crate::http` streams it). Such a body is read
 //! and written by the worker: it is never spliced.
@@ -180,12 +180,14 @@ pub fn head_lines(
     }
 }
 
-/// Fields removed from a compressed response's head (lowercase).
-pub fn head_removed() -> [Vec<u8>; 3] {
+/// Fields removed from a compressed response's head (lowercase); byte
+/// ranges of the encoded body are not offered.
+pub fn head_removed() -> [Vec<u8>; 4] {
     [
         b"content-length".to_vec(),
         b"transfer-encoding".to_vec(),
         b"etag".to_vec(),
+        b"accept-ranges".to_vec(),
     ]
 }
 
