@@ -132,6 +132,12 @@ fn forward_auth_allows_denies_and_fails_cleanly(io: &str) {
     assert_eq!(m.status(), 403);
     assert_eq!(m.header("x-why"), Some("chunky"));
     assert_eq!(m.body_str(), "no, never!");
+    assert_eq!(m.header("content-length"), Some("10"));
+    // An HTTP/1.0 client gets it with a Content-Length too.
+    let mut c10 = Client::connect(port);
+    c10.send(b"GET /app HTTP/1.0\r\nHost: site.test\r\nAuthorization: Bearer chunk\r\n\r\n");
+    let m = c10.response();
+    assert_eq!((m.status(), m.body_str().as_str()), (403, "no, never!"));
     // A POST is asked about with its method, its body is not sent.
     c.send(b"POST /form HTTP/1.1\r\nHost: site.test\r\nAuthorization: Bearer good\r\nContent-Length: 5\r\n\r\nhello");
     let m = c.response();
@@ -171,7 +177,7 @@ fn forward_auth_allows_denies_and_fails_cleanly(io: &str) {
     };
     let web = counters("web");
     assert_eq!(web["allowed"], 5, "{web}");
-    assert_eq!(web["denied"], 2, "{web}");
+    assert_eq!(web["denied"], 3, "{web}");
     assert_eq!(web["bad_response"], 1, "{web}");
     assert_eq!(web["timeout"], 1, "{web}");
     assert_eq!(web["unreachable"], 0, "{web}");

@@ -6,8 +6,8 @@
 //! `X-Forwarded-{Method,Proto,Host,Uri,For}`, never the body. A 2xx answer
 //! lets the request go on, with the answer's `response_headers` copied to
 //! the upstream request (replacing any the client sent); any other answer
-//! (status, headers, a body of at most `max_response_body` bytes) goes to
-//! the client instead. An auth service that cannot be reached, or that
+//! (status, headers, a body of at most `max_response_body` bytes, a chunked
+//! one decoded and sent with a Content-Length) goes to the client instead. An auth service that cannot be reached, or that
 //! sends an invalid or oversized answer, gives `502`; one that does not
 //! answer within `timeout` gives `504`. Each outcome is counted
 //! ([`Counters`], in `/api/status` under the route's `forward_auth`).
@@ -160,7 +160,15 @@ pub async fn check(
                     super::line(&mut e.answer_headers, n, h.value(&rbuf));
                 }
             }
-            e.set_answer_body(rbuf.get(a.body).unwrap_or(&[]), a.chunked);
+            let raw = rbuf.get(a.body).unwrap_or(&[]);
+            if a.chunked {
+                // Framing checked while reading; the client gets a Content-Length.
+                // (`out`, the subrequest's buffer, is free again.)
+                dechunk(raw, &mut out);
+                e.set_answer_body(&out);
+            } else {
+                e.set_answer_body(raw);
+            }
             Verdict::Respond(a.head.status)
         }
         Err(f) => {
@@ -185,13 +193,34 @@ pub async fn check(
             tracing::debug!(auth = %cfg.addr, "forward_auth failed: {}", f.describe());
             e.answer_headers
                 .extend_from_slice(b"Content-Type: text/plain\r\n");
-            e.set_answer_body(text.as_bytes(), false);
+            e.set_answer_body(text.as_bytes());
             Verdict::Respond(status)
         }
     };
     e.auth_out = out;
     e.auth_in = rbuf;
     verdict
+}
+
+/// The chunk data of `raw`, a complete chunked body already checked by a
+/// scanner, into `out` (trailers dropped).
+fn dechunk(raw: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    let mut scanner = ChunkedScanner::new();
+    let mut i = 0;
+    while i < raw.len() && !scanner.is_done() {
+        let r = scanner.data_remaining();
+        if r > 0 {
+            let n = r.min((raw.len() - i) as u64) as usize;
+            out.extend_from_slice(&raw[i..i + n]);
+            scanner.consume_data(n as u64);
+            i += n;
+        } else if scanner.advance(&raw[i..i + 1]).is_err() {
+            return;
+        } else {
+            i += 1;
+        }
+    }
 }
 
 /// The subrequest's head: original method, the templated target, Host of

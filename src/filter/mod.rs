@@ -119,8 +119,6 @@ pub struct Edits {
     /// status's reason phrase).
     answer_body: Vec<u8>,
     answer_body_set: bool,
-    /// `answer_body` is chunked framing, passed through as it came.
-    answer_chunked: bool,
     /// The coding `compress` chose for the response, if the client accepts one.
     pub compress: Option<compress::Plan>,
     /// The most chunk data a chunked request body may carry (`max_body`).
@@ -141,24 +139,20 @@ impl Edits {
         self.target_set = false;
         self.marks = 0;
         self.answer_body_set = false;
-        self.answer_chunked = false;
         self.body_limit = None;
         self.compress = None;
     }
 
-    /// Gives a direct answer this body (`chunked`: `body` is chunked
-    /// framing, sent with `Transfer-Encoding: chunked`).
-    pub fn set_answer_body(&mut self, body: &[u8], chunked: bool) {
+    /// Gives a direct answer this body (sent with its Content-Length).
+    pub fn set_answer_body(&mut self, body: &[u8]) {
         self.answer_body.clear();
         self.answer_body.extend_from_slice(body);
         self.answer_body_set = true;
-        self.answer_chunked = chunked;
     }
 
-    /// The body a filter gave its direct answer, and whether it is chunked.
-    pub fn answer_body(&self) -> Option<(&[u8], bool)> {
-        self.answer_body_set
-            .then_some((self.answer_body.as_slice(), self.answer_chunked))
+    /// The body a filter gave its direct answer.
+    pub fn answer_body(&self) -> Option<&[u8]> {
+        self.answer_body_set.then_some(self.answer_body.as_slice())
     }
 
     /// The target as the filters left it so far (`req_target` if unchanged).

@@ -664,8 +664,7 @@ async fn answer(
     let own = s.filter.edits.answer_body();
     match own {
         _ if !body => {}
-        Some((_, true)) => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
-        Some((b, false)) => {
+        Some(b) => {
             let _ = write!(out, "Content-Length: {}\r\n", b.len());
         }
         None => {
@@ -684,7 +683,7 @@ async fn answer(
     out.extend_from_slice(b"\r\n");
     match own {
         _ if !body => {}
-        Some((b, _)) => out.extend_from_slice(b),
+        Some(b) => out.extend_from_slice(b),
         None => {
             out.extend_from_slice(reason.as_bytes());
             out.push(b'\n');
