@@ -19,6 +19,7 @@ use support::*;
 both_drivers!(
     forward_auth_allows_denies_and_fails_cleanly,
     forward_auth_with_a_python_auth_service,
+    forward_auth_replaces_a_pooled_connection_the_service_closed,
 );
 
 /// A backend that answers `200` with the request head as its body.
@@ -246,5 +247,41 @@ fn forward_auth_with_a_python_auth_service(io: &str) {
     assert_eq!(
         c.get("/p", "a", "Authorization: Bearer py\r\n").status(),
         200
+    );
+}
+
+/// An auth service that closes each connection right after answering,
+/// without saying so: the pooled connection is dead when the next request
+/// takes it, and the subrequest is sent again on a new one.
+fn forward_auth_replaces_a_pooled_connection_the_service_closed(io: &str) {
+    let auth = http_backend(|_req, p| {
+        p.respond("204 No Content", "X-User: u\r\n", b"");
+        false
+    });
+    let b = mirror();
+    let (port, api) = (free_port(), free_port());
+    let cfg = format!(
+        r#"{{"dashboard_port": "{api}", "listen_host": "127.0.0.1", "workers": 1,
+  "routes": {{"{port}": {{"name": "web", "backends": [{{"name": "b0", "internal_port": {bp}}}],
+      "middleware": [{{"type": "forward_auth", "address": "127.0.0.1:{ap}", "response_headers": ["X-User"]}}]}}}}}}"#,
+        bp = b.port,
+        ap = auth.port,
+    );
+    let _rm = Ringmesh::start(&cfg, io, &[port, api]);
+    let mut c = Client::connect(port);
+    for i in 0..5 {
+        let m = c.get("/", "a", "");
+        assert_eq!(m.status(), 200, "request {i}: {}", m.body_str());
+        assert!(m.body_str().contains("X-User: u"));
+        // Let the service's close arrive before the next request.
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(auth.accepted(), 5);
+    let st = api::get(api, "/api/status").json();
+    let web = &st["routes"][0]["middleware_counters"][0];
+    assert_eq!(
+        (web["allowed"].as_u64(), web["unreachable"].as_u64()),
+        (Some(5), Some(0)),
+        "{web}"
     );
 }
