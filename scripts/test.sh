@@ -20,6 +20,10 @@ for pkg_bin in nginx:nginx haproxy:haproxy wrk:wrk iperf3:iperf3 python3:python3
   command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || need+=("$pkg")
 done
 python3 -c 'import matplotlib' 2>/dev/null || need+=(python3-matplotlib)
+# libcrypt-dev: basic_auth links the system's libcrypt (crypt and SHA-crypt htpasswd
+# entries); libc6-dev depends on it, so a machine that builds C usually has it.
+compgen -G '/usr/lib/*/libcrypt.so' >/dev/null || compgen -G '/usr/lib/libcrypt.so' >/dev/null \
+  || need+=(libcrypt-dev)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "installing: ${need[*]}"
