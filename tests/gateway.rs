@@ -86,15 +86,17 @@ fn scenario(name: &str, gw: u16, api: u16, tunnel: u16) -> Command {
 }
 
 fn run_scenario(rm: &Ringmesh, name: &str, gw: u16, api: u16, tunnel: u16) {
-    let out = scenario(name, gw, api, tunnel)
-        .output()
-        .expect("run python3 scenario");
+    run_scenario_with(rm, scenario(name, gw, api, tunnel), name);
+}
+
+fn run_scenario_with(rm: &Ringmesh, mut cmd: Command, name: &str) {
+    let out = cmd.output().expect("run python3 scenario");
     assert!(
         out.status.success(),
         "scenario {name} failed:\nstdout:\n{}\nstderr:\n{}\nringmesh log tail:\n{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),
-        tail(&rm.logs(), 60)
+        tail(&rm.logs(), 200)
     );
     eprint!("{}", String::from_utf8_lossy(&out.stdout));
 }
@@ -263,7 +265,58 @@ fn reload_removes_route(io: &str) {
     assert_eq!(api::get(api, "/healthz").status, 200);
 }
 
-both_drivers!(sessions_and_limits, drain, cli, reload_removes_route);
+/// `wss://` clients on a TLS gateway route: the same sessions over the
+/// record layer (ids, list, send, publish, PATCH, close code and reason,
+/// heartbeat 1001, 1009 and 1002s, fragments with pushes between them, 1011
+/// when the backend dies, a slow consumer dropped at the queue bound), the
+/// clients verifying the route's certificate against the test CA.
+fn tls_sessions(io: &str) {
+    let pki = support::pki::Pki::new();
+    let be = py_backend();
+    let (api, gw) = (free_port(), free_port());
+    let cfg = format!(
+        r#"{{"dashboard_port": "{api}", "listen_host": "127.0.0.1", "workers": 2, "shutdown_grace": "3s",
+  "routes": {{
+    "{gw}": {{"name": "ws", "backends": [{{"internal_port": "{}"}}],
+      "tls": {{"certificates": [{}]}},
+      "gateway": {{"heartbeat": "1s", "heartbeat_timeout": "3s", "max_message": "64KiB", "send_queue": "256KiB"}}}}}}}}"#,
+        be.port,
+        pki.cert("a")
+    );
+    let rm = Ringmesh::start(&cfg, io, &[api, gw]);
+    for name in [
+        "sessions",
+        "toobig",
+        "frag",
+        "backend_dies",
+        "heartbeat",
+        "slow",
+    ] {
+        let mut cmd = scenario(name, gw, api, 0);
+        cmd.env("GW_TLS_CA", pki.p("ca.pem"))
+            .env("GW_TLS_NAME", "a.example.com")
+            .env("GW_CLIENTS", "100");
+        run_scenario_with(&rm, cmd, &format!("{name} (wss)"));
+    }
+    // Every client spoke TLS: the route counted their handshakes (the
+    // sessions scenario alone opens 100 clients and one more).
+    let st = api::get(api, "/api/status").json();
+    let route = st["routes"]
+        .as_array()
+        .and_then(|rs| rs.iter().find(|r| r["name"] == "ws").cloned())
+        .unwrap_or_default();
+    let shakes = route["tls"]["handshakes_full"].as_u64().unwrap_or(0)
+        + route["tls"]["handshakes_resumed"].as_u64().unwrap_or(0);
+    assert!(shakes >= 101, "handshakes {shakes}: {route}");
+}
+
+both_drivers!(
+    sessions_and_limits,
+    drain,
+    cli,
+    reload_removes_route,
+    tls_sessions
+);
 
 /// The dashboard's sessions panel in headless Chromium: counts per route, the
 /// search box, the Close button (the client sees the close).

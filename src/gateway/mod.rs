@@ -26,6 +26,7 @@ use crate::shared::LiveRoute;
 use crate::worker::WorkerCtx;
 
 pub use handshake::Pending;
+pub use sockio::ClientIo;
 
 /// For an upgrade request on a gateway route, after its head was rewritten
 /// into `out`: adds the session id when it is a WebSocket upgrade and

@@ -16,6 +16,9 @@
 //! requested on the [`Session`]; the down future sends it at the next frame
 //! boundary. Payload bytes beyond [`SPLICE_MIN`] whose length is known
 //! from the frame head move with splice(2), the rest through pooled buffers.
+//! A TLS client (`wss://`) gets the same session over the record layer
+//! ([`ClientIo`]): frames are walked in the decrypted stream, nothing is
+//! spliced on its side.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -41,7 +44,7 @@ use crate::worker::WorkerCtx;
 
 use super::frame::{self, FrameReader, Role};
 use super::handshake::Pending;
-use super::sockio::{linger, retry, send_all};
+use super::sockio::{retry, send_all, ClientIo};
 
 /// Frame payload left in the socket at or above this size is spliced;
 /// below it, read and sent with what follows it.
@@ -193,7 +196,8 @@ impl Session {
 /// What the worker needs to run a session.
 pub struct Conn<'a> {
     pub ctx: &'a WorkerCtx,
-    pub client: &'a TcpStream,
+    /// Plain TCP, or a TLS session (`wss://`).
+    pub client: ClientIo<'a>,
     pub peer: SocketAddr,
     pub backend: &'a TcpStream,
     pub route: &'a Arc<LiveRoute>,
@@ -394,13 +398,13 @@ impl Drive<'_> {
                 buf.clear();
             }
             let left = r.payload_left();
-            if left >= SPLICE_MIN {
+            if left >= SPLICE_MIN && client.splices() {
                 self.up_boundary.set(false);
                 // Boxed: its stall timer is a runtime `Sleep` that would otherwise
                 // sit in every idle session's task; one allocation per large frame.
                 match Box::pin(splice_exact(
                     &ctx.pipes,
-                    client,
+                    client.stream,
                     backend,
                     left,
                     self.stall(),
@@ -419,21 +423,9 @@ impl Drive<'_> {
             if buf.capacity() > 0 {
                 ctx.bufs.put(std::mem::take(&mut buf));
             }
-            if client.readable(false).await.is_err() {
-                return UpEnd::Over(Reason::Client);
-            }
-            buf = ctx.bufs.take();
-            match sys::recv_append(client.as_raw_fd(), &mut buf, BUF_SIZE) {
-                Ok(0) => {
-                    ctx.bufs.put(buf);
-                    return UpEnd::Over(Reason::Client);
-                }
-                Ok(_) => {}
-                Err(e) if retry(&e) => {}
-                Err(_) => {
-                    ctx.bufs.put(buf);
-                    return UpEnd::Over(Reason::Client);
-                }
+            match client.recv(ctx, &mut buf).await {
+                Ok(n) if n > 0 => {}
+                _ => return UpEnd::Over(Reason::Client),
             }
         }
     }
@@ -478,8 +470,9 @@ impl Drive<'_> {
                         Err(e) => {
                             tracing::debug!(id = %self.s.id, "backend frame: {e}");
                             // What went out ends at a frame boundary (see below).
-                            let _ =
-                                send_all(self.c.ctx, client, &buf[start..pos], self.stall()).await;
+                            let _ = client
+                                .send_all(self.c.ctx, &buf[start..pos], self.stall())
+                                .await;
                             ctx.bufs.put(buf);
                             self.s.request_close(
                                 frame::CLOSE_INTERNAL,
@@ -490,7 +483,8 @@ impl Drive<'_> {
                         }
                     }
                     if r.at_frame_boundary() && self.has_work(&r, server_closed) {
-                        if send_all(self.c.ctx, client, &buf[start..pos], self.stall())
+                        if client
+                            .send_all(self.c.ctx, &buf[start..pos], self.stall())
                             .await
                             .is_err()
                         {
@@ -504,7 +498,8 @@ impl Drive<'_> {
                         }
                     }
                 }
-                if send_all(self.c.ctx, client, &buf[start..], self.stall())
+                if client
+                    .send_all(self.c.ctx, &buf[start..], self.stall())
                     .await
                     .is_err()
                 {
@@ -516,12 +511,12 @@ impl Drive<'_> {
                 buf.clear();
             }
             let left = r.payload_left();
-            if left >= SPLICE_MIN {
+            if left >= SPLICE_MIN && client.splices() {
                 // Boxed for the same reason as in `up`.
                 match Box::pin(splice_exact(
                     &ctx.pipes,
                     backend,
-                    client,
+                    client.stream,
                     left,
                     self.stall(),
                 ))
@@ -639,7 +634,8 @@ impl Drive<'_> {
                     .queued
                     .set(self.s.queued.get().saturating_sub(f.len() as u64));
                 if !out.is_empty() {
-                    if send_all(self.c.ctx, client, &out, self.stall())
+                    if client
+                        .send_all(self.c.ctx, &out, self.stall())
                         .await
                         .is_err()
                     {
@@ -647,10 +643,7 @@ impl Drive<'_> {
                     }
                     out.clear();
                 }
-                if send_all(self.c.ctx, client, &f, self.stall())
-                    .await
-                    .is_err()
-                {
+                if client.send_all(self.c.ctx, &f, self.stall()).await.is_err() {
                     return Some(Reason::Client);
                 }
                 let n = f.len() as u64;
@@ -671,13 +664,13 @@ impl Drive<'_> {
         if let Some((code, msg, why)) = close {
             frame::write_frame(&mut out, frame::OP_CLOSE, &frame::close_payload(code, &msg));
             let stall = Duration::from_millis(CLOSE_GRACE_MS);
-            let _ = send_all(self.c.ctx, client, &out, stall).await;
-            let _ = sys::shutdown_write(client.as_raw_fd());
-            linger(self.c.ctx, client).await;
+            let _ = client.send_all(self.c.ctx, &out, stall).await;
+            client.close(self.c.ctx, stall).await;
             return Some(why);
         }
         if !out.is_empty()
-            && send_all(self.c.ctx, client, &out, self.stall())
+            && client
+                .send_all(self.c.ctx, &out, self.stall())
                 .await
                 .is_err()
         {

@@ -265,9 +265,7 @@ async fn exchange(
             crate::filter::edit::replace_target(&mut s.out, 0, t);
         }
     }
-    // Sessions walk the client's frames on the raw socket: TLS clients keep the
-    // blind (decrypting) tunnel until the session data path runs over the record layer.
-    if upgrade && client.tls.is_none() {
+    if upgrade {
         s.gw = crate::gateway::prepare(ctx, &mut s.out, route);
     }
     let consumed = head.head_len + prefix;

@@ -1,9 +1,9 @@
 //! Upgrades (WebSocket and friends): after the backend's 101 has been
 //! forwarded, both connections become a spliced tunnel (or, for a WebSocket
-//! on a gateway route, a session: `crate::gateway::session`). Never before: until
-//! a 101 arrives, bytes after the request head stay buffered as a possible
-//! next request (a tunnel opened early lets a client smuggle requests past
-//! the proxy, Pingora CVE-2026-2833).
+//! on a gateway route, a session: `crate::gateway::session`, for TLS
+//! clients too). Never before: until a 101 arrives, bytes after the request
+//! head stay buffered as a possible next request (a tunnel opened early lets
+//! a client smuggle requests past the proxy, Pingora CVE-2026-2833).
 
 use std::sync::Arc;
 
@@ -34,9 +34,15 @@ pub(super) async fn upgraded(
         }
         // A session may live for hours: hold no header spans meanwhile.
         s.spans = Vec::new();
+        if let Some(t) = &client.tls {
+            t.borrow_mut().release();
+        }
         let conn = crate::gateway::session::Conn {
             ctx,
-            client: &client.stream,
+            client: crate::gateway::ClientIo {
+                stream: &client.stream,
+                tls: client.tls.as_deref(),
+            },
             peer: client.peer,
             backend: &up.stream,
             route,
