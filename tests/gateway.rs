@@ -279,7 +279,7 @@ fn tls_sessions(io: &str) {
   "routes": {{
     "{gw}": {{"name": "ws", "backends": [{{"internal_port": "{}"}}],
       "tls": {{"certificates": [{}]}},
-      "gateway": {{"heartbeat": "1s", "heartbeat_timeout": "3s", "max_message": "64KiB", "send_queue": "256KiB"}}}}}}}}"#,
+      "gateway": {{"heartbeat": "1s", "heartbeat_timeout": "5s", "max_message": "64KiB", "send_queue": "256KiB"}}}}}}}}"#,
         be.port,
         pki.cert("a")
     );

@@ -4,7 +4,7 @@
 
 use std::cell::RefCell;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
 use monoio::net::TcpStream;
@@ -34,19 +34,38 @@ impl ClientIo<'_> {
         self.tls.is_none()
     }
 
-    /// Sends all of `data` (encrypted for a TLS client).
+    /// Sends all of `data` (encrypted for a TLS client) without waiting if
+    /// the socket takes it; see [`send_all`].
     pub(super) async fn send_all(
         &self,
         ctx: &WorkerCtx,
         data: &[u8],
         stall: Duration,
     ) -> io::Result<()> {
-        let Some(t) = self.tls else {
-            return send_all(ctx, self.stream, data, stall).await;
-        };
-        let fd = self.stream.as_raw_fd();
         let mut pos = 0;
-        while !crate::tls::session::write_now(fd, t, data, &mut pos)? {
+        if self.send_now(data, &mut pos)? {
+            return Ok(());
+        }
+        Box::pin(self.send_rest(ctx, data, pos, stall)).await
+    }
+
+    fn send_now(&self, data: &[u8], pos: &mut usize) -> io::Result<bool> {
+        let fd = self.stream.as_raw_fd();
+        match self.tls {
+            None => send_now(fd, data, pos),
+            Some(t) => crate::tls::session::write_now(fd, t, data, pos),
+        }
+    }
+
+    /// The socket was full: waits for room (at most `stall` each time).
+    async fn send_rest(
+        &self,
+        ctx: &WorkerCtx,
+        data: &[u8],
+        mut pos: usize,
+        stall: Duration,
+    ) -> io::Result<()> {
+        loop {
             let deadline = ctx.now_ms() + stall.as_millis() as u64;
             monoio::select! {
                 r = self.stream.writable(false) => r?,
@@ -54,8 +73,10 @@ impl ClientIo<'_> {
                     return Err(io::Error::new(io::ErrorKind::TimedOut, "client stalled"))
                 }
             }
+            if self.send_now(data, &mut pos)? {
+                return Ok(());
+            }
         }
-        Ok(())
     }
 
     /// Waits for client bytes and reads them into `buf` (taken from the
@@ -114,37 +135,19 @@ pub(super) fn retry(e: &io::Error) -> bool {
     )
 }
 
-/// Writes `data` completely with non-blocking sends; `TimedOut` when the
-/// peer takes nothing for `stall`.
-///
-/// The stall is kept by the worker's coarse timers, not a runtime `Sleep`
-/// (512 bytes that would sit in every idle session's task).
-pub(super) async fn send_all(
-    ctx: &WorkerCtx,
-    s: &TcpStream,
-    data: &[u8],
-    stall: Duration,
-) -> io::Result<()> {
-    let fd = s.as_raw_fd();
-    let mut pos = 0;
-    while pos < data.len() {
-        match sys::send(fd, &data[pos..]) {
+/// Sends `data[*pos..]` as far as the socket takes it now: true when all
+/// of it went.
+fn send_now(fd: RawFd, data: &[u8], pos: &mut usize) -> io::Result<bool> {
+    while *pos < data.len() {
+        match sys::send(fd, &data[*pos..]) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => pos += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                let deadline = ctx.now_ms() + stall.as_millis() as u64;
-                monoio::select! {
-                    r = s.writable(false) => r?,
-                    _ = ctx.timers.sleep_until(deadline) => {
-                        return Err(io::Error::new(io::ErrorKind::TimedOut, "client stalled"))
-                    }
-                }
-            }
+            Ok(n) => *pos += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 /// After our close frame and FIN: read and discard until the client closes

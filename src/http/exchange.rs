@@ -47,6 +47,10 @@ pub(super) enum Outcome {
     Finished,
     /// Close now (tunnel over, client gone, or mid-response failure).
     Drop,
+    /// A WebSocket upgrade on a gateway route: the connection runs the
+    /// session next, after this request's future is gone (see
+    /// `upgrade::SessionStart`).
+    Session(Box<super::upgrade::SessionStart>),
 }
 
 /// One exchange's scratch space. It lives in the (boxed) future of one
