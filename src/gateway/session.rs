@@ -25,7 +25,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -134,9 +134,53 @@ pub struct Session {
     drain_at_ms: Cell<u64>,
     notify: Notify,
     watch: Notify,
+    /// A tcp route's session (list and close only): its client and upstream
+    /// sockets, shut down by a close (nothing is framed, nothing is pushed).
+    pub(super) tcp: Option<(RawFd, RawFd)>,
 }
 
 impl Session {
+    /// A registry record; `tcp`: the sockets of a tcp route's connection.
+    fn new(
+        ctx: &WorkerCtx,
+        id: String,
+        n: u64,
+        route: &Arc<LiveRoute>,
+        client: SocketAddr,
+        limit: u64,
+        tcp: Option<(RawFd, RawFd)>,
+    ) -> Session {
+        Session {
+            id,
+            n,
+            route: route.clone(),
+            client,
+            connected_at: unix_ms(),
+            user: RefCell::default(),
+            channels: RefCell::default(),
+            settings: RefCell::default(),
+            stats: Cell::new(Stats {
+                last_activity_ms: ctx.now_ms(),
+                ..Stats::default()
+            }),
+            limit,
+            queue: RefCell::new(VecDeque::new()),
+            queued: Cell::new(0),
+            ping_wanted: Cell::new(false),
+            close: RefCell::new(None),
+            close_at_ms: Cell::new(0),
+            drain_at_ms: Cell::new(0),
+            notify: Notify::default(),
+            watch: Notify::default(),
+            tcp,
+        }
+    }
+
+    /// Whether this is a tcp route's session (list and close only).
+    pub fn is_tcp(&self) -> bool {
+        self.tcp.is_some()
+    }
+
     fn update(&self, f: impl FnOnce(&mut Stats)) {
         let mut s = self.stats.get();
         f(&mut s);
@@ -152,7 +196,7 @@ impl Session {
     /// session is closing, or the queue would pass `send_queue`: then the
     /// session closes with 1008 as a slow consumer).
     pub fn push(&self, frame: &Bytes, c: &RouteCounters) -> bool {
-        if self.closing() {
+        if self.closing() || self.is_tcp() {
             c.dropped.add(1);
             return false;
         }
@@ -187,6 +231,13 @@ impl Session {
         }
         *c = Some((code, reason.to_string(), why));
         drop(c);
+        if let Some((client, upstream)) = self.tcp {
+            // A tcp tunnel has no frame to say it with: both sockets are
+            // shut down, the tunnel sees the ends and finishes as usual.
+            let _ = sys::shutdown_both(client);
+            let _ = sys::shutdown_both(upstream);
+            return;
+        }
         self.close_at_ms.set(crate::shared::epoch_ms());
         self.notify.notify();
         self.watch.notify();
@@ -211,28 +262,13 @@ pub async fn run(c: Conn<'_>, p: Pending, early_up: Vec<u8>) {
         return;
     };
     let cfg = c.route.cfg.gateway.unwrap_or_default();
-    let s = Rc::new(Session {
-        id: p.id,
-        n: p.n,
-        route: c.route.clone(),
-        client: c.peer,
-        connected_at: unix_ms(),
-        user: RefCell::new(p.user),
-        channels: RefCell::new(p.channels),
-        settings: RefCell::new(p.settings),
-        stats: Cell::new(Stats {
-            last_activity_ms: ctx.now_ms(),
-            ..Stats::default()
-        }),
-        limit: cfg.send_queue,
-        queue: RefCell::new(VecDeque::new()),
-        queued: Cell::new(0),
-        ping_wanted: Cell::new(false),
-        close: RefCell::new(None),
-        close_at_ms: Cell::new(0),
-        drain_at_ms: Cell::new(0),
-        notify: Notify::default(),
-        watch: Notify::default(),
+    // Built in a block: the record's storage ends here, not in the future.
+    let s = Rc::new({
+        let mut s = Session::new(ctx, p.id, p.n, c.route, c.peer, cfg.send_queue, None);
+        s.user = RefCell::new(p.user);
+        s.channels = RefCell::new(p.channels);
+        s.settings = RefCell::new(p.settings);
+        s
     });
     ctx.sessions.insert(s.clone());
     slot.gateway.opened.add(1);
@@ -795,5 +831,63 @@ mod tests {
         assert!(run <= 1900, "session future grew to {run} B");
         assert!(send <= 96, "send_all future grew to {send} B");
         assert!(session <= 448, "Session grew to {session} B");
+    }
+}
+
+/// A tcp route's connection registered as a session (list and close) while
+/// it lives; dropping it unregisters and counts the close.
+pub struct TcpSession<'a> {
+    ctx: &'a WorkerCtx,
+    s: Rc<Session>,
+}
+
+impl<'a> TcpSession<'a> {
+    /// Registers the connection `client` (from `peer`) and its `upstream`
+    /// on a tcp route with `gateway`; `None` on other routes (they pay nothing).
+    pub fn open(
+        ctx: &'a WorkerCtx,
+        route: &Arc<LiveRoute>,
+        peer: SocketAddr,
+        client: RawFd,
+        upstream: RawFd,
+    ) -> Option<TcpSession<'a>> {
+        route.cfg.gateway?;
+        let slot = route.slots.get(ctx.id)?;
+        let n = ctx.sessions.next();
+        let id = ctx.shared.gateway.id(ctx.id, n);
+        let s = Rc::new(Session::new(
+            ctx,
+            id,
+            n,
+            route,
+            peer,
+            0,
+            Some((client, upstream)),
+        ));
+        ctx.sessions.insert(s.clone());
+        slot.gateway.opened.add(1);
+        Some(TcpSession { ctx, s })
+    }
+
+    /// Whether the API closed it (the access log's close reason).
+    pub fn closed_by_api(&self) -> bool {
+        self.s.closing()
+    }
+}
+
+impl Drop for TcpSession<'_> {
+    fn drop(&mut self) {
+        self.ctx.sessions.remove(self.s.n);
+        let why = self
+            .s
+            .close
+            .borrow()
+            .as_ref()
+            .map_or(Reason::Client, |c| c.2);
+        if let Some(slot) = self.s.route.slots.get(self.ctx.id) {
+            if let Some(c) = slot.gateway.closed.get(why as usize) {
+                c.add(1);
+            }
+        }
     }
 }
