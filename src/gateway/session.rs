@@ -136,12 +136,12 @@ pub struct Session {
     watch: Notify,
     /// A tcp route's session (list and close only): its client and upstream
     /// sockets, shut down by a close (nothing is framed, nothing is pushed).
-    pub(super) tcp: Option<(RawFd, RawFd)>,
+    tcp: Option<(RawFd, RawFd)>,
 }
 
 impl Session {
     /// A registry record; `tcp`: the sockets of a tcp route's connection.
-    fn new(
+    pub(super) fn new(
         ctx: &WorkerCtx,
         id: String,
         n: u64,
@@ -174,6 +174,11 @@ impl Session {
             watch: Notify::default(),
             tcp,
         }
+    }
+
+    /// Why a close was requested, if one was.
+    pub(super) fn requested_close(&self) -> Option<Reason> {
+        self.close.borrow().as_ref().map(|c| c.2)
     }
 
     /// Whether this is a tcp route's session (list and close only).
@@ -796,98 +801,5 @@ impl Drive<'_> {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::future::Future;
-
-    fn fut_size2<A, B, F: Future>(_: impl FnOnce(A, B) -> F) -> usize {
-        std::mem::size_of::<F>()
-    }
-    fn fut_size3<A, B, C, F: Future>(_: impl FnOnce(A, B, C) -> F) -> usize {
-        std::mem::size_of::<F>()
-    }
-    fn fut_size4<A, B, C, D, F: Future>(_: impl FnOnce(A, B, C, D) -> F) -> usize {
-        std::mem::size_of::<F>()
-    }
-
-    /// An idle session is its boxed `run` future (apart from the request's,
-    /// see `http::upgrade::SessionStart`), the [`super::Session`] record and
-    /// the connection's small task: bounds with some slack, so a change that
-    /// inlines a rare wait (a full socket, the close, a splice) shows here.
-    #[test]
-    fn session_task_size() {
-        let run = fut_size3(super::run);
-        let send = fut_size4(super::ClientIo::send_all);
-        let recv = fut_size3(super::ClientIo::recv);
-        let session = std::mem::size_of::<super::Session>();
-        eprintln!(
-            "session::run {run} B (send_all {send} B, recv {recv} B, readable {} B, \
-             close {} B); Session {session} B",
-            fut_size2(monoio::net::TcpStream::readable),
-            fut_size3(super::ClientIo::close),
-        );
-        // Measured (debug build): run 1784 B (2368 B before the full-socket
-        // wait and the close were boxed), send_all 72 B, recv 160 B,
-        // Session 416 B.
-        assert!(run <= 1900, "session future grew to {run} B");
-        assert!(send <= 96, "send_all future grew to {send} B");
-        assert!(session <= 448, "Session grew to {session} B");
-    }
-}
-
-/// A tcp route's connection registered as a session (list and close) while
-/// it lives; dropping it unregisters and counts the close.
-pub struct TcpSession<'a> {
-    ctx: &'a WorkerCtx,
-    s: Rc<Session>,
-}
-
-impl<'a> TcpSession<'a> {
-    /// Registers the connection `client` (from `peer`) and its `upstream`
-    /// on a tcp route with `gateway`; `None` on other routes (they pay nothing).
-    pub fn open(
-        ctx: &'a WorkerCtx,
-        route: &Arc<LiveRoute>,
-        peer: SocketAddr,
-        client: RawFd,
-        upstream: RawFd,
-    ) -> Option<TcpSession<'a>> {
-        route.cfg.gateway?;
-        let slot = route.slots.get(ctx.id)?;
-        let n = ctx.sessions.next();
-        let id = ctx.shared.gateway.id(ctx.id, n);
-        let s = Rc::new(Session::new(
-            ctx,
-            id,
-            n,
-            route,
-            peer,
-            0,
-            Some((client, upstream)),
-        ));
-        ctx.sessions.insert(s.clone());
-        slot.gateway.opened.add(1);
-        Some(TcpSession { ctx, s })
-    }
-
-    /// Whether the API closed it (the access log's close reason).
-    pub fn closed_by_api(&self) -> bool {
-        self.s.closing()
-    }
-}
-
-impl Drop for TcpSession<'_> {
-    fn drop(&mut self) {
-        self.ctx.sessions.remove(self.s.n);
-        let why = self
-            .s
-            .close
-            .borrow()
-            .as_ref()
-            .map_or(Reason::Client, |c| c.2);
-        if let Some(slot) = self.s.route.slots.get(self.ctx.id) {
-            if let Some(c) = slot.gateway.closed.get(why as usize) {
-                c.add(1);
-            }
-        }
-    }
-}
+#[path = "session_tests.rs"]
+mod tests;

@@ -208,7 +208,7 @@ pub fn serve_with(
         }
         // A route with `gateway`: the connection is a session the API can
         // list and close (others: `None`, nothing registered).
-        let session = crate::gateway::session::TcpSession::open(
+        let session = crate::gateway::tcp::TcpSession::open(
             &ctx,
             &route,
             peer,
