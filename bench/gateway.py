@@ -241,9 +241,15 @@ http {{ access_log off; client_body_temp_path {tmp}; proxy_temp_path {tmp};
     nginx = "/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else "nginx"
     p = subprocess.Popen([nginx, "-c", path, "-p", tmp], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(port)
-    with open(f"/proc/{p.pid}/task/{p.pid}/children") as f:
-        worker = int(f.read().split()[0])
-    return p, worker
+    end = time.time() + 10
+    while True:
+        with open(f"/proc/{p.pid}/task/{p.pid}/children") as f:
+            kids = f.read().split()
+        if kids:
+            return p, int(kids[0])
+        if time.time() > end:
+            raise SystemExit("nginx started no worker")
+        time.sleep(0.05)
 
 
 def stop(p):
@@ -402,6 +408,7 @@ def main():
                 n = idle_case(ng, worker, a.sessions, wsload)
             finally:
                 stop(nproc)
+            print(f"idle: gateway {g:.0f} B, tunnel {t:.0f} B per session", flush=True)
             out.append(f"idle {a.sessions} sessions, RSS growth per session (one worker): "
                        f"gateway {g:.0f} B, ringmesh tunnel {t:.0f} B, nginx {n:.0f} B")
         if "broadcast" in cases:
