@@ -199,9 +199,9 @@ def clients_main(port, n, conn, rounds):
 
 # ------------------------------------------------------------ candidates
 
-def start_ringmesh(binary, tmp, api, gw, tunnel, be):
+def start_ringmesh(binary, tmp, api, gw, tunnel, be, workers=1):
     cfg = {
-        "dashboard_port": str(api), "listen_host": "127.0.0.1", "workers": 1, "shutdown_grace": "1s",
+        "dashboard_port": str(api), "listen_host": "127.0.0.1", "workers": workers, "shutdown_grace": "1s",
         "routes": {
             str(gw): {"name": "gw", "backends": [{"internal_port": str(be)}],
                       "timeouts": {"idle": "1h"},
@@ -380,6 +380,7 @@ def main():
     ap.add_argument("--sessions", type=int, default=9900)
     ap.add_argument("--wsload", default="", help="Go load generator (default: bench/wsload, built if missing; none: Python)")
     ap.add_argument("--broadcasts", type=int, default=20)
+    ap.add_argument("--broadcast-workers", type=int, default=1, help="ringmesh workers in the broadcast case")
     ap.add_argument("--cases", default="idle,broadcast,echo")
     a = ap.parse_args()
     raise_nofile()
@@ -413,11 +414,11 @@ def main():
                        f"gateway {g:.0f} B, ringmesh tunnel {t:.0f} B, nginx {n:.0f} B")
         if "broadcast" in cases:
             api, gw, tunnel = free_port(), free_port(), free_port()
-            rm = start_ringmesh(a.bin, tmp, api, gw, tunnel, be)
+            rm = start_ringmesh(a.bin, tmp, api, gw, tunnel, be, a.broadcast_workers)
             p50, p99, ans, cpu = broadcast_case(api, gw, a.sessions, a.broadcasts, rm.pid, wsload)
             who = "Go clients (bench/wsload)" if wsload else "Python clients: client-bound"
             sessions = a.sessions if wsload else a.sessions // 4 * 4
-            out.append(f"broadcast 100 B to {sessions} sessions, POST -> last receipt over "
+            out.append(f"broadcast 100 B to {sessions} sessions ({a.broadcast_workers} worker(s)), POST -> last receipt over "
                        f"{a.broadcasts} rounds: p50 {p50:.1f} ms, p99 {p99:.1f} ms ({who}); "
                        f"API answered (all workers queued) in {ans:.1f} ms p50; ringmesh CPU {cpu:.1f} ms per broadcast")
             stop(rm)
