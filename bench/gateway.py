@@ -2,7 +2,8 @@
 """WebSocket gateway benchmarks (issue 11): what a session costs and how fast a
 publish lands.
 
-  bench/gateway.py [--bin target/release/ringmesh] [--sessions 9000] [--broadcasts 20]
+  bench/gateway.py [--bin target/release/ringmesh] [--sessions 9900] [--broadcasts 20]
+                   [--wsload bench/wsload/wsload | --wsload none]
 
 Cases, each answering one question:
   idle       RSS growth per idle WebSocket session through one worker, gateway
@@ -10,12 +11,15 @@ Cases, each answering one question:
              proxying the same WebSockets. Kernel socket memory is not in RSS.
   broadcast  POST /api/publish {"all": true} of a 100-byte text to every session:
              time from the POST to the last client's receipt, p50/p99 over
-             --broadcasts rounds (clients in 4 processes, CLOCK_MONOTONIC).
+             --broadcasts rounds. Clients: bench/wsload (Go, one process, a
+             goroutine per connection; built here with `go build` when
+             missing), or with --wsload none Python clients in 4 processes
+             (CLOCK_MONOTONIC), which time themselves more than the proxy.
   echo       proxy CPU (utime+stime from /proc) per echoed 64-byte message,
              gateway route vs tunnel route, same clients and backend.
 
 Every process is started here and stopped by PID. The fd limit here is 20,000
-per process: ringmesh holds two per session, hence < 10,000 sessions.
+per process: ringmesh holds two per session, hence 9,900 sessions (not 10,000).
 The machine may be shared: label the numbers noisy.
 """
 
@@ -195,9 +199,9 @@ def clients_main(port, n, conn, rounds):
 
 # ------------------------------------------------------------ candidates
 
-def start_ringmesh(binary, tmp, api, gw, tunnel, be):
+def start_ringmesh(binary, tmp, api, gw, tunnel, be, workers=1):
     cfg = {
-        "dashboard_port": str(api), "listen_host": "127.0.0.1", "workers": 1, "shutdown_grace": "1s",
+        "dashboard_port": str(api), "listen_host": "127.0.0.1", "workers": workers, "shutdown_grace": "1s",
         "routes": {
             str(gw): {"name": "gw", "backends": [{"internal_port": str(be)}],
                       "timeouts": {"idle": "1h"},
@@ -224,7 +228,7 @@ def start_ringmesh(binary, tmp, api, gw, tunnel, be):
 
 def start_nginx(tmp, port, be):
     conf = f"""worker_processes 1; daemon off; pid {tmp}/nginx.pid; error_log {tmp}/nginx.err warn;
-worker_rlimit_nofile 20000; events {{ worker_connections 19500; }}
+worker_rlimit_nofile 20000; events {{ worker_connections 19900; }}
 http {{ access_log off; client_body_temp_path {tmp}; proxy_temp_path {tmp};
   fastcgi_temp_path {tmp}; uwsgi_temp_path {tmp}; scgi_temp_path {tmp};
   server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://127.0.0.1:{be};
@@ -237,9 +241,15 @@ http {{ access_log off; client_body_temp_path {tmp}; proxy_temp_path {tmp};
     nginx = "/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else "nginx"
     p = subprocess.Popen([nginx, "-c", path, "-p", tmp], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(port)
-    with open(f"/proc/{p.pid}/task/{p.pid}/children") as f:
-        worker = int(f.read().split()[0])
-    return p, worker
+    end = time.time() + 10
+    while True:
+        with open(f"/proc/{p.pid}/task/{p.pid}/children") as f:
+            kids = f.read().split()
+        if kids:
+            return p, int(kids[0])
+        if time.time() > end:
+            raise SystemExit("nginx started no worker")
+        time.sleep(0.05)
 
 
 def stop(p):
@@ -252,8 +262,38 @@ def stop(p):
             p.wait()
 
 
-def idle_case(port, pid, n):
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def find_wsload(arg):
+    """The Go load generator: `arg`, else bench/wsload/wsload (built with
+    `go build` when missing); None for Python clients."""
+    if arg == "none":
+        return None
+    if arg:
+        return arg
+    src = os.path.join(HERE, "wsload")
+    path = os.path.join(src, "wsload")
+    if not os.path.exists(path):
+        r = subprocess.run(["go", "build", "-o", "wsload", "."], cwd=src)
+        if r.returncode != 0:
+            raise SystemExit("go build of bench/wsload failed (or pass --wsload none)")
+    return path
+
+
+def idle_case(port, pid, n, wsload=None):
     """RSS growth of `pid` per idle session opened to `port`."""
+    if wsload:
+        before = rss_kib(pid)
+        p = subprocess.Popen([wsload, "hold", "-url", f"ws://127.0.0.1:{port}/ws", "-n", str(n)],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        line = p.stdout.readline().split()
+        assert line == ["ready", str(n)], line
+        time.sleep(1.0)
+        after = rss_kib(pid)
+        p.stdin.close()
+        p.wait(60)
+        return (after - before) * 1024 / n
     parent, child = mp.Pipe()
     before = rss_kib(pid)
     proc = mp.Process(target=clients_main, args=(port, n, child, 0))
@@ -266,7 +306,16 @@ def idle_case(port, pid, n):
     return (after - before) * 1024 / n
 
 
-def broadcast_case(api, gw, n, rounds, rm_pid):
+def broadcast_case(api, gw, n, rounds, rm_pid, wsload=None):
+    if wsload:
+        cpu0 = cpu_secs(rm_pid)
+        out = subprocess.run([wsload, "broadcast", "-url", f"ws://127.0.0.1:{gw}/ws",
+                              "-api", f"http://127.0.0.1:{api}", "-n", str(n), "-rounds", str(rounds),
+                              "-size", "100"], stdout=subprocess.PIPE, text=True, check=True)
+        res = json.loads(out.stdout)
+        # The CPU also covers the n sessions' set-up: an upper bound.
+        cpu = (cpu_secs(rm_pid) - cpu0) / rounds * 1000
+        return res["p50_ms"], res["p99_ms"], res["api_p50_ms"], cpu
     procs, pipes = [], []
     k = 4
     for i in range(k):
@@ -328,12 +377,15 @@ def echo_case(port, pid, clients=50, msgs=400):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bin", default=os.path.join(os.path.dirname(__file__), "..", "target", "release", "ringmesh"))
-    ap.add_argument("--sessions", type=int, default=9000)
+    ap.add_argument("--sessions", type=int, default=9900)
+    ap.add_argument("--wsload", default="", help="Go load generator (default: bench/wsload, built if missing; none: Python)")
     ap.add_argument("--broadcasts", type=int, default=20)
+    ap.add_argument("--broadcast-workers", type=int, default=1, help="ringmesh workers in the broadcast case")
     ap.add_argument("--cases", default="idle,broadcast,echo")
     a = ap.parse_args()
     raise_nofile()
     cases = a.cases.split(",")
+    wsload = find_wsload(a.wsload)
     tmp = tempfile.mkdtemp(prefix="ringmesh-gw-bench-")
     be = free_port()
     bproc = mp.Process(target=backend_main, args=(be,), daemon=True)
@@ -345,26 +397,29 @@ def main():
     try:
         if "idle" in cases:
             rm = start_ringmesh(a.bin, tmp, api, gw, tunnel, be)
-            g = idle_case(gw, rm.pid, a.sessions)
+            g = idle_case(gw, rm.pid, a.sessions, wsload)
             stop(rm)
             api, gw, tunnel = free_port(), free_port(), free_port()
             rm = start_ringmesh(a.bin, tmp, api, gw, tunnel, be)
-            t = idle_case(tunnel, rm.pid, a.sessions)
+            t = idle_case(tunnel, rm.pid, a.sessions, wsload)
             stop(rm)
             rm = None
             nproc, worker = start_nginx(tmp, ng, be)
             try:
-                n = idle_case(ng, worker, a.sessions)
+                n = idle_case(ng, worker, a.sessions, wsload)
             finally:
                 stop(nproc)
+            print(f"idle: gateway {g:.0f} B, tunnel {t:.0f} B per session", flush=True)
             out.append(f"idle {a.sessions} sessions, RSS growth per session (one worker): "
                        f"gateway {g:.0f} B, ringmesh tunnel {t:.0f} B, nginx {n:.0f} B")
         if "broadcast" in cases:
             api, gw, tunnel = free_port(), free_port(), free_port()
-            rm = start_ringmesh(a.bin, tmp, api, gw, tunnel, be)
-            p50, p99, ans, cpu = broadcast_case(api, gw, a.sessions, a.broadcasts, rm.pid)
-            out.append(f"broadcast 100 B to {a.sessions // 4 * 4} sessions, POST -> last receipt over "
-                       f"{a.broadcasts} rounds: p50 {p50:.1f} ms, p99 {p99:.1f} ms (Python clients: client-bound); "
+            rm = start_ringmesh(a.bin, tmp, api, gw, tunnel, be, a.broadcast_workers)
+            p50, p99, ans, cpu = broadcast_case(api, gw, a.sessions, a.broadcasts, rm.pid, wsload)
+            who = "Go clients (bench/wsload)" if wsload else "Python clients: client-bound"
+            sessions = a.sessions if wsload else a.sessions // 4 * 4
+            out.append(f"broadcast 100 B to {sessions} sessions ({a.broadcast_workers} worker(s)), POST -> last receipt over "
+                       f"{a.broadcasts} rounds: p50 {p50:.1f} ms, p99 {p99:.1f} ms ({who}); "
                        f"API answered (all workers queued) in {ans:.1f} ms p50; ringmesh CPU {cpu:.1f} ms per broadcast")
             stop(rm)
             rm = None

@@ -16,7 +16,9 @@
 //!                 (HTTP/2 preface, or ALPN h2 over TLS: h2 connection, a task per
 //!                 stream -> the same routes)
 //!                 gateway route + 101: a session (frames walked both ways, pushes,
-//!                 pings, closes); the API reaches it through a per-worker queue + wake
+//!                 pings, closes; plain or TLS clients) in its own boxed future;
+//!                 the API reaches it through a per-worker queue + wake
+//!                 (tcp routes with gateway: sessions to list and close)
 //!                shared: Arc<Live> snapshot, per-backend atomics, per-worker counters
 //! ```
 //!
@@ -39,7 +41,8 @@
 //!   one request and its response.
 //! - **stream**: one HTTP/2 request/response on a multiplexed connection.
 //! - **session**: an upgraded WebSocket connection on a gateway route, with an
-//!   id, a bound user, channels and settings; **push**: a message ringmesh
+//!   id, a bound user, channels and settings (on a tcp route with `gateway`:
+//!   a connection, listed and closed only); **push**: a message ringmesh
 //!   puts into a session's stream; **publish**: a push to many sessions.
 //!
 //! Modules:

@@ -150,6 +150,12 @@ pub fn shutdown_write(fd: RawFd) -> io::Result<()> {
     cvt(unsafe { libc::shutdown(fd, libc::SHUT_WR) }).map(|_| ())
 }
 
+/// Shuts a socket down both ways (its owner still closes it).
+pub fn shutdown_both(fd: RawFd) -> io::Result<()> {
+    // SAFETY: shutdown on a caller-owned socket fd; no memory is passed.
+    cvt(unsafe { libc::shutdown(fd, libc::SHUT_RDWR) }).map(|_| ())
+}
+
 /// Puts a socket in non-blocking mode (FIONBIO: one syscall, unlike F_GETFL+F_SETFL).
 pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
     let mut on: libc::c_int = 1;

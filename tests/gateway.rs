@@ -86,15 +86,17 @@ fn scenario(name: &str, gw: u16, api: u16, tunnel: u16) -> Command {
 }
 
 fn run_scenario(rm: &Ringmesh, name: &str, gw: u16, api: u16, tunnel: u16) {
-    let out = scenario(name, gw, api, tunnel)
-        .output()
-        .expect("run python3 scenario");
+    run_scenario_with(rm, scenario(name, gw, api, tunnel), name);
+}
+
+fn run_scenario_with(rm: &Ringmesh, mut cmd: Command, name: &str) {
+    let out = cmd.output().expect("run python3 scenario");
     assert!(
         out.status.success(),
         "scenario {name} failed:\nstdout:\n{}\nstderr:\n{}\nringmesh log tail:\n{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),
-        tail(&rm.logs(), 60)
+        tail(&rm.logs(), 200)
     );
     eprint!("{}", String::from_utf8_lossy(&out.stdout));
 }
@@ -263,7 +265,154 @@ fn reload_removes_route(io: &str) {
     assert_eq!(api::get(api, "/healthz").status, 200);
 }
 
-both_drivers!(sessions_and_limits, drain, cli, reload_removes_route);
+/// `wss://` clients on a TLS gateway route: the same sessions over the
+/// record layer (ids, list, send, publish, PATCH, close code and reason,
+/// heartbeat 1001, 1009 and 1002s, fragments with pushes between them, 1011
+/// when the backend dies, a slow consumer dropped at the queue bound), the
+/// clients verifying the route's certificate against the test CA.
+fn tls_sessions(io: &str) {
+    let pki = support::pki::Pki::new();
+    let be = py_backend();
+    let (api, gw) = (free_port(), free_port());
+    let cfg = format!(
+        r#"{{"dashboard_port": "{api}", "listen_host": "127.0.0.1", "workers": 2, "shutdown_grace": "3s",
+  "routes": {{
+    "{gw}": {{"name": "ws", "backends": [{{"internal_port": "{}"}}],
+      "tls": {{"certificates": [{}]}},
+      "gateway": {{"heartbeat": "1s", "heartbeat_timeout": "5s", "max_message": "64KiB", "send_queue": "256KiB"}}}}}}}}"#,
+        be.port,
+        pki.cert("a")
+    );
+    let rm = Ringmesh::start(&cfg, io, &[api, gw]);
+    for name in [
+        "sessions",
+        "toobig",
+        "frag",
+        "backend_dies",
+        "heartbeat",
+        "slow",
+    ] {
+        let mut cmd = scenario(name, gw, api, 0);
+        cmd.env("GW_TLS_CA", pki.p("ca.pem"))
+            .env("GW_TLS_NAME", "a.example.com")
+            .env("GW_CLIENTS", "100");
+        run_scenario_with(&rm, cmd, &format!("{name} (wss)"));
+    }
+    // Every client spoke TLS: the route counted their handshakes (the
+    // sessions scenario alone opens 100 clients and one more).
+    let st = api::get(api, "/api/status").json();
+    let route = st["routes"]
+        .as_array()
+        .and_then(|rs| rs.iter().find(|r| r["name"] == "ws").cloned())
+        .unwrap_or_default();
+    let shakes = route["tls"]["handshakes_full"].as_u64().unwrap_or(0)
+        + route["tls"]["handshakes_resumed"].as_u64().unwrap_or(0);
+    assert!(shakes >= 101, "handshakes {shakes}: {route}");
+}
+
+/// A tcp route with `gateway`: its connections are sessions the API lists
+/// (route, client address) and closes (the tunnel ends: the client reads
+/// EOF, the others keep echoing); pushes do not reach them; a tcp route
+/// without `gateway` registers nothing.
+fn tcp_sessions(io: &str) {
+    use std::io::{Read, Write};
+    let echo = Backend::echo();
+    let (api, tcp, plain) = (free_port(), free_port(), free_port());
+    let cfg = format!(
+        r#"{{"dashboard_port": "{api}", "listen_host": "127.0.0.1", "workers": 2,
+  "routes": {{
+    "{tcp}": {{"name": "raw", "protocol": "tcp", "backends": [{{"internal_port": "{p}"}}], "gateway": true}},
+    "{plain}": {{"name": "plain", "protocol": "tcp", "backends": [{{"internal_port": "{p}"}}]}}}}}}"#,
+        p = echo.port
+    );
+    let rm = Ringmesh::start(&cfg, io, &[api, tcp, plain]);
+    let ping = |c: &mut std::net::TcpStream, msg: &[u8]| {
+        c.write_all(msg).unwrap();
+        let mut got = vec![0u8; msg.len()];
+        c.read_exact(&mut got).unwrap();
+        assert_eq!(got, msg);
+    };
+    let mut clients: Vec<std::net::TcpStream> = (0..3).map(|_| connect(tcp)).collect();
+    let mut other = connect(plain);
+    for c in clients.iter_mut().chain(std::iter::once(&mut other)) {
+        c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        ping(c, b"hello");
+    }
+    let list = |q: &str| api::get(api, &format!("/api/sessions?limit=100{q}")).json();
+    let l = list("&route=raw");
+    assert_eq!(l["total"], 3, "{l}");
+    let mine: Vec<String> = clients
+        .iter()
+        .map(|c| c.local_addr().unwrap().to_string())
+        .collect();
+    let sessions = l["sessions"].as_array().unwrap().clone();
+    for s in &sessions {
+        assert!(
+            mine.contains(&s["client"].as_str().unwrap().to_string()),
+            "{s}"
+        );
+    }
+    assert_eq!(
+        list("&route=plain")["total"],
+        0,
+        "no sessions without gateway"
+    );
+    let first = &sessions[0];
+    let id = first["id"].as_str().unwrap();
+    let r = api::get(api, &format!("/api/sessions/{id}"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    // Pushes do not reach a tcp session (nothing to frame them in).
+    let r = api::call(
+        api,
+        "POST",
+        "/api/publish",
+        "",
+        br#"{"route": "raw", "text": "x"}"#,
+    );
+    assert_eq!(r.json()["delivered"], 0, "{}", r.body);
+    // Close one: its client reads EOF, the others keep going.
+    let r = api::call(api, "POST", &format!("/api/sessions/{id}/close"), "", b"{}");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let idx = mine
+        .iter()
+        .position(|a| a == first["client"].as_str().unwrap())
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let n = clients[idx].read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "the closed session's client reads EOF");
+    assert!(
+        wait_until(Duration::from_secs(20), || list("&route=raw")["total"] == 2),
+        "closed session unlisted: {}",
+        list("&route=raw")
+    );
+    assert_eq!(api::get(api, &format!("/api/sessions/{id}")).status, 404);
+    for (i, c) in clients.iter_mut().enumerate() {
+        if i != idx {
+            ping(c, b"still");
+        }
+    }
+    ping(&mut other, b"still");
+    let m = api::get(api, "/metrics").body;
+    assert!(
+        m.contains(r#"ringmesh_gateway_sessions_closed_total{route="raw",reason="api"} 1"#),
+        "{m}"
+    );
+    drop(clients);
+    assert!(
+        wait_until(Duration::from_secs(20), || list("&route=raw")["total"] == 0),
+        "all unlisted after the clients left"
+    );
+    drop(rm);
+}
+
+both_drivers!(
+    tcp_sessions,
+    sessions_and_limits,
+    drain,
+    cli,
+    reload_removes_route,
+    tls_sessions
+);
 
 /// The dashboard's sessions panel in headless Chromium: counts per route, the
 /// search box, the Close button (the client sees the close).

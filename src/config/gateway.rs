@@ -69,11 +69,16 @@ pub fn parse(
         }
     };
     if protocol != Protocol::Http {
-        err(
-            p,
-            "a gateway needs an http route (WebSocket upgrades)".into(),
-        );
-        return None;
+        // A tcp route's connections are sessions too, for listing and
+        // closing only: the WebSocket settings have nothing to act on.
+        if let Some(k) = m.keys().find(|k| !k.starts_with("//")) {
+            err(
+                format!("{p}.{k}"),
+                "a tcp route's sessions can only be listed and closed: no gateway settings apply (use true or {})".into(),
+            );
+            return None;
+        }
+        return Some(Gateway::default());
     }
     let mut g = Gateway::default();
     for (k, v) in m {
@@ -172,9 +177,18 @@ mod tests {
         );
         let (_, e) = run(serde_json::json!({"heartbeat": "60s", "heartbeat_timeout": "60s"}));
         assert_eq!(e[0].path, "routes.\"80\".gateway.heartbeat");
+        // A tcp route: sessions for list and close, no settings.
         let mut errs = Vec::new();
-        parse(Some(&Value::Bool(true)), "r", Protocol::Tcp, &mut errs);
-        assert_eq!(errs[0].path, "r.gateway");
+        let g = parse(Some(&Value::Bool(true)), "r", Protocol::Tcp, &mut errs);
+        assert!(g.is_some() && errs.is_empty(), "{errs:?}");
+        let g = parse(
+            Some(&serde_json::json!({"heartbeat": "5s"})),
+            "r",
+            Protocol::Tcp,
+            &mut errs,
+        );
+        assert!(g.is_none());
+        assert_eq!(errs[0].path, "r.gateway.heartbeat");
         assert_eq!(size_value(&Value::String("1MiB".into())), Ok(1 << 20));
     }
 }

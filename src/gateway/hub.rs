@@ -64,7 +64,7 @@ impl Sessions {
     pub fn retire_removed(&self, live: &crate::shared::Live, now_ms: u64) {
         let grace = live.snapshot.shutdown_grace.as_millis() as u64;
         let at = now_ms + grace.saturating_sub(1_000).max(1);
-        for s in self.map.borrow().values() {
+        for s in self.map.borrow().values().filter(|s| !s.is_tcp()) {
             let kept = live
                 .routes
                 .iter()
@@ -295,6 +295,9 @@ fn matches(s: &Session, f: &Filter) -> bool {
 }
 
 fn targeted(s: &Session, t: &Target) -> bool {
+    if s.is_tcp() {
+        return false;
+    }
     match t {
         Target::Session(n) => s.n == *n,
         Target::User(u) => &*s.user.borrow() == u,
@@ -347,8 +350,13 @@ fn run(ctx: &WorkerCtx, cmd: Command) {
         }
         Command::Push(t, frame, reply) => {
             let (mut delivered, mut dropped) = (0u64, 0u64);
+            // A tcp route's sessions take no pushes: not targets at all.
             let targets: Vec<Rc<Session>> = match t {
-                Target::Session(n) => sessions.get(n).into_iter().collect(),
+                Target::Session(n) => sessions
+                    .get(n)
+                    .into_iter()
+                    .filter(|s| !s.is_tcp())
+                    .collect(),
                 ref t => sessions
                     .all()
                     .into_iter()

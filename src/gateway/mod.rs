@@ -9,6 +9,7 @@
 //! - [`session`]: one session's data path (frames both ways, pushes, pings,
 //!   closes).
 //! - [`stats`]: close reasons and per-route counters (metrics).
+//! - [`tcp`]: a tcp route's connections as sessions (list and close).
 //! - [`hub`]: per-worker session registries and the command queues the
 //!   control thread reaches them through.
 //!
@@ -21,11 +22,13 @@ pub mod hub;
 pub mod session;
 mod sockio;
 pub mod stats;
+pub mod tcp;
 
 use crate::shared::LiveRoute;
 use crate::worker::WorkerCtx;
 
 pub use handshake::Pending;
+pub use sockio::ClientIo;
 
 /// For an upgrade request on a gateway route, after its head was rewritten
 /// into `out`: adds the session id when it is a WebSocket upgrade and

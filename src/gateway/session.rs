@@ -16,13 +16,16 @@
 //! requested on the [`Session`]; the down future sends it at the next frame
 //! boundary. Payload bytes beyond [`SPLICE_MIN`] whose length is known
 //! from the frame head move with splice(2), the rest through pooled buffers.
+//! A TLS client (`wss://`) gets the same session over the record layer
+//! ([`ClientIo`]): frames are walked in the decrypted stream, nothing is
+//! spliced on its side.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -41,7 +44,7 @@ use crate::worker::WorkerCtx;
 
 use super::frame::{self, FrameReader, Role};
 use super::handshake::Pending;
-use super::sockio::{linger, retry, send_all};
+use super::sockio::{retry, ClientIo};
 
 /// Frame payload left in the socket at or above this size is spliced;
 /// below it, read and sent with what follows it.
@@ -131,9 +134,58 @@ pub struct Session {
     drain_at_ms: Cell<u64>,
     notify: Notify,
     watch: Notify,
+    /// A tcp route's session (list and close only): its client and upstream
+    /// sockets, shut down by a close (nothing is framed, nothing is pushed).
+    tcp: Option<(RawFd, RawFd)>,
 }
 
 impl Session {
+    /// A registry record; `tcp`: the sockets of a tcp route's connection.
+    pub(super) fn new(
+        ctx: &WorkerCtx,
+        id: String,
+        n: u64,
+        route: &Arc<LiveRoute>,
+        client: SocketAddr,
+        limit: u64,
+        tcp: Option<(RawFd, RawFd)>,
+    ) -> Session {
+        Session {
+            id,
+            n,
+            route: route.clone(),
+            client,
+            connected_at: unix_ms(),
+            user: RefCell::default(),
+            channels: RefCell::default(),
+            settings: RefCell::default(),
+            stats: Cell::new(Stats {
+                last_activity_ms: ctx.now_ms(),
+                ..Stats::default()
+            }),
+            limit,
+            queue: RefCell::new(VecDeque::new()),
+            queued: Cell::new(0),
+            ping_wanted: Cell::new(false),
+            close: RefCell::new(None),
+            close_at_ms: Cell::new(0),
+            drain_at_ms: Cell::new(0),
+            notify: Notify::default(),
+            watch: Notify::default(),
+            tcp,
+        }
+    }
+
+    /// Why a close was requested, if one was.
+    pub(super) fn requested_close(&self) -> Option<Reason> {
+        self.close.borrow().as_ref().map(|c| c.2)
+    }
+
+    /// Whether this is a tcp route's session (list and close only).
+    pub fn is_tcp(&self) -> bool {
+        self.tcp.is_some()
+    }
+
     fn update(&self, f: impl FnOnce(&mut Stats)) {
         let mut s = self.stats.get();
         f(&mut s);
@@ -149,7 +201,7 @@ impl Session {
     /// session is closing, or the queue would pass `send_queue`: then the
     /// session closes with 1008 as a slow consumer).
     pub fn push(&self, frame: &Bytes, c: &RouteCounters) -> bool {
-        if self.closing() {
+        if self.closing() || self.is_tcp() {
             c.dropped.add(1);
             return false;
         }
@@ -184,6 +236,13 @@ impl Session {
         }
         *c = Some((code, reason.to_string(), why));
         drop(c);
+        if let Some((client, upstream)) = self.tcp {
+            // A tcp tunnel has no frame to say it with: both sockets are
+            // shut down, the tunnel sees the ends and finishes as usual.
+            let _ = sys::shutdown_both(client);
+            let _ = sys::shutdown_both(upstream);
+            return;
+        }
         self.close_at_ms.set(crate::shared::epoch_ms());
         self.notify.notify();
         self.watch.notify();
@@ -193,7 +252,8 @@ impl Session {
 /// What the worker needs to run a session.
 pub struct Conn<'a> {
     pub ctx: &'a WorkerCtx,
-    pub client: &'a TcpStream,
+    /// Plain TCP, or a TLS session (`wss://`).
+    pub client: ClientIo<'a>,
     pub peer: SocketAddr,
     pub backend: &'a TcpStream,
     pub route: &'a Arc<LiveRoute>,
@@ -207,28 +267,13 @@ pub async fn run(c: Conn<'_>, p: Pending, early_up: Vec<u8>) {
         return;
     };
     let cfg = c.route.cfg.gateway.unwrap_or_default();
-    let s = Rc::new(Session {
-        id: p.id,
-        n: p.n,
-        route: c.route.clone(),
-        client: c.peer,
-        connected_at: unix_ms(),
-        user: RefCell::new(p.user),
-        channels: RefCell::new(p.channels),
-        settings: RefCell::new(p.settings),
-        stats: Cell::new(Stats {
-            last_activity_ms: ctx.now_ms(),
-            ..Stats::default()
-        }),
-        limit: cfg.send_queue,
-        queue: RefCell::new(VecDeque::new()),
-        queued: Cell::new(0),
-        ping_wanted: Cell::new(false),
-        close: RefCell::new(None),
-        close_at_ms: Cell::new(0),
-        drain_at_ms: Cell::new(0),
-        notify: Notify::default(),
-        watch: Notify::default(),
+    // Built in a block: the record's storage ends here, not in the future.
+    let s = Rc::new({
+        let mut s = Session::new(ctx, p.id, p.n, c.route, c.peer, cfg.send_queue, None);
+        s.user = RefCell::new(p.user);
+        s.channels = RefCell::new(p.channels);
+        s.settings = RefCell::new(p.settings);
+        s
     });
     ctx.sessions.insert(s.clone());
     slot.gateway.opened.add(1);
@@ -348,6 +393,10 @@ impl Drive<'_> {
     async fn up(&self, mut buf: Vec<u8>) -> UpEnd {
         let ctx = self.c.ctx;
         let (client, backend) = (self.c.client, self.c.backend);
+        let backend_io = ClientIo {
+            stream: backend,
+            tls: None,
+        };
         let mut r = FrameReader::new(Role::Client, self.rsv, self.cfg.max_message);
         loop {
             if !buf.is_empty() {
@@ -384,7 +433,7 @@ impl Drive<'_> {
                     }
                 }
                 self.up_boundary.set(false);
-                if let Err(e) = send_all(self.c.ctx, backend, &buf, self.stall()).await {
+                if let Err(e) = backend_io.send_all(self.c.ctx, &buf, self.stall()).await {
                     ctx.bufs.put(buf);
                     return self.backend_failed(&e);
                 }
@@ -394,13 +443,13 @@ impl Drive<'_> {
                 buf.clear();
             }
             let left = r.payload_left();
-            if left >= SPLICE_MIN {
+            if left >= SPLICE_MIN && client.splices() {
                 self.up_boundary.set(false);
                 // Boxed: its stall timer is a runtime `Sleep` that would otherwise
                 // sit in every idle session's task; one allocation per large frame.
                 match Box::pin(splice_exact(
                     &ctx.pipes,
-                    client,
+                    client.stream,
                     backend,
                     left,
                     self.stall(),
@@ -419,21 +468,9 @@ impl Drive<'_> {
             if buf.capacity() > 0 {
                 ctx.bufs.put(std::mem::take(&mut buf));
             }
-            if client.readable(false).await.is_err() {
-                return UpEnd::Over(Reason::Client);
-            }
-            buf = ctx.bufs.take();
-            match sys::recv_append(client.as_raw_fd(), &mut buf, BUF_SIZE) {
-                Ok(0) => {
-                    ctx.bufs.put(buf);
-                    return UpEnd::Over(Reason::Client);
-                }
-                Ok(_) => {}
-                Err(e) if retry(&e) => {}
-                Err(_) => {
-                    ctx.bufs.put(buf);
-                    return UpEnd::Over(Reason::Client);
-                }
+            match client.recv(ctx, &mut buf).await {
+                Ok(n) if n > 0 => {}
+                _ => return UpEnd::Over(Reason::Client),
             }
         }
     }
@@ -478,19 +515,21 @@ impl Drive<'_> {
                         Err(e) => {
                             tracing::debug!(id = %self.s.id, "backend frame: {e}");
                             // What went out ends at a frame boundary (see below).
-                            let _ =
-                                send_all(self.c.ctx, client, &buf[start..pos], self.stall()).await;
+                            let _ = client
+                                .send_all(self.c.ctx, &buf[start..pos], self.stall())
+                                .await;
                             ctx.bufs.put(buf);
                             self.s.request_close(
                                 frame::CLOSE_INTERNAL,
                                 "backend sent an invalid frame",
                                 Reason::BackendFailed,
                             );
-                            return self.finish_close(&r, server_closed).await;
+                            return Box::pin(self.finish_close(&r, server_closed)).await;
                         }
                     }
                     if r.at_frame_boundary() && self.has_work(&r, server_closed) {
-                        if send_all(self.c.ctx, client, &buf[start..pos], self.stall())
+                        if client
+                            .send_all(self.c.ctx, &buf[start..pos], self.stall())
                             .await
                             .is_err()
                         {
@@ -504,7 +543,8 @@ impl Drive<'_> {
                         }
                     }
                 }
-                if send_all(self.c.ctx, client, &buf[start..], self.stall())
+                if client
+                    .send_all(self.c.ctx, &buf[start..], self.stall())
                     .await
                     .is_err()
                 {
@@ -516,12 +556,12 @@ impl Drive<'_> {
                 buf.clear();
             }
             let left = r.payload_left();
-            if left >= SPLICE_MIN {
+            if left >= SPLICE_MIN && client.splices() {
                 // Boxed for the same reason as in `up`.
                 match Box::pin(splice_exact(
                     &ctx.pipes,
                     backend,
-                    client,
+                    client.stream,
                     left,
                     self.stall(),
                 ))
@@ -558,13 +598,13 @@ impl Drive<'_> {
             match sys::recv_append(backend.as_raw_fd(), &mut buf, BUF_SIZE) {
                 Ok(0) => {
                     ctx.bufs.put(std::mem::take(&mut buf));
-                    return self.backend_gone(&r, server_closed).await;
+                    return Box::pin(self.backend_gone(&r, server_closed)).await;
                 }
                 Ok(_) => {}
                 Err(e) if retry(&e) => {}
                 Err(_) => {
                     ctx.bufs.put(std::mem::take(&mut buf));
-                    return self.backend_gone(&r, server_closed).await;
+                    return Box::pin(self.backend_gone(&r, server_closed)).await;
                 }
             }
         }
@@ -639,7 +679,8 @@ impl Drive<'_> {
                     .queued
                     .set(self.s.queued.get().saturating_sub(f.len() as u64));
                 if !out.is_empty() {
-                    if send_all(self.c.ctx, client, &out, self.stall())
+                    if client
+                        .send_all(self.c.ctx, &out, self.stall())
                         .await
                         .is_err()
                     {
@@ -647,10 +688,7 @@ impl Drive<'_> {
                     }
                     out.clear();
                 }
-                if send_all(self.c.ctx, client, &f, self.stall())
-                    .await
-                    .is_err()
-                {
+                if client.send_all(self.c.ctx, &f, self.stall()).await.is_err() {
                     return Some(Reason::Client);
                 }
                 let n = f.len() as u64;
@@ -671,13 +709,18 @@ impl Drive<'_> {
         if let Some((code, msg, why)) = close {
             frame::write_frame(&mut out, frame::OP_CLOSE, &frame::close_payload(code, &msg));
             let stall = Duration::from_millis(CLOSE_GRACE_MS);
-            let _ = send_all(self.c.ctx, client, &out, stall).await;
-            let _ = sys::shutdown_write(client.as_raw_fd());
-            linger(self.c.ctx, client).await;
+            // Boxed: the close (close_notify, the lingering read) happens
+            // once; inline it would be part of every idle session's task.
+            Box::pin(async {
+                let _ = client.send_all(self.c.ctx, &out, stall).await;
+                client.close(self.c.ctx, stall).await;
+            })
+            .await;
             return Some(why);
         }
         if !out.is_empty()
-            && send_all(self.c.ctx, client, &out, self.stall())
+            && client
+                .send_all(self.c.ctx, &out, self.stall())
                 .await
                 .is_err()
         {
@@ -756,3 +799,7 @@ impl Drive<'_> {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "session_tests.rs"]
+mod tests;

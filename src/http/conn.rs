@@ -374,6 +374,11 @@ impl Conn {
                 Outcome::Close => Box::pin(self.linger()).await,
                 Outcome::Finished => Box::pin(self.finish()).await,
                 Outcome::Drop => {}
+                Outcome::Session(st) => {
+                    // Boxed apart from the request's future, which is gone
+                    // by now: an idle session holds only its own state.
+                    Box::pin(super::upgrade::session(&self.ctx, &self.client, *st)).await;
+                }
             }
             return None;
         }

@@ -47,6 +47,10 @@ pub(super) enum Outcome {
     Finished,
     /// Close now (tunnel over, client gone, or mid-response failure).
     Drop,
+    /// A WebSocket upgrade on a gateway route: the connection runs the
+    /// session next, after this request's future is gone (see
+    /// `upgrade::SessionStart`).
+    Session(Box<super::upgrade::SessionStart>),
 }
 
 /// One exchange's scratch space. It lives in the (boxed) future of one
@@ -286,9 +290,7 @@ async fn exchange(
             crate::filter::edit::replace_target(&mut s.out, 0, t);
         }
     }
-    // Sessions walk the client's frames on the raw socket: TLS clients keep the
-    // blind (decrypting) tunnel until the session data path runs over the record layer.
-    if upgrade && client.tls.is_none() {
+    if upgrade {
         s.gw = crate::gateway::prepare(ctx, &mut s.out, route);
     }
     let consumed = head.head_len + prefix;

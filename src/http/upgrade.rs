@@ -1,13 +1,13 @@
 //! Upgrades (WebSocket and friends): after the backend's 101 has been
 //! forwarded, both connections become a spliced tunnel (or, for a WebSocket
-//! on a gateway route, a session: `crate::gateway::session`). Never before: until
-//! a 101 arrives, bytes after the request head stay buffered as a possible
-//! next request (a tunnel opened early lets a client smuggle requests past
-//! the proxy, Pingora CVE-2026-2833).
+//! on a gateway route, a session: `crate::gateway::session`, for TLS
+//! clients too). Never before: until a 101 arrives, bytes after the request
+//! head stay buffered as a possible next request (a tunnel opened early lets
+//! a client smuggle requests past the proxy, Pingora CVE-2026-2833).
 
 use std::sync::Arc;
 
-use crate::proxy::connect::Upstream;
+use crate::proxy::connect::{OwnedUpstream, Upstream};
 use crate::proxy::splice::{tunnel, TunnelEnd};
 use crate::proxy::tcp::ConnMeter;
 use crate::shared::{LiveRoute, RouteSlot};
@@ -27,22 +27,19 @@ pub(super) async fn upgraded(
     route: &Arc<LiveRoute>,
     slot: &RouteSlot,
 ) -> Outcome {
-    if let Some(p) = s.gw.take() {
+    if let Some(pending) = s.gw.take() {
         let early = std::mem::take(&mut client.buf);
         for b in [&mut s.ubuf, &mut s.out] {
             ctx.bufs.put(std::mem::take(b));
         }
         // A session may live for hours: hold no header spans meanwhile.
         s.spans = Vec::new();
-        let conn = crate::gateway::session::Conn {
-            ctx,
-            client: &client.stream,
-            peer: client.peer,
-            backend: &up.stream,
-            route,
-        };
-        crate::gateway::session::run(conn, *p, early).await;
-        return Outcome::Drop;
+        return Outcome::Session(Box::new(SessionStart {
+            up: up.into_owned(route.clone()),
+            route: route.clone(),
+            pending,
+            early,
+        }));
     }
     let t = route.cfg.timeouts;
     if !client.buf.is_empty() {
@@ -106,4 +103,39 @@ pub(super) async fn upgraded(
     s.log.bytes_in += counted[0].get();
     s.log.bytes_out += counted[1].get();
     Outcome::Drop
+}
+
+/// What a gateway session takes over from its upgrade request: the session
+/// runs in its own boxed future once the request's (several KiB of
+/// exchange state) is gone, so an idle session holds only its own.
+pub(super) struct SessionStart {
+    up: OwnedUpstream,
+    route: Arc<LiveRoute>,
+    pending: Box<crate::gateway::Pending>,
+    /// Client bytes that came behind the upgrade request.
+    early: Vec<u8>,
+}
+
+/// Runs a gateway session on the connection's client until it ends.
+pub(super) async fn session(ctx: &WorkerCtx, client: &Client, st: SessionStart) {
+    if let Some(t) = &client.tls {
+        t.borrow_mut().release();
+    }
+    let SessionStart {
+        up,
+        route,
+        pending,
+        early,
+    } = st;
+    let conn = crate::gateway::session::Conn {
+        ctx,
+        client: crate::gateway::ClientIo {
+            stream: &client.stream,
+            tls: client.tls.as_deref(),
+        },
+        peer: client.peer,
+        backend: &up.stream,
+        route: &route,
+    };
+    crate::gateway::session::run(conn, *pending, early).await;
 }

@@ -9,6 +9,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::sync::Arc;
 use std::time::Duration;
 
 use monoio::net::TcpStream;
@@ -31,7 +32,43 @@ pub struct Upstream<'r> {
     active: Active<'r>,
 }
 
+/// An upstream connection that outlives its request's borrow of the route
+/// (a gateway session runs after its request's future is gone): it keeps
+/// its count in the backend's `active` until dropped.
+pub struct OwnedUpstream {
+    pub stream: TcpStream,
+    route: Arc<LiveRoute>,
+    backend: usize,
+}
+
+impl Drop for OwnedUpstream {
+    fn drop(&mut self) {
+        if let Some(b) = self.route.backends.get(self.backend) {
+            b.state.active.fetch_sub(1, Relaxed);
+        }
+    }
+}
+
 impl Upstream<'_> {
+    /// The same connection, its `active` count carried by `route` (which
+    /// must be the route it was connected for) instead of a borrow.
+    pub fn into_owned(self, route: Arc<LiveRoute>) -> OwnedUpstream {
+        let Upstream {
+            stream,
+            backend,
+            active,
+            ..
+        } = self;
+        debug_assert!(std::ptr::eq(active.route, &*route));
+        // The count moves to the owned guard, which gives it back on drop.
+        std::mem::forget(active);
+        OwnedUpstream {
+            stream,
+            route,
+            backend,
+        }
+    }
+
     /// Stops counting the connection as active and hands back its socket
     /// (to park it in an idle pool).
     pub fn release(self) -> TcpStream {

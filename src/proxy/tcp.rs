@@ -206,6 +206,15 @@ pub fn serve_with(
                 return;
             }
         }
+        // A route with `gateway`: the connection is a session the API can
+        // list and close (others: `None`, nothing registered).
+        let session = crate::gateway::tcp::TcpSession::open(
+            &ctx,
+            &route,
+            peer,
+            std::os::fd::AsRawFd::as_raw_fd(&client),
+            std::os::fd::AsRawFd::as_raw_fd(&upstream.stream),
+        );
         let reason = if let Some(tls) = &tls {
             match Box::pin(crate::tls::relay::relay(
                 &meter,
@@ -254,6 +263,12 @@ pub fn serve_with(
                 }
             }
         };
+        let reason = match &session {
+            Some(s) if s.closed_by_api() => "api_close",
+            _ => reason,
+        };
+        // Unregistered before its sockets close (the registry names their fds).
+        drop(session);
         log(
             reason,
             route.backends.get(upstream.backend).map(|b| b.cfg.addr),

@@ -114,6 +114,10 @@ pub struct TlsConn {
     plain_pos: usize,
     peer_closed: bool,
     close_sent: bool,
+    /// rustls returned an error (and queued its fatal alert): the session
+    /// is dead, every later step fails without calling rustls again (two
+    /// futures of a gateway session may both still hold it).
+    failed: bool,
     /// Index of the certificate the handshake chose.
     pub cert: usize,
     /// The client sent SNI.
@@ -147,6 +151,7 @@ impl TlsConn {
             plain_pos: 0,
             peer_closed: false,
             close_sent: false,
+            failed: false,
             cert: 0,
             sni: false,
             sni_name: None,
@@ -171,6 +176,12 @@ impl TlsConn {
     /// Decrypted bytes are waiting for a reader.
     pub fn has_plain(&self) -> bool {
         self.plain_pos < self.plain.len()
+    }
+
+    /// Plaintext or received ciphertext is waiting: a read may make
+    /// progress without the socket becoming readable.
+    pub fn has_input(&self) -> bool {
+        self.has_plain() || !self.inc.is_empty()
     }
 
     /// Gives the record buffers back to the worker's free list when they
@@ -210,6 +221,11 @@ impl TlsConn {
     /// needs more input. Handshake replies, tickets and alerts rustls
     /// produces are encoded into `out` on the way.
     fn process(&mut self, sink: &mut Sink<'_, '_>, want: Want<'_>) -> Result<Step, rustls::Error> {
+        if self.failed {
+            return Err(rustls::Error::General(
+                "the TLS session failed earlier".into(),
+            ));
+        }
         if self.out.is_empty() {
             self.out = bufs::take_out();
         }
@@ -354,6 +370,7 @@ impl TlsConn {
                 self.inc.drain(..discard.min(self.inc.len()));
             }
             if let Some(e) = fail {
+                self.failed = true;
                 return Err(e);
             }
             if let Some(s) = step {
@@ -394,7 +411,7 @@ impl TlsConn {
     }
 
     /// Queues close_notify once; whether it was queued now.
-    pub(super) fn queue_close(&mut self) -> bool {
+    pub fn queue_close(&mut self) -> bool {
         if self.close_sent {
             return false;
         }
@@ -637,41 +654,54 @@ pub async fn read(
     deadline: Instant,
 ) -> io::Result<usize> {
     let fd = s.as_raw_fd();
-    let max = max.max(1);
     loop {
-        {
-            let mut c = t.borrow_mut();
-            if let Some(n) = c.take_plain(buf, max) {
+        match read_now(fd, t, buf, max) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => readable(s, deadline).await?,
+            r => return r,
+        }
+    }
+}
+
+/// [`read`] without the wait: `WouldBlock` when nothing can be decrypted
+/// before the socket has more to read (callers that keep their own timers,
+/// like gateway sessions, wait for readiness themselves).
+pub fn read_now(
+    fd: RawFd,
+    t: &RefCell<TlsConn>,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> io::Result<usize> {
+    let max = max.max(1);
+    let mut c = t.borrow_mut();
+    loop {
+        if let Some(n) = c.take_plain(buf, max) {
+            return Ok(n);
+        }
+        if c.peer_closed {
+            return Ok(0);
+        }
+        match c.process(&mut Sink::Into(buf, max), Want::Read) {
+            Ok(Step::Data(n)) => {
+                c.flush_now(fd)?;
                 return Ok(n);
             }
-            if c.peer_closed {
-                return Ok(0);
-            }
-            match c.process(&mut Sink::Into(buf, max), Want::Read) {
-                Ok(Step::Data(n)) => {
-                    c.flush_now(fd)?;
-                    return Ok(n);
-                }
-                Ok(Step::Eof) => return Ok(0),
-                Ok(_) => {}
-                Err(e) => {
-                    c.collect_alert();
-                    let _ = c.flush_now(fd);
-                    return Err(invalid(e));
-                }
-            }
-            // Tickets or a KeyUpdate answer rustls produced: best effort now,
-            // the next write takes the rest.
-            c.flush_now(fd)?;
-            match c.recv(fd) {
-                Ok(0) => return Ok(0),
-                Ok(_) => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
+            Ok(Step::Eof) => return Ok(0),
+            Ok(_) => {}
+            Err(e) => {
+                c.collect_alert();
+                let _ = c.flush_now(fd);
+                return Err(invalid(e));
             }
         }
-        readable(s, deadline).await?;
+        // Tickets or a KeyUpdate answer rustls produced: best effort now,
+        // the next write takes the rest.
+        c.flush_now(fd)?;
+        match c.recv(fd) {
+            Ok(0) => return Ok(0),
+            Ok(_) => continue,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -685,22 +715,35 @@ pub async fn write_all(
 ) -> io::Result<()> {
     let fd = s.as_raw_fd();
     let mut pos = 0;
-    loop {
-        {
-            let mut c = t.borrow_mut();
-            c.flush_now(fd)?;
-            if !c.pending_out() {
-                if pos >= data.len() {
-                    return Ok(());
-                }
-                let end = data.len().min(pos + MAX_PLAINTEXT);
-                c.process(&mut Sink::Stash, Want::Seal(&data[pos..end]))
-                    .map_err(invalid)?;
-                pos = end;
-                continue;
-            }
-        }
+    while !write_now(fd, t, data, &mut pos)? {
         writable(s, Instant::now() + stall).await?;
+    }
+    Ok(())
+}
+
+/// [`write_all`] without the wait: seals `data[*pos..]` record by record
+/// and sends what the socket takes. `Ok(true)`: all sent; `Ok(false)`: the
+/// socket must become writable first (call again with the same `pos`).
+/// With empty `data` it flushes the records already waiting.
+pub fn write_now(
+    fd: RawFd,
+    t: &RefCell<TlsConn>,
+    data: &[u8],
+    pos: &mut usize,
+) -> io::Result<bool> {
+    let mut c = t.borrow_mut();
+    loop {
+        c.flush_now(fd)?;
+        if c.pending_out() {
+            return Ok(false);
+        }
+        if *pos >= data.len() {
+            return Ok(true);
+        }
+        let end = data.len().min(*pos + MAX_PLAINTEXT);
+        c.process(&mut Sink::Stash, Want::Seal(&data[*pos..end]))
+            .map_err(invalid)?;
+        *pos = end;
     }
 }
 
