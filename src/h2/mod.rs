@@ -61,6 +61,7 @@
 mod cost;
 pub mod head;
 mod proxy;
+mod record;
 pub mod server;
 mod upstream;
 pub mod wire;
@@ -107,12 +108,17 @@ pub fn sniff(buf: &[u8]) -> Sniff {
 }
 
 /// What the streams of a TLS connection need to know about its handshake.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct TlsInfo {
     /// Index of the certificate the handshake chose.
     pub cert: usize,
     /// The client sent SNI.
     pub sni: bool,
+    /// Access log fields: the protocol version and the SNI name.
+    pub version: Option<&'static str>,
+    pub sni_name: Option<Box<str>>,
+    /// Subject of the verified client certificate (mTLS).
+    pub client_subject: Option<String>,
 }
 
 /// Serves an HTTP/2 connection over TLS whose handshake chose ALPN `h2`
@@ -132,6 +138,9 @@ pub async fn serve_tls(
     let info = TlsInfo {
         cert: tls.cert,
         sni: tls.sni,
+        version: tls.log_fields().0,
+        sni_name: tls.sni_name.clone(),
+        client_subject: tls.client_subject.clone(),
     };
     match stream.try_into_poll_io() {
         Ok(io) => {

@@ -32,7 +32,12 @@ use crate::shared::{H2Counters, Live, LiveRoute, RouteSlot};
 use crate::worker::{ConnGuard, WorkerCtx};
 
 use super::head::{self as h2head, ReqBody};
+use super::record::Record;
 use super::server::StreamToken;
+use crate::filter::Verdict;
+
+/// Most interim (1xx) responses of one exchange passed on to the client.
+const MAX_INTERIM: usize = 8;
 
 /// Most response bytes read from the backend per DATA frame batch.
 const READ_CHUNK: usize = 16 * 1024;
@@ -85,6 +90,8 @@ pub async fn stream(
         return;
     };
     let (parts, body) = req.into_parts();
+    // Dropped last: the logging phase and the access log line.
+    let mut rec = Record::new(&conn, live.clone(), &parts);
     let authority: &[u8] = match parts.uri.authority() {
         Some(a) => a.as_str().as_bytes(),
         None => parts
@@ -93,17 +100,21 @@ pub async fn stream(
             .map_or(&b""[..], |h| h.as_bytes()),
     };
     let host = (!authority.is_empty()).then_some(authority);
-    let Some(route) = spec.hosts.lookup(host).and_then(|i| live.routes.get(i)) else {
+    let found = spec.hosts.lookup(host);
+    let Some(route) = found.and_then(|i| live.routes.get(i)) else {
         let shown = String::from_utf8_lossy(authority);
-        return error(&mut respond, 404, &format!("no route for host {shown:?}"));
+        return rec.error(&mut respond, 404, &format!("no route for host {shown:?}"));
     };
+    if let Some(i) = found {
+        rec.route(i);
+    }
     let Some(slot) = route.slots.get(conn.ctx.id) else {
         respond.send_reset(Reason::REFUSED_STREAM);
         return;
     };
-    if let (Some(t), Some(acc)) = (conn.tls, &spec.tls) {
+    if let (Some(t), Some(acc)) = (&conn.tls, &spec.tls) {
         if acc.misdirected(spec.routes.len() >= 2, t.cert, t.sni, authority) {
-            return error(
+            return rec.error(
                 &mut respond,
                 421,
                 "this host is not served on this TLS connection; connect with its name (SNI)",
@@ -112,10 +123,10 @@ pub async fn stream(
     }
     if route.cfg.http2.is_none() {
         // RFC 9110 §15.5.20: the client may retry over HTTP/1.1.
-        return error(&mut respond, 421, "HTTP/2 is off for this route");
+        return rec.error(&mut respond, 421, "HTTP/2 is off for this route");
     }
     if parts.method == http::Method::CONNECT {
-        return error(&mut respond, 501, "CONNECT is not supported here");
+        return rec.error(&mut respond, 501, "CONNECT is not supported here");
     }
     let h2c = route.backends.first().is_some_and(|b| b.cfg.h2c);
     {
@@ -129,6 +140,7 @@ pub async fn stream(
                         .refused_connections
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     drop(guard);
+                    rec.status(503);
                     return retry_later(&mut respond, &route.cfg.name);
                 }
             }
@@ -136,12 +148,31 @@ pub async fn stream(
         guard.attach(route);
     }
     slot.requests.add(1);
+    if let Some(spec) = &route.chain {
+        let chain = conn.ctx.filters.get(spec);
+        if let Verdict::Respond(status) = rec.request(chain, &parts, authority) {
+            return rec.answer(&mut respond, status);
+        }
+    }
+    // mTLS listeners: the verified subject (empty: no certificate), and the
+    // client's own field of that name dropped.
+    let client_cert = match (&conn.tls, &spec.tls) {
+        (Some(t), Some(acc)) if acc.mtls => Some(t.client_subject.as_deref().unwrap_or("")),
+        _ => None,
+    };
+    let fwd = h2head::Forwarded {
+        client_ip: conn.peer.ip(),
+        https: conn.tls.is_some(),
+        client_cert,
+    };
     if h2c {
         let up = super::upstream::Forward {
             conn: &conn,
             route,
             slot,
             authority,
+            fwd,
+            rec: &rec,
         };
         return up.run(&parts, body, respond).await;
     }
@@ -158,14 +189,8 @@ pub async fn stream(
     // The head goes out of a pooled buffer (no allocation per stream).
     let mut head = conn.ctx.bufs.take();
     head.clear();
-    h2head::write_request(
-        &mut head,
-        &parts,
-        authority,
-        conn.peer.ip(),
-        conn.tls.is_some(),
-        plan,
-    );
+    h2head::write_request(&mut head, &parts, authority, fwd, plan);
+    rec.edit_head(&mut head);
     let ex = Exchange {
         ctx: &conn.ctx,
         conn: &conn,
@@ -173,6 +198,7 @@ pub async fn stream(
         slot,
         stall: route.cfg.timeouts.response,
         head_only: parts.method == http::Method::HEAD,
+        rec: &rec,
     };
     let idempotent = matches!(
         parts.method,
@@ -189,6 +215,7 @@ struct Exchange<'a> {
     slot: &'a RouteSlot,
     stall: Duration,
     head_only: bool,
+    rec: &'a Record<'a>,
 }
 
 /// Why a response download failed.
@@ -231,15 +258,22 @@ impl Exchange<'_> {
                 .and_then(|b| ctx.upstreams.take(b.cfg.addr, ctx.now_ms(), retryable))
         };
         let now = || ctx.now_ms();
+        self.rec.upstream_begins();
         let mut up = match connect::connect(route, self.slot, hash, now, pooled).await {
             Ok(u) => u,
             Err(e) => {
                 self.slot.errors.add(1);
                 let status = if e.last.is_none() { 503 } else { 502 };
                 let detail = format!("route {:?}: {e}", route.cfg.name);
-                return error(&mut respond, status, &detail);
+                return self.rec.error(&mut respond, status, &detail);
             }
         };
+        let noted = |up: &Upstream<'_>| {
+            if let Some(b) = route.backends.get(up.backend) {
+                self.rec.upstream(b.cfg.addr);
+            }
+        };
+        noted(&up);
         let mut ubuf = ctx.bufs.take();
         let mut retried = false;
         let result = loop {
@@ -255,6 +289,7 @@ impl Exchange<'_> {
                         Ok(u) => u,
                         Err(e) => break Err(Fail::Early(io::Error::other(e.to_string()))),
                     };
+                    noted(&up);
                 }
                 r => break r,
             }
@@ -287,17 +322,17 @@ impl Exchange<'_> {
             Fail::Timeout => {
                 self.slot.errors.add(1);
                 let d = format!("route {name:?}: backend sent no response in time");
-                error(respond, 504, &d);
+                self.rec.error(respond, 504, &d);
             }
             Fail::Early(e) => {
                 self.slot.errors.add(1);
                 let d = format!("route {name:?}: backend closed the connection ({e})");
-                error(respond, 502, &d);
+                self.rec.error(respond, 502, &d);
             }
             Fail::Bad(e) => {
                 self.slot.errors.add(1);
                 let d = format!("route {name:?}: invalid response from backend ({e})");
-                error(respond, 502, &d);
+                self.rec.error(respond, 502, &d);
             }
         }
     }
@@ -386,6 +421,7 @@ impl Exchange<'_> {
                 .await
                 .map_err(|_| ())?;
             self.slot.bytes_in.add(n as u64);
+            self.rec.bytes_in(n as u64);
             // The window reopens only once the backend took the bytes.
             let _ = body.flow_control().release_capacity(n);
         }
@@ -410,7 +446,7 @@ impl Exchange<'_> {
         Ok(())
     }
 
-    /// Reads the response head (skipping interim 1xx) and forwards the response.
+    /// Reads the response head (passing interim 1xx on) and forwards the response.
     async fn download(
         &self,
         us: &mut Io<'_>,
@@ -423,11 +459,20 @@ impl Exchange<'_> {
         let mut spans = [HeaderSpan::default(); 100];
         let method: &[u8] = if self.head_only { b"HEAD" } else { b"GET" };
         let mut seen = false;
+        let mut interim = 0;
         let head: ResponseHead = loop {
             if !ubuf.is_empty() {
                 seen = true;
                 match parse_response(ubuf, &mut spans, &limits, method) {
                     Ok(Status::Complete(h)) if h.is_interim() => {
+                        // 100 Continue and 103 Early Hints go on to the
+                        // client as informational HEADERS (a backend that
+                        // sends more than a few gets the rest dropped).
+                        if interim < MAX_INTERIM {
+                            interim += 1;
+                            let info = h2head::response(ubuf, &h, &spans);
+                            let _ = respond.send_informational(info);
+                        }
                         ubuf.drain(..h.head_len.min(ubuf.len()));
                         continue;
                     }
@@ -450,7 +495,7 @@ impl Exchange<'_> {
             match got {
                 Ok(0) if !seen => return Err(Fail::Early(io::ErrorKind::UnexpectedEof.into())),
                 Ok(0) => return Err(Fail::Bad("closed inside the response head".into())),
-                Ok(_) => {}
+                Ok(_) => self.rec.first_byte(),
                 Err(e) if e.kind() == io::ErrorKind::TimedOut => {
                     if upload.get() == Up::Running {
                         continue;
@@ -464,7 +509,8 @@ impl Exchange<'_> {
         if head.is_switching_protocols() || head.framing == ResponseFraming::Tunnel {
             return Err(Fail::Bad("protocol switch over HTTP/2".into()));
         }
-        let resp = h2head::response(ubuf, &head, &spans);
+        let mut resp = h2head::response(ubuf, &head, &spans);
+        self.rec.response(&mut resp);
         let no_body =
             head.framing == ResponseFraming::None || head.framing == ResponseFraming::Length(0);
         let mut tx = respond
@@ -514,6 +560,7 @@ impl BodyOut<'_, '_, '_> {
     /// stuck at zero for `timeouts.response` resets the stream.
     async fn send(&mut self, data: Bytes, end: bool) -> Result<(), Fail> {
         self.ex.slot.bytes_out.add(data.len() as u64);
+        self.ex.rec.bytes_out(data.len() as u64);
         send_flow(
             self.tx,
             data,
@@ -653,9 +700,11 @@ pub(super) async fn send_flow(
     Ok(())
 }
 
-/// Answers a stream with a short text response generated by the proxy.
-pub(super) fn error(respond: &mut SendResponse<Bytes>, status: u16, detail: &str) {
+/// Answers a stream with a short text response generated by the proxy;
+/// the length of its body.
+pub(super) fn error(respond: &mut SendResponse<Bytes>, status: u16, detail: &str) -> usize {
     let body = format!("{detail}\n");
+    let n = body.len();
     let resp = http::Response::builder()
         .status(status)
         .header("content-type", "text/plain; charset=utf-8")
@@ -665,6 +714,7 @@ pub(super) fn error(respond: &mut SendResponse<Bytes>, status: u16, detail: &str
     if let Ok(mut tx) = respond.send_response(resp, false) {
         let _ = tx.send_data(Bytes::from(body), true);
     }
+    n
 }
 
 /// 503 with Retry-After for a route at its `max_connections`.

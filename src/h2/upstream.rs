@@ -26,7 +26,8 @@ use crate::balance::client_hash;
 use crate::proxy::connect;
 use crate::shared::{H2Counters, LiveRoute, RouteSlot};
 
-use super::proxy::{error, send_flow, ConnShared};
+use super::proxy::{send_flow, ConnShared};
+use super::record::Record;
 
 /// Most multiplexed connections to one backend per worker.
 pub const MAX_CONNS_PER_BACKEND: usize = 8;
@@ -72,7 +73,7 @@ async fn open(
     slot: &RouteSlot,
     hash: u64,
     now: impl Fn() -> u64,
-) -> Result<(SendRequest<Bytes>, InFlight), String> {
+) -> Result<(SendRequest<Bytes>, InFlight, SocketAddr), String> {
     let up = connect::connect(route, slot, hash, now, |_| None)
         .await
         .map_err(|e| e.to_string())?;
@@ -107,7 +108,7 @@ async fn open(
             dead,
         })
     });
-    Ok((send, InFlight(inflight)))
+    Ok((send, InFlight(inflight), addr))
 }
 
 /// `grpc-timeout` (RFC-less gRPC wire spec: digits and a unit letter).
@@ -134,6 +135,8 @@ pub struct Forward<'a> {
     pub route: &'a LiveRoute,
     pub slot: &'a RouteSlot,
     pub authority: &'a [u8],
+    pub fwd: super::head::Forwarded<'a>,
+    pub rec: &'a Record<'a>,
 }
 
 impl Forward<'_> {
@@ -161,23 +164,26 @@ impl Forward<'_> {
             if !(b.state.available(now_ms) && b.state.health_ok()) {
                 return None;
             }
-            pooled(b.cfg.addr)
+            pooled(b.cfg.addr).map(|(s, f)| (s, f, b.cfg.addr))
         });
-        let (send, _inflight) = match got {
+        self.rec.upstream_begins();
+        let (send, _inflight, addr) = match got {
             Some(c) => c,
             None => match open(route, self.slot, hash, || ctx.now_ms()).await {
                 Ok(c) => c,
                 Err(e) => {
                     self.slot.errors.add(1);
                     let d = format!("route {:?}: {e}", route.cfg.name);
-                    return error(&mut respond, 502, &d);
+                    return self.rec.error(&mut respond, 502, &d);
                 }
             },
         };
-        let req = match self.request(parts) {
+        self.rec.upstream(addr);
+        let mut req = match self.request(parts) {
             Some(r) => r,
-            None => return error(&mut respond, 400, "bad request target"),
+            None => return self.rec.error(&mut respond, 400, "bad request target"),
         };
+        self.rec.edit_request(&mut req);
         let mut send = match send.ready().await {
             Ok(s) => s,
             Err(e) => {
@@ -186,7 +192,7 @@ impl Forward<'_> {
                     "route {:?}: backend connection failed ({e})",
                     route.cfg.name
                 );
-                return error(&mut respond, 502, &d);
+                return self.rec.error(&mut respond, 502, &d);
             }
         };
         let end = body.is_end_stream();
@@ -198,7 +204,7 @@ impl Forward<'_> {
                     "route {:?}: backend refused the stream ({e})",
                     route.cfg.name
                 );
-                return error(&mut respond, 502, &d);
+                return self.rec.error(&mut respond, 502, &d);
             }
         };
         let stalled = &self.conn.counters().stalled;
@@ -207,7 +213,7 @@ impl Forward<'_> {
                 return std::future::pending::<()>().await;
             }
             let mut up_tx: SendStream<Bytes> = up_tx;
-            let r = upload(&mut body, &mut up_tx, t.response, stalled).await;
+            let r = upload(&mut body, &mut up_tx, t.response, stalled, self.rec).await;
             if r.is_err() {
                 up_tx.send_reset(Reason::CANCEL);
             }
@@ -231,17 +237,18 @@ impl Forward<'_> {
                             .header("grpc-message", "deadline exceeded at the proxy")
                             .body(())
                             .unwrap_or_default();
+                        self.rec.status(200);
                         let _ = respond.send_response(resp, true);
                     }
                     DownFail::Timeout => {
                         self.slot.errors.add(1);
                         let d = format!("route {:?}: backend sent no response in time", route.cfg.name);
-                        error(&mut respond, 504, &d);
+                        self.rec.error(&mut respond, 504, &d);
                     }
                     DownFail::Backend(e) => {
                         self.slot.errors.add(1);
                         let d = format!("route {:?}: backend failed ({e})", route.cfg.name);
-                        error(&mut respond, 502, &d);
+                        self.rec.error(&mut respond, 502, &d);
                     }
                     DownFail::Late => {
                         self.slot.errors.add(1);
@@ -276,6 +283,7 @@ impl Forward<'_> {
         for (k, v) in &parts.headers {
             match k.as_str() {
                 "host" | "x-forwarded-proto" | "x-forwarded-host" | "x-forwarded-for" => {}
+                "x-client-cert-subject" if self.fwd.client_cert.is_some() => {}
                 _ => {
                     h.append(k.clone(), v.clone());
                 }
@@ -292,11 +300,12 @@ impl Forward<'_> {
         if let Ok(v) = http::HeaderValue::from_str(&xff) {
             h.insert("x-forwarded-for", v);
         }
-        let proto = if self.conn.tls.is_some() {
-            "https"
-        } else {
-            "http"
-        };
+        let proto = if self.fwd.https { "https" } else { "http" };
+        if let Some(subject) = self.fwd.client_cert.filter(|s| !s.is_empty()) {
+            if let Ok(v) = http::HeaderValue::from_str(subject) {
+                h.insert("x-client-cert-subject", v);
+            }
+        }
         h.insert("x-forwarded-proto", http::HeaderValue::from_static(proto));
         if let Ok(v) = http::HeaderValue::from_bytes(self.authority) {
             if !self.authority.is_empty() {
@@ -321,9 +330,11 @@ impl Forward<'_> {
                 return Err(if head_wait < stall { DownFail::Deadline } else { DownFail::Timeout })
             }
         };
+        self.rec.first_byte();
         let (parts, mut rbody) = resp.into_parts();
         let end = rbody.is_end_stream();
-        let head = http::Response::from_parts(parts, ());
+        let mut head = http::Response::from_parts(parts, ());
+        self.rec.response(&mut head);
         let mut tx = respond
             .send_response(head, end)
             .map_err(|_| DownFail::Client)?;
@@ -345,6 +356,7 @@ impl Forward<'_> {
             let data = data.map_err(|_| DownFail::Late)?;
             let n = data.len();
             self.slot.bytes_out.add(n as u64);
+            self.rec.bytes_out(n as u64);
             send_flow(&mut tx, data, false, stall, stalled)
                 .await
                 .map_err(|()| DownFail::Client)?;
@@ -375,6 +387,7 @@ async fn upload(
     up: &mut SendStream<Bytes>,
     stall: Duration,
     stalled: &std::sync::atomic::AtomicU64,
+    rec: &Record<'_>,
 ) -> Result<(), ()> {
     loop {
         let next = monoio::select! {
@@ -384,6 +397,7 @@ async fn upload(
         let Some(data) = next else { break };
         let data = data.map_err(|_| ())?;
         let n = data.len();
+        rec.bytes_in(n as u64);
         send_flow(up, data, false, stall, stalled).await?;
         let _ = body.flow_control().release_capacity(n);
     }
