@@ -146,12 +146,12 @@ fn access_log_line_per_stream(io: &str) {
     let pki = Pki::new();
     let count = Arc::new(AtomicUsize::new(0));
     let b = mirror(count.clone());
-    let (pt, pc, pd) = (free_port(), free_port(), free_port());
+    let (pt, pc, pd, api) = (free_port(), free_port(), free_port(), free_port());
     let dead = free_port();
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("access.log");
     let cfg = format!(
-        r#"{{"dashboard_port": "", "listen_host": "127.0.0.1", "workers": 2,
+        r#"{{"dashboard_port": "{api}", "listen_host": "127.0.0.1", "workers": 2,
   "access_log": {{"path": "{}", "format": "json"}},
   "routes": {{
     "{pt}": {{"name": "tls-web", "tls": {{"certificates": [{}]}},
@@ -164,7 +164,7 @@ fn access_log_line_per_stream(io: &str) {
         pki.cert("a"),
         bp = b.port
     );
-    let rm = Ringmesh::start(&cfg, io, &[pt, pc, pd]);
+    let rm = Ringmesh::start(&cfg, io, &[pt, pc, pd, api]);
 
     // curl --http2 over TLS, with a request body.
     let resolve = format!("a.example.com:{pt}:127.0.0.1");
@@ -258,6 +258,25 @@ fn access_log_line_per_stream(io: &str) {
             .all(|v| v["status"] == 200 && v["protocol"] == "HTTP/2.0"));
     }
     assert_eq!(count.load(Ordering::SeqCst) - before, 2 * N);
+    // The route metrics count h2 streams as HTTP/1.1 requests.
+    let metric = |name: &str| -> u64 {
+        support::api::get(api, "/metrics")
+            .body
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    assert_eq!(
+        metric("ringmesh_route_requests_total{route=\"plain\"} "),
+        N as u64 + 1
+    );
+    assert_eq!(
+        metric("ringmesh_route_requests_total{route=\"tls-web\"} "),
+        N as u64 + 1
+    );
+    assert_eq!(metric("ringmesh_route_errors_total{route=\"down\"} "), 1);
+    assert!(metric("ringmesh_route_bytes_out_total{route=\"plain\"} ") > 0);
     assert_eq!(rm.logs().matches("panicked").count(), 0);
 }
 
