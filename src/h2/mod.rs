@@ -12,9 +12,11 @@
 //!    TcpStream -> into_poll_io -> tls::stream::TlsStream (record layer) -> Wire
 //!      -> h2::server::Connection (server::drive: accept, idle, drain, floods)
 //!           each stream: monoio::spawn(proxy::stream)
-//!             :authority -> route -> pooled upstream -> HTTP/1.1 head + body
+//!             :authority -> route -> middleware request phases (record)
+//!             -> pooled upstream -> HTTP/1.1 head + body
 //!             <- response head -> HEADERS, body -> DATA (flow control), trailers
 //!             (h2c backend: upstream::Forward, stream to stream, trailers as is)
+//!             end of the task: logging phase, access log line (record::Record's drop)
 //! ```
 //!
 //! ## Decision: the `h2` crate on monoio's poll-io streams
