@@ -7,11 +7,15 @@
 //! rewrite, cors, max_body, ip_filter, basic_auth, redirect, rate_limit
 //! and concurrency_limit); `X-Client-Cert-Subject` on mTLS (a forged one
 //! dropped) and `X-Forwarded-Proto: https`; 103 Early Hints and
-//! 100 Continue from an HTTP/1.1 backend to an h2 client.
+//! 100 Continue from an HTTP/1.1 backend to an h2 client; the chain and the
+//! log line of a gRPC call to an h2c backend (Python grpcio both ends).
 
+#[allow(dead_code)]
+#[path = "support/h2raw.rs"]
+mod h2raw;
 mod support;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -28,6 +32,7 @@ both_drivers!(
     middleware_table_on_h2_streams,
     client_cert_subject_and_forwarded_proto,
     informational_responses_reach_h2_clients,
+    middleware_and_log_on_an_h2c_backend,
 );
 
 /// What curl saw: final status, every header block (1xx ones too), body.
@@ -529,7 +534,6 @@ fn informational_responses_reach_h2_clients(io: &str) {
     // 103 Early Hints before the final response; a 100 Continue for a
     // request that expects it (then the body is read and echoed).
     let b = Backend::spawn(|c| {
-        use std::io::Read as _;
         let mut r = std::io::BufReader::new(c.try_clone().unwrap());
         let mut w = c;
         while let Ok(Some(req)) = read_head(&mut r) {
@@ -586,4 +590,180 @@ fn informational_responses_reach_h2_clients(io: &str) {
     assert_eq!(r.status, 200, "{}", r.heads);
     assert_eq!(r.body, "got payload");
     assert!(r.heads.starts_with("http/2 100"), "{}", r.heads);
+
+    // An h2c backend (frames written by hand) sending 103 then 200.
+    let (h2port, _server) = h2c_early_hints_backend();
+    let port = free_port();
+    let cfg = format!(
+        r#"{{"dashboard_port": "", "listen_host": "127.0.0.1", "workers": 1,
+  "routes": {{"{port}": {{"name": "w", "backends": [{{"internal_port": {h2port}, "protocol": "h2c"}}]}}}}}}"#
+    );
+    let _rm2 = Ringmesh::start(&cfg, io, &[port]);
+    let out = Command::new("nghttp")
+        .args(["-v", "-t", "20"])
+        .arg(format!("http://127.0.0.1:{port}/hints"))
+        .output()
+        .expect("nghttp (nghttp2-client)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let hints = text.find(":status: 103").expect(&text);
+    let link = text.find("link: </h2.css>; rel=preload").expect(&text);
+    let fin = text.find(":status: 200").expect(&text);
+    assert!(hints < link && link < fin, "{text}");
+}
+
+/// A raw h2c server on a thread: answers every request stream with a 103
+/// (a Link field), then `200` with body `ok`.
+fn h2c_early_hints_backend() -> (u16, std::thread::JoinHandle<()>) {
+    use h2raw::*;
+    let l = listen_loopback();
+    let port = l.local_addr().unwrap().port();
+    l.set_nonblocking(true).unwrap();
+    let h = std::thread::spawn(move || {
+        // Bounded: 16 connections or 60 s, whichever comes first.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let mut served = 0;
+        while served < 16 && std::time::Instant::now() < deadline {
+            let mut c = match l.accept() {
+                Ok((c, _)) => c,
+                Err(_) => {
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                }
+            };
+            served += 1;
+            let _ = c.set_nonblocking(false);
+            std::thread::spawn(move || {
+                let _ = c.set_read_timeout(Some(Duration::from_secs(30)));
+                let mut pre = [0u8; 24];
+                if c.read_exact(&mut pre).is_err() || pre != PREFACE {
+                    return;
+                }
+                let _ = c.write_all(&frame(SETTINGS, 0, 0, &[]));
+                loop {
+                    let mut h = [0u8; 9];
+                    if c.read_exact(&mut h).is_err() {
+                        return;
+                    }
+                    let n =
+                        (usize::from(h[0]) << 16) | (usize::from(h[1]) << 8) | usize::from(h[2]);
+                    let mut p = vec![0u8; n];
+                    if c.read_exact(&mut p).is_err() {
+                        return;
+                    }
+                    let (kind, flags) = (h[3], h[4]);
+                    let stream = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff;
+                    let mut out = Vec::new();
+                    if kind == SETTINGS && flags & 1 == 0 {
+                        out.extend(frame(SETTINGS, 1, 0, &[]));
+                    }
+                    if kind == HEADERS && flags & END_STREAM != 0 {
+                        let hints =
+                            block(&[(":status", "103"), ("link", "</h2.css>; rel=preload")]);
+                        out.extend(frame(HEADERS, END_HEADERS, stream, &hints));
+                        let fin = block(&[(":status", "200"), ("content-length", "2")]);
+                        out.extend(frame(HEADERS, END_HEADERS, stream, &fin));
+                        out.extend(frame(DATA, END_STREAM, stream, b"ok"));
+                    }
+                    if !out.is_empty() && c.write_all(&out).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, h)
+}
+
+fn middleware_and_log_on_an_h2c_backend(io: &str) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/grpc_peer.py");
+    let dir = tempfile::tempdir().unwrap();
+    let gport = free_port();
+    let mut server = ChildGuard(
+        Command::new("python3")
+            .args([script, "server", &gport.to_string()])
+            .arg(dir.path().join("cancelled"))
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 with grpcio (pip install grpcio)"),
+    );
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.0.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "ready", "grpc server did not start");
+    let port = free_port();
+    let log = dir.path().join("access.log");
+    let cfg = format!(
+        r#"{{"dashboard_port": "", "listen_host": "127.0.0.1", "workers": 1,
+  "access_log": {{"path": "{}"}},
+  "routes": {{"{port}": {{"name": "grpc",
+    "middleware": [{{"type": "request_id"}},
+                   {{"type": "headers", "request": {{"set": {{"x-env": "prod"}}, "remove": ["x-debug"]}},
+                    "response": {{"add": {{"x-served-by": "ringmesh"}}}}}},
+                   {{"type": "ip_filter", "deny": ["127.0.0.3/32"]}}],
+    "backends": [{{"internal_port": {gport}, "protocol": "h2c"}}]}}}}}}"#,
+        log.display()
+    );
+    let rm = Ringmesh::start(&cfg, io, &[port]);
+    // A unary call with metadata; prints the server's view, the initial
+    // metadata the client got, and a call from a denied address.
+    let py = format!(
+        r#"
+import grpc
+ch = grpc.insecure_channel("127.0.0.1:{port}")
+call = ch.unary_unary("/t.T/Meta", request_serializer=lambda b: b, response_deserializer=lambda b: b)
+body, c = call.with_call(b"x", metadata=[("x-debug", "1"), ("x-app", "a")], timeout=20)
+print(body.decode(), end="")
+print("initial:" + ",".join(f"{{k}}={{v}}" for k, v in c.initial_metadata()))
+"#
+    );
+    let out = Command::new("timeout")
+        .args(["60", "python3", "-c", &py])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        rm.logs()
+    );
+    assert!(text.contains("x-env=prod\n"), "{text}");
+    assert!(text.contains("x-app=a\n"), "{text}");
+    assert!(!text.contains("x-debug"), "{text}");
+    assert!(text.contains("x-forwarded-proto=http\n"), "{text}");
+    let id = text
+        .lines()
+        .find_map(|l| l.strip_prefix("x-request-id="))
+        .expect("x-request-id upstream")
+        .to_string();
+    assert_eq!(id.len(), 36, "{id}");
+    let initial = text.lines().find(|l| l.starts_with("initial:")).unwrap();
+    assert!(initial.contains("x-served-by=ringmesh"), "{initial}");
+    assert!(initial.contains(&format!("x-request-id={id}")), "{initial}");
+    // The call's access log line.
+    let ls = wait_matching(&log, 1, |v| v["target"] == "/t.T/Meta");
+    let v = &ls[0];
+    assert_eq!(v["protocol"], "HTTP/2.0");
+    assert_eq!(v["method"], "POST");
+    assert_eq!(v["status"], 200);
+    assert_eq!(v["request_id"], id.as_str());
+    assert_eq!(v["upstream"], format!("127.0.0.1:{gport}"));
+    assert!(v["upstream_ttfb_us"].is_u64(), "{v}");
+    // gRPC frames: a 5-byte prefix and the message each way.
+    assert_eq!(v["bytes_in"], 6);
+    assert!(v["bytes_out"].as_u64().unwrap() > 5, "{v}");
+    // A denied client: 403 from the proxy, the backend never sees it.
+    let r = h2c(
+        &format!("http://127.0.0.1:{port}/t.T/Meta"),
+        &[
+            "--interface",
+            "127.0.0.3",
+            "-H",
+            "content-type: application/grpc",
+        ],
+    );
+    assert_eq!(r.status, 403, "{}", r.heads);
 }

@@ -37,7 +37,7 @@ use super::server::StreamToken;
 use crate::filter::Verdict;
 
 /// Most interim (1xx) responses of one exchange passed on to the client.
-const MAX_INTERIM: usize = 8;
+pub(super) const MAX_INTERIM: usize = 8;
 
 /// Most response bytes read from the backend per DATA frame batch.
 const READ_CHUNK: usize = 16 * 1024;

@@ -12,8 +12,11 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -26,7 +29,7 @@ use crate::balance::client_hash;
 use crate::proxy::connect;
 use crate::shared::{H2Counters, LiveRoute, RouteSlot};
 
-use super::proxy::{send_flow, ConnShared};
+use super::proxy::{send_flow, ConnShared, MAX_INTERIM};
 use super::record::Record;
 
 /// Most multiplexed connections to one backend per worker.
@@ -322,12 +325,45 @@ impl Forward<'_> {
         head_wait: Duration,
         stall: Duration,
     ) -> Result<(), DownFail> {
-        let reset = std::future::poll_fn(|cx| respond.poll_reset(cx));
-        let resp = monoio::select! {
-            r = resp => r.map_err(|e| DownFail::Backend(e.to_string()))?,
-            _ = reset => return Err(DownFail::Client),
-            _ = monoio::time::sleep(head_wait) => {
-                return Err(if head_wait < stall { DownFail::Deadline } else { DownFail::Timeout })
+        let deadline = Instant::now() + head_wait;
+        let mut resp = resp;
+        let (mut interim, mut interim_done) = (0usize, false);
+        // Interim (1xx) responses go on to the client as they come, then
+        // the final one.
+        enum Head {
+            Interim(Result<http::Response<()>, h2::Error>),
+            Final(Result<http::Response<RecvStream>, h2::Error>),
+        }
+        let resp = loop {
+            let next = std::future::poll_fn(|cx| {
+                if !interim_done {
+                    match resp.poll_informational(cx) {
+                        Poll::Ready(Some(i)) => return Poll::Ready(Head::Interim(i)),
+                        Poll::Ready(None) => interim_done = true,
+                        Poll::Pending => {}
+                    }
+                }
+                Pin::new(&mut resp).poll(cx).map(Head::Final)
+            });
+            let reset = std::future::poll_fn(|cx| respond.poll_reset(cx));
+            let head = monoio::select! {
+                h = next => h,
+                _ = reset => return Err(DownFail::Client),
+                _ = monoio::time::sleep_until(deadline) => {
+                    return Err(if head_wait < stall { DownFail::Deadline } else { DownFail::Timeout })
+                }
+            };
+            match head {
+                Head::Interim(Ok(info)) => {
+                    if interim < MAX_INTERIM {
+                        interim += 1;
+                        let _ = respond.send_informational(info);
+                    }
+                }
+                Head::Interim(Err(e)) | Head::Final(Err(e)) => {
+                    return Err(DownFail::Backend(e.to_string()))
+                }
+                Head::Final(Ok(r)) => break r,
             }
         };
         self.rec.first_byte();
