@@ -6,7 +6,7 @@
 //! h2 streams (a table of cases over request_id, headers, strip_prefix,
 //! rewrite, cors, max_body, ip_filter, basic_auth, redirect, rate_limit
 //! and concurrency_limit); `X-Client-Cert-Subject` on mTLS (a forged one
-//! dropped) and `X-Forwarded-Proto: https`; 103 Early Hints and
+//! dropped), `X-Forwarded-Proto: https` and `hsts`; 103 Early Hints and
 //! 100 Continue from an HTTP/1.1 backend to an h2 client; the chain and the
 //! log line of a gRPC call to an h2c backend (Python grpcio both ends).
 
@@ -488,7 +488,7 @@ fn client_cert_subject_and_forwarded_proto(io: &str) {
     let port = free_port();
     let cfg = format!(
         r#"{{"dashboard_port": "", "listen_host": "127.0.0.1", "workers": 1,
-  "routes": {{"{port}": {{"name": "m", "tls": {{"certificates": [{}], "client_ca": "{}"}},
+  "routes": {{"{port}": {{"name": "m", "tls": {{"certificates": [{}], "client_ca": "{}"}}, "hsts": "max-age=600",
   "backends": [{{"name": "b", "internal_port": {}}}]}}}}}}"#,
         pki.cert("a"),
         pki.p("ca.pem"),
@@ -527,6 +527,11 @@ fn client_cert_subject_and_forwarded_proto(io: &str) {
         r.body.contains("x-forwarded-proto: https\r\n"),
         "{}",
         r.body
+    );
+    // The route's `hsts` on h2 responses, as on HTTP/1.1.
+    assert_eq!(
+        r.header("strict-transport-security").as_deref(),
+        Some("max-age=600")
     );
 }
 

@@ -510,7 +510,9 @@ impl Exchange<'_> {
             return Err(Fail::Bad("protocol switch over HTTP/2".into()));
         }
         let mut resp = h2head::response(ubuf, &head, &spans);
-        self.rec.response(&mut resp);
+        let hsts = self.route.cfg.hsts.as_deref();
+        self.rec
+            .response(&mut resp, hsts.filter(|_| self.conn.tls.is_some()));
         let no_body =
             head.framing == ResponseFraming::None || head.framing == ResponseFraming::Length(0);
         let mut tx = respond

@@ -167,10 +167,15 @@ impl<'a> Record<'a> {
     }
 
     /// The response phase on the head going to the client: notes the
-    /// status and applies the response edits.
-    pub fn response<T>(&self, resp: &mut http::Response<T>) {
+    /// status, adds `hsts` (TLS routes with `hsts`: Strict-Transport-Security,
+    /// as on HTTP/1.1) and applies the response edits.
+    pub fn response<T>(&self, resp: &mut http::Response<T>, hsts: Option<&str>) {
         let status = resp.status().as_u16();
         self.status(status);
+        if let Some(v) = hsts.and_then(|v| HeaderValue::from_str(v).ok()) {
+            resp.headers_mut()
+                .append(http::header::STRICT_TRANSPORT_SECURITY, v);
+        }
         let Some(chain) = &self.chain else { return };
         let mut e = self.edits.borrow_mut();
         chain.response(status, &mut e);

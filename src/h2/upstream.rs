@@ -370,7 +370,9 @@ impl Forward<'_> {
         let (parts, mut rbody) = resp.into_parts();
         let end = rbody.is_end_stream();
         let mut head = http::Response::from_parts(parts, ());
-        self.rec.response(&mut head);
+        let hsts = self.route.cfg.hsts.as_deref();
+        self.rec
+            .response(&mut head, hsts.filter(|_| self.conn.tls.is_some()));
         let mut tx = respond
             .send_response(head, end)
             .map_err(|_| DownFail::Client)?;
