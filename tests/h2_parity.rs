@@ -72,7 +72,8 @@ fn curl(args: &[&str]) -> Resp {
         heads: std::fs::read_to_string(&heads)
             .unwrap_or_default()
             .to_ascii_lowercase()
-            .replace('\r', ""),
+            .replace('\r', "")
+            + &String::from_utf8_lossy(&out.stderr),
         body: body.to_string(),
     }
 }
@@ -318,7 +319,7 @@ fn middleware_table_on_h2_streams(io: &str) {
             r#"[{"type": "request_id"},
                 {"type": "headers", "request": {"set": {"X-Env": "prod"}, "remove": ["X-Debug"]},
                  "response": {"add": {"X-Served-By": "ringmesh"}, "remove": ["X-Powered-By"]}},
-                {"type": "ip_filter", "deny": ["127.0.0.3/32"]},
+                {"type": "ip_filter", "deny": ["127.0.0.3/32", "10.9.9.9/32"], "trusted_proxies": ["127.0.0.1/32"]},
                 {"type": "cors", "origins": ["https://app.test"], "methods": ["GET", "POST"]},
                 {"type": "max_body", "max": 100},
                 {"type": "strip_prefix", "prefix": "/api"}]"#
@@ -410,8 +411,29 @@ fn middleware_table_on_h2_streams(io: &str) {
         ),
         // max_body: a Content-Length over the limit.
         (chain, vec!["--data-binary", &big], "/api/x", 413, None),
-        // ip_filter: a denied client address.
+        // ip_filter: a denied client address; a denied client named by
+        // X-Forwarded-For from a trusted proxy (read from the right, across
+        // fields, skipping trusted hops).
         (chain, vec!["--interface", "127.0.0.3"], "/api/x", 403, None),
+        (
+            chain,
+            vec!["-H", "X-Forwarded-For: 10.9.9.9"],
+            "/api/x",
+            403,
+            None,
+        ),
+        (
+            chain,
+            vec![
+                "-H",
+                "X-Forwarded-For: 10.9.9.9",
+                "-H",
+                "X-Forwarded-For: 127.0.0.1",
+            ],
+            "/api/x",
+            403,
+            None,
+        ),
         // basic_auth against an htpasswd file from apache2-utils.
         (
             auth,
@@ -444,6 +466,8 @@ fn middleware_table_on_h2_streams(io: &str) {
     );
     // ...and those that pass do.
     let r = h2c(&url(auth, "/in"), &["-u", "alice:s3cret"]);
+    assert_eq!(r.status, 200);
+    let r = h2c(&url(chain, "/api/z"), &["-H", "X-Forwarded-For: 10.1.1.1"]);
     assert_eq!(r.status, 200);
     let r = h2c(
         &url(chain, "/api/y"),

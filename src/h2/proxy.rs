@@ -77,21 +77,61 @@ impl ConnShared {
 pub async fn stream(
     conn: Rc<ConnShared>,
     req: http::Request<RecvStream>,
-    mut respond: SendResponse<Bytes>,
+    respond: SendResponse<Bytes>,
     _token: StreamToken,
 ) {
     H2Counters::add(&conn.counters().streams);
+    if let Some(body) = serve(&conn, req, respond).await {
+        discard(body).await;
+    }
+}
+
+/// Most request body bytes read and dropped after the proxy answered a
+/// stream itself, and for how long: a client still uploading then sees
+/// its stream end normally rather than reset (curl reports an error for
+/// a RST_STREAM NO_ERROR that arrives while it uploads).
+const DISCARD_MAX: usize = 1 << 20;
+const DISCARD_TIME: Duration = Duration::from_secs(2);
+
+/// Reads and drops what remains of a request body (bounded); a body past
+/// the bounds is reset when the stream is dropped.
+async fn discard(mut body: RecvStream) {
+    let deadline = Instant::now() + DISCARD_TIME;
+    let mut left = DISCARD_MAX;
+    while !body.is_end_stream() && left > 0 {
+        let next = monoio::select! {
+            d = body.data() => d,
+            _ = monoio::time::sleep_until(deadline) => return,
+        };
+        match next {
+            Some(Ok(d)) => {
+                left = left.saturating_sub(d.len());
+                let _ = body.flow_control().release_capacity(d.len());
+            }
+            _ => return,
+        }
+    }
+}
+
+/// Routes and proxies one stream; the request body when the proxy answered
+/// the stream itself without reading it (the access log line and the
+/// logging phase are done by then).
+async fn serve(
+    conn: &ConnShared,
+    req: http::Request<RecvStream>,
+    mut respond: SendResponse<Bytes>,
+) -> Option<RecvStream> {
     let Some((live, spec_i)) = conn.live() else {
         respond.send_reset(Reason::REFUSED_STREAM);
-        return;
+        return None;
     };
     let Some(spec) = live.snapshot.listeners.get(spec_i) else {
         respond.send_reset(Reason::REFUSED_STREAM);
-        return;
+        return None;
     };
     let (parts, body) = req.into_parts();
     // Dropped last: the logging phase and the access log line.
-    let mut rec = Record::new(&conn, live.clone(), &parts);
+    let mut rec = Record::new(conn, live.clone(), &parts);
     let authority: &[u8] = match parts.uri.authority() {
         Some(a) => a.as_str().as_bytes(),
         None => parts
@@ -103,30 +143,34 @@ pub async fn stream(
     let found = spec.hosts.lookup(host);
     let Some(route) = found.and_then(|i| live.routes.get(i)) else {
         let shown = String::from_utf8_lossy(authority);
-        return rec.error(&mut respond, 404, &format!("no route for host {shown:?}"));
+        rec.error(&mut respond, 404, &format!("no route for host {shown:?}"));
+        return Some(body);
     };
     if let Some(i) = found {
         rec.route(i);
     }
     let Some(slot) = route.slots.get(conn.ctx.id) else {
         respond.send_reset(Reason::REFUSED_STREAM);
-        return;
+        return None;
     };
     if let (Some(t), Some(acc)) = (&conn.tls, &spec.tls) {
         if acc.misdirected(spec.routes.len() >= 2, t.cert, t.sni, authority) {
-            return rec.error(
+            rec.error(
                 &mut respond,
                 421,
                 "this host is not served on this TLS connection; connect with its name (SNI)",
             );
+            return Some(body);
         }
     }
     if route.cfg.http2.is_none() {
         // RFC 9110 §15.5.20: the client may retry over HTTP/1.1.
-        return rec.error(&mut respond, 421, "HTTP/2 is off for this route");
+        rec.error(&mut respond, 421, "HTTP/2 is off for this route");
+        return Some(body);
     }
     if parts.method == http::Method::CONNECT {
-        return rec.error(&mut respond, 501, "CONNECT is not supported here");
+        rec.error(&mut respond, 501, "CONNECT is not supported here");
+        return Some(body);
     }
     let h2c = route.backends.first().is_some_and(|b| b.cfg.h2c);
     {
@@ -141,7 +185,8 @@ pub async fn stream(
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     drop(guard);
                     rec.status(503);
-                    return retry_later(&mut respond, &route.cfg.name);
+                    retry_later(&mut respond, &route.cfg.name);
+                    return Some(body);
                 }
             }
         }
@@ -151,7 +196,8 @@ pub async fn stream(
     if let Some(spec) = &route.chain {
         let chain = conn.ctx.filters.get(spec);
         if let Verdict::Respond(status) = rec.request(chain, &parts, authority) {
-            return rec.answer(&mut respond, status);
+            rec.answer(&mut respond, status);
+            return Some(body);
         }
     }
     // mTLS listeners: the verified subject (empty: no certificate), and the
@@ -167,14 +213,15 @@ pub async fn stream(
     };
     if h2c {
         let up = super::upstream::Forward {
-            conn: &conn,
+            conn,
             route,
             slot,
             authority,
             fwd,
             rec: &rec,
         };
-        return up.run(&parts, body, respond).await;
+        up.run(&parts, body, respond).await;
+        return None;
     }
     let plan = match parts
         .headers
@@ -193,7 +240,7 @@ pub async fn stream(
     rec.edit_head(&mut head);
     let ex = Exchange {
         ctx: &conn.ctx,
-        conn: &conn,
+        conn,
         route,
         slot,
         stall: route.cfg.timeouts.response,
@@ -206,6 +253,7 @@ pub async fn stream(
     );
     ex.run(&mut head, body, plan, idempotent, respond).await;
     conn.ctx.bufs.put(head);
+    None
 }
 
 struct Exchange<'a> {
