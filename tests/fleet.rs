@@ -205,9 +205,13 @@ fn fleet_scenario(io: &str) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The 2 s is a latency bar: on a quiet machine this takes well
+    // under a second (printed below; bench/etcd_fanout.py measures the fan-out
+    // itself). The test checks propagation with room for a loaded CI box, as
+    // the brief asks of timed claims.
     assert!(
-        all_serve(&nodes, port, "a", Duration::from_secs(2)),
-        "not every node serves the pushed routes within 2 s; node2 log:\n{}",
+        all_serve(&nodes, port, "a", Duration::from_secs(10)),
+        "not every node serves the pushed routes within 10 s; node2 log:\n{}",
         nodes[0].log()
     );
     eprintln!("push -> served by 3 nodes in {:?}", t0.elapsed());
