@@ -59,6 +59,7 @@
 //! spends it with GOAWAY ENHANCE_YOUR_CALM. A stream whose client window
 //! stays at zero is reset after `timeouts.response`.
 
+mod answer;
 #[cfg(test)]
 mod cost;
 pub mod head;
