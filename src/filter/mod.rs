@@ -361,6 +361,21 @@ impl ChainSpec {
     }
 }
 
+impl ChainSpec {
+    /// The smallest `max_body` of the chain: what a request body sent
+    /// without a length (an HTTP/2 stream without `content-length`) may
+    /// carry as it streams.
+    pub fn max_body(&self) -> Option<u64> {
+        self.middleware
+            .iter()
+            .filter_map(|m| match m {
+                Middleware::MaxBody { max } => Some(*max),
+                _ => None,
+            })
+            .min()
+    }
+}
+
 /// A filter that does nothing (never built from a valid spec).
 struct Nothing;
 impl Filter for Nothing {}

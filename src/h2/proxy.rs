@@ -221,6 +221,9 @@ async fn serve(
         stall: route.cfg.timeouts.response,
         head_only: parts.method == http::Method::HEAD,
         rec: &rec,
+        // `max_body` for a body without a length, as it streams (one with
+        // a `content-length` was checked by the filter already).
+        body_max: route.chain.as_ref().and_then(|c| c.max_body()),
     };
     let idempotent = matches!(
         parts.method,
@@ -239,6 +242,7 @@ struct Exchange<'a> {
     stall: Duration,
     head_only: bool,
     rec: &'a Record<'a>,
+    body_max: Option<u64>,
 }
 
 /// Why a response download failed.
@@ -251,6 +255,15 @@ enum Fail {
     Late,
     /// The client reset the stream or went away.
     Client,
+    /// The request body outgrew the route's `max_body` as it streamed.
+    TooLarge,
+}
+
+/// Why an upload ended early.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum UpErr {
+    Failed,
+    TooLarge,
 }
 
 /// How the upload side ended.
@@ -327,6 +340,13 @@ impl Exchange<'_> {
                     }
                 }
             }
+            Err(Fail::TooLarge) => {
+                self.failed(Fail::TooLarge, &mut respond);
+                // The client may still be sending: its stream then ends
+                // normally.
+                drop(respond);
+                discard(body).await;
+            }
             Err(f) => self.failed(f, &mut respond),
         }
     }
@@ -356,6 +376,11 @@ impl Exchange<'_> {
                 self.slot.errors.add(1);
                 let d = format!("route {name:?}: invalid response from backend ({e})");
                 self.rec.error(respond, 502, &d);
+            }
+            Fail::TooLarge if self.rec.answered() => respond.send_reset(Reason::CANCEL),
+            Fail::TooLarge => {
+                self.rec
+                    .error(respond, 413, "request body larger than max_body");
             }
         }
     }
@@ -400,12 +425,16 @@ impl Exchange<'_> {
             }
             let r = self.upload(&up.stream, body, plan).await;
             state.set(if r.is_ok() { Up::Done } else { Up::Failed });
+            if r == Err(UpErr::TooLarge) {
+                // Ends the exchange: the backend got a cut body.
+                return;
+            }
             std::future::pending::<()>().await
         };
         let mut io = Io::Ready(&up.stream);
         let download = self.download(&mut io, respond, ubuf, &state);
         monoio::select! {
-            _ = upload => unreachable!(),
+            _ = upload => Err(Fail::TooLarge),
             r = download => r.map(|reuse| reuse && state.get() == Up::Done),
         }
     }
@@ -416,19 +445,24 @@ impl Exchange<'_> {
         us: &monoio::net::TcpStream,
         body: &mut RecvStream,
         plan: ReqBody,
-    ) -> Result<(), ()> {
+    ) -> Result<(), UpErr> {
         let chunked = plan == ReqBody::Chunked;
         let mut out = Vec::new();
+        let mut total = 0u64;
         loop {
             let next = monoio::select! {
                 d = body.data() => d,
-                _ = monoio::time::sleep(self.stall) => return Err(()),
+                _ = monoio::time::sleep(self.stall) => return Err(UpErr::Failed),
             };
             let Some(data) = next else { break };
-            let data = data.map_err(|_| ())?;
+            let data = data.map_err(|_| UpErr::Failed)?;
             let n = data.len();
             if n == 0 {
                 continue;
+            }
+            total += n as u64;
+            if chunked && self.body_max.is_some_and(|max| total > max) {
+                return Err(UpErr::TooLarge);
             }
             out.clear();
             if chunked {
@@ -442,7 +476,7 @@ impl Exchange<'_> {
             Io::Ready(us)
                 .write_all(&mut out, 0..len, self.stall)
                 .await
-                .map_err(|_| ())?;
+                .map_err(|_| UpErr::Failed)?;
             self.slot.bytes_in.add(n as u64);
             self.rec.bytes_in(n as u64);
             // The window reopens only once the backend took the bytes.
@@ -464,7 +498,7 @@ impl Exchange<'_> {
             Io::Ready(us)
                 .write_all(&mut out, 0..len, self.stall)
                 .await
-                .map_err(|_| ())?;
+                .map_err(|_| UpErr::Failed)?;
         }
         Ok(())
     }

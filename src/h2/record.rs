@@ -74,6 +74,11 @@ impl<'a> Record<'a> {
         self.log.borrow_mut().status = s;
     }
 
+    /// A response head went to the client.
+    pub fn answered(&self) -> bool {
+        self.log.borrow().status != 0
+    }
+
     pub fn bytes_in(&self, n: u64) {
         let mut l = self.log.borrow_mut();
         if l.on {
