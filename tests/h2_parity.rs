@@ -772,7 +772,8 @@ fn middleware_and_log_on_an_h2c_backend(io: &str) {
     "middleware": [{{"type": "request_id"}},
                    {{"type": "headers", "request": {{"set": {{"x-env": "prod"}}, "remove": ["x-debug"]}},
                     "response": {{"add": {{"x-served-by": "ringmesh"}}}}}},
-                   {{"type": "ip_filter", "deny": ["127.0.0.3/32"]}}],
+                   {{"type": "ip_filter", "deny": ["127.0.0.3/32"]}},
+                   {{"type": "max_body", "max": 1000}}],
     "backends": [{{"internal_port": {gport}, "protocol": "h2c"}}]}}}}}}"#,
         log.display()
     );
@@ -787,6 +788,11 @@ call = ch.unary_unary("/t.T/Meta", request_serializer=lambda b: b, response_dese
 body, c = call.with_call(b"x", metadata=[("x-debug", "1"), ("x-app", "a")], timeout=20)
 print(body.decode(), end="")
 print("initial:" + ",".join(f"{{k}}={{v}}" for k, v in c.initial_metadata()))
+try:
+    call(b"x" * 5000, timeout=20)
+    print("big: ok")
+except grpc.RpcError as e:
+    print("big:", e.code())
 "#
     );
     let out = Command::new("timeout")
@@ -813,8 +819,13 @@ print("initial:" + ",".join(f"{{k}}={{v}}" for k, v in c.initial_metadata()))
     let initial = text.lines().find(|l| l.starts_with("initial:")).unwrap();
     assert!(initial.contains("x-served-by=ringmesh"), "{initial}");
     assert!(initial.contains(&format!("x-request-id={id}")), "{initial}");
-    // The call's access log line.
-    let ls = wait_matching(&log, 1, |v| v["target"] == "/t.T/Meta");
+    // max_body on a streamed body (gRPC sends no content-length): the
+    // proxy answers 413, which grpcio reports as an error status.
+    let big = text.lines().find(|l| l.starts_with("big:")).unwrap_or("");
+    assert!(big.starts_with("big: StatusCode."), "{text}");
+    let ls = wait_matching(&log, 2, |v| v["target"] == "/t.T/Meta");
+    assert_eq!(ls[1]["status"], 413, "{:?}", ls[1]);
+    // The first call's access log line.
     let v = &ls[0];
     assert_eq!(v["protocol"], "HTTP/2.0");
     assert_eq!(v["method"], "POST");

@@ -211,22 +211,30 @@ impl Forward<'_> {
             }
         };
         let stalled = &self.conn.counters().stalled;
+        // `max_body` for a body without a length, as it streams.
+        let max = match parts.headers.contains_key(http::header::CONTENT_LENGTH) {
+            true => None,
+            false => route.chain.as_ref().and_then(|c| c.max_body()),
+        };
         let upload = async {
             if end {
                 return std::future::pending::<()>().await;
             }
             let mut up_tx: SendStream<Bytes> = up_tx;
-            let r = upload(&mut body, &mut up_tx, t.response, stalled, self.rec).await;
+            let r = upload(&mut body, &mut up_tx, t.response, stalled, self.rec, max).await;
             if r.is_err() {
                 up_tx.send_reset(Reason::CANCEL);
+            }
+            if r == Err(UpErr::TooLarge) {
+                return;
             }
             std::future::pending::<()>().await
         };
         let head_wait = deadline.map_or(t.response, |d| d.min(t.response));
         let download = self.download(resp, &mut respond, head_wait, t.response);
-        monoio::select! {
-            _ = upload => {}
-            r = download => if let Err(f) = r {
+        let too_large = monoio::select! {
+            _ = upload => true,
+            r = download => { if let Err(f) = r {
                 match f {
                     DownFail::Client => {
                         H2Counters::add(&self.conn.counters().client_resets);
@@ -258,7 +266,17 @@ impl Forward<'_> {
                         respond.send_reset(Reason::INTERNAL_ERROR);
                     }
                 }
-            },
+            } false },
+        };
+        if too_large {
+            if self.rec.answered() {
+                respond.send_reset(Reason::CANCEL);
+            } else {
+                self.rec
+                    .error(&mut respond, 413, "request body larger than max_body");
+            }
+            drop(respond);
+            super::answer::discard(body).await;
         }
         // Dropping the upstream handles here resets an unfinished upstream
         // stream (RST_STREAM CANCEL): a client that went away cancels at once.
@@ -426,24 +444,41 @@ async fn upload(
     stall: Duration,
     stalled: &std::sync::atomic::AtomicU64,
     rec: &Record<'_>,
-) -> Result<(), ()> {
+    max: Option<u64>,
+) -> Result<(), UpErr> {
+    let failed = |_| UpErr::Failed;
+    let mut total = 0u64;
     loop {
         let next = monoio::select! {
             d = body.data() => d,
-            _ = monoio::time::sleep(stall) => return Err(()),
+            _ = monoio::time::sleep(stall) => return Err(UpErr::Failed),
         };
         let Some(data) = next else { break };
-        let data = data.map_err(|_| ())?;
+        let data = data.map_err(|_| UpErr::Failed)?;
         let n = data.len();
+        total += n as u64;
+        if max.is_some_and(|m| total > m) {
+            return Err(UpErr::TooLarge);
+        }
         rec.bytes_in(n as u64);
-        send_flow(up, data, false, stall, stalled).await?;
+        send_flow(up, data, false, stall, stalled)
+            .await
+            .map_err(failed)?;
         let _ = body.flow_control().release_capacity(n);
     }
     match body.trailers().await {
-        Ok(Some(t)) => up.send_trailers(t).map_err(|_| ()),
-        Ok(None) => up.send_data(Bytes::new(), true).map_err(|_| ()),
-        Err(_) => Err(()),
+        Ok(Some(t)) => up.send_trailers(t).map_err(|_| UpErr::Failed),
+        Ok(None) => up.send_data(Bytes::new(), true).map_err(|_| UpErr::Failed),
+        Err(_) => Err(UpErr::Failed),
     }
+}
+
+/// Why an upload ended early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UpErr {
+    Failed,
+    /// The body outgrew the route's `max_body` as it streamed.
+    TooLarge,
 }
 
 #[cfg(test)]
