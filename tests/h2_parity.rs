@@ -8,7 +8,9 @@
 //! and concurrency_limit); `X-Client-Cert-Subject` on mTLS (a forged one
 //! dropped), `X-Forwarded-Proto: https` and `hsts`; 103 Early Hints and
 //! 100 Continue from an HTTP/1.1 backend to an h2 client; the chain and the
-//! log line of a gRPC call to an h2c backend (Python grpcio both ends).
+//! log line of a gRPC call to an h2c backend (Python grpcio both ends);
+//! `forward_auth` on h2 streams (denied with the service's answer, allowed
+//! with its headers).
 
 #[allow(dead_code)]
 #[path = "support/h2raw.rs"]
@@ -33,6 +35,7 @@ both_drivers!(
     client_cert_subject_and_forwarded_proto,
     informational_responses_reach_h2_clients,
     middleware_and_log_on_an_h2c_backend,
+    forward_auth_on_h2_streams,
 );
 
 /// What curl saw: final status, every header block (1xx ones too), body.
@@ -847,4 +850,45 @@ except grpc.RpcError as e:
         ],
     );
     assert_eq!(r.status, 403, "{}", r.heads);
+}
+
+fn forward_auth_on_h2_streams(io: &str) {
+    // The auth service: 2xx with X-User for "Authorization: ok", else 403
+    // with a body of its own.
+    let auth = http_backend(|req, p| {
+        if req.header("authorization") == Some("ok") {
+            p.respond("204 No Content", "X-User: alice\r\n", b"");
+        } else {
+            p.respond(
+                "403 Forbidden",
+                "Content-Type: text/plain\r\n",
+                b"denied by auth\n",
+            );
+        }
+        true
+    });
+    let count = Arc::new(AtomicUsize::new(0));
+    let b = mirror(count.clone());
+    let port = free_port();
+    let cfg = format!(
+        r#"{{"dashboard_port": "", "listen_host": "127.0.0.1", "workers": 1,
+  "routes": {{"{port}": {{"name": "fa",
+    "middleware": [{{"type": "forward_auth", "address": "127.0.0.1:{}", "response_headers": ["X-User"]}}],
+    "backends": [{{"name": "b", "internal_port": {}}}]}}}}}}"#,
+        auth.port, b.port
+    );
+    let _rm = Ringmesh::start(&cfg, io, &[port]);
+    let url = format!("http://127.0.0.1:{port}/private");
+    // Denied: the service's answer, and the backend never sees the request.
+    let r = h2c(&url, &["-H", "X-User: mallory"]);
+    assert_eq!(r.status, 403, "{}", r.heads);
+    assert_eq!(r.body, "denied by auth\n");
+    assert_eq!(count.load(Ordering::SeqCst), 0);
+    // Allowed: the request goes upstream with the service's X-User (the
+    // client's own replaced).
+    let r = h2c(&url, &["-H", "Authorization: ok", "-H", "X-User: mallory"]);
+    assert_eq!(r.status, 200, "{}", r.heads);
+    assert!(r.body.contains("X-User: alice\r\n"), "{}", r.body);
+    assert!(!r.body.contains("mallory"), "{}", r.body);
+    assert_eq!(count.load(Ordering::SeqCst), 1);
 }

@@ -170,7 +170,7 @@ async fn serve(
     slot.requests.add(1);
     if let Some(spec) = &route.chain {
         let chain = conn.ctx.filters.get(spec);
-        if let Verdict::Respond(status) = rec.request(chain, &parts, authority) {
+        if let Verdict::Respond(status) = rec.request(spec, chain, &parts, authority).await {
             rec.answer(&mut respond, status);
             return Some(body);
         }

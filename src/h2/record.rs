@@ -24,7 +24,7 @@ use h2::server::SendResponse;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::accesslog::{Field, Pending};
-use crate::filter::{Chain, Edits, Request, Verdict};
+use crate::filter::{forward_auth, Chain, ChainSpec, Edits, Request, Verdict};
 use crate::shared::Live;
 
 use super::proxy::ConnShared;
@@ -111,9 +111,11 @@ impl<'a> Record<'a> {
         self.log.borrow_mut().first_byte();
     }
 
-    /// Runs the request phases of `chain` (the route's middleware).
-    pub fn request(
+    /// Runs the request phases of `chain` (the route's middleware, built
+    /// from `spec`), asking a `forward_auth` service where the chain says so.
+    pub async fn request(
         &mut self,
+        spec: &ChainSpec,
         chain: Rc<Chain>,
         parts: &http::request::Parts,
         authority: &[u8],
@@ -127,7 +129,27 @@ impl<'a> Record<'a> {
         );
         let e = self.edits.get_mut();
         e.clear();
-        let verdict = chain.request(&req, e);
+        let mut verdict = chain.request(&req, e);
+        while let Verdict::Auth(i) = verdict {
+            let ctx = &self.conn.ctx;
+            verdict = match spec.forward_auth(i) {
+                // Boxed: its state would otherwise enlarge every stream's task.
+                Some((cfg, counters)) => {
+                    let now = || ctx.now_ms();
+                    let https = self.conn.tls.is_some();
+                    let pool = &ctx.upstreams;
+                    Box::pin(forward_auth::check(
+                        cfg, counters, pool, now, &req, https, e,
+                    ))
+                    .await
+                }
+                // Only the built-in forward_auth may ask for a subrequest.
+                None => Verdict::Respond(500),
+            };
+            if verdict == Verdict::Continue {
+                verdict = chain.request_from(i + 1, &req, e);
+            }
+        }
         if !e.request_id.is_empty() {
             let l = self.log.get_mut();
             if l.on {
@@ -188,27 +210,37 @@ impl<'a> Record<'a> {
     }
 
     /// Answers the stream with a middleware's direct answer (`status`,
-    /// the answer's and the response phase's headers, a short text body).
+    /// the answer's and the response phase's headers, the body a filter
+    /// gave it or a short text one).
     pub fn answer(&self, respond: &mut SendResponse<Bytes>, status: u16) {
         self.status(status);
         let reason = crate::http::respond::reason(status);
         let mut resp = http::Response::new(());
         *resp.status_mut() =
             http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
-        // 204 has no body (a CORS preflight's answer).
-        let body = (status != 204).then(|| Bytes::from(format!("{reason}\n")));
         {
             let e = self.edits.borrow();
             let h = resp.headers_mut();
-            if let Some(b) = &body {
+            edit_map(h, &[], &e.answer_headers, true);
+            edit_map(h, &[], &e.resp_add, true);
+        }
+        // 204 (a CORS preflight's answer) and 304 (a forward_auth denial)
+        // have no body.
+        let body = match self.edits.borrow().answer_body() {
+            _ if matches!(status, 204 | 304) => None,
+            Some(b) => Some(Bytes::copy_from_slice(b)),
+            None => {
+                let h = resp.headers_mut();
                 h.insert(
                     http::header::CONTENT_TYPE,
                     HeaderValue::from_static("text/plain"),
                 );
-                h.insert(http::header::CONTENT_LENGTH, HeaderValue::from(b.len()));
+                Some(Bytes::from(format!("{reason}\n")))
             }
-            edit_map(h, &[], &e.answer_headers, true);
-            edit_map(h, &[], &e.resp_add, true);
+        };
+        if let Some(b) = &body {
+            resp.headers_mut()
+                .insert(http::header::CONTENT_LENGTH, HeaderValue::from(b.len()));
         }
         match body {
             None => {
