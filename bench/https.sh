@@ -5,7 +5,7 @@
 # connections) runs on CPU 1. Prints proxy CPU time per request from
 # /proc/<pid>/stat (user + system), the steadiest figure on a shared machine.
 #
-#   bench/https.sh [--bin target/release/ringmesh] [--duration 8] [--reps 2] [--idle 2000]
+#   bench/https.sh [--bin target/release/ringmesh] [--duration 8] [--reps 2] [--idle 2000] [--h2]
 #
 # Cases:
 #   /  and /64k   small body (12 bytes) and 64 KiB, keep-alive (wrk, 32 connections)
@@ -17,6 +17,9 @@
 #                 worker), and to nginx and HAProxy: share resumed
 #   idle          --idle TLS keep-alive connections, one request each, held
 #                 (bench/idle_conns.py --tls): RSS growth per connection
+# With --h2, only / and /64k, over HTTP/2 chosen by ALPN: h2load, 64
+# connections x 10 streams (issue 13's case); nginx `listen ... ssl http2`,
+# HAProxy `alpn h2,http/1.1`, ringmesh offers h2 by default (needs h2load).
 # Every process this script starts is stopped by PID on exit. Needs: nginx,
 # haproxy, wrk, openssl, python3.
 set -euo pipefail
@@ -25,12 +28,14 @@ BIN="$HERE/../target/release/ringmesh"
 DUR=8
 REPS=2
 IDLE=2000
+H2=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --bin) BIN="$2"; shift 2 ;;
         --duration) DUR="$2"; shift 2 ;;
         --reps) REPS="$2"; shift 2 ;;
         --idle) IDLE="$2"; shift 2 ;;
+        --h2) H2=1; shift ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -64,12 +69,14 @@ events { worker_connections 4096; }
 http { access_log off;
   server { listen 127.0.0.1:$BACK; location / { return 200 "hello world\n"; } location /64k { root $T/www; } } }
 EOF
+NGH2="" HPH2=""
+if [ "$H2" = 1 ]; then NGH2=" http2"; HPH2=" alpn h2,http/1.1"; fi
 cat > front.conf <<EOF
 worker_processes 1; daemon off; pid $T/front.pid; error_log $T/front.err;
 events { worker_connections 4096; }
 http { access_log off;
   upstream b { server 127.0.0.1:$BACK; keepalive 64; }
-  server { listen 127.0.0.1:$NG ssl; ssl_certificate $T/cert.pem; ssl_certificate_key $T/key.pem;
+  server { listen 127.0.0.1:$NG ssl$NGH2; ssl_certificate $T/cert.pem; ssl_certificate_key $T/key.pem;
     ssl_protocols TLSv1.3; ssl_session_cache shared:S:10m;
     location / { proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
 EOF
@@ -83,7 +90,7 @@ defaults
   timeout client 60s
   timeout server 60s
 frontend f
-  bind 127.0.0.1:$HP ssl crt $T/haproxy.pem
+  bind 127.0.0.1:$HP ssl crt $T/haproxy.pem$HPH2
   default_backend b
 backend b
   http-reuse always
@@ -111,16 +118,30 @@ RMPID=$!
 sleep 2
 NGW=$(pgrep -P "$(cat "$T/front.pid")" | head -1)
 
+# load DURATION URL: runs the client (wrk, or h2load with --h2); prints its output.
+load() {
+    if [ "$H2" = 1 ]; then
+        taskset -c 1 h2load -D "$1" -c 64 -m 10 -t 1 "$2"
+    else
+        taskset -c 1 wrk -t1 -c32 -d"${1}s" "$2"
+    fi
+}
+
 # measure LABEL PORT PID PATH
 measure() {
-    taskset -c 1 wrk -t1 -c32 -d2s "https://127.0.0.1:$2$4" >/dev/null
+    load 2 "https://127.0.0.1:$2$4" >/dev/null
     local t0 t1 out req
     t0=$(awk '{print $14+$15}' "/proc/$3/stat")
-    out=$(taskset -c 1 wrk -t1 -c32 -d"${DUR}s" "https://127.0.0.1:$2$4")
+    out=$(load "$DUR" "https://127.0.0.1:$2$4")
     t1=$(awk '{print $14+$15}' "/proc/$3/stat")
-    req=$(echo "$out" | awk '/requests in/ {print $1}')
+    if [ "$H2" = 1 ]; then
+        echo "$out" | grep -q "Application protocol: h2" || { echo "$1: not h2: $out" >&2; return; }
+        req=$(echo "$out" | awk '/^requests:/ {print $8}')
+    else
+        req=$(echo "$out" | awk '/requests in/ {print $1}')
+    fi
     local tck; tck=$(getconf CLK_TCK)
-    awk -v l="$1" -v r="$req" -v a="$t0" -v b="$t1" -v k="$tck" -v e="$(echo "$out" | grep -c 'Non-2xx\|Socket errors' || true)" \
+    awk -v l="$1" -v r="$req" -v a="$t0" -v b="$t1" -v k="$tck" -v e="$(echo "$out" | grep -c 'Non-2xx\|Socket errors\| [1-9][0-9]* failed\| [1-9][0-9]* errored' || true)" \
         'BEGIN { printf "%-22s %9d requests  %7.2f us CPU/request  error lines: %d\n", l, r, (b-a)*1e6/k/r, e }'
 }
 for rep in $(seq 1 "$REPS"); do
@@ -130,6 +151,8 @@ for rep in $(seq 1 "$REPS"); do
         measure "haproxy $path" $HP $HAP $path
     done
 done
+# The handshake, resumption and idle cases below do not depend on ALPN.
+[ "$H2" = 1 ] && exit 0
 
 # handshake LABEL PORT PID -new|-reuse: proxy CPU per TLS connection carrying one
 # request (-www: s_time must read the answer, or TLS 1.3 tickets never arrive

@@ -63,7 +63,7 @@
 //! - [`filter`]: per-route middleware chains (Pingora-style phases) and the built-ins.
 //! - [`h2`]: HTTP/2 to clients (h2c prior knowledge, TLS with ALPN `h2`, any
 //!   AsyncRead/AsyncWrite stream) on the `h2` crate over monoio poll-io; streams to HTTP/1.1
-//!   backends or to h2c backends (gRPC); flood limits.
+//!   backends or to h2c backends (gRPC), with the route's middleware and access log; flood limits.
 //! - [`gateway`]: WebSocket sessions on gateway routes (frame reader, session
 //!   data path, per-worker registries and command queues).
 //! - [`engine`]: start-up and shutdown order.

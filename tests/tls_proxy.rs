@@ -3,9 +3,9 @@
 //! of the ClientHello after the PROXY header, or the whole ClientHello the
 //! SNI peek routed by) go to rustls, not to the backend. HAProxy `mode tcp`
 //! with `send-proxy` / `send-proxy-v2` in front, curl and Python's ssl
-//! module as clients bound to their own loopback addresses; the access log's
-//! JSON lines carry the client address of the header, the TLS version and
-//! the SNI name.
+//! module as clients bound to their own loopback addresses (curl over
+//! HTTP/1.1 and, by ALPN, HTTP/2); the access log's JSON lines carry the
+//! client address of the header, the TLS version and the SNI name.
 
 mod support;
 
@@ -83,12 +83,16 @@ fn proxy_line_echo() -> u16 {
 
 /// curl from `src` to `https://a.example.com:{port}/who`, twice on one
 /// connection; returns the bodies (or curl's error).
+/// Two requests on one connection, HTTP/1.1 unless `extra` asks for `--http2`.
 fn curl_from(pki: &Pki, src: &str, port: u16, extra: &[&str]) -> String {
     let url = format!("https://a.example.com:{port}/who");
+    let proto = if extra.contains(&"--http2") {
+        "--http2"
+    } else {
+        "--http1.1"
+    };
     let (ok, out) = run(Command::new("curl")
-        // HTTP/1.1: this test is about the PROXY header and the TLS fields of
-        // HTTP/1.1 lines (HTTP/2 streams write no access log line yet).
-        .args(["-sS", "--http1.1", "--max-time", "20", "--interface", src])
+        .args(["-sS", proto, "--max-time", "20", "--interface", src])
         .arg("--cacert")
         .arg(pki.p("ca.pem"))
         .arg("--resolve")
@@ -292,6 +296,9 @@ backend tun\n  mode tcp\n  server r 127.0.0.1:{tcp} send-proxy-v2\n"
     // PROXY v1 then TLS 1.2.
     let out = curl_from(&pki, "127.0.0.8", f_v1, &["--tls-max", "1.2"]);
     assert_eq!(out.matches("xff=127.0.0.8 xfp=https").count(), 2, "{out}");
+    // PROXY v2 then TLS with ALPN h2: two HTTP/2 streams.
+    let out = curl_from(&pki, "127.0.0.14", f_v2, &["--http2"]);
+    assert_eq!(out.matches("xff=127.0.0.14 xfp=https").count(), 2, "{out}");
 
     // tcp route, PROXY v2 then TLS: the backend's PROXY header (send_proxy)
     // names the client, then the decrypted bytes follow.
@@ -344,7 +351,7 @@ backend tun\n  mode tcp\n  server r 127.0.0.1:{tcp} send-proxy-v2\n"
     // Exact counts: ringmesh's start-up probes were refused at the edge (no
     // PROXY header) and never reached a handshake; HAProxy's start-up probes
     // may have (a header, then a close): `closed`, at most one per frontend.
-    // web: 2 curl connections and 2 Python ones; tun: 2 Python connections.
+    // web: 3 curl connections and 2 Python ones; tun: 2 Python connections.
     let want = |api, name, n, probes| {
         let ok = wait_until(Duration::from_secs(5), || {
             let (hs, [plain, timeout, closed, cert, proto]) = tls_counts(api, name);
@@ -352,7 +359,7 @@ backend tun\n  mode tcp\n  server r 127.0.0.1:{tcp} send-proxy-v2\n"
         });
         assert!(ok, "{name}: {:?}", tls_counts(api, name));
     };
-    want(api, "web", 4, 2);
+    want(api, "web", 5, 2);
     want(api, "tun", 2, 1);
 
     // The access log: client address from the PROXY header, TLS version
@@ -362,6 +369,7 @@ backend tun\n  mode tcp\n  server r 127.0.0.1:{tcp} send-proxy-v2\n"
         lines = log_lines(&access);
         line_of(&lines, "web", "127.0.0.7").is_some()
             && line_of(&lines, "web", "127.0.0.8").is_some()
+            && line_of(&lines, "web", "127.0.0.14").is_some()
             && line_of(&lines, "tun", "127.0.0.9").is_some()
             && line_of(&lines, "tun", "127.0.0.10").is_some()
             && line_of(&lines, "sni", "127.0.0.1").is_some()
@@ -391,6 +399,29 @@ backend tun\n  mode tcp\n  server r 127.0.0.1:{tcp} send-proxy-v2\n"
     let l = line_of(&lines, "web", "127.0.0.8").unwrap();
     assert_eq!(l["tls_version"], "TLSv1.2", "{l}");
     assert_eq!(l["sni"], "a.example.com", "{l}");
+    // One line per HTTP/2 stream, with the PROXY header's client.
+    let h2: Vec<_> = lines
+        .iter()
+        .filter(|l| {
+            l["route"] == "web"
+                && l["client"]
+                    .as_str()
+                    .is_some_and(|c| c.starts_with("127.0.0.14:"))
+        })
+        .collect();
+    assert_eq!(h2.len(), 2, "{h2:#?}");
+    for l in h2 {
+        assert_eq!(
+            (&l["protocol"], &l["status"], &l["tls_version"], &l["sni"]),
+            (
+                &"HTTP/2.0".into(),
+                &200.into(),
+                &"TLSv1.3".into(),
+                &"a.example.com".into()
+            ),
+            "{l}"
+        );
+    }
     let l = line_of(&lines, "tun", "127.0.0.9").unwrap();
     assert_eq!(
         (&l["kind"], &l["tls_version"], &l["sni"]),

@@ -55,8 +55,21 @@ pub struct Request<'a> {
     pub method: &'a [u8],
     /// Path and query (origin-form, also for an absolute-form request).
     pub target: &'a [u8],
-    buf: &'a [u8],
-    headers: &'a [HeaderSpan],
+    fields: Fields<'a>,
+}
+
+/// Where a request's header fields are: spans of an HTTP/1.1 head, or the
+/// field map of an HTTP/2 stream (plus its `:authority`, seen as Host).
+#[derive(Clone, Copy)]
+enum Fields<'a> {
+    Head {
+        buf: &'a [u8],
+        headers: &'a [HeaderSpan],
+    },
+    H2 {
+        map: &'a http::HeaderMap,
+        authority: &'a [u8],
+    },
 }
 
 impl<'a> Request<'a> {
@@ -71,23 +84,105 @@ impl<'a> Request<'a> {
             client,
             method,
             target,
-            buf,
-            headers,
+            fields: Fields::Head { buf, headers },
+        }
+    }
+
+    /// The request of an HTTP/2 stream: its fields as `h2` decoded them;
+    /// `authority` (`:authority`, or empty) answers for the Host field.
+    pub fn h2(
+        client: SocketAddr,
+        method: &'a [u8],
+        target: &'a [u8],
+        map: &'a http::HeaderMap,
+        authority: &'a [u8],
+    ) -> Request<'a> {
+        Request {
+            client,
+            method,
+            target,
+            fields: Fields::H2 { map, authority },
         }
     }
 
     /// Value of the first header named `name` (ASCII case-insensitive).
     pub fn header(&self, name: &[u8]) -> Option<&'a [u8]> {
-        find_header(self.buf, self.headers, name)
+        match self.fields {
+            Fields::Head { buf, headers } => find_header(buf, headers, name),
+            Fields::H2 { authority, .. }
+                if !authority.is_empty() && name.eq_ignore_ascii_case(b"host") =>
+            {
+                Some(authority)
+            }
+            Fields::H2 { map, .. } => {
+                let key = h2_key(map, name)?;
+                map.get(key).map(|v| v.as_bytes())
+            }
+        }
     }
 
     /// Values of every header named `name`, in order.
     pub fn headers(&self, name: &'a [u8]) -> impl DoubleEndedIterator<Item = &'a [u8]> + 'a {
-        let buf = self.buf;
-        self.headers
-            .iter()
-            .filter(move |h| h.name(buf).eq_ignore_ascii_case(name))
-            .map(move |h| h.value(buf))
+        match self.fields {
+            Fields::Head { buf, headers } => Values::Head {
+                buf,
+                headers: headers.iter(),
+                name,
+            },
+            Fields::H2 { map, .. } => match h2_key(map, name) {
+                Some(k) => Values::H2(map.get_all(k).iter()),
+                None => Values::Empty,
+            },
+        }
+    }
+}
+
+/// The key of `map` spelled `name` in any case: a lookup without building
+/// a `HeaderName` (which allocates for a name outside the standard set).
+fn h2_key<'m>(map: &'m http::HeaderMap, name: &[u8]) -> Option<&'m http::HeaderName> {
+    map.keys()
+        .find(|k| k.as_str().as_bytes().eq_ignore_ascii_case(name))
+}
+
+/// The values of one header name (see [`Request::headers`]).
+enum Values<'a> {
+    Head {
+        buf: &'a [u8],
+        headers: std::slice::Iter<'a, HeaderSpan>,
+        name: &'a [u8],
+    },
+    H2(http::header::ValueIter<'a, http::HeaderValue>),
+    Empty,
+}
+
+impl<'a> Iterator for Values<'a> {
+    type Item = &'a [u8];
+    fn next(&mut self) -> Option<&'a [u8]> {
+        match self {
+            Values::Head { buf, headers, name } => {
+                let (buf, name): (&'a [u8], &'a [u8]) = (buf, name);
+                headers
+                    .find(|h| h.name(buf).eq_ignore_ascii_case(name))
+                    .map(|h| h.value(buf))
+            }
+            Values::H2(it) => it.next().map(|v| v.as_bytes()),
+            Values::Empty => None,
+        }
+    }
+}
+
+impl<'a> DoubleEndedIterator for Values<'a> {
+    fn next_back(&mut self) -> Option<&'a [u8]> {
+        match self {
+            Values::Head { buf, headers, name } => {
+                let (buf, name): (&'a [u8], &'a [u8]) = (buf, name);
+                headers
+                    .rfind(|h| h.name(buf).eq_ignore_ascii_case(name))
+                    .map(|h| h.value(buf))
+            }
+            Values::H2(it) => it.next_back().map(|v| v.as_bytes()),
+            Values::Empty => None,
+        }
     }
 }
 
@@ -325,6 +420,21 @@ impl ChainSpec {
             .iter()
             .map(|c| c.as_ref().map_or(serde_json::Value::Null, |c| c.to_json()))
             .collect()
+    }
+}
+
+impl ChainSpec {
+    /// The smallest `max_body` of the chain: what a request body sent
+    /// without a length (an HTTP/2 stream without `content-length`) may
+    /// carry as it streams.
+    pub fn max_body(&self) -> Option<u64> {
+        self.middleware
+            .iter()
+            .filter_map(|m| match m {
+                Middleware::MaxBody { max } => Some(*max),
+                _ => None,
+            })
+            .min()
     }
 }
 

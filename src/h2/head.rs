@@ -40,6 +40,17 @@ fn dropped_request_field(name: &str) -> bool {
     )
 }
 
+/// The request fields of an h2 request as sent upstream: `client_cert`
+/// (mTLS listeners) is the verified subject for `X-Client-Cert-Subject`
+/// (empty: the client sent no certificate); a client's own field of that
+/// name is dropped first, so it cannot be forged.
+#[derive(Debug, Clone, Copy)]
+pub struct Forwarded<'a> {
+    pub client_ip: IpAddr,
+    pub https: bool,
+    pub client_cert: Option<&'a str>,
+}
+
 /// Writes the HTTP/1.1 request head for an h2 request to `out` (appended).
 /// `authority` is `:authority` (or the Host field); cookie crumbs are
 /// joined with "; " (RFC 9113 §8.2.3); X-Forwarded-For gets the client.
@@ -47,10 +58,14 @@ pub fn write_request(
     out: &mut Vec<u8>,
     parts: &http::request::Parts,
     authority: &[u8],
-    client_ip: IpAddr,
-    https: bool,
+    fwd: Forwarded<'_>,
     body: ReqBody,
 ) {
+    let Forwarded {
+        client_ip,
+        https,
+        client_cert,
+    } = fwd;
     let path = parts
         .uri
         .path_and_query()
@@ -65,7 +80,9 @@ pub fn write_request(
     out.extend_from_slice(b"\r\n");
     let h = &parts.headers;
     for (name, value) in h {
-        if dropped_request_field(name.as_str()) {
+        if dropped_request_field(name.as_str())
+            || (client_cert.is_some() && name == "x-client-cert-subject")
+        {
             continue;
         }
         field(out, name.as_str().as_bytes(), value.as_bytes());
@@ -94,6 +111,9 @@ pub fn write_request(
     });
     if !authority.is_empty() {
         field(out, b"x-forwarded-host", authority);
+    }
+    if let Some(subject) = client_cert.filter(|s| !s.is_empty()) {
+        field(out, b"x-client-cert-subject", subject.as_bytes());
     }
     match body {
         ReqBody::None => {}
@@ -124,6 +144,11 @@ fn dropped_response_field(name: &[u8]) -> bool {
         b"trailer",
     ];
     HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
+}
+
+/// Whether `name` is a connection-specific field (HTTP/2 forbids them).
+pub fn connection_specific(name: &[u8]) -> bool {
+    dropped_response_field(name)
 }
 
 /// Whether `name` is listed in the response's Connection field.
@@ -213,8 +238,11 @@ mod tests {
             &mut out,
             &parts,
             b"api.example.com",
-            "127.0.0.9".parse().unwrap(),
-            false,
+            Forwarded {
+                client_ip: "127.0.0.9".parse().unwrap(),
+                https: false,
+                client_cert: None,
+            },
             ReqBody::Chunked,
         );
         let s = String::from_utf8(out).unwrap();
@@ -225,6 +253,35 @@ mod tests {
              x-forwarded-proto: http\r\nx-forwarded-host: api.example.com\r\n\
              transfer-encoding: chunked\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn client_cert_subject_cannot_be_forged() {
+        let req = http::Request::builder()
+            .uri("https://a.test/")
+            .header("x-client-cert-subject", "CN=admin")
+            .body(())
+            .unwrap();
+        let (parts, ()) = req.into_parts();
+        let head = |cert| {
+            let mut out = Vec::new();
+            let fwd = Forwarded {
+                client_ip: "127.0.0.1".parse().unwrap(),
+                https: true,
+                client_cert: cert,
+            };
+            write_request(&mut out, &parts, b"a.test", fwd, ReqBody::None);
+            String::from_utf8(out).unwrap()
+        };
+        let s = head(Some("CN=alice"));
+        assert!(s.contains("x-client-cert-subject: CN=alice\r\n"), "{s}");
+        assert!(!s.contains("CN=admin"), "{s}");
+        assert!(s.contains("x-forwarded-proto: https\r\n"), "{s}");
+        // mTLS listener, no client certificate: no field at all.
+        let s = head(Some(""));
+        assert!(!s.contains("x-client-cert-subject"), "{s}");
+        // No mTLS: the field is the client's own business (as on HTTP/1.1).
+        assert!(head(None).contains("CN=admin"));
     }
 
     #[test]

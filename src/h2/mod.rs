@@ -12,9 +12,11 @@
 //!    TcpStream -> into_poll_io -> tls::stream::TlsStream (record layer) -> Wire
 //!      -> h2::server::Connection (server::drive: accept, idle, drain, floods)
 //!           each stream: monoio::spawn(proxy::stream)
-//!             :authority -> route -> pooled upstream -> HTTP/1.1 head + body
+//!             :authority -> route -> middleware request phases (record)
+//!             -> pooled upstream -> HTTP/1.1 head + body
 //!             <- response head -> HEADERS, body -> DATA (flow control), trailers
 //!             (h2c backend: upstream::Forward, stream to stream, trailers as is)
+//!             end of the task: logging phase, access log line (record::Record's drop)
 //! ```
 //!
 //! ## Decision: the `h2` crate on monoio's poll-io streams
@@ -57,10 +59,12 @@
 //! spends it with GOAWAY ENHANCE_YOUR_CALM. A stream whose client window
 //! stays at zero is reset after `timeouts.response`.
 
+mod answer;
 #[cfg(test)]
 mod cost;
 pub mod head;
 mod proxy;
+mod record;
 pub mod server;
 mod upstream;
 pub mod wire;
@@ -107,12 +111,17 @@ pub fn sniff(buf: &[u8]) -> Sniff {
 }
 
 /// What the streams of a TLS connection need to know about its handshake.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct TlsInfo {
     /// Index of the certificate the handshake chose.
     pub cert: usize,
     /// The client sent SNI.
     pub sni: bool,
+    /// Access log fields: the protocol version and the SNI name.
+    pub version: Option<&'static str>,
+    pub sni_name: Option<Box<str>>,
+    /// Subject of the verified client certificate (mTLS).
+    pub client_subject: Option<String>,
 }
 
 /// Serves an HTTP/2 connection over TLS whose handshake chose ALPN `h2`
@@ -132,6 +141,9 @@ pub async fn serve_tls(
     let info = TlsInfo {
         cert: tls.cert,
         sni: tls.sni,
+        version: tls.log_fields().0,
+        sni_name: tls.sni_name.clone(),
+        client_subject: tls.client_subject.clone(),
     };
     match stream.try_into_poll_io() {
         Ok(io) => {

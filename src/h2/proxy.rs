@@ -31,8 +31,14 @@ use crate::proxy::connect::{self, Upstream};
 use crate::shared::{H2Counters, Live, LiveRoute, RouteSlot};
 use crate::worker::{ConnGuard, WorkerCtx};
 
+use super::answer::{discard, retry_later};
 use super::head::{self as h2head, ReqBody};
+use super::record::Record;
 use super::server::StreamToken;
+use crate::filter::Verdict;
+
+/// Most interim (1xx) responses of one exchange passed on to the client.
+pub(super) const MAX_INTERIM: usize = 8;
 
 /// Most response bytes read from the backend per DATA frame batch.
 const READ_CHUNK: usize = 16 * 1024;
@@ -72,19 +78,34 @@ impl ConnShared {
 pub async fn stream(
     conn: Rc<ConnShared>,
     req: http::Request<RecvStream>,
-    mut respond: SendResponse<Bytes>,
+    respond: SendResponse<Bytes>,
     _token: StreamToken,
 ) {
     H2Counters::add(&conn.counters().streams);
+    if let Some(body) = serve(&conn, req, respond).await {
+        discard(body).await;
+    }
+}
+
+/// Routes and proxies one stream; the request body when the proxy answered
+/// the stream itself without reading it (the access log line and the
+/// logging phase are done by then).
+async fn serve(
+    conn: &ConnShared,
+    req: http::Request<RecvStream>,
+    mut respond: SendResponse<Bytes>,
+) -> Option<RecvStream> {
     let Some((live, spec_i)) = conn.live() else {
         respond.send_reset(Reason::REFUSED_STREAM);
-        return;
+        return None;
     };
     let Some(spec) = live.snapshot.listeners.get(spec_i) else {
         respond.send_reset(Reason::REFUSED_STREAM);
-        return;
+        return None;
     };
     let (parts, body) = req.into_parts();
+    // Dropped last: the logging phase and the access log line.
+    let mut rec = Record::new(conn, live.clone(), &parts);
     let authority: &[u8] = match parts.uri.authority() {
         Some(a) => a.as_str().as_bytes(),
         None => parts
@@ -93,29 +114,37 @@ pub async fn stream(
             .map_or(&b""[..], |h| h.as_bytes()),
     };
     let host = (!authority.is_empty()).then_some(authority);
-    let Some(route) = spec.hosts.lookup(host).and_then(|i| live.routes.get(i)) else {
+    let found = spec.hosts.lookup(host);
+    let Some(route) = found.and_then(|i| live.routes.get(i)) else {
         let shown = String::from_utf8_lossy(authority);
-        return error(&mut respond, 404, &format!("no route for host {shown:?}"));
+        rec.error(&mut respond, 404, &format!("no route for host {shown:?}"));
+        return Some(body);
     };
+    if let Some(i) = found {
+        rec.route(i);
+    }
     let Some(slot) = route.slots.get(conn.ctx.id) else {
         respond.send_reset(Reason::REFUSED_STREAM);
-        return;
+        return None;
     };
-    if let (Some(t), Some(acc)) = (conn.tls, &spec.tls) {
+    if let (Some(t), Some(acc)) = (&conn.tls, &spec.tls) {
         if acc.misdirected(spec.routes.len() >= 2, t.cert, t.sni, authority) {
-            return error(
+            rec.error(
                 &mut respond,
                 421,
                 "this host is not served on this TLS connection; connect with its name (SNI)",
             );
+            return Some(body);
         }
     }
     if route.cfg.http2.is_none() {
         // RFC 9110 §15.5.20: the client may retry over HTTP/1.1.
-        return error(&mut respond, 421, "HTTP/2 is off for this route");
+        rec.error(&mut respond, 421, "HTTP/2 is off for this route");
+        return Some(body);
     }
     if parts.method == http::Method::CONNECT {
-        return error(&mut respond, 501, "CONNECT is not supported here");
+        rec.error(&mut respond, 501, "CONNECT is not supported here");
+        return Some(body);
     }
     let h2c = route.backends.first().is_some_and(|b| b.cfg.h2c);
     {
@@ -129,21 +158,45 @@ pub async fn stream(
                         .refused_connections
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     drop(guard);
-                    return retry_later(&mut respond, &route.cfg.name);
+                    rec.status(503);
+                    let n = retry_later(&mut respond, &route.cfg.name);
+                    rec.bytes_out(n as u64);
+                    return Some(body);
                 }
             }
         }
         guard.attach(route);
     }
     slot.requests.add(1);
+    if let Some(spec) = &route.chain {
+        let chain = conn.ctx.filters.get(spec);
+        if let Verdict::Respond(status) = rec.request(spec, chain, &parts, authority).await {
+            rec.answer(&mut respond, status);
+            return Some(body);
+        }
+    }
+    // mTLS listeners: the verified subject (empty: no certificate), and the
+    // client's own field of that name dropped.
+    let client_cert = match (&conn.tls, &spec.tls) {
+        (Some(t), Some(acc)) if acc.mtls => Some(t.client_subject.as_deref().unwrap_or("")),
+        _ => None,
+    };
+    let fwd = h2head::Forwarded {
+        client_ip: conn.peer.ip(),
+        https: conn.tls.is_some(),
+        client_cert,
+    };
     if h2c {
         let up = super::upstream::Forward {
-            conn: &conn,
+            conn,
             route,
             slot,
             authority,
+            fwd,
+            rec: &rec,
         };
-        return up.run(&parts, body, respond).await;
+        up.run(&parts, body, respond).await;
+        return None;
     }
     let plan = match parts
         .headers
@@ -158,21 +211,19 @@ pub async fn stream(
     // The head goes out of a pooled buffer (no allocation per stream).
     let mut head = conn.ctx.bufs.take();
     head.clear();
-    h2head::write_request(
-        &mut head,
-        &parts,
-        authority,
-        conn.peer.ip(),
-        conn.tls.is_some(),
-        plan,
-    );
+    h2head::write_request(&mut head, &parts, authority, fwd, plan);
+    rec.edit_head(&mut head);
     let ex = Exchange {
         ctx: &conn.ctx,
-        conn: &conn,
+        conn,
         route,
         slot,
         stall: route.cfg.timeouts.response,
         head_only: parts.method == http::Method::HEAD,
+        rec: &rec,
+        // `max_body` for a body without a length, as it streams (one with
+        // a `content-length` was checked by the filter already).
+        body_max: route.chain.as_ref().and_then(|c| c.max_body()),
     };
     let idempotent = matches!(
         parts.method,
@@ -180,6 +231,7 @@ pub async fn stream(
     );
     ex.run(&mut head, body, plan, idempotent, respond).await;
     conn.ctx.bufs.put(head);
+    None
 }
 
 struct Exchange<'a> {
@@ -189,6 +241,8 @@ struct Exchange<'a> {
     slot: &'a RouteSlot,
     stall: Duration,
     head_only: bool,
+    rec: &'a Record<'a>,
+    body_max: Option<u64>,
 }
 
 /// Why a response download failed.
@@ -201,6 +255,15 @@ enum Fail {
     Late,
     /// The client reset the stream or went away.
     Client,
+    /// The request body outgrew the route's `max_body` as it streamed.
+    TooLarge,
+}
+
+/// Why an upload ended early.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum UpErr {
+    Failed,
+    TooLarge,
 }
 
 /// How the upload side ended.
@@ -231,15 +294,22 @@ impl Exchange<'_> {
                 .and_then(|b| ctx.upstreams.take(b.cfg.addr, ctx.now_ms(), retryable))
         };
         let now = || ctx.now_ms();
+        self.rec.upstream_begins();
         let mut up = match connect::connect(route, self.slot, hash, now, pooled).await {
             Ok(u) => u,
             Err(e) => {
                 self.slot.errors.add(1);
                 let status = if e.last.is_none() { 503 } else { 502 };
                 let detail = format!("route {:?}: {e}", route.cfg.name);
-                return error(&mut respond, status, &detail);
+                return self.rec.error(&mut respond, status, &detail);
             }
         };
+        let noted = |up: &Upstream<'_>| {
+            if let Some(b) = route.backends.get(up.backend) {
+                self.rec.upstream(b.cfg.addr);
+            }
+        };
+        noted(&up);
         let mut ubuf = ctx.bufs.take();
         let mut retried = false;
         let result = loop {
@@ -255,6 +325,7 @@ impl Exchange<'_> {
                         Ok(u) => u,
                         Err(e) => break Err(Fail::Early(io::Error::other(e.to_string()))),
                     };
+                    noted(&up);
                 }
                 r => break r,
             }
@@ -268,6 +339,13 @@ impl Exchange<'_> {
                         ctx.upstreams.put(addr, up.release(), ctx.now_ms());
                     }
                 }
+            }
+            Err(Fail::TooLarge) => {
+                self.failed(Fail::TooLarge, &mut respond);
+                // The client may still be sending: its stream then ends
+                // normally.
+                drop(respond);
+                discard(body).await;
             }
             Err(f) => self.failed(f, &mut respond),
         }
@@ -287,17 +365,22 @@ impl Exchange<'_> {
             Fail::Timeout => {
                 self.slot.errors.add(1);
                 let d = format!("route {name:?}: backend sent no response in time");
-                error(respond, 504, &d);
+                self.rec.error(respond, 504, &d);
             }
             Fail::Early(e) => {
                 self.slot.errors.add(1);
                 let d = format!("route {name:?}: backend closed the connection ({e})");
-                error(respond, 502, &d);
+                self.rec.error(respond, 502, &d);
             }
             Fail::Bad(e) => {
                 self.slot.errors.add(1);
                 let d = format!("route {name:?}: invalid response from backend ({e})");
-                error(respond, 502, &d);
+                self.rec.error(respond, 502, &d);
+            }
+            Fail::TooLarge if self.rec.answered() => respond.send_reset(Reason::CANCEL),
+            Fail::TooLarge => {
+                self.rec
+                    .error(respond, 413, "request body larger than max_body");
             }
         }
     }
@@ -342,12 +425,16 @@ impl Exchange<'_> {
             }
             let r = self.upload(&up.stream, body, plan).await;
             state.set(if r.is_ok() { Up::Done } else { Up::Failed });
+            if r == Err(UpErr::TooLarge) {
+                // Ends the exchange: the backend got a cut body.
+                return;
+            }
             std::future::pending::<()>().await
         };
         let mut io = Io::Ready(&up.stream);
         let download = self.download(&mut io, respond, ubuf, &state);
         monoio::select! {
-            _ = upload => unreachable!(),
+            _ = upload => Err(Fail::TooLarge),
             r = download => r.map(|reuse| reuse && state.get() == Up::Done),
         }
     }
@@ -358,19 +445,24 @@ impl Exchange<'_> {
         us: &monoio::net::TcpStream,
         body: &mut RecvStream,
         plan: ReqBody,
-    ) -> Result<(), ()> {
+    ) -> Result<(), UpErr> {
         let chunked = plan == ReqBody::Chunked;
         let mut out = Vec::new();
+        let mut total = 0u64;
         loop {
             let next = monoio::select! {
                 d = body.data() => d,
-                _ = monoio::time::sleep(self.stall) => return Err(()),
+                _ = monoio::time::sleep(self.stall) => return Err(UpErr::Failed),
             };
             let Some(data) = next else { break };
-            let data = data.map_err(|_| ())?;
+            let data = data.map_err(|_| UpErr::Failed)?;
             let n = data.len();
             if n == 0 {
                 continue;
+            }
+            total += n as u64;
+            if chunked && self.body_max.is_some_and(|max| total > max) {
+                return Err(UpErr::TooLarge);
             }
             out.clear();
             if chunked {
@@ -384,8 +476,9 @@ impl Exchange<'_> {
             Io::Ready(us)
                 .write_all(&mut out, 0..len, self.stall)
                 .await
-                .map_err(|_| ())?;
+                .map_err(|_| UpErr::Failed)?;
             self.slot.bytes_in.add(n as u64);
+            self.rec.bytes_in(n as u64);
             // The window reopens only once the backend took the bytes.
             let _ = body.flow_control().release_capacity(n);
         }
@@ -405,12 +498,12 @@ impl Exchange<'_> {
             Io::Ready(us)
                 .write_all(&mut out, 0..len, self.stall)
                 .await
-                .map_err(|_| ())?;
+                .map_err(|_| UpErr::Failed)?;
         }
         Ok(())
     }
 
-    /// Reads the response head (skipping interim 1xx) and forwards the response.
+    /// Reads the response head (passing interim 1xx on) and forwards the response.
     async fn download(
         &self,
         us: &mut Io<'_>,
@@ -423,11 +516,20 @@ impl Exchange<'_> {
         let mut spans = [HeaderSpan::default(); 100];
         let method: &[u8] = if self.head_only { b"HEAD" } else { b"GET" };
         let mut seen = false;
+        let mut interim = 0;
         let head: ResponseHead = loop {
             if !ubuf.is_empty() {
                 seen = true;
                 match parse_response(ubuf, &mut spans, &limits, method) {
                     Ok(Status::Complete(h)) if h.is_interim() => {
+                        // 100 Continue and 103 Early Hints go on to the
+                        // client as informational HEADERS (a backend that
+                        // sends more than a few gets the rest dropped).
+                        if interim < MAX_INTERIM {
+                            interim += 1;
+                            let info = h2head::response(ubuf, &h, &spans);
+                            let _ = respond.send_informational(info);
+                        }
                         ubuf.drain(..h.head_len.min(ubuf.len()));
                         continue;
                     }
@@ -450,7 +552,7 @@ impl Exchange<'_> {
             match got {
                 Ok(0) if !seen => return Err(Fail::Early(io::ErrorKind::UnexpectedEof.into())),
                 Ok(0) => return Err(Fail::Bad("closed inside the response head".into())),
-                Ok(_) => {}
+                Ok(_) => self.rec.first_byte(),
                 Err(e) if e.kind() == io::ErrorKind::TimedOut => {
                     if upload.get() == Up::Running {
                         continue;
@@ -464,7 +566,10 @@ impl Exchange<'_> {
         if head.is_switching_protocols() || head.framing == ResponseFraming::Tunnel {
             return Err(Fail::Bad("protocol switch over HTTP/2".into()));
         }
-        let resp = h2head::response(ubuf, &head, &spans);
+        let mut resp = h2head::response(ubuf, &head, &spans);
+        let hsts = self.route.cfg.hsts.as_deref();
+        self.rec
+            .response(&mut resp, hsts.filter(|_| self.conn.tls.is_some()));
         let no_body =
             head.framing == ResponseFraming::None || head.framing == ResponseFraming::Length(0);
         let mut tx = respond
@@ -514,6 +619,7 @@ impl BodyOut<'_, '_, '_> {
     /// stuck at zero for `timeouts.response` resets the stream.
     async fn send(&mut self, data: Bytes, end: bool) -> Result<(), Fail> {
         self.ex.slot.bytes_out.add(data.len() as u64);
+        self.ex.rec.bytes_out(data.len() as u64);
         send_flow(
             self.tx,
             data,
@@ -651,34 +757,4 @@ pub(super) async fn send_flow(
         tx.send_data(part, last).map_err(|_| ())?;
     }
     Ok(())
-}
-
-/// Answers a stream with a short text response generated by the proxy.
-pub(super) fn error(respond: &mut SendResponse<Bytes>, status: u16, detail: &str) {
-    let body = format!("{detail}\n");
-    let resp = http::Response::builder()
-        .status(status)
-        .header("content-type", "text/plain; charset=utf-8")
-        .header("content-length", body.len())
-        .body(())
-        .unwrap_or_default();
-    if let Ok(mut tx) = respond.send_response(resp, false) {
-        let _ = tx.send_data(Bytes::from(body), true);
-    }
-}
-
-/// 503 with Retry-After for a route at its `max_connections`.
-fn retry_later(respond: &mut SendResponse<Bytes>, route: &str) {
-    let body =
-        format!("route {route:?}: connection limit reached (max_connections); retry later\n");
-    let resp = http::Response::builder()
-        .status(503)
-        .header("retry-after", "1")
-        .header("content-type", "text/plain; charset=utf-8")
-        .header("content-length", body.len())
-        .body(())
-        .unwrap_or_default();
-    if let Ok(mut tx) = respond.send_response(resp, false) {
-        let _ = tx.send_data(Bytes::from(body), true);
-    }
 }

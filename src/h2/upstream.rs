@@ -12,8 +12,11 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -26,7 +29,8 @@ use crate::balance::client_hash;
 use crate::proxy::connect;
 use crate::shared::{H2Counters, LiveRoute, RouteSlot};
 
-use super::proxy::{error, send_flow, ConnShared};
+use super::proxy::{send_flow, ConnShared, MAX_INTERIM};
+use super::record::Record;
 
 /// Most multiplexed connections to one backend per worker.
 pub const MAX_CONNS_PER_BACKEND: usize = 8;
@@ -72,7 +76,7 @@ async fn open(
     slot: &RouteSlot,
     hash: u64,
     now: impl Fn() -> u64,
-) -> Result<(SendRequest<Bytes>, InFlight), String> {
+) -> Result<(SendRequest<Bytes>, InFlight, SocketAddr), String> {
     let up = connect::connect(route, slot, hash, now, |_| None)
         .await
         .map_err(|e| e.to_string())?;
@@ -107,7 +111,7 @@ async fn open(
             dead,
         })
     });
-    Ok((send, InFlight(inflight)))
+    Ok((send, InFlight(inflight), addr))
 }
 
 /// `grpc-timeout` (RFC-less gRPC wire spec: digits and a unit letter).
@@ -134,6 +138,8 @@ pub struct Forward<'a> {
     pub route: &'a LiveRoute,
     pub slot: &'a RouteSlot,
     pub authority: &'a [u8],
+    pub fwd: super::head::Forwarded<'a>,
+    pub rec: &'a Record<'a>,
 }
 
 impl Forward<'_> {
@@ -161,23 +167,26 @@ impl Forward<'_> {
             if !(b.state.available(now_ms) && b.state.health_ok()) {
                 return None;
             }
-            pooled(b.cfg.addr)
+            pooled(b.cfg.addr).map(|(s, f)| (s, f, b.cfg.addr))
         });
-        let (send, _inflight) = match got {
+        self.rec.upstream_begins();
+        let (send, _inflight, addr) = match got {
             Some(c) => c,
             None => match open(route, self.slot, hash, || ctx.now_ms()).await {
                 Ok(c) => c,
                 Err(e) => {
                     self.slot.errors.add(1);
                     let d = format!("route {:?}: {e}", route.cfg.name);
-                    return error(&mut respond, 502, &d);
+                    return self.rec.error(&mut respond, 502, &d);
                 }
             },
         };
-        let req = match self.request(parts) {
+        self.rec.upstream(addr);
+        let mut req = match self.request(parts) {
             Some(r) => r,
-            None => return error(&mut respond, 400, "bad request target"),
+            None => return self.rec.error(&mut respond, 400, "bad request target"),
         };
+        self.rec.edit_request(&mut req);
         let mut send = match send.ready().await {
             Ok(s) => s,
             Err(e) => {
@@ -186,7 +195,7 @@ impl Forward<'_> {
                     "route {:?}: backend connection failed ({e})",
                     route.cfg.name
                 );
-                return error(&mut respond, 502, &d);
+                return self.rec.error(&mut respond, 502, &d);
             }
         };
         let end = body.is_end_stream();
@@ -198,26 +207,34 @@ impl Forward<'_> {
                     "route {:?}: backend refused the stream ({e})",
                     route.cfg.name
                 );
-                return error(&mut respond, 502, &d);
+                return self.rec.error(&mut respond, 502, &d);
             }
         };
         let stalled = &self.conn.counters().stalled;
+        // `max_body` for a body without a length, as it streams.
+        let max = match parts.headers.contains_key(http::header::CONTENT_LENGTH) {
+            true => None,
+            false => route.chain.as_ref().and_then(|c| c.max_body()),
+        };
         let upload = async {
             if end {
                 return std::future::pending::<()>().await;
             }
             let mut up_tx: SendStream<Bytes> = up_tx;
-            let r = upload(&mut body, &mut up_tx, t.response, stalled).await;
+            let r = upload(&mut body, &mut up_tx, t.response, stalled, self.rec, max).await;
             if r.is_err() {
                 up_tx.send_reset(Reason::CANCEL);
+            }
+            if r == Err(UpErr::TooLarge) {
+                return;
             }
             std::future::pending::<()>().await
         };
         let head_wait = deadline.map_or(t.response, |d| d.min(t.response));
         let download = self.download(resp, &mut respond, head_wait, t.response);
-        monoio::select! {
-            _ = upload => {}
-            r = download => if let Err(f) = r {
+        let too_large = monoio::select! {
+            _ = upload => true,
+            r = download => { if let Err(f) = r {
                 match f {
                     DownFail::Client => {
                         H2Counters::add(&self.conn.counters().client_resets);
@@ -231,24 +248,35 @@ impl Forward<'_> {
                             .header("grpc-message", "deadline exceeded at the proxy")
                             .body(())
                             .unwrap_or_default();
+                        self.rec.status(200);
                         let _ = respond.send_response(resp, true);
                     }
                     DownFail::Timeout => {
                         self.slot.errors.add(1);
                         let d = format!("route {:?}: backend sent no response in time", route.cfg.name);
-                        error(&mut respond, 504, &d);
+                        self.rec.error(&mut respond, 504, &d);
                     }
                     DownFail::Backend(e) => {
                         self.slot.errors.add(1);
                         let d = format!("route {:?}: backend failed ({e})", route.cfg.name);
-                        error(&mut respond, 502, &d);
+                        self.rec.error(&mut respond, 502, &d);
                     }
                     DownFail::Late => {
                         self.slot.errors.add(1);
                         respond.send_reset(Reason::INTERNAL_ERROR);
                     }
                 }
-            },
+            } false },
+        };
+        if too_large {
+            if self.rec.answered() {
+                respond.send_reset(Reason::CANCEL);
+            } else {
+                self.rec
+                    .error(&mut respond, 413, "request body larger than max_body");
+            }
+            drop(respond);
+            super::answer::discard(body).await;
         }
         // Dropping the upstream handles here resets an unfinished upstream
         // stream (RST_STREAM CANCEL): a client that went away cancels at once.
@@ -276,6 +304,7 @@ impl Forward<'_> {
         for (k, v) in &parts.headers {
             match k.as_str() {
                 "host" | "x-forwarded-proto" | "x-forwarded-host" | "x-forwarded-for" => {}
+                "x-client-cert-subject" if self.fwd.client_cert.is_some() => {}
                 _ => {
                     h.append(k.clone(), v.clone());
                 }
@@ -292,11 +321,12 @@ impl Forward<'_> {
         if let Ok(v) = http::HeaderValue::from_str(&xff) {
             h.insert("x-forwarded-for", v);
         }
-        let proto = if self.conn.tls.is_some() {
-            "https"
-        } else {
-            "http"
-        };
+        let proto = if self.fwd.https { "https" } else { "http" };
+        if let Some(subject) = self.fwd.client_cert.filter(|s| !s.is_empty()) {
+            if let Ok(v) = http::HeaderValue::from_str(subject) {
+                h.insert("x-client-cert-subject", v);
+            }
+        }
         h.insert("x-forwarded-proto", http::HeaderValue::from_static(proto));
         if let Ok(v) = http::HeaderValue::from_bytes(self.authority) {
             if !self.authority.is_empty() {
@@ -313,17 +343,54 @@ impl Forward<'_> {
         head_wait: Duration,
         stall: Duration,
     ) -> Result<(), DownFail> {
-        let reset = std::future::poll_fn(|cx| respond.poll_reset(cx));
-        let resp = monoio::select! {
-            r = resp => r.map_err(|e| DownFail::Backend(e.to_string()))?,
-            _ = reset => return Err(DownFail::Client),
-            _ = monoio::time::sleep(head_wait) => {
-                return Err(if head_wait < stall { DownFail::Deadline } else { DownFail::Timeout })
+        let deadline = Instant::now() + head_wait;
+        let mut resp = resp;
+        let (mut interim, mut interim_done) = (0usize, false);
+        // Interim (1xx) responses go on to the client as they come, then
+        // the final one.
+        enum Head {
+            Interim(Result<http::Response<()>, h2::Error>),
+            Final(Result<http::Response<RecvStream>, h2::Error>),
+        }
+        let resp = loop {
+            let next = std::future::poll_fn(|cx| {
+                if !interim_done {
+                    match resp.poll_informational(cx) {
+                        Poll::Ready(Some(i)) => return Poll::Ready(Head::Interim(i)),
+                        Poll::Ready(None) => interim_done = true,
+                        Poll::Pending => {}
+                    }
+                }
+                Pin::new(&mut resp).poll(cx).map(Head::Final)
+            });
+            let reset = std::future::poll_fn(|cx| respond.poll_reset(cx));
+            let head = monoio::select! {
+                h = next => h,
+                _ = reset => return Err(DownFail::Client),
+                _ = monoio::time::sleep_until(deadline) => {
+                    return Err(if head_wait < stall { DownFail::Deadline } else { DownFail::Timeout })
+                }
+            };
+            match head {
+                Head::Interim(Ok(info)) => {
+                    if interim < MAX_INTERIM {
+                        interim += 1;
+                        let _ = respond.send_informational(info);
+                    }
+                }
+                Head::Interim(Err(e)) | Head::Final(Err(e)) => {
+                    return Err(DownFail::Backend(e.to_string()))
+                }
+                Head::Final(Ok(r)) => break r,
             }
         };
+        self.rec.first_byte();
         let (parts, mut rbody) = resp.into_parts();
         let end = rbody.is_end_stream();
-        let head = http::Response::from_parts(parts, ());
+        let mut head = http::Response::from_parts(parts, ());
+        let hsts = self.route.cfg.hsts.as_deref();
+        self.rec
+            .response(&mut head, hsts.filter(|_| self.conn.tls.is_some()));
         let mut tx = respond
             .send_response(head, end)
             .map_err(|_| DownFail::Client)?;
@@ -345,6 +412,7 @@ impl Forward<'_> {
             let data = data.map_err(|_| DownFail::Late)?;
             let n = data.len();
             self.slot.bytes_out.add(n as u64);
+            self.rec.bytes_out(n as u64);
             send_flow(&mut tx, data, false, stall, stalled)
                 .await
                 .map_err(|()| DownFail::Client)?;
@@ -375,23 +443,42 @@ async fn upload(
     up: &mut SendStream<Bytes>,
     stall: Duration,
     stalled: &std::sync::atomic::AtomicU64,
-) -> Result<(), ()> {
+    rec: &Record<'_>,
+    max: Option<u64>,
+) -> Result<(), UpErr> {
+    let failed = |_| UpErr::Failed;
+    let mut total = 0u64;
     loop {
         let next = monoio::select! {
             d = body.data() => d,
-            _ = monoio::time::sleep(stall) => return Err(()),
+            _ = monoio::time::sleep(stall) => return Err(UpErr::Failed),
         };
         let Some(data) = next else { break };
-        let data = data.map_err(|_| ())?;
+        let data = data.map_err(|_| UpErr::Failed)?;
         let n = data.len();
-        send_flow(up, data, false, stall, stalled).await?;
+        total += n as u64;
+        if max.is_some_and(|m| total > m) {
+            return Err(UpErr::TooLarge);
+        }
+        rec.bytes_in(n as u64);
+        send_flow(up, data, false, stall, stalled)
+            .await
+            .map_err(failed)?;
         let _ = body.flow_control().release_capacity(n);
     }
     match body.trailers().await {
-        Ok(Some(t)) => up.send_trailers(t).map_err(|_| ()),
-        Ok(None) => up.send_data(Bytes::new(), true).map_err(|_| ()),
-        Err(_) => Err(()),
+        Ok(Some(t)) => up.send_trailers(t).map_err(|_| UpErr::Failed),
+        Ok(None) => up.send_data(Bytes::new(), true).map_err(|_| UpErr::Failed),
+        Err(_) => Err(UpErr::Failed),
     }
+}
+
+/// Why an upload ended early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UpErr {
+    Failed,
+    /// The body outgrew the route's `max_body` as it streamed.
+    TooLarge,
 }
 
 #[cfg(test)]

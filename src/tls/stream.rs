@@ -20,7 +20,10 @@
 //! larger than that space keep their rest in the session's plaintext
 //! stash). Outgoing frames are encrypted from `h2`'s slice straight into
 //! the outgoing record buffer, one record per `poll_write` of up to 16 KiB,
-//! which the socket writes. Why not `tokio-rustls` or `monoio-rustls`: both
+//! which the socket writes. Whenever the socket has nothing to read, and
+//! after each flush, the session's record buffers go back to the worker's
+//! free list if they hold nothing ([`TlsConn::release`]): an idle HTTP/2
+//! connection keeps no record buffer (two of them are 37 KiB). Why not `tokio-rustls` or `monoio-rustls`: both
 //! use rustls's buffered connection (a plaintext queue and a copy in and out
 //! of it) and a second set of buffers beside ours.
 
@@ -114,7 +117,13 @@ impl AsyncRead for TlsStream {
             }
             let spare = this.tls.inc_spare()?;
             let mut rb = ReadBuf::uninit(spare);
-            ready!(Pin::new(&mut this.io).poll_read(cx, &mut rb))?;
+            if Pin::new(&mut this.io).poll_read(cx, &mut rb)?.is_pending() {
+                // Nothing to read: the record buffers go back to the
+                // worker's free list while they hold nothing (an idle
+                // connection keeps only the rustls state, as on HTTP/1.1).
+                this.tls.release();
+                return Poll::Pending;
+            }
             let n = rb.filled().len();
             if n == 0 {
                 // A bare TCP close: EOF (h2 tells a truncated frame apart).
@@ -155,6 +164,9 @@ impl AsyncWrite for TlsStream {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         ready!(this.poll_send(cx))?;
+        // Everything written: `h2` flushes after its writes, then waits
+        // for the client; the empty buffers go back until the next record.
+        this.tls.release();
         Pin::new(&mut this.io).poll_flush(cx)
     }
 
