@@ -16,9 +16,12 @@
 //! connection whose handshake chose ALPN `h2` is handed over right after it.
 
 use std::cell::RefCell;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use monoio::net::TcpStream;
@@ -122,7 +125,7 @@ pub fn serve_with(
     pre: Preamble,
 ) -> impl std::future::Future<Output = ()> {
     let spec = live.by_listen.get(&listen).copied();
-    let mut conn = Conn {
+    let conn = Conn {
         gen: ctx.generation(),
         ctx,
         listen,
@@ -140,53 +143,90 @@ pub fn serve_with(
         bufs: Bufs::default(),
         spare: None,
     };
+    // The future captures only the `Conn` and the config: what an idle
+    // connection's task holds (see bench/README.md "Idle memory"); every
+    // rarer path (TLS handshake, h2 hand-offs) runs in a boxed future.
+    let mut conn = conn;
+    let mut live = live;
     async move {
-        if spec.is_none() {
+        if conn.spec == usize::MAX {
             return;
         }
+        match Box::pin(conn.start(&live)).await {
+            Started::Http1 => {}
+            Started::Done => return,
+            Started::H2(t) => return Box::pin(conn.into_h2_tls(t, live)).await,
+        }
+        if let Some((cfg, new)) = conn.run(&mut live).await {
+            // The client sent the HTTP/2 preface: the h2 server takes over,
+            // with the bytes read so far. Boxed: an HTTP/2 connection's
+            // state is large, and every HTTP/1.1 connection's task would
+            // carry it inline.
+            return Box::pin(conn.into_h2(cfg, new)).await;
+        }
+        conn.release_buffers();
+    }
+}
+
+/// How a connection's start (the TLS handshake of a TLS listener) ended.
+enum Started {
+    /// HTTP/1.1 follows (plain, or over the session in `Client::tls`).
+    Http1,
+    /// ALPN chose `h2`: the session goes to the h2 server.
+    H2(Box<TlsConn>),
+    /// Failed (counted, answered if it was plain HTTP): close.
+    Done,
+}
+
+impl Conn {
+    /// The TLS handshake of a TLS listener (nothing on a plain one).
+    async fn start(&mut self, live: &Live) -> Started {
         let acc = live
             .snapshot
             .listeners
-            .get(conn.spec)
+            .get(self.spec)
             .and_then(|l| Some((l.tls.clone()?, l.header_timeout)));
-        if let Some((acc, header_timeout)) = acc {
-            // Boxed: the handshake's state and result (over a KiB) would
-            // otherwise widen every connection's task for its whole life.
-            match Box::pin(conn.tls_start(acc, header_timeout)).await {
-                TlsStart::Ready => {}
-                TlsStart::Done => return,
-                TlsStart::H2(t) => {
-                    // ALPN chose `h2` (offered only when the port's routes
-                    // all have `http2` on): the h2 server takes the session.
-                    let Some(cfg) = live.snapshot.listeners.get(conn.spec).and_then(|l| l.http2)
-                    else {
-                        return;
-                    };
-                    let Conn {
-                        ctx, client, guard, ..
-                    } = conn;
-                    let (stream, peer) = (client.stream, client.peer);
-                    let h2 = crate::h2::serve_tls(ctx, live, stream, *t, peer, listen, cfg, guard);
-                    return Box::pin(h2).await;
-                }
-            }
+        let Some((acc, header_timeout)) = acc else {
+            return Started::Http1;
+        };
+        match self.tls_start(acc, header_timeout).await {
+            TlsStart::Ready => Started::Http1,
+            TlsStart::Done => Started::Done,
+            TlsStart::H2(t) => Started::H2(t),
         }
-        if let Some((cfg, live)) = conn.run(live).await {
-            // The client sent the HTTP/2 preface: the h2 server takes over, with
-            // the bytes read so far.
-            let replay = conn.client.buf.clone();
-            conn.release_buffers();
-            let Conn {
-                ctx, client, guard, ..
-            } = conn;
-            let stream = client.stream;
-            let peer = client.peer;
-            // Boxed: an HTTP/2 connection's state is large, and every HTTP/1.1
-            // connection's task would carry it inline.
-            let h2 = crate::h2::serve_tcp(ctx, live, stream, peer, listen, cfg, replay, guard);
-            return Box::pin(h2).await;
-        }
-        conn.release_buffers();
+    }
+
+    /// ALPN chose `h2` (offered only when the port's routes all have
+    /// `http2` on): the h2 server takes the TLS session.
+    async fn into_h2_tls(self, t: Box<TlsConn>, live: Arc<Live>) {
+        let Some(cfg) = live.snapshot.listeners.get(self.spec).and_then(|l| l.http2) else {
+            return;
+        };
+        let Conn {
+            ctx,
+            client,
+            guard,
+            listen,
+            ..
+        } = self;
+        let (stream, peer) = (client.stream, client.peer);
+        crate::h2::serve_tls(ctx, live, stream, *t, peer, listen, cfg, guard).await;
+    }
+
+    /// Hands a cleartext connection whose first bytes were the HTTP/2
+    /// preface to the h2 server.
+    async fn into_h2(mut self, cfg: crate::config::Http2, live: Arc<Live>) {
+        let replay = self.client.buf.clone();
+        self.release_buffers();
+        let Conn {
+            ctx,
+            client,
+            guard,
+            listen,
+            ..
+        } = self;
+        let (stream, peer) = (client.stream, client.peer);
+        crate::h2::serve_tcp(ctx, live, stream, peer, listen, cfg, replay, guard).await;
     }
 }
 
@@ -299,7 +339,7 @@ impl Conn {
 
     /// `live` is the config this connection serves, refreshed between requests.
     /// Returns the hand-off when the first bytes were the HTTP/2 preface.
-    async fn run(&mut self, mut live: Arc<Live>) -> Option<H2Handoff> {
+    async fn run(&mut self, live: &mut Arc<Live>) -> Option<H2Handoff> {
         let mut keepalive: Option<Duration> = None;
         loop {
             let header_timeout = match live.snapshot.listeners.get(self.spec) {
@@ -345,7 +385,7 @@ impl Conn {
                     },
                 }
             }
-            self.refresh_live(&mut live);
+            self.refresh_live(live);
             if keepalive.is_none() {
                 // Prior knowledge is cleartext only: over TLS, HTTP/2 is chosen by
                 // ALPN `h2` (above), so a TLS client's preface is a bad HTTP/1.1 head.
@@ -357,7 +397,7 @@ impl Conn {
                     .filter(|_| self.client.tls.is_none());
                 if let Some(cfg) = h2 {
                     if Box::pin(self.sniff_h2(deadline)).await {
-                        return Some((cfg, live));
+                        return Some((cfg, live.clone()));
                     }
                 }
             }
@@ -365,7 +405,7 @@ impl Conn {
             // timers, bodies) takes a few KiB of state; inline it would be
             // part of every idle connection's task as well. One allocation
             // per request instead, and an idle connection's task stays small.
-            let outcome = Box::pin(self.request(&live, deadline)).await;
+            let outcome = Box::pin(self.request(live, deadline)).await;
             match outcome {
                 Outcome::KeepAlive(idle) => {
                     keepalive = Some(idle);
@@ -516,21 +556,39 @@ impl Conn {
     /// The deadlines are kept by the worker's coarse timers (one tick, 100 ms,
     /// of resolution): the runtime's `Sleep` is 512 bytes with 128-byte
     /// alignment, and it would sit in every idle connection's task.
+    ///
+    /// One hand-written poll instead of a `select!` over a readiness wait,
+    /// a timer and the worker's stop event: this future is most of an idle
+    /// connection's task. The stop is noticed without a registration of its
+    /// own: stopping wakes every coarse timer (`WorkerCtx::stop`), and the
+    /// poll checks the flag.
     async fn wait_readable(&self, deadline: Instant) -> Wait {
+        let ctx = &*self.ctx;
         let left = deadline.saturating_duration_since(Instant::now());
-        let deadline_ms = self.ctx.now_ms() + left.as_millis() as u64;
-        monoio::select! {
-            r = self.client.stream.readable(false) => match r {
-                Ok(()) => Wait::Readable,
-                Err(_) => Wait::Stop,
-            },
-            _ = self.ctx.timers.sleep_until(deadline_ms) => Wait::Timeout,
-            _ = async {
-                self.ctx.stopping.wait().await;
-                let drain_ms = self.ctx.now_ms() + DRAIN_IDLE.as_millis() as u64;
-                self.ctx.timers.sleep_until(drain_ms).await;
-            } => Wait::Stop,
-        }
+        let mut sleep = ctx
+            .timers
+            .sleep_until(ctx.now_ms() + left.as_millis() as u64);
+        let mut ready = std::pin::pin!(self.client.stream.readable(false));
+        let mut draining = false;
+        std::future::poll_fn(move |cx| {
+            if let Poll::Ready(r) = ready.as_mut().poll(cx) {
+                return Poll::Ready(match r {
+                    Ok(()) => Wait::Readable,
+                    Err(_) => Wait::Stop,
+                });
+            }
+            if !draining && ctx.stopping.is_set() {
+                draining = true;
+                let drain_ms = ctx.now_ms() + DRAIN_IDLE.as_millis() as u64;
+                sleep = ctx.timers.sleep_until(drain_ms);
+            }
+            match Pin::new(&mut sleep).poll(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(()) if draining => Poll::Ready(Wait::Stop),
+                Poll::Ready(()) => Poll::Ready(Wait::Timeout),
+            }
+        })
+        .await
     }
 
     /// One non-blocking read into a pooled buffer, without a runtime op:
@@ -716,6 +774,7 @@ impl Conn {
 
     fn release_buffers(&mut self) {
         self.bufs.spans = Vec::new();
+        self.client.cancel.release();
         if let Some(t) = &self.client.tls {
             t.borrow_mut().release();
         }
@@ -753,4 +812,30 @@ mod tests {
         assert!(!has_blank_line(b"GET / HTTP/1.1\r\nHost: a\r\n", 0));
         assert!(has_blank_line(b"GET / HTTP/1.1\nHost: a\n\n", 10));
     }
+}
+
+/// Sizes of a connection's parts, for `connection_task_sizes` (bytes).
+#[cfg(test)]
+pub(crate) fn debug_sizes() -> Vec<(&'static str, usize)> {
+    use std::mem::size_of;
+    vec![
+        ("Conn", size_of::<Conn>()),
+        ("Client", size_of::<Client>()),
+        ("ConnGuard", size_of::<ConnGuard>()),
+        ("Bufs", size_of::<Bufs>()),
+        ("Cancel", size_of::<Cancel>()),
+        ("SocketAddr", size_of::<SocketAddr>()),
+        ("Instant", size_of::<Instant>()),
+        ("wait_readable", fut2(Conn::wait_readable)),
+        ("run", fut2m(Conn::run)),
+    ]
+}
+
+#[cfg(test)]
+fn fut2<'a, A, F>(_: impl FnOnce(&'a Conn, A) -> F) -> usize {
+    std::mem::size_of::<F>()
+}
+#[cfg(test)]
+fn fut2m<'a, A, F>(_: impl FnOnce(&'a mut Conn, A) -> F) -> usize {
+    std::mem::size_of::<F>()
 }

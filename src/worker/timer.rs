@@ -118,6 +118,20 @@ impl CoarseTimers {
         self.filed.set(filed);
     }
 
+    /// Wakes every armed waiter now (a spurious wake-up for each: it re-checks
+    /// its deadline and files itself again). Used once, when the worker stops.
+    pub fn wake_all(&self) {
+        let wakers: Vec<Waker> = self
+            .waiters
+            .borrow_mut()
+            .iter_mut()
+            .filter_map(|(_, w)| w.waker.take())
+            .collect();
+        for w in wakers {
+            w.wake();
+        }
+    }
+
     /// Registered waiters (for tests and status).
     pub fn pending(&self) -> usize {
         self.waiters.borrow().len()
