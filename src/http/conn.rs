@@ -140,7 +140,6 @@ pub fn serve_with(
             tls: None,
             dst: pre.dst.map(Box::new),
         },
-        bufs: Bufs::default(),
         spare: None,
     };
     // The future captures only the `Conn` and the config: what an idle
@@ -157,7 +156,8 @@ pub fn serve_with(
             Started::Done => return,
             Started::H2(t) => return Box::pin(conn.into_h2_tls(t, live)).await,
         }
-        if let Some((cfg, new)) = conn.run(&mut live).await {
+        let handoff = conn.run(&mut live).await;
+        if let Some((cfg, new)) = handoff {
             // The client sent the HTTP/2 preface: the h2 server takes over,
             // with the bytes read so far. Boxed: an HTTP/2 connection's
             // state is large, and every HTTP/1.1 connection's task would
@@ -230,6 +230,46 @@ impl Conn {
     }
 }
 
+/// [`Conn::wait_readable`]'s future: a readiness wait, a coarse timer and
+/// the worker's stop flag in one poll.
+struct IdleWait<'a, F> {
+    ready: F,
+    sleep: crate::worker::timer::CoarseSleep<'a>,
+    ctx: &'a WorkerCtx,
+    draining: bool,
+}
+
+impl<F: Future<Output = std::io::Result<()>>> Future for IdleWait<'_, F> {
+    type Output = Wait;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Wait> {
+        // SAFETY: `ready` is pinned structurally: it is never moved out of
+        // `self` (no method hands it out, `IdleWait` has no `Drop`), so it
+        // stays where it was pinned until dropped in place; the other
+        // fields are `Unpin` and only accessed by `&mut`.
+        let this = unsafe { self.get_unchecked_mut() };
+        // SAFETY: see above; `this.ready` is not moved while pinned.
+        let ready = unsafe { Pin::new_unchecked(&mut this.ready) };
+        if let Poll::Ready(r) = ready.poll(cx) {
+            return Poll::Ready(match r {
+                Ok(()) => Wait::Readable,
+                Err(_) => Wait::Stop,
+            });
+        }
+        let ctx = this.ctx;
+        if !this.draining && ctx.stopping.is_set() {
+            this.draining = true;
+            let drain_ms = ctx.now_ms() + DRAIN_IDLE.as_millis() as u64;
+            this.sleep = ctx.timers.sleep_until(drain_ms);
+        }
+        match Pin::new(&mut this.sleep).poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(()) if this.draining => Poll::Ready(Wait::Stop),
+            Poll::Ready(()) => Poll::Ready(Wait::Timeout),
+        }
+    }
+}
+
 /// How a TLS listener's handshake ended.
 enum TlsStart {
     /// HTTP/1.1 over the session in `Client::tls`.
@@ -251,21 +291,11 @@ struct Conn {
     closing: bool,
     guard: ConnGuard,
     client: Client,
-    bufs: Bufs,
     /// The access log's and the middleware's per-exchange state, kept
     /// between requests (with their buffers' capacity) only once a request
     /// of this connection used them: boxed, so a connection that never
     /// logs nor filters carries 8 bytes for them.
     spare: Option<Box<Spare>>,
-}
-
-/// The buffers an exchange borrows from its connection (pooled; released
-/// while the connection idles).
-#[derive(Default)]
-struct Bufs {
-    ubuf: Vec<u8>,
-    out: Vec<u8>,
-    spans: Vec<super::head::HeaderSpan>,
 }
 
 /// See [`Conn::spare`].
@@ -340,22 +370,24 @@ impl Conn {
     /// `live` is the config this connection serves, refreshed between requests.
     /// Returns the hand-off when the first bytes were the HTTP/2 preface.
     async fn run(&mut self, live: &mut Arc<Live>) -> Option<H2Handoff> {
-        let mut keepalive: Option<Duration> = None;
+        // Only what is used after the idle wait stays in this future across
+        // it (this future is most of an idle connection's task): `first`,
+        // not the keep-alive duration; the header timeout is looked up again.
+        let mut first = true;
+        let mut idle = Duration::ZERO;
+        let header_timeout =
+            |live: &Live, spec: usize| live.snapshot.listeners.get(spec).map(|s| s.header_timeout);
         loop {
-            let header_timeout = match live.snapshot.listeners.get(self.spec) {
-                Some(spec) => spec.header_timeout,
-                None => return None,
-            };
-            let mut deadline = Instant::now() + header_timeout;
+            let mut deadline = Instant::now() + header_timeout(live, self.spec)?;
             if self.client.buf.is_empty() {
                 // Nothing buffered: wait without holding buffers, so idle and
                 // not-yet-talking connections own nothing but their socket.
                 self.release_buffers();
                 let tls = self.client.tls.as_ref().map(|t| t.borrow().has_plain());
-                match keepalive {
+                match first {
                     // Decrypted bytes wait in the TLS session already.
                     _ if tls == Some(true) => {}
-                    None if tls.is_some() => match self.wait_readable(deadline).await {
+                    true if tls.is_some() => match self.wait_readable(deadline).await {
                         Wait::Readable => {}
                         Wait::Timeout => {
                             Box::pin(self.fail(408)).await;
@@ -363,15 +395,17 @@ impl Conn {
                         }
                         Wait::Stop => return None,
                     },
-                    Some(idle) => match self.wait_readable(Instant::now() + idle).await {
-                        Wait::Readable => deadline = Instant::now() + header_timeout,
+                    false => match self.wait_readable(Instant::now() + idle).await {
+                        Wait::Readable => {
+                            deadline = Instant::now() + header_timeout(live, self.spec)?
+                        }
                         Wait::Timeout | Wait::Stop => return None,
                     },
                     // A new connection: its request usually arrives right
                     // behind the handshake, so try a plain read first and
                     // wait (the head deadline already runs) only when it
                     // is not there yet.
-                    None => match self.read_now() {
+                    true => match self.read_now() {
                         Some(true) => {}
                         Some(false) => return None,
                         None => match self.wait_readable(deadline).await {
@@ -386,7 +420,7 @@ impl Conn {
                 }
             }
             self.refresh_live(live);
-            if keepalive.is_none() {
+            if first {
                 // Prior knowledge is cleartext only: over TLS, HTTP/2 is chosen by
                 // ALPN `h2` (above), so a TLS client's preface is a bad HTTP/1.1 head.
                 let h2 = live
@@ -407,8 +441,8 @@ impl Conn {
             // per request instead, and an idle connection's task stays small.
             let outcome = Box::pin(self.request(live, deadline)).await;
             match outcome {
-                Outcome::KeepAlive(idle) => {
-                    keepalive = Some(idle);
+                Outcome::KeepAlive(d) => {
+                    (first, idle) = (false, d);
                     continue;
                 }
                 Outcome::Close => Box::pin(self.linger()).await,
@@ -427,7 +461,10 @@ impl Conn {
         if self.client.buf.capacity() == 0 {
             self.client.buf = self.ctx.bufs.take();
         }
-        let head = match self.read_head(deadline).await {
+        // The head's spans, and the exchange's buffers below, belong to this
+        // (boxed, per request) future: the connection holds none while idle.
+        let mut spans = Vec::new();
+        let head = match self.read_head(&mut spans, deadline).await {
             Ok(h) => h,
             Err(HeadFail::Gone) => return Outcome::Drop,
             Err(HeadFail::Timeout) => {
@@ -452,15 +489,15 @@ impl Conn {
                 return Outcome::Drop;
             }
         };
-        // The exchange's scratch lives in this (boxed, per request) future:
-        // the connection keeps only the pooled buffers, and the access log's
-        // and middleware's state in `spare` once a request used them.
+        // The exchange's scratch lives in this future too: the connection
+        // keeps only the access log's and middleware's state, in `spare`,
+        // once a request used them.
         let mut spare = self.spare.take();
         let Spare { log, filter } = spare.as_deref_mut().map(std::mem::take).unwrap_or_default();
         let mut s = Scratch {
-            ubuf: std::mem::take(&mut self.bufs.ubuf),
-            out: std::mem::take(&mut self.bufs.out),
-            spans: std::mem::take(&mut self.bufs.spans),
+            ubuf: Vec::new(),
+            out: Vec::new(),
+            spans,
             log,
             filter,
             gw: None,
@@ -480,13 +517,16 @@ impl Conn {
         let Scratch {
             ubuf,
             out,
-            spans,
             log,
             filter,
             keep_spare,
             ..
         } = s;
-        self.bufs = Bufs { ubuf, out, spans };
+        for b in [ubuf, out] {
+            if b.capacity() > 0 {
+                self.ctx.bufs.put(b);
+            }
+        }
         if keep_spare {
             let kept = Spare { log, filter };
             match spare {
@@ -562,33 +602,20 @@ impl Conn {
     /// connection's task. The stop is noticed without a registration of its
     /// own: stopping wakes every coarse timer (`WorkerCtx::stop`), and the
     /// poll checks the flag.
-    async fn wait_readable(&self, deadline: Instant) -> Wait {
+    fn wait_readable(
+        &self,
+        deadline: Instant,
+    ) -> IdleWait<'_, impl Future<Output = std::io::Result<()>> + '_> {
         let ctx = &*self.ctx;
         let left = deadline.saturating_duration_since(Instant::now());
-        let mut sleep = ctx
-            .timers
-            .sleep_until(ctx.now_ms() + left.as_millis() as u64);
-        let mut ready = std::pin::pin!(self.client.stream.readable(false));
-        let mut draining = false;
-        std::future::poll_fn(move |cx| {
-            if let Poll::Ready(r) = ready.as_mut().poll(cx) {
-                return Poll::Ready(match r {
-                    Ok(()) => Wait::Readable,
-                    Err(_) => Wait::Stop,
-                });
-            }
-            if !draining && ctx.stopping.is_set() {
-                draining = true;
-                let drain_ms = ctx.now_ms() + DRAIN_IDLE.as_millis() as u64;
-                sleep = ctx.timers.sleep_until(drain_ms);
-            }
-            match Pin::new(&mut sleep).poll(cx) {
-                Poll::Pending => Poll::Pending,
-                Poll::Ready(()) if draining => Poll::Ready(Wait::Stop),
-                Poll::Ready(()) => Poll::Ready(Wait::Timeout),
-            }
-        })
-        .await
+        IdleWait {
+            ready: self.client.stream.readable(false),
+            sleep: ctx
+                .timers
+                .sleep_until(ctx.now_ms() + left.as_millis() as u64),
+            ctx,
+            draining: false,
+        }
     }
 
     /// One non-blocking read into a pooled buffer, without a runtime op:
@@ -618,7 +645,11 @@ impl Conn {
     }
 
     /// Reads until `client.buf` starts with a complete head.
-    async fn read_head(&mut self, deadline: Instant) -> Result<RequestHead, HeadFail> {
+    async fn read_head(
+        &mut self,
+        spans: &mut Vec<super::head::HeaderSpan>,
+        deadline: Instant,
+    ) -> Result<RequestHead, HeadFail> {
         let limits = Limits::default();
         let plain = self.client.tls.is_none();
         let buf = &mut self.client.buf;
@@ -629,8 +660,8 @@ impl Conn {
             if !buf.is_empty()
                 && (scanned == 0 || buf.len() >= limits.max_head || has_blank_line(buf, scanned))
             {
-                super::exchange::ensure_spans(&mut self.bufs.spans);
-                match parse_request(buf, &mut self.bufs.spans, &limits) {
+                super::exchange::ensure_spans(spans);
+                match parse_request(buf, spans, &limits) {
                     Ok(Status::Complete(h)) => return Ok(h),
                     Ok(Status::Partial) => {}
                     Err(e) => return Err(HeadFail::Bad(e)),
@@ -680,43 +711,37 @@ impl Conn {
 
     /// Answers with a canned error response, then closes.
     async fn fail(&mut self, status: u16) {
-        let out = &mut self.bufs.out;
-        if out.capacity() == 0 {
-            *out = self.ctx.bufs.take();
-        }
+        let mut out = self.ctx.bufs.take();
         out.clear();
         match respond::canned(status) {
             Some(bytes) => out.extend_from_slice(bytes),
-            None => respond::write_error(out, status, ""),
+            None => respond::write_error(&mut out, status, ""),
         }
         let len = out.len();
-        if client_io(
+        let sent = client_io(
             &mut self.client.stream,
             &self.client.cancel,
             &self.client.tls,
         )
-        .write_all(out, 0..len, ERROR_WRITE_STALL)
-        .await
-        .is_ok()
-        {
+        .write_all(&mut out, 0..len, ERROR_WRITE_STALL)
+        .await;
+        self.ctx.bufs.put(out);
+        if sent.is_ok() {
             self.linger().await;
         }
     }
 
     /// Writes `bytes` on the plain socket, then closes with a linger.
     async fn send_canned(&mut self, bytes: &[u8]) {
-        let out = &mut self.bufs.out;
-        if out.capacity() == 0 {
-            *out = self.ctx.bufs.take();
-        }
+        let mut out = self.ctx.bufs.take();
         out.clear();
         out.extend_from_slice(bytes);
         let len = out.len();
-        if Io::Ring(&mut self.client.stream, &self.client.cancel)
-            .write_all(out, 0..len, ERROR_WRITE_STALL)
-            .await
-            .is_ok()
-        {
+        let sent = Io::Ring(&mut self.client.stream, &self.client.cancel)
+            .write_all(&mut out, 0..len, ERROR_WRITE_STALL)
+            .await;
+        self.ctx.bufs.put(out);
+        if sent.is_ok() {
             self.linger().await;
         }
     }
@@ -773,20 +798,13 @@ impl Conn {
     }
 
     fn release_buffers(&mut self) {
-        self.bufs.spans = Vec::new();
         self.client.cancel.release();
         if let Some(t) = &self.client.tls {
             t.borrow_mut().release();
         }
         let bufs = &self.ctx.bufs;
-        for b in [
-            &mut self.client.buf,
-            &mut self.bufs.ubuf,
-            &mut self.bufs.out,
-        ] {
-            if b.capacity() > 0 {
-                bufs.put(std::mem::take(b));
-            }
+        if self.client.buf.capacity() > 0 {
+            bufs.put(std::mem::take(&mut self.client.buf));
         }
     }
 }
@@ -822,11 +840,15 @@ pub(crate) fn debug_sizes() -> Vec<(&'static str, usize)> {
         ("Conn", size_of::<Conn>()),
         ("Client", size_of::<Client>()),
         ("ConnGuard", size_of::<ConnGuard>()),
-        ("Bufs", size_of::<Bufs>()),
         ("Cancel", size_of::<Cancel>()),
         ("SocketAddr", size_of::<SocketAddr>()),
         ("Instant", size_of::<Instant>()),
         ("wait_readable", fut2(Conn::wait_readable)),
+        ("readable", fut1(TcpStream::readable)),
+        (
+            "CoarseSleep",
+            size_of::<crate::worker::timer::CoarseSleep<'static>>(),
+        ),
         ("run", fut2m(Conn::run)),
     ]
 }
@@ -837,5 +859,9 @@ fn fut2<'a, A, F>(_: impl FnOnce(&'a Conn, A) -> F) -> usize {
 }
 #[cfg(test)]
 fn fut2m<'a, A, F>(_: impl FnOnce(&'a mut Conn, A) -> F) -> usize {
+    std::mem::size_of::<F>()
+}
+#[cfg(test)]
+fn fut1<'a, A, F>(_: impl FnOnce(&'a TcpStream, A) -> F) -> usize {
     std::mem::size_of::<F>()
 }

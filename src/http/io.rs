@@ -16,7 +16,7 @@
 //!   directions can use it at once. Bodies cannot be spliced through it
 //!   (see [`Io::is_tls`]).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use crate::tls::{session, TlsConn};
 use std::io;
@@ -47,7 +47,7 @@ const ECANCELED: i32 = 125;
 /// per idle keep-alive connection otherwise: the `Rc` and its op set's
 /// table), and the next request's first ring op takes one from there.
 #[derive(Default)]
-pub struct Cancel(RefCell<Option<Canceller>>);
+pub struct Cancel(Cell<Option<Canceller>>);
 
 /// Most spare cancellers a worker keeps (a few hundred KiB at most).
 const SPARE_CANCELLERS: usize = 1024;
@@ -60,21 +60,21 @@ thread_local! {
 
 impl Cancel {
     fn handle(&self) -> CancelHandle {
-        self.0
-            .borrow_mut()
-            .get_or_insert_with(|| {
-                SPARE
-                    .with(|s| s.borrow_mut().pop())
-                    .unwrap_or_else(Canceller::new)
-            })
-            .handle()
+        let c = self.0.take().unwrap_or_else(|| {
+            SPARE
+                .with(|s| s.borrow_mut().pop())
+                .unwrap_or_else(Canceller::new)
+        });
+        let h = c.handle();
+        self.0.set(Some(c));
+        h
     }
 
     /// Gives the canceller back to the worker's free list. Only between
     /// requests or at the end: no op of this connection is in flight (an op
     /// holds a handle only while it runs, so the free one is clean).
     pub fn release(&self) {
-        if let Some(c) = self.0.borrow_mut().take() {
+        if let Some(c) = self.0.take() {
             // `try_with`: at thread exit the list may be gone; dropping is fine.
             let _ = SPARE.try_with(|s| {
                 let mut s = s.borrow_mut();
@@ -86,9 +86,8 @@ impl Cancel {
     }
 
     fn cancel(&self) {
-        let mut c = self.0.borrow_mut();
-        if let Some(old) = c.take() {
-            *c = Some(old.cancel());
+        if let Some(old) = self.0.take() {
+            self.0.set(Some(old.cancel()));
         }
     }
 }
