@@ -156,18 +156,25 @@ pub fn serve_with(
             Started::Done => return,
             Started::H2(t) => return Box::pin(conn.into_h2_tls(t, live)).await,
         }
-        let handoff = conn.run(&mut live).await;
-        if let Some((cfg, new)) = handoff {
-            // The client sent the HTTP/2 preface: the h2 server takes over,
-            // with the bytes read so far. Boxed: an HTTP/2 connection's
-            // state is large, and every HTTP/1.1 connection's task would
-            // carry it inline.
-            return Box::pin(conn.into_h2(cfg, new)).await;
-        }
-        conn.release_buffers();
+        // In a block: what is bound here must not stay in the future across
+        // the hand-off's await (a binding's storage lasts to its scope's end).
+        let h2 = {
+            let handoff = conn.run(&mut live).await;
+            match handoff {
+                // The client sent the HTTP/2 preface: the h2 server takes
+                // over, with the bytes read so far. Boxed: an HTTP/2
+                // connection's state is large, and every HTTP/1.1
+                // connection's task would carry it inline.
+                Some(h) => Box::pin(conn.into_h2(h)),
+                None => {
+                    conn.release_buffers();
+                    return;
+                }
+            }
+        };
+        h2.await
     }
 }
-
 /// How a connection's start (the TLS handshake of a TLS listener) ended.
 enum Started {
     /// HTTP/1.1 follows (plain, or over the session in `Client::tls`).
@@ -215,7 +222,7 @@ impl Conn {
 
     /// Hands a cleartext connection whose first bytes were the HTTP/2
     /// preface to the h2 server.
-    async fn into_h2(mut self, cfg: crate::config::Http2, live: Arc<Live>) {
+    async fn into_h2(mut self, (cfg, live): H2Handoff) {
         let replay = self.client.buf.clone();
         self.release_buffers();
         let Conn {
