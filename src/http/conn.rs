@@ -128,7 +128,6 @@ pub fn serve_with(
     let conn = Conn {
         gen: ctx.generation(),
         ctx,
-        listen,
         spec: spec.unwrap_or(usize::MAX),
         closing: false,
         guard,
@@ -154,7 +153,7 @@ pub fn serve_with(
         match Box::pin(conn.start(&live)).await {
             Started::Http1 => {}
             Started::Done => return,
-            Started::H2(t) => return Box::pin(conn.into_h2_tls(t, live)).await,
+            Started::H2 => return Box::pin(conn.into_h2_tls(live)).await,
         }
         // In a block: what is bound here must not stay in the future across
         // the hand-off's await (a binding's storage lasts to its scope's end).
@@ -179,8 +178,9 @@ pub fn serve_with(
 enum Started {
     /// HTTP/1.1 follows (plain, or over the session in `Client::tls`).
     Http1,
-    /// ALPN chose `h2`: the session goes to the h2 server.
-    H2(Box<TlsConn>),
+    /// ALPN chose `h2`: the session (in `Client::tls`, so that this result
+    /// is small: it is held in the connection's future) goes to the h2 server.
+    H2,
     /// Failed (counted, answered if it was plain HTTP): close.
     Done,
 }
@@ -199,25 +199,32 @@ impl Conn {
         match self.tls_start(acc, header_timeout).await {
             TlsStart::Ready => Started::Http1,
             TlsStart::Done => Started::Done,
-            TlsStart::H2(t) => Started::H2(t),
+            TlsStart::H2(t) => {
+                self.client.tls = Some(Box::new(RefCell::new(*t)));
+                Started::H2
+            }
         }
     }
 
     /// ALPN chose `h2` (offered only when the port's routes all have
     /// `http2` on): the h2 server takes the TLS session.
-    async fn into_h2_tls(self, t: Box<TlsConn>, live: Arc<Live>) {
-        let Some(cfg) = live.snapshot.listeners.get(self.spec).and_then(|l| l.http2) else {
+    async fn into_h2_tls(self, live: Arc<Live>) {
+        let Some((cfg, listen)) = live
+            .snapshot
+            .listeners
+            .get(self.spec)
+            .and_then(|l| Some((l.http2?, l.addr)))
+        else {
             return;
         };
         let Conn {
-            ctx,
-            client,
-            guard,
-            listen,
-            ..
+            ctx, client, guard, ..
         } = self;
+        let Some(t) = client.tls else {
+            return;
+        };
         let (stream, peer) = (client.stream, client.peer);
-        crate::h2::serve_tls(ctx, live, stream, *t, peer, listen, cfg, guard).await;
+        crate::h2::serve_tls(ctx, live, stream, t.into_inner(), peer, listen, cfg, guard).await;
     }
 
     /// Hands a cleartext connection whose first bytes were the HTTP/2
@@ -225,12 +232,11 @@ impl Conn {
     async fn into_h2(mut self, (cfg, live): H2Handoff) {
         let replay = self.client.buf.clone();
         self.release_buffers();
+        let Some(listen) = live.snapshot.listeners.get(self.spec).map(|l| l.addr) else {
+            return;
+        };
         let Conn {
-            ctx,
-            client,
-            guard,
-            listen,
-            ..
+            ctx, client, guard, ..
         } = self;
         let (stream, peer) = (client.stream, client.peer);
         crate::h2::serve_tcp(ctx, live, stream, peer, listen, cfg, replay, guard).await;
@@ -289,10 +295,10 @@ enum TlsStart {
 
 struct Conn {
     ctx: Rc<WorkerCtx>,
-    listen: SocketAddr,
     /// Generation of the config this connection serves.
     gen: u64,
-    /// Index of our listener in `live.snapshot.listeners`.
+    /// Index of our listener in `live.snapshot.listeners` (of the config
+    /// this connection serves: its address is there, not in the `Conn`).
     spec: usize,
     /// Our listener left the config: finish this request, then close.
     closing: bool,
@@ -364,7 +370,7 @@ impl Conn {
             }
             Err(e) => {
                 acc.counters.failed(e.reason());
-                tracing::debug!(peer = %self.client.peer, listen = %self.listen, "TLS handshake failed: {e}");
+                tracing::debug!(peer = %self.client.peer, "TLS handshake failed: {e}");
                 if matches!(e, crate::tls::HandshakeError::PlainHttp) {
                     self.send_canned(PLAIN_ON_TLS).await;
                     self.release_buffers();
@@ -580,8 +586,12 @@ impl Conn {
             return;
         }
         self.gen = gen;
+        let Some(listen) = live.snapshot.listeners.get(self.spec).map(|l| l.addr) else {
+            self.closing = true;
+            return;
+        };
         let new = self.ctx.live();
-        match new.by_listen.get(&self.listen) {
+        match new.by_listen.get(&listen) {
             Some(&i) => {
                 *live = new;
                 self.spec = i;
