@@ -833,22 +833,6 @@ fn has_blank_line(buf: &[u8], from: usize) -> bool {
     memchr::memmem::find(tail, b"\n\r\n").is_some() || memchr::memmem::find(tail, b"\n\n").is_some()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::has_blank_line;
-
-    #[test]
-    fn blank_line_search_covers_the_seam() {
-        assert!(has_blank_line(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 0));
-        let b = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
-        // The previous read ended right after "\r\n" of the last header.
-        assert!(has_blank_line(b, b.len() - 2));
-        assert!(has_blank_line(b, b.len() - 1));
-        assert!(!has_blank_line(b"GET / HTTP/1.1\r\nHost: a\r\n", 0));
-        assert!(has_blank_line(b"GET / HTTP/1.1\nHost: a\n\n", 10));
-    }
-}
-
 /// Sizes of a connection's parts, for `connection_task_sizes` (bytes).
 #[cfg(test)]
 pub(crate) fn debug_sizes() -> Vec<(&'static str, usize)> {
@@ -881,4 +865,20 @@ fn fut2m<'a, A, F>(_: impl FnOnce(&'a mut Conn, A) -> F) -> usize {
 #[cfg(test)]
 fn fut1<'a, A, F>(_: impl FnOnce(&'a TcpStream, A) -> F) -> usize {
     std::mem::size_of::<F>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_blank_line;
+
+    #[test]
+    fn blank_line_search_covers_the_seam() {
+        assert!(has_blank_line(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 0));
+        let b = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        // The previous read ended right after "\r\n" of the last header.
+        assert!(has_blank_line(b, b.len() - 2));
+        assert!(has_blank_line(b, b.len() - 1));
+        assert!(!has_blank_line(b"GET / HTTP/1.1\r\nHost: a\r\n", 0));
+        assert!(has_blank_line(b"GET / HTTP/1.1\nHost: a\n\n", 10));
+    }
 }

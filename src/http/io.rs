@@ -60,11 +60,10 @@ thread_local! {
 
 impl Cancel {
     fn handle(&self) -> CancelHandle {
-        let c = self.0.take().unwrap_or_else(|| {
-            SPARE
-                .with(|s| s.borrow_mut().pop())
-                .unwrap_or_else(Canceller::new)
-        });
+        let c = self
+            .0
+            .take()
+            .unwrap_or_else(|| SPARE.with(|s| s.borrow_mut().pop()).unwrap_or_default());
         let h = c.handle();
         self.0.set(Some(c));
         h
