@@ -16,9 +16,12 @@
 //! connection whose handshake chose ALPN `h2` is handed over right after it.
 
 use std::cell::RefCell;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use monoio::net::TcpStream;
@@ -122,10 +125,9 @@ pub fn serve_with(
     pre: Preamble,
 ) -> impl std::future::Future<Output = ()> {
     let spec = live.by_listen.get(&listen).copied();
-    let mut conn = Conn {
+    let conn = Conn {
         gen: ctx.generation(),
         ctx,
-        listen,
         spec: spec.unwrap_or(usize::MAX),
         closing: false,
         guard,
@@ -137,56 +139,147 @@ pub fn serve_with(
             tls: None,
             dst: pre.dst.map(Box::new),
         },
-        bufs: Bufs::default(),
         spare: None,
     };
+    // The future captures only the `Conn` and the config: what an idle
+    // connection's task holds (see bench/README.md "Idle memory"); every
+    // rarer path (TLS handshake, h2 hand-offs) runs in a boxed future.
+    let mut conn = conn;
+    let mut live = live;
     async move {
-        if spec.is_none() {
+        if conn.spec == usize::MAX {
             return;
         }
+        match Box::pin(conn.start(&live)).await {
+            Started::Http1 => {}
+            Started::Done => return,
+            Started::H2 => return Box::pin(conn.into_h2_tls(live)).await,
+        }
+        // In a block: what is bound here must not stay in the future across
+        // the hand-off's await (a binding's storage lasts to its scope's end).
+        let h2 = {
+            let handoff = conn.run(&mut live).await;
+            match handoff {
+                // The client sent the HTTP/2 preface: the h2 server takes
+                // over, with the bytes read so far. Boxed: an HTTP/2
+                // connection's state is large, and every HTTP/1.1
+                // connection's task would carry it inline.
+                Some(h) => Box::pin(conn.into_h2(h)),
+                None => {
+                    conn.release_buffers();
+                    return;
+                }
+            }
+        };
+        h2.await
+    }
+}
+/// How a connection's start (the TLS handshake of a TLS listener) ended.
+enum Started {
+    /// HTTP/1.1 follows (plain, or over the session in `Client::tls`).
+    Http1,
+    /// ALPN chose `h2`: the session (in `Client::tls`, so that this result
+    /// is small: it is held in the connection's future) goes to the h2 server.
+    H2,
+    /// Failed (counted, answered if it was plain HTTP): close.
+    Done,
+}
+
+impl Conn {
+    /// The TLS handshake of a TLS listener (nothing on a plain one).
+    async fn start(&mut self, live: &Live) -> Started {
         let acc = live
             .snapshot
             .listeners
-            .get(conn.spec)
+            .get(self.spec)
             .and_then(|l| Some((l.tls.clone()?, l.header_timeout)));
-        if let Some((acc, header_timeout)) = acc {
-            // Boxed: the handshake's state and result (over a KiB) would
-            // otherwise widen every connection's task for its whole life.
-            match Box::pin(conn.tls_start(acc, header_timeout)).await {
-                TlsStart::Ready => {}
-                TlsStart::Done => return,
-                TlsStart::H2(t) => {
-                    // ALPN chose `h2` (offered only when the port's routes
-                    // all have `http2` on): the h2 server takes the session.
-                    let Some(cfg) = live.snapshot.listeners.get(conn.spec).and_then(|l| l.http2)
-                    else {
-                        return;
-                    };
-                    let Conn {
-                        ctx, client, guard, ..
-                    } = conn;
-                    let (stream, peer) = (client.stream, client.peer);
-                    let h2 = crate::h2::serve_tls(ctx, live, stream, *t, peer, listen, cfg, guard);
-                    return Box::pin(h2).await;
-                }
+        let Some((acc, header_timeout)) = acc else {
+            return Started::Http1;
+        };
+        match self.tls_start(acc, header_timeout).await {
+            TlsStart::Ready => Started::Http1,
+            TlsStart::Done => Started::Done,
+            TlsStart::H2(t) => {
+                self.client.tls = Some(Box::new(RefCell::new(*t)));
+                Started::H2
             }
         }
-        if let Some((cfg, live)) = conn.run(live).await {
-            // The client sent the HTTP/2 preface: the h2 server takes over, with
-            // the bytes read so far.
-            let replay = conn.client.buf.clone();
-            conn.release_buffers();
-            let Conn {
-                ctx, client, guard, ..
-            } = conn;
-            let stream = client.stream;
-            let peer = client.peer;
-            // Boxed: an HTTP/2 connection's state is large, and every HTTP/1.1
-            // connection's task would carry it inline.
-            let h2 = crate::h2::serve_tcp(ctx, live, stream, peer, listen, cfg, replay, guard);
-            return Box::pin(h2).await;
+    }
+
+    /// ALPN chose `h2` (offered only when the port's routes all have
+    /// `http2` on): the h2 server takes the TLS session.
+    async fn into_h2_tls(self, live: Arc<Live>) {
+        let Some((cfg, listen)) = live
+            .snapshot
+            .listeners
+            .get(self.spec)
+            .and_then(|l| Some((l.http2?, l.addr)))
+        else {
+            return;
+        };
+        let Conn {
+            ctx, client, guard, ..
+        } = self;
+        let Some(t) = client.tls else {
+            return;
+        };
+        let (stream, peer) = (client.stream, client.peer);
+        crate::h2::serve_tls(ctx, live, stream, t.into_inner(), peer, listen, cfg, guard).await;
+    }
+
+    /// Hands a cleartext connection whose first bytes were the HTTP/2
+    /// preface to the h2 server.
+    async fn into_h2(mut self, (cfg, live): H2Handoff) {
+        let replay = self.client.buf.clone();
+        self.release_buffers();
+        let Some(listen) = live.snapshot.listeners.get(self.spec).map(|l| l.addr) else {
+            return;
+        };
+        let Conn {
+            ctx, client, guard, ..
+        } = self;
+        let (stream, peer) = (client.stream, client.peer);
+        crate::h2::serve_tcp(ctx, live, stream, peer, listen, cfg, replay, guard).await;
+    }
+}
+
+/// [`Conn::wait_readable`]'s future: a readiness wait, a coarse timer and
+/// the worker's stop flag in one poll.
+struct IdleWait<'a, F> {
+    ready: F,
+    sleep: crate::worker::timer::CoarseSleep<'a>,
+    ctx: &'a WorkerCtx,
+    draining: bool,
+}
+
+impl<F: Future<Output = std::io::Result<()>>> Future for IdleWait<'_, F> {
+    type Output = Wait;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Wait> {
+        // SAFETY: `ready` is pinned structurally: it is never moved out of
+        // `self` (no method hands it out, `IdleWait` has no `Drop`), so it
+        // stays where it was pinned until dropped in place; the other
+        // fields are `Unpin` and only accessed by `&mut`.
+        let this = unsafe { self.get_unchecked_mut() };
+        // SAFETY: see above; `this.ready` is not moved while pinned.
+        let ready = unsafe { Pin::new_unchecked(&mut this.ready) };
+        if let Poll::Ready(r) = ready.poll(cx) {
+            return Poll::Ready(match r {
+                Ok(()) => Wait::Readable,
+                Err(_) => Wait::Stop,
+            });
         }
-        conn.release_buffers();
+        let ctx = this.ctx;
+        if !this.draining && ctx.stopping.is_set() {
+            this.draining = true;
+            let drain_ms = ctx.now_ms() + DRAIN_IDLE.as_millis() as u64;
+            this.sleep = ctx.timers.sleep_until(drain_ms);
+        }
+        match Pin::new(&mut this.sleep).poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(()) if this.draining => Poll::Ready(Wait::Stop),
+            Poll::Ready(()) => Poll::Ready(Wait::Timeout),
+        }
     }
 }
 
@@ -202,30 +295,20 @@ enum TlsStart {
 
 struct Conn {
     ctx: Rc<WorkerCtx>,
-    listen: SocketAddr,
     /// Generation of the config this connection serves.
     gen: u64,
-    /// Index of our listener in `live.snapshot.listeners`.
+    /// Index of our listener in `live.snapshot.listeners` (of the config
+    /// this connection serves: its address is there, not in the `Conn`).
     spec: usize,
     /// Our listener left the config: finish this request, then close.
     closing: bool,
     guard: ConnGuard,
     client: Client,
-    bufs: Bufs,
     /// The access log's and the middleware's per-exchange state, kept
     /// between requests (with their buffers' capacity) only once a request
     /// of this connection used them: boxed, so a connection that never
     /// logs nor filters carries 8 bytes for them.
     spare: Option<Box<Spare>>,
-}
-
-/// The buffers an exchange borrows from its connection (pooled; released
-/// while the connection idles).
-#[derive(Default)]
-struct Bufs {
-    ubuf: Vec<u8>,
-    out: Vec<u8>,
-    spans: Vec<super::head::HeaderSpan>,
 }
 
 /// See [`Conn::spare`].
@@ -287,7 +370,7 @@ impl Conn {
             }
             Err(e) => {
                 acc.counters.failed(e.reason());
-                tracing::debug!(peer = %self.client.peer, listen = %self.listen, "TLS handshake failed: {e}");
+                tracing::debug!(peer = %self.client.peer, "TLS handshake failed: {e}");
                 if matches!(e, crate::tls::HandshakeError::PlainHttp) {
                     self.send_canned(PLAIN_ON_TLS).await;
                     self.release_buffers();
@@ -299,23 +382,25 @@ impl Conn {
 
     /// `live` is the config this connection serves, refreshed between requests.
     /// Returns the hand-off when the first bytes were the HTTP/2 preface.
-    async fn run(&mut self, mut live: Arc<Live>) -> Option<H2Handoff> {
-        let mut keepalive: Option<Duration> = None;
+    async fn run(&mut self, live: &mut Arc<Live>) -> Option<H2Handoff> {
+        // Only what is used after the idle wait stays in this future across
+        // it (this future is most of an idle connection's task): `first`,
+        // not the keep-alive duration; the header timeout is looked up again.
+        let mut first = true;
+        let mut idle = Duration::ZERO;
+        let header_timeout =
+            |live: &Live, spec: usize| live.snapshot.listeners.get(spec).map(|s| s.header_timeout);
         loop {
-            let header_timeout = match live.snapshot.listeners.get(self.spec) {
-                Some(spec) => spec.header_timeout,
-                None => return None,
-            };
-            let mut deadline = Instant::now() + header_timeout;
+            let mut deadline = Instant::now() + header_timeout(live, self.spec)?;
             if self.client.buf.is_empty() {
                 // Nothing buffered: wait without holding buffers, so idle and
                 // not-yet-talking connections own nothing but their socket.
                 self.release_buffers();
                 let tls = self.client.tls.as_ref().map(|t| t.borrow().has_plain());
-                match keepalive {
+                match first {
                     // Decrypted bytes wait in the TLS session already.
                     _ if tls == Some(true) => {}
-                    None if tls.is_some() => match self.wait_readable(deadline).await {
+                    true if tls.is_some() => match self.wait_readable(deadline).await {
                         Wait::Readable => {}
                         Wait::Timeout => {
                             Box::pin(self.fail(408)).await;
@@ -323,15 +408,17 @@ impl Conn {
                         }
                         Wait::Stop => return None,
                     },
-                    Some(idle) => match self.wait_readable(Instant::now() + idle).await {
-                        Wait::Readable => deadline = Instant::now() + header_timeout,
+                    false => match self.wait_readable(Instant::now() + idle).await {
+                        Wait::Readable => {
+                            deadline = Instant::now() + header_timeout(live, self.spec)?
+                        }
                         Wait::Timeout | Wait::Stop => return None,
                     },
                     // A new connection: its request usually arrives right
                     // behind the handshake, so try a plain read first and
                     // wait (the head deadline already runs) only when it
                     // is not there yet.
-                    None => match self.read_now() {
+                    true => match self.read_now() {
                         Some(true) => {}
                         Some(false) => return None,
                         None => match self.wait_readable(deadline).await {
@@ -345,8 +432,8 @@ impl Conn {
                     },
                 }
             }
-            self.refresh_live(&mut live);
-            if keepalive.is_none() {
+            self.refresh_live(live);
+            if first {
                 // Prior knowledge is cleartext only: over TLS, HTTP/2 is chosen by
                 // ALPN `h2` (above), so a TLS client's preface is a bad HTTP/1.1 head.
                 let h2 = live
@@ -357,7 +444,7 @@ impl Conn {
                     .filter(|_| self.client.tls.is_none());
                 if let Some(cfg) = h2 {
                     if Box::pin(self.sniff_h2(deadline)).await {
-                        return Some((cfg, live));
+                        return Some((cfg, live.clone()));
                     }
                 }
             }
@@ -365,22 +452,29 @@ impl Conn {
             // timers, bodies) takes a few KiB of state; inline it would be
             // part of every idle connection's task as well. One allocation
             // per request instead, and an idle connection's task stays small.
-            let outcome = Box::pin(self.request(&live, deadline)).await;
-            match outcome {
-                Outcome::KeepAlive(idle) => {
-                    keepalive = Some(idle);
-                    continue;
-                }
-                Outcome::Close => Box::pin(self.linger()).await,
-                Outcome::Finished => Box::pin(self.finish()).await,
-                Outcome::Drop => {}
-                Outcome::Session(st) => {
-                    // Boxed apart from the request's future, which is gone
-                    // by now: an idle session holds only its own state.
-                    Box::pin(super::upgrade::session(&self.ctx, &self.client, *st)).await;
-                }
+            let outcome = Box::pin(self.request(live, deadline)).await;
+            if let Outcome::KeepAlive(d) = outcome {
+                (first, idle) = (false, d);
+                continue;
             }
+            // One boxed future for every ending: each await point here is
+            // a slot in this future, which is most of an idle connection.
+            Box::pin(self.end(outcome)).await;
             return None;
+        }
+    }
+
+    /// The connection's last act after a request that does not keep it alive.
+    async fn end(&mut self, outcome: Outcome) {
+        match outcome {
+            Outcome::KeepAlive(_) | Outcome::Drop => {}
+            Outcome::Close => self.linger().await,
+            Outcome::Finished => self.finish().await,
+            Outcome::Session(st) => {
+                // Apart from the request's future, which is gone by now: an
+                // idle session holds only its own state.
+                super::upgrade::session(&self.ctx, &self.client, *st).await;
+            }
         }
     }
 
@@ -392,7 +486,10 @@ impl Conn {
         if self.client.buf.capacity() == 0 {
             self.client.buf = self.ctx.bufs.take();
         }
-        let head = match self.read_head(deadline).await {
+        // The head's spans, and the exchange's buffers below, belong to this
+        // (boxed, per request) future: the connection holds none while idle.
+        let mut spans = Vec::new();
+        let head = match self.read_head(&mut spans, deadline).await {
             Ok(h) => h,
             Err(HeadFail::Gone) => return Outcome::Drop,
             Err(HeadFail::Timeout) => {
@@ -409,15 +506,15 @@ impl Conn {
                 return Outcome::Drop;
             }
         };
-        // The exchange's scratch lives in this (boxed, per request) future:
-        // the connection keeps only the pooled buffers, and the access log's
-        // and middleware's state in `spare` once a request used them.
+        // The exchange's scratch lives in this future too: the connection
+        // keeps only the access log's and middleware's state, in `spare`,
+        // once a request used them.
         let mut spare = self.spare.take();
         let Spare { log, filter } = spare.as_deref_mut().map(std::mem::take).unwrap_or_default();
         let mut s = Scratch {
-            ubuf: std::mem::take(&mut self.bufs.ubuf),
-            out: std::mem::take(&mut self.bufs.out),
-            spans: std::mem::take(&mut self.bufs.spans),
+            ubuf: Vec::new(),
+            out: Vec::new(),
+            spans,
             log,
             filter,
             gw: None,
@@ -437,13 +534,16 @@ impl Conn {
         let Scratch {
             ubuf,
             out,
-            spans,
             log,
             filter,
             keep_spare,
             ..
         } = s;
-        self.bufs = Bufs { ubuf, out, spans };
+        for b in [ubuf, out] {
+            if b.capacity() > 0 {
+                self.ctx.bufs.put(b);
+            }
+        }
         if keep_spare {
             let kept = Spare { log, filter };
             match spare {
@@ -490,8 +590,12 @@ impl Conn {
             return;
         }
         self.gen = gen;
+        let Some(listen) = live.snapshot.listeners.get(self.spec).map(|l| l.addr) else {
+            self.closing = true;
+            return;
+        };
         let new = self.ctx.live();
-        match new.by_listen.get(&self.listen) {
+        match new.by_listen.get(&listen) {
             Some(&i) => {
                 *live = new;
                 self.spec = i;
@@ -513,20 +617,25 @@ impl Conn {
     /// The deadlines are kept by the worker's coarse timers (one tick, 100 ms,
     /// of resolution): the runtime's `Sleep` is 512 bytes with 128-byte
     /// alignment, and it would sit in every idle connection's task.
-    async fn wait_readable(&self, deadline: Instant) -> Wait {
+    ///
+    /// One hand-written poll instead of a `select!` over a readiness wait,
+    /// a timer and the worker's stop event: this future is most of an idle
+    /// connection's task. The stop is noticed without a registration of its
+    /// own: stopping wakes every coarse timer (`WorkerCtx::stop`), and the
+    /// poll checks the flag.
+    fn wait_readable(
+        &self,
+        deadline: Instant,
+    ) -> IdleWait<'_, impl Future<Output = std::io::Result<()>> + '_> {
+        let ctx = &*self.ctx;
         let left = deadline.saturating_duration_since(Instant::now());
-        let deadline_ms = self.ctx.now_ms() + left.as_millis() as u64;
-        monoio::select! {
-            r = self.client.stream.readable(false) => match r {
-                Ok(()) => Wait::Readable,
-                Err(_) => Wait::Stop,
-            },
-            _ = self.ctx.timers.sleep_until(deadline_ms) => Wait::Timeout,
-            _ = async {
-                self.ctx.stopping.wait().await;
-                let drain_ms = self.ctx.now_ms() + DRAIN_IDLE.as_millis() as u64;
-                self.ctx.timers.sleep_until(drain_ms).await;
-            } => Wait::Stop,
+        IdleWait {
+            ready: self.client.stream.readable(false),
+            sleep: ctx
+                .timers
+                .sleep_until(ctx.now_ms() + left.as_millis() as u64),
+            ctx,
+            draining: false,
         }
     }
 
@@ -557,7 +666,11 @@ impl Conn {
     }
 
     /// Reads until `client.buf` starts with a complete head.
-    async fn read_head(&mut self, deadline: Instant) -> Result<RequestHead, HeadFail> {
+    async fn read_head(
+        &mut self,
+        spans: &mut Vec<super::head::HeaderSpan>,
+        deadline: Instant,
+    ) -> Result<RequestHead, HeadFail> {
         let limits = Limits::default();
         let plain = self.client.tls.is_none();
         let buf = &mut self.client.buf;
@@ -568,8 +681,8 @@ impl Conn {
             if !buf.is_empty()
                 && (scanned == 0 || buf.len() >= limits.max_head || has_blank_line(buf, scanned))
             {
-                super::exchange::ensure_spans(&mut self.bufs.spans);
-                match parse_request(buf, &mut self.bufs.spans, &limits) {
+                super::exchange::ensure_spans(spans);
+                match parse_request(buf, spans, &limits) {
                     Ok(Status::Complete(h)) => return Ok(h),
                     Ok(Status::Partial) => {}
                     Err(e) => return Err(HeadFail::Bad(e)),
@@ -636,43 +749,37 @@ impl Conn {
 
     /// Answers with a canned error response, then closes.
     async fn fail(&mut self, status: u16) {
-        let out = &mut self.bufs.out;
-        if out.capacity() == 0 {
-            *out = self.ctx.bufs.take();
-        }
+        let mut out = self.ctx.bufs.take();
         out.clear();
         match respond::canned(status) {
             Some(bytes) => out.extend_from_slice(bytes),
-            None => respond::write_error(out, status, ""),
+            None => respond::write_error(&mut out, status, ""),
         }
         let len = out.len();
-        if client_io(
+        let sent = client_io(
             &mut self.client.stream,
             &self.client.cancel,
             &self.client.tls,
         )
-        .write_all(out, 0..len, ERROR_WRITE_STALL)
-        .await
-        .is_ok()
-        {
+        .write_all(&mut out, 0..len, ERROR_WRITE_STALL)
+        .await;
+        self.ctx.bufs.put(out);
+        if sent.is_ok() {
             self.linger().await;
         }
     }
 
     /// Writes `bytes` on the plain socket, then closes with a linger.
     async fn send_canned(&mut self, bytes: &[u8]) {
-        let out = &mut self.bufs.out;
-        if out.capacity() == 0 {
-            *out = self.ctx.bufs.take();
-        }
+        let mut out = self.ctx.bufs.take();
         out.clear();
         out.extend_from_slice(bytes);
         let len = out.len();
-        if Io::Ring(&mut self.client.stream, &self.client.cancel)
-            .write_all(out, 0..len, ERROR_WRITE_STALL)
-            .await
-            .is_ok()
-        {
+        let sent = Io::Ring(&mut self.client.stream, &self.client.cancel)
+            .write_all(&mut out, 0..len, ERROR_WRITE_STALL)
+            .await;
+        self.ctx.bufs.put(out);
+        if sent.is_ok() {
             self.linger().await;
         }
     }
@@ -729,19 +836,13 @@ impl Conn {
     }
 
     fn release_buffers(&mut self) {
-        self.bufs.spans = Vec::new();
+        self.client.cancel.release();
         if let Some(t) = &self.client.tls {
             t.borrow_mut().release();
         }
         let bufs = &self.ctx.bufs;
-        for b in [
-            &mut self.client.buf,
-            &mut self.bufs.ubuf,
-            &mut self.bufs.out,
-        ] {
-            if b.capacity() > 0 {
-                bufs.put(std::mem::take(b));
-            }
+        if self.client.buf.capacity() > 0 {
+            bufs.put(std::mem::take(&mut self.client.buf));
         }
     }
 }
@@ -751,6 +852,40 @@ impl Conn {
 fn has_blank_line(buf: &[u8], from: usize) -> bool {
     let tail = buf.get(from.saturating_sub(3)..).unwrap_or(&[]);
     memchr::memmem::find(tail, b"\n\r\n").is_some() || memchr::memmem::find(tail, b"\n\n").is_some()
+}
+
+/// Sizes of a connection's parts, for `connection_task_sizes` (bytes).
+#[cfg(test)]
+pub(crate) fn debug_sizes() -> Vec<(&'static str, usize)> {
+    use std::mem::size_of;
+    vec![
+        ("Conn", size_of::<Conn>()),
+        ("Client", size_of::<Client>()),
+        ("ConnGuard", size_of::<ConnGuard>()),
+        ("Cancel", size_of::<Cancel>()),
+        ("SocketAddr", size_of::<SocketAddr>()),
+        ("Instant", size_of::<Instant>()),
+        ("wait_readable", fut2(Conn::wait_readable)),
+        ("readable", fut1(TcpStream::readable)),
+        (
+            "CoarseSleep",
+            size_of::<crate::worker::timer::CoarseSleep<'static>>(),
+        ),
+        ("run", fut2m(Conn::run)),
+    ]
+}
+
+#[cfg(test)]
+fn fut2<'a, A, F>(_: impl FnOnce(&'a Conn, A) -> F) -> usize {
+    std::mem::size_of::<F>()
+}
+#[cfg(test)]
+fn fut2m<'a, A, F>(_: impl FnOnce(&'a mut Conn, A) -> F) -> usize {
+    std::mem::size_of::<F>()
+}
+#[cfg(test)]
+fn fut1<'a, A, F>(_: impl FnOnce(&'a TcpStream, A) -> F) -> usize {
+    std::mem::size_of::<F>()
 }
 
 #[cfg(test)]

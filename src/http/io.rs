@@ -16,7 +16,7 @@
 //!   directions can use it at once. Bodies cannot be spliced through it
 //!   (see [`Io::is_tls`]).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use crate::tls::{session, TlsConn};
 use std::io;
@@ -42,22 +42,51 @@ const ECANCELED: i32 = 125;
 /// out. Only a cancel replaces it (rare: a deadline passed). Created on the
 /// first ring op: a connection whose reads and writes all complete as plain
 /// syscalls (most small keep-alive requests) never allocates one, and an
-/// idle connection does not carry it.
+/// idle connection does not carry it: [`Cancel::release`] gives it back to
+/// the worker's free list when the connection goes idle (about 180 bytes
+/// per idle keep-alive connection otherwise: the `Rc` and its op set's
+/// table), and the next request's first ring op takes one from there.
 #[derive(Default)]
-pub struct Cancel(RefCell<Option<Canceller>>);
+pub struct Cancel(Cell<Option<Canceller>>);
+
+/// Most spare cancellers a worker keeps (a few hundred KiB at most).
+const SPARE_CANCELLERS: usize = 1024;
+
+thread_local! {
+    /// This worker thread's spare cancellers: none has an op associated
+    /// (they come from connections between requests, or closed ones).
+    static SPARE: RefCell<Vec<Canceller>> = const { RefCell::new(Vec::new()) };
+}
 
 impl Cancel {
     fn handle(&self) -> CancelHandle {
-        self.0
-            .borrow_mut()
-            .get_or_insert_with(Canceller::new)
-            .handle()
+        let c = self
+            .0
+            .take()
+            .unwrap_or_else(|| SPARE.with(|s| s.borrow_mut().pop()).unwrap_or_default());
+        let h = c.handle();
+        self.0.set(Some(c));
+        h
+    }
+
+    /// Gives the canceller back to the worker's free list. Only between
+    /// requests or at the end: no op of this connection is in flight (an op
+    /// holds a handle only while it runs, so the free one is clean).
+    pub fn release(&self) {
+        if let Some(c) = self.0.take() {
+            // `try_with`: at thread exit the list may be gone; dropping is fine.
+            let _ = SPARE.try_with(|s| {
+                let mut s = s.borrow_mut();
+                if s.len() < SPARE_CANCELLERS {
+                    s.push(c);
+                }
+            });
+        }
     }
 
     fn cancel(&self) {
-        let mut c = self.0.borrow_mut();
-        if let Some(old) = c.take() {
-            *c = Some(old.cancel());
+        if let Some(old) = self.0.take() {
+            self.0.set(Some(old.cancel()));
         }
     }
 }

@@ -178,44 +178,66 @@ pub async fn tunnel<M: Meter>(
     backend: &TcpStream,
     idle: Duration,
 ) -> Result<Moved, TunnelEnd> {
-    let last = Cell::new(meter.now_ms());
-    let up = pump(pool, meter, &last, client, backend, true, true);
-    let down = pump(pool, meter, &last, backend, client, false, false);
-    let watch = idle_watch(meter, &last, idle);
+    // What both directions and the idle watch share, behind one reference
+    // each: these futures live in every open tunnel's task.
+    let link = Link {
+        pool,
+        meter,
+        last: Cell::new(meter.now_ms()),
+    };
+    let up = pump(&link, client, backend, true);
+    let down = pump(&link, backend, client, false);
+    let watch = idle_watch(&link, idle.as_millis().max(1) as u64);
     let (mut up, mut down, mut watch) = (
         std::pin::pin!(up),
         std::pin::pin!(down),
         std::pin::pin!(watch),
     );
-    let (mut up_done, mut down_done) = (None, None);
+    // Which directions finished (bit 0 up, bit 1 down) and their counts.
+    let (mut done, mut moved) = (0u8, Moved::default());
     loop {
         monoio::select! {
-            r = &mut up, if up_done.is_none() => match r {
-                Ok(n) => up_done = Some(n),
+            r = &mut up, if done & 1 == 0 => match r {
+                Ok(n) => (done, moved.up) = (done | 1, n),
                 Err(e) => return Err(e),
             },
-            r = &mut down, if down_done.is_none() => match r {
-                Ok(n) => down_done = Some(n),
+            r = &mut down, if done & 2 == 0 => match r {
+                Ok(n) => (done, moved.down) = (done | 2, n),
                 Err(e) => return Err(e),
             },
             _ = &mut watch => return Err(TunnelEnd::Idle),
         }
-        if let (Some(up), Some(down)) = (up_done, down_done) {
-            return Ok(Moved { up, down });
+        if done == 3 {
+            return Ok(moved);
         }
     }
 }
 
 /// Returns once `idle` passed since `last`. Uses the worker's coarse timers,
 /// not a runtime `Sleep` (640 bytes in every idle tunnel's task; see timer.rs).
-async fn idle_watch<M: Meter>(meter: &M, last: &Cell<u64>, idle: Duration) {
-    let idle_ms = idle.as_millis().max(1) as u64;
+async fn idle_watch<M: Meter>(link: &Link<'_, M>, idle_ms: u64) {
     loop {
-        let deadline = last.get().saturating_add(idle_ms);
-        if meter.now_ms() >= deadline {
+        let deadline = link.last.get().saturating_add(idle_ms);
+        if link.meter.now_ms() >= deadline {
             return;
         }
-        meter.timers().sleep_until(deadline).await;
+        link.meter.timers().sleep_until(deadline).await;
+    }
+}
+
+/// A tunnel's shared state: the pipe pool, the meter, and the last activity
+/// (coarse ms) both directions update and the idle watch reads.
+struct Link<'a, M> {
+    pool: &'a PipePool,
+    meter: &'a M,
+    last: Cell<u64>,
+}
+
+/// Errors reading `src` belong to src's side; errors writing `dst` to dst's.
+fn side_of(e: Side, up: bool) -> TunnelEnd {
+    match (e, up) {
+        (Side::Src(e), true) | (Side::Dst(e), false) => TunnelEnd::Client(e),
+        (Side::Src(e), false) | (Side::Dst(e), true) => TunnelEnd::Backend(e),
     }
 }
 
@@ -238,48 +260,42 @@ enum Mode {
 }
 
 /// One direction: `src` -> `dst`, until EOF on `src` (then half-close `dst`).
-/// Holds no buffer and no pipe while waiting for `src`. `eager`: try a read
-/// before the first readiness wait (a new client's first bytes usually
-/// arrive with, or right behind, the handshake).
+/// Holds no buffer and no pipe while waiting for `src`. The client's
+/// direction (`up`) tries a read before its first readiness wait (a new
+/// client's first bytes usually arrive with, or right behind, the handshake).
 ///
 /// Size matters here: this future lives inside every open tunnel's task for
 /// the tunnel's whole life, so it keeps only a readiness wait across its
 /// common await. A read and its forwarding are synchronous; only bytes that
 /// `dst` cannot take yet go into a boxed [`flush`] (backpressure, rare for
 /// small messages).
-#[allow(clippy::too_many_arguments)]
 async fn pump<M: Meter>(
-    pool: &PipePool,
-    meter: &M,
-    last: &Cell<u64>,
+    link: &Link<'_, M>,
     src: &TcpStream,
     dst: &TcpStream,
     up: bool,
-    eager: bool,
 ) -> Result<u64, TunnelEnd> {
-    // Errors reading `src` belong to src's side; errors writing `dst` to dst's.
-    let side = |e: Side| match (e, up) {
-        (Side::Src(e), true) | (Side::Dst(e), false) => TunnelEnd::Client(e),
-        (Side::Src(e), false) | (Side::Dst(e), true) => TunnelEnd::Backend(e),
-    };
-    let (sfd, dfd) = (src.as_raw_fd(), dst.as_raw_fd());
+    let side = move |e: Side| side_of(e, up);
     let mut total = 0u64;
     let mut mode = Mode::Copy;
-    let mut wait = !eager;
+    let mut wait = !up;
     // Bytes moved since the last readiness wait.
     let mut burst = 0usize;
     loop {
         if wait {
-            src.readable(false).await.map_err(|e| side(Side::Src(e)))?;
+            src.readable(false)
+                .await
+                .map_err(|e| side_of(Side::Src(e), up))?;
             burst = 0;
         }
+        let (sfd, dfd) = (src.as_raw_fd(), dst.as_raw_fd());
         let (step, backlog) = match mode {
-            Mode::Copy => copy_now(meter.bufs(), sfd, dfd),
-            Mode::Splice => splice_now(pool, sfd, dfd),
+            Mode::Copy => copy_now(link.meter.bufs(), sfd, dfd),
+            Mode::Splice => splice_now(link.pool, sfd, dfd),
         }
         .map_err(side)?;
         if let Some(b) = backlog {
-            Box::pin(flush(b, dst, meter.bufs()))
+            Box::pin(flush(b, dst, link.meter.bufs()))
                 .await
                 .map_err(|e| side(Side::Dst(e)))?;
         }
@@ -294,8 +310,8 @@ async fn pump<M: Meter>(
         if n > 0 {
             total += n as u64;
             burst += n;
-            meter.moved(up, n as u64);
-            last.set(meter.now_ms());
+            link.meter.moved(up, n as u64);
+            link.last.set(link.meter.now_ms());
         }
         wait = !matches!(step, Step::More(_));
         mode = match (mode, step) {
@@ -580,20 +596,18 @@ async fn within(
 #[cfg(test)]
 pub(crate) fn debug_sizes() -> Vec<(&'static str, usize)> {
     use crate::proxy::tcp::ConnMeter;
-    fn s7<A, B, C, D, E, G, H, F: std::future::Future>(
-        _: impl FnOnce(A, B, C, D, E, G, H) -> F,
-    ) -> usize {
+    fn s4<A, B, C, D, F: std::future::Future>(_: impl FnOnce(A, B, C, D) -> F) -> usize {
         std::mem::size_of::<F>()
     }
     fn s5<A, B, C, D, E, F: std::future::Future>(_: impl FnOnce(A, B, C, D, E) -> F) -> usize {
         std::mem::size_of::<F>()
     }
-    fn s3<A, B, C, F: std::future::Future>(_: impl FnOnce(A, B, C) -> F) -> usize {
+    fn s2<A, B, F: std::future::Future>(_: impl FnOnce(A, B) -> F) -> usize {
         std::mem::size_of::<F>()
     }
     vec![
-        ("pump", s7(pump::<ConnMeter>)),
+        ("pump", s4(pump::<ConnMeter>)),
         ("tunnel", s5(tunnel::<ConnMeter>)),
-        ("idle_watch", s3(idle_watch::<ConnMeter>)),
+        ("idle_watch", s2(idle_watch::<ConnMeter>)),
     ]
 }

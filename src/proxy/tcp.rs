@@ -83,6 +83,10 @@ pub fn serve_with(
     pre: Preamble,
     guard: ConnGuard,
 ) -> impl std::future::Future<Output = ()> {
+    // Boxed, and only when the edge read something: a preamble is used
+    // before the tunnel starts, but what the future captures it holds for
+    // the tunnel's whole life.
+    let pre = (pre.bytes.capacity() > 0 || pre.dst.is_some()).then(|| Box::new(pre));
     async move {
         let Some(slot) = route.slots.get(ctx.id) else {
             return;
@@ -95,36 +99,8 @@ pub fn serve_with(
             slot,
             counted: route.log.map(|_| &counted),
         };
-        let log = |reason: &str, upstream: Option<SocketAddr>, tls: Option<&RefCell<TlsConn>>| {
-            if let (Some(sink), Some(t)) = (route.log, started) {
-                let tls = tls.map(|c| c.borrow());
-                let (tls_version, sni) = tls.as_ref().map_or((None, None), |c| c.log_fields());
-                ctx.log.write(
-                    sink,
-                    &Record {
-                        time_ms: crate::accesslog::wall_ms(),
-                        kind: Kind::Tcp,
-                        route: &route.cfg.name,
-                        client: peer,
-                        method: b"",
-                        target: b"",
-                        protocol: "tcp",
-                        status: 0,
-                        bytes_in: counted[0].get(),
-                        bytes_out: counted[1].get(),
-                        duration_us: t.elapsed().as_micros() as u64,
-                        upstream,
-                        upstream_ttfb_us: None,
-                        request_id: None,
-                        user_agent: None,
-                        referer: None,
-                        tls_version,
-                        sni,
-                        close_reason: Some(reason),
-                    },
-                );
-            }
-        };
+        // The log line is written by a function, not a closure: a closure's
+        // captures would stay in the task across the tunnel.
         // A TLS route: handshake first (no backend connection for a client that
         // never completes one), then relay through the record layer.
         let mut pre = pre;
@@ -135,7 +111,10 @@ pub fn serve_with(
                 // What the edge read (after a PROXY header, or the ClientHello an
                 // SNI peek chose this route by) belongs to the handshake, not to
                 // the backend: rustls takes it first.
-                let early = std::mem::take(&mut pre.bytes);
+                let early = pre
+                    .as_mut()
+                    .map(|p| std::mem::take(&mut p.bytes))
+                    .unwrap_or_default();
                 let shaken = Box::pin(crate::tls::session::handshake(
                     &client,
                     acc.config.clone(),
@@ -155,7 +134,16 @@ pub fn serve_with(
                     Err(e) => {
                         acc.counters.failed(e.reason());
                         tracing::debug!(route = %route.cfg.name, %peer, "TLS handshake failed: {e}");
-                        log("tls_handshake_failed", None, None);
+                        log_line(
+                            &ctx,
+                            &route,
+                            peer,
+                            started,
+                            &counted,
+                            "tls_handshake_failed",
+                            None,
+                            None,
+                        );
                         return;
                     }
                 }
@@ -180,11 +168,25 @@ pub fn serve_with(
                     ctx.pause_accepting(&e, crate::worker::UPSTREAM_SHORTAGE_PAUSE);
                 }
                 tracing::debug!(route = %route.cfg.name, %peer, "no backend: {e}");
-                log("no_backend", None, tls.as_deref());
+                log_line(
+                    &ctx,
+                    &route,
+                    peer,
+                    started,
+                    &counted,
+                    "no_backend",
+                    None,
+                    tls.as_deref(),
+                );
                 return;
             }
         };
-        if edge::tcp_upstream_needed(&route, upstream.backend, &pre) {
+        if edge::tcp_upstream_needed(
+            &route,
+            upstream.backend,
+            pre.as_deref().unwrap_or(&NO_PREAMBLE),
+        ) {
+            let pre = pre.take().map(|p| *p).unwrap_or_default();
             // Boxed: only edge connections pay for this state.
             let start = edge::tcp_upstream_start(
                 &ctx,
@@ -198,7 +200,12 @@ pub fn serve_with(
             if let Err(e) = Box::pin(start).await {
                 slot.errors.add(1);
                 tracing::debug!(route = %route.cfg.name, %peer, "backend side: {e}");
-                log(
+                log_line(
+                    &ctx,
+                    &route,
+                    peer,
+                    started,
+                    &counted,
                     "backend_error",
                     route.backends.get(upstream.backend).map(|b| b.cfg.addr),
                     tls.as_deref(),
@@ -207,14 +214,17 @@ pub fn serve_with(
             }
         }
         // A route with `gateway`: the connection is a session the API can
-        // list and close (others: `None`, nothing registered).
+        // list and close (others: `None`, nothing registered). Boxed: one
+        // pointer in every tunnel's task, which sits just under mimalloc's
+        // 1,024 B class (connection_task_sizes).
         let session = crate::gateway::tcp::TcpSession::open(
             &ctx,
             &route,
             peer,
             std::os::fd::AsRawFd::as_raw_fd(&client),
             std::os::fd::AsRawFd::as_raw_fd(&upstream.stream),
-        );
+        )
+        .map(Box::new);
         let reason = if let Some(tls) = &tls {
             match Box::pin(crate::tls::relay::relay(
                 &meter,
@@ -269,7 +279,12 @@ pub fn serve_with(
         };
         // Unregistered before its sockets close (the registry names their fds).
         drop(session);
-        log(
+        log_line(
+            &ctx,
+            &route,
+            peer,
+            started,
+            &counted,
             reason,
             route.backends.get(upstream.backend).map(|b| b.cfg.addr),
             tls.as_deref(),
@@ -280,4 +295,53 @@ pub fn serve_with(
         drop(guard);
         ctx.resume_accepting();
     }
+}
+
+/// What a connection without a preamble has.
+const NO_PREAMBLE: Preamble = Preamble {
+    bytes: Vec::new(),
+    dst: None,
+};
+
+/// A tcp connection's access log line, when its route logs.
+#[allow(clippy::too_many_arguments)]
+fn log_line(
+    ctx: &WorkerCtx,
+    route: &LiveRoute,
+    peer: SocketAddr,
+    started: Option<Instant>,
+    counted: &[Cell<u64>; 2],
+    reason: &str,
+    upstream: Option<SocketAddr>,
+    tls: Option<&RefCell<TlsConn>>,
+) {
+    let (Some(sink), Some(t)) = (route.log, started) else {
+        return;
+    };
+    let tls = tls.map(|c| c.borrow());
+    let (tls_version, sni) = tls.as_ref().map_or((None, None), |c| c.log_fields());
+    ctx.log.write(
+        sink,
+        &Record {
+            time_ms: crate::accesslog::wall_ms(),
+            kind: Kind::Tcp,
+            route: &route.cfg.name,
+            client: peer,
+            method: b"",
+            target: b"",
+            protocol: "tcp",
+            status: 0,
+            bytes_in: counted[0].get(),
+            bytes_out: counted[1].get(),
+            duration_us: t.elapsed().as_micros() as u64,
+            upstream,
+            upstream_ttfb_us: None,
+            request_id: None,
+            user_agent: None,
+            referer: None,
+            tls_version,
+            sni,
+            close_reason: Some(reason),
+        },
+    );
 }

@@ -46,14 +46,16 @@ impl Refusal {
 #[derive(Debug)]
 pub struct Admission {
     shared: Arc<Shared>,
-    ip_slots: Option<[usize; 2]>,
+    /// The per-IP count slots (u32: table indices are small, and this sits
+    /// in every connection's task).
+    ip_slots: Option<[u32; 2]>,
 }
 
 impl Drop for Admission {
     fn drop(&mut self) {
         self.shared.open_connections.fetch_sub(1, Relaxed);
         if let (Some(slots), Some(ips)) = (self.ip_slots, self.shared.ip_counts.get()) {
-            ips.release(slots);
+            ips.release(slots.map(|s| s as usize));
         }
     }
 }
@@ -84,7 +86,8 @@ pub fn admit(
     }
     if let Some(max) = limits.max_connections_per_ip {
         let ips = shared.ip_counts.get_or_init(IpCounts::default);
-        adm.ip_slots = Some(ips.acquire(peer, max).ok_or(Refusal::PerIp)?);
+        let slots = ips.acquire(peer, max).ok_or(Refusal::PerIp)?;
+        adm.ip_slots = Some(slots.map(|s| s as u32));
     }
     Ok(adm)
 }

@@ -235,11 +235,15 @@ mod tests {
             crate::proxy::splice::debug_sizes(),
             std::mem::size_of::<monoio::net::TcpStream>(),
         );
-        // Measured: tcp 1256 B, http 896 B (per-exchange state lives in the
-        // boxed request future, arguments are held once; the tcp line's TLS
-        // fields added 56 B; a tcp route's session handle 16 B, the boxed
-        // gateway session's pointer in http 16 B).
-        assert!(tcp <= 1280, "tcp connection future grew to {tcp} B");
-        assert!(http <= 912, "http connection future grew to {http} B");
+        eprintln!("http parts {:?}", crate::http::conn::debug_sizes());
+        // Measured (debug build): tcp 976 B, http 464 B. With the task's
+        // header and trailer (40 B) that is mimalloc's 1,024 and 512 B size
+        // classes: a few more bytes and an idle connection costs a whole
+        // class more (1,280 and 640 B). The tunnel's shared state sits behind
+        // one reference, the http connection keeps only what its idle wait
+        // needs (exchange buffers, TLS start and h2 hand-offs are boxed or
+        // per request).
+        assert!(tcp <= 984, "tcp connection future grew to {tcp} B");
+        assert!(http <= 472, "http connection future grew to {http} B");
     }
 }

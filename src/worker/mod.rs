@@ -502,6 +502,9 @@ async fn run(
     }
     listeners.stop_all().await;
     ctx.stopping.set();
+    // Idle keep-alive connections watch the stop flag from their coarse
+    // timer's poll instead of waiting on `stopping` (a registration each).
+    ctx.timers.wake_all();
     ctx.upstreams.clear();
     // Listeners are closed; let open connections finish until the deadline.
     while ctx.active() > 0 && epoch_ms() < shared.drain_deadline_ms() {

@@ -118,6 +118,20 @@ impl CoarseTimers {
         self.filed.set(filed);
     }
 
+    /// Wakes every armed waiter now (a spurious wake-up for each: it re-checks
+    /// its deadline and files itself again). Used once, when the worker stops.
+    pub fn wake_all(&self) {
+        let wakers: Vec<Waker> = self
+            .waiters
+            .borrow_mut()
+            .iter_mut()
+            .filter_map(|(_, w)| w.waker.take())
+            .collect();
+        for w in wakers {
+            w.wake();
+        }
+    }
+
     /// Registered waiters (for tests and status).
     pub fn pending(&self) -> usize {
         self.waiters.borrow().len()
@@ -227,6 +241,36 @@ mod tests {
         assert_eq!(t.pending(), 0);
         t.fire(6_000);
         assert_eq!(c.0.load(Ordering::SeqCst), 1);
+    }
+
+    /// A worker's stop wakes every idle keep-alive connection through its
+    /// timer (they hold no stop-event registration): each is woken once,
+    /// stays pending until its own deadline, and its deadline still fires.
+    #[test]
+    fn wake_all_wakes_every_waiter_once_and_keeps_deadlines() {
+        let t = CoarseTimers::new(0);
+        let c = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(c.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut sleeps: Vec<_> = (0..3).map(|_| Box::pin(t.sleep_until(60_000))).collect();
+        for s in &mut sleeps {
+            assert!(s.as_mut().poll(&mut cx).is_pending());
+        }
+        t.wake_all();
+        assert_eq!(c.0.load(Ordering::SeqCst), 3);
+        t.wake_all();
+        assert_eq!(c.0.load(Ordering::SeqCst), 3, "a woken waiter is not armed");
+        // Re-polled (the task checks its stop flag, then sleeps on): armed again.
+        for s in &mut sleeps {
+            assert!(s.as_mut().poll(&mut cx).is_pending());
+        }
+        assert_eq!(t.pending(), 3);
+        t.fire(60_000);
+        assert_eq!(c.0.load(Ordering::SeqCst), 6);
+        for s in &mut sleeps {
+            assert!(s.as_mut().poll(&mut cx).is_ready());
+        }
+        assert_eq!(t.pending(), 0);
     }
 
     /// The soak's finding: a keep-alive connection drops its idle sleep at
