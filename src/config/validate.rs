@@ -121,6 +121,7 @@ const BACKEND_FIELDS: &[&str] = &[
     "internal_port",
     "ready_timeout",
     "send_proxy",
+    "tls",
     "weight",
     "discover",
     "protocol",

@@ -225,10 +225,16 @@ impl Exchange<'_> {
         let ctx = self.ctx;
         let route = self.route;
         let pooled = |i: usize| {
-            route
-                .backends
-                .get(i)
-                .and_then(|b| ctx.upstreams.take(b.cfg.addr, ctx.now_ms(), retryable))
+            let b = route.backends.get(i)?;
+            match &b.cfg.tls {
+                None => ctx
+                    .upstreams
+                    .take(b.cfg.addr, ctx.now_ms(), retryable)
+                    .map(|s| (s, None)),
+                Some(t) => ctx
+                    .upstreams
+                    .take_tls(b.cfg.addr, t.fingerprint, ctx.now_ms(), retryable),
+            }
         };
         let now = || ctx.now_ms();
         let mut up = match connect::connect(route, self.slot, hash, now, pooled).await {
@@ -265,7 +271,15 @@ impl Exchange<'_> {
                 if reusable && !ctx.stopping.is_set() {
                     if let Some(b) = route.backends.get(up.backend) {
                         let addr = b.cfg.addr;
-                        ctx.upstreams.put(addr, up.release(), ctx.now_ms());
+                        match &b.cfg.tls {
+                            None => ctx.upstreams.put(addr, up.release(), ctx.now_ms()),
+                            Some(t) => ctx.upstreams.put_tls(
+                                addr,
+                                t.fingerprint,
+                                up.release_tls(),
+                                ctx.now_ms(),
+                            ),
+                        }
                     }
                 }
             }
@@ -318,7 +332,7 @@ impl Exchange<'_> {
             // Nothing to upload: the stream has the socket to itself, so its
             // reads are io_uring ops (no readiness wait, no EAGAIN first).
             let cancel = Cancel::default();
-            let mut io = Io::Ring(&mut up.stream, &cancel);
+            let mut io = up.io(&cancel);
             io.write_all(head, 0..len, self.stall)
                 .await
                 .map_err(Fail::Early)?;
@@ -326,7 +340,7 @@ impl Exchange<'_> {
             let done = std::cell::Cell::new(Up::Done);
             return self.download(&mut io, respond, ubuf, &done).await;
         }
-        Io::Ready(&up.stream)
+        up.ready()
             .write_all(head, 0..len, self.stall)
             .await
             .map_err(Fail::Early)?;
@@ -340,11 +354,11 @@ impl Exchange<'_> {
             if plan == ReqBody::None {
                 return std::future::pending().await;
             }
-            let r = self.upload(&up.stream, body, plan).await;
+            let r = self.upload(up.ready(), body, plan).await;
             state.set(if r.is_ok() { Up::Done } else { Up::Failed });
             std::future::pending::<()>().await
         };
-        let mut io = Io::Ready(&up.stream);
+        let mut io = up.ready();
         let download = self.download(&mut io, respond, ubuf, &state);
         monoio::select! {
             _ = upload => unreachable!(),
@@ -355,7 +369,7 @@ impl Exchange<'_> {
     /// Forwards the request body; `Err` when the client or backend failed.
     async fn upload(
         &self,
-        us: &monoio::net::TcpStream,
+        mut us: Io<'_>,
         body: &mut RecvStream,
         plan: ReqBody,
     ) -> Result<(), ()> {
@@ -381,8 +395,7 @@ impl Exchange<'_> {
                 out.extend_from_slice(b"\r\n");
             }
             let len = out.len();
-            Io::Ready(us)
-                .write_all(&mut out, 0..len, self.stall)
+            us.write_all(&mut out, 0..len, self.stall)
                 .await
                 .map_err(|_| ())?;
             self.slot.bytes_in.add(n as u64);
@@ -402,8 +415,7 @@ impl Exchange<'_> {
             }
             out.extend_from_slice(b"\r\n");
             let len = out.len();
-            Io::Ready(us)
-                .write_all(&mut out, 0..len, self.stall)
+            us.write_all(&mut out, 0..len, self.stall)
                 .await
                 .map_err(|_| ())?;
         }

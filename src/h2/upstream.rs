@@ -81,24 +81,22 @@ async fn open(
         .get(up.backend)
         .map(|b| b.cfg.addr)
         .ok_or("backend gone")?;
-    let stream = up.release();
+    let (stream, tls) = up.release_tls();
     let io = stream
         .try_into_poll_io()
         .map_err(|(e, _)| format!("poll io: {e}"))?;
-    let (send, conn) = h2::client::Builder::new()
-        .initial_window_size(1 << 20)
-        .initial_connection_window_size(4 << 20)
-        .handshake::<_, Bytes>(io)
-        .await
-        .map_err(|e| format!("h2 handshake with {addr}: {e}"))?;
     let dead = Rc::new(Cell::new(false));
-    let d = dead.clone();
-    monoio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(%addr, "upstream h2 connection ended: {e}");
+    // `"protocol": "h2"`: HTTP/2 inside the TLS session ALPN agreed on.
+    let send = match tls {
+        None => start(io, addr, dead.clone()).await?,
+        Some(t) => {
+            let t = t.into_inner();
+            if !t.h2 {
+                return Err(format!("{addr} did not choose h2 by ALPN"));
+            }
+            start(crate::tls::stream::TlsStream::new(io, t), addr, dead.clone()).await?
         }
-        d.set(true);
-    });
+    };
     let inflight = Rc::new(Cell::new(1));
     POOL.with(|p| {
         p.borrow_mut().entry(addr).or_default().push(UpConn {
@@ -108,6 +106,27 @@ async fn open(
         })
     });
     Ok((send, InFlight(inflight)))
+}
+
+/// The HTTP/2 handshake on `io`; the connection runs in its own task,
+/// which sets `dead` when it ends.
+async fn start<T>(io: T, addr: SocketAddr, dead: Rc<Cell<bool>>) -> Result<SendRequest<Bytes>, String>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'static,
+{
+    let (send, conn) = h2::client::Builder::new()
+        .initial_window_size(1 << 20)
+        .initial_connection_window_size(4 << 20)
+        .handshake::<_, Bytes>(io)
+        .await
+        .map_err(|e| format!("h2 handshake with {addr}: {e}"))?;
+    monoio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(%addr, "upstream h2 connection ended: {e}");
+        }
+        dead.set(true);
+    });
+    Ok(send)
 }
 
 /// `grpc-timeout` (RFC-less gRPC wire spec: digits and a unit letter).

@@ -184,7 +184,30 @@ pub fn serve_with(
                 return;
             }
         };
-        if edge::tcp_upstream_needed(&route, upstream.backend, &pre) {
+        if let Some(utls) = &upstream.tls {
+            // Bytes the edge read ahead (after a PROXY header) go to a TLS
+            // backend inside the session (`send_proxy` and `tls` exclude each other).
+            if !pre.bytes.is_empty() {
+                let r = crate::tls::session::write_all(
+                    &upstream.stream,
+                    utls,
+                    &pre.bytes,
+                    route.cfg.timeouts.idle,
+                )
+                .await;
+                ctx.bufs.put(std::mem::take(&mut pre.bytes));
+                if let Err(e) = r {
+                    slot.errors.add(1);
+                    tracing::debug!(route = %route.cfg.name, %peer, "backend side: {e}");
+                    log(
+                        "backend_error",
+                        route.backends.get(upstream.backend).map(|b| b.cfg.addr),
+                        tls.as_deref(),
+                    );
+                    return;
+                }
+            }
+        } else if edge::tcp_upstream_needed(&route, upstream.backend, &pre) {
             // Boxed: only edge connections pay for this state.
             let start = edge::tcp_upstream_start(
                 &ctx,
@@ -206,12 +229,12 @@ pub fn serve_with(
                 return;
             }
         }
-        let reason = if let Some(tls) = &tls {
+        let reason = if tls.is_some() || upstream.tls.is_some() {
+            use crate::tls::relay::End;
             match Box::pin(crate::tls::relay::relay(
                 &meter,
-                &client,
-                tls,
-                &upstream.stream,
+                End::new(&client, tls.as_deref()),
+                End::new(&upstream.stream, upstream.tls.as_deref()),
                 route.cfg.timeouts.idle,
             ))
             .await

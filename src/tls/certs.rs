@@ -71,7 +71,7 @@ fn shared_state() -> Option<&'static Resumption> {
     .as_ref()
 }
 
-fn provider() -> Arc<CryptoProvider> {
+pub(crate) fn provider() -> Arc<CryptoProvider> {
     static P: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
     P.get_or_init(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
         .clone()

@@ -45,7 +45,9 @@
 
 pub mod bufs;
 pub mod certs;
+pub mod client;
 pub mod counters;
+mod record;
 pub mod relay;
 pub mod resolver;
 pub mod session;
