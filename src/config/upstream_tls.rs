@@ -78,6 +78,13 @@ pub fn backend_tls(
         }
     };
     let before = errors.len();
+    if !matches!(bm.get("send_proxy"), None | Some(Value::Null)) {
+        push(
+            errors,
+            tpath.clone(),
+            "\"send_proxy\" and \"tls\" on one backend are not supported together",
+        );
+    }
     for k in t.keys() {
         if !k.starts_with("//") && !BACKEND_TLS_FIELDS.contains(&k.as_str()) {
             push(
