@@ -209,3 +209,118 @@ fn resolve(base: &Path, p: &str) -> std::path::PathBuf {
         base.join(p)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{parse, parse_in};
+
+    fn cfg(backend: &str) -> String {
+        format!(
+            r#"{{"listen_host": "127.0.0.1", "routes": {{"8080": {{"backends": [{{"internal_port": "9001", {backend}}}]}}}}}}"#
+        )
+    }
+
+    fn errors(text: &str) -> Vec<String> {
+        match parse(text) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.0.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    fn has(errs: &[String], path: &str, text: &str) -> bool {
+        errs.iter().any(|e| e.starts_with(path) && e.contains(text))
+    }
+
+    const B: &str = "routes.\"8080\".backends[0]";
+
+    #[test]
+    fn forms() {
+        let s = parse(&cfg(r#""tls": {"verify": false, "sni": "api.internal"}"#))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let b = &s.routes[0].backends[0];
+        let t = b.tls.as_ref().unwrap();
+        assert!(!t.verify && !b.h2c);
+        assert_eq!(t.config.alpn_protocols, [b"http/1.1".to_vec()]);
+        assert_eq!(format!("{:?}", t.server_name), "DnsName(\"api.internal\")");
+        let s = parse(&cfg(r#""tls": false"#)).unwrap();
+        assert!(s.routes[0].backends[0].tls.is_none());
+        let s = parse(&cfg(r#""protocol": "h2", "tls": {"verify": false}"#)).unwrap();
+        let b = &s.routes[0].backends[0];
+        assert!(b.h2c);
+        assert_eq!(b.tls.as_ref().unwrap().config.alpn_protocols, [b"h2".to_vec()]);
+        // Same settings, same fingerprint (a reload keeps pools and sessions).
+        let a = parse(&cfg(r#""tls": {"verify": false}"#)).unwrap();
+        let b = parse(&cfg(r#""tls": {"verify": false}"#)).unwrap();
+        assert_eq!(a.routes[0].backends[0], b.routes[0].backends[0]);
+    }
+
+    #[test]
+    fn system_roots_when_no_ca() {
+        // Debian's ca-certificates bundle (scripts/test.sh installs it).
+        let s = parse(&cfg(r#""tls": true"#)).unwrap_or_else(|e| panic!("{e}"));
+        let t = s.routes[0].backends[0].tls.as_ref().unwrap();
+        assert!(t.verify);
+        assert_eq!(format!("{:?}", t.server_name), "IpAddress(V4(Ipv4Addr([127, 0, 0, 1])))");
+    }
+
+    #[test]
+    fn every_field_checked_with_its_path() {
+        let e = errors(&cfg(r#""tls": 5"#));
+        assert!(has(&e, &format!("{B}.tls"), "expected true, false or an object"), "{e:?}");
+        let e = errors(&cfg(r#""tls": {"verfy": true}"#));
+        assert!(has(&e, &format!("{B}.tls.verfy"), "unknown field"), "{e:?}");
+        let e = errors(&cfg(r#""tls": {"verify": "yes"}"#));
+        assert!(has(&e, &format!("{B}.tls.verify"), "true or false"), "{e:?}");
+        let e = errors(&cfg(r#""tls": {"sni": 3}"#));
+        assert!(has(&e, &format!("{B}.tls.sni"), "non-empty string"), "{e:?}");
+        let e = errors(&cfg(r#""tls": {"sni": "bad name!", "verify": false}"#));
+        assert!(has(&e, &format!("{B}.tls.sni"), "not a DNS name"), "{e:?}");
+        let e = errors(&cfg(r#""tls": {"cert": "c.pem"}"#));
+        assert!(has(&e, &format!("{B}.tls.key"), "needs its \"key\""), "{e:?}");
+        let e = errors(&cfg(r#""tls": {"key": "k.pem"}"#));
+        assert!(has(&e, &format!("{B}.tls.cert"), "needs its \"cert\""), "{e:?}");
+        let e = errors(&cfg(r#""tls": {"verify": false, "ca": "ca.pem"}"#));
+        assert!(has(&e, &format!("{B}.tls.ca"), "\"verify\" is false"), "{e:?}");
+        let e = errors(&cfg(r#""tls": {"alpn": ["h2"]}"#));
+        assert!(has(&e, &format!("{B}.tls.alpn"), "\"protocol\": \"h2\""), "{e:?}");
+        let e = errors(&cfg(r#""tls": {"alpn": [""]}"#));
+        assert!(has(&e, &format!("{B}.tls.alpn[0]"), "protocol name"), "{e:?}");
+        let e = errors(&cfg(r#""tls": {"alpn": "h2"}"#));
+        assert!(has(&e, &format!("{B}.tls.alpn"), "non-empty array"), "{e:?}");
+        let e = errors(&cfg(r#""protocol": "h2", "tls": {"alpn": ["http/1.1"]}"#));
+        assert!(has(&e, &format!("{B}.tls.alpn"), "needs \"h2\""), "{e:?}");
+        let e = errors(&cfg(r#""protocol": "h2", "tls": false"#));
+        assert!(has(&e, &format!("{B}.tls"), "use \"h2c\""), "{e:?}");
+        let e = errors(&cfg(r#""send_proxy": "v2", "tls": true"#));
+        assert!(has(&e, &format!("{B}.tls"), "send_proxy"), "{e:?}");
+        let e = errors(&cfg(r#""protocol": "h3""#));
+        assert!(has(&e, &format!("{B}.protocol"), "\"h2\""), "{e:?}");
+    }
+
+    #[test]
+    fn files_relative_to_the_config_and_checked() {
+        let dir = std::env::temp_dir().join(format!("ringmesh-uptls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("junk.pem"), "not a certificate\n").unwrap();
+        let e = match parse_in(&cfg(r#""tls": {"ca": "missing.pem"}"#), &dir) {
+            Ok(_) => panic!("a missing CA file must fail"),
+            Err(e) => e.0.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        };
+        let missing = dir.join("missing.pem").display().to_string();
+        assert!(has(&e, &format!("{B}.tls.ca"), &missing), "{e:?}");
+        let e = match parse_in(&cfg(r#""tls": {"ca": "junk.pem"}"#), &dir) {
+            Ok(_) => panic!("a CA file without certificates must fail"),
+            Err(e) => e.0.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        };
+        assert!(has(&e, &format!("{B}.tls.ca"), "no CERTIFICATE"), "{e:?}");
+        let e = match parse_in(
+            &cfg(r#""tls": {"verify": false, "cert": "c.pem", "key": "k.pem"}"#),
+            &dir,
+        ) {
+            Ok(_) => panic!("missing client certificate files must fail"),
+            Err(e) => e.0.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        };
+        assert!(has(&e, &format!("{B}.tls.cert"), "cannot read"), "{e:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
