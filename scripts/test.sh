@@ -19,6 +19,10 @@ for pkg_bin in nginx:nginx haproxy:haproxy wrk:wrk iperf3:iperf3 python3:python3
   command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || need+=("$pkg")
 done
 python3 -c 'import matplotlib' 2>/dev/null || need+=(python3-matplotlib)
+# ca-certificates: the system trust store upstream TLS uses without a "ca"
+# (src/config/upstream_tls.rs unit tests; tests/upstream_tls.rs runs nginx and
+# openssl s_server as TLS backends).
+[ -s /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "installing: ${need[*]}"

@@ -496,3 +496,70 @@ both_drivers!(
     health_over_tls,
     bad_backends,
 );
+
+/// gRPC (grpcio client over h2c to ringmesh) to a grpcio server with TLS
+/// credentials behind `"protocol": "h2"`: every call type, trailers,
+/// deadlines and cancellation through HTTP/2 over TLS.
+fn grpc_to_h2_tls_backend(io: &str) {
+    let pki = Pki::new();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/grpc_peer.py");
+    let cancel_file = pki.path("cancelled");
+    let gport = free_port();
+    let mut server = ChildGuard(
+        Command::new("python3")
+            .args([script, "server", &gport.to_string()])
+            .arg(&cancel_file)
+            .arg(pki.path("a.pem"))
+            .arg(pki.path("a.key"))
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 with grpcio (pip install grpcio)"),
+    );
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.0.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "ready", "grpc server did not start");
+    let (port, api) = (free_port(), free_port());
+    let cfg = format!(
+        r#"{{"dashboard_port": "{api}", "listen_host": "127.0.0.1", "workers": 2,
+  "routes": {{"{port}": {{"name": "grpc",
+     "backends": [{{"name": "ngx", "internal_port": {gport}, "protocol": "h2",
+                   "tls": {{"sni": "a.example.com", "ca": "{}"}}}}]}}}}}}"#,
+        pki.p("ca.pem")
+    );
+    let rm = Ringmesh::start(&cfg, io, &[port, api]);
+    let out = Command::new("timeout")
+        .args(["60", "python3", script, "client", &port.to_string()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        rm.logs().lines().rev().take(30).collect::<Vec<_>>().join("\n")
+    );
+    for check in [
+        "unary",
+        "server-streaming",
+        "client-streaming",
+        "bidi-streaming",
+        "4MiB",
+        "error-status",
+        "deadline",
+        "cancel-sent",
+    ] {
+        assert!(text.contains(&format!("OK {check}")), "{check}: {text}");
+    }
+    assert!(
+        wait_until(Duration::from_secs(5), || cancel_file.exists()),
+        "the backend never saw the cancellation"
+    );
+    let t = tls_counters(api, port);
+    assert!(t["handshakes_full"].as_u64().unwrap_or(0) >= 1, "{t}");
+}
+
+both_drivers!(grpc_to_h2_tls_backend);
