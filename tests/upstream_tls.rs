@@ -348,6 +348,40 @@ fn tcp_route_to_tls_backend(io: &str) {
     }
     let t = tls_counters(api, port);
     assert!(t["handshakes_full"].as_u64().unwrap_or(0) >= 2, "{t}");
+
+    // Re-encryption: a TLS tcp route (certificate b) to the TLS backend
+    // (certificate a), a Python ssl client verifying b.
+    let (port2, api2) = (free_port(), free_port());
+    let cfg = format!(
+        r#"{{"dashboard_port": "{api2}", "listen_host": "127.0.0.1", "workers": 1,
+  "routes": {{"{port2}": {{"name": "db", "protocol": "tcp",
+     "tls": {{"certificates": [{}]}},
+     "backends": [{{"name": "ngx", "internal_port": "{sp}",
+                   "tls": {{"sni": "a.example.com", "ca": "{}"}}}}]}}}}}}"#,
+        pki.cert("b"),
+        pki.p("ca.pem")
+    );
+    let _rm2 = Ringmesh::start(&cfg, io, &[port2, api2]);
+    let script = r#"
+import socket, ssl, sys
+ctx = ssl.create_default_context(cafile=sys.argv[1])
+s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", int(sys.argv[2])), timeout=20),
+                    server_hostname="b.example.com")
+s.sendall(b"reencrypted\n")
+got = b""
+while b"detpyrcneer" not in got:
+    d = s.recv(4096)
+    if not d:
+        break
+    got += d
+print(s.getpeercert()["subject"], got)
+"#;
+    let (ok, out) = run(Command::new("python3")
+        .args(["-c", script])
+        .arg(pki.path("ca.pem"))
+        .arg(port2.to_string()));
+    assert!(ok && out.contains("detpyrcneer"), "{out}");
+    assert!(out.contains("b.example.com"), "{out}");
 }
 
 fn health_over_tls(io: &str) {
