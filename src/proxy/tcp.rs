@@ -188,12 +188,13 @@ pub fn serve_with(
             // Bytes the edge read ahead (after a PROXY header) go to a TLS
             // backend inside the session (`send_proxy` and `tls` exclude each other).
             if !pre.bytes.is_empty() {
-                let r = crate::tls::session::write_all(
+                // Boxed: only these connections pay for its state.
+                let r = Box::pin(crate::tls::session::write_all(
                     &upstream.stream,
                     utls,
                     &pre.bytes,
                     route.cfg.timeouts.idle,
-                )
+                ))
                 .await;
                 ctx.bufs.put(std::mem::take(&mut pre.bytes));
                 if let Err(e) = r {
