@@ -119,7 +119,14 @@ fn https_backend_keepalive_and_bodies(io: &str) {
     let pki = Pki::new();
     let echo = echo_backend();
     let np = free_port();
-    let _ng = nginx(pki.path("").as_path(), np, &pki.p("a.pem"), &pki.p("a.key"), echo.port, false);
+    let _ng = nginx(
+        pki.path("").as_path(),
+        np,
+        &pki.p("a.pem"),
+        &pki.p("a.key"),
+        echo.port,
+        false,
+    );
     let (port, api) = (free_port(), free_port());
     let tls = format!(r#"{{"sni": "a.example.com", "ca": "{}"}}"#, pki.p("ca.pem"));
     let _rm = Ringmesh::start(&config(api, port, np, &tls, ""), io, &[port, api]);
@@ -156,7 +163,11 @@ fn https_backend_keepalive_and_bodies(io: &str) {
         c.send(&body);
         let r = c.response();
         assert_eq!(r.status(), 200, "{}", r.raw_head);
-        assert!(r.body == body, "echoed body differs ({} bytes)", r.body.len());
+        assert!(
+            r.body == body,
+            "echoed body differs ({} bytes)",
+            r.body.len()
+        );
     }
     c.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n");
     let mut want = Vec::new();
@@ -170,7 +181,11 @@ fn https_backend_keepalive_and_bodies(io: &str) {
     c.send(b"0\r\n\r\n");
     let r = c.response();
     assert_eq!(r.status(), 200, "{}", r.raw_head);
-    assert!(r.body == want, "chunked echo differs ({} bytes)", r.body.len());
+    assert!(
+        r.body == want,
+        "chunked echo differs ({} bytes)",
+        r.body.len()
+    );
 
     let t = tls_counters(api, port);
     let full = t["handshakes_full"].as_u64().unwrap_or(0);
@@ -182,7 +197,14 @@ fn resumption_without_pool(io: &str) {
     let pki = Pki::new();
     let echo = echo_backend();
     let np = free_port();
-    let _ng = nginx(pki.path("").as_path(), np, &pki.p("a.pem"), &pki.p("a.key"), echo.port, false);
+    let _ng = nginx(
+        pki.path("").as_path(),
+        np,
+        &pki.p("a.pem"),
+        &pki.p("a.key"),
+        echo.port,
+        false,
+    );
     let (port, api) = (free_port(), free_port());
     let tls = format!(r#"{{"sni": "a.example.com", "ca": "{}"}}"#, pki.p("ca.pem"));
     let extra = r#", "upstream_keepalive": {"max_idle": 0}"#;
@@ -192,13 +214,19 @@ fn resumption_without_pool(io: &str) {
         let r = Client::connect(port).get("/hello", "x", "");
         assert_eq!(r.status(), 200);
         let b = r.body_str();
-        seen.push((field(&b, "conn").to_string(), field(&b, "reused").to_string()));
+        seen.push((
+            field(&b, "conn").to_string(),
+            field(&b, "reused").to_string(),
+        ));
     }
     // No pool: a new TLS connection per request, resumed after the first.
     let distinct: std::collections::HashSet<_> = seen.iter().map(|s| &s.0).collect();
     assert_eq!(distinct.len(), 4, "{seen:?}");
     assert_eq!(seen[0].1, ".", "{seen:?}");
-    assert!(seen[1..].iter().any(|s| s.1 == "r"), "no resumption: {seen:?}");
+    assert!(
+        seen[1..].iter().any(|s| s.1 == "r"),
+        "no resumption: {seen:?}"
+    );
     let t = tls_counters(api, port);
     assert!(t["handshakes_resumed"].as_u64().unwrap_or(0) >= 1, "{t}");
 }
@@ -210,24 +238,50 @@ fn wrong_ca_and_verify_off(io: &str) {
     let dir = pki.path("");
     // A self-signed certificate (no CA at all).
     let (ok, out) = run(Command::new("openssl").current_dir(&dir).args([
-        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-        "-subj", "/CN=self", "-keyout", "self.key", "-out", "self.pem", "-days", "2",
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-subj",
+        "/CN=self",
+        "-keyout",
+        "self.key",
+        "-out",
+        "self.pem",
+        "-days",
+        "2",
     ]));
     assert!(ok, "{out}");
     let (np, sp) = (free_port(), free_port());
     let _ng = nginx(&dir, np, &pki.p("a.pem"), &pki.p("a.key"), echo.port, false);
-    let _ns = nginx(&dir, sp, &pki.p("self.pem"), &pki.p("self.key"), echo.port, false);
+    let _ns = nginx(
+        &dir,
+        sp,
+        &pki.p("self.pem"),
+        &pki.p("self.key"),
+        echo.port,
+        false,
+    );
 
     // nginx's certificate chains to `pki`, ringmesh trusts `other`: 502.
     let (port, api) = (free_port(), free_port());
-    let tls = format!(r#"{{"sni": "a.example.com", "ca": "{}"}}"#, other.p("ca.pem"));
+    let tls = format!(
+        r#"{{"sni": "a.example.com", "ca": "{}"}}"#,
+        other.p("ca.pem")
+    );
     let rm = Ringmesh::start(&config(api, port, np, &tls, ""), io, &[port, api]);
     for _ in 0..2 {
         let r = Client::connect(port).get("/hello", "x", "");
         assert_eq!(r.status(), 502, "{}", r.raw_head);
     }
     let t = tls_counters(api, port);
-    assert!(t["failures"]["certificate"].as_u64().unwrap_or(0) >= 1, "{t}");
+    assert!(
+        t["failures"]["certificate"].as_u64().unwrap_or(0) >= 1,
+        "{t}"
+    );
     assert_eq!(t["handshakes_full"], 0, "{t}");
     assert!(rm.logs().contains("TLS handshake failed"), "{}", rm.logs());
     drop(rm);
@@ -244,7 +298,10 @@ fn wrong_ca_and_verify_off(io: &str) {
     let rm = Ringmesh::start(&config(api, port, sp, "true", ""), io, &[port, api]);
     assert_eq!(Client::connect(port).get("/hello", "x", "").status(), 502);
     let t = tls_counters(api, port);
-    assert!(t["failures"]["certificate"].as_u64().unwrap_or(0) >= 1, "{t}");
+    assert!(
+        t["failures"]["certificate"].as_u64().unwrap_or(0) >= 1,
+        "{t}"
+    );
     drop(rm);
     let (port, api) = (free_port(), free_port());
     let tls = r#"{"verify": false, "sni": "self"}"#;
@@ -258,7 +315,14 @@ fn h2_backend_over_tls(io: &str) {
     let pki = Pki::new();
     let echo = echo_backend();
     let np = free_port();
-    let _ng = nginx(pki.path("").as_path(), np, &pki.p("a.pem"), &pki.p("a.key"), echo.port, true);
+    let _ng = nginx(
+        pki.path("").as_path(),
+        np,
+        &pki.p("a.pem"),
+        &pki.p("a.key"),
+        echo.port,
+        true,
+    );
     let (port, api) = (free_port(), free_port());
     let cfg = format!(
         r#"{{"dashboard_port": "{api}", "listen_host": "127.0.0.1", "workers": 1,
@@ -274,7 +338,11 @@ fn h2_backend_over_tls(io: &str) {
     let mut conns = Vec::new();
     for _ in 0..3 {
         let (ok, out) = run(Command::new("curl").args([
-            "-sS", "--http2-prior-knowledge", "--max-time", "20", &url,
+            "-sS",
+            "--http2-prior-knowledge",
+            "--max-time",
+            "20",
+            &url,
         ]));
         assert!(ok, "{out}\n{}", rm.logs());
         assert_eq!(field(&out, "proto"), "HTTP/2.0", "{out}");
@@ -288,13 +356,22 @@ fn h2_backend_over_tls(io: &str) {
     let data = format!("@{}", body.display());
     let url = format!("http://127.0.0.1:{port}/echo");
     let (ok, out) = run(Command::new("curl").args([
-        "-sS", "--http2-prior-knowledge", "--max-time", "20", "--data-binary", &data, &url,
+        "-sS",
+        "--http2-prior-knowledge",
+        "--max-time",
+        "20",
+        "--data-binary",
+        &data,
+        &url,
     ]));
     assert!(ok, "{out}");
     assert_eq!(out.len(), 100_000, "{}", &out[..out.len().min(300)]);
     assert!(out.bytes().all(|b| b == b'z'));
     let t = tls_counters(api, port);
-    assert_eq!(t["handshakes_full"], 1, "one multiplexed h2 connection: {t}");
+    assert_eq!(
+        t["handshakes_full"], 1,
+        "one multiplexed h2 connection: {t}"
+    );
 }
 
 fn tcp_route_to_tls_backend(io: &str) {
@@ -424,17 +501,18 @@ fn health_over_tls(io: &str) {
     // handshake fails.
     let l = TcpListener::bind(("127.0.0.1", np)).unwrap();
     std::thread::spawn(move || {
-        for s in l.incoming().take(200) {
-            if let Ok(mut s) = s {
-                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
-            }
+        for mut s in l.incoming().take(200).flatten() {
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
         }
     });
     std::thread::sleep(Duration::from_millis(600));
     let st = status();
     assert_eq!(st["health"]["status"], "unhealthy", "{st}");
     assert!(
-        st["health"]["detail"].as_str().unwrap_or("").contains("TLS handshake"),
+        st["health"]["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("TLS handshake"),
         "{st}"
     );
 }
@@ -479,23 +557,29 @@ fn bad_backends(io: &str) {
         }
     });
     let good = echo_backend();
-    let (p1, p2, p3, p4, api) = (free_port(), free_port(), free_port(), free_port(), free_port());
+    let (p1, p2, p3, p4, api) = (
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+    );
     let route = |p: u16, name: &str, b: u16, tls: &str| {
         format!(
             r#""{p}": {{"name": "{name}", "timeouts": {{"connect": "1s"}},
                "backends": [{{"name": "ngx", "internal_port": "{b}", "tls": {tls}}}]}}"#
         )
     };
+    let plain = format!(
+        r#""{p4}": {{"name": "plain", "backends": [{{"internal_port": "{}"}}]}}"#,
+        good.port
+    );
     let cfg = format!(
         r#"{{"dashboard_port": "{api}", "listen_host": "127.0.0.1", "workers": 1,
-  "routes": {{{}, {}, {}, {}}}}}"#,
+  "routes": {{{}, {}, {}, {plain}}}}}"#,
         route(p1, "reset", rp, "true"),
         route(p2, "garbage", gp, "true"),
         route(p3, "silent", sp, "true"),
-        format!(
-            r#""{p4}": {{"name": "plain", "backends": [{{"internal_port": "{}"}}]}}"#,
-            good.port
-        )
     );
     let rm = Ringmesh::start(&cfg, io, &[p1, p2, p3, p4, api]);
     for _ in 0..3 {
@@ -515,9 +599,21 @@ fn bad_backends(io: &str) {
             .as_u64()
             .unwrap_or(0)
     };
-    assert!(f(p1, "closed") >= 1, "{}", backend_status(api, &p1.to_string(), "ngx"));
-    assert!(f(p2, "protocol") >= 1, "{}", backend_status(api, &p2.to_string(), "ngx"));
-    assert!(f(p3, "timeout") >= 1, "{}", backend_status(api, &p3.to_string(), "ngx"));
+    assert!(
+        f(p1, "closed") >= 1,
+        "{}",
+        backend_status(api, &p1.to_string(), "ngx")
+    );
+    assert!(
+        f(p2, "protocol") >= 1,
+        "{}",
+        backend_status(api, &p2.to_string(), "ngx")
+    );
+    assert!(
+        f(p3, "timeout") >= 1,
+        "{}",
+        backend_status(api, &p3.to_string(), "ngx")
+    );
     assert!(!rm.logs().contains("panicked"), "{}", rm.logs());
 }
 
@@ -574,7 +670,12 @@ fn grpc_to_h2_tls_backend(io: &str) {
         out.status.success(),
         "{text}\n{}\n{}",
         String::from_utf8_lossy(&out.stderr),
-        rm.logs().lines().rev().take(30).collect::<Vec<_>>().join("\n")
+        rm.logs()
+            .lines()
+            .rev()
+            .take(30)
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     for check in [
         "unary",

@@ -90,7 +90,10 @@ pub fn backend_tls(
             push(
                 errors,
                 at(&tpath, k),
-                format!("unknown field; expected one of: {}", BACKEND_TLS_FIELDS.join(", ")),
+                format!(
+                    "unknown field; expected one of: {}",
+                    BACKEND_TLS_FIELDS.join(", ")
+                ),
             );
         }
     }
@@ -135,11 +138,19 @@ pub fn backend_tls(
         (Some(c), Some(k)) => Some((resolve(base, &c), resolve(base, &k))),
         (None, None) => None,
         (Some(_), None) => {
-            push(errors, at(&tpath, "key"), "a client \"cert\" needs its \"key\"");
+            push(
+                errors,
+                at(&tpath, "key"),
+                "a client \"cert\" needs its \"key\"",
+            );
             None
         }
         (None, Some(_)) => {
-            push(errors, at(&tpath, "cert"), "a client \"key\" needs its \"cert\"");
+            push(
+                errors,
+                at(&tpath, "cert"),
+                "a client \"key\" needs its \"cert\"",
+            );
             None
         }
     };
@@ -247,7 +258,10 @@ mod tests {
         let s = parse(&cfg(r#""protocol": "h2", "tls": {"verify": false}"#)).unwrap();
         let b = &s.routes[0].backends[0];
         assert!(b.h2c);
-        assert_eq!(b.tls.as_ref().unwrap().config.alpn_protocols, [b"h2".to_vec()]);
+        assert_eq!(
+            b.tls.as_ref().unwrap().config.alpn_protocols,
+            [b"h2".to_vec()]
+        );
         // Same settings, same fingerprint (a reload keeps pools and sessions).
         let a = parse(&cfg(r#""tls": {"verify": false}"#)).unwrap();
         let b = parse(&cfg(r#""tls": {"verify": false}"#)).unwrap();
@@ -260,33 +274,63 @@ mod tests {
         let s = parse(&cfg(r#""tls": true"#)).unwrap_or_else(|e| panic!("{e}"));
         let t = s.routes[0].backends[0].tls.as_ref().unwrap();
         assert!(t.verify);
-        assert_eq!(format!("{:?}", t.server_name), "IpAddress(V4(Ipv4Addr([127, 0, 0, 1])))");
+        assert_eq!(
+            format!("{:?}", t.server_name),
+            "IpAddress(V4(Ipv4Addr([127, 0, 0, 1])))"
+        );
     }
 
     #[test]
     fn every_field_checked_with_its_path() {
         let e = errors(&cfg(r#""tls": 5"#));
-        assert!(has(&e, &format!("{B}.tls"), "expected true, false or an object"), "{e:?}");
+        assert!(
+            has(&e, &format!("{B}.tls"), "expected true, false or an object"),
+            "{e:?}"
+        );
         let e = errors(&cfg(r#""tls": {"verfy": true}"#));
         assert!(has(&e, &format!("{B}.tls.verfy"), "unknown field"), "{e:?}");
         let e = errors(&cfg(r#""tls": {"verify": "yes"}"#));
-        assert!(has(&e, &format!("{B}.tls.verify"), "true or false"), "{e:?}");
+        assert!(
+            has(&e, &format!("{B}.tls.verify"), "true or false"),
+            "{e:?}"
+        );
         let e = errors(&cfg(r#""tls": {"sni": 3}"#));
-        assert!(has(&e, &format!("{B}.tls.sni"), "non-empty string"), "{e:?}");
+        assert!(
+            has(&e, &format!("{B}.tls.sni"), "non-empty string"),
+            "{e:?}"
+        );
         let e = errors(&cfg(r#""tls": {"sni": "bad name!", "verify": false}"#));
         assert!(has(&e, &format!("{B}.tls.sni"), "not a DNS name"), "{e:?}");
         let e = errors(&cfg(r#""tls": {"cert": "c.pem"}"#));
-        assert!(has(&e, &format!("{B}.tls.key"), "needs its \"key\""), "{e:?}");
+        assert!(
+            has(&e, &format!("{B}.tls.key"), "needs its \"key\""),
+            "{e:?}"
+        );
         let e = errors(&cfg(r#""tls": {"key": "k.pem"}"#));
-        assert!(has(&e, &format!("{B}.tls.cert"), "needs its \"cert\""), "{e:?}");
+        assert!(
+            has(&e, &format!("{B}.tls.cert"), "needs its \"cert\""),
+            "{e:?}"
+        );
         let e = errors(&cfg(r#""tls": {"verify": false, "ca": "ca.pem"}"#));
-        assert!(has(&e, &format!("{B}.tls.ca"), "\"verify\" is false"), "{e:?}");
+        assert!(
+            has(&e, &format!("{B}.tls.ca"), "\"verify\" is false"),
+            "{e:?}"
+        );
         let e = errors(&cfg(r#""tls": {"alpn": ["h2"]}"#));
-        assert!(has(&e, &format!("{B}.tls.alpn"), "\"protocol\": \"h2\""), "{e:?}");
+        assert!(
+            has(&e, &format!("{B}.tls.alpn"), "\"protocol\": \"h2\""),
+            "{e:?}"
+        );
         let e = errors(&cfg(r#""tls": {"alpn": [""]}"#));
-        assert!(has(&e, &format!("{B}.tls.alpn[0]"), "protocol name"), "{e:?}");
+        assert!(
+            has(&e, &format!("{B}.tls.alpn[0]"), "protocol name"),
+            "{e:?}"
+        );
         let e = errors(&cfg(r#""tls": {"alpn": "h2"}"#));
-        assert!(has(&e, &format!("{B}.tls.alpn"), "non-empty array"), "{e:?}");
+        assert!(
+            has(&e, &format!("{B}.tls.alpn"), "non-empty array"),
+            "{e:?}"
+        );
         let e = errors(&cfg(r#""protocol": "h2", "tls": {"alpn": ["http/1.1"]}"#));
         assert!(has(&e, &format!("{B}.tls.alpn"), "needs \"h2\""), "{e:?}");
         let e = errors(&cfg(r#""protocol": "h2", "tls": false"#));

@@ -231,9 +231,10 @@ impl Exchange<'_> {
                     .upstreams
                     .take(b.cfg.addr, ctx.now_ms(), retryable)
                     .map(|s| (s, None)),
-                Some(t) => ctx
-                    .upstreams
-                    .take_tls(b.cfg.addr, t.fingerprint, ctx.now_ms(), retryable),
+                Some(t) => {
+                    ctx.upstreams
+                        .take_tls(b.cfg.addr, t.fingerprint, ctx.now_ms(), retryable)
+                }
             }
         };
         let now = || ctx.now_ms();
@@ -367,12 +368,7 @@ impl Exchange<'_> {
     }
 
     /// Forwards the request body; `Err` when the client or backend failed.
-    async fn upload(
-        &self,
-        mut us: Io<'_>,
-        body: &mut RecvStream,
-        plan: ReqBody,
-    ) -> Result<(), ()> {
+    async fn upload(&self, mut us: Io<'_>, body: &mut RecvStream, plan: ReqBody) -> Result<(), ()> {
         let chunked = plan == ReqBody::Chunked;
         let mut out = Vec::new();
         loop {

@@ -94,7 +94,12 @@ async fn open(
             if !t.h2 {
                 return Err(format!("{addr} did not choose h2 by ALPN"));
             }
-            start(crate::tls::stream::TlsStream::new(io, t), addr, dead.clone()).await?
+            start(
+                crate::tls::stream::TlsStream::new(io, t),
+                addr,
+                dead.clone(),
+            )
+            .await?
         }
     };
     let inflight = Rc::new(Cell::new(1));
@@ -110,7 +115,11 @@ async fn open(
 
 /// The HTTP/2 handshake on `io`; the connection runs in its own task,
 /// which sets `dead` when it ends.
-async fn start<T>(io: T, addr: SocketAddr, dead: Rc<Cell<bool>>) -> Result<SendRequest<Bytes>, String>
+async fn start<T>(
+    io: T,
+    addr: SocketAddr,
+    dead: Rc<Cell<bool>>,
+) -> Result<SendRequest<Bytes>, String>
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'static,
 {

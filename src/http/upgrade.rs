@@ -72,7 +72,10 @@ pub(super) async fn upgraded(
     let reason = if client.tls.is_some() || up.tls.is_some() {
         // TLS on either side: the tunnel decrypts and encrypts instead of splicing.
         use crate::tls::relay::End;
-        for tls in [client.tls.as_deref(), up.tls.as_deref()].into_iter().flatten() {
+        for tls in [client.tls.as_deref(), up.tls.as_deref()]
+            .into_iter()
+            .flatten()
+        {
             tls.borrow_mut().release();
         }
         let (c, u) = (

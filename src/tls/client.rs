@@ -248,7 +248,10 @@ pub fn build(src: &ClientSource, key: &str) -> Result<ClientTls, Vec<FieldError>
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| ("cert", format!("{}: bad PEM: {e}", cert.display())))?;
             if chain.is_empty() {
-                return Err(("cert", format!("{}: no CERTIFICATE in the file", cert.display())));
+                return Err((
+                    "cert",
+                    format!("{}: no CERTIFICATE in the file", cert.display()),
+                ));
             }
             let k = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
                 (
@@ -261,13 +264,14 @@ pub fn build(src: &ClientSource, key: &str) -> Result<ClientTls, Vec<FieldError>
             })?;
             // The key must fit the certificate (checked here, not at the
             // first handshake).
-            rustls::sign::CertifiedKey::from_der(chain.clone(), k.clone_key(), &provider)
-                .map_err(|e| {
+            rustls::sign::CertifiedKey::from_der(chain.clone(), k.clone_key(), &provider).map_err(
+                |e| {
                     (
                         "key",
                         format!("{} does not fit {}: {e}", key.display(), cert.display()),
                     )
-                })?;
+                },
+            )?;
             Ok((chain, k))
         })()
         .map_err(|e| errors.push(e))
@@ -382,9 +386,8 @@ pub fn worker_config(tls: &ClientTls) -> Arc<ClientConfig> {
             w.clear();
         }
         let mut c = (*tls.config).clone();
-        c.resumption = Resumption::store(Arc::new(ClientSessionMemoryCache::new(
-            SESSIONS_PER_WORKER,
-        )));
+        c.resumption =
+            Resumption::store(Arc::new(ClientSessionMemoryCache::new(SESSIONS_PER_WORKER)));
         let c = Arc::new(c);
         w.insert(tls.fingerprint, c.clone());
         c
@@ -473,7 +476,11 @@ pub fn write_metrics(routes: &[crate::config::Route], out: &mut String) {
     if all.is_empty() {
         return;
     }
-    let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+    let esc = |s: &str| {
+        s.replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n")
+    };
     out.push_str("# HELP ringmesh_upstream_tls_handshakes_total Completed TLS handshakes toward backends by kind.\n");
     out.push_str("# TYPE ringmesh_upstream_tls_handshakes_total counter\n");
     for (r, b, c) in &all {

@@ -114,7 +114,8 @@ async fn pump<M: Meter>(
     idle: Duration,
 ) -> Result<(), RelayEnd> {
     let deadline = || last.get() + idle;
-    let (src_err, dst_err): (fn(io::Error) -> RelayEnd, fn(io::Error) -> RelayEnd) = if upward {
+    type Side = fn(io::Error) -> RelayEnd;
+    let (src_err, dst_err): (Side, Side) = if upward {
         (RelayEnd::Client, RelayEnd::Backend)
     } else {
         (RelayEnd::Backend, RelayEnd::Client)

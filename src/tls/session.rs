@@ -245,11 +245,13 @@ impl TlsConn {
             };
             let (discard, step, fail) = match &mut self.conn {
                 Side::Server(c) => {
-                    let UnbufferedStatus { discard, state } = c.process_tls_records(&mut self.inc[..]);
+                    let UnbufferedStatus { discard, state } =
+                        c.process_tls_records(&mut self.inc[..]);
                     rec.on(state, discard, sink, want)
                 }
                 Side::Client(c) => {
-                    let UnbufferedStatus { discard, state } = c.process_tls_records(&mut self.inc[..]);
+                    let UnbufferedStatus { discard, state } =
+                        c.process_tls_records(&mut self.inc[..]);
                     rec.on(state, discard, sink, want)
                 }
             };
@@ -351,12 +353,16 @@ impl TlsConn {
         }
         for _ in 0..4 {
             let more = match &mut self.conn {
-                Side::Server(c) => {
-                    alert_step(c.process_tls_records(&mut []).state, &mut self.out, &mut self.out_end)
-                }
-                Side::Client(c) => {
-                    alert_step(c.process_tls_records(&mut []).state, &mut self.out, &mut self.out_end)
-                }
+                Side::Server(c) => alert_step(
+                    c.process_tls_records(&mut []).state,
+                    &mut self.out,
+                    &mut self.out_end,
+                ),
+                Side::Client(c) => alert_step(
+                    c.process_tls_records(&mut []).state,
+                    &mut self.out,
+                    &mut self.out_end,
+                ),
             };
             if !more {
                 break;
@@ -413,7 +419,11 @@ pub(super) async fn readable(s: &TcpStream, deadline: Instant) -> io::Result<()>
 }
 
 /// Sends everything `t.out` holds; the peer may stall at most until `deadline`.
-pub(super) async fn flush(s: &TcpStream, t: &RefCell<TlsConn>, deadline: Instant) -> io::Result<()> {
+pub(super) async fn flush(
+    s: &TcpStream,
+    t: &RefCell<TlsConn>,
+    deadline: Instant,
+) -> io::Result<()> {
     let fd = s.as_raw_fd();
     loop {
         {
