@@ -698,3 +698,46 @@ fn grpc_to_h2_tls_backend(io: &str) {
 }
 
 both_drivers!(grpc_to_h2_tls_backend);
+
+/// A backend process (`cmd`) serving TLS: the first client starts it, the
+/// readiness probe handshakes with it (counted), then the tunnel runs.
+fn cold_start_over_tls(io: &str) {
+    let pki = Pki::new();
+    let sp = free_port();
+    let (port, api) = (free_port(), free_port());
+    let cfg = format!(
+        r#"{{"dashboard_port": "{api}", "listen_host": "127.0.0.1", "workers": 1,
+  "routes": {{"{port}": {{"name": "db", "protocol": "tcp",
+     "backends": [{{"name": "ngx", "internal_port": "{sp}", "cmd": "openssl",
+                   "args": ["s_server", "-accept", "127.0.0.1:{sp}", "-rev", "-quiet",
+                            "-cert", "{}", "-key", "{}"],
+                   "tls": {{"sni": "a.example.com", "ca": "{}"}}}}]}}}}}}"#,
+        pki.p("a.pem"),
+        pki.p("a.key"),
+        pki.p("ca.pem")
+    );
+    // Only the API is probed: a connection to the route would start the process.
+    let _rm = Ringmesh::start(&cfg, io, &[api]);
+    let mut s = connect(port);
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(b"coldstart\n").unwrap();
+    let mut got = Vec::new();
+    let mut b = [0u8; 256];
+    while !String::from_utf8_lossy(&got).contains("tratsdloc") {
+        match s.read(&mut b) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&b[..n]),
+        }
+    }
+    assert!(
+        String::from_utf8_lossy(&got).contains("tratsdloc"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+    let st = backend_status(api, &port.to_string(), "ngx");
+    assert_eq!(st["process"]["state"], "running", "{st}");
+    // The readiness probe's handshake and the tunnel's.
+    assert!(st["tls"]["handshakes_full"].as_u64().unwrap_or(0) >= 2, "{st}");
+}
+
+both_drivers!(cold_start_over_tls);
