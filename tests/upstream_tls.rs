@@ -26,6 +26,19 @@ use support::*;
 /// connection serial number, whether the session was resumed and the
 /// protocol; `/echo` proxies to `echo` (a plain backend echoing bodies).
 fn nginx(dir: &Path, port: u16, cert: &str, key: &str, echo: u16, http2: bool) -> ChildGuard {
+    nginx_with(dir, port, cert, key, echo, http2, "")
+}
+
+/// [`nginx`] with `extra` directives in its server block.
+fn nginx_with(
+    dir: &Path,
+    port: u16,
+    cert: &str,
+    key: &str,
+    echo: u16,
+    http2: bool,
+    extra: &str,
+) -> ChildGuard {
     let d = dir.display();
     let h2 = if http2 { " http2" } else { "" };
     let conf = format!(
@@ -47,8 +60,9 @@ http {{
     listen 127.0.0.1:{port} ssl{h2};
     ssl_certificate {cert};
     ssl_certificate_key {key};
+    {extra}
     location /hello {{
-      return 200 "conn=$connection reused=$ssl_session_reused proto=$server_protocol sni=$ssl_server_name\n";
+      return 200 "conn=$connection reused=$ssl_session_reused proto=$server_protocol sni=$ssl_server_name client=$ssl_client_s_dn\n";
     }}
     location /echo {{
       proxy_pass http://127.0.0.1:{echo};
@@ -737,7 +751,57 @@ fn cold_start_over_tls(io: &str) {
     let st = backend_status(api, &port.to_string(), "ngx");
     assert_eq!(st["process"]["state"], "running", "{st}");
     // The readiness probe's handshake and the tunnel's.
-    assert!(st["tls"]["handshakes_full"].as_u64().unwrap_or(0) >= 2, "{st}");
+    assert!(
+        st["tls"]["handshakes_full"].as_u64().unwrap_or(0) >= 2,
+        "{st}"
+    );
 }
 
 both_drivers!(cold_start_over_tls);
+
+/// A backend that requires a client certificate (nginx `ssl_verify_client`):
+/// ringmesh presents `cert`/`key`; without them the handshake fails (502).
+fn client_certificate(io: &str) {
+    let pki = Pki::new();
+    let echo = echo_backend();
+    let np = free_port();
+    let extra = format!(
+        "ssl_verify_client on; ssl_client_certificate {};",
+        pki.p("ca.pem")
+    );
+    let _ng = nginx_with(
+        pki.path("").as_path(),
+        np,
+        &pki.p("a.pem"),
+        &pki.p("a.key"),
+        echo.port,
+        false,
+        &extra,
+    );
+    let (port, api) = (free_port(), free_port());
+    let tls = format!(
+        r#"{{"sni": "a.example.com", "ca": "{}", "cert": "{}", "key": "{}"}}"#,
+        pki.p("ca.pem"),
+        pki.p("client.pem"),
+        pki.p("client.key")
+    );
+    let rm = Ringmesh::start(&config(api, port, np, &tls, ""), io, &[port, api]);
+    let r = Client::connect(port).get("/hello", "x", "");
+    assert_eq!(r.status(), 200, "{}", r.raw_head);
+    assert!(r.body_str().contains("CN=client-one"), "{}", r.body_str());
+    drop(rm);
+    let (port, api) = (free_port(), free_port());
+    let tls = format!(r#"{{"sni": "a.example.com", "ca": "{}"}}"#, pki.p("ca.pem"));
+    let _rm = Ringmesh::start(&config(api, port, np, &tls, ""), io, &[port, api]);
+    // nginx completes the handshake and answers 400 itself (its
+    // `ssl_verify_client on` behaviour), which ringmesh passes on.
+    let r = Client::connect(port).get("/hello", "x", "");
+    assert_eq!(r.status(), 400, "{}", r.raw_head);
+    assert!(
+        r.body_str().contains("No required SSL certificate"),
+        "{}",
+        r.body_str()
+    );
+}
+
+both_drivers!(client_certificate);
