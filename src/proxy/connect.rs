@@ -229,7 +229,11 @@ pub async fn connect<'r>(
                     None => None,
                     Some(cfg) => {
                         let deadline = monoio::time::Instant::now() + route.cfg.timeouts.connect;
-                        match crate::tls::client::handshake(&stream, cfg, deadline).await {
+                        // Boxed: the handshake's state (the rustls session)
+                        // would otherwise widen every exchange's future,
+                        // plain backends' too.
+                        let shake = Box::pin(crate::tls::client::handshake(&stream, cfg, deadline));
+                        match shake.await {
                             Ok(t) => Some(Box::new(RefCell::new(t))),
                             Err(e) => {
                                 if b.state.mark_failed(now_ms()) {
