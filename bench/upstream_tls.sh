@@ -26,9 +26,11 @@ while [ $# -gt 0 ]; do
 done
 BIN="$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")"
 T="$(mktemp -d)"
+chmod 755 "$T"   # nginx workers (user nobody) read www/ and the certificates
 PIDS=()
 cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    [ -s "$T/front.err" ] && { echo "nginx front error log (tail):"; tail -3 "$T/front.err"; }
     rm -rf "$T"
 }
 trap cleanup EXIT
@@ -63,6 +65,7 @@ http { access_log off; keepalive_requests 1000000;
   server { listen 127.0.0.1:$NGT;
     location / { proxy_pass https://s; proxy_http_version 1.1; proxy_set_header Connection "";
       proxy_ssl_verify on; proxy_ssl_trusted_certificate $T/ca.pem; proxy_ssl_name localhost;
+      proxy_ssl_protocols TLSv1.2 TLSv1.3;
       proxy_ssl_server_name on; proxy_ssl_session_reuse on; } } }
 EOF
 cat > haproxy.cfg <<EOF
@@ -113,6 +116,7 @@ measure() {
     local tck; tck=$(getconf CLK_TCK)
     awk -v l="$1" -v r="$req" -v a="$t0" -v b="$t1" -v k="$tck" -v e="$(echo "$out" | grep -c 'Non-2xx\|Socket errors' || true)" \
         'BEGIN { printf "%-26s %9d requests  %7.2f us CPU/request  error lines: %d\n", l, r, (b-a)*1e6/k/r, e }'
+    echo "$out" | grep 'Non-2xx\|Socket errors' | sed 's/^/    /' || true
 }
 for rep in $(seq 1 "$REPS"); do
     for path in / /64k; do
