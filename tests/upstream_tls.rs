@@ -805,3 +805,34 @@ fn client_certificate(io: &str) {
 }
 
 both_drivers!(client_certificate);
+
+/// A backend whose certificate is larger than one TLS record (1,500 SANs,
+/// about 30 KB): the handshake message spans several records and is joined
+/// in a grown incoming buffer.
+fn large_certificate(io: &str) {
+    let pki = Pki::new();
+    let sans: Vec<String> = (0..1500)
+        .map(|i| format!("host-{i:05}.big.example.com"))
+        .collect();
+    let mut names: Vec<&str> = vec!["a.example.com"];
+    names.extend(sans.iter().map(String::as_str));
+    pki.leaf("big", "big", &names, "ec8", 2);
+    assert!(std::fs::metadata(pki.path("big.crt")).unwrap().len() > 20_000);
+    let echo = echo_backend();
+    let np = free_port();
+    let _ng = nginx(
+        pki.path("").as_path(),
+        np,
+        &pki.p("big.pem"),
+        &pki.p("big.key"),
+        echo.port,
+        false,
+    );
+    let (port, api) = (free_port(), free_port());
+    let tls = format!(r#"{{"sni": "a.example.com", "ca": "{}"}}"#, pki.p("ca.pem"));
+    let _rm = Ringmesh::start(&config(api, port, np, &tls, ""), io, &[port, api]);
+    let r = Client::connect(port).get("/hello", "x", "");
+    assert_eq!(r.status(), 200, "{} {}", r.raw_head, r.body_str());
+}
+
+both_drivers!(large_certificate);

@@ -45,6 +45,10 @@ use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme
 use super::record::Side;
 use super::session::{self, HandshakeError, Sink, Step, TlsConn, Want};
 
+/// Most bytes of server handshake messages held at once (a certificate
+/// chain larger than one record is joined in the incoming buffer).
+const MAX_HANDSHAKE_BUF: usize = 4 * super::bufs::RECORD_BUF;
+
 /// Sessions remembered per worker and backend TLS setup (rustls's default).
 const SESSIONS_PER_WORKER: usize = 256;
 
@@ -445,7 +449,11 @@ async fn run(s: &TcpStream, tls: &ClientTls, deadline: Instant) -> Result<TlsCon
             return Ok(c);
         }
         loop {
-            let r = t.borrow_mut().recv(fd);
+            let r = {
+                let mut c = t.borrow_mut();
+                c.grow_inc(MAX_HANDSHAKE_BUF);
+                c.recv(fd)
+            };
             match r {
                 Ok(0) => return Err(HandshakeError::Closed(io::ErrorKind::UnexpectedEof.into())),
                 Ok(_) => break,

@@ -390,6 +390,19 @@ impl TlsConn {
         self.out_start < self.out_end
     }
 
+    /// Grows a full incoming buffer by a record's worth, up to `limit`
+    /// bytes: a handshake message spanning several records stays in the
+    /// buffer until complete (rustls's unbuffered API joins it there), and a
+    /// backend's certificate chain may be larger than one record.
+    pub(super) fn grow_inc(&mut self, limit: usize) {
+        if self.inc.capacity() == 0 {
+            self.inc = bufs::take_in();
+        }
+        if self.inc.len() == self.inc.capacity() && self.inc.capacity() < limit {
+            self.inc.reserve(bufs::RECORD_BUF);
+        }
+    }
+
     /// One non-blocking recv into the incoming buffer.
     pub(super) fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
         if self.inc.capacity() == 0 {
