@@ -38,7 +38,9 @@ struct UpConn {
 }
 
 thread_local! {
-    static POOL: RefCell<HashMap<SocketAddr, Vec<UpConn>>> = RefCell::new(HashMap::new());
+    /// By backend address and TLS setup (0: h2c), so an h2c and an h2
+    /// backend at one address never share connections.
+    static POOL: RefCell<HashMap<(SocketAddr, u64), Vec<UpConn>>> = RefCell::new(HashMap::new());
 }
 
 /// One stream in flight on an upstream connection (counted while alive).
@@ -51,10 +53,10 @@ impl Drop for InFlight {
 }
 
 /// A live pooled connection to `addr` with room for a stream.
-fn pooled(addr: SocketAddr) -> Option<(SendRequest<Bytes>, InFlight)> {
+fn pooled(key: (SocketAddr, u64)) -> Option<(SendRequest<Bytes>, InFlight)> {
     POOL.with(|p| {
         let mut p = p.borrow_mut();
-        let list = p.get_mut(&addr)?;
+        let list = p.get_mut(&key)?;
         list.retain(|c| !c.dead.get());
         let full = list.len() >= MAX_CONNS_PER_BACKEND;
         let pick = list
@@ -76,10 +78,10 @@ async fn open(
     let up = connect::connect(route, slot, hash, now, |_| None)
         .await
         .map_err(|e| e.to_string())?;
-    let addr = route
+    let (addr, key) = route
         .backends
         .get(up.backend)
-        .map(|b| b.cfg.addr)
+        .map(|b| (b.cfg.addr, pool_key(&b.cfg)))
         .ok_or("backend gone")?;
     let (stream, tls) = up.release_tls();
     let io = stream
@@ -104,13 +106,17 @@ async fn open(
     };
     let inflight = Rc::new(Cell::new(1));
     POOL.with(|p| {
-        p.borrow_mut().entry(addr).or_default().push(UpConn {
+        p.borrow_mut().entry(key).or_default().push(UpConn {
             send: send.clone(),
             inflight: inflight.clone(),
             dead,
         })
     });
     Ok((send, InFlight(inflight)))
+}
+
+fn pool_key(b: &crate::config::Backend) -> (SocketAddr, u64) {
+    (b.addr, b.tls.as_ref().map_or(0, |t| t.fingerprint))
 }
 
 /// The HTTP/2 handshake on `io`; the connection runs in its own task,
@@ -189,7 +195,7 @@ impl Forward<'_> {
             if !(b.state.available(now_ms) && b.state.health_ok()) {
                 return None;
             }
-            pooled(b.cfg.addr)
+            pooled(pool_key(&b.cfg))
         });
         let (send, _inflight) = match got {
             Some(c) => c,
