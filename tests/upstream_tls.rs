@@ -836,3 +836,63 @@ fn large_certificate(io: &str) {
 }
 
 both_drivers!(large_certificate);
+
+/// A WebSocket upgrade on an http route whose backend speaks TLS (Python
+/// websockets server with an ssl context): after the 101 the tunnel relays
+/// frames through the backend's record layer, both ways.
+fn websocket_to_tls_backend(io: &str) {
+    let pki = Pki::new();
+    let wp = free_port();
+    let server = r#"
+import asyncio, ssl, sys
+import websockets
+async def echo(ws):
+    async for m in ws:
+        await ws.send("echo:" + m)
+async def main():
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(sys.argv[2], sys.argv[3])
+    async with websockets.serve(echo, "127.0.0.1", int(sys.argv[1]), ssl=ctx):
+        print("ready", flush=True)
+        await asyncio.Future()
+asyncio.run(main())
+"#;
+    let mut child = ChildGuard(
+        Command::new("python3")
+            .args(["-c", server, &wp.to_string()])
+            .arg(pki.path("a.pem"))
+            .arg(pki.path("a.key"))
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 with websockets"),
+    );
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.0.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "ready");
+    let (port, api) = (free_port(), free_port());
+    let tls = format!(r#"{{"sni": "a.example.com", "ca": "{}"}}"#, pki.p("ca.pem"));
+    let rm = Ringmesh::start(&config(api, port, wp, &tls, ""), io, &[port, api]);
+    let client = r#"
+import asyncio, sys
+import websockets
+async def main():
+    async with websockets.connect("ws://127.0.0.1:%s/" % sys.argv[1]) as ws:
+        for m in ["one", "two", "x" * 100000]:
+            await ws.send(m)
+            r = await asyncio.wait_for(ws.recv(), 20)
+            assert r == "echo:" + m, r[:50]
+        print("OK", flush=True)
+asyncio.run(main())
+"#;
+    let (ok, out) =
+        run(Command::new("timeout").args(["60", "python3", "-c", client, &port.to_string()]));
+    assert!(ok && out.contains("OK"), "{out}\n{}", rm.logs());
+    let t = tls_counters(api, port);
+    assert!(t["handshakes_full"].as_u64().unwrap_or(0) >= 1, "{t}");
+}
+
+both_drivers!(websocket_to_tls_backend);
