@@ -5,9 +5,14 @@
 //! not pooled (`$ssl_session_reused`), a wrong CA answered 502 with the
 //! failure counted, `verify: false` against a self-signed certificate,
 //! `"protocol": "h2"` (HTTP/2 over TLS by ALPN, nginx's `$server_protocol`).
-//! `openssl s_server -rev` behind a tcp route. Health checks over TLS mark
-//! the backend up and down. Backends that reset mid-handshake or answer
-//! garbage get 502s and a counted reason; the worker keeps serving.
+//! `openssl s_server -rev` behind a tcp route (and re-encryption from a TLS
+//! tcp route), and as a cold-started backend process (the readiness probe
+//! handshakes). Health checks over TLS mark the backend up and down. A client
+//! certificate toward nginx `ssl_verify_client`; a certificate larger than a
+//! record; gRPC (grpcio with TLS credentials) behind `"protocol": "h2"`; a
+//! WebSocket upgrade to a TLS backend. Backends that reset mid-handshake,
+//! answer garbage or stay silent get 502s and a counted reason; the worker
+//! keeps serving.
 
 mod support;
 
