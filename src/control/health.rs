@@ -117,6 +117,9 @@ async fn check(e: &Entry, hc: &HealthCheck) -> Result<(), String> {
                 .await
                 .map_err(|err| format!("TLS handshake with {addr}: {err}"))?;
             if !http {
+                // A polite close (close_notify), so the backend logs no error.
+                let t = std::cell::RefCell::new(t);
+                crate::tls::session::close(&stream, &t, hc.timeout).await;
                 return Ok(());
             }
             let path = hc.path.as_deref().unwrap_or("/");
