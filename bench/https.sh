@@ -5,20 +5,32 @@
 # connections) runs on CPU 1. Prints proxy CPU time per request from
 # /proc/<pid>/stat (user + system), the steadiest figure on a shared machine.
 #
-#   bench/https.sh [--bin target/release/ringmesh] [--duration 8] [--reps 2]
+#   bench/https.sh [--bin target/release/ringmesh] [--duration 8] [--reps 2] [--idle 2000]
 #
-# Cases: small body (12 bytes) and 64 KiB, both keep-alive. Every process this
-# script starts is stopped by PID on exit. Needs: nginx, haproxy, wrk, openssl.
+# Cases:
+#   /  and /64k   small body (12 bytes) and 64 KiB, keep-alive (wrk, 32 connections)
+#   full hs       a new TLS 1.3 connection each time (openssl s_time -new),
+#                 one request on it: proxy CPU per full handshake
+#   resumed hs    reconnects resuming the session (openssl s_time -reuse)
+#   resumption    200 reconnects offering the last session (bench/tls_resume.py)
+#                 to a second ringmesh with 2 workers (reconnects land on either
+#                 worker), and to nginx and HAProxy: share resumed
+#   idle          --idle TLS keep-alive connections, one request each, held
+#                 (bench/idle_conns.py --tls): RSS growth per connection
+# Every process this script starts is stopped by PID on exit. Needs: nginx,
+# haproxy, wrk, openssl, python3.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 BIN="$HERE/../target/release/ringmesh"
 DUR=8
 REPS=2
+IDLE=2000
 while [ $# -gt 0 ]; do
     case "$1" in
         --bin) BIN="$2"; shift 2 ;;
         --duration) DUR="$2"; shift 2 ;;
         --reps) REPS="$2"; shift 2 ;;
+        --idle) IDLE="$2"; shift 2 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -34,7 +46,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-BACK=28181 RM=28443 NG=28444 HP=28445
+BACK=28181 RM=28443 NG=28444 HP=28445 RM2=28446
 cd "$T"
 openssl ecparam -name prime256v1 -genkey -noout -out ca.key 2>/dev/null
 openssl req -x509 -new -key ca.key -subj /CN=bench-ca -days 2 -out ca.pem 2>/dev/null
@@ -78,8 +90,14 @@ backend b
   server s 127.0.0.1:$BACK
 EOF
 cat > ringmesh.json <<EOF
-{"listen_host": "127.0.0.1", "workers": 1,
+{"listen_host": "127.0.0.1", "workers": 1, "dashboard_port": "",
  "routes": {"$RM": {"name": "web", "tls": {"certificates": [{"cert": "cert.pem", "key": "key.pem"}], "min_version": "1.3"},
+   "backends": [{"name": "b", "internal_host": "127.0.0.1", "internal_port": "$BACK"}]}}}
+EOF
+
+cat > ringmesh2.json <<EOF
+{"listen_host": "127.0.0.1", "workers": 2, "dashboard_port": "",
+ "routes": {"$RM2": {"name": "web2", "tls": {"certificates": [{"cert": "cert.pem", "key": "key.pem"}], "min_version": "1.3"},
    "backends": [{"name": "b", "internal_host": "127.0.0.1", "internal_port": "$BACK"}]}}}
 EOF
 
@@ -89,6 +107,7 @@ taskset -c 0 haproxy -f "$T/haproxy.cfg" >/dev/null 2>&1 & PIDS+=($!)
 HAP=$!
 taskset -c 0 "$BIN" run --config "$T/ringmesh.json" --log warn >"$T/ringmesh.log" 2>&1 </dev/null & PIDS+=($!)
 RMPID=$!
+"$BIN" run --config "$T/ringmesh2.json" --log warn >"$T/ringmesh2.log" 2>&1 </dev/null & PIDS+=($!)
 sleep 2
 NGW=$(pgrep -P "$(cat "$T/front.pid")" | head -1)
 
@@ -111,3 +130,59 @@ for rep in $(seq 1 "$REPS"); do
         measure "haproxy $path" $HP $HAP $path
     done
 done
+
+# handshake LABEL PORT PID -new|-reuse: proxy CPU per TLS connection carrying one
+# request (-www: s_time must read the answer, or TLS 1.3 tickets never arrive
+# and -reuse would silently do full handshakes)
+handshake() {
+    local t0 t1 out n tck
+    tck=$(getconf CLK_TCK)
+    t0=$(awk '{print $14+$15}' "/proc/$3/stat")
+    out=$(taskset -c 1 timeout $((DUR + 20)) openssl s_time -connect "127.0.0.1:$2" "$4" -tls1_3 -www / -time "$DUR" 2>&1 || true)
+    t1=$(awk '{print $14+$15}' "/proc/$3/stat")
+    n=$(echo "$out" | awk '/connections in/ {print $1; exit}')
+    [ -n "$n" ] && [ "$n" -gt 0 ] || { echo "$1: s_time failed: $(echo "$out" | tail -2)"; return; }
+    awk -v l="$1" -v n="$n" -v a="$t0" -v b="$t1" -v k="$tck" \
+        'BEGIN { printf "%-22s %9d handshakes %7.1f us CPU/handshake\n", l, n, (b-a)*1e6/k/n }'
+}
+for rep in $(seq 1 "$REPS"); do
+    for mode in -new -reuse; do
+        [ "$mode" = -new ] && what="full hs" || what="resumed hs"
+        handshake "ringmesh $what" $RM $RMPID $mode
+        handshake "nginx $what" $NG "$NGW" $mode
+        handshake "haproxy $what" $HP $HAP $mode
+    done
+done
+
+PY=$(command -v python3)
+echo "resumption, 200 reconnects offering the previous session:"
+for t in "ringmesh-2-workers $RM2" "nginx $NG" "haproxy $HP"; do
+    set -- $t
+    printf "%-22s %s\n" "$1" "$(timeout 120 "$PY" "$HERE/tls_resume.py" "$2" --count 200)"
+done
+
+# idle LABEL PORT PID: RSS growth per idle TLS keep-alive connection
+rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+idle() {
+    local before after line fifo="$T/idle.$2"
+    mkfifo "$fifo"
+    before=$(rss_kib "$3")
+    # The fifo keeps the client's stdin open until we are done measuring.
+    "$PY" "$HERE/idle_conns.py" "$2" "$IDLE" --tls --request / --hold 120 <"$fifo" >"$T/idle.$2.out" 2>&1 &
+    local cpid=$!
+    exec 9>"$fifo"
+    for _ in $(seq 1 240); do grep -q READY "$T/idle.$2.out" 2>/dev/null && break; sleep 0.5; done
+    sleep 1
+    after=$(rss_kib "$3")
+    line=$(grep READY "$T/idle.$2.out" || echo "READY ok=0")
+    exec 9>&-
+    wait "$cpid" 2>/dev/null || true
+    rm -f "$fifo"
+    local ok; ok=$(echo "$line" | sed -n 's/.*ok=\([0-9]*\).*/\1/p')
+    [ -n "$ok" ] && [ "$ok" -gt 0 ] || { echo "$1: no idle connections ($line)"; return; }
+    awk -v l="$1" -v n="$ok" -v a="$before" -v b="$after" \
+        'BEGIN { printf "%-22s %6d idle TLS conns  %7.0f B/conn RSS\n", l, n, (b-a)*1024/n }'
+}
+idle "ringmesh idle" $RM $RMPID
+idle "nginx idle" $NG "$NGW"
+idle "haproxy idle" $HP $HAP

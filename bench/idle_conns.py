@@ -13,6 +13,7 @@ import argparse
 import resource
 import select
 import socket
+import ssl
 import sys
 import time
 
@@ -47,7 +48,16 @@ def main():
     ap.add_argument("--request", default="/small")
     ap.add_argument("--hold", type=float, default=120.0, help="longest time to hold them")
     ap.add_argument("--open-timeout", type=float, default=60.0)
+    ap.add_argument("--tls", action="store_true",
+                    help="TLS (no certificate check: the bench's own CA) before the request")
     a = ap.parse_args()
+    ctx = None
+    if a.tls:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        # HTTP/1.1 keep-alive, the state the bench measures (not h2).
+        ctx.set_alpn_protocols(["http/1.1"])
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = min(hard, a.count + 64) if hard != resource.RLIM_INFINITY else a.count + 64
@@ -65,10 +75,12 @@ def main():
         s = None
         try:
             s = socket.create_connection(("127.0.0.1", a.port), timeout=5)
+            if ctx is not None:
+                s = ctx.wrap_socket(s, server_hostname="localhost")
             if a.request:
                 one_request(s, a.request)
             socks.append(s)
-        except (OSError, EOFError, ValueError) as e:
+        except (OSError, EOFError, ValueError, ssl.SSLError) as e:
             failed += 1
             first_error = first_error or repr(e)
             if s is not None:

@@ -11,10 +11,11 @@ need=()
 # service on port 53): DNS discovery tests.
 # nghttp2-client: h2load and nghttp for tests/h2.rs.
 # apache2-utils: tests/middleware.rs makes basic_auth's htpasswd file with Debian's htpasswd.
+# iproute2 (ip): tests/fleet_netns.rs puts nodes in network namespaces (as root; else it skips).
 for pkg_bin in nginx:nginx haproxy:haproxy wrk:wrk iperf3:iperf3 python3:python3 \
                chromium:chromium chromium-driver:chromedriver \
                openssl:openssl curl:curl testssl.sh:testssl apache2-utils:htpasswd \
-               etcd-server:etcd dnsmasq-base:dnsmasq nghttp2-client:h2load; do
+               etcd-server:etcd dnsmasq-base:dnsmasq nghttp2-client:h2load iproute2:ip; do
   bin=${pkg_bin#*:}; pkg=${pkg_bin%%:*}
   command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || need+=("$pkg")
 done
@@ -23,6 +24,10 @@ python3 -c 'import matplotlib' 2>/dev/null || need+=(python3-matplotlib)
 # (src/config/upstream_tls.rs unit tests; tests/upstream_tls.rs runs nginx and
 # openssl s_server as TLS backends).
 [ -s /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
+# libcrypt-dev: basic_auth links the system's libcrypt (crypt and SHA-crypt htpasswd
+# entries); libc6-dev depends on it, so a machine that builds C usually has it.
+compgen -G '/usr/lib/*/libcrypt.so' >/dev/null || compgen -G '/usr/lib/libcrypt.so' >/dev/null \
+  || need+=(libcrypt-dev)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "installing: ${need[*]}"

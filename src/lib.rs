@@ -70,7 +70,8 @@
 //! - [`discovery`]: backends from DNS (SRV/A/AAAA) resolved on a side thread
 //!   and published as backends through the reload machinery.
 //! - [`fleet`]: routes from etcd (watched on a side thread, applied through
-//!   the reload path) and the node registry; blocking HTTP, never on a worker.
+//!   the reload path) and the node registry; blocking HTTP or HTTPS (rustls
+//!   client with etcd's CA and client certificate), never on a worker.
 //! - [`control`]: the control thread's services: listeners, reload, API,
 //!   sd_notify, supervisor (backend processes, logs), health checks, dashboard.
 //! - [`cli`]: the CLI's API clients (`status`, `reload`, `logs`, `kill`): blocking, no runtime.

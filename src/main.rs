@@ -46,6 +46,15 @@ enum Cmd {
         /// Key prefix in etcd (routes at <prefix>routes); with --etcd.
         #[arg(long, requires = "etcd")]
         etcd_prefix: Option<String>,
+        /// CA file for https:// etcd endpoints (sets config_source.etcd.ca_file).
+        #[arg(long, requires = "etcd")]
+        etcd_ca: Option<PathBuf>,
+        /// Client certificate for etcd's --client-cert-auth; with --etcd-key.
+        #[arg(long, requires = "etcd")]
+        etcd_cert: Option<PathBuf>,
+        /// Client key; with --etcd-cert.
+        #[arg(long, requires = "etcd")]
+        etcd_key: Option<PathBuf>,
     },
     /// List the nodes registered in etcd (<prefix>nodes/): address, version,
     /// config revision, uptime, open connections (exit 2: etcd unreachable).
@@ -203,6 +212,15 @@ struct EtcdArgs {
     etcd_user: Option<String>,
     #[arg(long)]
     etcd_password: Option<String>,
+    /// CA file (PEM) for https:// endpoints (default: the system bundle).
+    #[arg(long)]
+    etcd_ca: Option<String>,
+    /// Client certificate (PEM) for etcd's --client-cert-auth; with --etcd-key.
+    #[arg(long)]
+    etcd_cert: Option<String>,
+    /// Client key (PEM); with --etcd-cert.
+    #[arg(long)]
+    etcd_key: Option<String>,
     /// Config file whose config_source locates etcd when --etcd is not given.
     #[arg(short, long, default_value = "config.json")]
     config: PathBuf,
@@ -215,6 +233,11 @@ impl EtcdArgs {
             self.etcd_prefix.as_deref(),
             self.etcd_user,
             self.etcd_password,
+            &cli::fleet::TlsFlags {
+                ca: self.etcd_ca,
+                cert: self.etcd_cert,
+                key: self.etcd_key,
+            },
             &self.config,
         )
         .map_err(|e| {
@@ -425,6 +448,9 @@ fn main() -> ExitCode {
             workers,
             etcd,
             etcd_prefix,
+            etcd_ca,
+            etcd_cert,
+            etcd_key,
         } => {
             init_logs(args.log.as_deref());
             // Started by `ringmesh upgrade`: take the old process's sockets first.
@@ -442,6 +468,16 @@ fn main() -> ExitCode {
                     .map_err(|e| format!("{e}"))
                     .and_then(|t| {
                         ringmesh::fleet::with_etcd_flags(&t, urls, etcd_prefix.as_deref())
+                    })
+                    .and_then(|t| {
+                        ringmesh::fleet::with_etcd_tls_flags(
+                            &t,
+                            [
+                                etcd_ca.as_deref(),
+                                etcd_cert.as_deref(),
+                                etcd_key.as_deref(),
+                            ],
+                        )
                     })
                     .and_then(|t| {
                         config::parse_in(&t, config::config_dir(&path))

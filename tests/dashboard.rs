@@ -149,7 +149,8 @@ fn browser_kill_and_restart() {
         api,
         &[
             format!(
-                r#""{port}": {{"name": "web", "protocol": "http", "health": {{"path": "/health", "interval": "1s"}}, "backends": [{py}]}}"#
+                r#""{port}": {{"name": "web", "protocol": "http", "health": {{"path": "/health", "interval": "1s"}}, "backends": [{py}],
+                  "middleware": [{{"type": "request_id"}}, {{"type": "compress"}}]}}"#
             ),
             format!(
                 r#""{tport}": {{"name": "echo", "protocol": "tcp", "load_balance": "least_conn", "backends": [{{"name": "e1", "internal_host": "127.0.0.1", "internal_port": "{}"}}]}}"#,
@@ -180,6 +181,22 @@ fn browser_kill_and_restart() {
         "least_conn"
     );
     assert_eq!(b.text("#service").unwrap(), "dash-test");
+    // Each route's middleware chain, in order; none shown for the tcp route.
+    b.wait_text(&format!("{route} .chain"), WAIT, |t| t.contains("compress"));
+    assert_eq!(
+        b.js(
+            "return [...document.querySelectorAll(arguments[0])].map(e => e.textContent);",
+            json!([format!("{route} .chain .mw")])
+        ),
+        json!(["request_id", "compress"])
+    );
+    assert_eq!(
+        b.js(
+            "return document.querySelector(arguments[0]).hidden;",
+            json!([format!(r#"article.route[data-route="{tport}"] .chain"#)])
+        ),
+        true
+    );
     // Nothing started yet: the process is stopped and cannot be killed.
     b.wait_text(&cell(port, "py", "pstate"), WAIT, |t| t == "stopped");
     assert_eq!(b.text(&cell(port, "py", "pid")).unwrap(), "–");

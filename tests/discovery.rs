@@ -9,6 +9,8 @@
 //!   files), so the test restarts it by PID with a new conf file. Priority
 //!   and weight are honoured; while dnsmasq is down lookups fail, the last
 //!   good set keeps serving and the failure is reported (/api/discovery).
+//! - TTL: with an `interval` of 60 s and records of TTL 2 s, a record added
+//!   is picked up within seconds (the resolver asks again when the TTL ends).
 
 mod support;
 
@@ -27,14 +29,21 @@ use support::{free_port, wait_until, Ringmesh};
 struct Dnsmasq {
     port: u16,
     dir: PathBuf,
+    /// `--local-ttl`: the TTL of the answers (dnsmasq's default is 0).
+    ttl: u32,
     child: Option<Child>,
 }
 
 impl Dnsmasq {
     fn start(dir: &Path, hosts: &str, srv: &[&str]) -> Dnsmasq {
+        Self::start_ttl(dir, hosts, srv, 0)
+    }
+
+    fn start_ttl(dir: &Path, hosts: &str, srv: &[&str], ttl: u32) -> Dnsmasq {
         let mut d = Dnsmasq {
             port: free_udp_port(),
             dir: dir.to_path_buf(),
+            ttl,
             child: None,
         };
         d.write(hosts, srv);
@@ -59,6 +68,7 @@ impl Dnsmasq {
             .arg(format!("--conf-file={}", self.dir.join("dnsmasq.conf").display()))
             .args(["--no-resolv", "--no-hosts", "--bind-interfaces", "--listen-address=127.0.0.1"])
             .arg(format!("--port={}", self.port))
+            .arg(format!("--local-ttl={}", self.ttl))
             .arg(format!("--addn-hosts={}", self.dir.join("hosts").display()))
             .args(["--user=root", "--pid-file="])
             .stdin(Stdio::null())
@@ -388,6 +398,47 @@ fn dns_srv_priority_weight_and_failure(io: &str) {
 }
 
 both_drivers!(dns_a_records, dns_srv_priority_weight_and_failure);
+
+fn dns_ttl_shorter_than_interval(io: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let bport = free_port();
+    let _b = (
+        Tagged::start([127, 0, 0, 11], bport, "b11"),
+        Tagged::start([127, 0, 0, 12], bport, "b12"),
+    );
+    let dns = Dnsmasq::start_ttl(dir.path(), "127.0.0.11 api.internal\n", &[], 2);
+    let (port, dash) = (free_port(), free_port());
+    let cfg = config(
+        port,
+        dash,
+        json!({"dns": "api.internal", "type": "a", "port": bport,
+        "interval": "60s", "resolver": format!("127.0.0.1:{}", dns.port)}),
+        "round_robin",
+    );
+    let rm = Ringmesh::start(&cfg, io, &[port]);
+    assert!(
+        wait_until(Duration::from_secs(5), || tag(port).as_deref()
+            == Some("b11")),
+        "{}",
+        rm.logs()
+    );
+    dns.write("127.0.0.11 api.internal\n127.0.0.12 api.internal\n", &[]);
+    dns.hup();
+    let t0 = Instant::now();
+    // Far below the 60 s interval: the 2 s TTL governs (slack for a loaded machine).
+    assert!(
+        wait_until(Duration::from_secs(10), || tag(port).as_deref()
+            == Some("b12")),
+        "the added record was not picked up when its TTL ended; log:\n{}",
+        rm.logs()
+    );
+    eprintln!(
+        "TTL 2 s, interval 60 s: record added -> served after {:?}",
+        t0.elapsed()
+    );
+}
+
+both_drivers!(dns_ttl_shorter_than_interval);
 
 /// `weight` on static backends: round_robin gives each its share.
 fn static_weights(io: &str) {

@@ -8,6 +8,8 @@
 //! meanwhile serves its cached routes; etcd back: the next push arrives;
 //! `routes push` detects a compare-and-swap conflict; the fleet lists the
 //! nodes (CLI and /api/fleet) and a node stopped gracefully leaves it.
+//! Plus: compaction, etcd's username/password auth, and etcd over TLS with
+//! client certificates (`etcd_over_tls`).
 
 mod support;
 
@@ -205,9 +207,13 @@ fn fleet_scenario(io: &str) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The 2 s is a latency bar: on a quiet machine this takes well
+    // under a second (printed below; bench/etcd_fanout.py measures the fan-out
+    // itself). The test checks propagation with room for a loaded CI box, as
+    // the brief asks of timed claims.
     assert!(
-        all_serve(&nodes, port, "a", Duration::from_secs(2)),
-        "not every node serves the pushed routes within 2 s; node2 log:\n{}",
+        all_serve(&nodes, port, "a", Duration::from_secs(10)),
+        "not every node serves the pushed routes within 10 s; node2 log:\n{}",
         nodes[0].log()
     );
     eprintln!("push -> served by 3 nodes in {:?}", t0.elapsed());
@@ -490,3 +496,240 @@ fn etcd_auth_with_username_and_password() {
     let err = bad.get("/a").unwrap_err().to_string();
     assert!(err.contains("authenticating"), "{err}");
 }
+
+/// etcd over TLS: an etcd serving https only with `--client-cert-auth`
+/// (certificates made by openssl). A node whose `config_source` names the
+/// CA, client certificate and key (paths relative to its config file) reads
+/// the routes, registers, and a push made with `routes push --etcd https://..
+/// --etcd-ca --etcd-cert --etcd-key` arrives through the watch. A node
+/// trusting another CA keeps serving its local routes and reports the
+/// certificate error in /api/status and its log; the CLI says it too.
+fn etcd_over_tls(io: &str) {
+    let pki = support::pki::Pki::new();
+    pki.leaf("etcd", "etcd", &["127.0.0.1"], "ec8", 30);
+    let files = support::etcd::EtcdTlsFiles {
+        ca: pki.path("ca.pem"),
+        server_cert: pki.path("etcd.pem"),
+        server_key: pki.path("etcd.key"),
+        client_cert: pki.path("client.pem"),
+        client_key: pki.path("client.key"),
+    };
+    let etcd = EtcdServer::start_tls(files)
+        .expect("etcd is not installed (Debian package etcd-server; scripts/test.sh installs it)");
+    let url = etcd.url();
+    assert!(url.starts_with("https://"));
+    let root = tempfile::tempdir().unwrap();
+    let prefix = "/fleet-tls/";
+    let node = |n: u8, ca: &Path| {
+        let dir = root.path().join(format!("node{n}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(ca, dir.join("ca.pem")).unwrap();
+        std::fs::copy(pki.path("client.pem"), dir.join("client.pem")).unwrap();
+        std::fs::copy(pki.path("client.key"), dir.join("client.key")).unwrap();
+        let dashboard = free_port();
+        let cfg = json!({
+            "listen_host": format!("127.0.0.{n}"), "dashboard_port": dashboard,
+            "workers": 1, "shutdown_grace": "2s",
+            "config_source": {"etcd": {"endpoints": [url], "prefix": prefix,
+                "node_id": format!("tls{n}"), "ca_file": "ca.pem",
+                "cert_file": "client.pem", "key_file": "client.key"}},
+            "routes": {}
+        });
+        std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
+        let mut node = Node {
+            ip: [127, 0, 0, n],
+            dashboard,
+            dir,
+            io: io.into(),
+            flags: Vec::new(),
+            child: None,
+        };
+        node.start();
+        node
+    };
+    let good = node(5, &pki.path("ca.pem"));
+    let other = support::pki::Pki::new();
+    let mut wrong = node(6, &other.path("ca.pem"));
+
+    // The CLI speaks TLS with the same files.
+    let (a, b) = (Backend::tagged("a"), Backend::tagged("b"));
+    let port = free_port();
+    let file = root.path().join("routes.json");
+    let tls_flags = [
+        "--etcd-ca",
+        &pki.p("ca.pem"),
+        "--etcd-cert",
+        &pki.p("client.pem"),
+        "--etcd-key",
+        &pki.p("client.key"),
+    ]
+    .map(str::to_string);
+    let push_tls = |backend: u16| {
+        std::fs::write(&file, routes(port, backend).to_string()).unwrap();
+        let mut a = vec!["routes", "push", file.to_str().unwrap(), "--etcd", &url];
+        a.extend(["--etcd-prefix", prefix]);
+        a.extend(tls_flags.iter().map(String::as_str));
+        let out = cli(&a);
+        assert!(
+            out.status.success(),
+            "routes push over TLS: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    push_tls(a.port);
+    assert!(
+        wait_until(Duration::from_secs(5), || good.tag(port).as_deref()
+            == Some("a")),
+        "the node did not serve the routes read over TLS; log:\n{}",
+        good.log()
+    );
+    // A second revision through the watch over TLS.
+    let t0 = Instant::now();
+    push_tls(b.port);
+    assert!(
+        wait_until(Duration::from_secs(5), || good.tag(port).as_deref()
+            == Some("b")),
+        "the watch over TLS did not deliver the push; log:\n{}",
+        good.log()
+    );
+    eprintln!(
+        "push over TLS (CLI handshake included) -> served after {:?}",
+        t0.elapsed()
+    );
+    // `run --etcd https://.. --etcd-ca --etcd-cert --etcd-key`: a file that
+    // names no source.
+    let dir = root.path().join("node7");
+    std::fs::create_dir_all(&dir).unwrap();
+    let dashboard = free_port();
+    let cfg = json!({"listen_host": "127.0.0.7", "dashboard_port": dashboard,
+        "workers": 1, "shutdown_grace": "2s", "routes": {}});
+    std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
+    let mut flags = vec![
+        "--etcd".to_string(),
+        url.clone(),
+        "--etcd-prefix".into(),
+        prefix.into(),
+    ];
+    flags.extend(tls_flags.iter().cloned());
+    let by_flags = {
+        let mut n = Node {
+            ip: [127, 0, 0, 7],
+            dashboard,
+            dir,
+            io: io.into(),
+            flags,
+            child: None,
+        };
+        n.start();
+        n
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), || by_flags.tag(port).as_deref()
+            == Some("b")),
+        "run --etcd https:// with TLS flags did not serve the routes; log:\n{}",
+        by_flags.log()
+    );
+    drop(by_flags);
+    let s = good.status().unwrap();
+    assert_eq!(s["config_source"]["origin"], "etcd", "{s}");
+    assert_eq!(s["config_source"]["connected"], true, "{s}");
+    let mut fleet_args = vec!["fleet", "--json", "--etcd", &url, "--etcd-prefix", prefix];
+    fleet_args.extend(tls_flags.iter().map(String::as_str));
+    assert!(
+        wait_until(Duration::from_secs(15), || {
+            String::from_utf8_lossy(&cli(&fleet_args).stdout).contains("tls5")
+        }),
+        "the node did not register over TLS: {}",
+        String::from_utf8_lossy(&cli(&fleet_args).stderr)
+    );
+
+    // Another CA: the certificate error is reported, nothing panics, the
+    // node serves on (its file's routes: none), the CLI exits 2 and says why.
+    let st = wrong.status().unwrap();
+    let err = st["config_source"]["last_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        err.contains("certificate") && err.contains("https://127.0.0.1"),
+        "status: {st}"
+    );
+    eprintln!("wrong CA: {err}");
+    assert_eq!(st["config_source"]["connected"], false, "{st}");
+    assert_eq!(st["config_source"]["origin"], "local", "{st}");
+    assert!(wrong.log().contains("certificate"), "{}", wrong.log());
+    assert!(wrong.child.as_mut().unwrap().try_wait().unwrap().is_none());
+    let out = cli(&[
+        "fleet",
+        "--etcd",
+        &url,
+        "--etcd-prefix",
+        prefix,
+        "--etcd-ca",
+        &other.p("ca.pem"),
+        "--etcd-cert",
+        &pki.p("client.pem"),
+        "--etcd-key",
+        &pki.p("client.key"),
+    ]);
+    let msg = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{msg}");
+    eprintln!("CLI, wrong CA: {msg}");
+    assert!(msg.contains("certificate"), "{msg}");
+    // Plain http to an https-only etcd, and a missing CA file: clear errors.
+    let out = cli(&["fleet", "--etcd", &url.replace("https", "http")]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = cli(&["fleet", "--etcd", &url, "--etcd-ca", "/nonexistent/ca.pem"]);
+    let msg = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        msg.contains("--etcd-ca") && msg.contains("/nonexistent/ca.pem"),
+        "{msg}"
+    );
+    // A quiet watch over TLS: a read timeout mid-stream leaves the stream
+    // usable (rustls keeps what it had read), the next event still arrives.
+    let c = etcd.client();
+    let rev = c.put("/quiet", b"1", None).unwrap();
+    let mut w = c
+        .watch("/quiet", rev + 1, Duration::from_millis(300))
+        .unwrap();
+    assert!(matches!(
+        w.next_msg().unwrap(),
+        Some(ringmesh::fleet::etcd::WatchMsg::Created { .. })
+    ));
+    let e = w.next_msg().unwrap_err();
+    assert!(
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+        "{e}"
+    );
+    c.put("/quiet", b"2", None).unwrap();
+    let got = (0..10).find_map(|_| match w.next_msg() {
+        Ok(Some(ringmesh::fleet::etcd::WatchMsg::Events { events, .. })) => Some(events),
+        _ => None,
+    });
+    assert_eq!(got.unwrap()[0].kv.value, b"2");
+
+    // A key that is not the certificate's: refused before any connection.
+    let out = cli(&[
+        "fleet",
+        "--etcd",
+        &url,
+        "--etcd-ca",
+        &pki.p("ca.pem"),
+        "--etcd-cert",
+        &pki.p("client.pem"),
+        "--etcd-key",
+        &pki.p("etcd.key"),
+    ]);
+    let msg = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        msg.contains("--etcd-key") && msg.contains("etcd.key"),
+        "{msg}"
+    );
+    drop(good);
+    drop(wrong);
+}
+
+both_drivers!(etcd_over_tls);

@@ -577,10 +577,18 @@ fn basic_auth_with_an_htpasswd_file(io: &str) {
     let b = mirror();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("users.htpasswd");
-    // Debian's apache2-utils writes the file: bcrypt (-B, cost 5) and SHA-1 (-s).
+    // Debian's apache2-utils writes the file, one user per format it
+    // knows: bcrypt (-B, cost 5), SHA-1 (-s), MD5 $apr1$ (-m, the
+    // default), SHA-256 and SHA-512 crypt (-2, -5), DES crypt (-d), plain (-p).
+    let f = file.to_str().unwrap();
     for args in [
-        vec!["-cbB", "-C", "5", file.to_str().unwrap(), "alice", "s3cret"],
-        vec!["-bs", file.to_str().unwrap(), "bob", "pa:ss"],
+        vec!["-cbB", "-C", "5", f, "alice", "s3cret"],
+        vec!["-bs", f, "bob", "pa:ss"],
+        vec!["-b", f, "md5", "pw-md5"],
+        vec!["-b2", f, "sha256", "pw-sha256"],
+        vec!["-b5", f, "sha512", "pw-sha512"],
+        vec!["-bd", f, "des", "pw-des"],
+        vec!["-bp", f, "plain", "pw-plain"],
     ] {
         let st = std::process::Command::new("htpasswd")
             .args(&args)
@@ -608,6 +616,19 @@ fn basic_auth_with_an_htpasswd_file(io: &str) {
         (basic("bob:pa:ss"), 200),
         (basic("bob:pa"), 401),
         (basic("carol:x"), 401),
+        (basic("md5:pw-md5"), 200),
+        (basic("md5:pw-md5"), 200),
+        (basic("md5:pw-md"), 401),
+        (basic("sha256:pw-sha256"), 200),
+        (basic("sha256:pw-sha512"), 401),
+        (basic("sha512:pw-sha512"), 200),
+        (basic("des:pw-des"), 200),
+        // DES crypt reads 8 characters at most: "pw-des" + anything
+        // beyond 8 would pass; a different short password does not.
+        (basic("des:pw-dex"), 401),
+        (basic("plain:pw-plain"), 200),
+        (basic("plain:pw-plaiN"), 401),
+        (basic("plain:"), 401),
         ("Authorization: Basic !!!notbase64\r\n".into(), 401),
         ("Authorization: Bearer abc\r\n".into(), 401),
     ];
@@ -622,14 +643,11 @@ fn basic_auth_with_an_htpasswd_file(io: &str) {
             );
         }
     }
-    // A missing file, or an MD5 ($apr1$) user, is a config error with its path.
-    let md5 = dir.path().join("md5.htpasswd");
-    let st = std::process::Command::new("htpasswd")
-        .args(["-cbm", md5.to_str().unwrap(), "carol", "pw"])
-        .status()
-        .unwrap();
-    assert!(st.success());
-    for f in [dir.path().join("missing"), md5] {
+    // A missing file, or a user of a scheme htpasswd never writes, is a
+    // config error with its path.
+    let other = dir.path().join("other.htpasswd");
+    std::fs::write(&other, "carol:{SSHA}c2FsdGVkaGFzaA==\n").unwrap();
+    for f in [dir.path().join("missing"), other] {
         let mw = format!(
             r#"[{{"type": "basic_auth", "htpasswd": "{}"}}]"#,
             f.display()

@@ -319,6 +319,11 @@ backend tun\n  mode tcp\n  server r 127.0.0.1:{tcp} send-proxy-v2\n"
     assert!(out.contains("xff=127.0.0.12 xfp=https"), "{out}");
     let out = proxy_and_hello_in_one_write(&pki, tcp, "127.0.0.12", "ping\n", "ping\n");
     assert!(out.starts_with("got PROXY TCP4 127.0.0.12 "), "{out}");
+    // A bad head over TLS: 400, and its line (no route) still carries the
+    // TLS version and SNI.
+    let out =
+        proxy_and_hello_in_one_write(&pki, http, "127.0.0.13", "NOT HTTP\r\n\r\n", "\r\n\r\n");
+    assert!(out.starts_with("HTTP/1.1 400 "), "{out}");
 
     // Plain HTTP after the PROXY header: 400 on the http route, closed on
     // the tcp route; both counted as plain_http failures.
@@ -339,7 +344,7 @@ backend tun\n  mode tcp\n  server r 127.0.0.1:{tcp} send-proxy-v2\n"
     // Exact counts: ringmesh's start-up probes were refused at the edge (no
     // PROXY header) and never reached a handshake; HAProxy's start-up probes
     // may have (a header, then a close): `closed`, at most one per frontend.
-    // web: 2 curl connections and 1 Python one; tun: 2 Python connections.
+    // web: 2 curl connections and 2 Python ones; tun: 2 Python connections.
     let want = |api, name, n, probes| {
         let ok = wait_until(Duration::from_secs(5), || {
             let (hs, [plain, timeout, closed, cert, proto]) = tls_counts(api, name);
@@ -347,7 +352,7 @@ backend tun\n  mode tcp\n  server r 127.0.0.1:{tcp} send-proxy-v2\n"
         });
         assert!(ok, "{name}: {:?}", tls_counts(api, name));
     };
-    want(api, "web", 3, 2);
+    want(api, "web", 4, 2);
     want(api, "tun", 2, 1);
 
     // The access log: client address from the PROXY header, TLS version
@@ -360,8 +365,18 @@ backend tun\n  mode tcp\n  server r 127.0.0.1:{tcp} send-proxy-v2\n"
             && line_of(&lines, "tun", "127.0.0.9").is_some()
             && line_of(&lines, "tun", "127.0.0.10").is_some()
             && line_of(&lines, "sni", "127.0.0.1").is_some()
+            // A tunnel's line is written when it closes: on a loaded
+            // machine that can trail the client's own close.
+            && line_of(&lines, "tun", "127.0.0.12").is_some()
+            && line_of(&lines, "-", "127.0.0.13").is_some()
     });
     assert!(complete, "{lines:#?}");
+    let l = line_of(&lines, "-", "127.0.0.13").unwrap();
+    assert_eq!(
+        (&l["status"], &l["tls_version"], &l["sni"]),
+        (&400.into(), &"TLSv1.3".into(), &"a.example.com".into()),
+        "{l}"
+    );
     let l = line_of(&lines, "web", "127.0.0.7").unwrap();
     assert_eq!(
         (&l["kind"], &l["status"], &l["tls_version"], &l["sni"]),

@@ -26,8 +26,16 @@ pub fn begin(log: &mut Pending, buf: &[u8], head: &RequestHead, spans: &[HeaderS
 }
 
 /// Writes a line for a request refused before it had a complete head
-/// (400, 408, 431): its route is unknown, so to the top-level log.
-pub fn rejected(out: &WorkerLog, live: &Live, client: SocketAddr, status: u16, bytes_in: u64) {
+/// (400, 408, 431): its route is unknown, so to the top-level log. `tls`:
+/// the connection's TLS version and SNI, when it is TLS.
+pub fn rejected(
+    out: &WorkerLog,
+    live: &Live,
+    client: SocketAddr,
+    status: u16,
+    bytes_in: u64,
+    tls: super::TlsFields<'_>,
+) {
     let Some(sink) = live.log else { return };
     out.write(
         sink,
@@ -48,8 +56,8 @@ pub fn rejected(out: &WorkerLog, live: &Live, client: SocketAddr, status: u16, b
             request_id: None,
             user_agent: None,
             referer: None,
-            tls_version: None,
-            sni: None,
+            tls_version: tls.0,
+            sni: tls.1,
             close_reason: None,
         },
     );

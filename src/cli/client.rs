@@ -2,10 +2,13 @@
 //! answers with `Connection: close`), std's TcpStream, httparse for the
 //! response head. No runtime: the CLI runs outside the proxy, and the etcd
 //! side threads (`crate::fleet`) run beside it. [`Api::open`] streams a
-//! chunked response (etcd's watch) line by line.
+//! chunked response (etcd's watch) line by line. With [`Api::tls`] the
+//! connection is TLS (rustls, blocking `StreamOwned`): etcd's `https://`
+//! endpoints.
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Largest response the CLI reads.
@@ -18,6 +21,44 @@ pub struct Api {
     pub addr: String,
     pub token: Option<String>,
     pub timeout: Duration,
+    /// Speak TLS with this config (the server name is `addr`'s host).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// A plain or TLS connection.
+#[derive(Debug)]
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.read(buf),
+            Conn::Tls(s) => match s.read(buf) {
+                // A peer closing after its response without close_notify:
+                // the framing (Content-Length, chunked) says if anything is missing.
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(0),
+                r => r,
+            },
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.write(buf),
+            Conn::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Conn::Plain(s) => s.flush(),
+            Conn::Tls(s) => s.flush(),
+        }
+    }
 }
 
 /// An API response.
@@ -126,7 +167,8 @@ impl Api {
     }
 
     fn fail(&self, what: &str, path: &str, e: &dyn std::fmt::Display) -> Unreachable {
-        Unreachable(format!("{what} http://{}{path}: {e}", self.addr))
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        Unreachable(format!("{what} {scheme}://{}{path}: {e}", self.addr))
     }
 
     /// Connects and writes the request.
@@ -136,7 +178,7 @@ impl Api {
         path: &str,
         headers: &[(&str, &str)],
         body: &[u8],
-    ) -> Result<TcpStream, Unreachable> {
+    ) -> Result<Conn, Unreachable> {
         let addrs: Vec<_> = self
             .addr
             .to_socket_addrs()
@@ -161,6 +203,21 @@ impl Api {
         s.set_read_timeout(Some(self.timeout))
             .and_then(|()| s.set_write_timeout(Some(self.timeout)))
             .map_err(|e| self.fail("socket", path, &e))?;
+        let mut s = match &self.tls {
+            None => Conn::Plain(s),
+            Some(cfg) => {
+                let name = crate::fleet::tls::server_name(&self.addr)
+                    .map_err(|e| self.fail("TLS to", path, &e))?;
+                let mut c = rustls::ClientConnection::new(cfg.clone(), name)
+                    .map_err(|e| self.fail("TLS to", path, &e))?;
+                // The handshake now, so a certificate problem says so (not "cannot send").
+                while c.is_handshaking() {
+                    c.complete_io(&mut s)
+                        .map_err(|e| self.fail("TLS handshake with", path, &e))?;
+                }
+                Conn::Tls(Box::new(rustls::StreamOwned::new(c, s)))
+            }
+        };
         let mut req = format!(
             "{method} {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: ringmesh-cli/{}\r\nAccept: application/json\r\nConnection: close\r\nContent-Length: {}\r\n",
             self.addr,
@@ -189,7 +246,7 @@ const MAX_LINE: usize = 16 << 20;
 #[derive(Debug)]
 pub struct Streaming {
     pub status: u16,
-    stream: TcpStream,
+    stream: Conn,
     /// `Some` for a chunked body.
     scanner: Option<crate::http::chunked::ChunkedScanner>,
     /// Body bytes received but not yet de-chunked (a partial framing line).
@@ -343,6 +400,7 @@ mod tests {
             addr,
             token: None,
             timeout: Duration::from_secs(5),
+            tls: None,
         };
         let mut st = api.open("POST", "/watch", &[("X-A", "b")], b"{}").unwrap();
         assert_eq!(st.status, 200);

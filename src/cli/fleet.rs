@@ -20,31 +20,54 @@ use crate::fleet::etcd::{Cas, Etcd, EtcdError};
 /// Exit code: a compare-and-swap found a newer revision.
 pub const CONFLICT: u8 = REFUSED;
 
-/// Where etcd is: `--etcd` URLs (comma-separated) or the config file's `config_source`.
+/// TLS files from `--etcd-ca`, `--etcd-cert`, `--etcd-key` (relative to the
+/// working directory).
+#[derive(Debug, Default, Clone)]
+pub struct TlsFlags {
+    pub ca: Option<String>,
+    pub cert: Option<String>,
+    pub key: Option<String>,
+}
+
+impl TlsFlags {
+    fn any(&self) -> bool {
+        self.ca.is_some() || self.cert.is_some() || self.key.is_some()
+    }
+}
+
+/// Where etcd is: `--etcd` URLs (comma-separated) or the config file's
+/// `config_source` (its relative TLS paths start at the file's directory;
+/// `--etcd-ca`/`-cert`/`-key` replace its TLS files).
 pub fn etcd_source(
     urls: Option<&str>,
     prefix: Option<&str>,
     user: Option<String>,
     password: Option<String>,
+    tls: &TlsFlags,
     config: &Path,
 ) -> Result<EtcdSource, String> {
     let mut src = match urls {
         Some(list) => {
-            let endpoints = list
+            let parsed = list
                 .split(',')
                 .filter(|s| !s.trim().is_empty())
-                .map(source::endpoint)
+                .map(source::endpoint_url)
                 .collect::<Result<Vec<_>, _>>()?;
-            if endpoints.is_empty() {
+            if parsed.is_empty() {
                 return Err("--etcd: no endpoint".into());
             }
+            let https = parsed[0].1;
+            if parsed.iter().any(|p| p.1 != https) {
+                return Err("--etcd: mixes http:// and https://".into());
+            }
             EtcdSource {
-                endpoints,
+                endpoints: parsed.into_iter().map(|p| p.0).collect(),
                 prefix: DEFAULT_PREFIX.into(),
                 username: None,
                 password: None,
                 node_id: None,
                 cache_file: None,
+                tls: None,
             }
         }
         None => {
@@ -60,15 +83,34 @@ pub fn etcd_source(
                 )
             })?;
             let mut errs = Vec::new();
-            let s = source::parse(cs, "config_source", &mut |p, m| {
-                errs.push(format!("{p}: {m}"))
-            });
+            let s = source::parse(
+                cs,
+                "config_source",
+                crate::config::config_dir(config),
+                &mut |p, m| errs.push(format!("{}: {p}: {m}", config.display())),
+            );
             match s {
                 Some(s) if errs.is_empty() => s.etcd,
                 _ => return Err(errs.join("\n")),
             }
         }
     };
+    // With --etcd URLs or any TLS flag, the flags say which files (all of
+    // them: they replace the file's, missing ones are not taken from it).
+    if urls.is_some() || tls.any() {
+        let https = match urls {
+            Some(list) => list.trim_start().starts_with("https://"),
+            None => src.tls.is_some(),
+        };
+        src.tls = source::etcd_tls(
+            https,
+            tls.ca.as_deref(),
+            tls.cert.as_deref(),
+            tls.key.as_deref(),
+            Path::new("."),
+        )
+        .map_err(|(field, e)| format!("--etcd-{}: {e}", field.trim_end_matches("_file")))?;
+    }
     if let Some(p) = prefix {
         src.prefix = p.to_string();
     }

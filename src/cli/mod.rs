@@ -75,6 +75,7 @@ pub fn target(config: &Path, api: Option<&str>, token: Option<String>) -> Result
         addr,
         token,
         timeout: Duration::from_secs(30),
+        tls: None,
     })
 }
 

@@ -83,6 +83,10 @@ pub enum Middleware {
     MaxBody { max: u64 },
     /// At most `max` requests in flight on the route (all workers).
     ConcurrencyLimit { max: u64 },
+    /// A subrequest to an auth service decides (`crate::filter::forward_auth`).
+    ForwardAuth(Box<ForwardAuth>),
+    /// Response bodies compressed for clients that accept it (`crate::filter::compress`).
+    Compress(Box<Compress>),
     IpFilter {
         /// Empty: every address not denied.
         allow: Vec<IpNet>,
@@ -116,6 +120,8 @@ impl Middleware {
             Middleware::ConcurrencyLimit { .. } => "concurrency_limit",
             Middleware::MaxBody { .. } => "max_body",
             Middleware::BasicAuth { .. } => "basic_auth",
+            Middleware::ForwardAuth(_) => "forward_auth",
+            Middleware::Compress(_) => "compress",
             Middleware::Custom { .. } => "custom",
         }
     }
@@ -157,6 +163,8 @@ pub const TYPES: &[&str] = &[
     "concurrency_limit",
     "max_body",
     "basic_auth",
+    "forward_auth",
+    "compress",
 ];
 
 struct V<'e> {
@@ -505,6 +513,8 @@ impl V<'_> {
                 })
             }
             "basic_auth" => self.basic_auth(m, path),
+            "forward_auth" => self.forward_auth(m, path),
+            "compress" => self.compress(m, path),
             "concurrency_limit" | "max_body" => {
                 self.fields(m, path, &["max"]);
                 match m.get("max").and_then(Value::as_u64) {
@@ -689,7 +699,11 @@ pub fn parse(
         .collect()
 }
 
+mod compress;
 mod entries;
+mod forward_auth;
+pub use compress::{Compress, Encoding};
+pub use forward_auth::ForwardAuth;
 
 #[cfg(test)]
 mod tests;

@@ -2,14 +2,18 @@
 //!
 //! ```json
 //! "config_source": {"etcd": {"endpoints": ["http://127.0.0.1:2379"], "prefix": "/ringmesh/"}}
+//! "config_source": {"etcd": {"endpoints": ["https://10.0.0.5:2379"], "ca_file": "etcd-ca.pem",
+//!                            "cert_file": "node.pem", "key_file": "node-key.pem"}}
 //! ```
 //! The local file keeps what belongs to the node (listen_host, dashboard,
 //! workers, limits, api_token); the routes come from the key `<prefix>routes`
 //! (see `crate::fleet`). Parsed here, with every error at its JSON path.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
+
+pub use crate::fleet::tls::EtcdTls;
 
 /// The `config_source` of a config: only etcd for now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +35,8 @@ pub struct EtcdSource {
     pub node_id: Option<String>,
     /// Where the last applied routes are kept; default `<config file>.routes-cache.json`.
     pub cache_file: Option<PathBuf>,
+    /// `Some` when the endpoints are `https://` (all of them, or none).
+    pub tls: Option<EtcdTls>,
 }
 
 pub const DEFAULT_PREFIX: &str = "/ringmesh/";
@@ -48,27 +54,59 @@ const ETCD_FIELDS: &[&str] = &[
     "key_file",
 ];
 
-/// `http://host:port` (or `host:port`) -> `host:port`.
-pub fn endpoint(url: &str) -> Result<String, String> {
+/// `http://host:port`, `https://host:port` or `host:port` -> (`host:port`, https).
+pub fn endpoint_url(url: &str) -> Result<(String, bool), String> {
     let u = url.trim();
-    if u.starts_with("https://") {
-        return Err(format!(
-            "{u:?}: https is not supported yet; reach etcd over plain HTTP on a trusted network \
-             (loopback, or a local `etcd grpc-proxy`)"
-        ));
-    }
-    let rest = u.strip_prefix("http://").unwrap_or(u).trim_end_matches('/');
+    let (rest, https) = match u.strip_prefix("https://") {
+        Some(r) => (r, true),
+        None => (u.strip_prefix("http://").unwrap_or(u), false),
+    };
+    let rest = rest.trim_end_matches('/');
     let (host, port) = rest
         .rsplit_once(':')
-        .ok_or_else(|| format!("{u:?} is not http://host:port"))?;
+        .ok_or_else(|| format!("{u:?} is not http(s)://host:port"))?;
     if host.is_empty() || rest.contains('/') || port.parse::<u16>().map_or(true, |p| p == 0) {
-        return Err(format!("{u:?} is not http://host:port"));
+        return Err(format!("{u:?} is not http(s)://host:port"));
     }
-    Ok(rest.to_string())
+    Ok((rest.to_string(), https))
+}
+
+/// The TLS files of an etcd source whose endpoints are `https` (`https`
+/// false: none may be given). Relative paths start at `base`. The files are
+/// read and parsed here, so a bad one is a config error at its path.
+pub fn etcd_tls(
+    https: bool,
+    ca: Option<&str>,
+    cert: Option<&str>,
+    key: Option<&str>,
+    base: &Path,
+) -> Result<Option<EtcdTls>, (&'static str, String)> {
+    if !https {
+        for (f, v) in [("ca_file", ca), ("cert_file", cert), ("key_file", key)] {
+            if v.is_some() {
+                return Err((f, "needs https:// endpoints".into()));
+            }
+        }
+        return Ok(None);
+    }
+    let at = |p: &str| base.join(p);
+    let tls = EtcdTls {
+        ca_file: ca.map_or_else(|| PathBuf::from(crate::fleet::tls::SYSTEM_CA), at),
+        cert_file: cert.map(at),
+        key_file: key.map(at),
+    };
+    crate::fleet::tls::client_config(&tls)?;
+    Ok(Some(tls))
 }
 
 /// Parses `config_source` (the value at `path`); errors go to `err(path, msg)`.
-pub fn parse(v: &Value, path: &str, err: &mut dyn FnMut(String, String)) -> Option<ConfigSource> {
+/// Relative TLS file paths start at `base` (the config file's directory).
+pub fn parse(
+    v: &Value,
+    path: &str,
+    base: &Path,
+    err: &mut dyn FnMut(String, String),
+) -> Option<ConfigSource> {
     let obj = |v: &Value, p: &str, err: &mut dyn FnMut(String, String)| match v {
         Value::Object(m) => Some(m.clone()),
         other => {
@@ -88,31 +126,27 @@ pub fn parse(v: &Value, path: &str, err: &mut dyn FnMut(String, String)) -> Opti
     };
     let e = obj(ev, &ep, err)?;
     check_fields(&e, &ep, ETCD_FIELDS, err);
-    let before_tls = ["ca_file", "cert_file", "key_file"];
-    for k in before_tls {
-        if e.contains_key(k) {
-            err(
-                format!("{ep}.{k}"),
-                "TLS to etcd is not supported yet: use plain HTTP on loopback or a trusted \
-                 network (e.g. a local `etcd grpc-proxy`), with username/password"
-                    .into(),
-            );
-        }
-    }
     let mut endpoints = Vec::new();
+    let mut schemes = Vec::new();
     match e.get("endpoints") {
         Some(Value::Array(items)) if !items.is_empty() => {
             for (i, it) in items.iter().enumerate() {
                 let p = format!("{ep}.endpoints[{i}]");
-                match it.as_str().map(endpoint) {
-                    Some(Ok(a)) => endpoints.push(a),
+                match it.as_str().map(endpoint_url) {
+                    Some(Ok((a, https))) => {
+                        endpoints.push(a);
+                        schemes.push(https);
+                    }
                     Some(Err(msg)) => err(p, msg),
                     None => err(p, format!("expected a string, found {it}")),
                 }
             }
         }
-        Some(Value::String(s)) => match endpoint(s) {
-            Ok(a) => endpoints.push(a),
+        Some(Value::String(s)) => match endpoint_url(s) {
+            Ok((a, https)) => {
+                endpoints.push(a);
+                schemes.push(https);
+            }
             Err(msg) => err(format!("{ep}.endpoints"), msg),
         },
         _ => err(
@@ -147,6 +181,27 @@ pub fn parse(v: &Value, path: &str, err: &mut dyn FnMut(String, String)) -> Opti
         }
     }
     let cache_file = string("cache_file", err).map(PathBuf::from);
+    let https = schemes.first().copied().unwrap_or(false);
+    if schemes.iter().any(|&h| h != https) {
+        err(
+            format!("{ep}.endpoints"),
+            "mixes http:// and https://: one cluster speaks one of them".into(),
+        );
+    }
+    let files = ["ca_file", "cert_file", "key_file"].map(|k| string(k, err));
+    let tls = match etcd_tls(
+        https,
+        files[0].as_deref(),
+        files[1].as_deref(),
+        files[2].as_deref(),
+        base,
+    ) {
+        Ok(t) => t,
+        Err((field, msg)) => {
+            err(format!("{ep}.{field}"), msg);
+            None
+        }
+    };
     Some(ConfigSource {
         etcd: EtcdSource {
             endpoints,
@@ -155,6 +210,7 @@ pub fn parse(v: &Value, path: &str, err: &mut dyn FnMut(String, String)) -> Opti
             password,
             node_id,
             cache_file,
+            tls,
         },
     })
 }
@@ -214,7 +270,7 @@ mod tests {
 
     fn run(v: Value) -> (Option<ConfigSource>, Vec<String>) {
         let mut errs = Vec::new();
-        let s = parse(&v, "config_source", &mut |p, m| {
+        let s = parse(&v, "config_source", Path::new("."), &mut |p, m| {
             errs.push(format!("{p}: {m}"))
         });
         (s, errs)
@@ -229,20 +285,26 @@ mod tests {
         assert_eq!(e.endpoints, ["127.0.0.1:2379", "h:1"]);
         assert_eq!(e.prefix, DEFAULT_PREFIX);
         let (_, errs) = run(
-            serde_json::json!({"etcd": {"endpoints": ["https://x:1", "nope"],
+            serde_json::json!({"etcd": {"endpoints": ["https://x:1", "nope", "http://y:2"],
             "username": "u", "ca_file": "/x", "bogus": 1}, "consul": {}}),
         );
         let all = errs.join("\n");
         for want in [
             "config_source.consul: unknown field",
             "config_source.etcd.bogus: unknown field",
-            "config_source.etcd.endpoints[0]: \"https://x:1\": https is not supported",
-            "config_source.etcd.endpoints[1]: \"nope\" is not http://host:port",
+            "config_source.etcd.endpoints: mixes http:// and https://",
+            "config_source.etcd.endpoints[1]: \"nope\" is not http(s)://host:port",
             "config_source.etcd: username and password go together",
-            "config_source.etcd.ca_file: TLS to etcd is not supported yet",
+            "config_source.etcd.ca_file: cannot read /x",
         ] {
             assert!(all.contains(want), "missing {want:?} in\n{all}");
         }
+        let (_, errs) =
+            run(serde_json::json!({"etcd": {"endpoints": "http://a:1", "key_file": "k"}}));
+        assert_eq!(
+            errs,
+            ["config_source.etcd.key_file: needs https:// endpoints"]
+        );
         let (_, errs) = run(serde_json::json!({"etcd": {}}));
         assert!(
             errs[0].starts_with("config_source.etcd.endpoints: required"),

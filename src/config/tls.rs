@@ -23,7 +23,12 @@ use serde_json::{Map, Value};
 use super::snapshot::{Protocol, Route};
 use crate::tls::{build_acceptor, Acceptor, TlsSource};
 
-pub const TLS_FIELDS: &[&str] = &["certificates", "min_version", "client_ca"];
+pub const TLS_FIELDS: &[&str] = &[
+    "certificates",
+    "min_version",
+    "client_ca",
+    "session_ticket_keys",
+];
 const CERT_FIELDS: &[&str] = &["cert", "key"];
 
 /// The TLS-related settings of one route.
@@ -120,6 +125,7 @@ pub fn route_tls(
         tls13_only: false,
         client_ca: None,
         alpn_http11: protocol == Protocol::Http,
+        ticket_keys: Vec::new(),
     };
     match t.get("certificates") {
         Some(Value::Array(certs)) if !certs.is_empty() => {
@@ -174,6 +180,27 @@ pub fn route_tls(
         Some(_) => errors.push((
             at(&tpath, "client_ca"),
             "expected a file path (PEM CA certificates) or null".into(),
+        )),
+    }
+    match t.get("session_ticket_keys") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(files)) if !files.is_empty() => {
+            for (i, f) in files.iter().enumerate() {
+                match f {
+                    Value::String(s) if !s.trim().is_empty() => {
+                        src.ticket_keys.push(resolve(base, s.trim()))
+                    }
+                    _ => errors.push((
+                        format!("{tpath}.session_ticket_keys[{i}]"),
+                        "expected a file path (48 or 80 random bytes)".into(),
+                    )),
+                }
+            }
+        }
+        Some(_) => errors.push((
+            at(&tpath, "session_ticket_keys"),
+            "expected a non-empty list of key files (the first encrypts new tickets) or null"
+                .into(),
         )),
     }
     if errors.len() != before {
@@ -238,7 +265,7 @@ mod tests {
             got,
             [
                 r#"routes."8443".redirect_https: a route with "tls" is already https"#,
-                r#"routes."8443".tls.bogus: unknown field; expected one of: certificates, min_version, client_ca"#,
+                r#"routes."8443".tls.bogus: unknown field; expected one of: certificates, min_version, client_ca, session_ticket_keys"#,
                 r#"routes."8443".tls.certificates: expected a non-empty list of {"cert": ..., "key": ...}"#,
                 r#"routes."8443".tls.min_version: expected "1.2" or "1.3""#,
             ]

@@ -414,8 +414,9 @@ impl Validator {
             }
         }
         if let Some(v) = top.get("config_source").filter(|v| !v.is_null()) {
+            let base = self.base.clone();
             snap.config_source =
-                super::source::parse(v, "config_source", &mut |p, m| self.err(p, m));
+                super::source::parse(v, "config_source", &base, &mut |p, m| self.err(p, m));
         }
         snap.limits = Limits {
             max_connections: self.limit(top, "", "max_connections"),

@@ -172,8 +172,12 @@
     const pre = el('pre', 'log');
     logs.append(sum, pre);
 
-    art.append(h, counters, wrap, logs);
-    c = { art, name, listen, proto, lb, hosts, stats, tbody, rows: new Map(), logs, pre, since: 0, hasProcs: false };
+    // The middleware chain, in request order (counters in each tag's title).
+    const chain = el('div', 'chain');
+    chain.hidden = true;
+
+    art.append(h, chain, counters, wrap, logs);
+    c = { art, name, listen, proto, lb, hosts, chain, chainKey: '', stats, tbody, rows: new Map(), logs, pre, since: 0, hasProcs: false };
     cards.set(r.key, c);
     return c;
   }
@@ -235,6 +239,28 @@
     }
   }
 
+  function renderChain(c, r) {
+    const mw = Array.isArray(r.middleware) ? r.middleware : [];
+    const counts = Array.isArray(r.middleware_counters) ? r.middleware_counters : [];
+    const key = JSON.stringify([mw, counts]);
+    if (key === c.chainKey) return;
+    c.chainKey = key;
+    c.chain.replaceChildren();
+    c.chain.hidden = mw.length === 0;
+    if (!mw.length) return;
+    c.chain.append(el('span', 'label', 'middleware'));
+    mw.forEach((m, i) => {
+      if (i) c.chain.append(el('span', 'arrow', '→'));
+      const t = el('span', 'tag mw', String(m));
+      t.dataset.mw = String(m);
+      const n = counts[i];
+      if (n && typeof n === 'object') {
+        t.title = Object.entries(n).map(([k, v]) => k + ': ' + v).join(', ');
+      }
+      c.chain.append(t);
+    });
+  }
+
   function renderRoute(r, now) {
     const c = routeCard(r);
     setText(c.name, r.name || r.key);
@@ -242,6 +268,7 @@
     setText(c.proto, r.protocol);
     setText(c.lb, r.load_balance);
     setText(c.hosts, Array.isArray(r.hosts) && r.hosts.length ? 'hosts: ' + r.hosts.join(', ') : '');
+    renderChain(c, r);
 
     const before = prev.get(r.key);
     for (const [field, , rated, bytes] of COUNTERS) {

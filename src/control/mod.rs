@@ -11,6 +11,7 @@ pub mod h2_metrics;
 pub mod health;
 pub mod listeners;
 pub mod logs;
+pub mod middleware_metrics;
 pub mod procs_api;
 pub mod reload;
 pub mod sessions_api;

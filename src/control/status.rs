@@ -51,6 +51,7 @@ pub(super) fn status_json(state: &ApiState) -> String {
                 "refused": t.refused,
                 "max_connections": r.cfg.limits.max_connections,
                 "middleware": r.cfg.middleware.iter().map(|m| m.name()).collect::<Vec<_>>(),
+                "middleware_counters": r.chain.as_ref().map(|c| c.counters_json()),
                 "access_log": r.log.is_some(),
                 "backends": backends,
                 "tls": r.cfg.tls.as_ref().map(|a| a.counters.to_json()),
@@ -162,6 +163,7 @@ pub(super) fn metrics(state: &ApiState) -> String {
     crate::accesslog::metrics(&mut out);
     super::h2_metrics::write(&state.shared.h2, &mut out);
     super::sessions_api::metrics(&live, &mut out);
+    super::middleware_metrics::write(&live, &mut out);
     out
 }
 

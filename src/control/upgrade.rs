@@ -11,7 +11,7 @@
 //!    a new binary installed at that path, and the config file as it is now),
 //!    with one end of a SOCK_SEQPACKET pair inherited as `RINGMESH_UPGRADE_FD`;
 //! 2. it sends every listening socket (each worker's, with its address) and
-//!    the API's, in batches, then `done`;
+//!    the API's, in batches, its TLS session ticket keys, then `done`;
 //! 3. the new process validates its config, uses the received sockets for
 //!    their addresses (binding only what is new), starts its workers, and when
 //!    every worker accepts it sends `ready` with its PID;
@@ -117,6 +117,16 @@ impl Inherited {
                     let a = addrs(&msg["addrs"])?;
                     if let (Some(a), Some(fd)) = (a.into_iter().next(), fds.into_iter().next()) {
                         got.api = Some((a, fd));
+                    }
+                }
+                Some("tls_ticket_keys") => {
+                    // Before any TLS config is built (the config loads after
+                    // this): tickets of the old process keep resuming.
+                    let adopted = msg["keys"].as_str().is_some_and(crate::tls::tickets::adopt);
+                    if !adopted {
+                        tracing::warn!(
+                            "handover: TLS ticket keys unusable; clients do full handshakes once"
+                        );
                     }
                 }
                 Some("done") => return Ok(Some(got)),
@@ -256,6 +266,12 @@ impl Upgrader {
         if let Some((a, fd)) = &self.api {
             let msg = json!({"kind": "api", "addrs": [a.to_string()]}).to_string();
             sys::send_with_fds(sock.as_raw_fd(), msg.as_bytes(), &[fd.as_raw_fd()])?;
+        }
+        // The ticket keys, so sessions from before the upgrade resume on the
+        // new process (a private socket pair: the keys go nowhere else).
+        if let Some(keys) = crate::tls::tickets::export_process_keys() {
+            let msg = json!({"kind": "tls_ticket_keys", "keys": keys}).to_string();
+            sys::send_with_fds(sock.as_raw_fd(), msg.as_bytes(), &[])?;
         }
         sys::send_with_fds(sock.as_raw_fd(), br#"{"kind":"done"}"#, &[])
     }

@@ -41,7 +41,19 @@ pub fn system_resolver() -> Option<SocketAddr> {
 /// Resolves a `discover` entry into its targets, sorted. No records (or
 /// NXDOMAIN) is an empty set; a server failure or timeout is an error.
 pub fn resolve(d: &Discover, server: SocketAddr, timeout: Duration) -> Result<Vec<Target>, String> {
+    resolve_ttl(d, server, timeout).map(|(t, _)| t)
+}
+
+/// [`resolve`], and the smallest TTL (seconds) of the records the targets
+/// came from (`None`: no records).
+pub fn resolve_ttl(
+    d: &Discover,
+    server: SocketAddr,
+    timeout: Duration,
+) -> Result<(Vec<Target>, Option<u32>), String> {
     let deadline = Instant::now() + timeout;
+    let mut ttl: Option<u32> = None;
+    let mut saw = |t: u32| ttl = Some(ttl.map_or(t, |m| m.min(t)));
     let mut out = match d.rtype {
         DnsType::A | DnsType::Aaaa => {
             let rt = if d.rtype == DnsType::A {
@@ -50,7 +62,7 @@ pub fn resolve(d: &Discover, server: SocketAddr, timeout: Duration) -> Result<Ve
                 RecordType::AAAA
             };
             let port = d.port.unwrap_or(0);
-            addresses(&query(server, &d.dns, rt, deadline)?, rt)
+            addresses(&query(server, &d.dns, rt, deadline)?, rt, &mut saw)
                 .into_iter()
                 .map(|ip| Target {
                     priority: 0,
@@ -65,6 +77,7 @@ pub fn resolve(d: &Discover, server: SocketAddr, timeout: Duration) -> Result<Ve
             let mut out = Vec::new();
             for r in m.answers() {
                 let RData::SRV(srv) = r.data() else { continue };
+                saw(r.ttl());
                 let target = srv.target().to_ascii();
                 let host = target.trim_end_matches('.').to_string();
                 if host.is_empty() {
@@ -75,22 +88,28 @@ pub fn resolve(d: &Discover, server: SocketAddr, timeout: Duration) -> Result<Ve
                     .additionals()
                     .iter()
                     .filter(|a| a.name() == srv.target())
-                    .filter_map(|a| match a.data() {
-                        RData::A(x) => Some(IpAddr::V4(x.0)),
-                        RData::AAAA(x) => Some(IpAddr::V6(x.0)),
-                        _ => None,
+                    .filter_map(|a| {
+                        let ip = match a.data() {
+                            RData::A(x) => IpAddr::V4(x.0),
+                            RData::AAAA(x) => IpAddr::V6(x.0),
+                            _ => return None,
+                        };
+                        saw(a.ttl());
+                        Some(ip)
                     })
                     .collect();
                 if ips.is_empty() {
                     ips = addresses(
                         &query(server, &host, RecordType::A, deadline)?,
                         RecordType::A,
+                        &mut saw,
                     );
                 }
                 if ips.is_empty() {
                     ips = addresses(
                         &query(server, &host, RecordType::AAAA, deadline)?,
                         RecordType::AAAA,
+                        &mut saw,
                     );
                 }
                 for ip in ips {
@@ -108,16 +127,31 @@ pub fn resolve(d: &Discover, server: SocketAddr, timeout: Duration) -> Result<Ve
     };
     out.sort();
     out.dedup_by(|a, b| a.addr == b.addr);
-    Ok(out)
+    Ok((out, ttl))
 }
 
-fn addresses(m: &Message, rt: RecordType) -> Vec<IpAddr> {
+/// When to ask again: every `interval`, sooner when the records' TTL ends
+/// first (a caching resolver would answer from its cache until then anyway,
+/// and an authoritative one says the answer may change), but not more often
+/// than every second for a TTL below that (TTL 0 is common for local data).
+pub fn next_lookup(interval: Duration, ttl: Option<u32>) -> Duration {
+    match ttl {
+        Some(t) => interval.min(Duration::from_secs(u64::from(t.max(1)))),
+        None => interval,
+    }
+}
+
+fn addresses(m: &Message, rt: RecordType, saw: &mut impl FnMut(u32)) -> Vec<IpAddr> {
     m.answers()
         .iter()
-        .filter_map(|r| match (r.data(), rt) {
-            (RData::A(x), RecordType::A) => Some(IpAddr::V4(x.0)),
-            (RData::AAAA(x), RecordType::AAAA) => Some(IpAddr::V6(x.0)),
-            _ => None,
+        .filter_map(|r| {
+            let ip = match (r.data(), rt) {
+                (RData::A(x), RecordType::A) => IpAddr::V4(x.0),
+                (RData::AAAA(x), RecordType::AAAA) => IpAddr::V6(x.0),
+                _ => return None,
+            };
+            saw(r.ttl());
+            Some(ip)
         })
         .collect()
 }
@@ -266,18 +300,18 @@ mod tests {
                     let t2 = Name::from_ascii("t2.internal.").unwrap();
                     m.add_answer(Record::from_rdata(
                         qn.clone(),
-                        5,
+                        30,
                         RData::SRV(SRV::new(1, 10, 8080, t1.clone())),
                     ));
                     m.add_answer(Record::from_rdata(
                         qn,
-                        5,
+                        30,
                         RData::SRV(SRV::new(2, 0, 8081, t2)),
                     ));
-                    m.add_additional(Record::from_rdata(t1, 5, RData::A(A::new(127, 0, 0, 11))));
+                    m.add_additional(Record::from_rdata(t1, 20, RData::A(A::new(127, 0, 0, 11))));
                 }
                 _ => {
-                    m.add_answer(Record::from_rdata(qn, 5, RData::A(A::new(127, 0, 0, 12))));
+                    m.add_answer(Record::from_rdata(qn, 7, RData::A(A::new(127, 0, 0, 12))));
                 }
             }
             m
@@ -290,7 +324,9 @@ mod tests {
             interval: Duration::from_secs(1),
             resolver: None,
         };
-        let t = resolve(&d, server, Duration::from_secs(5)).unwrap();
+        let (t, ttl) = resolve_ttl(&d, server, Duration::from_secs(5)).unwrap();
+        // The smallest TTL of the records used: the fallback A record's.
+        assert_eq!(ttl, Some(7));
         assert_eq!(t.len(), 2, "{t:?}");
         assert_eq!(
             (t[0].addr.to_string(), t[0].priority, t[0].weight),
@@ -301,6 +337,19 @@ mod tests {
             ("127.0.0.12:8081".into(), 2, 1)
         );
         assert_eq!(t[1].host, "t2.internal");
+    }
+
+    #[test]
+    fn next_lookup_honours_ttl_below_interval_with_a_1s_floor() {
+        let s = Duration::from_secs;
+        assert_eq!(next_lookup(s(30), None), s(30));
+        assert_eq!(next_lookup(s(30), Some(300)), s(30));
+        assert_eq!(next_lookup(s(30), Some(5)), s(5));
+        assert_eq!(next_lookup(s(30), Some(0)), s(1));
+        assert_eq!(
+            next_lookup(Duration::from_millis(500), Some(0)),
+            Duration::from_millis(500)
+        );
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! runtime in getaddrinfo).
 //!
 //! ```text
-//!  resolver thread: every `interval` per entry -> dns::resolve -> channel
+//!  resolver thread: every `interval` per entry (sooner when the records'
+//!      TTL ends first, at most every 1 s) -> dns::resolve_ttl -> channel
 //!  control thread (control/discovery.rs): a changed set -> the route's
 //!      backends = static ones + one per record -> internal publish through
 //!      the reload machinery (no listener change, no file read)
@@ -123,7 +124,11 @@ pub fn run(state: Arc<DiscoveryState>, shared: Arc<Shared>) {
                     "no resolver: set discover.resolver (no nameserver in /etc/resolv.conf)".into(),
                 ),
                 // Bounded: a dead server must not stall the other entries long.
-                Some(server) => dns::resolve(d, server, d.interval.min(Duration::from_secs(2))),
+                Some(server) => dns::resolve_ttl(d, server, d.interval.min(Duration::from_secs(2)))
+                    .map(|(targets, ttl)| {
+                        due.insert(key.clone(), now + dns::next_lookup(d.interval, ttl));
+                        targets
+                    }),
             };
             let _ = state.tx.send(Resolved {
                 key: key.clone(),

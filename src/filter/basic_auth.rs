@@ -1,8 +1,7 @@
 //! `basic_auth`: HTTP Basic authentication against users of an htpasswd
-//! file (read when the config is loaded or reloaded). bcrypt (`htpasswd
-//! -B`) and SHA-1 (`htpasswd -s`) entries are verified with the `bcrypt`
-//! and `sha1` crates; MD5 (`$apr1$`, htpasswd's default) and crypt entries
-//! are refused when the config is loaded. A credential that verified once
+//! file (read when the config is loaded or reloaded), in any format
+//! Debian's `htpasswd` writes (see [`super::htpasswd`]); an entry of an
+//! unknown scheme is refused when the config is loaded. A credential that verified once
 //! is remembered by this worker (at most [`CACHE`] of them), so bcrypt's
 //! cost is paid by the first request only. Missing or wrong credentials get
 //! `401` with `WWW-Authenticate`.
@@ -11,7 +10,6 @@ use std::cell::RefCell;
 use std::collections::HashSet;
 
 use base64::Engine as _;
-use sha1::Digest as _;
 
 use super::{Edits, Filter, Request, Verdict};
 
@@ -27,20 +25,10 @@ pub struct BasicAuth {
 
 /// Whether `hash` (an htpasswd entry's hash) is of a supported kind.
 pub fn supported(hash: &str) -> bool {
-    hash.starts_with("$2y$")
-        || hash.starts_with("$2a$")
-        || hash.starts_with("$2b$")
-        || hash.starts_with("{SHA}")
+    super::htpasswd::kind(hash).is_some()
 }
 
-fn verify(password: &[u8], hash: &str) -> bool {
-    if let Some(b64) = hash.strip_prefix("{SHA}") {
-        let digest = sha1::Sha1::digest(password);
-        let want = base64::engine::general_purpose::STANDARD.decode(b64.trim());
-        return want.is_ok_and(|w| w.as_slice() == digest.as_slice());
-    }
-    bcrypt::verify(password, hash).unwrap_or(false)
-}
+use super::htpasswd::verify;
 
 impl BasicAuth {
     pub fn new(users: &[(String, String)], realm: &str) -> BasicAuth {
@@ -93,22 +81,5 @@ impl Filter for BasicAuth {
         }
         e.answer_headers.extend_from_slice(&self.challenge);
         Verdict::Respond(401)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sha1_and_bcrypt_entries() {
-        // Made by `htpasswd -nbs bob pw2` and `htpasswd -nbB -C 5 alice secret`.
-        assert!(verify(b"pw2", "{SHA}8Wyi36Noi/CMek4hVErxW9WYy3A="));
-        assert!(!verify(b"pw3", "{SHA}8Wyi36Noi/CMek4hVErxW9WYy3A="));
-        let h = "$2y$05$VDRNsyGCDuRpkW0emaF4eurLQeuaNtj9wDKft4hJSZkcp3rMS.oxu";
-        assert!(verify(b"secret", h));
-        assert!(!verify(b"Secret", h));
-        assert!(!verify(b"x", "$2y$garbage"));
-        assert!(!supported("$apr1$7QKV5iYZ$IEFrXOadSN/swfshF9yRu/"));
     }
 }

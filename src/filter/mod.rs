@@ -24,10 +24,13 @@
 //! - [`registry`]: filters of an embedder's own code, by name.
 
 pub mod basic_auth;
+pub mod compress;
 pub mod concurrency;
 pub mod cors;
 pub mod edit;
+pub mod forward_auth;
 pub mod headers;
+pub mod htpasswd;
 pub mod ip_filter;
 pub mod max_body;
 pub mod path;
@@ -112,6 +115,17 @@ pub struct Edits {
     /// One bit per filter position, for filters that must know in their
     /// logging phase what their request phase did (cleared per exchange).
     pub marks: u64,
+    /// The body of a direct answer, when a filter gave one (else the
+    /// status's reason phrase).
+    answer_body: Vec<u8>,
+    answer_body_set: bool,
+    /// The coding `compress` chose for the response, if the client accepts one.
+    pub compress: Option<compress::Plan>,
+    /// The most chunk data a chunked request body may carry (`max_body`).
+    pub body_limit: Option<u64>,
+    /// `forward_auth`'s subrequest and answer buffers (kept for reuse).
+    pub(crate) auth_out: Vec<u8>,
+    pub(crate) auth_in: Vec<u8>,
 }
 
 impl Edits {
@@ -124,6 +138,21 @@ impl Edits {
         self.answer_headers.clear();
         self.target_set = false;
         self.marks = 0;
+        self.answer_body_set = false;
+        self.body_limit = None;
+        self.compress = None;
+    }
+
+    /// Gives a direct answer this body (sent with its Content-Length).
+    pub fn set_answer_body(&mut self, body: &[u8]) {
+        self.answer_body.clear();
+        self.answer_body.extend_from_slice(body);
+        self.answer_body_set = true;
+    }
+
+    /// The body a filter gave its direct answer.
+    pub fn answer_body(&self) -> Option<&[u8]> {
+        self.answer_body_set.then_some(self.answer_body.as_slice())
     }
 
     /// The target as the filters left it so far (`req_target` if unchanged).
@@ -206,6 +235,10 @@ pub enum Verdict {
     /// Answer with this status now (extra headers in
     /// [`Edits::answer_headers`]); the upstream is never contacted.
     Respond(u16),
+    /// Built-in `forward_auth` only: the exchange asks the auth service,
+    /// then resumes the chain after this filter's position (which
+    /// [`Chain::request`] fills in).
+    Auth(usize),
 }
 
 /// A filter: Pingora's phases, without `Send` (each worker has its own).
@@ -235,6 +268,8 @@ pub struct ChainSpec {
     tables: Vec<Option<Arc<rate_limit::Table>>>,
     /// In-flight counters of `concurrency_limit`, by position.
     in_flight: Vec<Arc<std::sync::atomic::AtomicU64>>,
+    /// Outcome counters of `forward_auth`, by position.
+    auth: Vec<Option<forward_auth::Counters>>,
 }
 
 impl ChainSpec {
@@ -257,12 +292,39 @@ impl ChainSpec {
             })
             .collect();
         let in_flight = middleware.iter().map(|_| Arc::default()).collect();
+        let auth = middleware
+            .iter()
+            .map(|m| matches!(m, Middleware::ForwardAuth(_)).then(Default::default))
+            .collect();
         Some(Arc::new(ChainSpec {
             id: NEXT.fetch_add(1, Ordering::Relaxed),
             middleware: middleware.to_vec(),
             tables,
             in_flight,
+            auth,
         }))
+    }
+
+    /// The `forward_auth` at position `i`, with its counters.
+    pub fn forward_auth(
+        &self,
+        i: usize,
+    ) -> Option<(
+        &crate::config::middleware::ForwardAuth,
+        &forward_auth::Counters,
+    )> {
+        match (self.middleware.get(i), self.auth.get(i)) {
+            (Some(Middleware::ForwardAuth(cfg)), Some(Some(c))) => Some((cfg, c)),
+            _ => None,
+        }
+    }
+
+    /// Each middleware's counters, by position (`null` for those without).
+    pub fn counters_json(&self) -> Vec<serde_json::Value> {
+        self.auth
+            .iter()
+            .map(|c| c.as_ref().map_or(serde_json::Value::Null, |c| c.to_json()))
+            .collect()
     }
 }
 
@@ -302,6 +364,8 @@ impl Chain {
                         Box::new(basic_auth::BasicAuth::new(users, realm))
                     }
                     Middleware::MaxBody { max } => Box::new(max_body::MaxBody::new(*max)),
+                    Middleware::ForwardAuth(_) => Box::new(forward_auth::ForwardAuthFilter),
+                    Middleware::Compress(c) => Box::new(compress::CompressFilter::new(c)),
                     Middleware::ConcurrencyLimit { max } => Box::new(
                         concurrency::ConcurrencyLimit::new(in_flight.clone(), *max, i),
                     ),
@@ -357,11 +421,20 @@ impl Chain {
         Chain { filters }
     }
 
-    /// Request and upstream-request phases; stops at the first answer.
+    /// Request and upstream-request phases; stops at the first answer
+    /// (or at a `forward_auth`, whose position it returns).
     pub fn request(&self, req: &Request<'_>, e: &mut Edits) -> Verdict {
-        for f in &self.filters {
-            if let Verdict::Respond(s) = f.request_filter(req, e) {
-                return Verdict::Respond(s);
+        self.request_from(0, req, e)
+    }
+
+    /// [`Chain::request`] from filter position `start` on (after a
+    /// `forward_auth` at `start - 1` allowed the request).
+    pub fn request_from(&self, start: usize, req: &Request<'_>, e: &mut Edits) -> Verdict {
+        for (i, f) in self.filters.iter().enumerate().skip(start) {
+            match f.request_filter(req, e) {
+                Verdict::Continue => {}
+                Verdict::Respond(s) => return Verdict::Respond(s),
+                Verdict::Auth(_) => return Verdict::Auth(i),
             }
         }
         for f in &self.filters {

@@ -12,6 +12,7 @@
 //! line by line. Keys and values travel as base64; int64 fields as strings.
 
 use std::cell::{Cell, RefCell};
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as B64;
@@ -86,6 +87,9 @@ pub struct Etcd {
     current: Cell<usize>,
     auth: Option<(String, String)>,
     token: RefCell<Option<String>>,
+    /// The TLS client config for `https://` endpoints; `Err`: its files are
+    /// unusable (every call fails with that reason).
+    tls: Result<Option<Arc<rustls::ClientConfig>>, String>,
     pub timeout: Duration,
 }
 
@@ -133,16 +137,23 @@ impl Etcd {
             current: Cell::new(0),
             auth: cfg.username.clone().zip(cfg.password.clone()),
             token: RefCell::new(None),
+            tls: match &cfg.tls {
+                None => Ok(None),
+                Some(t) => super::tls::client_config(t)
+                    .map(Some)
+                    .map_err(|(field, e)| format!("etcd TLS {field}: {e}")),
+            },
             timeout: Duration::from_secs(3),
         }
     }
 
-    fn api(&self, i: usize, timeout: Duration) -> Api {
-        Api {
+    fn api(&self, i: usize, timeout: Duration) -> Result<Api, EtcdError> {
+        Ok(Api {
             addr: self.endpoints[i].clone(),
             token: None,
             timeout,
-        }
+            tls: self.tls.clone().map_err(EtcdError::Refused)?,
+        })
     }
 
     /// The endpoints in the order to try them.
@@ -162,7 +173,7 @@ impl Etcd {
         }
         let body = json!({"name": user, "password": pass}).to_string();
         let r = self
-            .api(i, self.timeout)
+            .api(i, self.timeout)?
             .request("POST", "/v3/auth/authenticate", body.as_bytes())
             .map_err(|e| EtcdError::Unreachable(e.0))?;
         let v = r.json().unwrap_or(Value::Null);
@@ -195,7 +206,7 @@ impl Etcd {
                     .as_deref()
                     .map(|t| vec![("Authorization", t)])
                     .unwrap_or_default();
-                let r = match self.api(i, self.timeout).request_with(
+                let r = match self.api(i, self.timeout)?.request_with(
                     "POST",
                     path,
                     &headers,
@@ -324,7 +335,7 @@ impl Etcd {
                 .as_deref()
                 .map(|t| vec![("Authorization", t)])
                 .unwrap_or_default();
-            let api = self.api(i, quiet);
+            let api = self.api(i, quiet)?;
             match api.open("POST", "/v3/watch", &headers, body.as_bytes()) {
                 Ok(s) if s.status == 200 => {
                     self.current.set(i);

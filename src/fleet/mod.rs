@@ -11,11 +11,14 @@
 //!  registry thread (registry.rs): <prefix>nodes/<node-id> under a 10 s lease,
 //!        kept alive; lists the fleet for GET /api/fleet
 //! ```
-//! Both threads block on a small HTTP/1.1 client ([`etcd`]); neither touches
-//! a worker. The control thread only reads [`FleetState`] and a channel.
+//! Both threads block on a small HTTP/1.1 client ([`etcd`]), over TLS for
+//! `https://` endpoints ([`tls`]: rustls, `ca_file`, client certificate);
+//! neither touches a worker. The control thread only reads [`FleetState`]
+//! and a channel.
 
 pub mod etcd;
 pub mod registry;
+pub mod tls;
 pub mod watch;
 
 use std::path::{Path, PathBuf};
@@ -403,9 +406,41 @@ pub fn with_etcd_flags(text: &str, urls: &str, prefix: Option<&str>) -> Result<S
     serde_json::to_string_pretty(&v).map_err(|e| e.to_string())
 }
 
+/// `run --etcd-ca/--etcd-cert/--etcd-key`: sets `config_source.etcd`'s
+/// `ca_file`, `cert_file`, `key_file` (absolute: a flag's relative path is
+/// relative to the working directory, not to the config file). Call after
+/// [`with_etcd_flags`].
+pub fn with_etcd_tls_flags(text: &str, files: [Option<&Path>; 3]) -> Result<String, String> {
+    if files.iter().all(Option::is_none) {
+        return Ok(text.to_string());
+    }
+    let mut v: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    let cwd = std::env::current_dir().map_err(|e| format!("working directory: {e}"))?;
+    for (field, f) in ["ca_file", "cert_file", "key_file"].iter().zip(files) {
+        if let Some(p) = f {
+            v["config_source"]["etcd"][*field] = Value::String(cwd.join(p).display().to_string());
+        }
+    }
+    serde_json::to_string_pretty(&v).map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn etcd_tls_flags_set_absolute_files() {
+        let t = with_etcd_flags("{}", "https://a:1", None).unwrap();
+        let t = with_etcd_tls_flags(&t, [Some(Path::new("ca.pem")), None, None]).unwrap();
+        let v: Value = serde_json::from_str(&t).unwrap();
+        let ca = v["config_source"]["etcd"]["ca_file"].as_str().unwrap();
+        assert!(
+            Path::new(ca).is_absolute() && ca.ends_with("/ca.pem"),
+            "{ca}"
+        );
+        assert!(v["config_source"]["etcd"].get("cert_file").is_none());
+        assert_eq!(with_etcd_tls_flags("{}", [None; 3]).unwrap(), "{}");
+    }
 
     #[test]
     fn etcd_flags_set_the_source() {

@@ -38,6 +38,9 @@ pub enum ChunkError {
     BadTrailer,
     /// Trailer section longer than the limit.
     TrailerTooLarge,
+    /// Chunk data over the body limit set with [`ChunkedScanner::limit_data`]
+    /// (found at the chunk-size line, before the chunk's data).
+    TooLarge,
 }
 
 impl fmt::Display for ChunkError {
@@ -51,6 +54,7 @@ impl fmt::Display for ChunkError {
             ChunkError::BadLineEnding => "bare CR or LF in chunked framing",
             ChunkError::BadTrailer => "invalid trailer field",
             ChunkError::TrailerTooLarge => "trailer section too large",
+            ChunkError::TooLarge => "body over the size limit",
         })
     }
 }
@@ -108,6 +112,9 @@ pub struct ChunkedScanner {
     trailer_len: usize,
     max_ext: usize,
     max_trailers: usize,
+    /// Chunk-data bytes announced so far, and the most allowed.
+    data_len: u64,
+    max_data: u64,
 }
 
 impl Default for ChunkedScanner {
@@ -132,7 +139,15 @@ impl ChunkedScanner {
             trailer_len: 0,
             max_ext,
             max_trailers,
+            data_len: 0,
+            max_data: u64::MAX,
         }
+    }
+
+    /// Fails the body with [`ChunkError::TooLarge`] at the size line of the
+    /// chunk that takes its data past `max` bytes (`max_body`).
+    pub fn limit_data(&mut self, max: u64) {
+        self.max_data = max;
     }
 
     /// Reuses the scanner for a new body, keeping its limits.
@@ -271,7 +286,13 @@ impl ChunkedScanner {
             },
             State::SizeLf { value } => match (b, value) {
                 (b'\n', 0) => State::TrailerStart,
-                (b'\n', remaining) => State::Data { remaining },
+                (b'\n', remaining) => {
+                    self.data_len = self.data_len.saturating_add(remaining);
+                    if self.data_len > self.max_data {
+                        return Err(ChunkError::TooLarge);
+                    }
+                    State::Data { remaining }
+                }
                 _ => return Err(ChunkError::BadLineEnding),
             },
             State::DataCr => match b {
@@ -614,5 +635,17 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn data_limit_fails_at_the_size_line() {
+        let mut s = ChunkedScanner::new();
+        s.limit_data(10);
+        assert_eq!(s.advance(b"6\r\nabcdef\r\n").unwrap().consumed, 11);
+        assert_eq!(s.advance(b"4\r\nabcd\r\n").unwrap().consumed, 9);
+        assert_eq!(s.advance(b"1\r\n"), Err(ChunkError::TooLarge));
+        let mut s = ChunkedScanner::new();
+        s.limit_data(10);
+        assert!(s.advance(b"a\r\n0123456789\r\n0\r\n\r\n").unwrap().done);
     }
 }

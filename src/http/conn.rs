@@ -392,22 +392,14 @@ impl Conn {
             Err(HeadFail::Gone) => return Outcome::Drop,
             Err(HeadFail::Timeout) => {
                 tracing::debug!(peer = %self.client.peer, "request head timeout");
-                let got = self.client.buf.len() as u64;
-                crate::accesslog::http::rejected(&self.ctx.log, live, self.client.peer, 408, got);
+                self.log_rejected(live, 408);
                 self.fail(408).await;
                 return Outcome::Drop;
             }
             Err(HeadFail::Bad(e)) => {
                 tracing::debug!(peer = %self.client.peer, "bad request head: {e}");
-                let got = self.client.buf.len() as u64;
                 let status = e.request_status();
-                crate::accesslog::http::rejected(
-                    &self.ctx.log,
-                    live,
-                    self.client.peer,
-                    status,
-                    got,
-                );
+                self.log_rejected(live, status);
                 self.fail(status).await;
                 return Outcome::Drop;
             }
@@ -618,6 +610,23 @@ impl Conn {
                 Err(_) => return Err(HeadFail::Gone),
             }
         }
+    }
+
+    /// The access-log line of a request refused before its head was whole
+    /// (cold: only on 400, 408 and 431).
+    #[cold]
+    fn log_rejected(&self, live: &Live, status: u16) {
+        let got = self.client.buf.len() as u64;
+        let tls = self.client.tls.as_deref().map(|t| t.borrow());
+        let fields = tls.as_ref().map_or((None, None), |t| t.log_fields());
+        crate::accesslog::http::rejected(
+            &self.ctx.log,
+            live,
+            self.client.peer,
+            status,
+            got,
+            fields,
+        );
     }
 
     /// Answers with a canned error response, then closes.

@@ -20,7 +20,7 @@ use crate::shared::{Live, LiveRoute, RouteSlot};
 use crate::worker::{ConnGuard, WorkerCtx};
 
 use super::body::{BodyError, Pipe};
-use super::chunked::ChunkedScanner;
+use super::chunked::{ChunkError, ChunkedScanner};
 use super::conn::{client_io, client_ready, Client};
 use super::head::{BodyFraming, HeaderSpan, RequestHead};
 use super::io::Io;
@@ -188,7 +188,16 @@ async fn exchange(
             &client.buf,
             head.headers(&s.spans),
         );
-        let verdict = chain.request(&req, &mut f.edits);
+        let mut verdict = chain.request(&req, &mut f.edits);
+        while let Verdict::Auth(i) = verdict {
+            // Boxed: its state (header spans, buffers) would otherwise
+            // enlarge every request's future, also on routes without it.
+            let tls = client.tls.is_some();
+            verdict = Box::pin(auth(ctx, spec, i, &req, tls, &mut f.edits)).await;
+            if verdict == Verdict::Continue {
+                verdict = chain.request_from(i + 1, &req, &mut f.edits);
+            }
+        }
         if s.log.on && !f.edits.request_id.is_empty() {
             s.log
                 .set(crate::accesslog::Field::RequestId, &f.edits.request_id);
@@ -208,6 +217,14 @@ async fn exchange(
     // The body bytes that arrived with the head go out with it.
     let after_head = client.buf.get(head.head_len..).unwrap_or(&[]);
     let mut scanner = ChunkedScanner::new();
+    if let Some(max) = s
+        .filter
+        .edits
+        .body_limit
+        .filter(|_| s.filter.chain.is_some())
+    {
+        scanner.limit_data(max);
+    }
     let (prefix, rest) = match head.framing {
         BodyFraming::None => (0, Rest::None),
         BodyFraming::Length(n) => {
@@ -222,6 +239,10 @@ async fn exchange(
         BodyFraming::Chunked => match scanner.advance(after_head) {
             Ok(p) if p.done => (p.consumed, Rest::None),
             Ok(p) => (p.consumed, Rest::Chunked),
+            Err(ChunkError::TooLarge) => {
+                slot.errors.add(1);
+                return error(client, s, 413, "").await;
+            }
             Err(e) => {
                 tracing::debug!(peer = %client.peer, "bad chunked request body: {e}");
                 return error(client, s, 400, "").await;
@@ -398,6 +419,26 @@ async fn exchange(
     }
 }
 
+/// Runs the `forward_auth` at chain position `i` (see `crate::filter::forward_auth`).
+async fn auth(
+    ctx: &WorkerCtx,
+    spec: &crate::filter::ChainSpec,
+    i: usize,
+    req: &Request<'_>,
+    tls: bool,
+    e: &mut crate::filter::Edits,
+) -> Verdict {
+    match spec.forward_auth(i) {
+        Some((cfg, counters)) => {
+            let now = || ctx.now_ms();
+            crate::filter::forward_auth::check(cfg, counters, &ctx.upstreams, now, req, tls, e)
+                .await
+        }
+        // Only the built-in forward_auth may ask for a subrequest.
+        None => Verdict::Respond(500),
+    }
+}
+
 /// Uploads the rest of the request body while the response downloads.
 #[allow(clippy::too_many_arguments)]
 async fn concurrent(
@@ -474,6 +515,10 @@ async fn concurrent(
     let Some(result) = result else {
         slot.errors.add(1);
         return match upload {
+            Some(Err(BodyError::Framing(ChunkError::TooLarge))) if !down.started.get() => {
+                tracing::debug!(peer = %client.peer, "chunked request body over max_body");
+                error(client, s, 413, "").await
+            }
             Some(Err(BodyError::Framing(e))) if !down.started.get() => {
                 tracing::debug!(peer = %client.peer, "bad chunked request body: {e}");
                 error(client, s, 400, "").await
@@ -626,17 +671,24 @@ async fn answer(
     use std::io::Write as _;
     s.log.status = status;
     let reason = respond::reason(status);
-    // 204 has no body (a CORS preflight's answer).
-    let body = status != 204;
+    // 204 (a CORS preflight's answer) and 304 (a forward_auth denial) have no body.
+    let body = !matches!(status, 204 | 304);
     let out = &mut s.out;
     out.clear();
     let _ = write!(out, "HTTP/1.1 {status} {reason}\r\n");
-    if body {
-        let _ = write!(
-            out,
-            "Content-Type: text/plain\r\nContent-Length: {}\r\n",
-            reason.len() + 1
-        );
+    let own = s.filter.edits.answer_body();
+    match own {
+        _ if !body => {}
+        Some(b) => {
+            let _ = write!(out, "Content-Length: {}\r\n", b.len());
+        }
+        None => {
+            let _ = write!(
+                out,
+                "Content-Type: text/plain\r\nContent-Length: {}\r\n",
+                reason.len() + 1
+            );
+        }
     }
     out.extend_from_slice(&s.filter.edits.answer_headers);
     out.extend_from_slice(&s.filter.edits.resp_add);
@@ -644,9 +696,13 @@ async fn answer(
         out.extend_from_slice(b"Connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    if body {
-        out.extend_from_slice(reason.as_bytes());
-        out.push(b'\n');
+    match own {
+        _ if !body => {}
+        Some(b) => out.extend_from_slice(b),
+        None => {
+            out.extend_from_slice(reason.as_bytes());
+            out.push(b'\n');
+        }
     }
     if !keep {
         client.buf.clear();

@@ -19,6 +19,7 @@
 pub mod body;
 pub mod buf;
 pub mod chunked;
+mod compress;
 pub mod conn;
 mod exchange;
 pub mod head;

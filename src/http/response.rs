@@ -279,6 +279,15 @@ impl Down<'_> {
         head: &ResponseHead,
         upload: Option<&Cell<Upload>>,
     ) -> Result<DownEnd, DownError> {
+        if let Some(plan) = s.filter.edits.compress.take() {
+            let http11 = self.client_version == Version::Http11;
+            if s.filter.chain.is_some()
+                && crate::filter::compress::applies(&plan, head, &s.ubuf, &s.spans, http11)
+            {
+                // Boxed: the encoder's state stays out of every response's future.
+                return Box::pin(self.compressed(s, client, up, head, upload, plan)).await;
+            }
+        }
         let hl = head.head_len;
         let avail = s.ubuf.len().saturating_sub(hl);
         let mut scanner = ChunkedScanner::new();
@@ -403,7 +412,7 @@ impl Down<'_> {
     /// Writes `out` to the client. A final (or 101) head marks the response
     /// as started: after it, a failure can only close the connection; after
     /// an interim 1xx a proxy error response can still follow.
-    async fn send(
+    pub(super) async fn send(
         &self,
         client: &mut Io<'_>,
         out: &mut Vec<u8>,

@@ -35,6 +35,9 @@ pub struct TlsSource {
     pub client_ca: Option<PathBuf>,
     /// Offer ALPN `http/1.1` (http routes).
     pub alpn_http11: bool,
+    /// `session_ticket_keys`: operator key files (the first encrypts); empty:
+    /// the process's own rotating keys.
+    pub ticket_keys: Vec<PathBuf>,
 }
 
 /// A problem loading one part of a `tls` section.
@@ -54,21 +57,13 @@ pub struct CertInfo {
     pub not_after: i64,
 }
 
-/// The ticketer (rotating every 6 hours, the previous key still accepted)
-/// and session cache every TLS port shares, for the life of the process:
-/// reloads keep them, so a client resumes after a reload too.
-type Resumption = (Arc<dyn ProducesTickets>, Arc<ServerSessionMemoryCache>);
-
-fn shared_state() -> Option<&'static Resumption> {
-    static S: OnceLock<Option<Resumption>> = OnceLock::new();
-    S.get_or_init(|| {
-        let ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().ok()?;
-        Some((
-            ticketer,
-            ServerSessionMemoryCache::new(SESSION_CACHE_ENTRIES),
-        ))
-    })
-    .as_ref()
+/// The session cache every TLS port shares, for the life of the process:
+/// reloads keep it (and the ticket keys, see [`super::tickets`]), so a
+/// client resumes after a reload too.
+fn session_cache() -> Arc<ServerSessionMemoryCache> {
+    static S: OnceLock<Arc<ServerSessionMemoryCache>> = OnceLock::new();
+    S.get_or_init(|| ServerSessionMemoryCache::new(SESSION_CACHE_ENTRIES))
+        .clone()
 }
 
 pub(crate) fn provider() -> Arc<CryptoProvider> {
@@ -162,6 +157,21 @@ pub fn build_acceptor(src: &TlsSource, route_key: &str) -> Result<Acceptor, Vec<
             Err(e) => errors.push(e),
         }
     }
+    let ticketer: Option<Arc<dyn ProducesTickets>> = if src.ticket_keys.is_empty() {
+        super::tickets::process_keys().map(|k| k as Arc<dyn ProducesTickets>)
+    } else {
+        for p in &src.ticket_keys {
+            // A reload that changes a key file must rebuild the acceptor.
+            std::fs::read(p).unwrap_or_default().hash(&mut hasher);
+        }
+        match super::tickets::TicketKeys::from_files(&src.ticket_keys) {
+            Ok(k) => Some(Arc::new(k)),
+            Err((i, m)) => {
+                errors.push(err(format!("session_ticket_keys[{i}]"), m));
+                None
+            }
+        }
+    };
     let verifier = match &src.client_ca {
         None => None,
         Some(path) => match load_client_verifier(path, &provider) {
@@ -194,10 +204,10 @@ pub fn build_acceptor(src: &TlsSource, route_key: &str) -> Result<Acceptor, Vec<
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
     }
     config.ignore_client_order = true;
-    if let Some((ticketer, cache)) = shared_state() {
-        config.ticketer = ticketer.clone();
-        config.session_storage = cache.clone();
+    if let Some(t) = ticketer {
+        config.ticketer = t;
     }
+    config.session_storage = session_cache();
     Ok(Acceptor {
         config: Arc::new(config),
         resolver,

@@ -5,7 +5,8 @@
 //!  config/tls.rs (control side)         tls (data plane)
 //!  "tls": {...} --load PEM, check-->  Acceptor: ONE Arc<ServerConfig> per TLS port
 //!                                       |  SniResolver (exact SAN, wildcard, default)
-//!                                       |  shared ticketer + session cache (reloads keep them)
+//!                                       |  tickets::TicketKeys (process-wide, rotating, handed
+//!                                       |  over on upgrade; or key files) + session cache
 //!  worker: accept --> handshake (deadline: header timeout) --> TlsConn in the client's
 //!          Io::Tls --> HTTP/1.1 exchange (http routes) or relay (tcp routes)
 //!          ALPN h2 --> stream::TlsStream (poll-io) --> crate::h2 server
@@ -58,6 +59,7 @@ pub mod relay;
 pub mod resolver;
 pub mod session;
 pub mod stream;
+pub mod tickets;
 
 use std::sync::Arc;
 

@@ -26,12 +26,15 @@ use crate::worker::{limits, LocalEvent, WorkerCtx};
 const DEFER_ACCEPT_SECS: u32 = 1;
 
 /// Whether `addr` is an http listener in the worker's current config.
-fn is_http(ctx: &WorkerCtx, addr: SocketAddr) -> bool {
+/// Whether the client always speaks first on `addr`: HTTP, TLS (the
+/// ClientHello), a PROXY header or an SNI-routed tcp port. A plain tcp
+/// route may carry a server-first protocol (SMTP, MySQL): never deferred.
+fn client_speaks_first(ctx: &WorkerCtx, addr: SocketAddr) -> bool {
     let live = ctx.live();
     live.by_listen
         .get(&addr)
         .and_then(|&i| live.snapshot.listeners.get(i))
-        .is_some_and(|l| l.protocol == Protocol::Http)
+        .is_some_and(|l| l.protocol == Protocol::Http || l.tls.is_some() || l.edge.active())
 }
 
 /// Most connections accepted per readiness event before yielding to other tasks.
@@ -77,8 +80,8 @@ pub async fn accept_loop(
     stop: Rc<LocalEvent>,
 ) {
     let fd = listener.as_raw_fd();
-    if is_http(&ctx, addr) {
-        // HTTP clients speak first: the kernel hands a connection over only
+    if client_speaks_first(&ctx, addr) {
+        // The client speaks first: the kernel hands a connection over only
         // once its first bytes are in (nginx's `listen ... deferred`), so the
         // request is there when the task starts: no readiness wait, no
         // empty read, no wake-up for a bare handshake. A client that stays

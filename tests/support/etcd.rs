@@ -12,12 +12,36 @@ pub struct EtcdServer {
     pub client_port: u16,
     pub peer_port: u16,
     pub dir: tempfile::TempDir,
+    /// Serving TLS with client-certificate auth (see [`EtcdServer::start_tls`]).
+    pub tls: Option<EtcdTlsFiles>,
     child: Option<Child>,
+}
+
+/// PEM files for an etcd serving https with `--client-cert-auth`.
+#[derive(Clone)]
+pub struct EtcdTlsFiles {
+    /// The CA that signed both the server's and the client's certificates.
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    /// What this harness's own client presents.
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
 }
 
 impl EtcdServer {
     /// Starts etcd and waits until it answers (None when the binary is missing).
     pub fn start() -> Option<EtcdServer> {
+        Self::start_with(None)
+    }
+
+    /// Starts etcd serving https only, requiring a client certificate
+    /// signed by `tls.ca` (`--client-cert-auth --trusted-ca-file`).
+    pub fn start_tls(tls: EtcdTlsFiles) -> Option<EtcdServer> {
+        Self::start_with(Some(tls))
+    }
+
+    fn start_with(tls: Option<EtcdTlsFiles>) -> Option<EtcdServer> {
         if Command::new("etcd").arg("--version").output().is_err() {
             return None;
         }
@@ -25,6 +49,7 @@ impl EtcdServer {
             client_port: super::free_port(),
             peer_port: super::free_port(),
             dir: tempfile::tempdir().unwrap(),
+            tls,
             child: None,
         };
         s.restart();
@@ -32,7 +57,8 @@ impl EtcdServer {
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
     }
 
     pub fn log(&self) -> PathBuf {
@@ -48,7 +74,14 @@ impl EtcdServer {
             .append(true)
             .open(self.log())
             .unwrap();
-        let child = Command::new("etcd")
+        let mut cmd = Command::new("etcd");
+        if let Some(t) = &self.tls {
+            cmd.arg(format!("--cert-file={}", t.server_cert.display()))
+                .arg(format!("--key-file={}", t.server_key.display()))
+                .arg(format!("--trusted-ca-file={}", t.ca.display()))
+                .arg("--client-cert-auth");
+        }
+        let child = cmd
             .arg("--name=t")
             .arg(format!(
                 "--data-dir={}",
@@ -93,6 +126,14 @@ impl EtcdServer {
             password: None,
             node_id: None,
             cache_file: None,
+            tls: self
+                .tls
+                .as_ref()
+                .map(|t| ringmesh::config::source::EtcdTls {
+                    ca_file: t.ca.clone(),
+                    cert_file: Some(t.client_cert.clone()),
+                    key_file: Some(t.client_key.clone()),
+                }),
         }
     }
 

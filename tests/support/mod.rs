@@ -32,13 +32,35 @@ pub mod procs;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_ringmesh");
 
-/// A port that was free a moment ago (bound to 127.0.0.1:0, then released).
+/// A port that was free a moment ago, for a server the test starts later.
+///
+/// Taken from 12000-31999, below the kernel's ephemeral range (32768-60999):
+/// a port the kernel hands out for `bind(:0)` is also what it gives the
+/// source side of outgoing connections, so between this call and the
+/// server's bind a test's own client connection could take it ("address
+/// already in use", seen under load). Ports are dealt from a per-process
+/// cursor (never the same port twice in a test binary) starting at an offset
+/// drawn from the PID and clock, and each is checked by binding it.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 12_000;
+    const SPAN: u32 = 20_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    if NEXT.load(Ordering::Relaxed) == u32::MAX {
+        let seed = std::process::id().wrapping_mul(2_654_435_761)
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0);
+        let _ = NEXT.compare_exchange(u32::MAX, seed % SPAN, Ordering::Relaxed, Ordering::Relaxed);
+    }
+    for _ in 0..SPAN {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {LOW}-{}", LOW + SPAN - 1)
 }
 
 /// A loopback listener on a free port with a deep accept queue: std's

@@ -72,7 +72,8 @@ impl Pki {
     }
 
     /// `name.key` (kind: ec8 = PKCS#8 ECDSA, rsa1 = PKCS#1 RSA, sec1 = SEC1
-    /// ECDSA) and `name.pem` (leaf + CA chain).
+    /// ECDSA) and `name.pem` (leaf + CA chain). A SAN that parses as an IP
+    /// address is an IP SAN, else a DNS one.
     pub fn leaf(&self, name: &str, cn: &str, sans: &[&str], kind: &str, days: u32) {
         let d = self.dir.path();
         let key = format!("{name}.key");
@@ -121,7 +122,13 @@ impl Pki {
         let ext = format!("{name}.ext");
         let mut e = String::new();
         if !sans.is_empty() {
-            let list: Vec<String> = sans.iter().map(|s| format!("DNS:{s}")).collect();
+            let list: Vec<String> = sans
+                .iter()
+                .map(|s| match s.parse::<std::net::IpAddr>() {
+                    Ok(_) => format!("IP:{s}"),
+                    Err(_) => format!("DNS:{s}"),
+                })
+                .collect();
             e.push_str(&format!("subjectAltName={}\n", list.join(",")));
         }
         e.push_str("basicConstraints=CA:FALSE\n");

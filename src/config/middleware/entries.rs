@@ -101,7 +101,7 @@ impl V<'_> {
                 }
                 Some((u, _)) => self.err(
                     p.clone(),
-                    format!("{file}:{}: user {u:?}: only bcrypt (htpasswd -B) and SHA-1 (htpasswd -s) entries are supported", n + 1),
+                    format!("{file}:{}: user {u:?}: unknown hash scheme (supported: what htpasswd writes: $2y$ bcrypt, $apr1$ MD5, $5$/$6$ SHA-crypt, crypt, {{SHA}}, plain)", n + 1),
                 ),
                 None => self.err(p.clone(), format!("{file}:{}: not a user:hash line", n + 1)),
             }
