@@ -20,6 +20,10 @@ for pkg_bin in nginx:nginx haproxy:haproxy wrk:wrk iperf3:iperf3 python3:python3
   command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || need+=("$pkg")
 done
 python3 -c 'import matplotlib' 2>/dev/null || need+=(python3-matplotlib)
+# ca-certificates: the system trust store upstream TLS uses without a "ca"
+# (src/config/upstream_tls.rs unit tests; tests/upstream_tls.rs runs nginx and
+# openssl s_server as TLS backends).
+[ -s /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
 # libcrypt-dev: basic_auth links the system's libcrypt (crypt and SHA-crypt htpasswd
 # entries); libc6-dev depends on it, so a machine that builds C usually has it.
 compgen -G '/usr/lib/*/libcrypt.so' >/dev/null || compgen -G '/usr/lib/libcrypt.so' >/dev/null \

@@ -13,6 +13,8 @@
 //!           tcp:  route -> balance -> connect -> tunnel (recv/send small, splice streams)
 //!           http: per request: head -> Host -> route -> balance -> pooled or new
 //!                 upstream -> rewritten head -> bodies (splice / chunked scan)
+//!           (backends with tls: connect -> client handshake; pools keep the
+//!                 session; bytes through the record layer instead of splice)
 //!                 (HTTP/2 preface, or ALPN h2 over TLS: h2 connection, a task per
 //!                 stream -> the same routes)
 //!                 gateway route + 101: a session (frames walked both ways, pushes,
@@ -56,9 +58,10 @@
 //!   out, TLS passthrough routes chosen by the ClientHello's SNI.
 //! - [`http`]: the HTTP/1.1 reverse proxy (pure head/rewrite/chunked core, and
 //!   the per-connection data plane on top of it).
-//! - [`tls`]: TLS termination: certificates and SNI, the record layer over
-//!   pooled buffers (rustls unbuffered API), ALPN, the poll-based stream the
-//!   HTTP/2 server runs on, the TLS relay of tcp routes.
+//! - [`tls`]: TLS termination and origination: certificates and SNI, the
+//!   record layer over pooled buffers (rustls unbuffered API, server and
+//!   client side), ALPN, the poll-based stream HTTP/2 runs on (server, and
+//!   `h2` backends), the TLS relay of tcp routes, upstream TLS (`tls/client.rs`).
 //! - [`accesslog`]: access log lines (JSON, combined), per-worker buffers, the writer thread.
 //! - [`filter`]: per-route middleware chains (Pingora-style phases) and the built-ins.
 //! - [`h2`]: HTTP/2 to clients (h2c prior knowledge, TLS with ALPN `h2`, any

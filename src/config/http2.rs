@@ -166,12 +166,13 @@ pub fn backend_h2c(v: Option<&Value>, path: &str, errors: &mut Vec<ConfigError>)
         None | Some(Value::Null) => false,
         Some(Value::String(s)) => match s.trim().to_ascii_lowercase().as_str() {
             "" | "http" | "http/1.1" => false,
-            "h2c" => true,
+            // "h2": HTTP/2 over TLS (config/upstream_tls.rs adds the TLS).
+            "h2c" | "h2" => true,
             _ => {
                 errors.push(ConfigError {
                     path: path.to_string(),
                     message: format!(
-                        "{v:?} is not a backend protocol; expected \"http\" or \"h2c\"",
+                        "{v:?} is not a backend protocol; expected \"http\", \"h2c\" or \"h2\"",
                         v = s
                     ),
                 });

@@ -12,6 +12,7 @@ pub mod middleware;
 pub mod snapshot;
 pub mod source;
 pub mod tls;
+pub mod upstream_tls;
 pub mod validate;
 
 use std::io;

@@ -136,6 +136,9 @@ pub struct Backend {
     /// `"protocol": "h2c"`: HTTP/2 with prior knowledge to this backend (a
     /// per-worker pool of multiplexed connections) instead of HTTP/1.1.
     pub h2c: bool,
+    /// `tls` (or `"protocol": "h2"`): upstream connections speak TLS
+    /// (see `config/upstream_tls.rs`); `None` keeps the plain path.
+    pub tls: Option<std::sync::Arc<crate::tls::client::ClientTls>>,
 }
 
 /// How long a started backend process may take to accept connections.

@@ -162,7 +162,7 @@ fn bad_configs_report_every_error_with_its_path() {
             &[
                 "dashbord_port: unknown field; expected one of: dashboard_host, dashboard_port, trusted_origins, service_name, internal_port, routes, workers, listen_host, backlog, shutdown_grace, shutdown_delay, pipe_size, api_token, max_connections, max_connections_per_ip, upstream_keepalive, access_log, config_source",
                 r#"routes."8080".backend: unknown field; expected one of: name, protocol, load_balance, backends, listen, hosts, proxy_protocol, sni, timeouts, max_connections, ready_timeout, idle_timeout, health, tls, redirect_https, hsts, access_log, middleware, http2, gateway"#,
-                r#"routes."8080".backends[0].port: unknown field; expected one of: name, cmd, args, internal_host, internal_port, ready_timeout, send_proxy, weight, discover, protocol"#,
+                r#"routes."8080".backends[0].port: unknown field; expected one of: name, cmd, args, internal_host, internal_port, ready_timeout, send_proxy, tls, weight, discover, protocol"#,
             ],
         ),
         (

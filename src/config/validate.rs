@@ -121,6 +121,7 @@ const BACKEND_FIELDS: &[&str] = &[
     "internal_port",
     "ready_timeout",
     "send_proxy",
+    "tls",
     "weight",
     "discover",
     "protocol",
@@ -581,7 +582,7 @@ impl Validator {
         if protocol == Protocol::Tcp && backends.iter().any(|b| b.h2c) {
             self.err(
                 field_path(&path, "backends"),
-                "\"protocol\": \"h2c\" needs an http route",
+                "\"protocol\": \"h2c\" or \"h2\" needs an http route",
             );
         }
         let gateway = super::gateway::parse(m.get("gateway"), &path, protocol, &mut self.errors);

@@ -42,6 +42,7 @@ pub fn backend(name: &str, t: &Target) -> Backend {
         discovered: true,
         send_proxy: None,
         h2c: false,
+        tls: None,
     }
 }
 

@@ -100,15 +100,32 @@ pub async fn run(e: Rc<Entry>, reg: Rc<Registry>) {
 
 /// One check, bounded by `hc.timeout`; the error is the detail the API shows.
 async fn check(e: &Entry, hc: &HealthCheck) -> Result<(), String> {
-    let (addr, host, http, send_proxy) = {
+    let (addr, host, http, send_proxy, tls) = {
         let c = e.cfg.borrow();
         let http = c.protocol == Protocol::Http && hc.path.is_some();
-        (c.addr, c.host.clone(), http, c.send_proxy)
+        (c.addr, c.host.clone(), http, c.send_proxy, c.tls.clone())
     };
     let work = async {
         let mut stream = crate::proxy::connect::connect_timeout(addr, hc.timeout)
             .await
             .map_err(|err| format!("connect {addr}: {err}"))?;
+        // A TLS backend is up when its handshake completes (and, with a
+        // path, when it answers over TLS); `send_proxy` excludes `tls`.
+        if let Some(cfg) = &tls {
+            let deadline = monoio::time::Instant::now() + hc.timeout;
+            let t = crate::tls::client::handshake(&stream, cfg, deadline)
+                .await
+                .map_err(|err| format!("TLS handshake with {addr}: {err}"))?;
+            if !http {
+                // A polite close (close_notify), so the backend logs no error.
+                let t = std::cell::RefCell::new(t);
+                crate::tls::session::close(&stream, &t, hc.timeout).await;
+                return Ok(());
+            }
+            let path = hc.path.as_deref().unwrap_or("/");
+            let req = check_request(Vec::new(), &host, addr.port(), path);
+            return tls_http_check(&stream, t, req, path, hc.expect_status, deadline).await;
+        }
         // A backend that expects PROXY headers gets one saying "no client".
         let mut req = Vec::new();
         if let Some(v) = send_proxy {
@@ -131,16 +148,13 @@ async fn check(e: &Entry, hc: &HealthCheck) -> Result<(), String> {
 
 async fn http_check(
     mut stream: monoio::net::TcpStream,
-    mut req: Vec<u8>,
+    req: Vec<u8>,
     host: &str,
     port: u16,
     path: &str,
     expect: u16,
 ) -> Result<(), String> {
-    let _ = write!(
-        req,
-        "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: ringmesh-health\r\nAccept: */*\r\nConnection: close\r\n\r\n"
-    );
+    let req = check_request(req, host, port, path);
     let (r, _) = stream.write_all(req).await;
     r.map_err(|err| format!("sending the check request: {err}"))?;
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
@@ -152,20 +166,91 @@ async fn http_check(
             Ok(_) => buf.extend_from_slice(&chunk),
             Err(err) => return Err(format!("reading the response: {err}")),
         }
-        let mut headers = [httparse::EMPTY_HEADER; 64];
-        let mut resp = httparse::Response::new(&mut headers);
-        match resp.parse(&buf) {
-            Ok(httparse::Status::Complete(_)) => {
-                let code = resp.code.unwrap_or(0);
-                return if code == expect {
-                    Ok(())
-                } else {
-                    Err(format!("GET {path} answered {code}, expected {expect}"))
-                };
+        if let Some(r) = verdict(&buf, path, expect) {
+            return r;
+        }
+    }
+}
+
+fn check_request(mut req: Vec<u8>, host: &str, port: u16, path: &str) -> Vec<u8> {
+    let _ = write!(
+        req,
+        "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: ringmesh-health\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+    );
+    req
+}
+
+/// The check's result once `buf` holds a response head (`None`: not yet).
+fn verdict(buf: &[u8], path: &str, expect: u16) -> Option<Result<(), String>> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut resp = httparse::Response::new(&mut headers);
+    match resp.parse(buf) {
+        Ok(httparse::Status::Complete(_)) => {
+            let code = resp.code.unwrap_or(0);
+            Some(if code == expect {
+                Ok(())
+            } else {
+                Err(format!("GET {path} answered {code}, expected {expect}"))
+            })
+        }
+        Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => None,
+        Ok(httparse::Status::Partial) => Some(Err("response head too large".into())),
+        Err(err) => Some(Err(format!("invalid response: {err}"))),
+    }
+}
+
+/// [`http_check`] through a TLS session.
+async fn tls_http_check(
+    stream: &monoio::net::TcpStream,
+    t: crate::tls::TlsConn,
+    req: Vec<u8>,
+    path: &str,
+    expect: u16,
+    deadline: monoio::time::Instant,
+) -> Result<(), String> {
+    use crate::tls::session;
+    let t = std::cell::RefCell::new(t);
+    let stall = deadline.saturating_duration_since(monoio::time::Instant::now());
+    session::write_all(stream, &t, &req, stall)
+        .await
+        .map_err(|err| format!("sending the check request: {err}"))?;
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    loop {
+        match session::read(stream, &t, &mut buf, MAX_HEAD, deadline).await {
+            Ok(0) => return Err("connection closed before a response head".into()),
+            Ok(_) => {}
+            Err(err) => return Err(format!("reading the response: {err}")),
+        }
+        if let Some(r) = verdict(&buf, path, expect) {
+            t.borrow_mut().release();
+            return r;
+        }
+    }
+}
+
+/// Whether `addr` accepts a connection (and, for a TLS backend, completes
+/// a handshake) within `timeout`: the cold-start readiness probe.
+pub async fn probe(
+    addr: std::net::SocketAddr,
+    tls: Option<&crate::tls::client::ClientTls>,
+    timeout: Duration,
+) -> bool {
+    let Ok(stream) = crate::proxy::connect::connect_timeout(addr, timeout).await else {
+        return false;
+    };
+    match tls {
+        None => true,
+        Some(cfg) => {
+            let deadline = monoio::time::Instant::now() + timeout;
+            match crate::tls::client::handshake(&stream, cfg, deadline).await {
+                Ok(t) => {
+                    let t = std::cell::RefCell::new(t);
+                    crate::tls::session::close(&stream, &t, timeout).await;
+                    t.borrow_mut().release();
+                    true
+                }
+                Err(_) => false,
             }
-            Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => {}
-            Ok(httparse::Status::Partial) => return Err("response head too large".into()),
-            Err(err) => return Err(format!("invalid response: {err}")),
         }
     }
 }

@@ -31,6 +31,7 @@ pub(super) fn status_json(state: &ApiState) -> String {
                         "active": b.state.active.load(std::sync::atomic::Ordering::Relaxed),
                         "connect_failures": b.state.connect_failures.load(std::sync::atomic::Ordering::Relaxed),
                         "status": if b.state.available(now) { "up" } else { "cooldown" },
+                        "tls": b.cfg.tls.as_ref().map(|t| t.counters.to_json()),
                     })
                 })
                 .collect();
@@ -157,6 +158,7 @@ pub(super) fn metrics(state: &ApiState) -> String {
     }
     super::procs_api::metrics(&state.procs, &live, &mut out);
     crate::tls::counters::write_metrics(&live.snapshot.routes, &mut out);
+    crate::tls::client::write_metrics(&live.snapshot.routes, &mut out);
     super::edge_metrics::metrics(&state.shared, &mut out);
     crate::accesslog::metrics(&mut out);
     super::h2_metrics::write(&state.shared.h2, &mut out);

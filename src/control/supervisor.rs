@@ -62,6 +62,8 @@ pub struct EntryCfg {
     pub health: Option<HealthCheck>,
     /// The backend's `send_proxy`: health checks start with a LOCAL header.
     pub send_proxy: Option<crate::config::SendProxy>,
+    /// The backend's `tls`: checks and the readiness probe handshake too.
+    pub tls: Option<Arc<crate::tls::client::ClientTls>>,
 }
 
 /// What the API shows about a process.
@@ -213,6 +215,7 @@ impl Registry {
                     idle_timeout: r.cfg.idle_timeout,
                     health: r.cfg.health.clone(),
                     send_proxy: b.cfg.send_proxy,
+                    tls: b.cfg.tls.clone(),
                 };
                 if let Some(e) = old.iter().find(|e| Arc::ptr_eq(&e.state, &b.state)) {
                     let mut c = e.cfg.borrow_mut();
@@ -476,9 +479,9 @@ async fn process_loop(e: &Rc<Entry>, reg: &Rc<Registry>) {
         tracing::info!(route = %e.route_key, backend = %e.backend, pid = run.pid, "backend process started");
 
         // Starting: wait until its port accepts.
-        let (addr, ready_timeout) = {
+        let (addr, ready_timeout, tls) = {
             let c = e.cfg.borrow();
-            (c.addr, c.ready_timeout)
+            (c.addr, c.ready_timeout, c.tls.clone())
         };
         let outcome: Result<(), Option<StopWhy>> = loop {
             run.pump(e);
@@ -488,10 +491,7 @@ async fn process_loop(e: &Rc<Entry>, reg: &Rc<Registry>) {
             if run.exited_peek() {
                 break Err(None);
             }
-            if crate::proxy::connect::connect_timeout(addr, PROBE_TIMEOUT)
-                .await
-                .is_ok()
-            {
+            if super::health::probe(addr, tls.as_deref(), PROBE_TIMEOUT).await {
                 break Ok(());
             }
             if t0.elapsed() >= ready_timeout {

@@ -288,10 +288,17 @@ impl Exchange<'_> {
         let ctx = self.ctx;
         let route = self.route;
         let pooled = |i: usize| {
-            route
-                .backends
-                .get(i)
-                .and_then(|b| ctx.upstreams.take(b.cfg.addr, ctx.now_ms(), retryable))
+            let b = route.backends.get(i)?;
+            match &b.cfg.tls {
+                None => ctx
+                    .upstreams
+                    .take(b.cfg.addr, ctx.now_ms(), retryable)
+                    .map(|s| (s, None)),
+                Some(t) => {
+                    ctx.upstreams
+                        .take_tls(b.cfg.addr, t.fingerprint, ctx.now_ms(), retryable)
+                }
+            }
         };
         let now = || ctx.now_ms();
         self.rec.upstream_begins();
@@ -336,7 +343,15 @@ impl Exchange<'_> {
                 if reusable && !ctx.stopping.is_set() {
                     if let Some(b) = route.backends.get(up.backend) {
                         let addr = b.cfg.addr;
-                        ctx.upstreams.put(addr, up.release(), ctx.now_ms());
+                        match &b.cfg.tls {
+                            None => ctx.upstreams.put(addr, up.release(), ctx.now_ms()),
+                            Some(t) => ctx.upstreams.put_tls(
+                                addr,
+                                t.fingerprint,
+                                up.release_tls(),
+                                ctx.now_ms(),
+                            ),
+                        }
                     }
                 }
             }
@@ -401,7 +416,7 @@ impl Exchange<'_> {
             // Nothing to upload: the stream has the socket to itself, so its
             // reads are io_uring ops (no readiness wait, no EAGAIN first).
             let cancel = Cancel::default();
-            let mut io = Io::Ring(&mut up.stream, &cancel);
+            let mut io = up.io(&cancel);
             io.write_all(head, 0..len, self.stall)
                 .await
                 .map_err(Fail::Early)?;
@@ -409,7 +424,7 @@ impl Exchange<'_> {
             let done = std::cell::Cell::new(Up::Done);
             return self.download(&mut io, respond, ubuf, &done).await;
         }
-        Io::Ready(&up.stream)
+        up.ready()
             .write_all(head, 0..len, self.stall)
             .await
             .map_err(Fail::Early)?;
@@ -423,7 +438,7 @@ impl Exchange<'_> {
             if plan == ReqBody::None {
                 return std::future::pending().await;
             }
-            let r = self.upload(&up.stream, body, plan).await;
+            let r = self.upload(up.ready(), body, plan).await;
             state.set(if r.is_ok() { Up::Done } else { Up::Failed });
             if r == Err(UpErr::TooLarge) {
                 // Ends the exchange: the backend got a cut body.
@@ -431,7 +446,7 @@ impl Exchange<'_> {
             }
             std::future::pending::<()>().await
         };
-        let mut io = Io::Ready(&up.stream);
+        let mut io = up.ready();
         let download = self.download(&mut io, respond, ubuf, &state);
         monoio::select! {
             _ = upload => Err(Fail::TooLarge),
@@ -442,7 +457,7 @@ impl Exchange<'_> {
     /// Forwards the request body; `Err` when the client or backend failed.
     async fn upload(
         &self,
-        us: &monoio::net::TcpStream,
+        mut us: Io<'_>,
         body: &mut RecvStream,
         plan: ReqBody,
     ) -> Result<(), UpErr> {
@@ -473,8 +488,7 @@ impl Exchange<'_> {
                 out.extend_from_slice(b"\r\n");
             }
             let len = out.len();
-            Io::Ready(us)
-                .write_all(&mut out, 0..len, self.stall)
+            us.write_all(&mut out, 0..len, self.stall)
                 .await
                 .map_err(|_| UpErr::Failed)?;
             self.slot.bytes_in.add(n as u64);
@@ -495,8 +509,7 @@ impl Exchange<'_> {
             }
             out.extend_from_slice(b"\r\n");
             let len = out.len();
-            Io::Ready(us)
-                .write_all(&mut out, 0..len, self.stall)
+            us.write_all(&mut out, 0..len, self.stall)
                 .await
                 .map_err(|_| UpErr::Failed)?;
         }

@@ -42,7 +42,9 @@ struct UpConn {
 }
 
 thread_local! {
-    static POOL: RefCell<HashMap<SocketAddr, Vec<UpConn>>> = RefCell::new(HashMap::new());
+    /// By backend address and TLS setup (0: h2c), so an h2c and an h2
+    /// backend at one address never share connections.
+    static POOL: RefCell<HashMap<(SocketAddr, u64), Vec<UpConn>>> = RefCell::new(HashMap::new());
 }
 
 /// One stream in flight on an upstream connection (counted while alive).
@@ -55,10 +57,10 @@ impl Drop for InFlight {
 }
 
 /// A live pooled connection to `addr` with room for a stream.
-fn pooled(addr: SocketAddr) -> Option<(SendRequest<Bytes>, InFlight)> {
+fn pooled(key: (SocketAddr, u64)) -> Option<(SendRequest<Bytes>, InFlight)> {
     POOL.with(|p| {
         let mut p = p.borrow_mut();
-        let list = p.get_mut(&addr)?;
+        let list = p.get_mut(&key)?;
         list.retain(|c| !c.dead.get());
         let full = list.len() >= MAX_CONNS_PER_BACKEND;
         let pick = list
@@ -80,38 +82,70 @@ async fn open(
     let up = connect::connect(route, slot, hash, now, |_| None)
         .await
         .map_err(|e| e.to_string())?;
-    let addr = route
+    let (addr, key) = route
         .backends
         .get(up.backend)
-        .map(|b| b.cfg.addr)
+        .map(|b| (b.cfg.addr, pool_key(&b.cfg)))
         .ok_or("backend gone")?;
-    let stream = up.release();
+    let (stream, tls) = up.release_tls();
     let io = stream
         .try_into_poll_io()
         .map_err(|(e, _)| format!("poll io: {e}"))?;
-    let (send, conn) = h2::client::Builder::new()
-        .initial_window_size(1 << 20)
-        .initial_connection_window_size(4 << 20)
-        .handshake::<_, Bytes>(io)
-        .await
-        .map_err(|e| format!("h2 handshake with {addr}: {e}"))?;
     let dead = Rc::new(Cell::new(false));
-    let d = dead.clone();
-    monoio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(%addr, "upstream h2 connection ended: {e}");
+    // `"protocol": "h2"`: HTTP/2 inside the TLS session ALPN agreed on.
+    let send = match tls {
+        None => start(io, addr, dead.clone()).await?,
+        Some(t) => {
+            let t = t.into_inner();
+            if !t.h2 {
+                return Err(format!("{addr} did not choose h2 by ALPN"));
+            }
+            start(
+                crate::tls::stream::TlsStream::new(io, t),
+                addr,
+                dead.clone(),
+            )
+            .await?
         }
-        d.set(true);
-    });
+    };
     let inflight = Rc::new(Cell::new(1));
     POOL.with(|p| {
-        p.borrow_mut().entry(addr).or_default().push(UpConn {
+        p.borrow_mut().entry(key).or_default().push(UpConn {
             send: send.clone(),
             inflight: inflight.clone(),
             dead,
         })
     });
     Ok((send, InFlight(inflight), addr))
+}
+
+fn pool_key(b: &crate::config::Backend) -> (SocketAddr, u64) {
+    (b.addr, b.tls.as_ref().map_or(0, |t| t.fingerprint))
+}
+
+/// The HTTP/2 handshake on `io`; the connection runs in its own task,
+/// which sets `dead` when it ends.
+async fn start<T>(
+    io: T,
+    addr: SocketAddr,
+    dead: Rc<Cell<bool>>,
+) -> Result<SendRequest<Bytes>, String>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'static,
+{
+    let (send, conn) = h2::client::Builder::new()
+        .initial_window_size(1 << 20)
+        .initial_connection_window_size(4 << 20)
+        .handshake::<_, Bytes>(io)
+        .await
+        .map_err(|e| format!("h2 handshake with {addr}: {e}"))?;
+    monoio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(%addr, "upstream h2 connection ended: {e}");
+        }
+        dead.set(true);
+    });
+    Ok(send)
 }
 
 /// `grpc-timeout` (RFC-less gRPC wire spec: digits and a unit letter).
@@ -167,7 +201,7 @@ impl Forward<'_> {
             if !(b.state.available(now_ms) && b.state.health_ok()) {
                 return None;
             }
-            pooled(b.cfg.addr).map(|(s, f)| (s, f, b.cfg.addr))
+            pooled(pool_key(&b.cfg)).map(|(s, f)| (s, f, b.cfg.addr))
         });
         self.rec.upstream_begins();
         let (send, _inflight, addr) = match got {

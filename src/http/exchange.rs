@@ -305,11 +305,19 @@ async fn exchange(
     let now = || ctx.now_ms();
     let retryable = idempotent && !has_body && rest == Rest::None;
     let pooled = |i: usize| {
-        route
+        let b = route
             .backends
             .get(i)
-            .filter(|b| crate::edge::poolable(b.cfg.send_proxy))
-            .and_then(|b| ctx.upstreams.take(b.cfg.addr, ctx.now_ms(), retryable))
+            .filter(|b| crate::edge::poolable(b.cfg.send_proxy))?;
+        match &b.cfg.tls {
+            None => ctx
+                .upstreams
+                .take(b.cfg.addr, ctx.now_ms(), retryable)
+                .map(|s| (s, None)),
+            Some(t) => ctx
+                .upstreams
+                .take_tls(b.cfg.addr, t.fingerprint, ctx.now_ms(), retryable),
+        }
     };
     s.log.upstream_begins();
     let mut up = match connect::connect(route, slot, hash, now, pooled).await {
@@ -354,7 +362,8 @@ async fn exchange(
     let mut retried = false;
     let result = loop {
         let len = s.out.len();
-        let r = match Io::Ring(&mut up.stream, &client.cancel)
+        let r = match up
+            .io(&client.cancel)
             .write_all(&mut s.out, 0..len, t.response)
             .await
         {
@@ -363,7 +372,7 @@ async fn exchange(
                 slot.bytes_in.add(len as u64);
                 let (mut c, mut u) = (
                     client_io(&mut client.stream, &client.cancel, &client.tls),
-                    Io::Ring(&mut up.stream, &client.cancel),
+                    up.io(&client.cancel),
                 );
                 down.run(s, &mut c, &mut u, None).await
             }
@@ -446,7 +455,8 @@ async fn concurrent(
 ) -> Outcome {
     let slot = down.slot;
     let len = s.out.len();
-    if let Err(e) = Io::Ring(&mut up.stream, &client.cancel)
+    if let Err(e) = up
+        .io(&client.cancel)
         .write_all(&mut s.out, 0..len, down.stall)
         .await
     {
@@ -457,11 +467,11 @@ async fn concurrent(
     client.buf.clear();
     let state = Cell::new(Upload::Running);
     let (result, upload) = {
-        let (cs, us) = (&client.stream, &up.stream);
+        let (cs, us, utls) = (&client.stream, &up.stream, up.tls.as_deref());
         let ctls = client.tls.as_deref();
         let cbuf = &mut client.buf;
         let upload = async {
-            let (mut src, mut dst) = (client_ready(cs, ctls), Io::Ready(us));
+            let (mut src, mut dst) = (client_ready(cs, ctls), connect::ready_io(us, utls));
             let mut pipe = Pipe {
                 pipes: &ctx.pipes,
                 src: &mut src,
@@ -475,7 +485,7 @@ async fn concurrent(
             }
         };
         let download = async {
-            let (mut c, mut u) = (client_ready(cs, ctls), Io::Ready(us));
+            let (mut c, mut u) = (client_ready(cs, ctls), connect::ready_io(us, utls));
             down.run(s, &mut c, &mut u, Some(&state)).await
         };
         let (mut upload, mut download) = (std::pin::pin!(upload), std::pin::pin!(download));
@@ -573,7 +583,12 @@ fn park(ctx: &WorkerCtx, route: &LiveRoute, up: Upstream<'_>) {
         .filter(|b| crate::edge::poolable(b.cfg.send_proxy))
     {
         let addr = b.cfg.addr;
-        ctx.upstreams.put(addr, up.release(), ctx.now_ms());
+        match &b.cfg.tls {
+            None => ctx.upstreams.put(addr, up.release(), ctx.now_ms()),
+            Some(t) => ctx
+                .upstreams
+                .put_tls(addr, t.fingerprint, up.release_tls(), ctx.now_ms()),
+        }
     }
 }
 

@@ -15,7 +15,6 @@ use crate::worker::WorkerCtx;
 
 use super::conn::Client;
 use super::exchange::{Outcome, Scratch};
-use super::io::Io;
 
 /// After a forwarded 101: bytes the client sent past its request go up, then
 /// both connections become a spliced tunnel with the route's idle timeout.
@@ -27,7 +26,9 @@ pub(super) async fn upgraded(
     route: &Arc<LiveRoute>,
     slot: &RouteSlot,
 ) -> Outcome {
-    if let Some(pending) = s.gw.take() {
+    // Gateway sessions walk the backend's frames on the raw socket: a TLS
+    // backend gets the plain tunnel below.
+    if let Some(pending) = s.gw.take().filter(|_| up.tls.is_none()) {
         let early = std::mem::take(&mut client.buf);
         for b in [&mut s.ubuf, &mut s.out] {
             ctx.bufs.put(std::mem::take(b));
@@ -44,7 +45,8 @@ pub(super) async fn upgraded(
     let t = route.cfg.timeouts;
     if !client.buf.is_empty() {
         let len = client.buf.len();
-        if Io::Ring(&mut up.stream, &client.cancel)
+        if up
+            .io(&client.cancel)
             .write_all(&mut client.buf, 0..len, t.response)
             .await
             .is_err()
@@ -64,10 +66,20 @@ pub(super) async fn upgraded(
         slot,
         counted: s.log.on.then_some(&counted),
     };
-    let reason = if let Some(tls) = &client.tls {
-        // A TLS client: the tunnel decrypts and encrypts instead of splicing.
-        tls.borrow_mut().release();
-        match crate::tls::relay::relay(&meter, &client.stream, tls, &up.stream, t.idle).await {
+    let reason = if client.tls.is_some() || up.tls.is_some() {
+        // TLS on either side: the tunnel decrypts and encrypts instead of splicing.
+        use crate::tls::relay::End;
+        for tls in [client.tls.as_deref(), up.tls.as_deref()]
+            .into_iter()
+            .flatten()
+        {
+            tls.borrow_mut().release();
+        }
+        let (c, u) = (
+            End::new(&client.stream, client.tls.as_deref()),
+            End::new(&up.stream, up.tls.as_deref()),
+        );
+        match crate::tls::relay::relay(&meter, c, u, t.idle).await {
             Ok(()) => "closed",
             Err(crate::tls::relay::RelayEnd::Backend(e)) => {
                 slot.errors.add(1);

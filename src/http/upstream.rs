@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use monoio::net::TcpStream;
 
+use crate::proxy::connect::{Reused, UpTls};
 use crate::sys;
 
 /// Most idle connections kept per backend address per worker, unless the
@@ -38,9 +39,20 @@ struct Idle {
     since_ms: u64,
 }
 
+/// An idle TLS connection: its socket and its session (buffers released).
+struct IdleTls {
+    stream: TcpStream,
+    tls: UpTls,
+    since_ms: u64,
+}
+
 /// Idle upstream connections of one worker.
 pub struct UpstreamPool {
     idle: RefCell<HashMap<SocketAddr, Vec<Idle>>>,
+    /// TLS backends' connections, apart: keyed by address and the
+    /// backend's TLS setup (two routes may reach one address with different
+    /// names or CAs), so plain backends' lookups never see them.
+    idle_tls: RefCell<HashMap<(SocketAddr, u64), Vec<IdleTls>>>,
     last_sweep_ms: Cell<u64>,
     max_idle: Cell<usize>,
     timeout_ms: Cell<u64>,
@@ -50,6 +62,7 @@ impl Default for UpstreamPool {
     fn default() -> Self {
         UpstreamPool {
             idle: RefCell::default(),
+            idle_tls: RefCell::default(),
             last_sweep_ms: Cell::new(0),
             max_idle: Cell::new(MAX_IDLE_PER_BACKEND),
             timeout_ms: Cell::new(IDLE_TIMEOUT.as_millis() as u64),
@@ -118,6 +131,51 @@ impl UpstreamPool {
         });
     }
 
+    /// [`Self::take`] for a TLS backend whose setup has fingerprint `tls`.
+    pub fn take_tls(
+        &self,
+        addr: SocketAddr,
+        tls: u64,
+        now_ms: u64,
+        retryable: bool,
+    ) -> Option<Reused> {
+        let mut idle = self.idle_tls.borrow_mut();
+        let list = idle.get_mut(&(addr, tls))?;
+        let timeout = self.timeout_ms.get();
+        let fresh = TRUST_FRESH.as_millis() as u64;
+        while let Some(c) = list.pop() {
+            let age = now_ms.saturating_sub(c.since_ms);
+            // A record waiting on an idle TLS connection is a close_notify
+            // or a stray: either way it is not reused.
+            if age < timeout
+                && ((retryable && age < fresh) || sys::idle_socket_ok(c.stream.as_raw_fd()))
+            {
+                return Some((c.stream, Some(c.tls)));
+            }
+        }
+        None
+    }
+
+    /// [`Self::put`] for a TLS connection (only one whose session holds no
+    /// leftover bytes).
+    pub fn put_tls(&self, addr: SocketAddr, tls_key: u64, conn: Reused, now_ms: u64) {
+        let max = self.max_idle.get();
+        let (stream, Some(tls)) = conn else { return };
+        if max == 0 || !tls.borrow().idle_clean() {
+            return;
+        }
+        let mut idle = self.idle_tls.borrow_mut();
+        let list = idle.entry((addr, tls_key)).or_default();
+        while list.len() >= max {
+            list.remove(0);
+        }
+        list.push(IdleTls {
+            stream,
+            tls,
+            since_ms: now_ms,
+        });
+    }
+
     /// Closes connections idle for longer than [`IDLE_TIMEOUT`] (at most once a second).
     pub fn sweep(&self, now_ms: u64) {
         if now_ms.saturating_sub(self.last_sweep_ms.get()) < SWEEP_EVERY_MS {
@@ -130,16 +188,25 @@ impl UpstreamPool {
             list.retain(|c| now_ms.saturating_sub(c.since_ms) < timeout);
             !list.is_empty()
         });
+        let mut tls = self.idle_tls.borrow_mut();
+        if !tls.is_empty() {
+            tls.retain(|_, list| {
+                list.retain(|c| now_ms.saturating_sub(c.since_ms) < timeout);
+                !list.is_empty()
+            });
+        }
     }
 
     /// Idle connections held right now.
     pub fn idle(&self) -> usize {
-        self.idle.borrow().values().map(Vec::len).sum()
+        self.idle.borrow().values().map(Vec::len).sum::<usize>()
+            + self.idle_tls.borrow().values().map(Vec::len).sum::<usize>()
     }
 
     /// Closes every idle connection (drain).
     pub fn clear(&self) {
         self.idle.borrow_mut().clear();
+        self.idle_tls.borrow_mut().clear();
     }
 }
 

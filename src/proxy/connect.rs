@@ -5,6 +5,7 @@
 //! (unlike an in-flight io_uring CONNECT or ACCEPT whose completion could
 //! still hand us an fd after we gave up).
 
+use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -16,16 +17,26 @@ use monoio::net::TcpStream;
 use socket2::{Domain, Socket, Type};
 
 use crate::balance;
+use crate::http::io::{Cancel, Io};
 use crate::shared::{epoch_ms, LiveBackend, LiveRoute, RouteSlot};
 use crate::sys;
 
 /// Most backends tried for one client connection.
 pub const MAX_ATTEMPTS: usize = 3;
 
+/// The client side of an upstream TLS session (boxed: a plain upstream
+/// carries one null pointer for it).
+pub type UpTls = Box<RefCell<crate::tls::TlsConn>>;
+
+/// An idle connection handed back by a keep-alive pool.
+pub type Reused = (TcpStream, Option<UpTls>);
+
 /// An open upstream connection; counts toward its backend's active connections
 /// (least_conn) until dropped or [`released`](Upstream::release).
 pub struct Upstream<'r> {
     pub stream: TcpStream,
+    /// The backend has `tls`: bytes go through this session's record layer.
+    pub tls: Option<UpTls>,
     pub backend: usize,
     /// Taken from an idle pool rather than freshly connected.
     pub reused: bool,
@@ -75,6 +86,44 @@ impl Upstream<'_> {
         let Upstream { stream, active, .. } = self;
         drop(active);
         stream
+    }
+
+    /// As [`Self::release`], with the TLS session if any (its record
+    /// buffers go back to the worker's free list while it idles).
+    pub fn release_tls(self) -> Reused {
+        let Upstream {
+            stream,
+            tls,
+            active,
+            ..
+        } = self;
+        drop(active);
+        if let Some(t) = &tls {
+            t.borrow_mut().release();
+        }
+        (stream, tls)
+    }
+
+    /// The connection for an exchange direction that has it to itself:
+    /// io_uring ops on a plain socket, the record layer over TLS.
+    pub fn io<'a>(&'a mut self, cancel: &'a Cancel) -> Io<'a> {
+        match &self.tls {
+            None => Io::Ring(&mut self.stream, cancel),
+            Some(t) => Io::Tls(&self.stream, t),
+        }
+    }
+
+    /// The connection for a direction that shares it with the other one.
+    pub fn ready(&self) -> Io<'_> {
+        ready_io(&self.stream, self.tls.as_deref())
+    }
+}
+
+/// [`Upstream::ready`] for split borrows.
+pub fn ready_io<'a>(s: &'a TcpStream, tls: Option<&'a RefCell<crate::tls::TlsConn>>) -> Io<'a> {
+    match tls {
+        None => Io::Ready(s),
+        Some(t) => Io::Tls(s, t),
     }
 }
 
@@ -140,7 +189,7 @@ pub async fn connect<'r>(
     slot: &RouteSlot,
     client_hash: u64,
     now_ms: impl Fn() -> u64,
-    mut reuse: impl FnMut(usize) -> Option<TcpStream>,
+    mut reuse: impl FnMut(usize) -> Option<Reused>,
 ) -> Result<Upstream<'r>, ConnectFailed> {
     let n = route.backends.len();
     let attempts = n.min(MAX_ATTEMPTS);
@@ -202,9 +251,10 @@ pub async fn connect<'r>(
                 continue;
             }
         }
-        if let Some(stream) = reuse(i) {
+        if let Some((stream, tls)) = reuse(i) {
             return Ok(Upstream {
                 stream,
+                tls,
                 backend: i,
                 reused: true,
                 active: Active::new(route, i),
@@ -212,9 +262,38 @@ pub async fn connect<'r>(
         }
         match connect_timeout(b.cfg.addr, route.cfg.timeouts.connect).await {
             Ok(stream) => {
+                let tls = match &b.cfg.tls {
+                    None => None,
+                    Some(cfg) => {
+                        let deadline = monoio::time::Instant::now() + route.cfg.timeouts.connect;
+                        // Boxed: the handshake's state (the rustls session)
+                        // would otherwise widen every exchange's future,
+                        // plain backends' too.
+                        let shake = Box::pin(crate::tls::client::handshake(&stream, cfg, deadline));
+                        match shake.await {
+                            Ok(t) => Some(Box::new(RefCell::new(t))),
+                            Err(e) => {
+                                if b.state.mark_failed(now_ms()) {
+                                    tracing::warn!(
+                                        route = %route.cfg.name,
+                                        backend = %b.cfg.name,
+                                        addr = %b.cfg.addr,
+                                        "backend TLS handshake failed, cooling down: {e}"
+                                    );
+                                }
+                                last = Some(io::Error::other(format!(
+                                    "TLS handshake with {}: {e}",
+                                    b.cfg.addr
+                                )));
+                                continue;
+                            }
+                        }
+                    }
+                };
                 b.state.mark_ok();
                 return Ok(Upstream {
                     stream,
+                    tls,
                     backend: i,
                     reused: false,
                     active: Active::new(route, i),

@@ -1,4 +1,5 @@
-//! TLS termination: certificates, SNI, the record layer on client connections.
+//! TLS termination (certificates, SNI, the record layer on client
+//! connections) and origination toward backends with `tls` ([`client`]).
 //!
 //! ```text
 //!  config/tls.rs (control side)         tls (data plane)
@@ -9,6 +10,11 @@
 //!  worker: accept --> handshake (deadline: header timeout) --> TlsConn in the client's
 //!          Io::Tls --> HTTP/1.1 exchange (http routes) or relay (tcp routes)
 //!          ALPN h2 --> stream::TlsStream (poll-io) --> crate::h2 server
+//!
+//!  config/upstream_tls.rs: backend "tls" --> client::ClientTls (rustls ClientConfig)
+//!  worker: connect(2) --> client::handshake (per-worker session store) --> the same
+//!          TlsConn (client side, record.rs) in Io::Tls, the keep-alive pool, the relay;
+//!          "protocol": "h2" --> stream::TlsStream --> crate::h2 upstream pool
 //! ```
 //!
 //! ALPN: http ports offer `h2` then `http/1.1` when every route on the
@@ -46,7 +52,9 @@
 
 pub mod bufs;
 pub mod certs;
+pub mod client;
 pub mod counters;
+mod record;
 pub mod relay;
 pub mod resolver;
 pub mod session;

@@ -1,8 +1,10 @@
-//! A TLS client joined to a plain upstream, both directions at once: the
-//! tunnel of tcp routes on TLS listeners, and of upgraded (WebSocket)
-//! connections whose client speaks TLS. Splice cannot move TLS records'
+//! Two connections joined both ways when at least one side speaks TLS: the
+//! tunnel of tcp routes on TLS listeners or to TLS backends (termination,
+//! origination, or both: re-encryption), and of upgraded (WebSocket)
+//! connections with TLS on either side. Splice cannot move TLS records'
 //! plaintext, so bytes go through one record-sized buffer per direction,
-//! taken from the worker's free list while the tunnel lives.
+//! taken from the worker's free list while the tunnel lives. Two plain
+//! sockets never come here: they keep the splice tunnel.
 
 use std::cell::{Cell, RefCell};
 use std::io;
@@ -25,89 +27,72 @@ pub enum RelayEnd {
     Backend(io::Error),
 }
 
-/// Forwards both ways until both sides closed (each close is passed on:
-/// close_notify to the client, a half-close to the upstream), an error, or
-/// `idle` without a byte either way.
+/// One side of a relay.
+#[derive(Clone, Copy)]
+pub enum End<'a> {
+    Plain(&'a TcpStream),
+    Tls(&'a TcpStream, &'a RefCell<TlsConn>),
+}
+
+impl<'a> End<'a> {
+    /// `tls` given: the socket's bytes are that session's records.
+    pub fn new(s: &'a TcpStream, tls: Option<&'a RefCell<TlsConn>>) -> End<'a> {
+        match tls {
+            Some(t) => End::Tls(s, t),
+            None => End::Plain(s),
+        }
+    }
+
+    /// Appends what arrives (plaintext) to `buf`, up to its capacity;
+    /// `Ok(0)` at EOF, `TimedOut` at `deadline`.
+    async fn read(self, buf: &mut Vec<u8>, deadline: Instant) -> io::Result<usize> {
+        let room = buf.capacity() - buf.len();
+        match self {
+            End::Tls(s, t) => session::read(s, t, buf, room, deadline).await,
+            End::Plain(s) => {
+                let fd = s.as_raw_fd();
+                loop {
+                    match sys::recv_append(fd, buf, room) {
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            session::readable(s, deadline).await?;
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        r => return r,
+                    }
+                }
+            }
+        }
+    }
+
+    async fn write_all(self, data: &[u8], stall: Duration) -> io::Result<()> {
+        match self {
+            End::Tls(s, t) => session::write_all(s, t, data, stall).await,
+            End::Plain(s) => send_all(s, data, stall).await,
+        }
+    }
+
+    /// Passes an EOF on: close_notify over TLS, a half-close on TCP.
+    async fn close(self) {
+        match self {
+            End::Tls(s, t) => session::close(s, t, Duration::from_secs(5)).await,
+            End::Plain(s) => {
+                let _ = sys::shutdown_write(s.as_raw_fd());
+            }
+        }
+    }
+}
+
+/// Forwards both ways until both sides closed (each close is passed on),
+/// an error, or `idle` without a byte either way.
 pub async fn relay<M: Meter>(
     meter: &M,
-    client: &TcpStream,
-    tls: &RefCell<TlsConn>,
-    up: &TcpStream,
+    client: End<'_>,
+    up: End<'_>,
     idle: Duration,
 ) -> Result<(), RelayEnd> {
     let last = Cell::new(Instant::now());
-    let deadline = || last.get() + idle;
-    // Client -> upstream: decrypt, send.
-    let upward = async {
-        let mut buf = bufs::take_in();
-        let r = async {
-            loop {
-                buf.clear();
-                let room = buf.capacity();
-                let n = match session::read(client, tls, &mut buf, room, deadline()).await {
-                    Ok(0) => break Ok(()),
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::TimedOut => {
-                        if Instant::now() >= deadline() {
-                            break Err(RelayEnd::Idle);
-                        }
-                        continue;
-                    }
-                    Err(e) => break Err(RelayEnd::Client(e)),
-                };
-                last.set(Instant::now());
-                send_all(up, &buf[..n], idle)
-                    .await
-                    .map_err(RelayEnd::Backend)?;
-                meter.moved(true, n as u64);
-            }
-        }
-        .await;
-        bufs::put_in(buf);
-        if r.is_ok() {
-            let _ = sys::shutdown_write(up.as_raw_fd());
-        }
-        r
-    };
-    // Upstream -> client: recv, encrypt.
-    let downward = async {
-        let mut buf = bufs::take_in();
-        let fd = up.as_raw_fd();
-        let r = async {
-            loop {
-                buf.clear();
-                let room = buf.capacity();
-                let n = match sys::recv_append(fd, &mut buf, room) {
-                    Ok(0) => break Ok(()),
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        monoio::select! {
-                            r = up.readable(false) => r.map_err(RelayEnd::Backend)?,
-                            _ = monoio::time::sleep_until(deadline()) => {
-                                if Instant::now() >= deadline() {
-                                    break Err(RelayEnd::Idle);
-                                }
-                            }
-                        }
-                        continue;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => break Err(RelayEnd::Backend(e)),
-                };
-                last.set(Instant::now());
-                session::write_all(client, tls, &buf[..n], idle)
-                    .await
-                    .map_err(RelayEnd::Client)?;
-                meter.moved(false, n as u64);
-            }
-        }
-        .await;
-        bufs::put_in(buf);
-        if r.is_ok() {
-            session::close(client, tls, Duration::from_secs(5)).await;
-        }
-        r
-    };
+    let upward = pump(meter, client, up, true, &last, idle);
+    let downward = pump(meter, up, client, false, &last, idle);
     let (mut upward, mut downward) = (std::pin::pin!(upward), std::pin::pin!(downward));
     let (mut up_done, mut down_done) = (false, false);
     while !(up_done && down_done) {
@@ -117,6 +102,50 @@ pub async fn relay<M: Meter>(
         }
     }
     Ok(())
+}
+
+/// One direction: reads from `src`, writes to `dst`, passes the EOF on.
+async fn pump<M: Meter>(
+    meter: &M,
+    src: End<'_>,
+    dst: End<'_>,
+    upward: bool,
+    last: &Cell<Instant>,
+    idle: Duration,
+) -> Result<(), RelayEnd> {
+    let deadline = || last.get() + idle;
+    type Side = fn(io::Error) -> RelayEnd;
+    let (src_err, dst_err): (Side, Side) = if upward {
+        (RelayEnd::Client, RelayEnd::Backend)
+    } else {
+        (RelayEnd::Backend, RelayEnd::Client)
+    };
+    let mut buf = bufs::take_in();
+    let r = async {
+        loop {
+            buf.clear();
+            let n = match src.read(&mut buf, deadline()).await {
+                Ok(0) => break Ok(()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                    if Instant::now() >= deadline() {
+                        break Err(RelayEnd::Idle);
+                    }
+                    continue;
+                }
+                Err(e) => break Err(src_err(e)),
+            };
+            last.set(Instant::now());
+            dst.write_all(&buf[..n], idle).await.map_err(dst_err)?;
+            meter.moved(upward, n as u64);
+        }
+    }
+    .await;
+    bufs::put_in(buf);
+    if r.is_ok() {
+        dst.close().await;
+    }
+    r
 }
 
 async fn send_all(s: &TcpStream, data: &[u8], stall: Duration) -> io::Result<()> {

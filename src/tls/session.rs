@@ -17,10 +17,11 @@ use std::time::Duration;
 use monoio::net::TcpStream;
 use monoio::time::Instant;
 use rustls::server::UnbufferedServerConnection;
-use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedStatus};
+use rustls::unbuffered::UnbufferedStatus;
 
 use super::bufs;
 use super::counters::TlsFailure;
+use super::record::{alert_step, Records, Side};
 use crate::sys;
 
 /// Plaintext encrypted per record (the TLS maximum).
@@ -67,7 +68,8 @@ impl std::fmt::Display for HandshakeError {
 }
 
 /// What the caller wants from [`TlsConn::process`].
-enum Want<'d> {
+#[derive(Clone, Copy)]
+pub(super) enum Want<'d> {
     /// Decrypted data (or, while handshaking, progress).
     Read,
     /// Encrypt this plaintext (at most [`MAX_PLAINTEXT`] bytes).
@@ -77,7 +79,7 @@ enum Want<'d> {
 }
 
 /// Where decrypted bytes go.
-enum Sink<'a, 'b> {
+pub(super) enum Sink<'a, 'b> {
     /// Into this buffer, at most this many; the rest is kept in `plain`.
     Into(&'a mut Vec<u8>, usize),
     /// Into the free space of a caller's buffer (the HTTP/2 adapter's
@@ -101,7 +103,7 @@ pub(super) enum Step {
 
 /// One client's TLS state and record buffers.
 pub struct TlsConn {
-    conn: UnbufferedServerConnection,
+    pub(super) conn: Side,
     /// Received ciphertext not yet consumed by rustls.
     inc: Vec<u8>,
     /// Records to send live in `out[out_start..out_end]`; `out` stays
@@ -140,7 +142,7 @@ fn timed_out() -> io::Error {
 }
 
 impl TlsConn {
-    fn new(conn: UnbufferedServerConnection) -> TlsConn {
+    pub(super) fn new(conn: Side) -> TlsConn {
         TlsConn {
             conn,
             inc: Vec::new(),
@@ -164,7 +166,7 @@ impl TlsConn {
     /// The negotiated protocol version as nginx's `$ssl_protocol` names it
     /// (`TLSv1.3`), and the SNI name: the access log's TLS fields.
     pub fn log_fields(&self) -> (Option<&'static str>, Option<&[u8]>) {
-        let version = match self.conn.protocol_version() {
+        let version = match self.conn.common().protocol_version() {
             Some(rustls::ProtocolVersion::TLSv1_3) => Some("TLSv1.3"),
             Some(rustls::ProtocolVersion::TLSv1_2) => Some("TLSv1.2"),
             Some(_) => Some("TLS"),
@@ -182,6 +184,16 @@ impl TlsConn {
     /// progress without the socket becoming readable.
     pub fn has_input(&self) -> bool {
         self.has_plain() || !self.inc.is_empty()
+    }
+
+    /// Nothing received, decrypted or to send is left over, and the peer has
+    /// not closed: the connection can idle in a keep-alive pool.
+    pub fn idle_clean(&self) -> bool {
+        !self.has_plain()
+            && self.inc.is_empty()
+            && !self.peer_closed
+            && !self.close_sent
+            && self.out_start == self.out_end
     }
 
     /// Gives the record buffers back to the worker's free list when they
@@ -220,7 +232,11 @@ impl TlsConn {
     /// Runs rustls over the buffered records until `want` is met or it
     /// needs more input. Handshake replies, tickets and alerts rustls
     /// produces are encoded into `out` on the way.
-    fn process(&mut self, sink: &mut Sink<'_, '_>, want: Want<'_>) -> Result<Step, rustls::Error> {
+    pub(super) fn process(
+        &mut self,
+        sink: &mut Sink<'_, '_>,
+        want: Want<'_>,
+    ) -> Result<Step, rustls::Error> {
         if self.failed {
             return Err(rustls::Error::General(
                 "the TLS session failed earlier".into(),
@@ -235,135 +251,24 @@ impl TlsConn {
         }
         let mut got = 0usize;
         loop {
-            let UnbufferedStatus { mut discard, state } =
-                self.conn.process_tls_records(&mut self.inc[..]);
-            let mut fail = None;
-            let step = match state {
-                Err(e) => {
-                    fail = Some(e);
-                    None
+            let mut rec = Records {
+                out: &mut self.out,
+                out_end: &mut self.out_end,
+                plain: &mut self.plain,
+                plain_pos: &mut self.plain_pos,
+                peer_closed: &mut self.peer_closed,
+                got: &mut got,
+            };
+            let (discard, step, fail) = match &mut self.conn {
+                Side::Server(c) => {
+                    let UnbufferedStatus { discard, state } =
+                        c.process_tls_records(&mut self.inc[..]);
+                    rec.on(state, discard, sink, want)
                 }
-                Ok(ConnectionState::ReadTraffic(mut rt)) => {
-                    while let Some(rec) = rt.next_record() {
-                        match rec {
-                            Ok(r) => {
-                                discard += r.discard;
-                                let p: &[u8] = r.payload;
-                                let kept = match sink {
-                                    Sink::Into(dst, max) => {
-                                        let n = p.len().min(max.saturating_sub(got));
-                                        dst.extend_from_slice(&p[..n]);
-                                        got += n;
-                                        &p[n..]
-                                    }
-                                    Sink::Read(rb) => {
-                                        let n = p.len().min(rb.remaining());
-                                        rb.put_slice(&p[..n]);
-                                        got += n;
-                                        &p[n..]
-                                    }
-                                    Sink::Stash => p,
-                                };
-                                if !kept.is_empty() {
-                                    if self.plain_pos > 0 && self.plain_pos == self.plain.len() {
-                                        self.plain.clear();
-                                        self.plain_pos = 0;
-                                    }
-                                    self.plain.extend_from_slice(kept);
-                                }
-                            }
-                            Err(e) => {
-                                fail = Some(e);
-                                break;
-                            }
-                        }
-                    }
-                    None
-                }
-                Ok(ConnectionState::EncodeTlsData(mut enc)) => {
-                    loop {
-                        match enc.encode(&mut self.out[self.out_end..]) {
-                            Ok(n) => {
-                                self.out_end += n;
-                                break;
-                            }
-                            Err(EncodeError::InsufficientSize(s)) => {
-                                self.out.resize(self.out_end + s.required_size, 0);
-                            }
-                            Err(e) => {
-                                fail = Some(rustls::Error::General(e.to_string()));
-                                break;
-                            }
-                        }
-                    }
-                    None
-                }
-                Ok(ConnectionState::TransmitTlsData(t)) => {
-                    // The records are in `out`; the caller flushes them
-                    // before it waits for the peer.
-                    t.done();
-                    None
-                }
-                Ok(ConnectionState::BlockedHandshake) => Some(Step::NeedRead),
-                Ok(ConnectionState::WriteTraffic(mut w)) => match want {
-                    Want::Read => Some(if got > 0 {
-                        Step::Data(got)
-                    } else {
-                        Step::NeedRead
-                    }),
-                    Want::Seal(data) => loop {
-                        match w.encrypt(data, &mut self.out[self.out_end..]) {
-                            Ok(n) => {
-                                self.out_end += n;
-                                break Some(Step::Sealed);
-                            }
-                            Err(EncryptError::InsufficientSize(s)) => {
-                                self.out.resize(self.out_end + s.required_size, 0);
-                            }
-                            Err(e) => {
-                                fail = Some(rustls::Error::General(e.to_string()));
-                                break None;
-                            }
-                        }
-                    },
-                    Want::Close => loop {
-                        match w.queue_close_notify(&mut self.out[self.out_end..]) {
-                            Ok(n) => {
-                                self.out_end += n;
-                                break Some(Step::Sealed);
-                            }
-                            Err(EncryptError::InsufficientSize(s)) => {
-                                self.out.resize(self.out_end + s.required_size, 0);
-                            }
-                            Err(e) => {
-                                fail = Some(rustls::Error::General(e.to_string()));
-                                break None;
-                            }
-                        }
-                    },
-                },
-                Ok(ConnectionState::PeerClosed) => {
-                    self.peer_closed = true;
-                    match want {
-                        // Writing after the peer's close_notify is allowed
-                        // (half-close): the next round gives WriteTraffic.
-                        Want::Seal(_) | Want::Close => None,
-                        Want::Read => Some(if got > 0 { Step::Data(got) } else { Step::Eof }),
-                    }
-                }
-                Ok(ConnectionState::Closed) => {
-                    self.peer_closed = true;
-                    match want {
-                        Want::Seal(_) | Want::Close => {
-                            fail = Some(rustls::Error::General("connection closed".into()));
-                            None
-                        }
-                        Want::Read => Some(if got > 0 { Step::Data(got) } else { Step::Eof }),
-                    }
-                }
-                Ok(_) => {
-                    fail = Some(rustls::Error::General("unexpected TLS state".into()));
-                    None
+                Side::Client(c) => {
+                    let UnbufferedStatus { discard, state } =
+                        c.process_tls_records(&mut self.inc[..]);
+                    rec.on(state, discard, sink, want)
                 }
             };
             if discard > 0 {
@@ -460,22 +365,30 @@ impl TlsConn {
 
     /// After an error: encodes the alert rustls queued, if any.
     pub(super) fn collect_alert(&mut self) {
+        if self.out.is_empty() {
+            self.out = bufs::take_out();
+        }
         for _ in 0..4 {
-            let UnbufferedStatus { state, .. } = self.conn.process_tls_records(&mut []);
-            match state {
-                Ok(ConnectionState::EncodeTlsData(mut enc)) => {
-                    if let Ok(n) = enc.encode(&mut self.out[self.out_end..]) {
-                        self.out_end += n;
-                    }
-                }
-                Ok(ConnectionState::TransmitTlsData(t)) => t.done(),
-                _ => break,
+            let more = match &mut self.conn {
+                Side::Server(c) => alert_step(
+                    c.process_tls_records(&mut []).state,
+                    &mut self.out,
+                    &mut self.out_end,
+                ),
+                Side::Client(c) => alert_step(
+                    c.process_tls_records(&mut []).state,
+                    &mut self.out,
+                    &mut self.out_end,
+                ),
+            };
+            if !more {
+                break;
             }
         }
     }
 
     /// Sends what `out` holds without waiting; `Ok` also when the socket is full.
-    fn flush_now(&mut self, fd: RawFd) -> io::Result<()> {
+    pub(super) fn flush_now(&mut self, fd: RawFd) -> io::Result<()> {
         while self.out_start < self.out_end {
             match sys::send(fd, &self.out[self.out_start..self.out_end]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -490,12 +403,25 @@ impl TlsConn {
         Ok(())
     }
 
-    fn pending_out(&self) -> bool {
+    pub(super) fn pending_out(&self) -> bool {
         self.out_start < self.out_end
     }
 
+    /// Grows a full incoming buffer by a record's worth, up to `limit`
+    /// bytes: a handshake message spanning several records stays in the
+    /// buffer until complete (rustls's unbuffered API joins it there), and a
+    /// backend's certificate chain may be larger than one record.
+    pub(super) fn grow_inc(&mut self, limit: usize) {
+        if self.inc.capacity() == 0 {
+            self.inc = bufs::take_in();
+        }
+        if self.inc.len() == self.inc.capacity() && self.inc.capacity() < limit {
+            self.inc.reserve(bufs::RECORD_BUF);
+        }
+    }
+
     /// One non-blocking recv into the incoming buffer.
-    fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
+    pub(super) fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
         if self.inc.capacity() == 0 {
             self.inc = bufs::take_in();
         }
@@ -508,14 +434,14 @@ impl TlsConn {
 }
 
 /// Waits until `fd` is writable or `deadline` passes.
-async fn writable(s: &TcpStream, deadline: Instant) -> io::Result<()> {
+pub(super) async fn writable(s: &TcpStream, deadline: Instant) -> io::Result<()> {
     monoio::select! {
         r = s.writable(false) => r,
         _ = monoio::time::sleep_until(deadline) => Err(timed_out()),
     }
 }
 
-async fn readable(s: &TcpStream, deadline: Instant) -> io::Result<()> {
+pub(super) async fn readable(s: &TcpStream, deadline: Instant) -> io::Result<()> {
     monoio::select! {
         r = s.readable(false) => r,
         _ = monoio::time::sleep_until(deadline) => Err(timed_out()),
@@ -523,7 +449,11 @@ async fn readable(s: &TcpStream, deadline: Instant) -> io::Result<()> {
 }
 
 /// Sends everything `t.out` holds; the peer may stall at most until `deadline`.
-async fn flush(s: &TcpStream, t: &RefCell<TlsConn>, deadline: Instant) -> io::Result<()> {
+pub(super) async fn flush(
+    s: &TcpStream,
+    t: &RefCell<TlsConn>,
+    deadline: Instant,
+) -> io::Result<()> {
     let fd = s.as_raw_fd();
     loop {
         {
@@ -555,7 +485,7 @@ pub async fn handshake(
     early: &[u8],
 ) -> Result<TlsConn, HandshakeError> {
     let conn = UnbufferedServerConnection::new(config).map_err(HandshakeError::Tls)?;
-    let t = RefCell::new(TlsConn::new(conn));
+    let t = RefCell::new(TlsConn::new(Side::Server(conn)));
     let fd = s.as_raw_fd();
     let mut seen_bytes = false;
     if let Some(&first) = early.first() {
@@ -591,7 +521,7 @@ pub async fn handshake(
                 }
             }
         };
-        let done = !t.borrow().conn.is_handshaking();
+        let done = !t.borrow().conn.common().is_handshaking();
         if step == Step::Eof {
             return Err(HandshakeError::Closed(io::ErrorKind::UnexpectedEof.into()));
         }
@@ -601,10 +531,11 @@ pub async fn handshake(
         })?;
         if done {
             let mut c = t.into_inner();
-            c.resumed = c.conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
-            c.h2 = c.conn.alpn_protocol() == Some(b"h2");
+            c.resumed = c.conn.common().handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+            c.h2 = c.conn.common().alpn_protocol() == Some(b"h2");
             c.client_subject = c
                 .conn
+                .common()
                 .peer_certificates()
                 .and_then(|certs| certs.first())
                 .and_then(super::certs::subject_of);

@@ -1,6 +1,7 @@
 //! A TLS session as a poll-based byte stream (tokio's `AsyncRead` and
-//! `AsyncWrite` traits, no tokio runtime), for the `h2` server once ALPN
-//! chose `h2`.
+//! `AsyncWrite` traits, no tokio runtime), for `h2` once ALPN chose `h2`:
+//! the server on client connections, the client toward `"protocol": "h2"`
+//! backends (the same adapter over a client-side [`TlsConn`]).
 //!
 //! ```text
 //!  h2 codec (BytesMut) <--poll_read-- TlsStream --poll_read--> TcpStreamPoll (monoio poll-io)

@@ -236,7 +236,7 @@ mod tests {
             std::mem::size_of::<monoio::net::TcpStream>(),
         );
         eprintln!("http parts {:?}", crate::http::conn::debug_sizes());
-        // Measured (debug build): tcp 976 B, http 464 B. With the task's
+        // Measured (debug build): tcp 968 B, http 464 B. With the task's
         // header and trailer (40 B) that is mimalloc's 1,024 and 512 B size
         // classes: a few more bytes and an idle connection costs a whole
         // class more (1,280 and 640 B). The tunnel's shared state sits behind

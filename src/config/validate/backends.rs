@@ -180,6 +180,14 @@ impl Validator {
                 &field_path(&bp, "protocol"),
                 &mut self.errors,
             );
+            let tls = crate::config::upstream_tls::backend_tls(
+                bm,
+                &bp,
+                &host,
+                &self.base,
+                &format!("{path}/{}", name.as_deref().unwrap_or(&host)),
+                &mut self.errors,
+            );
             let Some(port) = port else { continue };
             let addr = match resolve(&host, port) {
                 Ok(a) => a,
@@ -212,6 +220,7 @@ impl Validator {
                 priority: 0,
                 discovered: false,
                 h2c,
+                tls,
             });
         }
         if out.iter().any(|b| b.h2c) && !out.iter().all(|b| b.h2c) {
