@@ -19,7 +19,9 @@ for pkg_bin in nginx:nginx haproxy:haproxy wrk:wrk iperf3:iperf3 python3:python3
   bin=${pkg_bin#*:}; pkg=${pkg_bin%%:*}
   command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || need+=("$pkg")
 done
-python3 -c 'import matplotlib' 2>/dev/null || need+=(python3-matplotlib)
+# Debian's python3-matplotlib is for /usr/bin/python3 (bench/plot.py picks that one), not a
+# pyenv or venv python3 earlier on PATH: ask it, or every run reinstalls the package.
+/usr/bin/python3 -c 'import matplotlib' 2>/dev/null || need+=(python3-matplotlib)
 # ca-certificates: the system trust store upstream TLS uses without a "ca"
 # (src/config/upstream_tls.rs unit tests; tests/upstream_tls.rs runs nginx and
 # openssl s_server as TLS backends).
