@@ -329,6 +329,11 @@ impl TlsConn {
         &self.out[self.out_start..self.out_end]
     }
 
+    /// Free space after the waiting records (0 while no buffer is held).
+    pub(super) fn out_room(&self) -> usize {
+        self.out.capacity().saturating_sub(self.out_end)
+    }
+
     /// `n` bytes of [`Self::pending`] were sent.
     pub(super) fn sent(&mut self, n: usize) {
         self.out_start = (self.out_start + n).min(self.out_end);
