@@ -20,6 +20,10 @@
 # With --h2, only / and /64k, over HTTP/2 chosen by ALPN: h2load, 64
 # connections x 10 streams (issue 13's case); nginx `listen ... ssl http2`,
 # HAProxy `alpn h2,http/1.1`, ringmesh offers h2 by default (needs h2load).
+# Backend connection reuse is the same for all three: HAProxy reuses without a
+# cap (http-reuse always), so ringmesh's pool (upstream_keepalive.max_idle)
+# and nginx's (keepalive) hold up to 1024 idle connections; with h2's 640
+# concurrent streams a 64-connection pool made both reconnect for most requests.
 # Every process this script starts is stopped by PID on exit. Needs: nginx,
 # haproxy, wrk, openssl, python3.
 set -euo pipefail
@@ -75,7 +79,7 @@ cat > front.conf <<EOF
 worker_processes 1; daemon off; pid $T/front.pid; error_log $T/front.err;
 events { worker_connections 4096; }
 http { access_log off;
-  upstream b { server 127.0.0.1:$BACK; keepalive 64; }
+  upstream b { server 127.0.0.1:$BACK; keepalive 1024; }
   server { listen 127.0.0.1:$NG ssl$NGH2; ssl_certificate $T/cert.pem; ssl_certificate_key $T/key.pem;
     ssl_protocols TLSv1.3; ssl_session_cache shared:S:10m;
     location / { proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
@@ -97,13 +101,13 @@ backend b
   server s 127.0.0.1:$BACK
 EOF
 cat > ringmesh.json <<EOF
-{"listen_host": "127.0.0.1", "workers": 1, "dashboard_port": "",
+{"listen_host": "127.0.0.1", "workers": 1, "dashboard_port": "", "upstream_keepalive": {"max_idle": 1024},
  "routes": {"$RM": {"name": "web", "tls": {"certificates": [{"cert": "cert.pem", "key": "key.pem"}], "min_version": "1.3"},
    "backends": [{"name": "b", "internal_host": "127.0.0.1", "internal_port": "$BACK"}]}}}
 EOF
 
 cat > ringmesh2.json <<EOF
-{"listen_host": "127.0.0.1", "workers": 2, "dashboard_port": "",
+{"listen_host": "127.0.0.1", "workers": 2, "dashboard_port": "", "upstream_keepalive": {"max_idle": 1024},
  "routes": {"$RM2": {"name": "web2", "tls": {"certificates": [{"cert": "cert.pem", "key": "key.pem"}], "min_version": "1.3"},
    "backends": [{"name": "b", "internal_host": "127.0.0.1", "internal_port": "$BACK"}]}}}
 EOF
