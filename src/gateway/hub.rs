@@ -287,11 +287,11 @@ fn info(ctx: &WorkerCtx, s: &Session) -> Info {
 }
 
 fn matches(s: &Session, f: &Filter) -> bool {
-    f.route.as_ref().map_or(true, |r| &s.route.cfg.name == r)
-        && f.user.as_ref().map_or(true, |u| &*s.user.borrow() == u)
+    f.route.as_ref().is_none_or(|r| &s.route.cfg.name == r)
+        && f.user.as_ref().is_none_or(|u| &*s.user.borrow() == u)
         && f.channel
             .as_ref()
-            .map_or(true, |c| s.channels.borrow().contains(c))
+            .is_none_or(|c| s.channels.borrow().contains(c))
 }
 
 fn targeted(s: &Session, t: &Target) -> bool {
