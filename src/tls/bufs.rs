@@ -66,7 +66,7 @@ pub fn put_body(mut b: Vec<u8>) {
         return;
     }
     b.clear();
-    FREE_BODY.with(|f| {
+    let _ = FREE_BODY.try_with(|f| {
         let mut f = f.borrow_mut();
         if f.len() < MAX_IDLE_LARGE {
             f.push(b);
@@ -79,7 +79,9 @@ pub fn put_in(mut b: Vec<u8>) {
         return;
     }
     b.clear();
-    FREE_IN.with(|f| {
+    // `try_with`: a connection dropped while its worker thread exits finds
+    // the list gone; the buffer is then simply freed.
+    let _ = FREE_IN.try_with(|f| {
         let mut f = f.borrow_mut();
         if f.len() < MAX_IDLE {
             f.push(b);
@@ -91,7 +93,7 @@ pub fn put_out(b: Vec<u8>) {
     if b.len() < OUT_BUF || b.len() > 4 * OUT_BUF {
         return;
     }
-    FREE_OUT.with(|f| {
+    let _ = FREE_OUT.try_with(|f| {
         let mut f = f.borrow_mut();
         if f.len() < MAX_IDLE_LARGE {
             f.push(b);

@@ -442,6 +442,20 @@ impl TlsConn {
     }
 }
 
+impl Drop for TlsConn {
+    /// A closing connection's record buffers go back to the worker's free
+    /// lists (a new connection per request would otherwise allocate, and
+    /// zero, an outgoing buffer for every handshake).
+    fn drop(&mut self) {
+        if self.inc.capacity() > 0 {
+            bufs::put_in(std::mem::take(&mut self.inc));
+        }
+        if !self.out.is_empty() {
+            bufs::put_out(std::mem::take(&mut self.out));
+        }
+    }
+}
+
 /// Waits until `fd` is writable or `deadline` passes.
 pub(super) async fn writable(s: &TcpStream, deadline: Instant) -> io::Result<()> {
     monoio::select! {
