@@ -13,6 +13,9 @@
 //	    to /api/publish and times, on this process's monotonic clock, the POST
 //	    to the last connection's receipt of that round's message. Prints one
 //	    JSON object: p50/p99/max of that latency and of the API's answer (ms).
+//	    The clients are raw sockets read by -loops epoll loops (raw.go);
+//	    -client lib reads with a coder/websocket goroutine per connection
+//	    (several times the client CPU: it timed itself as much as the proxy).
 package main
 
 import (
@@ -29,6 +32,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/coder/websocket"
@@ -47,6 +51,8 @@ func main() {
 	size := fs.Int("size", 100, "message bytes (broadcast)")
 	conc := fs.Int("concurrency", 200, "handshakes in flight while opening")
 	timeout := fs.Duration("timeout", 30*time.Second, "bound on every wait")
+	client := fs.String("client", "raw", "broadcast clients: raw (epoll loops, see raw.go) or lib (a coder/websocket reader goroutine per connection)")
+	loops := fs.Int("loops", 1, "epoll loops (OS threads) of the raw clients")
 	_ = fs.Parse(os.Args[2:])
 	if *url == "" {
 		fail("-url is required")
@@ -58,7 +64,11 @@ func main() {
 		if *api == "" {
 			fail("-api is required")
 		}
-		broadcast(*url, *api, *n, *rounds, *size, *conc, *timeout)
+		if *client == "raw" {
+			broadcastRaw(*url, *api, *n, *rounds, *size, *conc, *loops, *timeout)
+		} else {
+			broadcast(*url, *api, *n, *rounds, *size, *conc, *timeout)
+		}
 	default:
 		fail("unknown mode " + os.Args[1])
 	}
@@ -238,4 +248,73 @@ func pct(v []float64, q float64) float64 {
 		i = len(s) - 1
 	}
 	return s[i]
+}
+
+func broadcastRaw(url, api string, n, rounds, size, conc, loops int, timeout time.Duration) {
+	conns := rawOpen(url, n, conc)
+	st := &roundStats{
+		count: make([]atomic.Int64, rounds),
+		last:  make([]atomic.Int64, rounds),
+		done:  make([]chan struct{}, rounds),
+		n:     int64(n),
+		start: time.Now(),
+	}
+	for r := range st.done {
+		st.done[r] = make(chan struct{})
+	}
+	stop := make(chan struct{})
+	rawRead(conns, loops, st.receipt, stop)
+	time.Sleep(time.Second)
+	client := &http.Client{Timeout: timeout}
+	lat := make([]float64, 0, rounds)
+	answers := make([]float64, 0, rounds)
+	for r := 0; r < rounds; r++ {
+		text := fmt.Sprintf("R%d:", r)
+		if len(text) < size {
+			text += strings.Repeat("x", size-len(text))
+		}
+		body, _ := json.Marshal(map[string]any{"all": true, "text": text})
+		t0 := time.Since(st.start)
+		resp, err := client.Post(api+"/api/publish", "application/json", bytes.NewReader(body))
+		if err != nil {
+			fail("publish: " + err.Error())
+		}
+		var res struct {
+			Delivered int `json:"delivered"`
+			Dropped   int `json:"dropped"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&res)
+		resp.Body.Close()
+		answered := time.Since(st.start) - t0
+		if err != nil || resp.StatusCode != 200 {
+			fail(fmt.Sprintf("publish: status %d, %v", resp.StatusCode, err))
+		}
+		if res.Delivered < n {
+			fail(fmt.Sprintf("publish delivered %d of %d (dropped %d)", res.Delivered, n, res.Dropped))
+		}
+		select {
+		case <-st.done[r]:
+		case <-time.After(timeout):
+			fail(fmt.Sprintf("round %d: %d of %d received", r, st.count[r].Load(), n))
+		}
+		lat = append(lat, ms(time.Duration(st.last[r].Load())-t0))
+		answers = append(answers, ms(answered))
+		time.Sleep(200 * time.Millisecond)
+	}
+	close(stop)
+	for _, c := range conns {
+		_ = syscall.Close(c.fd)
+	}
+	out := map[string]any{
+		"sessions":   n,
+		"rounds":     rounds,
+		"size":       size,
+		"client":     "raw",
+		"p50_ms":     pct(lat, 0.50),
+		"p99_ms":     pct(lat, 0.99),
+		"max_ms":     pct(lat, 1),
+		"api_p50_ms": pct(answers, 0.50),
+		"api_p99_ms": pct(answers, 0.99),
+	}
+	_ = json.NewEncoder(os.Stdout).Encode(out)
 }

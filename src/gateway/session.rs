@@ -21,18 +21,13 @@
 //! spliced on its side.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, RawFd};
-use std::pin::Pin;
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use bytes::Bytes;
 use monoio::net::TcpStream;
 
 use crate::config::gateway::Gateway;
@@ -65,189 +60,8 @@ const DRAIN_MARGIN_MS: u64 = 1_000;
 /// Payload of ringmesh's heartbeat pings.
 const PING_PAYLOAD: &[u8] = b"ringmesh";
 
+pub use super::record::{Session, Stats};
 pub use super::stats::{Reason, RouteCounters, REASONS};
-
-/// A one-waiter wake-up flag (single-threaded).
-#[derive(Default)]
-struct Notify {
-    set: Cell<bool>,
-    waker: RefCell<Option<Waker>>,
-}
-
-impl Notify {
-    fn notify(&self) {
-        self.set.set(true);
-        if let Some(w) = self.waker.borrow_mut().take() {
-            w.wake();
-        }
-    }
-    fn notified(&self) -> Notified<'_> {
-        Notified(self)
-    }
-}
-
-struct Notified<'a>(&'a Notify);
-
-impl Future for Notified<'_> {
-    type Output = ();
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.0.set.replace(false) {
-            return Poll::Ready(());
-        }
-        *self.0.waker.borrow_mut() = Some(cx.waker().clone());
-        Poll::Pending
-    }
-}
-
-/// Counters of one session.
-#[derive(Default, Debug, Clone, Copy)]
-pub struct Stats {
-    pub messages_in: u64,
-    pub messages_out: u64,
-    pub bytes_in: u64,
-    pub bytes_out: u64,
-    pub pushed: u64,
-    pub pings: u64,
-    /// Coarse worker clock (ms since the process epoch).
-    pub last_activity_ms: u64,
-}
-
-/// A session as the worker's registry and the API see it.
-pub struct Session {
-    pub id: String,
-    pub n: u64,
-    pub route: Arc<LiveRoute>,
-    pub client: SocketAddr,
-    /// Unix time in ms.
-    pub connected_at: u64,
-    pub user: RefCell<String>,
-    pub channels: RefCell<BTreeSet<String>>,
-    pub settings: RefCell<BTreeMap<String, String>>,
-    pub stats: Cell<Stats>,
-    limit: u64,
-    queue: RefCell<VecDeque<Bytes>>,
-    queued: Cell<u64>,
-    ping_wanted: Cell<bool>,
-    close: RefCell<Option<(u16, String, Reason)>>,
-    close_at_ms: Cell<u64>,
-    /// Close 1001 at this coarse time (0: never): the route left the config.
-    drain_at_ms: Cell<u64>,
-    notify: Notify,
-    watch: Notify,
-    /// A tcp route's session (list and close only): its client and upstream
-    /// sockets, shut down by a close (nothing is framed, nothing is pushed).
-    tcp: Option<(RawFd, RawFd)>,
-}
-
-impl Session {
-    /// A registry record; `tcp`: the sockets of a tcp route's connection.
-    pub(super) fn new(
-        ctx: &WorkerCtx,
-        id: String,
-        n: u64,
-        route: &Arc<LiveRoute>,
-        client: SocketAddr,
-        limit: u64,
-        tcp: Option<(RawFd, RawFd)>,
-    ) -> Session {
-        Session {
-            id,
-            n,
-            route: route.clone(),
-            client,
-            connected_at: unix_ms(),
-            user: RefCell::default(),
-            channels: RefCell::default(),
-            settings: RefCell::default(),
-            stats: Cell::new(Stats {
-                last_activity_ms: ctx.now_ms(),
-                ..Stats::default()
-            }),
-            limit,
-            queue: RefCell::new(VecDeque::new()),
-            queued: Cell::new(0),
-            ping_wanted: Cell::new(false),
-            close: RefCell::new(None),
-            close_at_ms: Cell::new(0),
-            drain_at_ms: Cell::new(0),
-            notify: Notify::default(),
-            watch: Notify::default(),
-            tcp,
-        }
-    }
-
-    /// Why a close was requested, if one was.
-    pub(super) fn requested_close(&self) -> Option<Reason> {
-        self.close.borrow().as_ref().map(|c| c.2)
-    }
-
-    /// Whether this is a tcp route's session (list and close only).
-    pub fn is_tcp(&self) -> bool {
-        self.tcp.is_some()
-    }
-
-    fn update(&self, f: impl FnOnce(&mut Stats)) {
-        let mut s = self.stats.get();
-        f(&mut s);
-        self.stats.set(s);
-    }
-
-    /// Whether a close was requested (then pushes are refused).
-    pub fn closing(&self) -> bool {
-        self.close.borrow().is_some()
-    }
-
-    /// Queues a whole frame for the client; false when refused (the
-    /// session is closing, or the queue would pass `send_queue`: then the
-    /// session closes with 1008 as a slow consumer).
-    pub fn push(&self, frame: &Bytes, c: &RouteCounters) -> bool {
-        if self.closing() || self.is_tcp() {
-            c.dropped.add(1);
-            return false;
-        }
-        let len = frame.len() as u64;
-        if self.queued.get() + len > self.limit {
-            c.dropped.add(1);
-            self.request_close(frame::CLOSE_POLICY, "send queue full", Reason::SlowConsumer);
-            return false;
-        }
-        self.queued.set(self.queued.get() + len);
-        self.queue.borrow_mut().push_back(frame.clone());
-        self.update(|s| s.pushed += 1);
-        c.pushed.add(1);
-        self.notify.notify();
-        true
-    }
-
-    /// Schedules a 1001 at `at_ms` (coarse clock): the session's route was
-    /// removed by a reload.
-    pub fn drain_at(&self, at_ms: u64) {
-        if self.drain_at_ms.get() == 0 {
-            self.drain_at_ms.set(at_ms.max(1));
-            self.watch.notify();
-        }
-    }
-
-    /// Asks for a close frame to the client (the first request wins).
-    pub fn request_close(&self, code: u16, reason: &str, why: Reason) {
-        let mut c = self.close.borrow_mut();
-        if c.is_some() {
-            return;
-        }
-        *c = Some((code, reason.to_string(), why));
-        drop(c);
-        if let Some((client, upstream)) = self.tcp {
-            // A tcp tunnel has no frame to say it with: both sockets are
-            // shut down, the tunnel sees the ends and finishes as usual.
-            let _ = sys::shutdown_both(client);
-            let _ = sys::shutdown_both(upstream);
-            return;
-        }
-        self.close_at_ms.set(crate::shared::epoch_ms());
-        self.notify.notify();
-        self.watch.notify();
-    }
-}
 
 /// What the worker needs to run a session.
 pub struct Conn<'a> {
@@ -356,6 +170,8 @@ impl Drive<'_> {
                 r = &mut watch => break r,
             }
         };
+        // The sockets close after this: no push may write to them any more.
+        self.s.direct.set(-1);
         // A requested close names the end, whichever side noticed it last.
         let close = self.s.close.borrow().clone();
         match close {
@@ -490,6 +306,9 @@ impl Drive<'_> {
         let (client, backend) = (self.c.client, self.c.backend);
         let mut r = FrameReader::new(Role::Server, self.rsv, u64::MAX);
         let mut server_closed = false;
+        // Pushes may be written by the hub directly (plain TCP clients only:
+        // a TLS client's records are written by this future alone).
+        let direct = client.splices();
         // One readiness wait kept across wake-ups: a push that wakes this
         // loop must not cancel and re-submit it (on io_uring a PollAdd
         // cancel and a new PollAdd per push).
@@ -589,10 +408,28 @@ impl Drive<'_> {
             if buf.capacity() > 0 {
                 ctx.bufs.put(std::mem::take(&mut buf));
             }
-            monoio::select! {
+            // Parked between two backend messages with everything sent: a
+            // push may go straight to the client (see `Session::push`).
+            if direct && r.at_message_boundary() && !server_closed {
+                self.s.direct.set(client.stream.as_raw_fd());
+            }
+            let pushed = monoio::select! {
                 // A readiness error shows in the recv below.
-                _ = &mut readable => readable.set(backend.readable(false)),
-                _ = self.s.notify.notified() => continue,
+                _ = &mut readable => {
+                    readable.set(backend.readable(false));
+                    false
+                }
+                _ = self.s.notify.notified() => true,
+            };
+            self.s.direct.set(-1);
+            if pushed {
+                continue;
+            }
+            // What a push left half-sent goes before any backend byte.
+            if r.at_frame_boundary() && self.has_work(&r, server_closed) {
+                if let Some(reason) = self.flush(&r, server_closed).await {
+                    return reason;
+                }
             }
             buf = ctx.bufs.take();
             match sys::recv_append(backend.as_raw_fd(), &mut buf, BUF_SIZE) {
