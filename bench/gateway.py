@@ -306,15 +306,25 @@ def idle_case(port, pid, n, wsload=None):
     return (after - before) * 1024 / n
 
 
-def broadcast_case(api, gw, n, rounds, rm_pid, wsload=None):
+def broadcast_case(api, gw, n, rounds, rm_pid, wsload=None, client="raw"):
     if wsload:
         cpu0 = cpu_secs(rm_pid)
-        out = subprocess.run([wsload, "broadcast", "-url", f"ws://127.0.0.1:{gw}/ws",
+        ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        p = subprocess.Popen([wsload, "broadcast", "-url", f"ws://127.0.0.1:{gw}/ws",
                               "-api", f"http://127.0.0.1:{api}", "-n", str(n), "-rounds", str(rounds),
-                              "-size", "100"], stdout=subprocess.PIPE, text=True, check=True)
+                              "-size", "100", "-client", client], stdout=subprocess.PIPE, text=True)
+        stdout, _ = p.communicate()
+        if p.returncode != 0:
+            raise SystemExit(f"wsload broadcast failed ({p.returncode})")
+        out = subprocess.CompletedProcess(p.args, 0, stdout)
         res = json.loads(out.stdout)
         # The CPU also covers the n sessions' set-up: an upper bound.
         cpu = (cpu_secs(rm_pid) - cpu0) / rounds * 1000
+        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        ccpu = (ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime) / rounds * 1000
+        rounds_cpu = res.get("client_cpu_ms_per_round")
+        print(f"broadcast: clients' CPU {ccpu:.1f} ms per broadcast (set-up included)"
+              + (f", {rounds_cpu:.1f} ms per round without it" if rounds_cpu is not None else ""), flush=True)
         return res["p50_ms"], res["p99_ms"], res["api_p50_ms"], cpu
     procs, pipes = [], []
     k = 4
@@ -381,6 +391,7 @@ def main():
     ap.add_argument("--wsload", default="", help="Go load generator (default: bench/wsload, built if missing; none: Python)")
     ap.add_argument("--broadcasts", type=int, default=20)
     ap.add_argument("--broadcast-workers", type=int, default=1, help="ringmesh workers in the broadcast case")
+    ap.add_argument("--client", default="raw", help="wsload broadcast clients: raw (epoll loops) or lib (goroutine per connection)")
     ap.add_argument("--cases", default="idle,broadcast,echo")
     a = ap.parse_args()
     raise_nofile()
@@ -415,8 +426,8 @@ def main():
         if "broadcast" in cases:
             api, gw, tunnel = free_port(), free_port(), free_port()
             rm = start_ringmesh(a.bin, tmp, api, gw, tunnel, be, a.broadcast_workers)
-            p50, p99, ans, cpu = broadcast_case(api, gw, a.sessions, a.broadcasts, rm.pid, wsload)
-            who = "Go clients (bench/wsload)" if wsload else "Python clients: client-bound"
+            p50, p99, ans, cpu = broadcast_case(api, gw, a.sessions, a.broadcasts, rm.pid, wsload, a.client)
+            who = f"Go clients (bench/wsload, {a.client})" if wsload else "Python clients: client-bound"
             sessions = a.sessions if wsload else a.sessions // 4 * 4
             out.append(f"broadcast 100 B to {sessions} sessions ({a.broadcast_workers} worker(s)), POST -> last receipt over "
                        f"{a.broadcasts} rounds: p50 {p50:.1f} ms, p99 {p99:.1f} ms ({who}); "

@@ -167,6 +167,19 @@ impl Session {
     /// before anything else when it wakes, so order holds and no frame
     /// goes inside a backend message.
     pub fn push(&self, frame: &Bytes, c: &RouteCounters) -> bool {
+        if !self.admit(frame, c) {
+            return false;
+        }
+        self.deliver(frame, c);
+        true
+    }
+
+    /// The first half of [`Session::push`]: whether the frame is taken
+    /// (counted dropped, or a slow consumer's close requested, when not).
+    /// An admitted frame must be [`Session::deliver`]ed before the worker
+    /// yields; a broadcast admits every target, answers the API, then
+    /// delivers.
+    pub fn admit(&self, frame: &Bytes, c: &RouteCounters) -> bool {
         if self.closing() || self.is_tcp() {
             c.dropped.add(1);
             return false;
@@ -177,6 +190,12 @@ impl Session {
             self.request_close(frame::CLOSE_POLICY, "send queue full", Reason::SlowConsumer);
             return false;
         }
+        true
+    }
+
+    /// The second half of [`Session::push`]: sends or queues an admitted
+    /// frame.
+    pub fn deliver(&self, frame: &Bytes, c: &RouteCounters) {
         let mut frame = std::borrow::Cow::Borrowed(frame);
         let fd = self.direct.get();
         if fd >= 0 && self.queue.borrow().is_empty() {
@@ -187,7 +206,7 @@ impl Session {
                         s.bytes_out += n as u64;
                     });
                     c.pushed.add(1);
-                    return true;
+                    return;
                 }
                 Ok(n) => {
                     // The rest must reach the client before anything else.
@@ -206,7 +225,6 @@ impl Session {
         self.update(|s| s.pushed += 1);
         c.pushed.add(1);
         self.notify.notify();
-        true
     }
 
     /// Schedules a 1001 at `at_ms` (coarse clock): the session's route was

@@ -21,7 +21,9 @@
 //! spliced on its side.
 
 use std::cell::{Cell, RefCell};
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
@@ -75,34 +77,60 @@ pub struct Conn<'a> {
 
 /// Runs a session until it ends; `early_up` are client bytes that came
 /// behind the upgrade request.
-pub async fn run(c: Conn<'_>, p: Pending, early_up: Vec<u8>) {
-    let ctx = c.ctx;
-    let Some(slot) = c.route.slots.get(ctx.id) else {
-        return;
-    };
-    let cfg = c.route.cfg.gateway.unwrap_or_default();
-    // Built in a block: the record's storage ends here, not in the future.
-    let s = Rc::new({
-        let mut s = Session::new(ctx, p.id, p.n, c.route, c.peer, cfg.send_queue, None);
-        s.user = RefCell::new(p.user);
-        s.channels = RefCell::new(p.channels);
-        s.settings = RefCell::new(p.settings);
-        s
+///
+/// Not an `async fn`: its arguments (the pending binding, a few hundred
+/// bytes) would stay in the future for the session's whole life. The record
+/// is built here, synchronously; the future keeps only what it drives with.
+pub fn run<'a>(c: Conn<'a>, p: Box<Pending>, early_up: Vec<u8>) -> impl Future<Output = ()> + 'a {
+    // The box is freed here (moved out of, it would live as long as the
+    // future that holds it).
+    let mut opened = open(&c, *p).map(|(s, cfg, rsv, early_down)| {
+        let now = c.ctx.now_ms();
+        let d = Drive {
+            c,
+            s,
+            cfg,
+            rsv,
+            last_frame: Cell::new(now),
+            client_closed_ms: Cell::new(0),
+            up_boundary: Cell::new(true),
+        };
+        (d, early_down)
     });
+    async move {
+        // Used in place: moved out, it would take its size twice.
+        let Some((d, early_down)) = &mut opened else {
+            return;
+        };
+        let reason = d.drive(std::mem::take(early_down), early_up).await;
+        closed(&d.c, &d.s, reason);
+    }
+}
+
+/// The session's record, registered; its settings, RSV bits and the backend
+/// bytes that came behind the 101.
+fn open(c: &Conn<'_>, p: Pending) -> Option<(Rc<Session>, Gateway, u8, Vec<u8>)> {
+    let ctx = c.ctx;
+    let slot = c.route.slots.get(ctx.id)?;
+    let cfg = c.route.cfg.gateway.unwrap_or_default();
+    let mut s = Session::new(ctx, p.id, p.n, c.route, c.peer, cfg.send_queue, None);
+    s.user = RefCell::new(p.user);
+    s.channels = RefCell::new(p.channels);
+    s.settings = RefCell::new(p.settings);
+    let s = Rc::new(s);
     ctx.sessions.insert(s.clone());
     slot.gateway.opened.add(1);
     tracing::debug!(id = %s.id, route = %c.route.cfg.name, peer = %c.peer, "session opened");
-    let d = Drive {
-        c: &c,
-        s: &s,
-        cfg,
-        rsv: p.rsv_allowed,
-        last_frame: Cell::new(ctx.now_ms()),
-        client_closed_ms: Cell::new(0),
-        up_boundary: Cell::new(true),
-    };
-    let reason = d.drive(p.early, early_up).await;
+    Some((s, cfg, p.rsv_allowed, p.early))
+}
+
+/// Unregisters a session that ended and counts how.
+fn closed(c: &Conn<'_>, s: &Session, reason: Reason) {
+    let ctx = c.ctx;
     ctx.sessions.remove(s.n);
+    let Some(slot) = c.route.slots.get(ctx.id) else {
+        return;
+    };
     if let Some(c) = slot.gateway.closed.get(reason as usize) {
         c.add(1);
     }
@@ -131,8 +159,8 @@ enum UpEnd {
 }
 
 struct Drive<'a> {
-    c: &'a Conn<'a>,
-    s: &'a Session,
+    c: Conn<'a>,
+    s: Rc<Session>,
     cfg: Gateway,
     rsv: u8,
     last_frame: Cell<u64>,
@@ -356,7 +384,7 @@ impl Drive<'_> {
                             return Reason::Client;
                         }
                         start = pos;
-                        if let Some(reason) = self.flush(&r, server_closed).await {
+                        if let Some(reason) = self.flush_boxed(&r, server_closed).await {
                             ctx.bufs.put(buf);
                             return reason;
                         }
@@ -397,8 +425,8 @@ impl Drive<'_> {
                     Err(SpliceError::Dst(_)) => return Reason::Client,
                 }
             }
-            if r.at_frame_boundary() {
-                if let Some(reason) = self.flush(&r, server_closed).await {
+            if r.at_frame_boundary() && self.has_work(&r, server_closed) {
+                if let Some(reason) = self.flush_boxed(&r, server_closed).await {
                     if buf.capacity() > 0 {
                         ctx.bufs.put(buf);
                     }
@@ -427,7 +455,7 @@ impl Drive<'_> {
             }
             // What a push left half-sent goes before any backend byte.
             if r.at_frame_boundary() && self.has_work(&r, server_closed) {
-                if let Some(reason) = self.flush(&r, server_closed).await {
+                if let Some(reason) = self.flush_boxed(&r, server_closed).await {
                     return reason;
                 }
             }
@@ -491,6 +519,17 @@ impl Drive<'_> {
         self.s.closing()
             || self.s.ping_wanted.get()
             || (r.at_message_boundary() && !self.s.queue.borrow().is_empty())
+    }
+
+    /// [`Drive::flush`] in its own allocation: the down future waits in
+    /// every idle session, a flush (queued pushes, a ping, the close) is
+    /// occasional.
+    fn flush_boxed<'b>(
+        &'b self,
+        r: &'b FrameReader,
+        server_closed: bool,
+    ) -> Pin<Box<dyn Future<Output = Option<Reason>> + 'b>> {
+        Box::pin(self.flush(r, server_closed))
     }
 
     /// Sends ringmesh's frames allowed here (the stream to the client is at

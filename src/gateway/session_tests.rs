@@ -35,3 +35,19 @@ fn session_task_size() {
     assert!(send <= 96, "send_all future grew to {send} B");
     assert!(session <= 448, "Session grew to {session} B");
 }
+
+#[test]
+fn session_part_sizes() {
+    eprintln!(
+        "drive {} B, up {} B, down {} B, watch {} B, flush {} B",
+        fut_size3(super::Drive::drive),
+        fut_size2(super::Drive::up),
+        fut_size2(super::Drive::down),
+        fut_size1(super::Drive::watch),
+        fut_size3(super::Drive::flush),
+    );
+}
+
+fn fut_size1<A, F: Future>(_: impl FnOnce(A) -> F) -> usize {
+    std::mem::size_of::<F>()
+}
