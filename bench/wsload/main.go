@@ -53,6 +53,7 @@ func main() {
 	timeout := fs.Duration("timeout", 30*time.Second, "bound on every wait")
 	client := fs.String("client", "raw", "broadcast clients: raw (epoll loops, see raw.go) or lib (a coder/websocket reader goroutine per connection)")
 	loops := fs.Int("loops", 1, "epoll loops (OS threads) of the raw clients")
+	proxyPid := fs.Int("pid", 0, "the proxy's pid: its CPU over the rounds is reported (raw clients)")
 	_ = fs.Parse(os.Args[2:])
 	if *url == "" {
 		fail("-url is required")
@@ -65,7 +66,7 @@ func main() {
 			fail("-api is required")
 		}
 		if *client == "raw" {
-			broadcastRaw(*url, *api, *n, *rounds, *size, *conc, *loops, *timeout)
+			broadcastRaw(*url, *api, *n, *rounds, *size, *conc, *loops, *proxyPid, *timeout)
 		} else {
 			broadcast(*url, *api, *n, *rounds, *size, *conc, *timeout)
 		}
@@ -250,7 +251,7 @@ func pct(v []float64, q float64) float64 {
 	return s[i]
 }
 
-func broadcastRaw(url, api string, n, rounds, size, conc, loops int, timeout time.Duration) {
+func broadcastRaw(url, api string, n, rounds, size, conc, loops, pid int, timeout time.Duration) {
 	conns := rawOpen(url, n, conc)
 	st := &roundStats{
 		count: make([]atomic.Int64, rounds),
@@ -265,7 +266,7 @@ func broadcastRaw(url, api string, n, rounds, size, conc, loops int, timeout tim
 	stop := make(chan struct{})
 	rawRead(conns, loops, st.receipt, stop)
 	time.Sleep(time.Second)
-	cpu0 := cpuSelf()
+	cpu0, pcpu0 := cpuSelf(), cpuOf(pid)
 	client := &http.Client{Timeout: timeout}
 	lat := make([]float64, 0, rounds)
 	answers := make([]float64, 0, rounds)
@@ -304,6 +305,7 @@ func broadcastRaw(url, api string, n, rounds, size, conc, loops int, timeout tim
 	}
 	// Over the rounds only (not the set-up), the 200 ms pauses included.
 	cpuRounds := (cpuSelf() - cpu0) / float64(rounds)
+	proxyRounds := (cpuOf(pid) - pcpu0) / float64(rounds)
 	close(stop)
 	for _, c := range conns {
 		_ = syscall.Close(c.fd)
@@ -314,6 +316,7 @@ func broadcastRaw(url, api string, n, rounds, size, conc, loops int, timeout tim
 		"size":                    size,
 		"client":                  "raw",
 		"client_cpu_ms_per_round": cpuRounds,
+		"proxy_cpu_ms_per_round":  proxyRounds,
 		"p50_ms":                  pct(lat, 0.50),
 		"p99_ms":                  pct(lat, 0.99),
 		"max_ms":                  pct(lat, 1),
@@ -331,4 +334,22 @@ func cpuSelf() float64 {
 	}
 	tv := func(t syscall.Timeval) float64 { return float64(t.Sec)*1000 + float64(t.Usec)/1000 }
 	return tv(ru.Utime) + tv(ru.Stime)
+}
+
+// cpuOf is process pid's user+system CPU time so far, in ms (0 without a pid).
+func cpuOf(pid int) float64 {
+	if pid <= 0 {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseFloat(f[11], 64)
+	s, _ := strconv.ParseFloat(f[12], 64)
+	return (u + s) * 10 // clock ticks of 10 ms
 }

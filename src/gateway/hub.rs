@@ -368,7 +368,11 @@ fn run(ctx: &WorkerCtx, cmd: Command) {
             // client sockets, see `Session::push`).
             let mut admitted = Vec::with_capacity(targets.len());
             for s in targets {
-                let Some(ok) = s.route.slots.get(ctx.id).map(|slot| s.admit(&frame, &slot.gateway))
+                let Some(ok) = s
+                    .route
+                    .slots
+                    .get(ctx.id)
+                    .map(|slot| s.admit(&frame, &slot.gateway))
                 else {
                     continue;
                 };

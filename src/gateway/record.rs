@@ -256,4 +256,3 @@ impl Session {
         self.watch.notify();
     }
 }
-

@@ -23,9 +23,9 @@
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::io;
-use std::pin::Pin;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,6 +81,9 @@ pub struct Conn<'a> {
 /// Not an `async fn`: its arguments (the pending binding, a few hundred
 /// bytes) would stay in the future for the session's whole life. The record
 /// is built here, synchronously; the future keeps only what it drives with.
+// Boxed on purpose: taken by value, the caller's box would live as long as
+// the caller's future (see `http::upgrade::session`).
+#[allow(clippy::boxed_local)]
 pub fn run<'a>(c: Conn<'a>, p: Box<Pending>, early_up: Vec<u8>) -> impl Future<Output = ()> + 'a {
     // The box is freed here (moved out of, it would live as long as the
     // future that holds it).
