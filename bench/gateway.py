@@ -282,6 +282,21 @@ def find_wsload(arg):
     return path
 
 
+def wait_fds_below(pid, limit=200, secs=60):
+    """Waits (bounded) until process `pid` holds fewer than `limit` fds: the
+    backend still closing the previous candidate's connections would
+    otherwise hit the 20,000 fd limit with the next one's (nginx then
+    resets handshakes near 9,400 sessions)."""
+    end = time.time() + secs
+    while time.time() < end:
+        try:
+            if len(os.listdir(f"/proc/{pid}/fd")) < limit:
+                return
+        except OSError:
+            return
+        time.sleep(0.2)
+
+
 def idle_case(port, pid, n, wsload=None):
     """RSS growth of `pid` per idle session opened to `port`."""
     if wsload:
@@ -414,10 +429,12 @@ def main():
             g = idle_case(gw, rm.pid, a.sessions, wsload)
             stop(rm)
             api, gw, tunnel = free_port(), free_port(), free_port()
+            wait_fds_below(bproc.pid)
             rm = start_ringmesh(a.bin, tmp, api, gw, tunnel, be)
             t = idle_case(tunnel, rm.pid, a.sessions, wsload)
             stop(rm)
             rm = None
+            wait_fds_below(bproc.pid)
             nproc, worker = start_nginx(tmp, ng, be)
             try:
                 n = idle_case(ng, worker, a.sessions, wsload)
