@@ -7,7 +7,9 @@
 //! - **down** (backend -> client): frames are walked and forwarded
 //!   unchanged; ringmesh's own frames (queued pushes, the heartbeat ping,
 //!   a close) go in only where the reader says it is allowed: data between
-//!   messages, control frames between frames.
+//!   messages, control frames between frames. While it waits between two
+//!   messages with nothing queued, a push is written to the client socket
+//!   by the worker's hub task directly ([`Session::push`]).
 //! - **watch**: heartbeat (ping after `heartbeat` of client silence, close
 //!   1001 after `heartbeat_timeout`), drain (1001 just before the grace
 //!   ends), and the bound on how long a requested close may take.
