@@ -475,7 +475,13 @@ impl Conn {
             Outcome::Session(st) => {
                 // Apart from the request's future, which is gone by now: an
                 // idle session holds only its own state.
-                super::upgrade::session(&self.ctx, &self.client, *st).await;
+                // The start's box is freed before the session runs (a box
+                // moved out of lives until its scope ends).
+                let session = {
+                    let st = st;
+                    super::upgrade::session(&self.ctx, &self.client, *st)
+                };
+                session.await;
             }
         }
     }
@@ -874,6 +880,7 @@ pub(crate) fn debug_sizes() -> Vec<(&'static str, usize)> {
             size_of::<crate::worker::timer::CoarseSleep<'static>>(),
         ),
         ("run", fut2m(Conn::run)),
+        ("end", fut2m(Conn::end)),
     ]
 }
 
