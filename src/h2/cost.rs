@@ -145,3 +145,32 @@ fn allocations_per_stream() {
     // A regression guard, far above what is measured (see the module doc).
     assert!(per < 60.0, "{per} allocations per stream");
 }
+
+fn fut_size4<A, B, C, D, F: std::future::Future>(_: impl FnOnce(A, B, C, D) -> F) -> usize {
+    std::mem::size_of::<F>()
+}
+
+/// The task spawned per stream is moved into its allocation when spawned
+/// (a copy of the whole future): its size is a per-stream cost.
+#[test]
+fn stream_task_size() {
+    let n = fut_size4(super::proxy::stream);
+    println!("h2 stream task future: {n} B");
+    println!("parts: {:?}", super::proxy::debug_sizes());
+}
+
+#[test]
+fn stream_part_sizes() {
+    use std::mem::size_of;
+    println!(
+        "Record {} Pending {} Edits {} Parts {} RecvStream {} SendResponse {} Upstream {} Io {}",
+        size_of::<super::record::Record<'static>>(),
+        size_of::<crate::accesslog::Pending>(),
+        size_of::<crate::filter::Edits>(),
+        size_of::<http::request::Parts>(),
+        size_of::<h2::RecvStream>(),
+        size_of::<h2::server::SendResponse<Bytes>>(),
+        size_of::<crate::proxy::connect::Upstream<'static>>(),
+        size_of::<crate::http::io::Io<'static>>(),
+    );
+}

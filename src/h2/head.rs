@@ -166,10 +166,23 @@ fn nominated(buf: &[u8], headers: &[HeaderSpan], name: &[u8]) -> bool {
 /// allocation per field; names outside `http`'s standard set allocate).
 pub fn response(buf: &[u8], head: &ResponseHead, spans: &[HeaderSpan]) -> http::Response<()> {
     let raw = bytes::Bytes::copy_from_slice(buf.get(..head.head_len).unwrap_or(buf));
+    response_from(&raw, head, spans)
+}
+
+/// [`response`] from bytes already copied (the head, and whatever followed
+/// it: the proxy copies a small response once, head and body together).
+pub fn response_from(
+    raw: &bytes::Bytes,
+    head: &ResponseHead,
+    spans: &[HeaderSpan],
+) -> http::Response<()> {
+    let buf = &raw[..];
     let mut resp = http::Response::new(());
     *resp.status_mut() =
         http::StatusCode::from_u16(head.status).unwrap_or(http::StatusCode::BAD_GATEWAY);
     let spans = head.headers(spans);
+    // Sized once: growing from empty rehashes as the fields go in.
+    *resp.headers_mut() = HeaderMap::with_capacity(spans.len());
     let other = head.connection.other;
     let h = resp.headers_mut();
     for s in spans {
