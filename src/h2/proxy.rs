@@ -421,14 +421,22 @@ impl Exchange<'_> {
         // Nothing to upload: the stream has the socket to itself, so its
         // reads are io_uring ops (no readiness wait, no EAGAIN first).
         let cancel = Cancel::default();
-        let mut io = up.io(&cancel);
-        io.write_all(buf, 0..len, self.stall)
-            .await
-            .map_err(Fail::Early)?;
-        self.slot.bytes_in.add(len as u64);
-        buf.clear();
-        let done = std::cell::Cell::new(Up::Done);
-        self.download(&mut io, respond, buf, &done).await
+        let r = async {
+            let mut io = up.io(&cancel);
+            io.write_all(buf, 0..len, self.stall)
+                .await
+                .map_err(Fail::Early)?;
+            self.slot.bytes_in.add(len as u64);
+            buf.clear();
+            let done = std::cell::Cell::new(Up::Done);
+            self.download(&mut io, respond, buf, &done).await
+        }
+        .await;
+        // No op is in flight now (each was awaited, or dropped and so
+        // dissociated): the canceller goes back to the worker's free list
+        // for the next stream, instead of two allocations per stream.
+        cancel.release();
+        r
     }
 
     /// [`Self::exchange`] for a request with a body: upload and download
