@@ -126,6 +126,8 @@ def main():
     ap.add_argument("--duration", type=float, default=5)
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--load", choices=("go", "python"), default="go")
+    ap.add_argument("--proxy-cpu", default="0",
+                    help="CPU ringmesh is pinned to (Go load: server and client on CPU 1); 1 puts all on one CPU")
     ap.add_argument("--io", choices=("uring", "epoll"), default=None, help="ringmesh's I/O driver (default: its own)")
     ap.add_argument("--tls", action="store_true", help="also an h2 (TLS) client to ringmesh (Go load only)")
     a = ap.parse_args()
@@ -169,7 +171,7 @@ def main():
         if a.io:
             cmd += ["--io", a.io]
         if go:
-            cmd = ["taskset", "-c", "0"] + cmd
+            cmd = ["taskset", "-c", a.proxy_cpu] + cmd
         rm = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "rm.log"), "w"))
         procs.append(rm)
         if not wait_port(rport) or (tls and not wait_port(tport)):
