@@ -150,7 +150,7 @@ pub fn serve_with(
         if conn.spec == usize::MAX {
             return;
         }
-        match Box::pin(conn.start(&live)).await {
+        match crate::worker::boxed(|| conn.start(&live)).await {
             Started::Http1 => {}
             Started::Done => return,
             Started::H2 => return Box::pin(conn.into_h2_tls(live)).await,
@@ -452,14 +452,16 @@ impl Conn {
             // timers, bodies) takes a few KiB of state; inline it would be
             // part of every idle connection's task as well. One allocation
             // per request instead, and an idle connection's task stays small.
-            let outcome = Box::pin(self.request(live, deadline)).await;
+            // Built in place: `Box::pin(f)` built the 8 KiB future on the
+            // stack and copied all of it into the box on every request.
+            let outcome = crate::worker::boxed(|| self.request(live, deadline)).await;
             if let Outcome::KeepAlive(d) = outcome {
                 (first, idle) = (false, d);
                 continue;
             }
             // One boxed future for every ending: each await point here is
             // a slot in this future, which is most of an idle connection.
-            Box::pin(self.end(outcome)).await;
+            crate::worker::boxed(|| self.end(outcome)).await;
             return None;
         }
     }
@@ -473,7 +475,13 @@ impl Conn {
             Outcome::Session(st) => {
                 // Apart from the request's future, which is gone by now: an
                 // idle session holds only its own state.
-                super::upgrade::session(&self.ctx, &self.client, *st).await;
+                // The start's box is freed before the session runs (a box
+                // moved out of lives until its scope ends).
+                let session = {
+                    let st = st;
+                    super::upgrade::session(&self.ctx, &self.client, *st)
+                };
+                session.await;
             }
         }
     }
@@ -872,6 +880,7 @@ pub(crate) fn debug_sizes() -> Vec<(&'static str, usize)> {
             size_of::<crate::worker::timer::CoarseSleep<'static>>(),
         ),
         ("run", fut2m(Conn::run)),
+        ("end", fut2m(Conn::end)),
     ]
 }
 
