@@ -46,11 +46,14 @@ const READ_CHUNK: usize = 16 * 1024;
 pub struct ConnShared {
     pub ctx: Rc<WorkerCtx>,
     pub peer: SocketAddr,
+    /// The client's address as text (X-Forwarded-For), formatted once.
+    pub peer_ip: Box<str>,
     pub listen: SocketAddr,
     /// `Some` on TLS connections (ALPN `h2`): the 421 rule applies.
     pub tls: Option<super::TlsInfo>,
-    /// The config the connection serves; refreshed per stream after a reload.
-    pub live: RefCell<(u64, Arc<Live>)>,
+    /// The config the connection serves, refreshed per stream after a
+    /// reload, and our listener's index in it once looked up.
+    pub live: RefCell<(u64, Arc<Live>, Option<usize>)>,
     /// Counted closed when the connection and its last stream are gone.
     pub guard: RefCell<ConnGuard>,
 }
@@ -61,11 +64,17 @@ impl ConnShared {
         let gen = self.ctx.generation();
         let mut cur = self.live.borrow_mut();
         if cur.0 != gen {
-            *cur = (gen, self.ctx.live());
+            *cur = (gen, self.ctx.live(), None);
         }
-        let live = cur.1.clone();
-        let i = *live.by_listen.get(&self.listen)?;
-        Some((live, i))
+        let i = match cur.2 {
+            Some(i) => i,
+            None => {
+                let i = *cur.1.by_listen.get(&self.listen)?;
+                cur.2 = Some(i);
+                i
+            }
+        };
+        Some((cur.1.clone(), i))
     }
 
     pub(super) fn counters(&self) -> &H2Counters {
@@ -181,7 +190,7 @@ async fn serve(
         _ => None,
     };
     let fwd = h2head::Forwarded {
-        client_ip: conn.peer.ip(),
+        client_ip: &conn.peer_ip,
         https: conn.tls.is_some(),
         client_cert,
     };

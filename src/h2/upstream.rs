@@ -350,7 +350,7 @@ impl Forward<'_> {
                 xff.push_str(", ");
             }
         }
-        xff.push_str(&self.conn.peer.ip().to_string());
+        xff.push_str(&self.conn.peer_ip);
         if let Ok(v) = http::HeaderValue::from_str(&xff) {
             h.insert("x-forwarded-for", v);
         }
