@@ -151,26 +151,17 @@ fn fut_size4<A, B, C, D, F: std::future::Future>(_: impl FnOnce(A, B, C, D) -> F
 }
 
 /// The task spawned per stream is moved into its allocation when spawned
-/// (a copy of the whole future): its size is a per-stream cost.
+/// (two copies of the whole future): its size is a per-stream cost.
+/// Measured (debug build): 4,736 B (8,064 B before the h2c, upload and
+/// chunked paths were boxed and the header spans moved to a worker
+/// scratch). A bound with some slack, so a change that puts a large value
+/// or a runtime `Sleep` (640 B) back into every stream's task shows here.
 #[test]
 fn stream_task_size() {
     let n = fut_size4(super::proxy::stream);
-    println!("h2 stream task future: {n} B");
-    println!("parts: {:?}", super::proxy::debug_sizes());
-}
-
-#[test]
-fn stream_part_sizes() {
-    use std::mem::size_of;
     println!(
-        "Record {} Pending {} Edits {} Parts {} RecvStream {} SendResponse {} Upstream {} Io {}",
-        size_of::<super::record::Record<'static>>(),
-        size_of::<crate::accesslog::Pending>(),
-        size_of::<crate::filter::Edits>(),
-        size_of::<http::request::Parts>(),
-        size_of::<h2::RecvStream>(),
-        size_of::<h2::server::SendResponse<Bytes>>(),
-        size_of::<crate::proxy::connect::Upstream<'static>>(),
-        size_of::<crate::http::io::Io<'static>>(),
+        "h2 stream task future: {n} B; parts {:?}",
+        super::proxy::debug_sizes()
     );
+    assert!(n <= 5_120, "the h2 stream task grew to {n} B");
 }
