@@ -13,9 +13,17 @@ the server directly and through ringmesh, and prints p50/p99/p99.9 and the
 difference. Every process it starts is stopped by PID. Loopback only.
 
   python3 bench/grpc_p99.py [--bin target/release/ringmesh] [--rate 1000] [--duration 5] [--reps 2]
+                            [--load go|python] [--tls]
 
-The client is Python (grpcio): its own cost per call is of the order of the
-figure measured, so compare the two columns of the same run only.
+--load go (the default): server and client are bench/grpcload (Go,
+google.golang.org/grpc, raw-bytes codec; `go build` on first use through the
+Go module proxy); the client starts each call in its own goroutine, so it is
+open loop for real and its own jitter is tens of microseconds. Pinned: the
+server and client on CPU 1, ringmesh on CPU 0. --tls adds a third target:
+an h2 (TLS, ALPN) client to ringmesh, which forwards over h2c.
+--load python: the grpcio peer of tests/fixtures/grpc_peer.py and a
+sequential Python client, whose own jitter (milliseconds) swamps the
+figure: compare the two columns of the same run only.
 """
 
 import argparse
@@ -53,6 +61,41 @@ def pct(xs, p):
     return xs[min(len(xs) - 1, int(len(xs) * p))]
 
 
+def find_grpcload():
+    """bench/grpcload/grpcload, built with `go build` if missing."""
+    src = os.path.join(HERE, "grpcload")
+    path = os.path.join(src, "grpcload")
+    if not os.path.exists(path):
+        r = subprocess.run(["go", "build", "-o", "grpcload", "."], cwd=src)
+        if r.returncode != 0 or not os.path.exists(path):
+            raise SystemExit("go build of bench/grpcload failed (or pass --load python)")
+    return path
+
+
+def run_go(tool, port, rate, duration, tls=False):
+    """(calls, errors, p50, p99, p99.9) in us, from one grpcload run."""
+    cmd = ["taskset", "-c", "1", tool, "load", "-addr", f"127.0.0.1:{port}",
+           "-rate", str(rate), "-duration", f"{duration}s"]
+    if tls:
+        cmd.append("-tls")
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
+    if out.returncode != 0:
+        raise SystemExit(f"grpcload failed: {out.stderr.strip()}")
+    r = json.loads(out.stdout)
+    if r.get("first_error"):
+        print(f"    first error: {r['first_error']}")
+    return r["calls"], r["errors"], r["p50_us"], r["p99_us"], r["p999_us"], r["sched_p99_us"]
+
+
+def make_cert(tmp):
+    key, crt = os.path.join(tmp, "key.pem"), os.path.join(tmp, "cert.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-nodes", "-keyout", key, "-out", crt, "-days", "2", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    return crt, key
+
+
 def run_load(grpc, port, rate, duration):
     ch = grpc.insecure_channel(f"127.0.0.1:{port}")
     call = ch.unary_unary("/t.T/Unary", request_serializer=lambda b: b, response_deserializer=lambda b: b)
@@ -82,40 +125,77 @@ def main():
     ap.add_argument("--rate", type=float, default=1000)
     ap.add_argument("--duration", type=float, default=5)
     ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--load", choices=("go", "python"), default="go")
+    ap.add_argument("--proxy-cpu", default="0",
+                    help="CPU ringmesh is pinned to (Go load: server and client on CPU 1); 1 puts all on one CPU")
+    ap.add_argument("--io", choices=("uring", "epoll"), default=None, help="ringmesh's I/O driver (default: its own)")
+    ap.add_argument("--tls", action="store_true", help="also an h2 (TLS) client to ringmesh (Go load only)")
     a = ap.parse_args()
-    import grpc  # pip install grpcio
+    go = a.load == "go"
+    if go:
+        tool = find_grpcload()
+    else:
+        import grpc  # pip install grpcio
 
     procs = []
     tmp = tempfile.mkdtemp()
     try:
-        gport, rport = free_port(), free_port()
-        server = subprocess.Popen([sys.executable, PEER, "server", str(gport), os.path.join(tmp, "c")],
-                                  stdout=subprocess.PIPE, text=True)
-        procs.append(server)
-        if server.stdout.readline().strip() != "ready":
-            sys.exit("grpc server did not start")
-        cfg = {"dashboard_port": "", "listen_host": "127.0.0.1", "workers": 1,
-               "routes": {str(rport): {"name": "grpc",
-                                       "backends": [{"internal_port": gport, "protocol": "h2c"}]}}}
+        rport, tport = free_port(), free_port()
+        if go:
+            server = subprocess.Popen(["taskset", "-c", "1", tool, "serve", "-addr", "127.0.0.1:0"],
+                                      stdout=subprocess.PIPE, text=True)
+            procs.append(server)
+            line = server.stdout.readline().split()
+            if not line or line[0] != "ready":
+                sys.exit("grpc server did not start")
+            gport = int(line[1].rsplit(":", 1)[1])
+        else:
+            gport = free_port()
+            server = subprocess.Popen([sys.executable, PEER, "server", str(gport), os.path.join(tmp, "c")],
+                                      stdout=subprocess.PIPE, text=True)
+            procs.append(server)
+            if server.stdout.readline().strip() != "ready":
+                sys.exit("grpc server did not start")
+        backends = [{"internal_port": gport, "protocol": "h2c"}]
+        routes = {str(rport): {"name": "grpc", "backends": backends}}
+        tls = go and a.tls
+        if tls:
+            crt, key = make_cert(tmp)
+            routes[str(tport)] = {"name": "grpc-tls", "backends": backends,
+                                  "tls": {"certificates": [{"cert": crt, "key": key}]}}
+        cfg = {"dashboard_port": "", "listen_host": "127.0.0.1", "workers": 1, "routes": routes}
         path = os.path.join(tmp, "ringmesh.json")
         with open(path, "w") as f:
             json.dump(cfg, f)
-        rm = subprocess.Popen([a.bin, "run", "--config", path, "--log", "warn"],
-                              stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "rm.log"), "w"))
+        cmd = [a.bin, "run", "--config", path, "--log", "warn"]
+        if a.io:
+            cmd += ["--io", a.io]
+        if go:
+            cmd = ["taskset", "-c", a.proxy_cpu] + cmd
+        rm = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "rm.log"), "w"))
         procs.append(rm)
-        if not wait_port(rport):
+        if not wait_port(rport) or (tls and not wait_port(tport)):
             sys.exit("ringmesh did not listen")
-        print(f"gRPC unary, {a.rate:.0f} req/s for {a.duration:.0f} s, latency from the scheduled time (us)")
-        print(f"{'rep':>3} {'target':<9} {'calls':>6} {'err':>4} {'p50':>8} {'p99':>8} {'p99.9':>8}")
+        client = "Go (bench/grpcload)" if go else "Python grpcio"
+        print(f"gRPC unary, {a.rate:.0f} req/s for {a.duration:.0f} s, {client} client, latency (us) "
+              f"from each call's start (Go) or scheduled time (Python); 'sched p99' from the schedule")
+        print(f"{'rep':>3} {'target':<13} {'calls':>6} {'err':>4} {'p50':>8} {'p99':>8} {'p99.9':>8} {'sched p99':>10}")
+        targets = [("direct", gport, False), ("ringmesh", rport, False)]
+        if tls:
+            targets.append(("ringmesh-tls", tport, True))
         for rep in range(1, a.reps + 1):
             res = {}
-            for name, port in (("direct", gport), ("ringmesh", rport)):
-                lat, err = run_load(grpc, port, a.rate, a.duration)
-                res[name] = lat
-                print(f"{rep:>3} {name:<9} {len(lat):>6} {err:>4} {pct(lat, .5) * 1e6:>8.0f} "
-                      f"{pct(lat, .99) * 1e6:>8.0f} {pct(lat, .999) * 1e6:>8.0f}")
-            added = (pct(res["ringmesh"], .99) - pct(res["direct"], .99)) * 1e6
-            print(f"{rep:>3} added p99: {added:.0f} us")
+            for name, port, t in targets:
+                if go:
+                    calls, err, p50, p99, p999, sp99 = run_go(tool, port, a.rate, a.duration, t)
+                else:
+                    lat, err = run_load(grpc, port, a.rate, a.duration)
+                    calls, p50, p99, p999 = len(lat), pct(lat, .5) * 1e6, pct(lat, .99) * 1e6, pct(lat, .999) * 1e6
+                    sp99 = p99
+                res[name] = p99
+                print(f"{rep:>3} {name:<13} {calls:>6} {err:>4} {p50:>8.0f} {p99:>8.0f} {p999:>8.0f} {sp99:>10.0f}")
+            for name, _, _ in targets[1:]:
+                print(f"{rep:>3} added p99 ({name}): {res[name] - res['direct']:.0f} us")
     finally:
         for p in procs:
             p.kill()

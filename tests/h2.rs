@@ -29,6 +29,7 @@ both_drivers!(
     slow_stream_does_not_stall_others,
     chunked_trailers_become_h2_trailers,
     floods_get_goaway_and_bounded_backend_requests,
+    pings_after_requests_are_no_flood,
     zero_window_stall_resets_the_stream,
     drain_sends_goaway_and_finishes_inflight,
     idle_connection_is_closed,
@@ -357,6 +358,39 @@ fn expect_calm(port: u16, what: &str, settings: &[(u16, u32)], flood: impl Fn(&m
         c.closed_within(Duration::from_secs(10)),
         "{what}: not closed"
     );
+}
+
+/// A grpc-go client sends a BDP PING after each response it receives (one
+/// per call at 1,000 calls/s): PINGs that follow a request are free, so
+/// three times the frame budget of them costs nothing; PINGs with no
+/// request between them still spend it.
+fn pings_after_requests_are_no_flood(io: &str) {
+    let (_rm, _b, count, port) = start(io, r#"{"frame_budget": 100}"#, "");
+    let mut c = Conn::open(port, &[]);
+    for i in 0..300u32 {
+        let id = 2 * i + 1;
+        assert!(c.get(id, "/x", "a.test"), "request {i}: connection closed");
+        let (mut ended, mut acked) = (false, false);
+        c.send(&frame(PING, 0, 0, &i.to_be_bytes().repeat(2)));
+        while !(ended && acked) {
+            let f = c
+                .next(Duration::from_secs(20))
+                .unwrap_or_else(|| panic!("request {i}: connection ended"));
+            assert_ne!(f.kind, GOAWAY, "request {i}: {f:?}");
+            ended |= f.stream == id && f.flags & END_STREAM != 0;
+            acked |= f.kind == PING && f.flags & 1 != 0;
+        }
+    }
+    assert_eq!(count.load(Ordering::SeqCst), 300);
+    // Bare PINGs are charged: the same connection goes away.
+    let f = frame(PING, 0, 0, &[7; 8]);
+    for _ in 0..500 {
+        if !c.send(&f) {
+            break;
+        }
+    }
+    let g = c.until_goaway(Duration::from_secs(20)).expect("GOAWAY");
+    assert_eq!(g.goaway().1, ENHANCE_YOUR_CALM, "{g:?}");
 }
 
 fn floods_get_goaway_and_bounded_backend_requests(io: &str) {

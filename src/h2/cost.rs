@@ -145,3 +145,23 @@ fn allocations_per_stream() {
     // A regression guard, far above what is measured (see the module doc).
     assert!(per < 60.0, "{per} allocations per stream");
 }
+
+fn fut_size4<A, B, C, D, F: std::future::Future>(_: impl FnOnce(A, B, C, D) -> F) -> usize {
+    std::mem::size_of::<F>()
+}
+
+/// The task spawned per stream is moved into its allocation when spawned
+/// (two copies of the whole future): its size is a per-stream cost.
+/// Measured (debug build): 4,736 B (8,064 B before the h2c, upload and
+/// chunked paths were boxed and the header spans moved to a worker
+/// scratch). A bound with some slack, so a change that puts a large value
+/// or a runtime `Sleep` (640 B) back into every stream's task shows here.
+#[test]
+fn stream_task_size() {
+    let n = fut_size4(super::proxy::stream);
+    println!(
+        "h2 stream task future: {n} B; parts {:?}",
+        super::proxy::debug_sizes()
+    );
+    assert!(n <= 5_120, "the h2 stream task grew to {n} B");
+}

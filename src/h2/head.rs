@@ -3,7 +3,6 @@
 //! `http::head`) becomes an h2 response; chunked trailers become h2 trailers.
 
 use std::io::Write;
-use std::net::IpAddr;
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
@@ -46,7 +45,8 @@ fn dropped_request_field(name: &str) -> bool {
 /// name is dropped first, so it cannot be forged.
 #[derive(Debug, Clone, Copy)]
 pub struct Forwarded<'a> {
-    pub client_ip: IpAddr,
+    /// The client's address as text.
+    pub client_ip: &'a str,
     pub https: bool,
     pub client_cert: Option<&'a str>,
 }
@@ -103,7 +103,8 @@ pub fn write_request(
         out.extend_from_slice(v.as_bytes());
         out.extend_from_slice(b", ");
     }
-    let _ = write!(out, "{client_ip}\r\n");
+    out.extend_from_slice(client_ip.as_bytes());
+    out.extend_from_slice(b"\r\n");
     out.extend_from_slice(if https {
         b"x-forwarded-proto: https\r\n"
     } else {
@@ -166,10 +167,23 @@ fn nominated(buf: &[u8], headers: &[HeaderSpan], name: &[u8]) -> bool {
 /// allocation per field; names outside `http`'s standard set allocate).
 pub fn response(buf: &[u8], head: &ResponseHead, spans: &[HeaderSpan]) -> http::Response<()> {
     let raw = bytes::Bytes::copy_from_slice(buf.get(..head.head_len).unwrap_or(buf));
+    response_from(&raw, head, spans)
+}
+
+/// [`response`] from bytes already copied (the head, and whatever followed
+/// it: the proxy copies a small response once, head and body together).
+pub fn response_from(
+    raw: &bytes::Bytes,
+    head: &ResponseHead,
+    spans: &[HeaderSpan],
+) -> http::Response<()> {
+    let buf = &raw[..];
     let mut resp = http::Response::new(());
     *resp.status_mut() =
         http::StatusCode::from_u16(head.status).unwrap_or(http::StatusCode::BAD_GATEWAY);
     let spans = head.headers(spans);
+    // Sized once: growing from empty rehashes as the fields go in.
+    *resp.headers_mut() = HeaderMap::with_capacity(spans.len());
     let other = head.connection.other;
     let h = resp.headers_mut();
     for s in spans {
@@ -239,7 +253,7 @@ mod tests {
             &parts,
             b"api.example.com",
             Forwarded {
-                client_ip: "127.0.0.9".parse().unwrap(),
+                client_ip: "127.0.0.9",
                 https: false,
                 client_cert: None,
             },
@@ -266,7 +280,7 @@ mod tests {
         let head = |cert| {
             let mut out = Vec::new();
             let fwd = Forwarded {
-                client_ip: "127.0.0.1".parse().unwrap(),
+                client_ip: "127.0.0.1",
                 https: true,
                 client_cert: cert,
             };

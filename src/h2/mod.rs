@@ -193,9 +193,10 @@ pub async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
     let shared = Rc::new(ConnShared {
         ctx: ctx.clone(),
         peer,
+        peer_ip: peer.ip().to_string().into(),
         listen,
         tls,
-        live: RefCell::new((ctx.generation(), live)),
+        live: RefCell::new((ctx.generation(), live, None)),
         guard: RefCell::new(guard),
     });
     let stop = ctx.stopping.wait();

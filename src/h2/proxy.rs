@@ -9,6 +9,7 @@
 //! non-blocking syscalls ([`Io::Ready`]): upload and download share it.
 
 use std::cell::RefCell;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -23,9 +24,7 @@ use monoio::time::Instant;
 
 use crate::balance::client_hash;
 use crate::http::chunked::ChunkedScanner;
-use crate::http::head::{
-    parse_response, HeaderSpan, Limits, ResponseFraming, ResponseHead, Status,
-};
+use crate::http::head::{parse_response, HeaderSpan, Limits, ResponseFraming, Status};
 use crate::http::io::{Cancel, Io};
 use crate::proxy::connect::{self, Upstream};
 use crate::shared::{H2Counters, Live, LiveRoute, RouteSlot};
@@ -47,11 +46,14 @@ const READ_CHUNK: usize = 16 * 1024;
 pub struct ConnShared {
     pub ctx: Rc<WorkerCtx>,
     pub peer: SocketAddr,
+    /// The client's address as text (X-Forwarded-For), formatted once.
+    pub peer_ip: Box<str>,
     pub listen: SocketAddr,
     /// `Some` on TLS connections (ALPN `h2`): the 421 rule applies.
     pub tls: Option<super::TlsInfo>,
-    /// The config the connection serves; refreshed per stream after a reload.
-    pub live: RefCell<(u64, Arc<Live>)>,
+    /// The config the connection serves, refreshed per stream after a
+    /// reload, and our listener's index in it once looked up.
+    pub live: RefCell<(u64, Arc<Live>, Option<usize>)>,
     /// Counted closed when the connection and its last stream are gone.
     pub guard: RefCell<ConnGuard>,
 }
@@ -62,11 +64,17 @@ impl ConnShared {
         let gen = self.ctx.generation();
         let mut cur = self.live.borrow_mut();
         if cur.0 != gen {
-            *cur = (gen, self.ctx.live());
+            *cur = (gen, self.ctx.live(), None);
         }
-        let live = cur.1.clone();
-        let i = *live.by_listen.get(&self.listen)?;
-        Some((live, i))
+        let i = match cur.2 {
+            Some(i) => i,
+            None => {
+                let i = *cur.1.by_listen.get(&self.listen)?;
+                cur.2 = Some(i);
+                i
+            }
+        };
+        Some((cur.1.clone(), i))
     }
 
     pub(super) fn counters(&self) -> &H2Counters {
@@ -182,7 +190,7 @@ async fn serve(
         _ => None,
     };
     let fwd = h2head::Forwarded {
-        client_ip: conn.peer.ip(),
+        client_ip: &conn.peer_ip,
         https: conn.tls.is_some(),
         client_cert,
     };
@@ -195,7 +203,9 @@ async fn serve(
             fwd,
             rec: &rec,
         };
-        up.run(&parts, body, respond).await;
+        // Boxed: its future (5 KB) would otherwise be part of every
+        // stream's task, copied whole when the task is spawned.
+        Box::pin(up.run(&parts, body, respond)).await;
         return None;
     }
     let plan = match parts
@@ -208,11 +218,12 @@ async fn serve(
         None if body.is_end_stream() => ReqBody::None,
         None => ReqBody::Chunked,
     };
-    // The head goes out of a pooled buffer (no allocation per stream).
-    let mut head = conn.ctx.bufs.take();
-    head.clear();
-    h2head::write_request(&mut head, &parts, authority, fwd, plan);
-    rec.edit_head(&mut head);
+    // The head is written into the stream's pooled buffer (no allocation
+    // per stream), which then takes the response; a retry writes it again.
+    let build = |head: &mut Vec<u8>| {
+        h2head::write_request(head, &parts, authority, fwd, plan);
+        rec.edit_head(head);
+    };
     let ex = Exchange {
         ctx: &conn.ctx,
         conn,
@@ -229,8 +240,7 @@ async fn serve(
         parts.method,
         http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
     );
-    ex.run(&mut head, body, plan, idempotent, respond).await;
-    conn.ctx.bufs.put(head);
+    ex.run(&build, body, plan, idempotent, respond).await;
     None
 }
 
@@ -277,7 +287,7 @@ enum Up {
 impl Exchange<'_> {
     async fn run(
         &self,
-        head: &mut Vec<u8>,
+        build: &dyn Fn(&mut Vec<u8>),
         mut body: RecvStream,
         plan: ReqBody,
         idempotent: bool,
@@ -321,8 +331,9 @@ impl Exchange<'_> {
         let mut retried = false;
         let result = loop {
             ubuf.clear();
+            build(&mut ubuf);
             let r = self
-                .exchange(&mut up, head, &mut body, plan, &mut respond, &mut ubuf)
+                .exchange(&mut up, &mut body, plan, &mut respond, &mut ubuf)
                 .await;
             match r {
                 Err(Fail::Early(e)) if up.reused && retryable && !retried => {
@@ -400,44 +411,62 @@ impl Exchange<'_> {
         }
     }
 
-    /// Sends the request and forwards the response. `Ok(true)`: the
-    /// upstream connection may be reused.
+    /// Sends the request head (in `buf`) and forwards the response (read
+    /// into `buf`). `Ok(true)`: the upstream connection may be reused.
     async fn exchange(
         &self,
         up: &mut Upstream<'_>,
-        head: &mut Vec<u8>,
         body: &mut RecvStream,
         plan: ReqBody,
         respond: &mut SendResponse<Bytes>,
-        ubuf: &mut Vec<u8>,
+        buf: &mut Vec<u8>,
     ) -> Result<bool, Fail> {
-        let len = head.len();
-        if plan == ReqBody::None {
-            // Nothing to upload: the stream has the socket to itself, so its
-            // reads are io_uring ops (no readiness wait, no EAGAIN first).
-            let cancel = Cancel::default();
+        if plan != ReqBody::None {
+            // Boxed: uploads are the rarer case, and their future would
+            // otherwise be part of every stream's task.
+            return Box::pin(self.exchange_body(up, body, plan, respond, buf)).await;
+        }
+        let len = buf.len();
+        // Nothing to upload: the stream has the socket to itself, so its
+        // reads are io_uring ops (no readiness wait, no EAGAIN first).
+        let cancel = Cancel::default();
+        let r = async {
             let mut io = up.io(&cancel);
-            io.write_all(head, 0..len, self.stall)
+            io.write_all(buf, 0..len, self.stall)
                 .await
                 .map_err(Fail::Early)?;
             self.slot.bytes_in.add(len as u64);
+            buf.clear();
             let done = std::cell::Cell::new(Up::Done);
-            return self.download(&mut io, respond, ubuf, &done).await;
+            self.download(&mut io, respond, buf, &done).await
         }
+        .await;
+        // No op is in flight now (each was awaited, or dropped and so
+        // dissociated): the canceller goes back to the worker's free list
+        // for the next stream, instead of two allocations per stream.
+        cancel.release();
+        r
+    }
+
+    /// [`Self::exchange`] for a request with a body: upload and download
+    /// run side by side on the socket's readiness.
+    async fn exchange_body(
+        &self,
+        up: &mut Upstream<'_>,
+        body: &mut RecvStream,
+        plan: ReqBody,
+        respond: &mut SendResponse<Bytes>,
+        buf: &mut Vec<u8>,
+    ) -> Result<bool, Fail> {
+        let len = buf.len();
         up.ready()
-            .write_all(head, 0..len, self.stall)
+            .write_all(buf, 0..len, self.stall)
             .await
             .map_err(Fail::Early)?;
         self.slot.bytes_in.add(len as u64);
-        let state = std::cell::Cell::new(if plan == ReqBody::None {
-            Up::Done
-        } else {
-            Up::Running
-        });
+        buf.clear();
+        let state = std::cell::Cell::new(Up::Running);
         let upload = async {
-            if plan == ReqBody::None {
-                return std::future::pending().await;
-            }
             let r = self.upload(up.ready(), body, plan).await;
             state.set(if r.is_ok() { Up::Done } else { Up::Failed });
             if r == Err(UpErr::TooLarge) {
@@ -447,7 +476,7 @@ impl Exchange<'_> {
             std::future::pending::<()>().await
         };
         let mut io = up.ready();
-        let download = self.download(&mut io, respond, ubuf, &state);
+        let download = self.download(&mut io, respond, buf, &state);
         monoio::select! {
             _ = upload => Err(Fail::TooLarge),
             r = download => r.map(|reuse| reuse && state.get() == Up::Done),
@@ -525,30 +554,43 @@ impl Exchange<'_> {
         upload: &std::cell::Cell<Up>,
     ) -> Result<bool, Fail> {
         let limits = Limits::default();
-        // In the task's own allocation, not a second one.
-        let mut spans = [HeaderSpan::default(); 100];
         let method: &[u8] = if self.head_only { b"HEAD" } else { b"GET" };
         let mut seen = false;
         let mut interim = 0;
-        let head: ResponseHead = loop {
+        let (head, mut resp, raw) = loop {
             if !ubuf.is_empty() {
                 seen = true;
-                match parse_response(ubuf, &mut spans, &limits, method) {
-                    Ok(Status::Complete(h)) if h.is_interim() => {
+                // The spans are the worker's scratch (parsed and converted
+                // with no await between): a stream's task does not carry
+                // 1.6 KB of them, copied whole when it is spawned.
+                let parsed = with_spans(|spans| {
+                    match parse_response(ubuf, spans, &limits, method) {
+                        Ok(Status::Complete(h)) => {
+                            // One copy of the head and the body bytes read
+                            // with it: field values and the first DATA
+                            // frame are slices of it.
+                            let raw = Bytes::copy_from_slice(ubuf);
+                            let r = h2head::response_from(&raw, &h, spans);
+                            Ok(Some((h, r, raw)))
+                        }
+                        Ok(Status::Partial) => Ok(None),
+                        Err(e) => Err(Fail::Bad(e.to_string())),
+                    }
+                })?;
+                match parsed {
+                    Some((h, info, _)) if h.is_interim() => {
                         // 100 Continue and 103 Early Hints go on to the
                         // client as informational HEADERS (a backend that
                         // sends more than a few gets the rest dropped).
                         if interim < MAX_INTERIM {
                             interim += 1;
-                            let info = h2head::response(ubuf, &h, &spans);
                             let _ = respond.send_informational(info);
                         }
                         ubuf.drain(..h.head_len.min(ubuf.len()));
                         continue;
                     }
-                    Ok(Status::Complete(h)) => break h,
-                    Ok(Status::Partial) => {}
-                    Err(e) => return Err(Fail::Bad(e.to_string())),
+                    Some(done) => break done,
+                    None => {}
                 }
             }
             let room = limits.max_head.saturating_sub(ubuf.len());
@@ -579,7 +621,6 @@ impl Exchange<'_> {
         if head.is_switching_protocols() || head.framing == ResponseFraming::Tunnel {
             return Err(Fail::Bad("protocol switch over HTTP/2".into()));
         }
-        let mut resp = h2head::response(ubuf, &head, &spans);
         let hsts = self.route.cfg.hsts.as_deref();
         self.rec
             .response(&mut resp, hsts.filter(|_| self.conn.tls.is_some()));
@@ -588,26 +629,48 @@ impl Exchange<'_> {
         let mut tx = respond
             .send_response(resp, no_body)
             .map_err(|_| Fail::Client)?;
-        let hl = head.head_len;
-        ubuf.drain(..hl.min(ubuf.len()));
+        let rest = raw.slice(head.head_len.min(raw.len())..);
+        drop(raw);
+        ubuf.clear();
         if no_body {
-            return Ok(head.keep_alive && ubuf.is_empty());
+            return Ok(head.keep_alive && rest.is_empty());
         }
         let mut body = BodyOut {
             ex: self,
             us,
             tx: &mut tx,
         };
+        // Chunked and read-until-close bodies are boxed: their futures
+        // would otherwise be part of every stream's task.
         let reusable = match head.framing {
-            ResponseFraming::Length(n) => body.length(ubuf, n).await?,
-            ResponseFraming::Chunked => body.chunked(ubuf).await?,
+            ResponseFraming::Length(n) => body.length(rest, ubuf, n).await?,
+            ResponseFraming::Chunked => {
+                ubuf.extend_from_slice(&rest);
+                Box::pin(body.chunked(ubuf)).await?
+            }
             _ => {
-                body.until_close(ubuf).await?;
+                ubuf.extend_from_slice(&rest);
+                Box::pin(body.until_close(ubuf)).await?;
                 false
             }
         };
         Ok(reusable && head.keep_alive)
     }
+}
+
+thread_local! {
+    /// Response header spans, the worker's scratch for [`with_spans`].
+    static SPANS: std::cell::RefCell<[HeaderSpan; 100]> =
+        std::cell::RefCell::new([HeaderSpan::default(); 100]);
+}
+
+/// Runs `f` with the worker's response header span scratch (no await in `f`).
+fn with_spans<R>(f: impl FnOnce(&mut [HeaderSpan]) -> R) -> R {
+    SPANS.with(|s| match s.try_borrow_mut() {
+        Ok(mut s) => f(&mut s[..]),
+        // Not reachable (nothing re-enters), but never a panic.
+        Err(_) => f(&mut [HeaderSpan::default(); 100]),
+    })
 }
 
 /// The response body on its way to the client.
@@ -633,15 +696,9 @@ impl BodyOut<'_, '_, '_> {
     async fn send(&mut self, data: Bytes, end: bool) -> Result<(), Fail> {
         self.ex.slot.bytes_out.add(data.len() as u64);
         self.ex.rec.bytes_out(data.len() as u64);
-        send_flow(
-            self.tx,
-            data,
-            end,
-            self.ex.stall,
-            &self.ex.conn.counters().stalled,
-        )
-        .await
-        .map_err(|()| Fail::Client)
+        send_flow(self.tx, data, end, self.ex.stall, self.ex.ctx)
+            .await
+            .map_err(|()| Fail::Client)
     }
 
     async fn finish(&mut self, trailers: Option<http::HeaderMap>) -> Result<(), Fail> {
@@ -654,8 +711,18 @@ impl BodyOut<'_, '_, '_> {
         }
     }
 
-    async fn length(&mut self, buf: &mut Vec<u8>, n: u64) -> Result<bool, Fail> {
+    /// A body of `n` bytes, `first` of which came with the head.
+    async fn length(&mut self, first: Bytes, buf: &mut Vec<u8>, n: u64) -> Result<bool, Fail> {
         let mut left = n;
+        if !first.is_empty() {
+            let take = (first.len() as u64).min(left) as usize;
+            left -= take as u64;
+            let stray = first.len() > take;
+            self.send(first.slice(..take), left == 0).await?;
+            if left == 0 {
+                return Ok(!stray);
+            }
+        }
         loop {
             if !buf.is_empty() {
                 let take = (buf.len() as u64).min(left) as usize;
@@ -733,13 +800,17 @@ impl BodyOut<'_, '_, '_> {
 }
 
 /// Sends `data` on `tx` as DATA frames as the peer's window allows. A
-/// window stuck at zero for `stall` resets the stream (counted in `stalled`).
+/// window stuck at zero for `stall` resets the stream (counted in the h2
+/// `stalled` counter). The stall is watched by the worker's coarse timers
+/// (a 24-byte sleep, armed only when the window is shut, 100 ms resolution
+/// on a timeout of seconds): the runtime's `Sleep` is 640 bytes, and polled
+/// first by a `select!` it would be armed for every DATA frame.
 pub(super) async fn send_flow(
     tx: &mut SendStream<Bytes>,
     mut data: Bytes,
     end: bool,
     stall: Duration,
-    stalled: &std::sync::atomic::AtomicU64,
+    ctx: &WorkerCtx,
 ) -> Result<(), ()> {
     if data.is_empty() {
         return if end {
@@ -750,24 +821,70 @@ pub(super) async fn send_flow(
     }
     while !data.is_empty() {
         tx.reserve_capacity(data.len());
-        let cap = monoio::select! {
-            c = std::future::poll_fn(|cx| match tx.poll_capacity(cx) {
-                Poll::Ready(Some(Ok(0))) => Poll::Pending,
-                other => other,
-            }) => c,
-            _ = monoio::time::sleep(stall) => {
-                H2Counters::add(stalled);
+        let deadline = ctx.now_ms().saturating_add(stall.as_millis() as u64);
+        let mut sleep = ctx.timers.sleep_until(deadline);
+        let cap = std::future::poll_fn(|cx| {
+            match tx.poll_capacity(cx) {
+                Poll::Ready(Some(Ok(0))) | Poll::Pending => {}
+                Poll::Ready(other) => return Poll::Ready(Some(other)),
+            }
+            std::pin::Pin::new(&mut sleep).poll(cx).map(|()| None)
+        })
+        .await;
+        let cap = match cap {
+            Some(Some(Ok(c))) => c,
+            Some(_) => return Err(()),
+            None => {
+                H2Counters::add(&ctx.shared.h2.stalled);
                 tx.send_reset(Reason::CANCEL);
                 return Err(());
             }
-        };
-        let cap = match cap {
-            Some(Ok(c)) => c,
-            _ => return Err(()),
         };
         let part = data.split_to(cap.min(data.len()));
         let last = end && data.is_empty();
         tx.send_data(part, last).map_err(|_| ())?;
     }
     Ok(())
+}
+
+/// Sizes of the stream task's parts (tests: `h2::cost::stream_task_size`).
+#[cfg(test)]
+pub(super) fn debug_sizes() -> Vec<(&'static str, usize)> {
+    fn f1<A, F: std::future::Future>(_: impl FnOnce(A) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+    fn f2<A, B, F: std::future::Future>(_: impl FnOnce(A, B) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+    fn f3<A, B, C, F: std::future::Future>(_: impl FnOnce(A, B, C) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+    fn f4<A, B, C, D, F: std::future::Future>(_: impl FnOnce(A, B, C, D) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+    fn f5<A, B, C, D, E, F: std::future::Future>(_: impl FnOnce(A, B, C, D, E) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+    fn f6<A, B, C, D, E, G, F: std::future::Future>(
+        _: impl FnOnce(A, B, C, D, E, G) -> F,
+    ) -> usize {
+        std::mem::size_of::<F>()
+    }
+    vec![
+        ("serve", f3(serve)),
+        ("Exchange::run", f6(Exchange::run)),
+        ("Exchange::exchange", f6(Exchange::exchange)),
+        ("Exchange::upload", f4(Exchange::upload)),
+        ("Exchange::download", f5(Exchange::download)),
+        ("BodyOut::chunked", f2(BodyOut::chunked)),
+        ("Forward::run", f4(super::upstream::Forward::run)),
+        ("Record::request", f5(Record::request)),
+        ("discard", f1(discard)),
+        ("Io::read", f4(crate::http::io::Io::read)),
+        ("Io::write_all", f4(crate::http::io::Io::write_all)),
+        ("send_flow", f5(send_flow)),
+        ("Sleep", std::mem::size_of::<monoio::time::Sleep>()),
+        ("BodyOut::length", f4(BodyOut::length)),
+        ("BodyOut::send", f3(BodyOut::send)),
+    ]
 }

@@ -122,16 +122,27 @@ where
         Tick,
         Stop,
     }
-    loop {
-        let idle_at = if idled {
-            // Closing for idleness: a client that ignores the GOAWAY's PING
-            // is dropped at this deadline.
+    // When the connection may next be idle (or, closing for idleness, when
+    // a client that ignores the GOAWAY's PING is dropped).
+    let idle_at = |idled: bool| {
+        if idled {
             streams.idle_since.get() + cfg.idle_timeout + IDLE_CLOSE_GRACE
         } else if streams.active.get() == 0 {
             streams.idle_since.get() + cfg.idle_timeout
         } else {
             Instant::now() + cfg.idle_timeout
-        };
+        }
+    };
+    // One timer for the connection's life, moved only to an earlier
+    // deadline; when it fires, the deadline is computed again (and the
+    // timer moved on if it came early). Not a new timer per stream
+    // accepted: arming and dropping one per stream was a per-stream cost.
+    let mut idle_timer = std::pin::pin!(monoio::time::sleep_until(idle_at(false)));
+    loop {
+        let due = idle_at(idled);
+        if due < idle_timer.deadline() {
+            idle_timer.as_mut().reset(due);
+        }
         let ev = monoio::select! {
             ev = std::future::poll_fn(|cx| {
                 let r = conn.poll_accept(cx);
@@ -140,7 +151,7 @@ where
                 }
                 r.map(Ev::Accept)
             }) => ev,
-            _ = monoio::time::sleep_until(idle_at), if !stopping || idled => Ev::Tick,
+            _ = &mut idle_timer, if !stopping || idled => Ev::Tick,
             _ = &mut stop, if !stopping => Ev::Stop,
         };
         match ev {
@@ -163,9 +174,13 @@ where
                 }
                 return End::FrameFlood;
             }
+            Ev::Tick if Instant::now() < idle_at(idled) => {
+                // Early (the deadline moved on since the timer was set).
+                idle_timer.as_mut().reset(idle_at(idled));
+            }
             Ev::Tick if idled => return End::Idle,
             Ev::Tick => {
-                if streams.active.get() == 0 && Instant::now() >= idle_at {
+                if streams.active.get() == 0 {
                     idled = true;
                     stopping = true;
                     conn.graceful_shutdown();

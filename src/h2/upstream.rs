@@ -244,7 +244,6 @@ impl Forward<'_> {
                 return self.rec.error(&mut respond, 502, &d);
             }
         };
-        let stalled = &self.conn.counters().stalled;
         // `max_body` for a body without a length, as it streams.
         let max = match parts.headers.contains_key(http::header::CONTENT_LENGTH) {
             true => None,
@@ -255,7 +254,7 @@ impl Forward<'_> {
                 return std::future::pending::<()>().await;
             }
             let mut up_tx: SendStream<Bytes> = up_tx;
-            let r = upload(&mut body, &mut up_tx, t.response, stalled, self.rec, max).await;
+            let r = upload(&mut body, &mut up_tx, t.response, ctx, self.rec, max).await;
             if r.is_err() {
                 up_tx.send_reset(Reason::CANCEL);
             }
@@ -351,7 +350,7 @@ impl Forward<'_> {
                 xff.push_str(", ");
             }
         }
-        xff.push_str(&self.conn.peer.ip().to_string());
+        xff.push_str(&self.conn.peer_ip);
         if let Ok(v) = http::HeaderValue::from_str(&xff) {
             h.insert("x-forwarded-for", v);
         }
@@ -431,7 +430,7 @@ impl Forward<'_> {
         if end {
             return Ok(());
         }
-        let stalled = &self.conn.counters().stalled;
+        let ctx = &self.conn.ctx;
         loop {
             let next = {
                 let reset = std::future::poll_fn(|cx| tx.poll_reset(cx));
@@ -447,7 +446,7 @@ impl Forward<'_> {
             let n = data.len();
             self.slot.bytes_out.add(n as u64);
             self.rec.bytes_out(n as u64);
-            send_flow(&mut tx, data, false, stall, stalled)
+            send_flow(&mut tx, data, false, stall, ctx)
                 .await
                 .map_err(|()| DownFail::Client)?;
             // The backend may send more only once the client took these.
@@ -476,7 +475,7 @@ async fn upload(
     body: &mut RecvStream,
     up: &mut SendStream<Bytes>,
     stall: Duration,
-    stalled: &std::sync::atomic::AtomicU64,
+    ctx: &crate::worker::WorkerCtx,
     rec: &Record<'_>,
     max: Option<u64>,
 ) -> Result<(), UpErr> {
@@ -495,7 +494,7 @@ async fn upload(
             return Err(UpErr::TooLarge);
         }
         rec.bytes_in(n as u64);
-        send_flow(up, data, false, stall, stalled)
+        send_flow(up, data, false, stall, ctx)
             .await
             .map_err(failed)?;
         let _ = body.flow_control().release_capacity(n);

@@ -23,6 +23,7 @@ use super::PREFACE;
 
 const FRAME_HEADER: usize = 9;
 const DATA: u8 = 0;
+const HEADERS: u8 = 1;
 const PRIORITY: u8 = 2;
 const RST_STREAM: u8 = 3;
 const SETTINGS: u8 = 4;
@@ -85,6 +86,11 @@ struct Frames {
     head_len: usize,
     /// Payload bytes of the current frame still to skip.
     payload_left: usize,
+    /// Work happened since the last PING: a request (HEADERS) or request
+    /// body bytes came in, or we wrote more than the control frame ACKs owed.
+    worked: bool,
+    /// Bytes of SETTINGS and PING ACKs we owe the client (not work).
+    acks_owed: usize,
 }
 
 impl Frames {
@@ -94,6 +100,8 @@ impl Frames {
             head: [0; FRAME_HEADER],
             head_len: 0,
             payload_left: 0,
+            worked: false,
+            acks_owed: 0,
         }
     }
 
@@ -130,10 +138,32 @@ impl Frames {
                 // window, far more than a browser's cancelled navigations.
                 RST_STREAM => RESET_COST,
                 PRIORITY => 1,
+                // A PING after work is free: grpc-go clients send a BDP
+                // ping whenever response data arrives and none is
+                // outstanding (up to one per call at 1,000 calls/s), as a
+                // gRPC server's ping policy allows a ping after data. Only
+                // PINGs with no work between them are charged, so a ping
+                // flood still spends the budget (and `h2` reads no further
+                // frame until the last PING's ACK is written).
+                PING if flags & ACK == 0 && self.worked => {
+                    self.worked = false;
+                    0
+                }
+                HEADERS => {
+                    self.worked = true;
+                    0
+                }
+                DATA if len > 0 => {
+                    self.worked = true;
+                    0
+                }
                 SETTINGS | PING if flags & ACK == 0 => 1,
                 CONTINUATION if len == 0 => 1,
                 _ => 0,
             };
+            if matches!(kind, SETTINGS | PING) && flags & ACK == 0 {
+                self.acks_owed += if kind == PING { PING_ACK } else { SETTINGS_ACK };
+            }
             if cost > 0 {
                 budget.charge(cost);
             }
@@ -159,6 +189,24 @@ impl<S> Wire<S> {
             replayed: 0,
             frames: Frames::new(),
             budget,
+        }
+    }
+}
+
+/// A SETTINGS ACK and a PING ACK on the wire.
+const SETTINGS_ACK: usize = FRAME_HEADER;
+const PING_ACK: usize = FRAME_HEADER + 8;
+
+impl<S> Wire<S> {
+    /// Notes a write to the client: more than the ACKs owed is work
+    /// (response HEADERS or DATA), however many ACKs one write batches.
+    fn wrote(&mut self, r: &Poll<io::Result<usize>>) {
+        if let Poll::Ready(Ok(n)) = r {
+            let f = &mut self.frames;
+            if *n > f.acks_owed {
+                f.worked = true;
+            }
+            f.acks_owed = f.acks_owed.saturating_sub(*n);
         }
     }
 }
@@ -201,7 +249,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Wire<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.wrote(&r);
+        r
     }
 
     fn poll_write_vectored(
@@ -209,7 +260,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Wire<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.wrote(&r);
+        r
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -255,8 +309,9 @@ mod tests {
         wire.extend(frame(1, 4, 20)); // HEADERS: work
         wire.extend(frame(DATA, 0, 100));
         wire.extend(frame(DATA, END_STREAM, 0));
-        wire.extend(frame(PING, 0, 8)); // 2
+        wire.extend(frame(PING, 0, 8)); // free: a request came before it
         wire.extend(frame(PING, ACK, 8));
+        wire.extend(frame(PING, 0, 8)); // 2: no request since the last
         wire.extend(frame(PRIORITY, 0, 5)); // 3
         wire.extend(frame(8, 0, 4)); // WINDOW_UPDATE: free
                                      // Fed a byte at a time: headers split anywhere.
@@ -273,6 +328,24 @@ mod tests {
         fr.scan(&frame(RST_STREAM, 0, 4), &budget);
         assert!(!budget.spent());
         fr.scan(&frame(RST_STREAM, 0, 4), &budget);
+        assert!(budget.spent());
+    }
+
+    #[test]
+    fn a_ping_after_work_is_free() {
+        let budget = Budget::new(3, Duration::from_secs(60));
+        let mut fr = Frames::new();
+        fr.scan(PREFACE, &budget);
+        // A grpc-go client: a request, then a BDP ping, 100 times.
+        for _ in 0..100 {
+            fr.scan(&frame(1, 5, 20), &budget);
+            fr.scan(&frame(PING, 0, 8), &budget);
+        }
+        assert!(!budget.spent());
+        // PINGs with no work between them are charged.
+        for _ in 0..4 {
+            fr.scan(&frame(PING, 0, 8), &budget);
+        }
         assert!(budget.spent());
     }
 
