@@ -145,7 +145,7 @@ pub(super) async fn session(ctx: &WorkerCtx, client: &Client, st: SessionStart) 
             stream: &client.stream,
             tls: client.tls.as_deref(),
         },
-        peer: client.peer,
+        peer: client.peer.get(),
         backend: &up.stream,
         route: &route,
     };

@@ -13,6 +13,7 @@
 //! eventfd and thread-pool machinery, and bound reload and drain latency at 100 ms.
 
 pub mod limits;
+pub mod peer;
 pub mod listener;
 pub mod timer;
 
