@@ -233,7 +233,12 @@ impl Conn {
     async fn into_h2(mut self, (cfg, live): H2Handoff) {
         let replay = self.client.buf.clone();
         self.release_buffers();
-        let Some(listen) = live.snapshot.listeners.get(self.spec as usize).map(|l| l.addr) else {
+        let Some(listen) = live
+            .snapshot
+            .listeners
+            .get(self.spec as usize)
+            .map(|l| l.addr)
+        else {
             return;
         };
         let Conn {
@@ -278,9 +283,8 @@ impl<F: Future<Output = std::io::Result<()>>> Future for IdleWait<'_, F> {
         let ctx = this.ctx;
         if !this.at.mark && ctx.stopping.is_set() {
             ctx.timers.disarm(&mut this.at);
-            this.at = crate::worker::timer::Deadline::new(
-                ctx.now_ms() + DRAIN_IDLE.as_millis() as u64,
-            );
+            this.at =
+                crate::worker::timer::Deadline::new(ctx.now_ms() + DRAIN_IDLE.as_millis() as u64);
             this.at.mark = true;
         }
         match ctx.timers.poll_deadline(&mut this.at, cx) {
@@ -630,7 +634,12 @@ impl Conn {
             return;
         }
         self.gen = gen;
-        let Some(listen) = live.snapshot.listeners.get(self.spec as usize).map(|l| l.addr) else {
+        let Some(listen) = live
+            .snapshot
+            .listeners
+            .get(self.spec as usize)
+            .map(|l| l.addr)
+        else {
             self.closing = true;
             return;
         };

@@ -18,8 +18,8 @@ use crate::proxy::connect;
 use crate::proxy::splice::{tunnel, Meter, TunnelEnd};
 use crate::shared::{LiveRoute, RouteSlot};
 use crate::tls::TlsConn;
-use crate::worker::timer::CoarseTimers;
 use crate::worker::peer::Peer;
+use crate::worker::timer::CoarseTimers;
 use crate::worker::{ConnGuard, WorkerCtx};
 
 /// Counts a tunnel's bytes into its route's slot and reads the worker's clock.

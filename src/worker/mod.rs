@@ -13,8 +13,8 @@
 //! eventfd and thread-pool machinery, and bound reload and drain latency at 100 ms.
 
 pub mod limits;
-pub mod peer;
 pub mod listener;
+pub mod peer;
 pub mod timer;
 
 use std::cell::{Cell, RefCell};
