@@ -286,6 +286,37 @@ mod tests {
     /// timer (they hold no stop-event registration): each is woken once,
     /// stays pending until its own deadline, and its deadline still fires.
     #[test]
+    fn a_deadline_registers_once_fires_and_disarms() {
+        let t = CoarseTimers::new(0);
+        let c = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(c.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut d = Deadline::new(2_000);
+        assert!(t.poll_deadline(&mut d, &mut cx).is_pending());
+        assert!(t.poll_deadline(&mut d, &mut cx).is_pending(), "re-poll");
+        assert_eq!(t.pending(), 1, "one waiter, however often polled");
+        t.fire(1_900);
+        assert_eq!(c.0.load(Ordering::SeqCst), 0, "not due yet");
+        t.fire(2_000);
+        assert_eq!(c.0.load(Ordering::SeqCst), 1, "woken at its tick");
+        assert!(t.poll_deadline(&mut d, &mut cx).is_ready());
+        assert_eq!(t.pending(), 0, "ready removes the waiter");
+        // Re-armed later, then given up (a connection's next request came).
+        let mut d = Deadline::new(9_000);
+        assert!(t.poll_deadline(&mut d, &mut cx).is_pending());
+        assert_eq!(t.pending(), 1);
+        t.disarm(&mut d);
+        t.disarm(&mut d);
+        assert_eq!(t.pending(), 0, "disarm frees the waiter, twice is harmless");
+        t.fire(10_000);
+        assert_eq!(
+            c.0.load(Ordering::SeqCst),
+            1,
+            "a disarmed deadline is not woken"
+        );
+    }
+
+    #[test]
     fn wake_all_wakes_every_waiter_once_and_keeps_deadlines() {
         let t = CoarseTimers::new(0);
         let c = Arc::new(Count(AtomicUsize::new(0)));
