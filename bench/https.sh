@@ -5,7 +5,11 @@
 # connections) runs on CPU 1. Prints proxy CPU time per request from
 # /proc/<pid>/stat (user + system), the steadiest figure on a shared machine.
 #
-#   bench/https.sh [--bin target/release/ringmesh] [--duration 8] [--reps 2] [--idle 2000] [--h2]
+#   bench/https.sh [--bin target/release/ringmesh] [--base BIN] [--duration 8] [--reps 2] [--idle 2000] [--h2]
+#
+# --base BIN: a second one-worker ringmesh from another binary (an A/B in the
+# same run), measured beside the first as "base" in the keep-alive and
+# handshake cases.
 #
 # Cases:
 #   /  and /64k   small body (12 bytes) and 64 KiB, keep-alive (wrk, 32 connections)
@@ -33,9 +37,11 @@ DUR=8
 REPS=2
 IDLE=2000
 H2=0
+BASE=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --bin) BIN="$2"; shift 2 ;;
+        --base) BASE="$2"; shift 2 ;;
         --duration) DUR="$2"; shift 2 ;;
         --reps) REPS="$2"; shift 2 ;;
         --idle) IDLE="$2"; shift 2 ;;
@@ -55,7 +61,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-BACK=28181 RM=28443 NG=28444 HP=28445 RM2=28446
+BACK=28181 RM=28443 NG=28444 HP=28445 RM2=28446 RMB=28447
 cd "$T"
 openssl ecparam -name prime256v1 -genkey -noout -out ca.key 2>/dev/null
 openssl req -x509 -new -key ca.key -subj /CN=bench-ca -days 2 -out ca.pem 2>/dev/null
@@ -119,6 +125,12 @@ HAP=$!
 taskset -c 0 "$BIN" run --config "$T/ringmesh.json" --log warn >"$T/ringmesh.log" 2>&1 </dev/null & PIDS+=($!)
 RMPID=$!
 "$BIN" run --config "$T/ringmesh2.json" --log warn >"$T/ringmesh2.log" 2>&1 </dev/null & PIDS+=($!)
+RMBPID=""
+if [ -n "$BASE" ]; then
+    sed "s/\"$RM\"/\"$RMB\"/" "$T/ringmesh.json" > "$T/ringmesh-base.json"
+    taskset -c 0 "$BASE" run --config "$T/ringmesh-base.json" --log warn >"$T/ringmesh-base.log" 2>&1 </dev/null & PIDS+=($!)
+    RMBPID=$!
+fi
 sleep 2
 NGW=$(pgrep -P "$(cat "$T/front.pid")" | head -1)
 
@@ -151,6 +163,7 @@ measure() {
 for rep in $(seq 1 "$REPS"); do
     for path in / /64k; do
         measure "ringmesh $path" $RM $RMPID $path
+        [ -n "$RMBPID" ] && measure "base $path" $RMB $RMBPID $path
         measure "nginx $path" $NG "$NGW" $path
         measure "haproxy $path" $HP $HAP $path
     done
@@ -176,6 +189,7 @@ for rep in $(seq 1 "$REPS"); do
     for mode in -new -reuse; do
         [ "$mode" = -new ] && what="full hs" || what="resumed hs"
         handshake "ringmesh $what" $RM $RMPID $mode
+        [ -n "$RMBPID" ] && handshake "base $what" $RMB $RMBPID $mode
         handshake "nginx $what" $NG "$NGW" $mode
         handshake "haproxy $what" $HP $HAP $mode
     done

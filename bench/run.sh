@@ -13,6 +13,11 @@
 # Own options (everything else goes to bench.py; `bench/run.sh --help` lists those too):
 #   --no-build     do not run cargo; use the existing binary (ringmesh is skipped if missing)
 #   --no-install   never run apt-get, even as root
+#   --https        after bench.py's cases, the TLS cases of bench/https.sh (HTTPS
+#                  keep-alive small and 64 KiB, full and resumed handshakes,
+#                  resumption across 2 workers, idle TLS connections), then its
+#                  --h2 mode (HTTP/2 over TLS), with the same ringmesh binary
+#   --https-only   only those (no bench.py cases)
 
 set -u
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
@@ -21,6 +26,7 @@ REPO="$(cd "$HERE/.." && pwd)"
 
 BUILD=1
 INSTALL=1
+HTTPS=0
 ARGS=()
 WANT_RINGMESH=1
 HAVE_BIN_ARG=0
@@ -30,6 +36,8 @@ for a in "$@"; do
     case "$a" in
         --no-build) BUILD=0 ;;
         --no-install) INSTALL=0 ;;
+        --https) HTTPS=1 ;;
+        --https-only) HTTPS=2 ;;
         -h|--help) HELP=1; ARGS+=("$a") ;;
         *) ARGS+=("$a") ;;
     esac
@@ -72,6 +80,10 @@ missing_packages() {
     command -v haproxy >/dev/null 2>&1 || pkgs+=(haproxy)
     command -v wrk >/dev/null 2>&1 || pkgs+=(wrk)
     command -v iperf3 >/dev/null 2>&1 || pkgs+=(iperf3)
+    if [ "$HTTPS" != 0 ]; then
+        command -v h2load >/dev/null 2>&1 || pkgs+=(nghttp2-client)
+        command -v openssl >/dev/null 2>&1 || pkgs+=(openssl)
+    fi
     command -v taskset >/dev/null 2>&1 || pkgs+=(util-linux)
     command -v python3 >/dev/null 2>&1 || [ -x /usr/bin/python3 ] || pkgs+=(python3)
     /usr/bin/python3 -c 'import matplotlib' 2>/dev/null || pkgs+=(python3-matplotlib)
@@ -205,9 +217,24 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 trap 'exit 129' HUP
 
-"$PY" "$HERE/bench.py" "${ARGS[@]}" &
-BENCH_PID=$!
-wait "$BENCH_PID"
-rc=$?
-BENCH_PID=""
+rc=0
+if [ "$HTTPS" != 2 ]; then
+    "$PY" "$HERE/bench.py" "${ARGS[@]}" &
+    BENCH_PID=$!
+    wait "$BENCH_PID"
+    rc=$?
+    BENCH_PID=""
+fi
+if [ "$HTTPS" != 0 ] && [ "$rc" = 0 ]; then
+    # https.sh stops every process it starts by PID on its own exit.
+    HBIN="${RINGMESH_BIN:-$REPO/target/release/ringmesh}"
+    prev=""
+    for a in "${ARGS[@]}"; do
+        [ "$prev" = --ringmesh-bin ] && HBIN="$a"
+        case "$a" in --ringmesh-bin=*) HBIN="${a#--ringmesh-bin=}" ;; esac
+        prev="$a"
+    done
+    bash "$HERE/https.sh" --bin "$HBIN" && bash "$HERE/https.sh" --bin "$HBIN" --h2
+    rc=$?
+fi
 exit "$rc"

@@ -2,6 +2,8 @@
 //! errors to exit codes (1: invalid config for `check`, 64: bad config for `run`,
 //! 70: runtime failure).
 
+mod tune;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -452,6 +454,8 @@ fn main() -> ExitCode {
             etcd_cert,
             etcd_key,
         } => {
+            // Before anything reads the environment or starts a thread.
+            tune::copy_tuning();
             init_logs(args.log.as_deref());
             // Started by `ringmesh upgrade`: take the old process's sockets first.
             let inherited = match ringmesh::control::upgrade::Inherited::from_env() {

@@ -332,9 +332,9 @@ fn attribute(failures: &[Failure], kills: &[Kill]) -> Vec<usize> {
     let mut per_kill = vec![0usize; kills.len()];
     let mut orphans = Vec::new();
     for f in failures {
-        let k = kills.iter().position(|k| {
-            f.start <= k.dead && f.end >= k.sent && f.pid.map_or(true, |p| p == k.pid)
-        });
+        let k = kills
+            .iter()
+            .position(|k| f.start <= k.dead && f.end >= k.sent && f.pid.is_none_or(|p| p == k.pid));
         match k {
             Some(k) => per_kill[k] += 1,
             None => orphans.push(f),

@@ -120,6 +120,7 @@ fn sessions_and_limits(io: &str) {
         "api_errors",
         "toobig",
         "frag",
+        "bigpush",
         "backend_dies",
         "heartbeat",
         "slow",

@@ -3,7 +3,8 @@
 //! connections, output captured into the route's log ring and served by the
 //! API and `ringmesh logs`, idle stop and restart, crash and restart, kill
 //! through the API and `ringmesh kill`, no orphan after SIGKILL of ringmesh,
-//! a command that cannot start failing fast. Real python3 child processes
+//! a command that cannot start failing fast, the start-up copy tuning
+//! staying out of backends' environment. Real python3 child processes
 //! (tests/fixtures/backend.py) on loopback.
 
 mod support;
@@ -458,6 +459,53 @@ fn no_orphan_after_sigkill_of_ringmesh() {
     assert!(
         wait_until(Duration::from_secs(5), || !alive(pid)),
         "backend {pid} outlived ringmesh"
+    );
+}
+
+/// `ringmesh run` on an AMD CPU executes itself again, once, with glibc's
+/// `rep movsb` threshold raised (src/tune.rs): the process the test started
+/// is the one serving, its start-up environment carries the tunable, and
+/// the backend it starts gets the environment the operator gave ringmesh
+/// (here: no `GLIBC_TUNABLES`, no marker).
+#[test]
+fn copy_tuning_stays_inside_ringmesh() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("pids");
+    let (port, bport, api) = (free_port(), free_port(), free_port());
+    let b = proc_backend("py", bport, &pidfile, &["--mode", "tcp"]);
+    let cfg = config(api, &[route(port, "t", "tcp", "", &[b])]);
+    let rm = start(&cfg, "auto");
+    let environ = |pid: u32| std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let has = |env: &[u8], var: &str| {
+        env.split(|&b| b == 0)
+            .any(|kv| kv.starts_with(var.as_bytes()))
+    };
+    let amd = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("vendor_id") && l.contains("AuthenticAMD"));
+    let own = environ(rm.pid());
+    assert_eq!(
+        has(&own, "GLIBC_TUNABLES=glibc.cpu.x86_rep_movsb_threshold="),
+        amd && cfg!(target_arch = "x86_64"),
+        "ringmesh's start-up environment (AMD CPU: {amd})"
+    );
+    let mut c = connect(port);
+    let line = read_line(&mut c);
+    let child = pids(&pidfile)[0];
+    assert_eq!(line, format!("pid {child}"));
+    let env = environ(child);
+    assert!(
+        !has(&env, "GLIBC_TUNABLES="),
+        "the backend inherited the tunable"
+    );
+    assert!(
+        !has(&env, "RINGMESH_GLIBC_TUNABLES_WAS="),
+        "the backend inherited the marker"
+    );
+    assert!(
+        has(&env, "PATH="),
+        "the backend lost the operator's environment"
     );
 }
 

@@ -13,6 +13,9 @@
 //	    to /api/publish and times, on this process's monotonic clock, the POST
 //	    to the last connection's receipt of that round's message. Prints one
 //	    JSON object: p50/p99/max of that latency and of the API's answer (ms).
+//	    The clients are raw sockets read by -loops epoll loops (raw.go);
+//	    -client lib reads with a coder/websocket goroutine per connection
+//	    (several times the client CPU: it timed itself as much as the proxy).
 package main
 
 import (
@@ -29,6 +32,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/coder/websocket"
@@ -47,6 +51,9 @@ func main() {
 	size := fs.Int("size", 100, "message bytes (broadcast)")
 	conc := fs.Int("concurrency", 200, "handshakes in flight while opening")
 	timeout := fs.Duration("timeout", 30*time.Second, "bound on every wait")
+	client := fs.String("client", "raw", "broadcast clients: raw (epoll loops, see raw.go) or lib (a coder/websocket reader goroutine per connection)")
+	loops := fs.Int("loops", 1, "epoll loops (OS threads) of the raw clients")
+	proxyPid := fs.Int("pid", 0, "the proxy's pid: its CPU over the rounds is reported (raw clients)")
 	_ = fs.Parse(os.Args[2:])
 	if *url == "" {
 		fail("-url is required")
@@ -58,7 +65,11 @@ func main() {
 		if *api == "" {
 			fail("-api is required")
 		}
-		broadcast(*url, *api, *n, *rounds, *size, *conc, *timeout)
+		if *client == "raw" {
+			broadcastRaw(*url, *api, *n, *rounds, *size, *conc, *loops, *proxyPid, *timeout)
+		} else {
+			broadcast(*url, *api, *n, *rounds, *size, *conc, *timeout)
+		}
 	default:
 		fail("unknown mode " + os.Args[1])
 	}
@@ -238,4 +249,107 @@ func pct(v []float64, q float64) float64 {
 		i = len(s) - 1
 	}
 	return s[i]
+}
+
+func broadcastRaw(url, api string, n, rounds, size, conc, loops, pid int, timeout time.Duration) {
+	conns := rawOpen(url, n, conc)
+	st := &roundStats{
+		count: make([]atomic.Int64, rounds),
+		last:  make([]atomic.Int64, rounds),
+		done:  make([]chan struct{}, rounds),
+		n:     int64(n),
+		start: time.Now(),
+	}
+	for r := range st.done {
+		st.done[r] = make(chan struct{})
+	}
+	stop := make(chan struct{})
+	rawRead(conns, loops, st.receipt, stop)
+	time.Sleep(time.Second)
+	cpu0, pcpu0 := cpuSelf(), cpuOf(pid)
+	client := &http.Client{Timeout: timeout}
+	lat := make([]float64, 0, rounds)
+	answers := make([]float64, 0, rounds)
+	for r := 0; r < rounds; r++ {
+		text := fmt.Sprintf("R%d:", r)
+		if len(text) < size {
+			text += strings.Repeat("x", size-len(text))
+		}
+		body, _ := json.Marshal(map[string]any{"all": true, "text": text})
+		t0 := time.Since(st.start)
+		resp, err := client.Post(api+"/api/publish", "application/json", bytes.NewReader(body))
+		if err != nil {
+			fail("publish: " + err.Error())
+		}
+		var res struct {
+			Delivered int `json:"delivered"`
+			Dropped   int `json:"dropped"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&res)
+		resp.Body.Close()
+		answered := time.Since(st.start) - t0
+		if err != nil || resp.StatusCode != 200 {
+			fail(fmt.Sprintf("publish: status %d, %v", resp.StatusCode, err))
+		}
+		if res.Delivered < n {
+			fail(fmt.Sprintf("publish delivered %d of %d (dropped %d)", res.Delivered, n, res.Dropped))
+		}
+		select {
+		case <-st.done[r]:
+		case <-time.After(timeout):
+			fail(fmt.Sprintf("round %d: %d of %d received", r, st.count[r].Load(), n))
+		}
+		lat = append(lat, ms(time.Duration(st.last[r].Load())-t0))
+		answers = append(answers, ms(answered))
+		time.Sleep(200 * time.Millisecond)
+	}
+	// Over the rounds only (not the set-up), the 200 ms pauses included.
+	cpuRounds := (cpuSelf() - cpu0) / float64(rounds)
+	proxyRounds := (cpuOf(pid) - pcpu0) / float64(rounds)
+	close(stop)
+	for _, c := range conns {
+		_ = syscall.Close(c.fd)
+	}
+	out := map[string]any{
+		"sessions":                n,
+		"rounds":                  rounds,
+		"size":                    size,
+		"client":                  "raw",
+		"client_cpu_ms_per_round": cpuRounds,
+		"proxy_cpu_ms_per_round":  proxyRounds,
+		"p50_ms":                  pct(lat, 0.50),
+		"p99_ms":                  pct(lat, 0.99),
+		"max_ms":                  pct(lat, 1),
+		"api_p50_ms":              pct(answers, 0.50),
+		"api_p99_ms":              pct(answers, 0.99),
+	}
+	_ = json.NewEncoder(os.Stdout).Encode(out)
+}
+
+// cpuSelf is this process's user+system CPU time so far, in ms.
+func cpuSelf() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	tv := func(t syscall.Timeval) float64 { return float64(t.Sec)*1000 + float64(t.Usec)/1000 }
+	return tv(ru.Utime) + tv(ru.Stime)
+}
+
+// cpuOf is process pid's user+system CPU time so far, in ms (0 without a pid).
+func cpuOf(pid int) float64 {
+	if pid <= 0 {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseFloat(f[11], 64)
+	s, _ := strconv.ParseFloat(f[12], 64)
+	return (u + s) * 10 // clock ticks of 10 ms
 }

@@ -61,7 +61,7 @@ pub fn reopen() {
 
 /// Waits until every line handed to the writer is written (shutdown).
 pub fn flush(limit: Duration) -> bool {
-    writer::get().map_or(true, |h| h.flush(limit))
+    writer::get().is_none_or(|h| h.flush(limit))
 }
 
 /// The writer's counters, when an access log exists.

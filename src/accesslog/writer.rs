@@ -187,7 +187,7 @@ fn run(rx: Receiver<Msg>, free: Sender<Vec<u8>>) {
                         out.file = None;
                         hub.stats.failed.fetch_add(lines, Relaxed);
                         hub.stats.errors.fetch_add(1, Relaxed);
-                        if out.last_warn.map_or(true, |t| t.elapsed() >= WARN_EVERY) {
+                        if out.last_warn.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
                             out.last_warn = Some(Instant::now());
                             tracing::warn!(
                                 log = %dest,

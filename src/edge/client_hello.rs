@@ -290,7 +290,7 @@ pub fn build(sni: Option<&str>, padding: usize, record: usize) -> Vec<u8> {
     if padding > 0 {
         exts.extend_from_slice(&21u16.to_be_bytes()); // padding extension
         exts.extend_from_slice(&(padding as u16).to_be_bytes());
-        exts.extend(std::iter::repeat(0).take(padding));
+        exts.extend(std::iter::repeat_n(0, padding));
     }
     body.extend_from_slice(&(exts.len() as u16).to_be_bytes());
     body.extend_from_slice(&exts);

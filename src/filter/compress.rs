@@ -85,7 +85,7 @@ pub fn choose<'a>(
     let mut best: Option<(u16, Encoding)> = None;
     for (i, enc) in offered.iter().enumerate().take(3) {
         let w = q[i].or(star).unwrap_or(0);
-        if w > 0 && best.map_or(true, |(bw, _)| w > bw) {
+        if w > 0 && best.is_none_or(|(bw, _)| w > bw) {
             best = Some((w, *enc));
         }
     }

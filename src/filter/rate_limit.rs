@@ -103,7 +103,7 @@ impl Table {
                 s.tat.store(0, Relaxed);
                 return s;
             }
-            if oldest.map_or(true, |o| s.tat.load(Relaxed) < o.tat.load(Relaxed)) {
+            if oldest.is_none_or(|o| s.tat.load(Relaxed) < o.tat.load(Relaxed)) {
                 oldest = Some(s);
             }
         }

@@ -287,11 +287,11 @@ fn info(ctx: &WorkerCtx, s: &Session) -> Info {
 }
 
 fn matches(s: &Session, f: &Filter) -> bool {
-    f.route.as_ref().map_or(true, |r| &s.route.cfg.name == r)
-        && f.user.as_ref().map_or(true, |u| &*s.user.borrow() == u)
+    f.route.as_ref().is_none_or(|r| &s.route.cfg.name == r)
+        && f.user.as_ref().is_none_or(|u| &*s.user.borrow() == u)
         && f.channel
             .as_ref()
-            .map_or(true, |c| s.channels.borrow().contains(c))
+            .is_none_or(|c| s.channels.borrow().contains(c))
 }
 
 fn targeted(s: &Session, t: &Target) -> bool {
@@ -363,17 +363,32 @@ fn run(ctx: &WorkerCtx, cmd: Command) {
                     .filter(|s| targeted(s, t))
                     .collect(),
             };
+            // Admitted first and answered, then sent: the API's answer does
+            // not wait for thousands of sends (most go straight to the
+            // client sockets, see `Session::push`).
+            let mut admitted = Vec::with_capacity(targets.len());
             for s in targets {
-                let Some(slot) = s.route.slots.get(ctx.id) else {
+                let Some(ok) = s
+                    .route
+                    .slots
+                    .get(ctx.id)
+                    .map(|slot| s.admit(&frame, &slot.gateway))
+                else {
                     continue;
                 };
-                if s.push(&frame, &slot.gateway) {
+                if ok {
                     delivered += 1;
+                    admitted.push(s);
                 } else {
                     dropped += 1;
                 }
             }
             let _ = reply.send((delivered, dropped));
+            for s in admitted {
+                if let Some(slot) = s.route.slots.get(ctx.id) {
+                    s.deliver(&frame, &slot.gateway);
+                }
+            }
         }
         Command::Close(n, code, reason, reply) => {
             let found = sessions.get(n).map(|s| {

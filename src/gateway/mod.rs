@@ -6,6 +6,7 @@
 //! - [`frame`]: RFC 6455 frame reader/writer; pure.
 //! - [`handshake`]: the session id on the upgrade request, the binding
 //!   headers taken off the backend's 101.
+//! - [`record`]: a session's record (registry, API, pushes).
 //! - [`session`]: one session's data path (frames both ways, pushes, pings,
 //!   closes).
 //! - [`stats`]: close reasons and per-route counters (metrics).
@@ -19,6 +20,7 @@
 pub mod frame;
 pub mod handshake;
 pub mod hub;
+mod record;
 pub mod session;
 mod sockio;
 pub mod stats;

@@ -7,7 +7,9 @@
 //! - **down** (backend -> client): frames are walked and forwarded
 //!   unchanged; ringmesh's own frames (queued pushes, the heartbeat ping,
 //!   a close) go in only where the reader says it is allowed: data between
-//!   messages, control frames between frames.
+//!   messages, control frames between frames. While it waits between two
+//!   messages with nothing queued, a push is written to the client socket
+//!   by the worker's hub task directly ([`Session::push`]).
 //! - **watch**: heartbeat (ping after `heartbeat` of client silence, close
 //!   1001 after `heartbeat_timeout`), drain (1001 just before the grace
 //!   ends), and the bound on how long a requested close may take.
@@ -21,18 +23,15 @@
 //! spliced on its side.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use bytes::Bytes;
 use monoio::net::TcpStream;
 
 use crate::config::gateway::Gateway;
@@ -65,189 +64,8 @@ const DRAIN_MARGIN_MS: u64 = 1_000;
 /// Payload of ringmesh's heartbeat pings.
 const PING_PAYLOAD: &[u8] = b"ringmesh";
 
+pub use super::record::{Session, Stats};
 pub use super::stats::{Reason, RouteCounters, REASONS};
-
-/// A one-waiter wake-up flag (single-threaded).
-#[derive(Default)]
-struct Notify {
-    set: Cell<bool>,
-    waker: RefCell<Option<Waker>>,
-}
-
-impl Notify {
-    fn notify(&self) {
-        self.set.set(true);
-        if let Some(w) = self.waker.borrow_mut().take() {
-            w.wake();
-        }
-    }
-    fn notified(&self) -> Notified<'_> {
-        Notified(self)
-    }
-}
-
-struct Notified<'a>(&'a Notify);
-
-impl Future for Notified<'_> {
-    type Output = ();
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.0.set.replace(false) {
-            return Poll::Ready(());
-        }
-        *self.0.waker.borrow_mut() = Some(cx.waker().clone());
-        Poll::Pending
-    }
-}
-
-/// Counters of one session.
-#[derive(Default, Debug, Clone, Copy)]
-pub struct Stats {
-    pub messages_in: u64,
-    pub messages_out: u64,
-    pub bytes_in: u64,
-    pub bytes_out: u64,
-    pub pushed: u64,
-    pub pings: u64,
-    /// Coarse worker clock (ms since the process epoch).
-    pub last_activity_ms: u64,
-}
-
-/// A session as the worker's registry and the API see it.
-pub struct Session {
-    pub id: String,
-    pub n: u64,
-    pub route: Arc<LiveRoute>,
-    pub client: SocketAddr,
-    /// Unix time in ms.
-    pub connected_at: u64,
-    pub user: RefCell<String>,
-    pub channels: RefCell<BTreeSet<String>>,
-    pub settings: RefCell<BTreeMap<String, String>>,
-    pub stats: Cell<Stats>,
-    limit: u64,
-    queue: RefCell<VecDeque<Bytes>>,
-    queued: Cell<u64>,
-    ping_wanted: Cell<bool>,
-    close: RefCell<Option<(u16, String, Reason)>>,
-    close_at_ms: Cell<u64>,
-    /// Close 1001 at this coarse time (0: never): the route left the config.
-    drain_at_ms: Cell<u64>,
-    notify: Notify,
-    watch: Notify,
-    /// A tcp route's session (list and close only): its client and upstream
-    /// sockets, shut down by a close (nothing is framed, nothing is pushed).
-    tcp: Option<(RawFd, RawFd)>,
-}
-
-impl Session {
-    /// A registry record; `tcp`: the sockets of a tcp route's connection.
-    pub(super) fn new(
-        ctx: &WorkerCtx,
-        id: String,
-        n: u64,
-        route: &Arc<LiveRoute>,
-        client: SocketAddr,
-        limit: u64,
-        tcp: Option<(RawFd, RawFd)>,
-    ) -> Session {
-        Session {
-            id,
-            n,
-            route: route.clone(),
-            client,
-            connected_at: unix_ms(),
-            user: RefCell::default(),
-            channels: RefCell::default(),
-            settings: RefCell::default(),
-            stats: Cell::new(Stats {
-                last_activity_ms: ctx.now_ms(),
-                ..Stats::default()
-            }),
-            limit,
-            queue: RefCell::new(VecDeque::new()),
-            queued: Cell::new(0),
-            ping_wanted: Cell::new(false),
-            close: RefCell::new(None),
-            close_at_ms: Cell::new(0),
-            drain_at_ms: Cell::new(0),
-            notify: Notify::default(),
-            watch: Notify::default(),
-            tcp,
-        }
-    }
-
-    /// Why a close was requested, if one was.
-    pub(super) fn requested_close(&self) -> Option<Reason> {
-        self.close.borrow().as_ref().map(|c| c.2)
-    }
-
-    /// Whether this is a tcp route's session (list and close only).
-    pub fn is_tcp(&self) -> bool {
-        self.tcp.is_some()
-    }
-
-    fn update(&self, f: impl FnOnce(&mut Stats)) {
-        let mut s = self.stats.get();
-        f(&mut s);
-        self.stats.set(s);
-    }
-
-    /// Whether a close was requested (then pushes are refused).
-    pub fn closing(&self) -> bool {
-        self.close.borrow().is_some()
-    }
-
-    /// Queues a whole frame for the client; false when refused (the
-    /// session is closing, or the queue would pass `send_queue`: then the
-    /// session closes with 1008 as a slow consumer).
-    pub fn push(&self, frame: &Bytes, c: &RouteCounters) -> bool {
-        if self.closing() || self.is_tcp() {
-            c.dropped.add(1);
-            return false;
-        }
-        let len = frame.len() as u64;
-        if self.queued.get() + len > self.limit {
-            c.dropped.add(1);
-            self.request_close(frame::CLOSE_POLICY, "send queue full", Reason::SlowConsumer);
-            return false;
-        }
-        self.queued.set(self.queued.get() + len);
-        self.queue.borrow_mut().push_back(frame.clone());
-        self.update(|s| s.pushed += 1);
-        c.pushed.add(1);
-        self.notify.notify();
-        true
-    }
-
-    /// Schedules a 1001 at `at_ms` (coarse clock): the session's route was
-    /// removed by a reload.
-    pub fn drain_at(&self, at_ms: u64) {
-        if self.drain_at_ms.get() == 0 {
-            self.drain_at_ms.set(at_ms.max(1));
-            self.watch.notify();
-        }
-    }
-
-    /// Asks for a close frame to the client (the first request wins).
-    pub fn request_close(&self, code: u16, reason: &str, why: Reason) {
-        let mut c = self.close.borrow_mut();
-        if c.is_some() {
-            return;
-        }
-        *c = Some((code, reason.to_string(), why));
-        drop(c);
-        if let Some((client, upstream)) = self.tcp {
-            // A tcp tunnel has no frame to say it with: both sockets are
-            // shut down, the tunnel sees the ends and finishes as usual.
-            let _ = sys::shutdown_both(client);
-            let _ = sys::shutdown_both(upstream);
-            return;
-        }
-        self.close_at_ms.set(crate::shared::epoch_ms());
-        self.notify.notify();
-        self.watch.notify();
-    }
-}
 
 /// What the worker needs to run a session.
 pub struct Conn<'a> {
@@ -261,34 +79,63 @@ pub struct Conn<'a> {
 
 /// Runs a session until it ends; `early_up` are client bytes that came
 /// behind the upgrade request.
-pub async fn run(c: Conn<'_>, p: Pending, early_up: Vec<u8>) {
-    let ctx = c.ctx;
-    let Some(slot) = c.route.slots.get(ctx.id) else {
-        return;
-    };
-    let cfg = c.route.cfg.gateway.unwrap_or_default();
-    // Built in a block: the record's storage ends here, not in the future.
-    let s = Rc::new({
-        let mut s = Session::new(ctx, p.id, p.n, c.route, c.peer, cfg.send_queue, None);
-        s.user = RefCell::new(p.user);
-        s.channels = RefCell::new(p.channels);
-        s.settings = RefCell::new(p.settings);
-        s
+///
+/// Not an `async fn`: its arguments (the pending binding, a few hundred
+/// bytes) would stay in the future for the session's whole life. The record
+/// is built here, synchronously; the future keeps only what it drives with.
+// Boxed on purpose: taken by value, the caller's box would live as long as
+// the caller's future (see `http::upgrade::session`).
+#[allow(clippy::boxed_local)]
+pub fn run<'a>(c: Conn<'a>, p: Box<Pending>, early_up: Vec<u8>) -> impl Future<Output = ()> + 'a {
+    // The box is freed here (moved out of, it would live as long as the
+    // future that holds it).
+    let mut opened = open(&c, *p).map(|(s, cfg, rsv, early_down)| {
+        let now = c.ctx.now_ms();
+        let d = Drive {
+            c,
+            s,
+            cfg,
+            rsv,
+            last_frame: Cell::new(now),
+            client_closed_ms: Cell::new(0),
+            up_boundary: Cell::new(true),
+        };
+        (d, early_down)
     });
+    async move {
+        // Used in place: moved out, it would take its size twice.
+        let Some((d, early_down)) = &mut opened else {
+            return;
+        };
+        let reason = d.drive(std::mem::take(early_down), early_up).await;
+        closed(&d.c, &d.s, reason);
+    }
+}
+
+/// The session's record, registered; its settings, RSV bits and the backend
+/// bytes that came behind the 101.
+fn open(c: &Conn<'_>, p: Pending) -> Option<(Rc<Session>, Gateway, u8, Vec<u8>)> {
+    let ctx = c.ctx;
+    let slot = c.route.slots.get(ctx.id)?;
+    let cfg = c.route.cfg.gateway.unwrap_or_default();
+    let mut s = Session::new(ctx, p.id, p.n, c.route, c.peer, cfg.send_queue, None);
+    s.user = RefCell::new(p.user);
+    s.channels = RefCell::new(p.channels);
+    s.settings = RefCell::new(p.settings);
+    let s = Rc::new(s);
     ctx.sessions.insert(s.clone());
     slot.gateway.opened.add(1);
     tracing::debug!(id = %s.id, route = %c.route.cfg.name, peer = %c.peer, "session opened");
-    let d = Drive {
-        c: &c,
-        s: &s,
-        cfg,
-        rsv: p.rsv_allowed,
-        last_frame: Cell::new(ctx.now_ms()),
-        client_closed_ms: Cell::new(0),
-        up_boundary: Cell::new(true),
-    };
-    let reason = d.drive(p.early, early_up).await;
+    Some((s, cfg, p.rsv_allowed, p.early))
+}
+
+/// Unregisters a session that ended and counts how.
+fn closed(c: &Conn<'_>, s: &Session, reason: Reason) {
+    let ctx = c.ctx;
     ctx.sessions.remove(s.n);
+    let Some(slot) = c.route.slots.get(ctx.id) else {
+        return;
+    };
     if let Some(c) = slot.gateway.closed.get(reason as usize) {
         c.add(1);
     }
@@ -317,8 +164,8 @@ enum UpEnd {
 }
 
 struct Drive<'a> {
-    c: &'a Conn<'a>,
-    s: &'a Session,
+    c: Conn<'a>,
+    s: Rc<Session>,
     cfg: Gateway,
     rsv: u8,
     last_frame: Cell<u64>,
@@ -356,6 +203,8 @@ impl Drive<'_> {
                 r = &mut watch => break r,
             }
         };
+        // The sockets close after this: no push may write to them any more.
+        self.s.direct.set(-1);
         // A requested close names the end, whichever side noticed it last.
         let close = self.s.close.borrow().clone();
         match close {
@@ -490,6 +339,9 @@ impl Drive<'_> {
         let (client, backend) = (self.c.client, self.c.backend);
         let mut r = FrameReader::new(Role::Server, self.rsv, u64::MAX);
         let mut server_closed = false;
+        // Pushes may be written by the hub directly (plain TCP clients only:
+        // a TLS client's records are written by this future alone).
+        let direct = client.splices();
         // One readiness wait kept across wake-ups: a push that wakes this
         // loop must not cancel and re-submit it (on io_uring a PollAdd
         // cancel and a new PollAdd per push).
@@ -537,7 +389,7 @@ impl Drive<'_> {
                             return Reason::Client;
                         }
                         start = pos;
-                        if let Some(reason) = self.flush(&r, server_closed).await {
+                        if let Some(reason) = self.flush_boxed(&r, server_closed).await {
                             ctx.bufs.put(buf);
                             return reason;
                         }
@@ -578,8 +430,8 @@ impl Drive<'_> {
                     Err(SpliceError::Dst(_)) => return Reason::Client,
                 }
             }
-            if r.at_frame_boundary() {
-                if let Some(reason) = self.flush(&r, server_closed).await {
+            if r.at_frame_boundary() && self.has_work(&r, server_closed) {
+                if let Some(reason) = self.flush_boxed(&r, server_closed).await {
                     if buf.capacity() > 0 {
                         ctx.bufs.put(buf);
                     }
@@ -589,10 +441,28 @@ impl Drive<'_> {
             if buf.capacity() > 0 {
                 ctx.bufs.put(std::mem::take(&mut buf));
             }
-            monoio::select! {
+            // Parked between two backend messages with everything sent: a
+            // push may go straight to the client (see `Session::push`).
+            if direct && r.at_message_boundary() && !server_closed {
+                self.s.direct.set(client.stream.as_raw_fd());
+            }
+            let pushed = monoio::select! {
                 // A readiness error shows in the recv below.
-                _ = &mut readable => readable.set(backend.readable(false)),
-                _ = self.s.notify.notified() => continue,
+                _ = &mut readable => {
+                    readable.set(backend.readable(false));
+                    false
+                }
+                _ = self.s.notify.notified() => true,
+            };
+            self.s.direct.set(-1);
+            if pushed {
+                continue;
+            }
+            // What a push left half-sent goes before any backend byte.
+            if r.at_frame_boundary() && self.has_work(&r, server_closed) {
+                if let Some(reason) = self.flush_boxed(&r, server_closed).await {
+                    return reason;
+                }
             }
             buf = ctx.bufs.take();
             match sys::recv_append(backend.as_raw_fd(), &mut buf, BUF_SIZE) {
@@ -654,6 +524,17 @@ impl Drive<'_> {
         self.s.closing()
             || self.s.ping_wanted.get()
             || (r.at_message_boundary() && !self.s.queue.borrow().is_empty())
+    }
+
+    /// [`Drive::flush`] in its own allocation: the down future waits in
+    /// every idle session, a flush (queued pushes, a ping, the close) is
+    /// occasional.
+    fn flush_boxed<'b>(
+        &'b self,
+        r: &'b FrameReader,
+        server_closed: bool,
+    ) -> Pin<Box<dyn Future<Output = Option<Reason>> + 'b>> {
+        Box::pin(self.flush(r, server_closed))
     }
 
     /// Sends ringmesh's frames allowed here (the stream to the client is at

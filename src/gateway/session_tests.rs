@@ -23,15 +23,29 @@ fn session_task_size() {
     let recv = fut_size3(super::super::ClientIo::recv);
     let session = std::mem::size_of::<super::Session>();
     eprintln!(
-        "session::run {run} B (send_all {send} B, recv {recv} B, readable {} B, \
-         close {} B); Session {session} B",
+        "session::run {run} B (drive {} B: up {} B, down {} B, watch {} B; send_all {send} B, \
+         recv {recv} B, readable {} B, close {} B); Session {session} B",
+        fut_size3(super::Drive::drive),
+        fut_size2(super::Drive::up),
+        fut_size2(super::Drive::down),
+        fut_size1(super::Drive::watch),
         fut_size2(monoio::net::TcpStream::readable),
         fut_size3(super::super::ClientIo::close),
     );
-    // Measured (debug build): run 1784 B (2368 B before the full-socket
-    // wait and the close were boxed), send_all 72 B, recv 160 B,
-    // Session 416 B.
-    assert!(run <= 1900, "session future grew to {run} B");
+    // Measured (debug build): run 1304 B (1784 B while `run` was an async
+    // fn keeping its arguments and the down future held a flush inline;
+    // 2368 B before the full-socket wait and the close were boxed),
+    // send_all 72 B, recv 160 B, Session 440 B.
+    assert!(run <= 1400, "session future grew to {run} B");
     assert!(send <= 96, "send_all future grew to {send} B");
     assert!(session <= 448, "Session grew to {session} B");
+    let down = fut_size2(super::Drive::down);
+    assert!(
+        down <= 480,
+        "the down future grew to {down} B (a flush inline?)"
+    );
+}
+
+fn fut_size1<A, F: Future>(_: impl FnOnce(A) -> F) -> usize {
+    std::mem::size_of::<F>()
 }

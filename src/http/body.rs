@@ -2,7 +2,7 @@
 //! bodies are passed through unchanged while [`ChunkedScanner`] finds their
 //! end (chunk data of a useful size is spliced too, only the framing is read
 //! into a buffer). When either side is a TLS client, bytes cannot be spliced:
-//! they go through one record-sized buffer from the worker's free list.
+//! they go through one 64 KiB buffer from the worker's free list.
 
 use std::io;
 use std::time::Duration;
@@ -86,7 +86,9 @@ impl Pipe<'_, '_> {
     /// Reads and writes (through TLS on one side): exactly `limit` bytes,
     /// or until `src` closes.
     async fn copy(&mut self, limit: Option<u64>) -> Result<u64, BodyError> {
-        let mut buf = crate::tls::bufs::take_in();
+        // 64 KiB at a time: one read from the plain side, and toward a TLS
+        // client four records sealed into one write.
+        let mut buf = crate::tls::bufs::take_body();
         let r = async {
             let mut moved = 0u64;
             loop {
@@ -118,7 +120,7 @@ impl Pipe<'_, '_> {
             }
         }
         .await;
-        crate::tls::bufs::put_in(buf);
+        crate::tls::bufs::put_body(buf);
         r
     }
 

@@ -44,7 +44,7 @@ impl Down<'_> {
         upload: Option<&std::cell::Cell<Upload>>,
         plan: Plan,
     ) -> Result<DownEnd, DownError> {
-        let upload_ok = upload.map_or(true, |u| u.get() == Upload::Done);
+        let upload_ok = upload.is_none_or(|u| u.get() == Upload::Done);
         let until_close = head.framing == ResponseFraming::UntilClose;
         let close_client = !self.client_keep
             || self.ctx.stopping.is_set()

@@ -151,7 +151,7 @@ pub fn serve_with(
         if conn.spec == u32::MAX {
             return;
         }
-        match Box::pin(conn.start(&live)).await {
+        match crate::worker::boxed(|| conn.start(&live)).await {
             Started::Http1 => {}
             Started::Done => return,
             Started::H2 => return Box::pin(conn.into_h2_tls(live)).await,
@@ -477,15 +477,22 @@ impl Conn {
             // timers, bodies) takes a few KiB of state; inline it would be
             // part of every idle connection's task as well. One allocation
             // per request instead, and an idle connection's task stays small.
+            // Built in place: `Box::pin(f)` built the 8 KiB future on the
+            // stack and copied all of it into the box on every request.
             // The h2 sniff is in the same boxed future: `deadline` then lives
             // across no await of this one (else it would take 16 bytes in
             // every state of it, the idle wait's included).
+            // The closures capture by `move` (a copy of `deadline`): a local
+            // a closure borrows is kept in this future across the await.
+            let (this, l): (&mut Conn, &Live) = (&mut *self, live);
             let outcome = match h2 {
-                Some(cfg) => match Box::pin(self.sniff_then_request(live, deadline)).await {
-                    Some(o) => o,
-                    None => return Some((cfg, live.clone())),
-                },
-                None => Box::pin(self.request(live, deadline)).await,
+                Some(cfg) => {
+                    match crate::worker::boxed(move || this.sniff_then_request(l, deadline)).await {
+                        Some(o) => o,
+                        None => return Some((cfg, live.clone())),
+                    }
+                }
+                None => crate::worker::boxed(move || this.request(l, deadline)).await,
             };
             if let Outcome::KeepAlive(d) = outcome {
                 (first, idle_ms) = (false, d.as_millis() as u64);
@@ -493,7 +500,7 @@ impl Conn {
             }
             // One boxed future for every ending: each await point here is
             // a slot in this future, which is most of an idle connection.
-            Box::pin(self.end(outcome)).await;
+            crate::worker::boxed(|| self.end(outcome)).await;
             return None;
         }
     }
@@ -507,7 +514,13 @@ impl Conn {
             Outcome::Session(st) => {
                 // Apart from the request's future, which is gone by now: an
                 // idle session holds only its own state.
-                super::upgrade::session(&self.ctx, &self.client, *st).await;
+                // The start's box is freed before the session runs (a box
+                // moved out of lives until its scope ends).
+                let session = {
+                    let st = st;
+                    super::upgrade::session(&self.ctx, &self.client, *st)
+                };
+                session.await;
             }
         }
     }
@@ -917,6 +930,7 @@ pub(crate) fn debug_sizes() -> Vec<(&'static str, usize)> {
             size_of::<crate::worker::timer::CoarseSleep<'static>>(),
         ),
         ("run", fut2m(Conn::run)),
+        ("end", fut2m(Conn::end)),
     ]
 }
 

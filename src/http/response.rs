@@ -340,7 +340,7 @@ impl Down<'_> {
             other => (prefix, other),
         };
         let avail = s.ubuf.len().saturating_sub(hl);
-        let upload_ok = upload.map_or(true, |u| u.get() == Upload::Done);
+        let upload_ok = upload.is_none_or(|u| u.get() == Upload::Done);
         let close_client = !self.client_keep
             || self.ctx.stopping.is_set()
             || head.conflicting_framing

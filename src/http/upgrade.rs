@@ -128,8 +128,14 @@ pub(super) struct SessionStart {
     early: Vec<u8>,
 }
 
-/// Runs a gateway session on the connection's client until it ends.
-pub(super) async fn session(ctx: &WorkerCtx, client: &Client, st: SessionStart) {
+/// Runs a gateway session on the connection's client until it ends. Not an
+/// `async fn`: the future keeps the upstream and the route (which the
+/// session borrows), not a second copy of everything it was started with.
+pub(super) fn session<'a>(
+    ctx: &'a WorkerCtx,
+    client: &'a Client,
+    st: SessionStart,
+) -> impl std::future::Future<Output = ()> + 'a {
     if let Some(t) = &client.tls {
         t.borrow_mut().release();
     }
@@ -139,15 +145,17 @@ pub(super) async fn session(ctx: &WorkerCtx, client: &Client, st: SessionStart) 
         pending,
         early,
     } = st;
-    let conn = crate::gateway::session::Conn {
-        ctx,
-        client: crate::gateway::ClientIo {
-            stream: &client.stream,
-            tls: client.tls.as_deref(),
-        },
-        peer: client.peer.get(),
-        backend: &up.stream,
-        route: &route,
-    };
-    crate::gateway::session::run(conn, *pending, early).await;
+    async move {
+        let conn = crate::gateway::session::Conn {
+            ctx,
+            client: crate::gateway::ClientIo {
+                stream: &client.stream,
+                tls: client.tls.as_deref(),
+            },
+            peer: client.peer.get(),
+            backend: &up.stream,
+            route: &route,
+        };
+        crate::gateway::session::run(conn, pending, early).await;
+    }
 }

@@ -159,13 +159,15 @@ pub fn serve_with(
         };
         // Boxed: the connect state (timers, failover bookkeeping) is short-lived;
         // inline it would sit in every idle tunnel's task for the tunnel's whole life.
-        let connecting = Box::pin(connect::connect(
-            &route,
-            slot,
-            client_hash(peer.ip()),
-            || ctx.now_ms(),
-            |_| None,
-        ));
+        let connecting = crate::worker::boxed(|| {
+            connect::connect(
+                &route,
+                slot,
+                client_hash(peer.ip()),
+                || ctx.now_ms(),
+                |_| None,
+            )
+        });
         let upstream = match connecting.await {
             Ok(u) => u,
             Err(e) => {

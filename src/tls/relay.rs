@@ -3,7 +3,8 @@
 //! origination, or both: re-encryption), and of upgraded (WebSocket)
 //! connections with TLS on either side. Splice cannot move TLS records'
 //! plaintext, so bytes go through one record-sized buffer per direction,
-//! taken from the worker's free list while the tunnel lives. Two plain
+//! taken from the worker's free list while bytes move (not while the
+//! tunnel idles). Two plain
 //! sockets never come here: they keep the splice tunnel.
 
 use std::cell::{Cell, RefCell};
@@ -43,24 +44,27 @@ impl<'a> End<'a> {
         }
     }
 
-    /// Appends what arrives (plaintext) to `buf`, up to its capacity;
-    /// `Ok(0)` at EOF, `TimedOut` at `deadline`.
-    async fn read(self, buf: &mut Vec<u8>, deadline: Instant) -> io::Result<usize> {
+    /// Appends what is there (plaintext) to `buf`, up to its capacity,
+    /// without waiting: `Ok(0)` at EOF, `WouldBlock` when nothing is.
+    fn read_now(self, buf: &mut Vec<u8>) -> io::Result<usize> {
         let room = buf.capacity() - buf.len();
         match self {
-            End::Tls(s, t) => session::read(s, t, buf, room, deadline).await,
-            End::Plain(s) => {
-                let fd = s.as_raw_fd();
-                loop {
-                    match sys::recv_append(fd, buf, room) {
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                            session::readable(s, deadline).await?;
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        r => return r,
-                    }
-                }
-            }
+            End::Tls(s, t) => session::read_now(s.as_raw_fd(), t, buf, room),
+            End::Plain(s) => sys::recv_append(s.as_raw_fd(), buf, room),
+        }
+    }
+
+    /// Waits until the socket is readable; `TimedOut` at `deadline`.
+    async fn readable(self, deadline: Instant) -> io::Result<()> {
+        match self {
+            End::Tls(s, _) | End::Plain(s) => session::readable(s, deadline).await,
+        }
+    }
+
+    /// Gives a TLS session's empty record buffers back to the worker.
+    fn release(self) {
+        if let End::Tls(_, t) = self {
+            t.borrow_mut().release();
         }
     }
 
@@ -120,19 +124,36 @@ async fn pump<M: Meter>(
     } else {
         (RelayEnd::Backend, RelayEnd::Client)
     };
-    let mut buf = bufs::take_in();
+    // A direction waits holding no buffer: an idle tunnel keeps its
+    // sockets and TLS state only (each buffer is 18.5 KiB, and a TLS
+    // session's outgoing one 66 KiB); the buffer comes back from the
+    // worker's free list when bytes arrive.
+    let mut buf = Vec::new();
     let r = async {
         loop {
+            if buf.capacity() == 0 {
+                buf = bufs::take_in();
+            }
             buf.clear();
-            let n = match src.read(&mut buf, deadline()).await {
+            let n = match src.read_now(&mut buf) {
                 Ok(0) => break Ok(()),
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::TimedOut => {
-                    if Instant::now() >= deadline() {
-                        break Err(RelayEnd::Idle);
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    bufs::put_in(std::mem::take(&mut buf));
+                    src.release();
+                    dst.release();
+                    match src.readable(deadline()).await {
+                        Ok(()) => continue,
+                        Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                            if Instant::now() >= deadline() {
+                                break Err(RelayEnd::Idle);
+                            }
+                            continue;
+                        }
+                        Err(e) => break Err(src_err(e)),
                     }
-                    continue;
                 }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => break Err(src_err(e)),
             };
             last.set(Instant::now());
@@ -141,7 +162,9 @@ async fn pump<M: Meter>(
         }
     }
     .await;
-    bufs::put_in(buf);
+    if buf.capacity() > 0 {
+        bufs::put_in(buf);
+    }
     if r.is_ok() {
         dst.close().await;
     }

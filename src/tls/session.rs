@@ -26,6 +26,9 @@ use crate::sys;
 
 /// Plaintext encrypted per record (the TLS maximum).
 const MAX_PLAINTEXT: usize = 16 * 1024;
+/// Plaintext sealed per round of [`write_now`]: four records, which fill an
+/// outgoing buffer ([`bufs::OUT_BUF`]) and leave in one `send`.
+const SEAL_BATCH: usize = 4 * MAX_PLAINTEXT;
 
 /// Why a handshake did not complete.
 #[derive(Debug)]
@@ -72,7 +75,8 @@ impl std::fmt::Display for HandshakeError {
 pub(super) enum Want<'d> {
     /// Decrypted data (or, while handshaking, progress).
     Read,
-    /// Encrypt this plaintext (at most [`MAX_PLAINTEXT`] bytes).
+    /// Encrypt this plaintext (at most [`SEAL_BATCH`] bytes: rustls cuts it
+    /// into records).
     Seal(&'d [u8]),
     /// Queue a close_notify alert.
     Close,
@@ -310,7 +314,7 @@ impl TlsConn {
         self.process(&mut Sink::Read(rb), Want::Read)
     }
 
-    /// Encrypts `data` (at most [`MAX_PLAINTEXT`] bytes) into `out`.
+    /// Encrypts `data` (at most [`SEAL_BATCH`] bytes) into `out`.
     pub(super) fn seal(&mut self, data: &[u8]) -> Result<(), rustls::Error> {
         self.process(&mut Sink::Stash, Want::Seal(data)).map(|_| ())
     }
@@ -435,6 +439,20 @@ impl TlsConn {
             return Err(invalid("record larger than the record buffer"));
         }
         sys::recv_append(fd, &mut self.inc, room)
+    }
+}
+
+impl Drop for TlsConn {
+    /// A closing connection's record buffers go back to the worker's free
+    /// lists (a new connection per request would otherwise allocate, and
+    /// zero, an outgoing buffer for every handshake).
+    fn drop(&mut self) {
+        if self.inc.capacity() > 0 {
+            bufs::put_in(std::mem::take(&mut self.inc));
+        }
+        if !self.out.is_empty() {
+            bufs::put_out(std::mem::take(&mut self.out));
+        }
     }
 }
 
@@ -657,8 +675,8 @@ pub async fn write_all(
     Ok(())
 }
 
-/// [`write_all`] without the wait: seals `data[*pos..]` record by record
-/// and sends what the socket takes. `Ok(true)`: all sent; `Ok(false)`: the
+/// [`write_all`] without the wait: seals `data[*pos..]` up to four records
+/// at a time and sends what the socket takes (one `send` per batch). `Ok(true)`: all sent; `Ok(false)`: the
 /// socket must become writable first (call again with the same `pos`).
 /// With empty `data` it flushes the records already waiting.
 pub fn write_now(
@@ -676,7 +694,7 @@ pub fn write_now(
         if *pos >= data.len() {
             return Ok(true);
         }
-        let end = data.len().min(*pos + MAX_PLAINTEXT);
+        let end = data.len().min(*pos + SEAL_BATCH);
         c.process(&mut Sink::Stash, Want::Seal(&data[*pos..end]))
             .map_err(invalid)?;
         *pos = end;

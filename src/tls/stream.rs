@@ -21,11 +21,11 @@
 //! larger than that space keep their rest in the session's plaintext
 //! stash). Outgoing frames are encrypted from `h2`'s slice straight into
 //! the outgoing record buffer, one record per `poll_write` of up to 16 KiB;
-//! small records queue there until the flush (or a full record) writes them
-//! together. Whenever the socket has nothing to read, and
+//! records queue there until the flush (or a buffer that cannot take another
+//! record) writes them together. Whenever the socket has nothing to read, and
 //! after each flush, the session's record buffers go back to the worker's
 //! free list if they hold nothing ([`TlsConn::release`]): an idle HTTP/2
-//! connection keeps no record buffer (two of them are 37 KiB). Why not `tokio-rustls` or `monoio-rustls`: both
+//! connection keeps no record buffer (an incoming and an outgoing one are 85 KiB). Why not `tokio-rustls` or `monoio-rustls`: both
 //! use rustls's buffered connection (a plaintext queue and a copy in and out
 //! of it) and a second set of buffers beside ours.
 
@@ -163,9 +163,10 @@ impl AsyncWrite for TlsStream {
         if let Err(e) = this.tls.seal(&data[..n]) {
             return Poll::Ready(Err(this.fail(cx, e)));
         }
-        // A full record goes out now if the socket takes it (bulk data
-        // keeps flowing between flushes); the plaintext is accepted either way.
-        if this.tls.pending().len() >= MAX_RECORD_PLAIN {
+        // A buffer that cannot take another full record goes out now if the
+        // socket takes it (bulk data keeps flowing between flushes, four
+        // records per write); the plaintext is accepted either way.
+        if this.tls.out_room() < MAX_RECORD_PLAIN + RECORD_OVERHEAD {
             if let Poll::Ready(Err(e)) = this.poll_send(cx) {
                 return Poll::Ready(Err(e));
             }

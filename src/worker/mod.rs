@@ -523,6 +523,15 @@ async fn run(
     ctx.log.flush();
 }
 
+/// `Box::pin(make())` without the move: the box is allocated first and the
+/// future written straight into it. rustc moves a future by its full size
+/// (every state it can be in), so `Box::pin` of a fresh one built the whole
+/// future on the stack and copied it into the box: 8 KiB per HTTP request.
+#[inline(always)]
+pub fn boxed<F: Future>(make: impl FnOnce() -> F) -> Pin<Box<F>> {
+    Box::into_pin(Box::write(Box::new_uninit(), make()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
