@@ -45,7 +45,7 @@ const LINGER: Duration = Duration::from_secs(2);
 /// Most bytes discarded while lingering.
 const LINGER_MAX: usize = 16 << 20;
 /// How long a draining worker keeps an idle keep-alive connection open for
-/// a request the client may already have sent (see `Conn::wait_readable`).
+/// a request the client may already have sent (see `Conn::wait_until`).
 const DRAIN_IDLE: Duration = Duration::from_millis(500);
 /// Longest stall writing an error response.
 const ERROR_WRITE_STALL: Duration = Duration::from_secs(5);
@@ -53,7 +53,8 @@ const ERROR_WRITE_STALL: Duration = Duration::from_secs(5);
 /// The client side of a connection.
 pub(super) struct Client {
     pub stream: TcpStream,
-    pub peer: SocketAddr,
+    /// The client's address (compact: this sits in every connection's task).
+    pub peer: crate::worker::peer::Peer,
     /// Bytes read and not yet consumed: the current request starts at 0.
     pub buf: Vec<u8>,
     /// Cancels this connection task's timed-out io_uring op (client or upstream).
@@ -126,14 +127,14 @@ pub fn serve_with(
 ) -> impl std::future::Future<Output = ()> {
     let spec = live.by_listen.get(&listen).copied();
     let conn = Conn {
-        gen: ctx.generation(),
+        gen: ctx.generation() as u32,
         ctx,
-        spec: spec.unwrap_or(usize::MAX),
+        spec: spec.map_or(u32::MAX, |i| u32::try_from(i).unwrap_or(u32::MAX)),
         closing: false,
         guard,
         client: Client {
             stream,
-            peer,
+            peer: peer.into(),
             buf: pre.bytes,
             cancel: Cancel::default(),
             tls: None,
@@ -147,7 +148,7 @@ pub fn serve_with(
     let mut conn = conn;
     let mut live = live;
     async move {
-        if conn.spec == usize::MAX {
+        if conn.spec == u32::MAX {
             return;
         }
         match crate::worker::boxed(|| conn.start(&live)).await {
@@ -191,7 +192,7 @@ impl Conn {
         let acc = live
             .snapshot
             .listeners
-            .get(self.spec)
+            .get(self.spec as usize)
             .and_then(|l| Some((l.tls.clone()?, l.header_timeout)));
         let Some((acc, header_timeout)) = acc else {
             return Started::Http1;
@@ -212,7 +213,7 @@ impl Conn {
         let Some((cfg, listen)) = live
             .snapshot
             .listeners
-            .get(self.spec)
+            .get(self.spec as usize)
             .and_then(|l| Some((l.http2?, l.addr)))
         else {
             return;
@@ -223,7 +224,7 @@ impl Conn {
         let Some(t) = client.tls else {
             return;
         };
-        let (stream, peer) = (client.stream, client.peer);
+        let (stream, peer) = (client.stream, client.peer.get());
         crate::h2::serve_tls(ctx, live, stream, t.into_inner(), peer, listen, cfg, guard).await;
     }
 
@@ -232,24 +233,34 @@ impl Conn {
     async fn into_h2(mut self, (cfg, live): H2Handoff) {
         let replay = self.client.buf.clone();
         self.release_buffers();
-        let Some(listen) = live.snapshot.listeners.get(self.spec).map(|l| l.addr) else {
+        let Some(listen) = live
+            .snapshot
+            .listeners
+            .get(self.spec as usize)
+            .map(|l| l.addr)
+        else {
             return;
         };
         let Conn {
             ctx, client, guard, ..
         } = self;
-        let (stream, peer) = (client.stream, client.peer);
+        let (stream, peer) = (client.stream, client.peer.get());
         crate::h2::serve_tcp(ctx, live, stream, peer, listen, cfg, replay, guard).await;
     }
 }
 
-/// [`Conn::wait_readable`]'s future: a readiness wait, a coarse timer and
-/// the worker's stop flag in one poll.
+/// [`Conn::wait_until`]'s future: a readiness wait, a coarse deadline and
+/// the worker's stop flag in one poll (the deadline's `mark`: draining).
 struct IdleWait<'a, F> {
     ready: F,
-    sleep: crate::worker::timer::CoarseSleep<'a>,
     ctx: &'a WorkerCtx,
-    draining: bool,
+    at: crate::worker::timer::Deadline,
+}
+
+impl<F> Drop for IdleWait<'_, F> {
+    fn drop(&mut self) {
+        self.ctx.timers.disarm(&mut self.at);
+    }
 }
 
 impl<F: Future<Output = std::io::Result<()>>> Future for IdleWait<'_, F> {
@@ -257,8 +268,8 @@ impl<F: Future<Output = std::io::Result<()>>> Future for IdleWait<'_, F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Wait> {
         // SAFETY: `ready` is pinned structurally: it is never moved out of
-        // `self` (no method hands it out, `IdleWait` has no `Drop`), so it
-        // stays where it was pinned until dropped in place; the other
+        // `self` (no method hands it out, and `Drop` only touches `at`), so
+        // it stays where it was pinned until dropped in place; the other
         // fields are `Unpin` and only accessed by `&mut`.
         let this = unsafe { self.get_unchecked_mut() };
         // SAFETY: see above; `this.ready` is not moved while pinned.
@@ -270,14 +281,15 @@ impl<F: Future<Output = std::io::Result<()>>> Future for IdleWait<'_, F> {
             });
         }
         let ctx = this.ctx;
-        if !this.draining && ctx.stopping.is_set() {
-            this.draining = true;
-            let drain_ms = ctx.now_ms() + DRAIN_IDLE.as_millis() as u64;
-            this.sleep = ctx.timers.sleep_until(drain_ms);
+        if !this.at.mark && ctx.stopping.is_set() {
+            ctx.timers.disarm(&mut this.at);
+            this.at =
+                crate::worker::timer::Deadline::new(ctx.now_ms() + DRAIN_IDLE.as_millis() as u64);
+            this.at.mark = true;
         }
-        match Pin::new(&mut this.sleep).poll(cx) {
+        match ctx.timers.poll_deadline(&mut this.at, cx) {
             Poll::Pending => Poll::Pending,
-            Poll::Ready(()) if this.draining => Poll::Ready(Wait::Stop),
+            Poll::Ready(()) if this.at.mark => Poll::Ready(Wait::Stop),
             Poll::Ready(()) => Poll::Ready(Wait::Timeout),
         }
     }
@@ -296,10 +308,12 @@ enum TlsStart {
 struct Conn {
     ctx: Rc<WorkerCtx>,
     /// Generation of the config this connection serves.
-    gen: u64,
+    /// (Truncated: only compared for equality, 4 bytes fewer per connection.)
+    gen: u32,
     /// Index of our listener in `live.snapshot.listeners` (of the config
     /// this connection serves: its address is there, not in the `Conn`).
-    spec: usize,
+    /// `u32::MAX`: none (the listener is gone).
+    spec: u32,
     /// Our listener left the config: finish this request, then close.
     closing: bool,
     guard: ConnGuard,
@@ -384,34 +398,44 @@ impl Conn {
     /// Returns the hand-off when the first bytes were the HTTP/2 preface.
     async fn run(&mut self, live: &mut Arc<Live>) -> Option<H2Handoff> {
         // Only what is used after the idle wait stays in this future across
-        // it (this future is most of an idle connection's task): `first`,
-        // not the keep-alive duration; the header timeout is looked up again.
+        // it (this future is most of an idle connection's task): `first` and
+        // a coarse deadline, not the keep-alive duration nor an `Instant`
+        // (16 bytes); the header timeout is looked up again after the wait.
         let mut first = true;
-        let mut idle = Duration::ZERO;
-        let header_timeout =
-            |live: &Live, spec: usize| live.snapshot.listeners.get(spec).map(|s| s.header_timeout);
+        let mut idle_ms = 0u64;
+        let header_timeout = |live: &Live, spec: u32| {
+            live.snapshot
+                .listeners
+                .get(spec as usize)
+                .map(|s| s.header_timeout)
+        };
         loop {
-            let mut deadline = Instant::now() + header_timeout(live, self.spec)?;
+            // The head's deadline (coarse ms) when a wait counted against it:
+            // a new connection's first wait. 0: the head's time starts now.
+            let mut head_ms = 0u64;
             if self.client.buf.is_empty() {
                 // Nothing buffered: wait without holding buffers, so idle and
                 // not-yet-talking connections own nothing but their socket.
                 self.release_buffers();
                 let tls = self.client.tls.as_ref().map(|t| t.borrow().has_plain());
+                let head_from_now =
+                    |c: &Conn, t: Duration| c.ctx.now_ms().saturating_add(t.as_millis() as u64);
                 match first {
                     // Decrypted bytes wait in the TLS session already.
                     _ if tls == Some(true) => {}
-                    true if tls.is_some() => match self.wait_readable(deadline).await {
+                    true if tls.is_some() => {
+                        head_ms = head_from_now(self, header_timeout(live, self.spec)?);
+                        match self.wait_until(head_ms).await {
+                            Wait::Readable => {}
+                            Wait::Timeout => {
+                                Box::pin(self.fail(408)).await;
+                                return None;
+                            }
+                            Wait::Stop => return None,
+                        }
+                    }
+                    false => match self.wait_until(self.ctx.now_ms() + idle_ms).await {
                         Wait::Readable => {}
-                        Wait::Timeout => {
-                            Box::pin(self.fail(408)).await;
-                            return None;
-                        }
-                        Wait::Stop => return None,
-                    },
-                    false => match self.wait_readable(Instant::now() + idle).await {
-                        Wait::Readable => {
-                            deadline = Instant::now() + header_timeout(live, self.spec)?
-                        }
                         Wait::Timeout | Wait::Stop => return None,
                     },
                     // A new connection: its request usually arrives right
@@ -421,42 +445,57 @@ impl Conn {
                     true => match self.read_now() {
                         Some(true) => {}
                         Some(false) => return None,
-                        None => match self.wait_readable(deadline).await {
-                            Wait::Readable => {}
-                            Wait::Timeout => {
-                                Box::pin(self.fail(408)).await;
-                                return None;
+                        None => {
+                            head_ms = head_from_now(self, header_timeout(live, self.spec)?);
+                            match self.wait_until(head_ms).await {
+                                Wait::Readable => {}
+                                Wait::Timeout => {
+                                    Box::pin(self.fail(408)).await;
+                                    return None;
+                                }
+                                Wait::Stop => return None,
                             }
-                            Wait::Stop => return None,
-                        },
+                        }
                     },
                 }
             }
+            let deadline = match head_ms {
+                0 => Instant::now() + header_timeout(live, self.spec)?,
+                // What is left of it, to the coarse clock's tick (100 ms).
+                at => Instant::now() + Duration::from_millis(at.saturating_sub(self.ctx.now_ms())),
+            };
             self.refresh_live(live);
-            if first {
-                // Prior knowledge is cleartext only: over TLS, HTTP/2 is chosen by
-                // ALPN `h2` (above), so a TLS client's preface is a bad HTTP/1.1 head.
-                let h2 = live
-                    .snapshot
-                    .listeners
-                    .get(self.spec)
-                    .and_then(|s| s.http2)
-                    .filter(|_| self.client.tls.is_none());
-                if let Some(cfg) = h2 {
-                    if Box::pin(self.sniff_h2(deadline)).await {
-                        return Some((cfg, live.clone()));
-                    }
-                }
-            }
+            // Prior knowledge is cleartext only: over TLS, HTTP/2 is chosen by
+            // ALPN `h2` (above), so a TLS client's preface is a bad HTTP/1.1 head.
+            let h2 = live
+                .snapshot
+                .listeners
+                .get(self.spec as usize)
+                .and_then(|s| s.http2)
+                .filter(|_| first && self.client.tls.is_none());
             // Boxed: reading a head and running its exchange (socket ops,
             // timers, bodies) takes a few KiB of state; inline it would be
             // part of every idle connection's task as well. One allocation
             // per request instead, and an idle connection's task stays small.
             // Built in place: `Box::pin(f)` built the 8 KiB future on the
             // stack and copied all of it into the box on every request.
-            let outcome = crate::worker::boxed(|| self.request(live, deadline)).await;
+            // The h2 sniff is in the same boxed future: `deadline` then lives
+            // across no await of this one (else it would take 16 bytes in
+            // every state of it, the idle wait's included).
+            // The closures capture by `move` (a copy of `deadline`): a local
+            // a closure borrows is kept in this future across the await.
+            let (this, l): (&mut Conn, &Live) = (&mut *self, live);
+            let outcome = match h2 {
+                Some(cfg) => {
+                    match crate::worker::boxed(move || this.sniff_then_request(l, deadline)).await {
+                        Some(o) => o,
+                        None => return Some((cfg, live.clone())),
+                    }
+                }
+                None => crate::worker::boxed(move || this.request(l, deadline)).await,
+            };
             if let Outcome::KeepAlive(d) = outcome {
-                (first, idle) = (false, d);
+                (first, idle_ms) = (false, d.as_millis() as u64);
                 continue;
             }
             // One boxed future for every ending: each await point here is
@@ -488,7 +527,7 @@ impl Conn {
 
     /// Reads one request head (answering a bad one) and runs its exchange.
     async fn request(&mut self, live: &Live, deadline: Instant) -> Outcome {
-        let Some(spec) = live.snapshot.listeners.get(self.spec) else {
+        let Some(spec) = live.snapshot.listeners.get(self.spec as usize) else {
             return Outcome::Drop;
         };
         if self.client.buf.capacity() == 0 {
@@ -565,6 +604,15 @@ impl Conn {
         outcome
     }
 
+    /// A new connection on a listener with `http2`: `None` when its first
+    /// bytes are the HTTP/2 preface, else its first request's outcome.
+    async fn sniff_then_request(&mut self, live: &Live, deadline: Instant) -> Option<Outcome> {
+        if self.sniff_h2(deadline).await {
+            return None;
+        }
+        Some(self.request(live, deadline).await)
+    }
+
     /// Reads until the connection's first bytes are known to be the HTTP/2
     /// preface (true) or not; a failed read leaves the verdict to `read_head`.
     async fn sniff_h2(&mut self, deadline: Instant) -> bool {
@@ -594,11 +642,17 @@ impl Conn {
     /// (then we keep the old one for this last request and close after it).
     fn refresh_live(&mut self, live: &mut Arc<Live>) {
         let gen = self.ctx.generation();
+        let gen = gen as u32;
         if gen == self.gen {
             return;
         }
         self.gen = gen;
-        let Some(listen) = live.snapshot.listeners.get(self.spec).map(|l| l.addr) else {
+        let Some(listen) = live
+            .snapshot
+            .listeners
+            .get(self.spec as usize)
+            .map(|l| l.addr)
+        else {
             self.closing = true;
             return;
         };
@@ -606,7 +660,7 @@ impl Conn {
         match new.by_listen.get(&listen) {
             Some(&i) => {
                 *live = new;
-                self.spec = i;
+                self.spec = u32::try_from(i).unwrap_or(u32::MAX);
             }
             None => self.closing = true,
         }
@@ -631,19 +685,14 @@ impl Conn {
     /// connection's task. The stop is noticed without a registration of its
     /// own: stopping wakes every coarse timer (`WorkerCtx::stop`), and the
     /// poll checks the flag.
-    fn wait_readable(
+    fn wait_until(
         &self,
-        deadline: Instant,
+        deadline_ms: u64,
     ) -> IdleWait<'_, impl Future<Output = std::io::Result<()>> + '_> {
-        let ctx = &*self.ctx;
-        let left = deadline.saturating_duration_since(Instant::now());
         IdleWait {
             ready: self.client.stream.readable(false),
-            sleep: ctx
-                .timers
-                .sleep_until(ctx.now_ms() + left.as_millis() as u64),
-            ctx,
-            draining: false,
+            ctx: &self.ctx,
+            at: crate::worker::timer::Deadline::new(deadline_ms),
         }
     }
 
@@ -748,7 +797,7 @@ impl Conn {
         crate::accesslog::http::rejected(
             &self.ctx.log,
             live,
-            self.client.peer,
+            self.client.peer.get(),
             status,
             got,
             fields,
@@ -873,7 +922,8 @@ pub(crate) fn debug_sizes() -> Vec<(&'static str, usize)> {
         ("Cancel", size_of::<Cancel>()),
         ("SocketAddr", size_of::<SocketAddr>()),
         ("Instant", size_of::<Instant>()),
-        ("wait_readable", fut2(Conn::wait_readable)),
+        ("wait_until", fut2(Conn::wait_until)),
+        ("Peer", size_of::<crate::worker::peer::Peer>()),
         ("readable", fut1(TcpStream::readable)),
         (
             "CoarseSleep",

@@ -123,7 +123,7 @@ pub(super) async fn run(
     }
     let tls = client.tls.as_deref().map(|t| t.borrow());
     let fields = tls.as_ref().map_or((None, None), |t| t.log_fields());
-    crate::accesslog::http::end(&mut s.log, &ctx.log, live, client.peer, fields);
+    crate::accesslog::http::end(&mut s.log, &ctx.log, live, client.peer.get(), fields);
     outcome
 }
 
@@ -186,7 +186,7 @@ async fn exchange(
         let f = &mut s.filter;
         f.edits.clear();
         let req = Request::new(
-            client.peer,
+            client.peer.get(),
             method,
             head.path(&client.buf),
             &client.buf,
@@ -329,7 +329,7 @@ async fn exchange(
         up.backend,
         up.reused,
         &client.stream,
-        client.peer,
+        client.peer.get(),
         client.dst.as_deref().copied(),
         &mut s.out,
     );
@@ -391,7 +391,7 @@ async fn exchange(
                     up.backend,
                     up.reused,
                     &client.stream,
-                    client.peer,
+                    client.peer.get(),
                     client.dst.as_deref().copied(),
                     &mut s.out,
                 );

@@ -152,7 +152,7 @@ pub(super) fn session<'a>(
                 stream: &client.stream,
                 tls: client.tls.as_deref(),
             },
-            peer: client.peer,
+            peer: client.peer.get(),
             backend: &up.stream,
             route: &route,
         };

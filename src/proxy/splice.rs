@@ -18,15 +18,18 @@
 //! from one connection into another.
 
 use std::cell::{Cell, RefCell};
+use std::future::Future;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use monoio::net::TcpStream;
 
 use crate::http::buf::BufPool;
 use crate::sys;
-use crate::worker::timer::CoarseTimers;
+use crate::worker::timer::{CoarseTimers, Deadline};
 
 /// A pipe used as a splice buffer.
 #[derive(Debug)]
@@ -171,66 +174,224 @@ pub trait Meter {
 /// Forwards both directions between `client` and `backend` until both have
 /// reached EOF (each EOF is passed on as a half-close), an error, or `idle`
 /// passes without a byte either way.
-pub async fn tunnel<M: Meter>(
-    pool: &PipePool,
-    meter: &M,
-    client: &TcpStream,
-    backend: &TcpStream,
-    idle: Duration,
-) -> Result<Moved, TunnelEnd> {
-    // What both directions and the idle watch share, behind one reference
-    // each: these futures live in every open tunnel's task.
-    let link = Link {
-        pool,
-        meter,
-        last: Cell::new(meter.now_ms()),
-    };
-    let up = pump(&link, client, backend, true);
-    let down = pump(&link, backend, client, false);
-    let watch = idle_watch(&link, idle.as_millis().max(1) as u64);
-    let (mut up, mut down, mut watch) = (
-        std::pin::pin!(up),
-        std::pin::pin!(down),
-        std::pin::pin!(watch),
-    );
-    // Which directions finished (bit 0 up, bit 1 down) and their counts.
-    let (mut done, mut moved) = (0u8, Moved::default());
-    loop {
-        monoio::select! {
-            r = &mut up, if done & 1 == 0 => match r {
-                Ok(n) => (done, moved.up) = (done | 1, n),
-                Err(e) => return Err(e),
-            },
-            r = &mut down, if done & 2 == 0 => match r {
-                Ok(n) => (done, moved.down) = (done | 2, n),
-                Err(e) => return Err(e),
-            },
-            _ = &mut watch => return Err(TunnelEnd::Idle),
-        }
-        if done == 3 {
-            return Ok(moved);
-        }
-    }
-}
-
-/// Returns once `idle` passed since `last`. Uses the worker's coarse timers,
-/// not a runtime `Sleep` (640 bytes in every idle tunnel's task; see timer.rs).
-async fn idle_watch<M: Meter>(link: &Link<'_, M>, idle_ms: u64) {
-    loop {
-        let deadline = link.last.get().saturating_add(idle_ms);
-        if link.meter.now_ms() >= deadline {
-            return;
-        }
-        link.meter.timers().sleep_until(deadline).await;
-    }
-}
-
-/// A tunnel's shared state: the pipe pool, the meter, and the last activity
-/// (coarse ms) both directions update and the idle watch reads.
-struct Link<'a, M> {
+///
+/// One hand-written future for both directions and the idle watch, not two
+/// pump futures and a watch under a `select!`: it is most of an idle
+/// tunnel's task (bench/README.md, "Idle memory"), and each `async` pump
+/// kept its arguments, counters and the shared references of its own. This
+/// one holds the two runtime readiness waits (what an idle tunnel needs),
+/// one coarse deadline and a few bytes per direction. A read and its
+/// forwarding are synchronous; only bytes `dst` cannot take yet go into a
+/// boxed [`flush`] (backpressure, rare for small messages).
+pub fn tunnel<'a, M: Meter>(
     pool: &'a PipePool,
     meter: &'a M,
-    last: Cell<u64>,
+    client: &'a TcpStream,
+    backend: &'a TcpStream,
+    idle: Duration,
+) -> impl Future<Output = Result<Moved, TunnelEnd>> + 'a {
+    let last = meter.now_ms();
+    let idle_ms = idle.as_millis().clamp(1, u64::MAX as u128) as u64;
+    Tunnel {
+        pool,
+        meter,
+        ends: [client, backend],
+        mk: readable,
+        ready: [None, None],
+        flush: [None, None],
+        // The client's direction tries a read before its first readiness
+        // wait (a new client's first bytes usually arrive with, or right
+        // behind, the handshake).
+        dirs: [Dir::new(false), Dir::new(true)],
+        moved: Moved::default(),
+        last,
+        idle_ms,
+        watch: Deadline::new(last.saturating_add(idle_ms)),
+    }
+}
+
+/// The runtime's readiness wait on `s` (a PollAdd on io_uring, epoll on the
+/// legacy driver); a fn item, so [`Tunnel`] can make new ones.
+fn readable(s: &TcpStream) -> impl Future<Output = io::Result<()>> + '_ {
+    s.readable(false)
+}
+
+/// A backlog being sent (see [`flush`]).
+type Flush<'a> = Pin<Box<dyn Future<Output = io::Result<()>> + 'a>>;
+
+/// [`tunnel`]'s future. Index 0 of every pair is the client -> backend
+/// direction (`up`), 1 the other one; `ends` is [client, backend].
+struct Tunnel<'a, M: Meter, R, K> {
+    pool: &'a PipePool,
+    meter: &'a M,
+    ends: [&'a TcpStream; 2],
+    /// Makes a readiness wait (zero-sized: a fn item).
+    mk: K,
+    /// Each direction's readiness wait on its source, while it waits.
+    ready: [Option<R>; 2],
+    /// Each direction's backlog, while `dst` cannot take it.
+    flush: [Option<Flush<'a>>; 2],
+    dirs: [Dir; 2],
+    moved: Moved,
+    /// Last activity either way (the worker's coarse ms).
+    last: u64,
+    idle_ms: u64,
+    /// When the idle watch looks at `last` again.
+    watch: Deadline,
+}
+
+/// One direction's state between polls.
+struct Dir {
+    mode: Mode,
+    /// Wait for readability before the next read.
+    wait: bool,
+    /// EOF passed on: this direction is finished.
+    done: bool,
+    /// Bytes moved since the last readiness wait (saturating).
+    burst: u32,
+}
+
+impl Dir {
+    fn new(wait: bool) -> Dir {
+        Dir {
+            mode: Mode::Copy,
+            wait,
+            done: false,
+            burst: 0,
+        }
+    }
+}
+
+impl<M: Meter, R, K> Drop for Tunnel<'_, M, R, K> {
+    fn drop(&mut self) {
+        // Only the coarse deadline (see the SAFETY notes in `poll`): its
+        // waiter must not stay registered after the tunnel.
+        self.meter.timers().disarm(&mut self.watch);
+    }
+}
+
+impl<'a, M, R, K> Future for Tunnel<'a, M, R, K>
+where
+    M: Meter,
+    R: Future<Output = io::Result<()>>,
+    K: Fn(&'a TcpStream) -> R,
+{
+    type Output = Result<Moved, TunnelEnd>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // SAFETY: only the readiness waits in `ready` are pinned
+        // (structurally): they are never moved out, only dropped in place
+        // (`= None`) or written into an empty slot, and `Drop` does not touch
+        // them. Every other field is `Unpin` and only accessed by `&mut`.
+        let this = unsafe { self.get_unchecked_mut() };
+        for i in 0..2 {
+            if let Err(e) = this.drive(i, cx) {
+                this.meter.timers().disarm(&mut this.watch);
+                return Poll::Ready(Err(e));
+            }
+        }
+        if this.dirs[0].done && this.dirs[1].done {
+            this.meter.timers().disarm(&mut this.watch);
+            return Poll::Ready(Ok(this.moved));
+        }
+        // The idle watch: when its deadline passes, look at the last
+        // activity; quiet for `idle` ends the tunnel, else wait again.
+        let timers = this.meter.timers();
+        while timers.poll_deadline(&mut this.watch, cx).is_ready() {
+            let deadline = this.last.saturating_add(this.idle_ms);
+            if this.meter.now_ms() >= deadline {
+                return Poll::Ready(Err(TunnelEnd::Idle));
+            }
+            this.watch = Deadline::new(deadline);
+        }
+        Poll::Pending
+    }
+}
+
+impl<'a, M, R, K> Tunnel<'a, M, R, K>
+where
+    M: Meter,
+    R: Future<Output = io::Result<()>>,
+    K: Fn(&'a TcpStream) -> R,
+{
+    /// Moves direction `i`'s bytes until it must wait (readiness or a
+    /// backlog) or reaches EOF. `Ok` also when waiting.
+    fn drive(&mut self, i: usize, cx: &mut Context<'_>) -> Result<(), TunnelEnd> {
+        let up = i == 0;
+        let (src, dst) = (self.ends[i], self.ends[1 - i]);
+        let side = move |e: Side| side_of(e, up);
+        let bufs = self.meter.bufs();
+        loop {
+            let d = &mut self.dirs[i];
+            if d.done {
+                return Ok(());
+            }
+            if let Some(f) = &mut self.flush[i] {
+                let r = match f.as_mut().poll(cx) {
+                    Poll::Pending => return Ok(()),
+                    Poll::Ready(r) => r,
+                };
+                self.flush[i] = None;
+                r.map_err(|e| side(Side::Dst(e)))?;
+            }
+            if d.wait {
+                let slot = &mut self.ready[i];
+                if slot.is_none() {
+                    *slot = Some((self.mk)(src));
+                }
+                let Some(fut) = slot.as_mut() else {
+                    return Ok(());
+                };
+                // SAFETY: `fut` lives in `self.ready[i]`, pinned with `self`
+                // (see `poll`): it is not moved until dropped in place below.
+                let r = match unsafe { Pin::new_unchecked(fut) }.poll(cx) {
+                    Poll::Pending => return Ok(()),
+                    Poll::Ready(r) => r,
+                };
+                *slot = None;
+                r.map_err(|e| side(Side::Src(e)))?;
+                d.burst = 0;
+            }
+            let (sfd, dfd) = (src.as_raw_fd(), dst.as_raw_fd());
+            let (step, backlog) = match d.mode {
+                Mode::Copy => copy_now(bufs, sfd, dfd),
+                Mode::Splice => splice_now(self.pool, sfd, dfd),
+            }
+            .map_err(side)?;
+            let n = match step {
+                Step::Eof => {
+                    // ENOTCONN: the peer already went away; nothing to tell it.
+                    let _ = sys::shutdown_write(dfd);
+                    d.done = true;
+                    return Ok(());
+                }
+                Step::Drained(n) | Step::More(n) => n,
+            };
+            if n > 0 {
+                let total = if up {
+                    &mut self.moved.up
+                } else {
+                    &mut self.moved.down
+                };
+                *total += n as u64;
+                d.burst = d.burst.saturating_add(n.min(u32::MAX as usize) as u32);
+                self.meter.moved(up, n as u64);
+                self.last = self.meter.now_ms();
+            }
+            d.wait = !matches!(step, Step::More(_));
+            d.mode = match (d.mode, step) {
+                // A full buffer: more is queued, splice it without waiting.
+                (Mode::Copy, Step::More(_)) => Mode::Splice,
+                // The socket drained after a burst smaller than a buffer: the
+                // stream calmed down, copy small messages again.
+                (Mode::Splice, Step::Drained(_)) if (d.burst as usize) < RELAY_SMALL => Mode::Copy,
+                (m, _) => m,
+            };
+            if let Some(b) = backlog {
+                self.flush[i] = Some(Box::pin(flush(b, dst, bufs)));
+            }
+        }
+    }
 }
 
 /// Errors reading `src` belong to src's side; errors writing `dst` to dst's.
@@ -257,72 +418,6 @@ enum Mode {
     Copy,
     /// splice through a pooled pipe (the last read filled the buffer).
     Splice,
-}
-
-/// One direction: `src` -> `dst`, until EOF on `src` (then half-close `dst`).
-/// Holds no buffer and no pipe while waiting for `src`. The client's
-/// direction (`up`) tries a read before its first readiness wait (a new
-/// client's first bytes usually arrive with, or right behind, the handshake).
-///
-/// Size matters here: this future lives inside every open tunnel's task for
-/// the tunnel's whole life, so it keeps only a readiness wait across its
-/// common await. A read and its forwarding are synchronous; only bytes that
-/// `dst` cannot take yet go into a boxed [`flush`] (backpressure, rare for
-/// small messages).
-async fn pump<M: Meter>(
-    link: &Link<'_, M>,
-    src: &TcpStream,
-    dst: &TcpStream,
-    up: bool,
-) -> Result<u64, TunnelEnd> {
-    let side = move |e: Side| side_of(e, up);
-    let mut total = 0u64;
-    let mut mode = Mode::Copy;
-    let mut wait = !up;
-    // Bytes moved since the last readiness wait.
-    let mut burst = 0usize;
-    loop {
-        if wait {
-            src.readable(false)
-                .await
-                .map_err(|e| side_of(Side::Src(e), up))?;
-            burst = 0;
-        }
-        let (sfd, dfd) = (src.as_raw_fd(), dst.as_raw_fd());
-        let (step, backlog) = match mode {
-            Mode::Copy => copy_now(link.meter.bufs(), sfd, dfd),
-            Mode::Splice => splice_now(link.pool, sfd, dfd),
-        }
-        .map_err(side)?;
-        if let Some(b) = backlog {
-            Box::pin(flush(b, dst, link.meter.bufs()))
-                .await
-                .map_err(|e| side(Side::Dst(e)))?;
-        }
-        let n = match step {
-            Step::Eof => {
-                // ENOTCONN: the peer already went away; nothing to tell it.
-                let _ = sys::shutdown_write(dfd);
-                return Ok(total);
-            }
-            Step::Drained(n) | Step::More(n) => n,
-        };
-        if n > 0 {
-            total += n as u64;
-            burst += n;
-            link.meter.moved(up, n as u64);
-            link.last.set(link.meter.now_ms());
-        }
-        wait = !matches!(step, Step::More(_));
-        mode = match (mode, step) {
-            // A full buffer: more is queued, splice it without waiting.
-            (Mode::Copy, Step::More(_)) => Mode::Splice,
-            // The socket drained after a burst smaller than a buffer: the
-            // stream calmed down, copy small messages again.
-            (Mode::Splice, Step::Drained(_)) if burst < RELAY_SMALL => Mode::Copy,
-            (m, _) => m,
-        };
-    }
 }
 
 /// What one read (and its forwarding) did.
@@ -596,18 +691,15 @@ async fn within(
 #[cfg(test)]
 pub(crate) fn debug_sizes() -> Vec<(&'static str, usize)> {
     use crate::proxy::tcp::ConnMeter;
-    fn s4<A, B, C, D, F: std::future::Future>(_: impl FnOnce(A, B, C, D) -> F) -> usize {
-        std::mem::size_of::<F>()
-    }
     fn s5<A, B, C, D, E, F: std::future::Future>(_: impl FnOnce(A, B, C, D, E) -> F) -> usize {
         std::mem::size_of::<F>()
     }
-    fn s2<A, B, F: std::future::Future>(_: impl FnOnce(A, B) -> F) -> usize {
+    fn s1<A, F: std::future::Future>(_: impl FnOnce(A) -> F) -> usize {
         std::mem::size_of::<F>()
     }
     vec![
-        ("pump", s4(pump::<ConnMeter>)),
         ("tunnel", s5(tunnel::<ConnMeter>)),
-        ("idle_watch", s2(idle_watch::<ConnMeter>)),
+        ("readable", s1(readable)),
+        ("Deadline", std::mem::size_of::<Deadline>()),
     ]
 }

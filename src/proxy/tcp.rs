@@ -18,6 +18,7 @@ use crate::proxy::connect;
 use crate::proxy::splice::{tunnel, Meter, TunnelEnd};
 use crate::shared::{LiveRoute, RouteSlot};
 use crate::tls::TlsConn;
+use crate::worker::peer::Peer;
 use crate::worker::timer::CoarseTimers;
 use crate::worker::{ConnGuard, WorkerCtx};
 
@@ -87,6 +88,8 @@ pub fn serve_with(
     // before the tunnel starts, but what the future captures it holds for
     // the tunnel's whole life.
     let pre = (pre.bytes.capacity() > 0 || pre.dst.is_some()).then(|| Box::new(pre));
+    // Compact (16 bytes, not 32): the address is kept for the tunnel's life.
+    let peer = Peer::from(peer);
     async move {
         let Some(slot) = route.slots.get(ctx.id) else {
             return;
@@ -143,7 +146,7 @@ pub fn serve_with(
                         log_line(
                             &ctx,
                             &route,
-                            peer,
+                            &peer,
                             logged.as_deref(),
                             "tls_handshake_failed",
                             None,
@@ -178,7 +181,7 @@ pub fn serve_with(
                 log_line(
                     &ctx,
                     &route,
-                    peer,
+                    &peer,
                     logged.as_deref(),
                     "no_backend",
                     None,
@@ -206,7 +209,7 @@ pub fn serve_with(
                     log_line(
                         &ctx,
                         &route,
-                        peer,
+                        &peer,
                         logged.as_deref(),
                         "backend_error",
                         route.backends.get(upstream.backend).map(|b| b.cfg.addr),
@@ -228,7 +231,7 @@ pub fn serve_with(
                 upstream.backend,
                 &client,
                 &upstream.stream,
-                peer,
+                peer.get(),
                 pre,
             );
             if let Err(e) = Box::pin(start).await {
@@ -237,7 +240,7 @@ pub fn serve_with(
                 log_line(
                     &ctx,
                     &route,
-                    peer,
+                    &peer,
                     logged.as_deref(),
                     "backend_error",
                     route.backends.get(upstream.backend).map(|b| b.cfg.addr),
@@ -253,7 +256,7 @@ pub fn serve_with(
         let session = crate::gateway::tcp::TcpSession::open(
             &ctx,
             &route,
-            peer,
+            peer.get(),
             std::os::fd::AsRawFd::as_raw_fd(&client),
             std::os::fd::AsRawFd::as_raw_fd(&upstream.stream),
         )
@@ -315,7 +318,7 @@ pub fn serve_with(
         log_line(
             &ctx,
             &route,
-            peer,
+            &peer,
             logged.as_deref(),
             reason,
             route.backends.get(upstream.backend).map(|b| b.cfg.addr),
@@ -346,7 +349,7 @@ struct TcpLog {
 fn log_line(
     ctx: &WorkerCtx,
     route: &LiveRoute,
-    peer: SocketAddr,
+    peer: &Peer,
     logged: Option<&TcpLog>,
     reason: &str,
     upstream: Option<SocketAddr>,
@@ -370,7 +373,7 @@ fn log_line(
             time_ms: crate::accesslog::wall_ms(),
             kind: Kind::Tcp,
             route: &route.cfg.name,
-            client: peer,
+            client: peer.get(),
             method: b"",
             target: b"",
             protocol: "tcp",

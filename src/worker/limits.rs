@@ -46,16 +46,20 @@ impl Refusal {
 #[derive(Debug)]
 pub struct Admission {
     shared: Arc<Shared>,
-    /// The per-IP count slots (u32: table indices are small, and this sits
-    /// in every connection's task).
-    ip_slots: Option<[u32; 2]>,
+    /// The per-IP count slots, [`NO_SLOTS`] when per-IP limits are off
+    /// (u32 and no `Option`: table indices are small, and this sits in every
+    /// connection's task: 16 bytes with the `Arc`, not 24).
+    ip_slots: [u32; 2],
 }
+
+/// [`Admission::ip_slots`] of a connection not counted per IP.
+const NO_SLOTS: [u32; 2] = [u32::MAX; 2];
 
 impl Drop for Admission {
     fn drop(&mut self) {
         self.shared.open_connections.fetch_sub(1, Relaxed);
-        if let (Some(slots), Some(ips)) = (self.ip_slots, self.shared.ip_counts.get()) {
-            ips.release(slots.map(|s| s as usize));
+        if let (true, Some(ips)) = (self.ip_slots != NO_SLOTS, self.shared.ip_counts.get()) {
+            ips.release(self.ip_slots.map(|s| s as usize));
         }
     }
 }
@@ -76,7 +80,7 @@ pub fn admit(
     let before = shared.open_connections.fetch_add(1, Relaxed);
     let mut adm = Admission {
         shared: shared.clone(),
-        ip_slots: None,
+        ip_slots: NO_SLOTS,
     };
     if limits
         .max_connections
@@ -87,7 +91,8 @@ pub fn admit(
     if let Some(max) = limits.max_connections_per_ip {
         let ips = shared.ip_counts.get_or_init(IpCounts::default);
         let slots = ips.acquire(peer, max).ok_or(Refusal::PerIp)?;
-        adm.ip_slots = Some(slots.map(|s| s as u32));
+        // Indices are below the table size (2^16): never NO_SLOTS.
+        adm.ip_slots = slots.map(|s| s as u32);
     }
     Ok(adm)
 }

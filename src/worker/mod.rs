@@ -14,6 +14,7 @@
 
 pub mod limits;
 pub mod listener;
+pub mod peer;
 pub mod timer;
 
 use std::cell::{Cell, RefCell};
