@@ -43,6 +43,7 @@ use crate::worker::WorkerCtx;
 
 use super::frame::{self, FrameReader, Role};
 use super::handshake::Pending;
+use super::idle::{readable, Idle};
 use super::sockio::{retry, ClientIo};
 
 /// Frame payload left in the socket at or above this size is spliced;
@@ -99,6 +100,7 @@ pub fn run<'a>(c: Conn<'a>, p: Box<Pending>, early_up: Vec<u8>) -> impl Future<O
             last_frame: Cell::new(now),
             client_closed_ms: Cell::new(0),
             up_boundary: Cell::new(true),
+            server_closed: Cell::new(false),
         };
         (d, early_down)
     });
@@ -155,17 +157,18 @@ pub fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// How the up future ended.
-enum UpEnd {
+/// How the client -> backend direction ended.
+pub(super) enum UpEnd {
     /// The session is over (client gone).
     Over(Reason),
     /// A close must be sent first.
     Close(u16, String, Reason),
 }
 
-struct Drive<'a> {
-    c: Conn<'a>,
-    s: Rc<Session>,
+/// What a session's directions share; [`Idle`] drives it.
+pub(super) struct Drive<'a> {
+    pub(super) c: Conn<'a>,
+    pub(super) s: Rc<Session>,
     cfg: Gateway,
     rsv: u8,
     last_frame: Cell<u64>,
@@ -173,6 +176,8 @@ struct Drive<'a> {
     client_closed_ms: Cell<u64>,
     /// What went to the backend ends at a frame boundary.
     up_boundary: Cell<bool>,
+    /// The backend sent its close frame: nothing more may go to the client.
+    pub(super) server_closed: Cell<bool>,
 }
 
 impl Drive<'_> {
@@ -181,28 +186,11 @@ impl Drive<'_> {
     }
 
     async fn drive(&self, early_down: Vec<u8>, early_up: Vec<u8>) -> Reason {
-        let up = self.up(early_up);
-        let down = self.down(early_down);
-        let watch = self.watch();
-        let (mut up, mut down, mut watch) = (
-            std::pin::pin!(up),
-            std::pin::pin!(down),
-            std::pin::pin!(watch),
+        let readers = (
+            FrameReader::new(Role::Client, self.rsv, self.cfg.max_message),
+            FrameReader::new(Role::Server, self.rsv, u64::MAX),
         );
-        let mut up_done = false;
-        let reason = loop {
-            monoio::select! {
-                r = &mut up, if !up_done => match r {
-                    UpEnd::Over(reason) => break reason,
-                    UpEnd::Close(code, msg, reason) => {
-                        up_done = true;
-                        self.s.request_close(code, &msg, reason);
-                    }
-                },
-                r = &mut down => break r,
-                r = &mut watch => break r,
-            }
-        };
+        let reason = Idle::new(self, readable, readers, early_up, early_down).await;
         // The sockets close after this: no push may write to them any more.
         self.s.direct.set(-1);
         // A requested close names the end, whichever side noticed it last.
@@ -238,15 +226,30 @@ impl Drive<'_> {
         let _ = sys::send(self.c.backend.as_raw_fd(), &out);
     }
 
-    /// Client -> backend.
-    async fn up(&self, mut buf: Vec<u8>) -> UpEnd {
+    /// Client -> backend: forwards `buf`, then (`read`) what the client
+    /// socket has now, until it would block; gives the reader back.
+    pub(super) async fn up(
+        &self,
+        mut r: FrameReader,
+        buf: Vec<u8>,
+        read: bool,
+    ) -> (FrameReader, Option<UpEnd>) {
+        let end = self.up_burst(&mut r, buf, read).await;
+        (r, end)
+    }
+
+    async fn up_burst(
+        &self,
+        r: &mut FrameReader,
+        mut buf: Vec<u8>,
+        mut read: bool,
+    ) -> Option<UpEnd> {
         let ctx = self.c.ctx;
         let (client, backend) = (self.c.client, self.c.backend);
         let backend_io = ClientIo {
             stream: backend,
             tls: None,
         };
-        let mut r = FrameReader::new(Role::Client, self.rsv, self.cfg.max_message);
         loop {
             if !buf.is_empty() {
                 let mut pos = 0;
@@ -277,14 +280,14 @@ impl Drive<'_> {
                                 Reason::Protocol
                             };
                             tracing::debug!(id = %self.s.id, "client frame: {e}");
-                            return UpEnd::Close(e.close_code(), e.to_string(), why);
+                            return Some(UpEnd::Close(e.close_code(), e.to_string(), why));
                         }
                     }
                 }
                 self.up_boundary.set(false);
                 if let Err(e) = backend_io.send_all(self.c.ctx, &buf, self.stall()).await {
                     ctx.bufs.put(buf);
-                    return self.backend_failed(&e);
+                    return Some(self.backend_failed(&e));
                 }
                 self.up_boundary.set(r.at_frame_boundary());
                 let n = buf.len() as u64;
@@ -310,16 +313,25 @@ impl Drive<'_> {
                         self.up_boundary.set(r.at_frame_boundary());
                         self.s.update(|st| st.bytes_in += left);
                     }
-                    Err(SpliceError::Src(_)) => return UpEnd::Over(Reason::Client),
-                    Err(SpliceError::Dst(e)) => return self.backend_failed(&e),
+                    Err(SpliceError::Src(_)) => return Some(UpEnd::Over(Reason::Client)),
+                    Err(SpliceError::Dst(e)) => return Some(self.backend_failed(&e)),
                 }
             }
             if buf.capacity() > 0 {
                 ctx.bufs.put(std::mem::take(&mut buf));
             }
-            match client.recv(ctx, &mut buf).await {
-                Ok(n) if n > 0 => {}
-                _ => return UpEnd::Over(Reason::Client),
+            if !read && !client.tls.is_some_and(|t| t.borrow().has_input()) {
+                // Waits for the client outside, holding nothing.
+                if let Some(t) = client.tls {
+                    t.borrow_mut().release();
+                }
+                return None;
+            }
+            match client.recv_now(ctx, &mut buf) {
+                // A short read drained the socket: wait before the next one.
+                Ok(n) if n > 0 => read = n >= BUF_SIZE,
+                Err(e) if retry(&e) => read = false,
+                _ => return Some(UpEnd::Over(Reason::Client)),
             }
         }
     }
@@ -333,20 +345,29 @@ impl Drive<'_> {
         )
     }
 
-    /// Backend -> client, with ringmesh's frames in between.
-    async fn down(&self, mut buf: Vec<u8>) -> Reason {
+    /// Backend -> client, with ringmesh's frames in between: sends `buf`
+    /// and what is due (queued pushes, a ping, the close), then (`read`)
+    /// what the backend socket has now, until it would block; gives the
+    /// reader back.
+    pub(super) async fn down(
+        &self,
+        mut r: FrameReader,
+        buf: Vec<u8>,
+        read: bool,
+    ) -> (FrameReader, Option<Reason>) {
+        let end = self.down_burst(&mut r, buf, read).await;
+        (r, end)
+    }
+
+    async fn down_burst(
+        &self,
+        r: &mut FrameReader,
+        mut buf: Vec<u8>,
+        mut read: bool,
+    ) -> Option<Reason> {
         let ctx = self.c.ctx;
         let (client, backend) = (self.c.client, self.c.backend);
-        let mut r = FrameReader::new(Role::Server, self.rsv, u64::MAX);
-        let mut server_closed = false;
-        // Pushes may be written by the hub directly (plain TCP clients only:
-        // a TLS client's records are written by this future alone).
-        let direct = client.splices();
-        // One readiness wait kept across wake-ups: a push that wakes this
-        // loop must not cancel and re-submit it (on io_uring a PollAdd
-        // cancel and a new PollAdd per push).
-        let readable = backend.readable(false);
-        let mut readable = std::pin::pin!(readable);
+        let mut server_closed = self.server_closed.get();
         loop {
             if !buf.is_empty() {
                 let mut start = 0;
@@ -357,6 +378,7 @@ impl Drive<'_> {
                             if let Some(h) = step.head {
                                 if h.opcode == frame::OP_CLOSE {
                                     server_closed = true;
+                                    self.server_closed.set(true);
                                 }
                                 if matches!(h.opcode, frame::OP_TEXT | frame::OP_BINARY) {
                                     self.s.update(|st| st.messages_out += 1);
@@ -376,22 +398,22 @@ impl Drive<'_> {
                                 "backend sent an invalid frame",
                                 Reason::BackendFailed,
                             );
-                            return Box::pin(self.finish_close(&r, server_closed)).await;
+                            return Some(Box::pin(self.finish_close(r, server_closed)).await);
                         }
                     }
-                    if r.at_frame_boundary() && self.has_work(&r, server_closed) {
+                    if r.at_frame_boundary() && self.has_work(r, server_closed) {
                         if client
                             .send_all(self.c.ctx, &buf[start..pos], self.stall())
                             .await
                             .is_err()
                         {
                             ctx.bufs.put(buf);
-                            return Reason::Client;
+                            return Some(Reason::Client);
                         }
                         start = pos;
-                        if let Some(reason) = self.flush_boxed(&r, server_closed).await {
+                        if let Some(reason) = self.flush_boxed(r, server_closed).await {
                             ctx.bufs.put(buf);
-                            return reason;
+                            return Some(reason);
                         }
                     }
                 }
@@ -401,7 +423,7 @@ impl Drive<'_> {
                     .is_err()
                 {
                     ctx.bufs.put(buf);
-                    return Reason::Client;
+                    return Some(Reason::Client);
                 }
                 let n = buf.len() as u64;
                 self.s.update(|st| st.bytes_out += n);
@@ -425,56 +447,40 @@ impl Drive<'_> {
                     }
                     Err(SpliceError::Src(_)) => {
                         // Mid-frame: nothing more can be said to the client.
-                        return Reason::BackendFailed;
+                        return Some(Reason::BackendFailed);
                     }
-                    Err(SpliceError::Dst(_)) => return Reason::Client,
+                    Err(SpliceError::Dst(_)) => return Some(Reason::Client),
                 }
             }
-            if r.at_frame_boundary() && self.has_work(&r, server_closed) {
-                if let Some(reason) = self.flush_boxed(&r, server_closed).await {
+            if r.at_frame_boundary() && self.has_work(r, server_closed) {
+                if let Some(reason) = self.flush_boxed(r, server_closed).await {
                     if buf.capacity() > 0 {
                         ctx.bufs.put(buf);
                     }
-                    return reason;
+                    return Some(reason);
                 }
             }
             if buf.capacity() > 0 {
                 ctx.bufs.put(std::mem::take(&mut buf));
             }
-            // Parked between two backend messages with everything sent: a
-            // push may go straight to the client (see `Session::push`).
-            if direct && r.at_message_boundary() && !server_closed {
-                self.s.direct.set(client.stream.as_raw_fd());
-            }
-            let pushed = monoio::select! {
-                // A readiness error shows in the recv below.
-                _ = &mut readable => {
-                    readable.set(backend.readable(false));
-                    false
-                }
-                _ = self.s.notify.notified() => true,
-            };
-            self.s.direct.set(-1);
-            if pushed {
-                continue;
-            }
-            // What a push left half-sent goes before any backend byte.
-            if r.at_frame_boundary() && self.has_work(&r, server_closed) {
-                if let Some(reason) = self.flush_boxed(&r, server_closed).await {
-                    return reason;
-                }
+            if !read {
+                return None;
             }
             buf = ctx.bufs.take();
             match sys::recv_append(backend.as_raw_fd(), &mut buf, BUF_SIZE) {
                 Ok(0) => {
                     ctx.bufs.put(std::mem::take(&mut buf));
-                    return Box::pin(self.backend_gone(&r, server_closed)).await;
+                    return Some(Box::pin(self.backend_gone(r, server_closed)).await);
                 }
-                Ok(_) => {}
-                Err(e) if retry(&e) => {}
+                // A short read drained the socket: wait before the next one.
+                Ok(n) => read = n >= BUF_SIZE,
+                Err(e) if retry(&e) => {
+                    ctx.bufs.put(std::mem::take(&mut buf));
+                    return None;
+                }
                 Err(_) => {
                     ctx.bufs.put(std::mem::take(&mut buf));
-                    return Box::pin(self.backend_gone(&r, server_closed)).await;
+                    return Some(Box::pin(self.backend_gone(r, server_closed)).await);
                 }
             }
         }
@@ -610,22 +616,22 @@ impl Drive<'_> {
         None
     }
 
-    /// Heartbeat, drain and close deadlines; returns only to cut a session
-    /// whose close could not be sent in time.
-    async fn watch(&self) -> Reason {
+    /// Heartbeat, drain and close deadlines: asks for a ping or a close
+    /// when one is due and returns when to look again (always later than
+    /// now), or the reason to cut a session whose close could not be sent
+    /// in time. `pinged_for`: the client activity a ping was asked for.
+    pub(super) fn watch_next(&self, pinged_for: &mut u64) -> Result<u64, Reason> {
         let ctx = self.c.ctx;
         let hb = self.cfg.heartbeat.as_millis() as u64;
         let timeout = self.cfg.heartbeat_timeout.as_millis() as u64;
-        let mut pinged_for = u64::MAX;
         loop {
             let now = ctx.now_ms();
             if self.s.closing() {
                 let at = self.s.close_at_ms.get() + CLOSE_GRACE_MS;
                 if now >= at {
-                    return self.close_reason();
+                    return Err(self.close_reason());
                 }
-                ctx.timers.sleep_until(at).await;
-                continue;
+                return Ok(at);
             }
             let last = self.last_frame.get();
             if now >= last + timeout {
@@ -636,16 +642,16 @@ impl Drive<'_> {
                 );
                 continue;
             }
-            if now >= last + hb && pinged_for != last {
-                pinged_for = last;
+            if now >= last + hb && *pinged_for != last {
+                *pinged_for = last;
                 self.s.ping_wanted.set(true);
                 self.s.notify.notify();
             }
             let cc = self.client_closed_ms.get();
             if cc != 0 && now >= cc + CLOSE_HANDSHAKE_MS {
-                return Reason::Client;
+                return Err(Reason::Client);
             }
-            let mut next = if pinged_for == last {
+            let mut next = if *pinged_for == last {
                 last + timeout
             } else {
                 last + hb
@@ -672,11 +678,7 @@ impl Drive<'_> {
                 }
                 next = next.min(at);
             }
-            monoio::select! {
-                _ = ctx.timers.sleep_until(next) => {}
-                _ = self.s.watch.notified() => {}
-                _ = ctx.stopping.wait(), if !ctx.stopping.is_set() => {}
-            }
+            return Ok(next);
         }
     }
 }
