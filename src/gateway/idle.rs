@@ -201,6 +201,7 @@ where
     R: Future<Output = io::Result<()>>,
     K: Fn(&'a TcpStream) -> R,
 {
+    /// Why the session ended ([`Drive::finish`] done).
     type Output = Reason;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Reason> {
@@ -212,7 +213,7 @@ where
         if !this.up_done {
             match this.drive_up(cx) {
                 None => {}
-                Some(UpEnd::Over(reason)) => return Poll::Ready(reason),
+                Some(UpEnd::Over(reason)) => return Poll::Ready(this.d.finish(reason)),
                 Some(UpEnd::Close(code, msg, why)) => {
                     // The down direction sends it at the next frame boundary.
                     this.up_done = true;
@@ -221,11 +222,8 @@ where
                 }
             }
         }
-        if let Some(reason) = this.drive_down(cx) {
-            return Poll::Ready(reason);
-        }
-        if let Some(reason) = this.watch(cx) {
-            return Poll::Ready(reason);
+        if let Some(reason) = this.drive_down(cx).or_else(|| this.watch(cx)) {
+            return Poll::Ready(this.d.finish(reason));
         }
         Poll::Pending
     }

@@ -90,27 +90,39 @@ pub struct Conn<'a> {
 pub fn run<'a>(c: Conn<'a>, p: Box<Pending>, early_up: Vec<u8>) -> impl Future<Output = ()> + 'a {
     // The box is freed here (moved out of, it would live as long as the
     // future that holds it).
-    let mut opened = open(&c, *p).map(|(s, cfg, rsv, early_down)| {
+    let opened = open(&c, *p).map(|(s, cfg, rsv, early_down)| {
         let now = c.ctx.now_ms();
-        let d = Drive {
-            c,
+        let early = if early_up.is_empty() && early_down.is_empty() {
+            None
+        } else {
+            Some(Box::new([early_up, early_down]))
+        };
+        Drive {
+            c: Link {
+                ctx: c.ctx,
+                client: c.client,
+                backend: c.backend,
+                route: c.route,
+            },
             s,
-            cfg,
+            heartbeat_ms: cfg.heartbeat.as_millis() as u64,
+            timeout_ms: cfg.heartbeat_timeout.as_millis() as u64,
+            max_message: cfg.max_message,
             rsv,
+            early: Cell::new(early),
             last_frame: Cell::new(now),
             client_closed_ms: Cell::new(0),
             up_boundary: Cell::new(true),
             server_closed: Cell::new(false),
-        };
-        (d, early_down)
+        }
     });
     async move {
         // Used in place: moved out, it would take its size twice.
-        let Some((d, early_down)) = &mut opened else {
+        let Some(d) = &opened else {
             return;
         };
-        let reason = d.drive(std::mem::take(early_down), early_up).await;
-        closed(&d.c, &d.s, reason);
+        let reason = d.drive().await;
+        closed(d, reason);
     }
 }
 
@@ -132,10 +144,10 @@ fn open(c: &Conn<'_>, p: Pending) -> Option<(Rc<Session>, Gateway, u8, Vec<u8>)>
 }
 
 /// Unregisters a session that ended and counts how.
-fn closed(c: &Conn<'_>, s: &Session, reason: Reason) {
-    let ctx = c.ctx;
+fn closed(d: &Drive<'_>, reason: Reason) {
+    let (ctx, s) = (d.c.ctx, &d.s);
     ctx.sessions.remove(s.n);
-    let Some(slot) = c.route.slots.get(ctx.id) else {
+    let Some(slot) = d.c.route.slots.get(ctx.id) else {
         return;
     };
     if let Some(c) = slot.gateway.closed.get(reason as usize) {
@@ -165,12 +177,26 @@ pub(super) enum UpEnd {
     Close(u16, String, Reason),
 }
 
+/// What a session's directions share with its [`Idle`] future: the parts
+/// of [`Conn`] it drives with (not the peer address: that is in the
+/// record), the route's settings it needs, a few cells.
+pub(super) struct Link<'a> {
+    pub(super) ctx: &'a WorkerCtx,
+    pub(super) client: ClientIo<'a>,
+    pub(super) backend: &'a TcpStream,
+    route: &'a Arc<LiveRoute>,
+}
+
 /// What a session's directions share; [`Idle`] drives it.
 pub(super) struct Drive<'a> {
-    pub(super) c: Conn<'a>,
+    pub(super) c: Link<'a>,
     pub(super) s: Rc<Session>,
-    cfg: Gateway,
+    heartbeat_ms: u64,
+    timeout_ms: u64,
+    max_message: u64,
     rsv: u8,
+    /// Bytes that came behind the handshake (client's, backend's), if any.
+    early: Cell<Option<Box<[Vec<u8>; 2]>>>,
     last_frame: Cell<u64>,
     /// When the client's close frame went up (0: not yet).
     client_closed_ms: Cell<u64>,
@@ -180,17 +206,24 @@ pub(super) struct Drive<'a> {
     pub(super) server_closed: Cell<bool>,
 }
 
-impl Drive<'_> {
+impl<'a> Drive<'a> {
     fn stall(&self) -> Duration {
-        self.cfg.heartbeat_timeout
+        Duration::from_millis(self.timeout_ms)
     }
 
-    async fn drive(&self, early_down: Vec<u8>, early_up: Vec<u8>) -> Reason {
+    /// The session's future: the record's [`Idle`] driver (not an `async
+    /// fn`: its arguments would stay in every idle session).
+    fn drive(&self) -> impl Future<Output = Reason> + use<'_, 'a> {
         let readers = (
-            FrameReader::new(Role::Client, self.rsv, self.cfg.max_message),
+            FrameReader::new(Role::Client, self.rsv, self.max_message),
             FrameReader::new(Role::Server, self.rsv, u64::MAX),
         );
-        let reason = Idle::new(self, readable, readers, early_up, early_down).await;
+        let [early_up, early_down] = self.early.take().map_or_else(Default::default, |b| *b);
+        Idle::new(self, readable, readers, early_up, early_down)
+    }
+
+    /// What ends every session, whichever side noticed first.
+    pub(super) fn finish(&self, reason: Reason) -> Reason {
         // The sockets close after this: no push may write to them any more.
         self.s.direct.set(-1);
         // A requested close names the end, whichever side noticed it last.
@@ -622,8 +655,7 @@ impl Drive<'_> {
     /// in time. `pinged_for`: the client activity a ping was asked for.
     pub(super) fn watch_next(&self, pinged_for: &mut u64) -> Result<u64, Reason> {
         let ctx = self.c.ctx;
-        let hb = self.cfg.heartbeat.as_millis() as u64;
-        let timeout = self.cfg.heartbeat_timeout.as_millis() as u64;
+        let (hb, timeout) = (self.heartbeat_ms, self.timeout_ms);
         loop {
             let now = ctx.now_ms();
             if self.s.closing() {

@@ -24,7 +24,7 @@ fn session_task_size() {
     eprintln!(
         "session::run {run} B (drive {} B; boxed while busy: up {up} B, down {down} B; \
          send_all {send} B, readable {} B, close {} B); Session {session} B",
-        fut_size3(super::Drive::drive),
+        fut_size1(super::Drive::drive),
         fut_size1(super::super::idle::readable),
         fut_size3(super::super::ClientIo::close),
     );
