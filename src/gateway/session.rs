@@ -132,14 +132,14 @@ fn open(c: &Conn<'_>, p: Pending) -> Option<(Rc<Session>, Gateway, u8, Vec<u8>)>
     let ctx = c.ctx;
     let slot = c.route.slots.get(ctx.id)?;
     let cfg = c.route.cfg.gateway.unwrap_or_default();
-    let mut s = Session::new(ctx, p.id, p.n, c.route, c.peer, cfg.send_queue, None);
+    let mut s = Session::new(ctx, p.n, c.route, c.peer, cfg.send_queue, None);
     s.user = RefCell::new(p.user);
     s.channels = RefCell::new(p.channels);
     s.settings = RefCell::new(p.settings);
     let s = Rc::new(s);
     ctx.sessions.insert(s.clone());
     slot.gateway.opened.add(1);
-    tracing::debug!(id = %s.id, route = %c.route.cfg.name, peer = %c.peer, "session opened");
+    tracing::debug!(n = s.n, route = %c.route.cfg.name, peer = %c.peer, "session opened");
     Some((s, cfg, p.rsv_allowed, p.early))
 }
 
@@ -159,7 +159,7 @@ fn closed(d: &Drive<'_>, reason: Reason) {
     let st = s.stats.get();
     slot.bytes_in.add(st.bytes_in);
     slot.bytes_out.add(st.bytes_out);
-    tracing::debug!(id = %s.id, reason = REASONS[reason as usize], "session closed");
+    tracing::debug!(n = s.n, reason = REASONS[reason as usize], "session closed");
 }
 
 /// Wall-clock ms since the Unix epoch.
@@ -228,7 +228,7 @@ impl<'a> Drive<'a> {
         self.s.direct.set(-1);
         // A requested close names the end, whichever side noticed it last.
         let close = self.s.close.borrow().clone();
-        match close {
+        match close.map(|c| *c) {
             Some((code, msg, why)) => {
                 self.tell_backend(code, &msg, why);
                 why
@@ -312,7 +312,7 @@ impl<'a> Drive<'a> {
                             } else {
                                 Reason::Protocol
                             };
-                            tracing::debug!(id = %self.s.id, "client frame: {e}");
+                            tracing::debug!(n = self.s.n, "client frame: {e}");
                             return Some(UpEnd::Close(e.close_code(), e.to_string(), why));
                         }
                     }
@@ -370,7 +370,7 @@ impl<'a> Drive<'a> {
     }
 
     fn backend_failed(&self, e: &io::Error) -> UpEnd {
-        tracing::debug!(id = %self.s.id, "backend write: {e}");
+        tracing::debug!(n = self.s.n, "backend write: {e}");
         UpEnd::Close(
             frame::CLOSE_INTERNAL,
             "backend failed".into(),
@@ -420,7 +420,7 @@ impl<'a> Drive<'a> {
                             pos += step.consumed;
                         }
                         Err(e) => {
-                            tracing::debug!(id = %self.s.id, "backend frame: {e}");
+                            tracing::debug!(n = self.s.n, "backend frame: {e}");
                             // What went out ends at a frame boundary (see below).
                             let _ = client
                                 .send_all(self.c.ctx, &buf[start..pos], self.stall())
@@ -626,7 +626,7 @@ impl<'a> Drive<'a> {
             }
         }
         let close = self.s.close.borrow().clone();
-        if let Some((code, msg, why)) = close {
+        if let Some((code, msg, why)) = close.map(|c| *c) {
             frame::write_frame(&mut out, frame::OP_CLOSE, &frame::close_payload(code, &msg));
             let stall = Duration::from_millis(CLOSE_GRACE_MS);
             // Boxed: the close (close_notify, the lingering read) happens

@@ -28,13 +28,16 @@ fn session_task_size() {
         fut_size1(super::super::idle::readable),
         fut_size3(super::super::ClientIo::close),
     );
-    // Measured (debug build): run 1304 B while three async loops (up, down,
-    // watch) ran under a `select!` (1784 B while `run` was an async fn
-    // keeping its arguments; 2368 B before the full-socket wait and the
-    // close were boxed), send_all 72 B, Session 440 B.
-    assert!(run <= 1400, "session future grew to {run} B");
+    // Measured (debug build): run 616 B with the hand-written `Idle`
+    // future (1304 B while three async loops, up, down and watch, ran under
+    // a `select!`; 1784 B while `run` was an async fn keeping its
+    // arguments; 2368 B before the full-socket wait and the close were
+    // boxed), send_all 72 B, Session 368 B (440 B with its id string, the
+    // close inline and `RefCell` wakers). The record lives in an `Rc`
+    // (16 B more): 384 B is a mimalloc size class, 385 B would take 448.
+    assert!(run <= 700, "session future grew to {run} B");
     assert!(send <= 96, "send_all future grew to {send} B");
-    assert!(session <= 448, "Session grew to {session} B");
+    assert!(session <= 368, "Session grew to {session} B");
 }
 
 fn fut_size1<A, F: Future>(_: impl FnOnce(A) -> F) -> usize {
