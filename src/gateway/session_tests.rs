@@ -23,10 +23,11 @@ fn session_task_size() {
     let down = fut_size4(super::Drive::down);
     eprintln!(
         "session::run {run} B (drive {} B; boxed while busy: up {up} B, down {down} B; \
-         send_all {send} B, readable {} B, close {} B); Session {session} B",
+         send_all {send} B, readable {} B, close {} B, FrameReader {} B); Session {session} B",
         fut_size1(super::Drive::drive),
         fut_size1(super::super::idle::readable),
         fut_size3(super::super::ClientIo::close),
+        std::mem::size_of::<super::super::frame::FrameReader>(),
     );
     // Measured (debug build): run 616 B with the hand-written `Idle`
     // future (1304 B while three async loops, up, down and watch, ran under
