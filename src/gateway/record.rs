@@ -163,12 +163,12 @@ impl Session {
     /// (the session is closing, or the queue would pass `send_queue`: then
     /// the session closes with 1008 as a slow consumer).
     ///
-    /// While the session's down future is parked between two messages of
+    /// While the session's down direction is parked between two messages of
     /// the backend with nothing queued and nothing half-sent (it sets
     /// [`Session::direct`]), the frame goes straight to the client socket
     /// with one non-blocking send: a broadcast then costs one syscall per
     /// session and wakes no session task. What the socket does not take
-    /// (EAGAIN, a partial write) is queued, and the down future sends it
+    /// (EAGAIN, a partial write) is queued, and the down direction sends it
     /// before anything else when it wakes, so order holds and no frame
     /// goes inside a backend message.
     pub fn push(&self, frame: &Bytes, c: &RouteCounters) -> bool {
@@ -219,7 +219,7 @@ impl Session {
                     self.update(|s| s.bytes_out += n as u64);
                     frame = std::borrow::Cow::Owned(frame.slice(n..));
                 }
-                // EAGAIN, or an error the down future will meet too.
+                // EAGAIN, or an error the down direction will meet too.
                 Err(_) => self.direct.set(-1),
             }
         }

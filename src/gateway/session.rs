@@ -1,5 +1,8 @@
 //! One WebSocket session: the client and upstream connections of an upgraded
-//! gateway route, driven by three futures on the connection's task.
+//! gateway route, driven by one hand-written future ([`Idle`], in
+//! `idle.rs`) that waits on both sockets, the record's push wake-up and
+//! one coarse deadline, and runs a direction's work in a box only while
+//! there is some:
 //!
 //! - **up** (client -> backend): frames are walked ([`FrameReader`], client
 //!   role: masked, at most `max_message` per reassembled message) and the
@@ -10,12 +13,13 @@
 //!   messages, control frames between frames. While it waits between two
 //!   messages with nothing queued, a push is written to the client socket
 //!   by the worker's hub task directly ([`Session::push`]).
-//! - **watch**: heartbeat (ping after `heartbeat` of client silence, close
-//!   1001 after `heartbeat_timeout`), drain (1001 just before the grace
-//!   ends), and the bound on how long a requested close may take.
+//! - **watch** ([`Drive::watch_next`]): heartbeat (ping after `heartbeat`
+//!   of client silence, close 1001 after `heartbeat_timeout`), drain (1001
+//!   just before the grace ends), and the bound on how long a requested
+//!   close may take.
 //!
 //! A close ringmesh decides (API, slow consumer, timeout, bad frame) is
-//! requested on the [`Session`]; the down future sends it at the next frame
+//! requested on the [`Session`]; the down direction sends it at the next frame
 //! boundary. Payload bytes beyond [`SPLICE_MIN`] whose length is known
 //! from the frame head move with splice(2), the rest through pooled buffers.
 //! A TLS client (`wss://`) gets the same session over the record layer
@@ -27,7 +31,6 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -444,7 +447,7 @@ impl<'a> Drive<'a> {
                             return Some(Reason::Client);
                         }
                         start = pos;
-                        if let Some(reason) = self.flush_boxed(r, server_closed).await {
+                        if let Some(reason) = self.flush(r, server_closed).await {
                             ctx.bufs.put(buf);
                             return Some(reason);
                         }
@@ -486,7 +489,7 @@ impl<'a> Drive<'a> {
                 }
             }
             if r.at_frame_boundary() && self.has_work(r, server_closed) {
-                if let Some(reason) = self.flush_boxed(r, server_closed).await {
+                if let Some(reason) = self.flush(r, server_closed).await {
                     if buf.capacity() > 0 {
                         ctx.bufs.put(buf);
                     }
@@ -563,17 +566,6 @@ impl<'a> Drive<'a> {
         self.s.closing()
             || self.s.ping_wanted.get()
             || (r.at_message_boundary() && !self.s.queue.borrow().is_empty())
-    }
-
-    /// [`Drive::flush`] in its own allocation: the down future waits in
-    /// every idle session, a flush (queued pushes, a ping, the close) is
-    /// occasional.
-    fn flush_boxed<'b>(
-        &'b self,
-        r: &'b FrameReader,
-        server_closed: bool,
-    ) -> Pin<Box<dyn Future<Output = Option<Reason>> + 'b>> {
-        Box::pin(self.flush(r, server_closed))
     }
 
     /// Sends ringmesh's frames allowed here (the stream to the client is at

@@ -134,7 +134,7 @@ fn send_now(fd: RawFd, data: &[u8], pos: &mut usize) -> io::Result<bool> {
 
 /// After our close frame and FIN: read and discard until the client closes
 /// too (at most 1 s, 4 MiB), so the close frame is not lost to a RST. A TLS
-/// client's bytes go through the record layer (the up future may read the
+/// client's bytes go through the record layer (the up direction may read the
 /// same socket meanwhile: raw reads here would tear its records).
 async fn linger(ctx: &WorkerCtx, c: &ClientIo<'_>) {
     let deadline = ctx.now_ms() + 1_000;
