@@ -108,8 +108,8 @@ pub fn run<'a>(c: Conn<'a>, p: Box<Pending>, early_up: Vec<u8>) -> impl Future<O
                 route: c.route,
             },
             s,
-            heartbeat_ms: cfg.heartbeat.as_millis() as u64,
-            timeout_ms: cfg.heartbeat_timeout.as_millis() as u64,
+            heartbeat_ms: ms32(cfg.heartbeat),
+            timeout_ms: ms32(cfg.heartbeat_timeout),
             max_message: cfg.max_message,
             rsv,
             early: Cell::new(early),
@@ -165,6 +165,11 @@ fn closed(d: &Drive<'_>, reason: Reason) {
     tracing::debug!(n = s.n, reason = REASONS[reason as usize], "session closed");
 }
 
+/// `d` in ms, at most `u32::MAX` (49 days).
+fn ms32(d: Duration) -> u32 {
+    d.as_millis().min(u32::MAX.into()) as u32
+}
+
 /// Wall-clock ms since the Unix epoch.
 pub fn unix_ms() -> u64 {
     std::time::SystemTime::now()
@@ -194,8 +199,10 @@ pub(super) struct Link<'a> {
 pub(super) struct Drive<'a> {
     pub(super) c: Link<'a>,
     pub(super) s: Rc<Session>,
-    heartbeat_ms: u64,
-    timeout_ms: u64,
+    /// `heartbeat` and `heartbeat_timeout` in ms (u32: 8 B less in every
+    /// idle session, whose box is then the 768 B class, not 896 B).
+    heartbeat_ms: u32,
+    timeout_ms: u32,
     max_message: u64,
     rsv: u8,
     /// Bytes that came behind the handshake (client's, backend's), if any.
@@ -211,7 +218,7 @@ pub(super) struct Drive<'a> {
 
 impl<'a> Drive<'a> {
     fn stall(&self) -> Duration {
-        Duration::from_millis(self.timeout_ms)
+        Duration::from_millis(self.timeout_ms.into())
     }
 
     /// The session's future: the record's [`Idle`] driver (not an `async
@@ -647,7 +654,7 @@ impl<'a> Drive<'a> {
     /// in time. `pinged_for`: the client activity a ping was asked for.
     pub(super) fn watch_next(&self, pinged_for: &mut u64) -> Result<u64, Reason> {
         let ctx = self.c.ctx;
-        let (hb, timeout) = (self.heartbeat_ms, self.timeout_ms);
+        let (hb, timeout) = (u64::from(self.heartbeat_ms), u64::from(self.timeout_ms));
         loop {
             let now = ctx.now_ms();
             if self.s.closing() {

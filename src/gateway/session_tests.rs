@@ -29,14 +29,17 @@ fn session_task_size() {
         fut_size3(super::super::ClientIo::close),
         std::mem::size_of::<super::super::frame::FrameReader>(),
     );
-    // Measured (debug build): run 616 B with the hand-written `Idle`
+    // Measured (debug build): run 608 B with the hand-written `Idle`
     // future (1304 B while three async loops, up, down and watch, ran under
     // a `select!`; 1784 B while `run` was an async fn keeping its
     // arguments; 2368 B before the full-socket wait and the close were
     // boxed), send_all 72 B, Session 368 B (440 B with its id string, the
     // close inline and `RefCell` wakers). The record lives in an `Rc`
     // (16 B more): 384 B is a mimalloc size class, 385 B would take 448.
-    assert!(run <= 700, "session future grew to {run} B");
+    // 608 B here makes the session's box (`http::upgrade::session`, with
+    // the upstream handle) 768 B, release build too: one byte more and it
+    // takes mimalloc's 896 B class.
+    assert!(run <= 608, "session future grew to {run} B");
     assert!(send <= 96, "send_all future grew to {send} B");
     assert!(session <= 368, "Session grew to {session} B");
 }
