@@ -268,7 +268,7 @@ fn info(ctx: &WorkerCtx, s: &Session) -> Info {
     let st = s.stats.get();
     let age = epoch_ms().saturating_sub(st.last_activity_ms);
     Info {
-        id: s.id.clone(),
+        id: ctx.shared.gateway.id(ctx.id, s.n),
         route: s.route.cfg.name.clone(),
         client: s.client.to_string(),
         connected_at: s.connected_at,

@@ -20,6 +20,7 @@
 pub mod frame;
 pub mod handshake;
 pub mod hub;
+mod idle;
 mod record;
 pub mod session;
 mod sockio;

@@ -20,17 +20,18 @@ use crate::worker::WorkerCtx;
 use super::frame;
 use super::session::unix_ms;
 use super::stats::{Reason, RouteCounters};
-/// A one-waiter wake-up flag (single-threaded).
+/// A one-waiter wake-up flag (single-threaded; a `Cell`, not a `RefCell`:
+/// 24 B in every session record).
 #[derive(Default)]
 pub(super) struct Notify {
     set: Cell<bool>,
-    waker: RefCell<Option<Waker>>,
+    waker: Cell<Option<Waker>>,
 }
 
 impl Notify {
     pub(super) fn notify(&self) {
         self.set.set(true);
-        if let Some(w) = self.waker.borrow_mut().take() {
+        if let Some(w) = self.waker.take() {
             w.wake();
         }
     }
@@ -47,7 +48,7 @@ impl Future for Notified<'_> {
         if self.0.set.replace(false) {
             return Poll::Ready(());
         }
-        *self.0.waker.borrow_mut() = Some(cx.waker().clone());
+        self.0.waker.set(Some(cx.waker().clone()));
         Poll::Pending
     }
 }
@@ -65,9 +66,13 @@ pub struct Stats {
     pub last_activity_ms: u64,
 }
 
-/// A session as the worker's registry and the API see it.
+/// A close ringmesh asked for: code, reason text, and why (for the
+/// counters).
+pub(super) type Close = (u16, String, Reason);
+
+/// A session as the worker's registry and the API see it. Its id is not
+/// stored: it is the hub's id for this worker and `n` (`Hub::id`).
 pub struct Session {
-    pub id: String,
     pub n: u64,
     pub route: Arc<LiveRoute>,
     pub client: SocketAddr,
@@ -81,7 +86,9 @@ pub struct Session {
     pub(super) queue: RefCell<VecDeque<Bytes>>,
     pub(super) queued: Cell<u64>,
     pub(super) ping_wanted: Cell<bool>,
-    pub(super) close: RefCell<Option<(u16, String, Reason)>>,
+    /// Boxed: requested once, at the end; inline it would be 24 B more in
+    /// every record.
+    pub(super) close: RefCell<Option<Box<Close>>>,
     pub(super) close_at_ms: Cell<u64>,
     /// Close 1001 at this coarse time (0: never): the route left the config.
     pub(super) drain_at_ms: Cell<u64>,
@@ -99,7 +106,6 @@ impl Session {
     /// A registry record; `tcp`: the sockets of a tcp route's connection.
     pub(super) fn new(
         ctx: &WorkerCtx,
-        id: String,
         n: u64,
         route: &Arc<LiveRoute>,
         client: SocketAddr,
@@ -107,7 +113,6 @@ impl Session {
         tcp: Option<(RawFd, RawFd)>,
     ) -> Session {
         Session {
-            id,
             n,
             route: route.clone(),
             client,
@@ -158,12 +163,12 @@ impl Session {
     /// (the session is closing, or the queue would pass `send_queue`: then
     /// the session closes with 1008 as a slow consumer).
     ///
-    /// While the session's down future is parked between two messages of
+    /// While the session's down direction is parked between two messages of
     /// the backend with nothing queued and nothing half-sent (it sets
     /// [`Session::direct`]), the frame goes straight to the client socket
     /// with one non-blocking send: a broadcast then costs one syscall per
     /// session and wakes no session task. What the socket does not take
-    /// (EAGAIN, a partial write) is queued, and the down future sends it
+    /// (EAGAIN, a partial write) is queued, and the down direction sends it
     /// before anything else when it wakes, so order holds and no frame
     /// goes inside a backend message.
     pub fn push(&self, frame: &Bytes, c: &RouteCounters) -> bool {
@@ -214,7 +219,7 @@ impl Session {
                     self.update(|s| s.bytes_out += n as u64);
                     frame = std::borrow::Cow::Owned(frame.slice(n..));
                 }
-                // EAGAIN, or an error the down future will meet too.
+                // EAGAIN, or an error the down direction will meet too.
                 Err(_) => self.direct.set(-1),
             }
         }
@@ -242,7 +247,7 @@ impl Session {
         if c.is_some() {
             return;
         }
-        *c = Some((code, reason.to_string(), why));
+        *c = Some(Box::new((code, reason.to_string(), why)));
         drop(c);
         if let Some((client, upstream)) = self.tcp {
             // A tcp tunnel has no frame to say it with: both sockets are

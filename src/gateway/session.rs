@@ -1,5 +1,8 @@
 //! One WebSocket session: the client and upstream connections of an upgraded
-//! gateway route, driven by three futures on the connection's task.
+//! gateway route, driven by one hand-written future ([`Idle`], in
+//! `idle.rs`) that waits on both sockets, the record's push wake-up and
+//! one coarse deadline, and runs a direction's work in a box only while
+//! there is some:
 //!
 //! - **up** (client -> backend): frames are walked ([`FrameReader`], client
 //!   role: masked, at most `max_message` per reassembled message) and the
@@ -10,12 +13,13 @@
 //!   messages, control frames between frames. While it waits between two
 //!   messages with nothing queued, a push is written to the client socket
 //!   by the worker's hub task directly ([`Session::push`]).
-//! - **watch**: heartbeat (ping after `heartbeat` of client silence, close
-//!   1001 after `heartbeat_timeout`), drain (1001 just before the grace
-//!   ends), and the bound on how long a requested close may take.
+//! - **watch** ([`Drive::watch_next`]): heartbeat (ping after `heartbeat`
+//!   of client silence, close 1001 after `heartbeat_timeout`), drain (1001
+//!   just before the grace ends), and the bound on how long a requested
+//!   close may take.
 //!
 //! A close ringmesh decides (API, slow consumer, timeout, bad frame) is
-//! requested on the [`Session`]; the down future sends it at the next frame
+//! requested on the [`Session`]; the down direction sends it at the next frame
 //! boundary. Payload bytes beyond [`SPLICE_MIN`] whose length is known
 //! from the frame head move with splice(2), the rest through pooled buffers.
 //! A TLS client (`wss://`) gets the same session over the record layer
@@ -27,7 +31,6 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,6 +46,7 @@ use crate::worker::WorkerCtx;
 
 use super::frame::{self, FrameReader, Role};
 use super::handshake::Pending;
+use super::idle::{readable, Idle};
 use super::sockio::{retry, ClientIo};
 
 /// Frame payload left in the socket at or above this size is spliced;
@@ -89,26 +93,39 @@ pub struct Conn<'a> {
 pub fn run<'a>(c: Conn<'a>, p: Box<Pending>, early_up: Vec<u8>) -> impl Future<Output = ()> + 'a {
     // The box is freed here (moved out of, it would live as long as the
     // future that holds it).
-    let mut opened = open(&c, *p).map(|(s, cfg, rsv, early_down)| {
+    let opened = open(&c, *p).map(|(s, cfg, rsv, early_down)| {
         let now = c.ctx.now_ms();
-        let d = Drive {
-            c,
+        let early = if early_up.is_empty() && early_down.is_empty() {
+            None
+        } else {
+            Some(Box::new([early_up, early_down]))
+        };
+        Drive {
+            c: Link {
+                ctx: c.ctx,
+                client: c.client,
+                backend: c.backend,
+                route: c.route,
+            },
             s,
-            cfg,
+            heartbeat_ms: ms32(cfg.heartbeat),
+            timeout_ms: ms32(cfg.heartbeat_timeout),
+            max_message: cfg.max_message,
             rsv,
+            early: Cell::new(early),
             last_frame: Cell::new(now),
             client_closed_ms: Cell::new(0),
             up_boundary: Cell::new(true),
-        };
-        (d, early_down)
+            server_closed: Cell::new(false),
+        }
     });
     async move {
         // Used in place: moved out, it would take its size twice.
-        let Some((d, early_down)) = &mut opened else {
+        let Some(d) = &opened else {
             return;
         };
-        let reason = d.drive(std::mem::take(early_down), early_up).await;
-        closed(&d.c, &d.s, reason);
+        let reason = d.drive().await;
+        closed(d, reason);
     }
 }
 
@@ -118,22 +135,22 @@ fn open(c: &Conn<'_>, p: Pending) -> Option<(Rc<Session>, Gateway, u8, Vec<u8>)>
     let ctx = c.ctx;
     let slot = c.route.slots.get(ctx.id)?;
     let cfg = c.route.cfg.gateway.unwrap_or_default();
-    let mut s = Session::new(ctx, p.id, p.n, c.route, c.peer, cfg.send_queue, None);
+    let mut s = Session::new(ctx, p.n, c.route, c.peer, cfg.send_queue, None);
     s.user = RefCell::new(p.user);
     s.channels = RefCell::new(p.channels);
     s.settings = RefCell::new(p.settings);
     let s = Rc::new(s);
     ctx.sessions.insert(s.clone());
     slot.gateway.opened.add(1);
-    tracing::debug!(id = %s.id, route = %c.route.cfg.name, peer = %c.peer, "session opened");
+    tracing::debug!(n = s.n, route = %c.route.cfg.name, peer = %c.peer, "session opened");
     Some((s, cfg, p.rsv_allowed, p.early))
 }
 
 /// Unregisters a session that ended and counts how.
-fn closed(c: &Conn<'_>, s: &Session, reason: Reason) {
-    let ctx = c.ctx;
+fn closed(d: &Drive<'_>, reason: Reason) {
+    let (ctx, s) = (d.c.ctx, &d.s);
     ctx.sessions.remove(s.n);
-    let Some(slot) = c.route.slots.get(ctx.id) else {
+    let Some(slot) = d.c.route.slots.get(ctx.id) else {
         return;
     };
     if let Some(c) = slot.gateway.closed.get(reason as usize) {
@@ -145,7 +162,12 @@ fn closed(c: &Conn<'_>, s: &Session, reason: Reason) {
     let st = s.stats.get();
     slot.bytes_in.add(st.bytes_in);
     slot.bytes_out.add(st.bytes_out);
-    tracing::debug!(id = %s.id, reason = REASONS[reason as usize], "session closed");
+    tracing::debug!(n = s.n, reason = REASONS[reason as usize], "session closed");
+}
+
+/// `d` in ms, at most `u32::MAX` (49 days).
+fn ms32(d: Duration) -> u32 {
+    d.as_millis().min(u32::MAX.into()) as u32
 }
 
 /// Wall-clock ms since the Unix epoch.
@@ -155,59 +177,68 @@ pub fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// How the up future ended.
-enum UpEnd {
+/// How the client -> backend direction ended.
+pub(super) enum UpEnd {
     /// The session is over (client gone).
     Over(Reason),
     /// A close must be sent first.
     Close(u16, String, Reason),
 }
 
-struct Drive<'a> {
-    c: Conn<'a>,
-    s: Rc<Session>,
-    cfg: Gateway,
+/// What a session's directions share with its [`Idle`] future: the parts
+/// of [`Conn`] it drives with (not the peer address: that is in the
+/// record), the route's settings it needs, a few cells.
+pub(super) struct Link<'a> {
+    pub(super) ctx: &'a WorkerCtx,
+    pub(super) client: ClientIo<'a>,
+    pub(super) backend: &'a TcpStream,
+    route: &'a Arc<LiveRoute>,
+}
+
+/// What a session's directions share; [`Idle`] drives it.
+pub(super) struct Drive<'a> {
+    pub(super) c: Link<'a>,
+    pub(super) s: Rc<Session>,
+    /// `heartbeat` and `heartbeat_timeout` in ms (u32: 8 B less in every
+    /// idle session, whose box is then the 768 B class, not 896 B).
+    heartbeat_ms: u32,
+    timeout_ms: u32,
+    max_message: u64,
     rsv: u8,
+    /// Bytes that came behind the handshake (client's, backend's), if any.
+    early: Cell<Option<Box<[Vec<u8>; 2]>>>,
     last_frame: Cell<u64>,
     /// When the client's close frame went up (0: not yet).
     client_closed_ms: Cell<u64>,
     /// What went to the backend ends at a frame boundary.
     up_boundary: Cell<bool>,
+    /// The backend sent its close frame: nothing more may go to the client.
+    pub(super) server_closed: Cell<bool>,
 }
 
-impl Drive<'_> {
+impl<'a> Drive<'a> {
     fn stall(&self) -> Duration {
-        self.cfg.heartbeat_timeout
+        Duration::from_millis(self.timeout_ms.into())
     }
 
-    async fn drive(&self, early_down: Vec<u8>, early_up: Vec<u8>) -> Reason {
-        let up = self.up(early_up);
-        let down = self.down(early_down);
-        let watch = self.watch();
-        let (mut up, mut down, mut watch) = (
-            std::pin::pin!(up),
-            std::pin::pin!(down),
-            std::pin::pin!(watch),
+    /// The session's future: the record's [`Idle`] driver (not an `async
+    /// fn`: its arguments would stay in every idle session).
+    fn drive(&self) -> impl Future<Output = Reason> + use<'_, 'a> {
+        let readers = (
+            FrameReader::new(Role::Client, self.rsv, self.max_message),
+            FrameReader::new(Role::Server, self.rsv, u64::MAX),
         );
-        let mut up_done = false;
-        let reason = loop {
-            monoio::select! {
-                r = &mut up, if !up_done => match r {
-                    UpEnd::Over(reason) => break reason,
-                    UpEnd::Close(code, msg, reason) => {
-                        up_done = true;
-                        self.s.request_close(code, &msg, reason);
-                    }
-                },
-                r = &mut down => break r,
-                r = &mut watch => break r,
-            }
-        };
+        let [early_up, early_down] = self.early.take().map_or_else(Default::default, |b| *b);
+        Idle::new(self, readable, readers, early_up, early_down)
+    }
+
+    /// What ends every session, whichever side noticed first.
+    pub(super) fn finish(&self, reason: Reason) -> Reason {
         // The sockets close after this: no push may write to them any more.
         self.s.direct.set(-1);
         // A requested close names the end, whichever side noticed it last.
         let close = self.s.close.borrow().clone();
-        match close {
+        match close.map(|c| *c) {
             Some((code, msg, why)) => {
                 self.tell_backend(code, &msg, why);
                 why
@@ -238,15 +269,30 @@ impl Drive<'_> {
         let _ = sys::send(self.c.backend.as_raw_fd(), &out);
     }
 
-    /// Client -> backend.
-    async fn up(&self, mut buf: Vec<u8>) -> UpEnd {
+    /// Client -> backend: forwards `buf`, then (`read`) what the client
+    /// socket has now, until it would block; gives the reader back.
+    pub(super) async fn up(
+        &self,
+        mut r: FrameReader,
+        buf: Vec<u8>,
+        read: bool,
+    ) -> (FrameReader, Option<UpEnd>) {
+        let end = self.up_burst(&mut r, buf, read).await;
+        (r, end)
+    }
+
+    async fn up_burst(
+        &self,
+        r: &mut FrameReader,
+        mut buf: Vec<u8>,
+        mut read: bool,
+    ) -> Option<UpEnd> {
         let ctx = self.c.ctx;
         let (client, backend) = (self.c.client, self.c.backend);
         let backend_io = ClientIo {
             stream: backend,
             tls: None,
         };
-        let mut r = FrameReader::new(Role::Client, self.rsv, self.cfg.max_message);
         loop {
             if !buf.is_empty() {
                 let mut pos = 0;
@@ -276,15 +322,15 @@ impl Drive<'_> {
                             } else {
                                 Reason::Protocol
                             };
-                            tracing::debug!(id = %self.s.id, "client frame: {e}");
-                            return UpEnd::Close(e.close_code(), e.to_string(), why);
+                            tracing::debug!(n = self.s.n, "client frame: {e}");
+                            return Some(UpEnd::Close(e.close_code(), e.to_string(), why));
                         }
                     }
                 }
                 self.up_boundary.set(false);
                 if let Err(e) = backend_io.send_all(self.c.ctx, &buf, self.stall()).await {
                     ctx.bufs.put(buf);
-                    return self.backend_failed(&e);
+                    return Some(self.backend_failed(&e));
                 }
                 self.up_boundary.set(r.at_frame_boundary());
                 let n = buf.len() as u64;
@@ -310,22 +356,31 @@ impl Drive<'_> {
                         self.up_boundary.set(r.at_frame_boundary());
                         self.s.update(|st| st.bytes_in += left);
                     }
-                    Err(SpliceError::Src(_)) => return UpEnd::Over(Reason::Client),
-                    Err(SpliceError::Dst(e)) => return self.backend_failed(&e),
+                    Err(SpliceError::Src(_)) => return Some(UpEnd::Over(Reason::Client)),
+                    Err(SpliceError::Dst(e)) => return Some(self.backend_failed(&e)),
                 }
             }
             if buf.capacity() > 0 {
                 ctx.bufs.put(std::mem::take(&mut buf));
             }
-            match client.recv(ctx, &mut buf).await {
-                Ok(n) if n > 0 => {}
-                _ => return UpEnd::Over(Reason::Client),
+            if !read && !client.tls.is_some_and(|t| t.borrow().has_input()) {
+                // Waits for the client outside, holding nothing.
+                if let Some(t) = client.tls {
+                    t.borrow_mut().release();
+                }
+                return None;
+            }
+            match client.recv_now(ctx, &mut buf) {
+                // A short read drained the socket: wait before the next one.
+                Ok(n) if n > 0 => read = n >= BUF_SIZE,
+                Err(e) if retry(&e) => read = false,
+                _ => return Some(UpEnd::Over(Reason::Client)),
             }
         }
     }
 
     fn backend_failed(&self, e: &io::Error) -> UpEnd {
-        tracing::debug!(id = %self.s.id, "backend write: {e}");
+        tracing::debug!(n = self.s.n, "backend write: {e}");
         UpEnd::Close(
             frame::CLOSE_INTERNAL,
             "backend failed".into(),
@@ -333,20 +388,29 @@ impl Drive<'_> {
         )
     }
 
-    /// Backend -> client, with ringmesh's frames in between.
-    async fn down(&self, mut buf: Vec<u8>) -> Reason {
+    /// Backend -> client, with ringmesh's frames in between: sends `buf`
+    /// and what is due (queued pushes, a ping, the close), then (`read`)
+    /// what the backend socket has now, until it would block; gives the
+    /// reader back.
+    pub(super) async fn down(
+        &self,
+        mut r: FrameReader,
+        buf: Vec<u8>,
+        read: bool,
+    ) -> (FrameReader, Option<Reason>) {
+        let end = self.down_burst(&mut r, buf, read).await;
+        (r, end)
+    }
+
+    async fn down_burst(
+        &self,
+        r: &mut FrameReader,
+        mut buf: Vec<u8>,
+        mut read: bool,
+    ) -> Option<Reason> {
         let ctx = self.c.ctx;
         let (client, backend) = (self.c.client, self.c.backend);
-        let mut r = FrameReader::new(Role::Server, self.rsv, u64::MAX);
-        let mut server_closed = false;
-        // Pushes may be written by the hub directly (plain TCP clients only:
-        // a TLS client's records are written by this future alone).
-        let direct = client.splices();
-        // One readiness wait kept across wake-ups: a push that wakes this
-        // loop must not cancel and re-submit it (on io_uring a PollAdd
-        // cancel and a new PollAdd per push).
-        let readable = backend.readable(false);
-        let mut readable = std::pin::pin!(readable);
+        let mut server_closed = self.server_closed.get();
         loop {
             if !buf.is_empty() {
                 let mut start = 0;
@@ -357,6 +421,7 @@ impl Drive<'_> {
                             if let Some(h) = step.head {
                                 if h.opcode == frame::OP_CLOSE {
                                     server_closed = true;
+                                    self.server_closed.set(true);
                                 }
                                 if matches!(h.opcode, frame::OP_TEXT | frame::OP_BINARY) {
                                     self.s.update(|st| st.messages_out += 1);
@@ -365,7 +430,7 @@ impl Drive<'_> {
                             pos += step.consumed;
                         }
                         Err(e) => {
-                            tracing::debug!(id = %self.s.id, "backend frame: {e}");
+                            tracing::debug!(n = self.s.n, "backend frame: {e}");
                             // What went out ends at a frame boundary (see below).
                             let _ = client
                                 .send_all(self.c.ctx, &buf[start..pos], self.stall())
@@ -376,22 +441,22 @@ impl Drive<'_> {
                                 "backend sent an invalid frame",
                                 Reason::BackendFailed,
                             );
-                            return Box::pin(self.finish_close(&r, server_closed)).await;
+                            return Some(Box::pin(self.finish_close(r, server_closed)).await);
                         }
                     }
-                    if r.at_frame_boundary() && self.has_work(&r, server_closed) {
+                    if r.at_frame_boundary() && self.has_work(r, server_closed) {
                         if client
                             .send_all(self.c.ctx, &buf[start..pos], self.stall())
                             .await
                             .is_err()
                         {
                             ctx.bufs.put(buf);
-                            return Reason::Client;
+                            return Some(Reason::Client);
                         }
                         start = pos;
-                        if let Some(reason) = self.flush_boxed(&r, server_closed).await {
+                        if let Some(reason) = self.flush(r, server_closed).await {
                             ctx.bufs.put(buf);
-                            return reason;
+                            return Some(reason);
                         }
                     }
                 }
@@ -401,7 +466,7 @@ impl Drive<'_> {
                     .is_err()
                 {
                     ctx.bufs.put(buf);
-                    return Reason::Client;
+                    return Some(Reason::Client);
                 }
                 let n = buf.len() as u64;
                 self.s.update(|st| st.bytes_out += n);
@@ -425,56 +490,40 @@ impl Drive<'_> {
                     }
                     Err(SpliceError::Src(_)) => {
                         // Mid-frame: nothing more can be said to the client.
-                        return Reason::BackendFailed;
+                        return Some(Reason::BackendFailed);
                     }
-                    Err(SpliceError::Dst(_)) => return Reason::Client,
+                    Err(SpliceError::Dst(_)) => return Some(Reason::Client),
                 }
             }
-            if r.at_frame_boundary() && self.has_work(&r, server_closed) {
-                if let Some(reason) = self.flush_boxed(&r, server_closed).await {
+            if r.at_frame_boundary() && self.has_work(r, server_closed) {
+                if let Some(reason) = self.flush(r, server_closed).await {
                     if buf.capacity() > 0 {
                         ctx.bufs.put(buf);
                     }
-                    return reason;
+                    return Some(reason);
                 }
             }
             if buf.capacity() > 0 {
                 ctx.bufs.put(std::mem::take(&mut buf));
             }
-            // Parked between two backend messages with everything sent: a
-            // push may go straight to the client (see `Session::push`).
-            if direct && r.at_message_boundary() && !server_closed {
-                self.s.direct.set(client.stream.as_raw_fd());
-            }
-            let pushed = monoio::select! {
-                // A readiness error shows in the recv below.
-                _ = &mut readable => {
-                    readable.set(backend.readable(false));
-                    false
-                }
-                _ = self.s.notify.notified() => true,
-            };
-            self.s.direct.set(-1);
-            if pushed {
-                continue;
-            }
-            // What a push left half-sent goes before any backend byte.
-            if r.at_frame_boundary() && self.has_work(&r, server_closed) {
-                if let Some(reason) = self.flush_boxed(&r, server_closed).await {
-                    return reason;
-                }
+            if !read {
+                return None;
             }
             buf = ctx.bufs.take();
             match sys::recv_append(backend.as_raw_fd(), &mut buf, BUF_SIZE) {
                 Ok(0) => {
                     ctx.bufs.put(std::mem::take(&mut buf));
-                    return Box::pin(self.backend_gone(&r, server_closed)).await;
+                    return Some(Box::pin(self.backend_gone(r, server_closed)).await);
                 }
-                Ok(_) => {}
-                Err(e) if retry(&e) => {}
+                // A short read drained the socket: wait before the next one.
+                Ok(n) => read = n >= BUF_SIZE,
+                Err(e) if retry(&e) => {
+                    ctx.bufs.put(std::mem::take(&mut buf));
+                    return None;
+                }
                 Err(_) => {
                     ctx.bufs.put(std::mem::take(&mut buf));
-                    return Box::pin(self.backend_gone(&r, server_closed)).await;
+                    return Some(Box::pin(self.backend_gone(r, server_closed)).await);
                 }
             }
         }
@@ -524,17 +573,6 @@ impl Drive<'_> {
         self.s.closing()
             || self.s.ping_wanted.get()
             || (r.at_message_boundary() && !self.s.queue.borrow().is_empty())
-    }
-
-    /// [`Drive::flush`] in its own allocation: the down future waits in
-    /// every idle session, a flush (queued pushes, a ping, the close) is
-    /// occasional.
-    fn flush_boxed<'b>(
-        &'b self,
-        r: &'b FrameReader,
-        server_closed: bool,
-    ) -> Pin<Box<dyn Future<Output = Option<Reason>> + 'b>> {
-        Box::pin(self.flush(r, server_closed))
     }
 
     /// Sends ringmesh's frames allowed here (the stream to the client is at
@@ -587,7 +625,7 @@ impl Drive<'_> {
             }
         }
         let close = self.s.close.borrow().clone();
-        if let Some((code, msg, why)) = close {
+        if let Some((code, msg, why)) = close.map(|c| *c) {
             frame::write_frame(&mut out, frame::OP_CLOSE, &frame::close_payload(code, &msg));
             let stall = Duration::from_millis(CLOSE_GRACE_MS);
             // Boxed: the close (close_notify, the lingering read) happens
@@ -610,22 +648,21 @@ impl Drive<'_> {
         None
     }
 
-    /// Heartbeat, drain and close deadlines; returns only to cut a session
-    /// whose close could not be sent in time.
-    async fn watch(&self) -> Reason {
+    /// Heartbeat, drain and close deadlines: asks for a ping or a close
+    /// when one is due and returns when to look again (always later than
+    /// now), or the reason to cut a session whose close could not be sent
+    /// in time. `pinged_for`: the client activity a ping was asked for.
+    pub(super) fn watch_next(&self, pinged_for: &mut u64) -> Result<u64, Reason> {
         let ctx = self.c.ctx;
-        let hb = self.cfg.heartbeat.as_millis() as u64;
-        let timeout = self.cfg.heartbeat_timeout.as_millis() as u64;
-        let mut pinged_for = u64::MAX;
+        let (hb, timeout) = (u64::from(self.heartbeat_ms), u64::from(self.timeout_ms));
         loop {
             let now = ctx.now_ms();
             if self.s.closing() {
                 let at = self.s.close_at_ms.get() + CLOSE_GRACE_MS;
                 if now >= at {
-                    return self.close_reason();
+                    return Err(self.close_reason());
                 }
-                ctx.timers.sleep_until(at).await;
-                continue;
+                return Ok(at);
             }
             let last = self.last_frame.get();
             if now >= last + timeout {
@@ -636,16 +673,16 @@ impl Drive<'_> {
                 );
                 continue;
             }
-            if now >= last + hb && pinged_for != last {
-                pinged_for = last;
+            if now >= last + hb && *pinged_for != last {
+                *pinged_for = last;
                 self.s.ping_wanted.set(true);
                 self.s.notify.notify();
             }
             let cc = self.client_closed_ms.get();
             if cc != 0 && now >= cc + CLOSE_HANDSHAKE_MS {
-                return Reason::Client;
+                return Err(Reason::Client);
             }
-            let mut next = if pinged_for == last {
+            let mut next = if *pinged_for == last {
                 last + timeout
             } else {
                 last + hb
@@ -672,11 +709,7 @@ impl Drive<'_> {
                 }
                 next = next.min(at);
             }
-            monoio::select! {
-                _ = ctx.timers.sleep_until(next) => {}
-                _ = self.s.watch.notified() => {}
-                _ = ctx.stopping.wait(), if !ctx.stopping.is_set() => {}
-            }
+            return Ok(next);
         }
     }
 }

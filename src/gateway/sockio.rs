@@ -79,40 +79,22 @@ impl ClientIo<'_> {
         }
     }
 
-    /// Waits for client bytes and reads them into `buf` (taken from the
-    /// worker's pool only once there is something to read; given back on
-    /// EOF and errors). `Ok(0)` is EOF.
-    pub(super) async fn recv(&self, ctx: &WorkerCtx, buf: &mut Vec<u8>) -> io::Result<usize> {
-        let fd = self.stream.as_raw_fd();
-        let mut ready = self.tls.is_some_and(|t| t.borrow().has_input());
-        loop {
-            if !ready {
-                if let Some(t) = self.tls {
-                    t.borrow_mut().release();
-                }
-                self.stream.readable(false).await?;
-            }
-            ready = false;
-            if buf.capacity() == 0 {
-                *buf = ctx.bufs.take();
-            }
-            let r = match self.tls {
-                None => sys::recv_append(fd, buf, BUF_SIZE),
-                Some(t) => crate::tls::session::read_now(fd, t, buf, BUF_SIZE),
-            };
-            match r {
-                Ok(n) if n > 0 => return Ok(n),
-                Ok(_) => {
-                    ctx.bufs.put(std::mem::take(buf));
-                    return Ok(0);
-                }
-                Err(e) if retry(&e) => ctx.bufs.put(std::mem::take(buf)),
-                Err(e) => {
-                    ctx.bufs.put(std::mem::take(buf));
-                    return Err(e);
-                }
-            }
+    /// Reads what the client sent (decrypted for a TLS client) into `buf`,
+    /// taken from the worker's pool here and given back on EOF and errors
+    /// (`WouldBlock` included: then wait for readiness). `Ok(0)` is EOF.
+    pub(super) fn recv_now(&self, ctx: &WorkerCtx, buf: &mut Vec<u8>) -> io::Result<usize> {
+        if buf.capacity() == 0 {
+            *buf = ctx.bufs.take();
         }
+        let fd = self.stream.as_raw_fd();
+        let r = match self.tls {
+            None => sys::recv_append(fd, buf, BUF_SIZE),
+            Some(t) => crate::tls::session::read_now(fd, t, buf, BUF_SIZE),
+        };
+        if !matches!(r, Ok(n) if n > 0) {
+            ctx.bufs.put(std::mem::take(buf));
+        }
+        r
     }
 
     /// After ringmesh's close frame: close_notify for a TLS client (best
@@ -152,7 +134,7 @@ fn send_now(fd: RawFd, data: &[u8], pos: &mut usize) -> io::Result<bool> {
 
 /// After our close frame and FIN: read and discard until the client closes
 /// too (at most 1 s, 4 MiB), so the close frame is not lost to a RST. A TLS
-/// client's bytes go through the record layer (the up future may read the
+/// client's bytes go through the record layer (the up direction may read the
 /// same socket meanwhile: raw reads here would tear its records).
 async fn linger(ctx: &WorkerCtx, c: &ClientIo<'_>) {
     let deadline = ctx.now_ms() + 1_000;

@@ -31,10 +31,8 @@ impl<'a> TcpSession<'a> {
         route.cfg.gateway?;
         let slot = route.slots.get(ctx.id)?;
         let n = ctx.sessions.next();
-        let id = ctx.shared.gateway.id(ctx.id, n);
         let s = Rc::new(Session::new(
             ctx,
-            id,
             n,
             route,
             peer,

@@ -500,28 +500,32 @@ impl Conn {
             }
             // One boxed future for every ending: each await point here is
             // a slot in this future, which is most of an idle connection.
-            crate::worker::boxed(|| self.end(outcome)).await;
+            self.end(outcome).await;
             return None;
         }
     }
 
-    /// The connection's last act after a request that does not keep it alive.
-    async fn end(&mut self, outcome: Outcome) {
+    /// The connection's last act after a request that does not keep it
+    /// alive, built in its box. A gateway session gets a box of its own
+    /// size: in one future with the close paths (`finish`, `linger`) it
+    /// took theirs, 1 KiB more in every idle session.
+    fn end(&mut self, outcome: Outcome) -> Pin<Box<dyn Future<Output = ()> + '_>> {
         match outcome {
-            Outcome::KeepAlive(_) | Outcome::Drop => {}
+            // The start's box is freed before the session runs (moved out
+            // of, it would live as long as the session).
+            Outcome::Session(st) => crate::worker::boxed(|| {
+                let st = st;
+                super::upgrade::session(&self.ctx, &self.client, *st)
+            }),
+            outcome => crate::worker::boxed(|| self.close(outcome)),
+        }
+    }
+
+    async fn close(&mut self, outcome: Outcome) {
+        match outcome {
+            Outcome::KeepAlive(_) | Outcome::Drop | Outcome::Session(_) => {}
             Outcome::Close => self.linger().await,
             Outcome::Finished => self.finish().await,
-            Outcome::Session(st) => {
-                // Apart from the request's future, which is gone by now: an
-                // idle session holds only its own state.
-                // The start's box is freed before the session runs (a box
-                // moved out of lives until its scope ends).
-                let session = {
-                    let st = st;
-                    super::upgrade::session(&self.ctx, &self.client, *st)
-                };
-                session.await;
-            }
         }
     }
 
@@ -930,7 +934,10 @@ pub(crate) fn debug_sizes() -> Vec<(&'static str, usize)> {
             size_of::<crate::worker::timer::CoarseSleep<'static>>(),
         ),
         ("run", fut2m(Conn::run)),
-        ("end", fut2m(Conn::end)),
+        ("close", fut2m(Conn::close)),
+        ("finish", fut1m(Conn::finish)),
+        ("linger", fut1m(Conn::linger)),
+        ("session", fut3(super::upgrade::session)),
     ]
 }
 
@@ -940,6 +947,14 @@ fn fut2<'a, A, F>(_: impl FnOnce(&'a Conn, A) -> F) -> usize {
 }
 #[cfg(test)]
 fn fut2m<'a, A, F>(_: impl FnOnce(&'a mut Conn, A) -> F) -> usize {
+    std::mem::size_of::<F>()
+}
+#[cfg(test)]
+fn fut1m<'a, F>(_: impl FnOnce(&'a mut Conn) -> F) -> usize {
+    std::mem::size_of::<F>()
+}
+#[cfg(test)]
+fn fut3<A, B, C, F>(_: impl FnOnce(A, B, C) -> F) -> usize {
     std::mem::size_of::<F>()
 }
 #[cfg(test)]
