@@ -51,6 +51,9 @@ while [ $# -gt 0 ]; do
 done
 export PATH="$PATH:/usr/sbin:/sbin"
 [ -x "$BIN" ] || { echo "no ringmesh binary at $BIN (cargo build --release)" >&2; exit 1; }
+# The script works in a temporary directory: binaries by absolute path.
+BIN="$(readlink -f "$BIN")"
+[ -n "$BASE" ] && BASE="$(readlink -f "$BASE")"
 T="$(mktemp -d)"
 # nginx workers run as an unprivileged user: they must read the body files.
 chmod 755 "$T"
