@@ -98,6 +98,11 @@ pub(super) fn client_ready<'a>(stream: &'a TcpStream, tls: Option<&'a RefCell<Tl
 const PLAIN_ON_TLS: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 51\r\nConnection: close\r\n\r\nThe plain HTTP request was sent to an HTTPS port.\r\n";
 
 /// Serves one accepted connection of an http listener until it closes.
+mod ending;
+mod start;
+
+use start::Started;
+
 pub fn serve(
     ctx: Rc<WorkerCtx>,
     live: Arc<Live>,
@@ -175,79 +180,6 @@ pub fn serve_with(
         h2.await
     }
 }
-/// How a connection's start (the TLS handshake of a TLS listener) ended.
-enum Started {
-    /// HTTP/1.1 follows (plain, or over the session in `Client::tls`).
-    Http1,
-    /// ALPN chose `h2`: the session (in `Client::tls`, so that this result
-    /// is small: it is held in the connection's future) goes to the h2 server.
-    H2,
-    /// Failed (counted, answered if it was plain HTTP): close.
-    Done,
-}
-
-impl Conn {
-    /// The TLS handshake of a TLS listener (nothing on a plain one).
-    async fn start(&mut self, live: &Live) -> Started {
-        let acc = live
-            .snapshot
-            .listeners
-            .get(self.spec as usize)
-            .and_then(|l| Some((l.tls.clone()?, l.header_timeout)));
-        let Some((acc, header_timeout)) = acc else {
-            return Started::Http1;
-        };
-        match self.tls_start(acc, header_timeout).await {
-            TlsStart::Ready => Started::Http1,
-            TlsStart::Done => Started::Done,
-            TlsStart::H2(t) => {
-                self.client.tls = Some(Box::new(RefCell::new(*t)));
-                Started::H2
-            }
-        }
-    }
-
-    /// ALPN chose `h2` (offered only when the port's routes all have
-    /// `http2` on): the h2 server takes the TLS session.
-    async fn into_h2_tls(self, live: Arc<Live>) {
-        let Some((cfg, listen)) = live
-            .snapshot
-            .listeners
-            .get(self.spec as usize)
-            .and_then(|l| Some((l.http2?, l.addr)))
-        else {
-            return;
-        };
-        let Conn {
-            ctx, client, guard, ..
-        } = self;
-        let Some(t) = client.tls else {
-            return;
-        };
-        let (stream, peer) = (client.stream, client.peer.get());
-        crate::h2::serve_tls(ctx, live, stream, t.into_inner(), peer, listen, cfg, guard).await;
-    }
-
-    /// Hands a cleartext connection whose first bytes were the HTTP/2
-    /// preface to the h2 server.
-    async fn into_h2(mut self, (cfg, live): H2Handoff) {
-        let replay = self.client.buf.clone();
-        self.release_buffers();
-        let Some(listen) = live
-            .snapshot
-            .listeners
-            .get(self.spec as usize)
-            .map(|l| l.addr)
-        else {
-            return;
-        };
-        let Conn {
-            ctx, client, guard, ..
-        } = self;
-        let (stream, peer) = (client.stream, client.peer.get());
-        crate::h2::serve_tcp(ctx, live, stream, peer, listen, cfg, replay, guard).await;
-    }
-}
 
 /// [`Conn::wait_until`]'s future: a readiness wait, a coarse deadline and
 /// the worker's stop flag in one poll (the deadline's `mark`: draining).
@@ -293,16 +225,6 @@ impl<F: Future<Output = std::io::Result<()>>> Future for IdleWait<'_, F> {
             Poll::Ready(()) => Poll::Ready(Wait::Timeout),
         }
     }
-}
-
-/// How a TLS listener's handshake ended.
-enum TlsStart {
-    /// HTTP/1.1 over the session in `Client::tls`.
-    Ready,
-    /// ALPN chose `h2`: the session goes to the h2 server.
-    H2(Box<TlsConn>),
-    /// Failed (counted, answered if it was plain HTTP): close.
-    Done,
 }
 
 struct Conn {
@@ -352,48 +274,6 @@ enum HeadFail {
 }
 
 impl Conn {
-    /// The TLS handshake of a TLS listener's connection (false: failed,
-    /// answered if it was plain HTTP, and the connection is done).
-    async fn tls_start(
-        &mut self,
-        acc: Arc<crate::tls::Acceptor>,
-        header_timeout: Duration,
-    ) -> TlsStart {
-        let deadline = Instant::now() + header_timeout;
-        // What the edge read after a PROXY header is the start of the
-        // ClientHello: rustls takes it first, then the buffer is free.
-        let early = std::mem::take(&mut self.client.buf);
-        let shake = crate::tls::session::handshake(
-            &self.client.stream,
-            acc.config.clone(),
-            deadline,
-            &early,
-        );
-        let shaken = shake.await;
-        if early.capacity() > 0 {
-            self.ctx.bufs.put(early);
-        }
-        match shaken {
-            Ok(t) => {
-                acc.counters.handshake(t.resumed);
-                if t.h2 {
-                    return TlsStart::H2(Box::new(t));
-                }
-                self.client.tls = Some(Box::new(RefCell::new(t)));
-                TlsStart::Ready
-            }
-            Err(e) => {
-                acc.counters.failed(e.reason());
-                tracing::debug!(peer = %self.client.peer, "TLS handshake failed: {e}");
-                if matches!(e, crate::tls::HandshakeError::PlainHttp) {
-                    self.send_canned(PLAIN_ON_TLS).await;
-                    self.release_buffers();
-                }
-                TlsStart::Done
-            }
-        }
-    }
-
     /// `live` is the config this connection serves, refreshed between requests.
     /// Returns the hand-off when the first bytes were the HTTP/2 preface.
     async fn run(&mut self, live: &mut Arc<Live>) -> Option<H2Handoff> {
@@ -502,30 +382,6 @@ impl Conn {
             // a slot in this future, which is most of an idle connection.
             self.end(outcome).await;
             return None;
-        }
-    }
-
-    /// The connection's last act after a request that does not keep it
-    /// alive, built in its box. A gateway session gets a box of its own
-    /// size: in one future with the close paths (`finish`, `linger`) it
-    /// took theirs, 1 KiB more in every idle session.
-    fn end(&mut self, outcome: Outcome) -> Pin<Box<dyn Future<Output = ()> + '_>> {
-        match outcome {
-            // The start's box is freed before the session runs (moved out
-            // of, it would live as long as the session).
-            Outcome::Session(st) => crate::worker::boxed(|| {
-                let st = st;
-                super::upgrade::session(&self.ctx, &self.client, *st)
-            }),
-            outcome => crate::worker::boxed(|| self.close(outcome)),
-        }
-    }
-
-    async fn close(&mut self, outcome: Outcome) {
-        match outcome {
-            Outcome::KeepAlive(_) | Outcome::Drop | Outcome::Session(_) => {}
-            Outcome::Close => self.linger().await,
-            Outcome::Finished => self.finish().await,
         }
     }
 
@@ -787,111 +643,6 @@ impl Conn {
                     return Err(HeadFail::Timeout)
                 }
                 Err(_) => return Err(HeadFail::Gone),
-            }
-        }
-    }
-
-    /// The access-log line of a request refused before its head was whole
-    /// (cold: only on 400, 408 and 431).
-    #[cold]
-    fn log_rejected(&self, live: &Live, status: u16) {
-        let got = self.client.buf.len() as u64;
-        let tls = self.client.tls.as_deref().map(|t| t.borrow());
-        let fields = tls.as_ref().map_or((None, None), |t| t.log_fields());
-        crate::accesslog::http::rejected(
-            &self.ctx.log,
-            live,
-            self.client.peer.get(),
-            status,
-            got,
-            fields,
-        );
-    }
-
-    /// Answers with a canned error response, then closes.
-    async fn fail(&mut self, status: u16) {
-        let mut out = self.ctx.bufs.take();
-        out.clear();
-        match respond::canned(status) {
-            Some(bytes) => out.extend_from_slice(bytes),
-            None => respond::write_error(&mut out, status, ""),
-        }
-        let len = out.len();
-        let sent = client_io(
-            &mut self.client.stream,
-            &self.client.cancel,
-            &self.client.tls,
-        )
-        .write_all(&mut out, 0..len, ERROR_WRITE_STALL)
-        .await;
-        self.ctx.bufs.put(out);
-        if sent.is_ok() {
-            self.linger().await;
-        }
-    }
-
-    /// Writes `bytes` on the plain socket, then closes with a linger.
-    async fn send_canned(&mut self, bytes: &[u8]) {
-        let mut out = self.ctx.bufs.take();
-        out.clear();
-        out.extend_from_slice(bytes);
-        let len = out.len();
-        let sent = Io::Ring(&mut self.client.stream, &self.client.cancel)
-            .write_all(&mut out, 0..len, ERROR_WRITE_STALL)
-            .await;
-        self.ctx.bufs.put(out);
-        if sent.is_ok() {
-            self.linger().await;
-        }
-    }
-
-    /// Closes after a complete exchange. Lingering costs a read op, a timer
-    /// and the client's FIN round trip per connection; it is only needed when
-    /// the client sent more than we answered (pipelined requests we will not
-    /// serve), so, like nginx's `lingering_close on`, only then.
-    async fn finish(&mut self) {
-        if let Some(t) = &self.client.tls {
-            if t.borrow().has_plain() {
-                return self.linger().await;
-            }
-            crate::tls::session::close(&self.client.stream, t, ERROR_WRITE_STALL).await;
-        }
-        if !self.client.buf.is_empty() {
-            return self.linger().await;
-        }
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&self.client.stream);
-        let mut probe = [0u8; 1];
-        match sys::recv_peek(fd, &mut probe) {
-            // Nothing pending (or the client already closed): a plain close
-            // sends FIN, never RST.
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Ok(0) => {}
-            _ => self.linger().await,
-        }
-    }
-
-    /// Half-closes, then reads and discards until the client closes too (or
-    /// [`LINGER`] passes), so our last response is not lost to a RST.
-    async fn linger(&mut self) {
-        if let Some(t) = &self.client.tls {
-            crate::tls::session::close(&self.client.stream, t, ERROR_WRITE_STALL).await;
-        }
-        let _ = sys::shutdown_write(std::os::fd::AsRawFd::as_raw_fd(&self.client.stream));
-        let deadline = Instant::now() + LINGER;
-        let buf = &mut self.client.buf;
-        if buf.capacity() == 0 {
-            *buf = self.ctx.bufs.take();
-        }
-        let mut total = 0usize;
-        while total < LINGER_MAX {
-            buf.clear();
-            let room = buf.capacity();
-            match Io::Ring(&mut self.client.stream, &self.client.cancel)
-                .read(buf, room, deadline)
-                .await
-            {
-                Ok(0) | Err(_) => break,
-                Ok(n) => total += n,
             }
         }
     }
