@@ -119,6 +119,60 @@ def run_load(grpc, port, rate, duration):
     return lat, errors
 
 
+def start_peers(tmp, gport, cpu, procs):
+    """HAProxy and nginx as h2c gRPC proxies to the same server, one process/worker each, pinned
+    like ringmesh: the reference for what a proxy hop adds on this machine."""
+    out = []
+    hport, nport = free_port(), free_port()
+    hcfg = os.path.join(tmp, "haproxy.cfg")
+    with open(hcfg, "w") as f:
+        f.write(f"""global
+    nbthread 1
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+frontend f
+    bind 127.0.0.1:{hport} proto h2
+    default_backend b
+backend b
+    server s 127.0.0.1:{gport} proto h2
+""")
+    procs.append(subprocess.Popen(["taskset", "-c", cpu, "haproxy", "-db", "-f", hcfg],
+                                  stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "haproxy.log"), "w")))
+    if wait_port(hport):
+        out.append(("haproxy", hport, False))
+    else:
+        print("    haproxy did not listen")
+    ndir = os.path.join(tmp, "nginx")
+    os.makedirs(os.path.join(ndir, "logs"), exist_ok=True)
+    ncfg = os.path.join(ndir, "nginx.conf")
+    with open(ncfg, "w") as f:
+        f.write(f"""worker_processes 1;
+daemon off;
+pid {ndir}/nginx.pid;
+error_log {ndir}/logs/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {ndir}/body;
+    upstream g {{ server 127.0.0.1:{gport}; keepalive 16; }}
+    server {{
+        listen 127.0.0.1:{nport} http2;
+        location / {{ grpc_pass grpc://g; }}
+    }}
+}}
+""")
+    procs.append(subprocess.Popen(["taskset", "-c", cpu, "nginx", "-p", ndir, "-c", ncfg],
+                                  stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "nginx.log"), "w")))
+    if wait_port(nport):
+        out.append(("nginx", nport, False))
+    else:
+        print("    nginx did not listen")
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", default=os.path.join(HERE, "..", "target", "release", "ringmesh"))
@@ -130,6 +184,9 @@ def main():
                     help="CPU ringmesh is pinned to (Go load: server and client on CPU 1); 1 puts all on one CPU")
     ap.add_argument("--io", choices=("uring", "epoll"), default=None, help="ringmesh's I/O driver (default: its own)")
     ap.add_argument("--tls", action="store_true", help="also an h2 (TLS) client to ringmesh (Go load only)")
+    ap.add_argument("--peers", action="store_true",
+                    help="also HAProxy (proto h2 both sides) and nginx (grpc_pass) as h2c gRPC proxies, pinned like ringmesh")
+    ap.add_argument("--base", default=None, help="a second ringmesh binary in the same run (A/B)")
     a = ap.parse_args()
     go = a.load == "go"
     if go:
@@ -176,13 +233,26 @@ def main():
         procs.append(rm)
         if not wait_port(rport) or (tls and not wait_port(tport)):
             sys.exit("ringmesh did not listen")
+        targets = [("direct", gport, False), ("ringmesh", rport, False)]
+        if tls:
+            targets.append(("ringmesh-tls", tport, True))
+        if a.base:
+            bport = free_port()
+            bcfg = dict(cfg, routes={str(bport): {"name": "grpc", "backends": backends}})
+            bpath = os.path.join(tmp, "base.json")
+            with open(bpath, "w") as f:
+                json.dump(bcfg, f)
+            bcmd = ["taskset", "-c", a.proxy_cpu, os.path.abspath(a.base), "run", "--config", bpath, "--log", "warn"]
+            procs.append(subprocess.Popen(bcmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            if not wait_port(bport):
+                sys.exit("base ringmesh did not listen")
+            targets.append(("base", bport, False))
+        if a.peers and go:
+            targets += start_peers(tmp, gport, a.proxy_cpu, procs)
         client = "Go (bench/grpcload)" if go else "Python grpcio"
         print(f"gRPC unary, {a.rate:.0f} req/s for {a.duration:.0f} s, {client} client, latency (us) "
               f"from each call's start (Go) or scheduled time (Python); 'sched p99' from the schedule")
         print(f"{'rep':>3} {'target':<13} {'calls':>6} {'err':>4} {'p50':>8} {'p99':>8} {'p99.9':>8} {'sched p99':>10}")
-        targets = [("direct", gport, False), ("ringmesh", rport, False)]
-        if tls:
-            targets.append(("ringmesh-tls", tport, True))
         for rep in range(1, a.reps + 1):
             res = {}
             for name, port, t in targets:
@@ -195,6 +265,8 @@ def main():
                 res[name] = p99
                 print(f"{rep:>3} {name:<13} {calls:>6} {err:>4} {p50:>8.0f} {p99:>8.0f} {p999:>8.0f} {sp99:>10.0f}")
             for name, _, _ in targets[1:]:
+                if name not in res:
+                    continue
                 print(f"{rep:>3} added p99 ({name}): {res[name] - res['direct']:.0f} us")
     finally:
         for p in procs:

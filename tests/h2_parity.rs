@@ -20,7 +20,7 @@ use std::io::{Read, Write};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use h2cli::*;
 use serde_json::Value;
@@ -32,6 +32,7 @@ both_drivers!(
     access_log_line_per_stream,
     client_cert_subject_and_forwarded_proto,
     informational_responses_reach_h2_clients,
+    small_request_body_leaves_with_its_headers,
 );
 
 fn access_log_line_per_stream(io: &str) {
@@ -368,4 +369,115 @@ fn h2c_early_hints_backend() -> (u16, std::thread::JoinHandle<()>) {
         }
     });
     (port, h)
+}
+
+/// A request whose small body came with its head (a gRPC unary call) goes
+/// to an h2c backend as HEADERS and DATA in one write: `h2` gives a stream
+/// no window until its HEADERS leave, and waiting for it cost a second
+/// write and a second wake-up of the backend per call. The backend reads
+/// without blocking, in a bounded spin, so it sees each write on its own.
+fn small_request_body_leaves_with_its_headers(io: &str) {
+    use h2raw::*;
+    use std::sync::mpsc;
+    let l = listen_loopback();
+    let h2port = l.local_addr().unwrap().port();
+    let (tx, rx) = mpsc::channel();
+    let server = std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let Ok((mut c, _)) = l.accept() else { return };
+        c.set_nonblocking(true).unwrap();
+        // Every read as it came, and where each frame of stream 1 began.
+        let (mut bytes, mut reads) = (Vec::new(), 0usize);
+        let (mut at, mut heads_read, mut data_read) = (24usize, None, None);
+        let mut b = [0u8; 65536];
+        let mut done = false;
+        while !done && Instant::now() < deadline {
+            match c.read(&mut b) {
+                Ok(0) => return,
+                Ok(n) => {
+                    bytes.extend_from_slice(&b[..n]);
+                    reads += 1;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::hint::spin_loop();
+                    continue;
+                }
+                Err(_) => return,
+            }
+            while bytes.len() >= at + 9 {
+                let h = &bytes[at..at + 9];
+                let n = (usize::from(h[0]) << 16) | (usize::from(h[1]) << 8) | usize::from(h[2]);
+                if bytes.len() < at + 9 + n {
+                    break;
+                }
+                let (kind, flags) = (h[3], h[4]);
+                let stream = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff;
+                at += 9 + n;
+                let mut out = Vec::new();
+                if kind == SETTINGS && flags & 1 == 0 {
+                    out.extend(frame(SETTINGS, 0, 0, &[]));
+                    out.extend(frame(SETTINGS, 1, 0, &[]));
+                }
+                if kind == HEADERS && stream == 1 {
+                    heads_read = Some(reads);
+                }
+                if kind == DATA && stream == 1 && data_read.is_none() {
+                    data_read = Some(reads);
+                }
+                if stream == 1 && flags & END_STREAM != 0 {
+                    let fin = block(&[(":status", "200"), ("content-length", "2")]);
+                    out.extend(frame(HEADERS, END_HEADERS, 1, &fin));
+                    out.extend(frame(DATA, END_STREAM, 1, b"ok"));
+                    let _ = tx.send((heads_read, data_read));
+                    done = true;
+                }
+                if !out.is_empty() {
+                    let _ = c.set_nonblocking(false);
+                    let _ = c.write_all(&out);
+                    let _ = c.set_nonblocking(true);
+                }
+            }
+        }
+        // Answered: wait (blocking, bounded) for ringmesh to let go.
+        let _ = c.set_nonblocking(false);
+        let _ = c.set_read_timeout(Some(Duration::from_secs(10)));
+        while matches!(c.read(&mut b), Ok(n) if n > 0) {}
+    });
+    let port = free_port();
+    let cfg = format!(
+        r#"{{"dashboard_port": "", "listen_host": "127.0.0.1", "workers": 1,
+  "routes": {{"{port}": {{"name": "g", "backends": [{{"internal_port": {h2port}, "protocol": "h2c"}}]}}}}}}"#
+    );
+    let rm = Ringmesh::start(&cfg, io, &[port]);
+    let mut c = Conn::open(port, &[]);
+    let mut out = frame(
+        HEADERS,
+        END_HEADERS,
+        1,
+        &request_block("POST", "/t.T/Unary", "g.test"),
+    );
+    out.extend(frame(DATA, END_STREAM, 1, b"\0\0\0\0\x05hello"));
+    assert!(c.send(&out));
+    let (mut body, mut answered) = (Vec::new(), false);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while let Some(f) = c.next(deadline.saturating_duration_since(Instant::now())) {
+        if f.stream == 1 && f.kind == DATA {
+            body.extend_from_slice(&f.payload);
+        }
+        if f.stream == 1 && f.flags & END_STREAM != 0 {
+            answered = body == b"ok";
+            break;
+        }
+    }
+    assert!(answered, "no answer through the h2c backend\n{}", rm.logs());
+    let (heads, data) = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the backend saw the whole request");
+    assert!(
+        heads.is_some() && heads == data,
+        "HEADERS in read {heads:?}, DATA in read {data:?}: not one write"
+    );
+    drop(c);
+    drop(rm);
+    let _ = server.join();
 }

@@ -481,6 +481,7 @@ async fn upload(
 ) -> Result<(), UpErr> {
     let failed = |_| UpErr::Failed;
     let mut total = 0u64;
+    let mut first = true;
     loop {
         let next = monoio::select! {
             d = body.data() => d,
@@ -494,6 +495,20 @@ async fn upload(
             return Err(UpErr::TooLarge);
         }
         rec.bytes_in(n as u64);
+        if std::mem::take(&mut first) && n <= FIRST_DIRECT {
+            // The stream is still waiting to open, so `h2` gives it no
+            // capacity and `send_flow` would wait for the connection task
+            // to send HEADERS alone and wake us: two writes and two wake-ups
+            // of the backend. Queued now, the first DATA leaves in the same
+            // write as HEADERS (a gRPC unary request is one DATA frame).
+            let last = body.is_end_stream();
+            up.send_data(data, last).map_err(|_| UpErr::Failed)?;
+            let _ = body.flow_control().release_capacity(n);
+            if last {
+                return Ok(());
+            }
+            continue;
+        }
         send_flow(up, data, false, stall, ctx)
             .await
             .map_err(failed)?;
@@ -505,6 +520,11 @@ async fn upload(
         Err(_) => Err(UpErr::Failed),
     }
 }
+
+/// The largest first chunk of a request body queued behind its HEADERS
+/// without waiting for capacity: one frame at the default SETTINGS. Larger
+/// bodies wait for the window as before, so a stalled backend is detected.
+const FIRST_DIRECT: usize = 16 * 1024;
 
 /// Why an upload ended early.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
