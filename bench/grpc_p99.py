@@ -56,6 +56,14 @@ def wait_port(port, limit=10.0):
     return False
 
 
+RT = []
+
+
+def pin(cpu):
+    """taskset to `cpu`, plus SCHED_FIFO with --rt."""
+    return ["taskset", "-c", cpu] + RT
+
+
 def pct(xs, p):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(len(xs) * p))]
@@ -74,7 +82,7 @@ def find_grpcload():
 
 def run_go(tool, port, rate, duration, tls=False):
     """(calls, errors, p50, p99, p99.9) in us, from one grpcload run."""
-    cmd = ["taskset", "-c", "1", tool, "load", "-addr", f"127.0.0.1:{port}",
+    cmd = pin("1") + [tool, "load", "-addr", f"127.0.0.1:{port}",
            "-rate", str(rate), "-duration", f"{duration}s"]
     if tls:
         cmd.append("-tls")
@@ -139,7 +147,7 @@ frontend f
 backend b
     server s 127.0.0.1:{gport} proto h2
 """)
-    procs.append(subprocess.Popen(["taskset", "-c", cpu, "haproxy", "-db", "-f", hcfg],
+    procs.append(subprocess.Popen(pin(cpu) + ["haproxy", "-db", "-f", hcfg],
                                   stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "haproxy.log"), "w")))
     if wait_port(hport):
         out.append(("haproxy", hport, False))
@@ -164,7 +172,7 @@ http {{
     }}
 }}
 """)
-    procs.append(subprocess.Popen(["taskset", "-c", cpu, "nginx", "-p", ndir, "-c", ncfg],
+    procs.append(subprocess.Popen(pin(cpu) + ["nginx", "-p", ndir, "-c", ncfg],
                                   stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "nginx.log"), "w")))
     if wait_port(nport):
         out.append(("nginx", nport, False))
@@ -187,7 +195,12 @@ def main():
     ap.add_argument("--peers", action="store_true",
                     help="also HAProxy (proto h2 both sides) and nginx (grpc_pass) as h2c gRPC proxies, pinned like ringmesh")
     ap.add_argument("--base", default=None, help="a second ringmesh binary in the same run (A/B)")
+    ap.add_argument("--rt", action="store_true",
+                    help="run every process SCHED_FIFO (chrt -f 10): other load on the machine cannot delay them, "
+                         "and a CPU never idles while they wait (no vCPU wake-up cost)")
     a = ap.parse_args()
+    if a.rt:
+        RT.extend(["chrt", "-f", "10"])
     go = a.load == "go"
     if go:
         tool = find_grpcload()
@@ -199,7 +212,7 @@ def main():
     try:
         rport, tport = free_port(), free_port()
         if go:
-            server = subprocess.Popen(["taskset", "-c", "1", tool, "serve", "-addr", "127.0.0.1:0"],
+            server = subprocess.Popen(pin("1") + [tool, "serve", "-addr", "127.0.0.1:0"],
                                       stdout=subprocess.PIPE, text=True)
             procs.append(server)
             line = server.stdout.readline().split()
@@ -228,7 +241,7 @@ def main():
         if a.io:
             cmd += ["--io", a.io]
         if go:
-            cmd = ["taskset", "-c", a.proxy_cpu] + cmd
+            cmd = pin(a.proxy_cpu) + cmd
         rm = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "rm.log"), "w"))
         procs.append(rm)
         if not wait_port(rport) or (tls and not wait_port(tport)):
@@ -242,7 +255,7 @@ def main():
             bpath = os.path.join(tmp, "base.json")
             with open(bpath, "w") as f:
                 json.dump(bcfg, f)
-            bcmd = ["taskset", "-c", a.proxy_cpu, os.path.abspath(a.base), "run", "--config", bpath, "--log", "warn"]
+            bcmd = pin(a.proxy_cpu) + [os.path.abspath(a.base), "run", "--config", bpath, "--log", "warn"]
             procs.append(subprocess.Popen(bcmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             if not wait_port(bport):
                 sys.exit("base ringmesh did not listen")

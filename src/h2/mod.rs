@@ -60,6 +60,7 @@
 //! stays at zero is reset after `timeouts.response`.
 
 mod answer;
+mod body;
 #[cfg(test)]
 mod cost;
 pub mod head;

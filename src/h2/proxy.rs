@@ -9,21 +9,18 @@
 //! non-blocking syscalls ([`Io::Ready`]): upload and download share it.
 
 use std::cell::RefCell;
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
 use h2::server::SendResponse;
-use h2::{Reason, RecvStream, SendStream};
+use h2::{Reason, RecvStream};
 use monoio::time::Instant;
 
 use crate::balance::client_hash;
-use crate::http::chunked::ChunkedScanner;
 use crate::http::head::{parse_response, HeaderSpan, Limits, ResponseFraming, Status};
 use crate::http::io::{Cancel, Io};
 use crate::proxy::connect::{self, Upstream};
@@ -31,6 +28,7 @@ use crate::shared::{H2Counters, Live, LiveRoute, RouteSlot};
 use crate::worker::{ConnGuard, WorkerCtx};
 
 use super::answer::{discard, retry_later};
+use super::body::BodyOut;
 use super::head::{self as h2head, ReqBody};
 use super::record::Record;
 use super::server::StreamToken;
@@ -40,7 +38,7 @@ use crate::filter::Verdict;
 pub(super) const MAX_INTERIM: usize = 8;
 
 /// Most response bytes read from the backend per DATA frame batch.
-const READ_CHUNK: usize = 16 * 1024;
+pub(super) const READ_CHUNK: usize = 16 * 1024;
 
 /// What every stream of a connection shares.
 pub struct ConnShared {
@@ -244,19 +242,19 @@ async fn serve(
     None
 }
 
-struct Exchange<'a> {
-    ctx: &'a WorkerCtx,
-    conn: &'a ConnShared,
-    route: &'a LiveRoute,
-    slot: &'a RouteSlot,
-    stall: Duration,
-    head_only: bool,
-    rec: &'a Record<'a>,
-    body_max: Option<u64>,
+pub(super) struct Exchange<'a> {
+    pub(super) ctx: &'a WorkerCtx,
+    pub(super) conn: &'a ConnShared,
+    pub(super) route: &'a LiveRoute,
+    pub(super) slot: &'a RouteSlot,
+    pub(super) stall: Duration,
+    pub(super) head_only: bool,
+    pub(super) rec: &'a Record<'a>,
+    pub(super) body_max: Option<u64>,
 }
 
 /// Why a response download failed.
-enum Fail {
+pub(super) enum Fail {
     /// Before any response byte: safe to retry on a fresh connection.
     Early(io::Error),
     Timeout,
@@ -673,180 +671,6 @@ fn with_spans<R>(f: impl FnOnce(&mut [HeaderSpan]) -> R) -> R {
     })
 }
 
-/// The response body on its way to the client.
-struct BodyOut<'a, 'x, 's> {
-    ex: &'a Exchange<'x>,
-    us: &'a mut Io<'s>,
-    tx: &'a mut SendStream<Bytes>,
-}
-
-impl BodyOut<'_, '_, '_> {
-    /// Reads more body bytes into `buf`; EOF is an error unless `eof_ok`.
-    async fn read(&mut self, buf: &mut Vec<u8>, max: usize, eof_ok: bool) -> Result<usize, Fail> {
-        let deadline = Instant::now() + self.ex.stall;
-        match self.us.read(buf, max, deadline).await {
-            Ok(0) if !eof_ok => Err(Fail::Late),
-            Ok(n) => Ok(n),
-            Err(_) => Err(Fail::Late),
-        }
-    }
-
-    /// Sends `data` as DATA frames as the client's window allows. A window
-    /// stuck at zero for `timeouts.response` resets the stream.
-    async fn send(&mut self, data: Bytes, end: bool) -> Result<(), Fail> {
-        self.ex.slot.bytes_out.add(data.len() as u64);
-        self.ex.rec.bytes_out(data.len() as u64);
-        send_flow(self.tx, data, end, self.ex.stall, self.ex.ctx)
-            .await
-            .map_err(|()| Fail::Client)
-    }
-
-    async fn finish(&mut self, trailers: Option<http::HeaderMap>) -> Result<(), Fail> {
-        match trailers {
-            Some(t) if !t.is_empty() => self.tx.send_trailers(t).map_err(|_| Fail::Client),
-            _ => self
-                .tx
-                .send_data(Bytes::new(), true)
-                .map_err(|_| Fail::Client),
-        }
-    }
-
-    /// A body of `n` bytes, `first` of which came with the head.
-    async fn length(&mut self, first: Bytes, buf: &mut Vec<u8>, n: u64) -> Result<bool, Fail> {
-        let mut left = n;
-        if !first.is_empty() {
-            let take = (first.len() as u64).min(left) as usize;
-            left -= take as u64;
-            let stray = first.len() > take;
-            self.send(first.slice(..take), left == 0).await?;
-            if left == 0 {
-                return Ok(!stray);
-            }
-        }
-        loop {
-            if !buf.is_empty() {
-                let take = (buf.len() as u64).min(left) as usize;
-                left -= take as u64;
-                let chunk = Bytes::copy_from_slice(&buf[..take]);
-                let stray = buf.len() > take;
-                buf.clear();
-                self.send(chunk, left == 0).await?;
-                if left == 0 {
-                    return Ok(!stray);
-                }
-            }
-            let max = (left as usize).min(READ_CHUNK);
-            self.read(buf, max, false).await?;
-        }
-    }
-
-    async fn until_close(&mut self, buf: &mut Vec<u8>) -> Result<(), Fail> {
-        loop {
-            if !buf.is_empty() {
-                let chunk = Bytes::copy_from_slice(buf);
-                buf.clear();
-                self.send(chunk, false).await?;
-            }
-            if self.read(buf, READ_CHUNK, true).await? == 0 {
-                return self.finish(None).await;
-            }
-        }
-    }
-
-    /// Decodes a chunked body: chunk data goes out as DATA, the trailer
-    /// section as HTTP/2 trailers. The scanner checks the framing.
-    async fn chunked(&mut self, buf: &mut Vec<u8>) -> Result<bool, Fail> {
-        let mut scanner = ChunkedScanner::new();
-        let mut trailer = Vec::new();
-        let mut pos = 0usize;
-        loop {
-            if scanner.is_done() {
-                let stray = pos < buf.len();
-                buf.clear();
-                let t = (!trailer.is_empty()).then(|| h2head::trailers(&trailer));
-                self.finish(t).await?;
-                return Ok(!stray);
-            }
-            let rem = scanner.data_remaining();
-            if rem > 0 && pos < buf.len() {
-                let n = (rem.min((buf.len() - pos) as u64)) as usize;
-                let chunk = Bytes::copy_from_slice(&buf[pos..pos + n]);
-                scanner.consume_data(n as u64);
-                pos += n;
-                self.send(chunk, false).await?;
-                continue;
-            }
-            if rem == 0 && pos < buf.len() {
-                let in_trailers = scanner.in_trailers();
-                scanner
-                    .advance(&buf[pos..pos + 1])
-                    .map_err(|_| Fail::Late)?;
-                if in_trailers {
-                    trailer.push(buf[pos]);
-                }
-                pos += 1;
-                continue;
-            }
-            buf.clear();
-            pos = 0;
-            let want = if rem > 0 {
-                (rem as usize).min(READ_CHUNK)
-            } else {
-                READ_CHUNK
-            };
-            self.read(buf, want, false).await?;
-        }
-    }
-}
-
-/// Sends `data` on `tx` as DATA frames as the peer's window allows. A
-/// window stuck at zero for `stall` resets the stream (counted in the h2
-/// `stalled` counter). The stall is watched by the worker's coarse timers
-/// (a 24-byte sleep, armed only when the window is shut, 100 ms resolution
-/// on a timeout of seconds): the runtime's `Sleep` is 640 bytes, and polled
-/// first by a `select!` it would be armed for every DATA frame.
-pub(super) async fn send_flow(
-    tx: &mut SendStream<Bytes>,
-    mut data: Bytes,
-    end: bool,
-    stall: Duration,
-    ctx: &WorkerCtx,
-) -> Result<(), ()> {
-    if data.is_empty() {
-        return if end {
-            tx.send_data(data, true).map_err(|_| ())
-        } else {
-            Ok(())
-        };
-    }
-    while !data.is_empty() {
-        tx.reserve_capacity(data.len());
-        let deadline = ctx.now_ms().saturating_add(stall.as_millis() as u64);
-        let mut sleep = ctx.timers.sleep_until(deadline);
-        let cap = std::future::poll_fn(|cx| {
-            match tx.poll_capacity(cx) {
-                Poll::Ready(Some(Ok(0))) | Poll::Pending => {}
-                Poll::Ready(other) => return Poll::Ready(Some(other)),
-            }
-            std::pin::Pin::new(&mut sleep).poll(cx).map(|()| None)
-        })
-        .await;
-        let cap = match cap {
-            Some(Some(Ok(c))) => c,
-            Some(_) => return Err(()),
-            None => {
-                H2Counters::add(&ctx.shared.h2.stalled);
-                tx.send_reset(Reason::CANCEL);
-                return Err(());
-            }
-        };
-        let part = data.split_to(cap.min(data.len()));
-        let last = end && data.is_empty();
-        tx.send_data(part, last).map_err(|_| ())?;
-    }
-    Ok(())
-}
-
 /// Sizes of the stream task's parts (tests: `h2::cost::stream_task_size`).
 #[cfg(test)]
 pub(super) fn debug_sizes() -> Vec<(&'static str, usize)> {
@@ -882,7 +706,7 @@ pub(super) fn debug_sizes() -> Vec<(&'static str, usize)> {
         ("discard", f1(discard)),
         ("Io::read", f4(crate::http::io::Io::read)),
         ("Io::write_all", f4(crate::http::io::Io::write_all)),
-        ("send_flow", f5(send_flow)),
+        ("send_flow", f5(super::body::send_flow)),
         ("Sleep", std::mem::size_of::<monoio::time::Sleep>()),
         ("BodyOut::length", f4(BodyOut::length)),
         ("BodyOut::send", f3(BodyOut::send)),

@@ -29,7 +29,8 @@ use crate::balance::client_hash;
 use crate::proxy::connect;
 use crate::shared::{H2Counters, LiveRoute, RouteSlot};
 
-use super::proxy::{send_flow, ConnShared, MAX_INTERIM};
+use super::body::send_flow;
+use super::proxy::{ConnShared, MAX_INTERIM};
 use super::record::Record;
 
 /// Most multiplexed connections to one backend per worker.
