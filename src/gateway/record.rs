@@ -3,7 +3,7 @@
 //! Pushes land here from the worker's hub task; see [`Session::push`].
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
@@ -15,8 +15,10 @@ use bytes::Bytes;
 
 use crate::shared::LiveRoute;
 use crate::sys;
+use crate::worker::peer::Peer;
 use crate::worker::WorkerCtx;
 
+use super::channels::Channels;
 use super::frame;
 use super::session::unix_ms;
 use super::stats::{Reason, RouteCounters};
@@ -75,15 +77,17 @@ pub(super) type Close = (u16, String, Reason);
 pub struct Session {
     pub n: u64,
     pub route: Arc<LiveRoute>,
-    pub client: SocketAddr,
+    /// 16 B (a `SocketAddr` is 32).
+    pub client: Peer,
     /// Unix time in ms.
     pub connected_at: u64,
-    pub user: RefCell<String>,
-    pub channels: RefCell<BTreeSet<String>>,
+    pub user: RefCell<Box<str>>,
+    pub channels: RefCell<Channels>,
     pub settings: RefCell<BTreeMap<String, String>>,
     pub stats: Cell<Stats>,
-    pub(super) limit: u64,
-    pub(super) queue: RefCell<VecDeque<Bytes>>,
+    /// Pushed frames waiting for the down direction; boxed only while
+    /// there are some (16 B instead of 40 in every record).
+    queue: RefCell<Option<Box<VecDeque<Bytes>>>>,
     pub(super) queued: Cell<u64>,
     pub(super) ping_wanted: Cell<bool>,
     /// Boxed: requested once, at the end; inline it would be 24 B more in
@@ -109,13 +113,12 @@ impl Session {
         n: u64,
         route: &Arc<LiveRoute>,
         client: SocketAddr,
-        limit: u64,
         tcp: Option<(RawFd, RawFd)>,
     ) -> Session {
         Session {
             n,
             route: route.clone(),
-            client,
+            client: client.into(),
             connected_at: unix_ms(),
             user: RefCell::default(),
             channels: RefCell::default(),
@@ -124,8 +127,7 @@ impl Session {
                 last_activity_ms: ctx.now_ms(),
                 ..Stats::default()
             }),
-            limit,
-            queue: RefCell::new(VecDeque::new()),
+            queue: RefCell::new(None),
             queued: Cell::new(0),
             ping_wanted: Cell::new(false),
             close: RefCell::new(None),
@@ -141,6 +143,27 @@ impl Session {
     /// Why a close was requested, if one was.
     pub(super) fn requested_close(&self) -> Option<Reason> {
         self.close.borrow().as_ref().map(|c| c.2)
+    }
+
+    /// The route's `send_queue` (the record's route is the one the session
+    /// opened with: a reload does not change it).
+    fn limit(&self) -> u64 {
+        self.route.cfg.gateway.map_or(0, |g| g.send_queue)
+    }
+
+    /// Whether pushed frames wait in the queue.
+    pub(super) fn has_queued(&self) -> bool {
+        self.queue.borrow().is_some()
+    }
+
+    /// The next queued frame; the queue's box is freed with its last one.
+    pub(super) fn next_queued(&self) -> Option<Bytes> {
+        let mut q = self.queue.borrow_mut();
+        let f = q.as_mut()?.pop_front();
+        if q.as_ref().is_some_and(|q| q.is_empty()) {
+            *q = None;
+        }
+        f
     }
 
     /// Whether this is a tcp route's session (list and close only).
@@ -190,7 +213,7 @@ impl Session {
             return false;
         }
         // Checked first: the rest of a partly sent frame must be queued.
-        if self.queued.get() + frame.len() as u64 > self.limit {
+        if self.queued.get() + frame.len() as u64 > self.limit() {
             c.dropped.add(1);
             self.request_close(frame::CLOSE_POLICY, "send queue full", Reason::SlowConsumer);
             return false;
@@ -203,7 +226,7 @@ impl Session {
     pub fn deliver(&self, frame: &Bytes, c: &RouteCounters) {
         let mut frame = std::borrow::Cow::Borrowed(frame);
         let fd = self.direct.get();
-        if fd >= 0 && self.queue.borrow().is_empty() {
+        if fd >= 0 && !self.has_queued() {
             match sys::send(fd, &frame) {
                 Ok(n) if n == frame.len() => {
                     self.update(|s| {
@@ -226,7 +249,10 @@ impl Session {
         let frame = &*frame;
         let len = frame.len() as u64;
         self.queued.set(self.queued.get() + len);
-        self.queue.borrow_mut().push_back(frame.clone());
+        self.queue
+            .borrow_mut()
+            .get_or_insert_with(Box::default)
+            .push_back(frame.clone());
         self.update(|s| s.pushed += 1);
         c.pushed.add(1);
         self.notify.notify();

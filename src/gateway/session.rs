@@ -135,9 +135,9 @@ fn open(c: &Conn<'_>, p: Pending) -> Option<(Rc<Session>, Gateway, u8, Vec<u8>)>
     let ctx = c.ctx;
     let slot = c.route.slots.get(ctx.id)?;
     let cfg = c.route.cfg.gateway.unwrap_or_default();
-    let mut s = Session::new(ctx, p.n, c.route, c.peer, cfg.send_queue, None);
-    s.user = RefCell::new(p.user);
-    s.channels = RefCell::new(p.channels);
+    let mut s = Session::new(ctx, p.n, c.route, c.peer, None);
+    s.user = RefCell::new(p.user.into_boxed_str());
+    s.channels = RefCell::new(p.channels.into_iter().collect());
     s.settings = RefCell::new(p.settings);
     let s = Rc::new(s);
     ctx.sessions.insert(s.clone());
@@ -217,6 +217,17 @@ pub(super) struct Drive<'a> {
 }
 
 impl<'a> Drive<'a> {
+    /// A new frame reader for what `role` sends: the client's messages are
+    /// bounded by `max_message`, the backend's are not.
+    pub(super) fn reader(&self, role: Role) -> FrameReader {
+        let max = if role == Role::Client {
+            self.max_message
+        } else {
+            u64::MAX
+        };
+        FrameReader::new(role, self.rsv, max)
+    }
+
     fn stall(&self) -> Duration {
         Duration::from_millis(self.timeout_ms.into())
     }
@@ -224,10 +235,7 @@ impl<'a> Drive<'a> {
     /// The session's future: the record's [`Idle`] driver (not an `async
     /// fn`: its arguments would stay in every idle session).
     fn drive(&self) -> impl Future<Output = Reason> + use<'_, 'a> {
-        let readers = (
-            FrameReader::new(Role::Client, self.rsv, self.max_message),
-            FrameReader::new(Role::Server, self.rsv, u64::MAX),
-        );
+        let readers = (self.reader(Role::Client), self.reader(Role::Server));
         let [early_up, early_down] = self.early.take().map_or_else(Default::default, |b| *b);
         Idle::new(self, readable, readers, early_up, early_down)
     }
@@ -572,7 +580,7 @@ impl<'a> Drive<'a> {
         }
         self.s.closing()
             || self.s.ping_wanted.get()
-            || (r.at_message_boundary() && !self.s.queue.borrow().is_empty())
+            || (r.at_message_boundary() && self.s.has_queued())
     }
 
     /// Sends ringmesh's frames allowed here (the stream to the client is at
@@ -591,7 +599,7 @@ impl<'a> Drive<'a> {
         }
         if r.at_message_boundary() {
             loop {
-                let Some(f) = self.s.queue.borrow_mut().pop_front() else {
+                let Some(f) = self.s.next_queued() else {
                     break;
                 };
                 self.s

@@ -1,0 +1,80 @@
+//! Gives memory back to the kernel once a burst of connections is over.
+//!
+//! mimalloc frees the pages of a burst (handshakes, request futures, head
+//! buffers) into its segments and schedules them to be purged, but in
+//! mimalloc v2 a segment's expired purges only run when that segment is
+//! touched again: a worker that goes quiet after the burst (10,000 WebSocket
+//! sessions opened, then idle) keeps those pages resident for good. Measured
+//! (bench/gateway.py, idle case, one worker): about 4.5 MiB after 1,000 or
+//! 9,900 sessions, 450 B per session at 9,900 (bench/README.md, "WebSocket
+//! gateway").
+//!
+//! So when the worker's open-connection count changed and then held still
+//! for a tick (the burst is over), the worker asks mimalloc for a forced
+//! collect of its own heap, at most once per [`MIN_GAP_MS`]. A steady load
+//! (a fixed set of keep-alive connections) never triggers it; a churning
+//! one at most once a second, at the cost of a walk over the worker's heap
+//! pages (tens of microseconds for tens of MiB) and a few page faults when
+//! the memory is used again.
+
+use std::cell::Cell;
+
+/// Least time between two collects.
+pub(super) const MIN_GAP_MS: u64 = 1_000;
+
+/// When to collect: see the module doc.
+#[derive(Default)]
+pub(super) struct Trim {
+    /// The open-connection count at the previous tick.
+    last_active: Cell<usize>,
+    /// It changed since the last collect.
+    dirty: Cell<bool>,
+    last_collect_ms: Cell<u64>,
+}
+
+impl Trim {
+    /// Called every tick; true when it collected.
+    pub(super) fn tick(&self, active: usize, now_ms: u64) -> bool {
+        if self.last_active.replace(active) != active {
+            self.dirty.set(true);
+            return false;
+        }
+        if !self.dirty.get() || now_ms < self.last_collect_ms.get() + MIN_GAP_MS {
+            return false;
+        }
+        self.dirty.set(false);
+        self.last_collect_ms.set(now_ms);
+        // SAFETY: mi_collect only walks and frees this thread's own mimalloc
+        // heap and segments; it takes no pointers. Harmless when mimalloc is
+        // not the global allocator (tests): its heap is then empty.
+        unsafe { libmimalloc_sys::mi_collect(true) };
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn collects_once_after_a_change_settles() {
+        let t = Trim::default();
+        let mut now = 10_000;
+        assert!(!t.tick(0, now), "nothing changed");
+        for active in [5, 50, 500] {
+            now += 100;
+            assert!(!t.tick(active, now), "still changing");
+        }
+        now += 100;
+        assert!(t.tick(500, now), "settled: collect");
+        now += 100;
+        assert!(!t.tick(500, now), "once per settling");
+        // A new change settles within MIN_GAP_MS of the last collect: wait.
+        now += 100;
+        assert!(!t.tick(501, now));
+        now += 100;
+        assert!(!t.tick(501, now), "too soon after the last collect");
+        now += MIN_GAP_MS;
+        assert!(t.tick(501, now), "then it collects");
+    }
+}
