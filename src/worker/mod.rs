@@ -261,7 +261,7 @@ impl WorkerCtx {
         self.now.set(now);
         self.timers.fire(now);
         self.upstreams.sweep(now);
-        self.trim.tick(self.active(), now);
+        self.trim.tick(self.active(), now, &self.bufs);
         // Lines at most one tick old reach the writer.
         self.log.flush();
         let (g, live, socks) = self.shared.pick_up(self.id, self.generation.get())?;
