@@ -274,7 +274,7 @@ fn info(ctx: &WorkerCtx, s: &Session) -> Info {
         connected_at: s.connected_at,
         user: s.user.borrow().to_string(),
         channels: s.channels.borrow().iter().map(String::from).collect(),
-        settings: s.settings.borrow().clone(),
+        settings: s.settings.borrow().as_deref().cloned().unwrap_or_default(),
         messages_in: st.messages_in,
         messages_out: st.messages_out,
         bytes_in: st.bytes_in,
@@ -333,10 +333,14 @@ fn run(ctx: &WorkerCtx, cmd: Command) {
                     ch.update(p.channels_add, &p.channels_remove);
                 }
                 {
-                    let mut set = s.settings.borrow_mut();
+                    let mut slot = s.settings.borrow_mut();
+                    let set = slot.get_or_insert_with(Box::default);
                     set.extend(p.settings);
                     for k in &p.settings_remove {
                         set.remove(k);
+                    }
+                    if set.is_empty() {
+                        *slot = None;
                     }
                 }
                 info(ctx, &s)

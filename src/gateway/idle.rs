@@ -23,6 +23,7 @@ use monoio::net::TcpStream;
 use crate::worker::timer::CoarseSleep;
 
 use super::frame::{FrameReader, Parked, Role};
+use super::record::{PUSH, WATCH};
 use super::session::{Drive, Reason, UpEnd};
 
 /// The runtime's readiness wait on `s`; a fn item, so [`Idle`] can make
@@ -147,7 +148,7 @@ where
                     return end;
                 }
             }
-            let pushed = Pin::new(&mut s.notify.notified()).poll(cx).is_ready();
+            let pushed = Pin::new(&mut s.wake.notified(PUSH)).poll(cx).is_ready();
             // The readiness wait is kept across pushes: on io_uring a push
             // must not cancel and re-submit the PollAdd.
             let readable = self.poll_ready(1, cx).is_some();
@@ -179,7 +180,7 @@ where
         loop {
             // Registers the waker; whatever it says, the deadlines are
             // looked at again below.
-            let _ = Pin::new(&mut self.d.s.watch.notified()).poll(cx);
+            let _ = Pin::new(&mut self.d.s.wake.notified(WATCH)).poll(cx);
             let next = match self.d.watch_next(&mut self.pinged_for) {
                 Ok(next) => next,
                 Err(reason) => return Some(reason),

@@ -138,7 +138,7 @@ fn open(c: &Conn<'_>, p: Pending) -> Option<(Rc<Session>, Gateway, u8, Vec<u8>)>
     let mut s = Session::new(ctx, p.n, c.route, c.peer, None);
     s.user = RefCell::new(p.user.into_boxed_str());
     s.channels = RefCell::new(p.channels.into_iter().collect());
-    s.settings = RefCell::new(p.settings);
+    s.settings = RefCell::new((!p.settings.is_empty()).then(|| Box::new(p.settings)));
     let s = Rc::new(s);
     ctx.sessions.insert(s.clone());
     slot.gateway.opened.add(1);
@@ -247,7 +247,7 @@ impl<'a> Drive<'a> {
         // A requested close names the end, whichever side noticed it last.
         let close = self.s.close.borrow().clone();
         match close.map(|c| *c) {
-            Some((code, msg, why)) => {
+            Some((code, msg, why, _)) => {
                 self.tell_backend(code, &msg, why);
                 why
             }
@@ -318,7 +318,7 @@ impl<'a> Drive<'a> {
                                 });
                                 if h.opcode == frame::OP_CLOSE && self.client_closed_ms.get() == 0 {
                                     self.client_closed_ms.set(now.max(1));
-                                    self.s.watch.notify();
+                                    self.s.wake.notify(super::record::WATCH);
                                 }
                             }
                             pos += step.consumed;
@@ -602,9 +602,6 @@ impl<'a> Drive<'a> {
                 let Some(f) = self.s.next_queued() else {
                     break;
                 };
-                self.s
-                    .queued
-                    .set(self.s.queued.get().saturating_sub(f.len() as u64));
                 if !out.is_empty() {
                     if client
                         .send_all(self.c.ctx, &out, self.stall())
@@ -633,7 +630,7 @@ impl<'a> Drive<'a> {
             }
         }
         let close = self.s.close.borrow().clone();
-        if let Some((code, msg, why)) = close.map(|c| *c) {
+        if let Some((code, msg, why, _)) = close.map(|c| *c) {
             frame::write_frame(&mut out, frame::OP_CLOSE, &frame::close_payload(code, &msg));
             let stall = Duration::from_millis(CLOSE_GRACE_MS);
             // Boxed: the close (close_notify, the lingering read) happens
@@ -666,7 +663,7 @@ impl<'a> Drive<'a> {
         loop {
             let now = ctx.now_ms();
             if self.s.closing() {
-                let at = self.s.close_at_ms.get() + CLOSE_GRACE_MS;
+                let at = self.s.close_at_ms() + CLOSE_GRACE_MS;
                 if now >= at {
                     return Err(self.close_reason());
                 }
@@ -684,7 +681,7 @@ impl<'a> Drive<'a> {
             if now >= last + hb && *pinged_for != last {
                 *pinged_for = last;
                 self.s.ping_wanted.set(true);
-                self.s.notify.notify();
+                self.s.wake.notify(super::record::PUSH);
             }
             let cc = self.client_closed_ms.get();
             if cc != 0 && now >= cc + CLOSE_HANDSHAKE_MS {
