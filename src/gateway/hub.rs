@@ -272,9 +272,9 @@ fn info(ctx: &WorkerCtx, s: &Session) -> Info {
         route: s.route.cfg.name.clone(),
         client: s.client.to_string(),
         connected_at: s.connected_at,
-        user: s.user.borrow().clone(),
-        channels: s.channels.borrow().iter().cloned().collect(),
-        settings: s.settings.borrow().clone(),
+        user: s.user.borrow().to_string(),
+        channels: s.channels.borrow().iter().map(String::from).collect(),
+        settings: s.settings.borrow().as_deref().cloned().unwrap_or_default(),
         messages_in: st.messages_in,
         messages_out: st.messages_out,
         bytes_in: st.bytes_in,
@@ -288,7 +288,7 @@ fn info(ctx: &WorkerCtx, s: &Session) -> Info {
 
 fn matches(s: &Session, f: &Filter) -> bool {
     f.route.as_ref().is_none_or(|r| &s.route.cfg.name == r)
-        && f.user.as_ref().is_none_or(|u| &*s.user.borrow() == u)
+        && f.user.as_ref().is_none_or(|u| **s.user.borrow() == **u)
         && f.channel
             .as_ref()
             .is_none_or(|c| s.channels.borrow().contains(c))
@@ -300,7 +300,7 @@ fn targeted(s: &Session, t: &Target) -> bool {
     }
     match t {
         Target::Session(n) => s.n == *n,
-        Target::User(u) => &*s.user.borrow() == u,
+        Target::User(u) => **s.user.borrow() == **u,
         Target::Channel(c) => s.channels.borrow().contains(c),
         Target::Route(r) => &s.route.cfg.name == r,
         Target::All => true,
@@ -326,22 +326,21 @@ fn run(ctx: &WorkerCtx, cmd: Command) {
         Command::Patch(n, p, reply) => {
             let r = sessions.get(n).map(|s| {
                 if let Some(u) = p.user {
-                    *s.user.borrow_mut() = u;
+                    *s.user.borrow_mut() = u.into_boxed_str();
                 }
-                {
+                if !p.channels_add.is_empty() || !p.channels_remove.is_empty() {
                     let mut ch = s.channels.borrow_mut();
-                    for c in p.channels_add {
-                        ch.insert(c);
-                    }
-                    for c in &p.channels_remove {
-                        ch.remove(c);
-                    }
+                    ch.update(p.channels_add, &p.channels_remove);
                 }
                 {
-                    let mut set = s.settings.borrow_mut();
+                    let mut slot = s.settings.borrow_mut();
+                    let set = slot.get_or_insert_with(Box::default);
                     set.extend(p.settings);
                     for k in &p.settings_remove {
                         set.remove(k);
+                    }
+                    if set.is_empty() {
+                        *slot = None;
                     }
                 }
                 info(ctx, &s)

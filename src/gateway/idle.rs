@@ -22,7 +22,8 @@ use monoio::net::TcpStream;
 
 use crate::worker::timer::CoarseSleep;
 
-use super::frame::FrameReader;
+use super::frame::{FrameReader, Parked, Role};
+use super::record::{PUSH, WATCH};
 use super::session::{Drive, Reason, UpEnd};
 
 /// The runtime's readiness wait on `s`; a fn item, so [`Idle`] can make
@@ -41,9 +42,10 @@ pub(super) struct Idle<'d, 'a, R, K> {
     /// Makes a readiness wait (zero-sized: a fn item).
     mk: K,
     ready: [Option<R>; 2],
-    /// A direction's reader while it waits (its job holds it otherwise).
-    up_r: Option<FrameReader>,
-    down_r: Option<FrameReader>,
+    /// A direction's reader while it waits, parked (16 B at a frame
+    /// boundary; its job holds it otherwise).
+    up_r: Option<Parked>,
+    down_r: Option<Parked>,
     up_job: Option<Job<'d, UpEnd>>,
     down_job: Option<Job<'d, Reason>>,
     /// The client sent all it will (a close was requested from its side).
@@ -117,7 +119,7 @@ where
                     Poll::Ready(x) => x,
                 };
                 self.up_job = None;
-                self.up_r = Some(r);
+                self.up_r = Some(r.park());
                 if end.is_some() {
                     return end;
                 }
@@ -126,7 +128,7 @@ where
                 Ok(()) => {}
                 Err(_) => return Some(UpEnd::Over(Reason::Client)),
             }
-            let r = self.up_r.take()?;
+            let r = self.up_r.take()?.unpark(self.d.reader(Role::Client));
             self.up_job = Some(Box::pin(self.d.up(r, Vec::new(), true)));
         }
     }
@@ -141,12 +143,12 @@ where
                     Poll::Ready(x) => x,
                 };
                 self.down_job = None;
-                self.down_r = Some(r);
+                self.down_r = Some(r.park());
                 if end.is_some() {
                     return end;
                 }
             }
-            let pushed = Pin::new(&mut s.notify.notified()).poll(cx).is_ready();
+            let pushed = Pin::new(&mut s.wake.notified(PUSH)).poll(cx).is_ready();
             // The readiness wait is kept across pushes: on io_uring a push
             // must not cancel and re-submit the PollAdd.
             let readable = self.poll_ready(1, cx).is_some();
@@ -167,7 +169,7 @@ where
                 return None;
             }
             s.direct.set(-1);
-            let r = self.down_r.take()?;
+            let r = self.down_r.take()?.unpark(self.d.reader(Role::Server));
             self.down_job = Some(Box::pin(self.d.down(r, Vec::new(), readable)));
         }
     }
@@ -178,7 +180,7 @@ where
         loop {
             // Registers the waker; whatever it says, the deadlines are
             // looked at again below.
-            let _ = Pin::new(&mut self.d.s.watch.notified()).poll(cx);
+            let _ = Pin::new(&mut self.d.s.wake.notified(WATCH)).poll(cx);
             let next = match self.d.watch_next(&mut self.pinged_for) {
                 Ok(next) => next,
                 Err(reason) => return Some(reason),

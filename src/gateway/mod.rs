@@ -3,6 +3,7 @@
 //! bind, push to and close, with heartbeats, a message size limit and a
 //! bounded send queue.
 //!
+//! - [`channels`]: a session's channel names, compact.
 //! - [`frame`]: RFC 6455 frame reader/writer; pure.
 //! - [`handshake`]: the session id on the upgrade request, the binding
 //!   headers taken off the backend's 101.
@@ -17,6 +18,7 @@
 //! Routes without `gateway` never enter this module: their upgrades stay
 //! blind splice tunnels.
 
+pub mod channels;
 pub mod frame;
 pub mod handshake;
 pub mod hub;

@@ -3,7 +3,7 @@
 //! Pushes land here from the worker's hub task; see [`Session::push`].
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
@@ -15,37 +15,48 @@ use bytes::Bytes;
 
 use crate::shared::LiveRoute;
 use crate::sys;
+use crate::worker::peer::Peer;
 use crate::worker::WorkerCtx;
 
+use super::channels::Channels;
 use super::frame;
 use super::session::unix_ms;
 use super::stats::{Reason, RouteCounters};
-/// A one-waiter wake-up flag (single-threaded; a `Cell`, not a `RefCell`:
-/// 24 B in every session record).
+/// The session task's wake-ups: flag bits ([`PUSH`], [`WATCH`]) and one
+/// waker for both (single-threaded `Cell`s: 24 B in every session record,
+/// where two one-flag wake-ups took 48 B). Both are awaited by the same
+/// task, the session's [`super::idle::Idle`] future.
 #[derive(Default)]
-pub(super) struct Notify {
-    set: Cell<bool>,
+pub(super) struct Wake {
+    set: Cell<u8>,
     waker: Cell<Option<Waker>>,
 }
 
-impl Notify {
-    pub(super) fn notify(&self) {
-        self.set.set(true);
+/// A push was queued, a ping or a close is wanted: the down direction.
+pub(super) const PUSH: u8 = 1;
+/// A deadline moved (drain, close): the watch.
+pub(super) const WATCH: u8 = 2;
+
+impl Wake {
+    pub(super) fn notify(&self, bits: u8) {
+        self.set.set(self.set.get() | bits);
         if let Some(w) = self.waker.take() {
             w.wake();
         }
     }
-    pub(super) fn notified(&self) -> Notified<'_> {
-        Notified(self)
+    pub(super) fn notified(&self, bit: u8) -> Notified<'_> {
+        Notified(self, bit)
     }
 }
 
-pub(super) struct Notified<'a>(&'a Notify);
+pub(super) struct Notified<'a>(&'a Wake, u8);
 
 impl Future for Notified<'_> {
     type Output = ();
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.0.set.replace(false) {
+        let set = self.0.set.get();
+        if set & self.1 != 0 {
+            self.0.set.set(set & !self.1);
             return Poll::Ready(());
         }
         self.0.waker.set(Some(cx.waker().clone()));
@@ -66,40 +77,52 @@ pub struct Stats {
     pub last_activity_ms: u64,
 }
 
-/// A close ringmesh asked for: code, reason text, and why (for the
-/// counters).
-pub(super) type Close = (u16, String, Reason);
+/// Pushed frames waiting for the down direction, and their bytes.
+#[derive(Default)]
+pub(super) struct Queue {
+    frames: VecDeque<Bytes>,
+    bytes: u64,
+}
+
+/// A close ringmesh asked for: code, reason text, why (for the counters),
+/// and when (ms since the process epoch: the bound on sending it starts
+/// there).
+pub(super) type Close = (u16, String, Reason, u64);
 
 /// A session as the worker's registry and the API see it. Its id is not
 /// stored: it is the hub's id for this worker and `n` (`Hub::id`).
 pub struct Session {
     pub n: u64,
     pub route: Arc<LiveRoute>,
-    pub client: SocketAddr,
+    /// 16 B (a `SocketAddr` is 32).
+    pub client: Peer,
     /// Unix time in ms.
     pub connected_at: u64,
-    pub user: RefCell<String>,
-    pub channels: RefCell<BTreeSet<String>>,
-    pub settings: RefCell<BTreeMap<String, String>>,
+    pub user: RefCell<Box<str>>,
+    pub channels: RefCell<Channels>,
+    /// Boxed only when there are some (16 B instead of 32 in every record).
+    pub settings: RefCell<Option<Box<BTreeMap<String, String>>>>,
     pub stats: Cell<Stats>,
-    pub(super) limit: u64,
-    pub(super) queue: RefCell<VecDeque<Bytes>>,
-    pub(super) queued: Cell<u64>,
+    /// Pushed frames waiting for the down direction; boxed only while
+    /// there are some (16 B instead of 40 in every record).
+    queue: RefCell<Option<Box<Queue>>>,
     pub(super) ping_wanted: Cell<bool>,
     /// Boxed: requested once, at the end; inline it would be 24 B more in
     /// every record.
     pub(super) close: RefCell<Option<Box<Close>>>,
-    pub(super) close_at_ms: Cell<u64>,
     /// Close 1001 at this coarse time (0: never): the route left the config.
     pub(super) drain_at_ms: Cell<u64>,
-    pub(super) notify: Notify,
-    pub(super) watch: Notify,
-    /// A tcp route's session (list and close only): its client and upstream
-    /// sockets, shut down by a close (nothing is framed, nothing is pushed).
-    pub(super) tcp: Option<(RawFd, RawFd)>,
-    /// The client socket while a push may be written to it directly (-1:
-    /// not now); see [`Session::push`].
+    pub(super) wake: Wake,
+    /// A WebSocket session's client socket while a push may be written to
+    /// it directly (-1: not now); see [`Session::push`]. A tcp route's
+    /// session (list and close only, never pushed to) keeps its client
+    /// socket here for good, and its upstream socket in `tcp_upstream`:
+    /// both are shut down by a close (nothing is framed, nothing is pushed).
+    /// Two fds, not an `Option<(RawFd, RawFd)>` beside this cell: 8 B less,
+    /// which with the `Rc` keeps the record in the 256 B class.
     pub(super) direct: Cell<RawFd>,
+    /// A tcp route's session: its upstream socket (-1: a WebSocket session).
+    tcp_upstream: RawFd,
 }
 
 impl Session {
@@ -109,13 +132,12 @@ impl Session {
         n: u64,
         route: &Arc<LiveRoute>,
         client: SocketAddr,
-        limit: u64,
         tcp: Option<(RawFd, RawFd)>,
     ) -> Session {
         Session {
             n,
             route: route.clone(),
-            client,
+            client: client.into(),
             connected_at: unix_ms(),
             user: RefCell::default(),
             channels: RefCell::default(),
@@ -124,18 +146,19 @@ impl Session {
                 last_activity_ms: ctx.now_ms(),
                 ..Stats::default()
             }),
-            limit,
-            queue: RefCell::new(VecDeque::new()),
-            queued: Cell::new(0),
+            queue: RefCell::new(None),
             ping_wanted: Cell::new(false),
             close: RefCell::new(None),
-            close_at_ms: Cell::new(0),
             drain_at_ms: Cell::new(0),
-            notify: Notify::default(),
-            watch: Notify::default(),
-            tcp,
-            direct: Cell::new(-1),
+            wake: Wake::default(),
+            direct: Cell::new(tcp.map_or(-1, |t| t.0)),
+            tcp_upstream: tcp.map_or(-1, |t| t.1),
         }
+    }
+
+    /// When a close was requested (0: none was).
+    pub(super) fn close_at_ms(&self) -> u64 {
+        self.close.borrow().as_ref().map_or(0, |c| c.3)
     }
 
     /// Why a close was requested, if one was.
@@ -143,9 +166,39 @@ impl Session {
         self.close.borrow().as_ref().map(|c| c.2)
     }
 
+    /// The route's `send_queue` (the record's route is the one the session
+    /// opened with: a reload does not change it).
+    fn limit(&self) -> u64 {
+        self.route.cfg.gateway.map_or(0, |g| g.send_queue)
+    }
+
+    /// Whether pushed frames wait in the queue.
+    pub(super) fn has_queued(&self) -> bool {
+        self.queue.borrow().is_some()
+    }
+
+    /// The next queued frame; the queue's box is freed with its last one.
+    pub(super) fn next_queued(&self) -> Option<Bytes> {
+        let mut q = self.queue.borrow_mut();
+        let queue = q.as_mut()?;
+        let f = queue.frames.pop_front();
+        if let Some(f) = &f {
+            queue.bytes = queue.bytes.saturating_sub(f.len() as u64);
+        }
+        if queue.frames.is_empty() {
+            *q = None;
+        }
+        f
+    }
+
+    /// Bytes waiting in the queue.
+    fn queued(&self) -> u64 {
+        self.queue.borrow().as_ref().map_or(0, |q| q.bytes)
+    }
+
     /// Whether this is a tcp route's session (list and close only).
     pub fn is_tcp(&self) -> bool {
-        self.tcp.is_some()
+        self.tcp_upstream >= 0
     }
 
     pub(super) fn update(&self, f: impl FnOnce(&mut Stats)) {
@@ -190,7 +243,7 @@ impl Session {
             return false;
         }
         // Checked first: the rest of a partly sent frame must be queued.
-        if self.queued.get() + frame.len() as u64 > self.limit {
+        if self.queued() + frame.len() as u64 > self.limit() {
             c.dropped.add(1);
             self.request_close(frame::CLOSE_POLICY, "send queue full", Reason::SlowConsumer);
             return false;
@@ -203,7 +256,7 @@ impl Session {
     pub fn deliver(&self, frame: &Bytes, c: &RouteCounters) {
         let mut frame = std::borrow::Cow::Borrowed(frame);
         let fd = self.direct.get();
-        if fd >= 0 && self.queue.borrow().is_empty() {
+        if fd >= 0 && !self.has_queued() {
             match sys::send(fd, &frame) {
                 Ok(n) if n == frame.len() => {
                     self.update(|s| {
@@ -223,13 +276,15 @@ impl Session {
                 Err(_) => self.direct.set(-1),
             }
         }
-        let frame = &*frame;
-        let len = frame.len() as u64;
-        self.queued.set(self.queued.get() + len);
-        self.queue.borrow_mut().push_back(frame.clone());
+        {
+            let mut q = self.queue.borrow_mut();
+            let q = q.get_or_insert_with(Box::default);
+            q.bytes += frame.len() as u64;
+            q.frames.push_back((*frame).clone());
+        }
         self.update(|s| s.pushed += 1);
         c.pushed.add(1);
-        self.notify.notify();
+        self.wake.notify(PUSH);
     }
 
     /// Schedules a 1001 at `at_ms` (coarse clock): the session's route was
@@ -237,7 +292,7 @@ impl Session {
     pub fn drain_at(&self, at_ms: u64) {
         if self.drain_at_ms.get() == 0 {
             self.drain_at_ms.set(at_ms.max(1));
-            self.watch.notify();
+            self.wake.notify(WATCH);
         }
     }
 
@@ -247,17 +302,17 @@ impl Session {
         if c.is_some() {
             return;
         }
-        *c = Some(Box::new((code, reason.to_string(), why)));
+        let at = crate::shared::epoch_ms();
+        *c = Some(Box::new((code, reason.to_string(), why, at)));
         drop(c);
-        if let Some((client, upstream)) = self.tcp {
+        if self.is_tcp() {
+            let (client, upstream) = (self.direct.get(), self.tcp_upstream);
             // A tcp tunnel has no frame to say it with: both sockets are
             // shut down, the tunnel sees the ends and finishes as usual.
             let _ = sys::shutdown_both(client);
             let _ = sys::shutdown_both(upstream);
             return;
         }
-        self.close_at_ms.set(crate::shared::epoch_ms());
-        self.notify.notify();
-        self.watch.notify();
+        self.wake.notify(PUSH | WATCH);
     }
 }

@@ -135,10 +135,10 @@ fn open(c: &Conn<'_>, p: Pending) -> Option<(Rc<Session>, Gateway, u8, Vec<u8>)>
     let ctx = c.ctx;
     let slot = c.route.slots.get(ctx.id)?;
     let cfg = c.route.cfg.gateway.unwrap_or_default();
-    let mut s = Session::new(ctx, p.n, c.route, c.peer, cfg.send_queue, None);
-    s.user = RefCell::new(p.user);
-    s.channels = RefCell::new(p.channels);
-    s.settings = RefCell::new(p.settings);
+    let mut s = Session::new(ctx, p.n, c.route, c.peer, None);
+    s.user = RefCell::new(p.user.into_boxed_str());
+    s.channels = RefCell::new(p.channels.into_iter().collect());
+    s.settings = RefCell::new((!p.settings.is_empty()).then(|| Box::new(p.settings)));
     let s = Rc::new(s);
     ctx.sessions.insert(s.clone());
     slot.gateway.opened.add(1);
@@ -217,6 +217,17 @@ pub(super) struct Drive<'a> {
 }
 
 impl<'a> Drive<'a> {
+    /// A new frame reader for what `role` sends: the client's messages are
+    /// bounded by `max_message`, the backend's are not.
+    pub(super) fn reader(&self, role: Role) -> FrameReader {
+        let max = if role == Role::Client {
+            self.max_message
+        } else {
+            u64::MAX
+        };
+        FrameReader::new(role, self.rsv, max)
+    }
+
     fn stall(&self) -> Duration {
         Duration::from_millis(self.timeout_ms.into())
     }
@@ -224,10 +235,7 @@ impl<'a> Drive<'a> {
     /// The session's future: the record's [`Idle`] driver (not an `async
     /// fn`: its arguments would stay in every idle session).
     fn drive(&self) -> impl Future<Output = Reason> + use<'_, 'a> {
-        let readers = (
-            FrameReader::new(Role::Client, self.rsv, self.max_message),
-            FrameReader::new(Role::Server, self.rsv, u64::MAX),
-        );
+        let readers = (self.reader(Role::Client), self.reader(Role::Server));
         let [early_up, early_down] = self.early.take().map_or_else(Default::default, |b| *b);
         Idle::new(self, readable, readers, early_up, early_down)
     }
@@ -239,7 +247,7 @@ impl<'a> Drive<'a> {
         // A requested close names the end, whichever side noticed it last.
         let close = self.s.close.borrow().clone();
         match close.map(|c| *c) {
-            Some((code, msg, why)) => {
+            Some((code, msg, why, _)) => {
                 self.tell_backend(code, &msg, why);
                 why
             }
@@ -310,7 +318,7 @@ impl<'a> Drive<'a> {
                                 });
                                 if h.opcode == frame::OP_CLOSE && self.client_closed_ms.get() == 0 {
                                     self.client_closed_ms.set(now.max(1));
-                                    self.s.watch.notify();
+                                    self.s.wake.notify(super::record::WATCH);
                                 }
                             }
                             pos += step.consumed;
@@ -572,7 +580,7 @@ impl<'a> Drive<'a> {
         }
         self.s.closing()
             || self.s.ping_wanted.get()
-            || (r.at_message_boundary() && !self.s.queue.borrow().is_empty())
+            || (r.at_message_boundary() && self.s.has_queued())
     }
 
     /// Sends ringmesh's frames allowed here (the stream to the client is at
@@ -591,12 +599,9 @@ impl<'a> Drive<'a> {
         }
         if r.at_message_boundary() {
             loop {
-                let Some(f) = self.s.queue.borrow_mut().pop_front() else {
+                let Some(f) = self.s.next_queued() else {
                     break;
                 };
-                self.s
-                    .queued
-                    .set(self.s.queued.get().saturating_sub(f.len() as u64));
                 if !out.is_empty() {
                     if client
                         .send_all(self.c.ctx, &out, self.stall())
@@ -625,7 +630,7 @@ impl<'a> Drive<'a> {
             }
         }
         let close = self.s.close.borrow().clone();
-        if let Some((code, msg, why)) = close.map(|c| *c) {
+        if let Some((code, msg, why, _)) = close.map(|c| *c) {
             frame::write_frame(&mut out, frame::OP_CLOSE, &frame::close_payload(code, &msg));
             let stall = Duration::from_millis(CLOSE_GRACE_MS);
             // Boxed: the close (close_notify, the lingering read) happens
@@ -658,7 +663,7 @@ impl<'a> Drive<'a> {
         loop {
             let now = ctx.now_ms();
             if self.s.closing() {
-                let at = self.s.close_at_ms.get() + CLOSE_GRACE_MS;
+                let at = self.s.close_at_ms() + CLOSE_GRACE_MS;
                 if now >= at {
                     return Err(self.close_reason());
                 }
@@ -676,7 +681,7 @@ impl<'a> Drive<'a> {
             if now >= last + hb && *pinged_for != last {
                 *pinged_for = last;
                 self.s.ping_wanted.set(true);
-                self.s.notify.notify();
+                self.s.wake.notify(super::record::PUSH);
             }
             let cc = self.client_closed_ms.get();
             if cc != 0 && now >= cc + CLOSE_HANDSHAKE_MS {

@@ -31,14 +31,7 @@ impl<'a> TcpSession<'a> {
         route.cfg.gateway?;
         let slot = route.slots.get(ctx.id)?;
         let n = ctx.sessions.next();
-        let s = Rc::new(Session::new(
-            ctx,
-            n,
-            route,
-            peer,
-            0,
-            Some((client, upstream)),
-        ));
+        let s = Rc::new(Session::new(ctx, n, route, peer, Some((client, upstream))));
         ctx.sessions.insert(s.clone());
         slot.gateway.opened.add(1);
         Some(TcpSession { ctx, s })

@@ -60,6 +60,8 @@ pub(super) async fn upgraded(
     for b in [&mut client.buf, &mut s.ubuf, &mut s.out] {
         ctx.bufs.put(std::mem::take(b));
     }
+    // Nor the canceller: it waits on readiness (no op of ours in flight).
+    client.cancel.release();
     let counted: [std::cell::Cell<u64>; 2] = Default::default();
     let meter = ConnMeter {
         ctx,
@@ -139,6 +141,10 @@ pub(super) fn session<'a>(
     if let Some(t) = &client.tls {
         t.borrow_mut().release();
     }
+    // The backend's 101 was read with the client's canceller (176 B with
+    // its op set); the session's ops are readiness waits, which never use
+    // it, and none is in flight now.
+    client.cancel.release();
     let SessionStart {
         up,
         route,

@@ -16,6 +16,7 @@ pub mod limits;
 pub mod listener;
 pub mod peer;
 pub mod timer;
+mod trim;
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -166,6 +167,7 @@ pub struct WorkerCtx {
     active: Cell<usize>,
     pressure_logged_ms: Cell<u64>,
     accept_paused_until: Cell<u64>,
+    trim: trim::Trim,
 }
 
 impl WorkerCtx {
@@ -259,6 +261,7 @@ impl WorkerCtx {
         self.now.set(now);
         self.timers.fire(now);
         self.upstreams.sweep(now);
+        self.trim.tick(self.active(), now, &self.bufs);
         // Lines at most one tick old reach the writer.
         self.log.flush();
         let (g, live, socks) = self.shared.pick_up(self.id, self.generation.get())?;
@@ -481,6 +484,7 @@ async fn run(
         active: Cell::new(0),
         pressure_logged_ms: Cell::new(0),
         accept_paused_until: Cell::new(0),
+        trim: Default::default(),
     });
     ctx.apply_pool_limits();
     let mut listeners = Listeners::default();

@@ -181,3 +181,87 @@ fn close_payload_fits_a_control_frame() {
     assert!(std::str::from_utf8(&p[2..]).is_ok());
     assert!(sendable_close_code(4000) && !sendable_close_code(1005) && !sendable_close_code(999));
 }
+
+/// [`walk`], with the reader parked and unparked between reads.
+fn walk_parked(
+    fresh: impl Fn() -> FrameReader,
+    input: &[u8],
+    piece: usize,
+) -> Result<Vec<(FrameHead, u64)>, FrameError> {
+    let mut out = Vec::new();
+    let mut payload = 0u64;
+    let mut parked = fresh().park();
+    for mut chunk in input.chunks(piece) {
+        let mut r = parked.unpark(fresh());
+        while !chunk.is_empty() {
+            let s = r.advance(chunk)?;
+            assert!(s.consumed > 0, "no progress");
+            if let Some(h) = s.head {
+                out.push((h, 0));
+                payload = 0;
+            } else {
+                payload += s.consumed as u64;
+            }
+            if s.frame_done {
+                if let Some(last) = out.last_mut() {
+                    last.1 = payload;
+                }
+            }
+            chunk = &chunk[s.consumed..];
+        }
+        parked = r.park();
+    }
+    Ok(out)
+}
+
+/// A reader parked and unparked between every read (as an idle session's
+/// directions do) walks any split of a stream like one that never was:
+/// the same frames, the same fragmentation and size checks.
+#[test]
+fn parking_between_reads_changes_nothing() {
+    let mut input = frame(false, 0, OP_TEXT, M, b"hel");
+    input.extend(frame(true, 0, OP_PING, M, b"p"));
+    input.extend(frame(false, 0, OP_CONT, M, &[1u8; 200]));
+    input.extend(frame(true, 0, OP_CONT, M, b"lo"));
+    input.extend(frame(true, 0, OP_BINARY, M, &[2u8; 700]));
+    let valid = input.clone();
+    // Over the limit only when the fragments' lengths are added up.
+    input.extend(frame(false, 0, OP_TEXT, M, &[3u8; 600]));
+    input.extend(frame(true, 0, OP_CONT, M, &[4u8; 600]));
+    let fresh = || FrameReader::new(Role::Client, 0, 1000);
+    let want = walk(&mut fresh(), &valid, valid.len()).unwrap();
+    assert_eq!(want.len(), 5);
+    assert_eq!(
+        walk(&mut fresh(), &input, input.len()),
+        Err(FrameError::TooBig(1200))
+    );
+    for piece in [1, 2, 5, 13, 200, 4096] {
+        assert_eq!(
+            walk_parked(fresh, &valid, piece),
+            Ok(want.clone()),
+            "piece {piece}"
+        );
+        assert_eq!(
+            walk_parked(fresh, &input, piece),
+            Err(FrameError::TooBig(1200)),
+            "piece {piece}"
+        );
+    }
+    // At a boundary the parked state is small; inside a frame it is the
+    // whole reader.
+    let mut r = fresh();
+    r.advance(&frame(false, 0, OP_TEXT, M, b"x")).unwrap();
+    r.advance(b"x").unwrap();
+    assert!(matches!(
+        r.park(),
+        Parked::Boundary {
+            fragmented: Some(OP_TEXT),
+            msg_len: 1
+        }
+    ));
+    let mut r = fresh();
+    r.advance(&frame(true, 0, OP_TEXT, M, b"xy")[..3]).unwrap();
+    assert!(matches!(r.park(), Parked::Inside(_)));
+    assert_eq!(std::mem::size_of::<Parked>(), 16);
+    assert_eq!(std::mem::size_of::<Option<Parked>>(), 16);
+}
