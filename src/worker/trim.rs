@@ -8,14 +8,15 @@
 //! 1,000 or 9,900 sessions, 450 B per session at 9,900 (bench/README.md,
 //! "WebSocket gateway").
 //!
-//! So when the worker's open-connection count changed and then held still
-//! for a tick (the burst is over), the worker asks mimalloc for a forced
-//! collect of its own heap, at most once per [`MIN_GAP_MS`]. A steady load
-//! (a fixed set of keep-alive connections) never triggers it; a churning
-//! one at most about three times a second, at the cost of a walk over the
-//! worker's heap pages and page faults when the purged memory is used
-//! again (not measured on its own; the echo and broadcast benchmarks'
-//! CPU, which open their connections then run, showed no change).
+//! So when the worker's open-connection count moved by a burst's worth
+//! since the last collect (at least [`BURST`] connections or an eighth of
+//! the count, either way) and then held still for a tick (the burst is
+//! over), the worker asks mimalloc for a forced collect of its own heap, at
+//! most once per [`MIN_GAP_MS`]. A steady load never triggers it: neither a
+//! fixed set of keep-alive connections nor a connection per request, whose
+//! count moves by a few around its level (the collect is a walk over the
+//! worker's heap pages, and purged memory costs page faults when used
+//! again: not a thing to do three times a second under load).
 
 use std::cell::Cell;
 
@@ -26,13 +27,16 @@ use crate::http::buf::BufPool;
 /// memory is measured a second after the burst in bench/gateway.py).
 pub(super) const MIN_GAP_MS: u64 = 300;
 
+/// The least change of the open-connection count that counts as a burst.
+pub(super) const BURST: usize = 256;
+
 /// When to collect: see the module doc.
 #[derive(Default)]
 pub(super) struct Trim {
     /// The open-connection count at the previous tick.
     last_active: Cell<usize>,
-    /// It changed since the last collect.
-    dirty: Cell<bool>,
+    /// The count at the last collect (0 at start).
+    at_collect: Cell<usize>,
     last_collect_ms: Cell<u64>,
 }
 
@@ -44,13 +48,15 @@ impl Trim {
     /// 9,900 sessions opened 200 at a time). The pool refills on demand.
     pub(super) fn tick(&self, active: usize, now_ms: u64, bufs: &BufPool) -> bool {
         if self.last_active.replace(active) != active {
-            self.dirty.set(true);
             return false;
         }
-        if !self.dirty.get() || now_ms < self.last_collect_ms.get() + MIN_GAP_MS {
+        let before = self.at_collect.get();
+        if active.abs_diff(before) < BURST.max(before / 8)
+            || now_ms < self.last_collect_ms.get() + MIN_GAP_MS
+        {
             return false;
         }
-        self.dirty.set(false);
+        self.at_collect.set(active);
         self.last_collect_ms.set(now_ms);
         while bufs.idle() > 0 {
             drop(bufs.take());
@@ -68,7 +74,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn collects_once_after_a_change_settles() {
+    fn collects_once_after_a_burst_settles() {
         let t = Trim::default();
         let bufs = BufPool::new(4);
         bufs.put(Vec::with_capacity(crate::http::buf::BUF_SIZE));
@@ -84,12 +90,28 @@ mod tests {
         assert_eq!(bufs.idle(), 0, "spare buffers freed");
         now += 10;
         assert!(!t.tick(500, now, &bufs), "once per settling");
-        // A new change settles within MIN_GAP_MS of the last collect: wait.
+        // Churn around a level is no burst, however long it lasts.
+        for active in [498, 501, 501, 503, 503, 497, 497, 500, 500] {
+            now += 100;
+            assert!(!t.tick(active, now, &bufs), "churn at {active}");
+        }
+        // The burst closes: collect once it settles, not within MIN_GAP_MS.
+        now += 100;
+        assert!(!t.tick(0, now, &bufs));
+        now += 100;
+        assert!(t.tick(0, now, &bufs), "closed and settled: collect");
         now += 10;
-        assert!(!t.tick(501, now, &bufs));
+        assert!(!t.tick(300, now, &bufs));
         now += 10;
-        assert!(!t.tick(501, now, &bufs), "too soon after the last collect");
+        assert!(!t.tick(300, now, &bufs), "too soon after the last collect");
         now += MIN_GAP_MS;
-        assert!(t.tick(501, now, &bufs), "then it collects");
+        assert!(t.tick(300, now, &bufs), "then it collects");
+        // At a high level a burst is an eighth of it.
+        for active in [4_000, 4_000, 4_400, 4_400] {
+            now += MIN_GAP_MS;
+            t.tick(active, now, &bufs);
+        }
+        now += MIN_GAP_MS;
+        assert!(!t.tick(4_400, now, &bufs), "400 more of 4,000 is churn");
     }
 }
