@@ -9,9 +9,8 @@
 //! "WebSocket gateway").
 //!
 //! So when the worker's open-connection count moved by a burst's worth
-//! since the last collect (at least [`BURST`] connections or an eighth of
-//! the count, either way) and then held still for a tick (the burst is
-//! over), the worker asks mimalloc for a forced collect of its own heap, at
+//! since the last collect (at least [`BURST`] connections, either way) and
+//! then held still for a tick (the burst is over), the worker asks mimalloc for a forced collect of its own heap, at
 //! most once per [`MIN_GAP_MS`]. A steady load never triggers it: neither a
 //! fixed set of keep-alive connections nor a connection per request, whose
 //! count moves by a few around its level (the collect is a walk over the
@@ -51,9 +50,7 @@ impl Trim {
             return false;
         }
         let before = self.at_collect.get();
-        if active.abs_diff(before) < BURST.max(before / 8)
-            || now_ms < self.last_collect_ms.get() + MIN_GAP_MS
-        {
+        if active.abs_diff(before) < BURST || now_ms < self.last_collect_ms.get() + MIN_GAP_MS {
             return false;
         }
         self.at_collect.set(active);
@@ -106,12 +103,14 @@ mod tests {
         assert!(!t.tick(300, now, &bufs), "too soon after the last collect");
         now += MIN_GAP_MS;
         assert!(t.tick(300, now, &bufs), "then it collects");
-        // At a high level a burst is an eighth of it.
-        for active in [4_000, 4_000, 4_400, 4_400] {
+        // Churn at a high level is no burst either.
+        for active in [4_000, 4_000] {
             now += MIN_GAP_MS;
             t.tick(active, now, &bufs);
         }
-        now += MIN_GAP_MS;
-        assert!(!t.tick(4_400, now, &bufs), "400 more of 4,000 is churn");
+        for active in [4_100, 4_100, 3_900, 3_900, 4_200, 4_200] {
+            now += MIN_GAP_MS;
+            assert!(!t.tick(active, now, &bufs), "churn at {active}");
+        }
     }
 }
