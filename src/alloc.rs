@@ -70,7 +70,9 @@ unsafe impl GlobalAlloc for Mimalloc {
             unsafe { mi::mi_realloc(ptr as *mut c_void, new_size) as *mut u8 }
         } else {
             // SAFETY: as above.
-            unsafe { mi::mi_realloc_aligned(ptr as *mut c_void, new_size, layout.align()) as *mut u8 }
+            unsafe {
+                mi::mi_realloc_aligned(ptr as *mut c_void, new_size, layout.align()) as *mut u8
+            }
         }
     }
 }
@@ -148,11 +150,15 @@ mod tests {
                     p.write_bytes(0xab, size);
                     let q = a.realloc(p, layout, size * 3);
                     assert_eq!(q as usize % align, 0, "{layout:?} grown");
-                    assert!(std::slice::from_raw_parts(q, size).iter().all(|&b| b == 0xab));
+                    assert!(std::slice::from_raw_parts(q, size)
+                        .iter()
+                        .all(|&b| b == 0xab));
                     let grown = Layout::from_size_align(size * 3, align).unwrap();
                     let r = a.realloc(q, grown, size);
                     assert_eq!(r as usize % align, 0, "{layout:?} shrunk");
-                    assert!(std::slice::from_raw_parts(r, size).iter().all(|&b| b == 0xab));
+                    assert!(std::slice::from_raw_parts(r, size)
+                        .iter()
+                        .all(|&b| b == 0xab));
                     a.dealloc(r, layout);
                 }
             }

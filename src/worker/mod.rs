@@ -347,6 +347,12 @@ pub struct ConnGuard {
 }
 
 impl ConnGuard {
+    /// The worker the connection belongs to (an http connection reaches
+    /// it through its guard: one reference fewer in every connection).
+    pub fn ctx(&self) -> &Rc<WorkerCtx> {
+        &self.ctx
+    }
+
     /// Keeps `a` until the connection closes.
     pub fn hold(&mut self, a: limits::Admission) {
         self.admission = Some(a);

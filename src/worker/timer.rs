@@ -2,7 +2,7 @@
 //!
 //! Why not the runtime's `Sleep`: it is 640 bytes, and every idle tunnel
 //! would carry one inside its task for its whole life (the 4 KiB-per-idle-
-//! connection budget). A [`CoarseSleep`] is 24 bytes (a [`Deadline`] 16); waiting registers a
+//! connection budget). A [`CoarseSleep`] is 16 bytes (a [`Deadline`] 8); waiting registers a
 //! waker in a per-worker bucket keyed by deadline rounded up to the worker
 //! tick, and the tick wakes every bucket that is due. Resolution is one tick
 //! (100 ms), which idle timeouts of seconds to minutes do not notice.
@@ -148,38 +148,71 @@ impl CoarseTimers {
 /// Poll it with [`CoarseTimers::poll_deadline`]; drop it only through
 /// [`CoarseTimers::disarm`] (or its waiter stays registered until the worker
 /// stops; harmless, but a slot).
+///
+/// 8 bytes: the deadline as a tick number (u32: 13 years of ticks since the
+/// process epoch; later saturates), the waiter's slab key in 31 bits and
+/// the owner's flag in the top bit. It sits in every idle connection's task.
 pub struct Deadline {
-    pub deadline_ms: u64,
-    /// Slab key of the registered waiter; [`NO_KEY`] when none.
+    /// The tick (`TICK`) at which the deadline is due: its ms rounded up.
+    tick: u32,
+    /// Slab key of the registered waiter ([`NO_KEY`] when none), and
+    /// [`MARK`] for the owner's own use.
     key: u32,
-    /// A flag for the owner's own use (it sits in what would be padding).
-    pub mark: bool,
 }
 
-/// [`Deadline::key`] of a deadline not registered.
-const NO_KEY: u32 = u32::MAX;
+/// [`Deadline::key`] of a deadline not registered (the key bits).
+const NO_KEY: u32 = !MARK;
+/// [`Deadline::key`]'s flag bit (see [`Deadline::mark`]).
+const MARK: u32 = 1 << 31;
 
 impl Deadline {
     pub const fn new(deadline_ms: u64) -> Deadline {
+        let tick = deadline_ms.div_ceil(TICK_MS);
         Deadline {
-            deadline_ms,
+            tick: if tick > u32::MAX as u64 {
+                u32::MAX
+            } else {
+                tick as u32
+            },
             key: NO_KEY,
-            mark: false,
         }
+    }
+
+    /// The deadline in ms (since the process epoch), rounded up to its tick.
+    pub fn deadline_ms(&self) -> u64 {
+        u64::from(self.tick) * TICK_MS
+    }
+
+    /// The owner's flag (an idle http wait: it is the drain's grace).
+    pub fn marked(&self) -> bool {
+        self.key & MARK != 0
+    }
+
+    /// Sets [`Deadline::marked`].
+    pub fn mark(&mut self) {
+        self.key |= MARK;
+    }
+
+    fn slot(&self) -> u32 {
+        self.key & NO_KEY
+    }
+
+    fn set_slot(&mut self, k: u32) {
+        self.key = (self.key & MARK) | (k & NO_KEY);
     }
 }
 
 impl CoarseTimers {
-    /// Ready once the tick clock reaches `d.deadline_ms`; else registers (or
+    /// Ready once the tick clock reaches `d`'s tick; else registers (or
     /// refreshes) the waker.
     pub fn poll_deadline(&self, d: &mut Deadline, cx: &mut Context<'_>) -> Poll<()> {
-        if self.now.get() >= d.deadline_ms {
+        if self.now.get() >= d.deadline_ms() {
             self.disarm(d);
             return Poll::Ready(());
         }
-        let tick = d.deadline_ms.div_ceil(TICK_MS);
-        if d.key != NO_KEY {
-            let k = d.key as usize;
+        let tick = u64::from(d.tick);
+        if d.slot() != NO_KEY {
+            let k = d.slot() as usize;
             let mut w = self.waiters.borrow_mut();
             match w.get_mut(k) {
                 // Still registered (a spurious wake, or a re-poll): refresh the
@@ -194,7 +227,7 @@ impl CoarseTimers {
                     }
                     return Poll::Pending;
                 }
-                None => d.key = NO_KEY,
+                None => d.set_slot(NO_KEY),
             }
         }
         let k = self.waiters.borrow_mut().insert(Waiter {
@@ -203,10 +236,10 @@ impl CoarseTimers {
         });
         self.file(k, tick);
         // Slab keys are reused and bounded by the open waiters (connections):
-        // far below u32::MAX. Past it, the waiter is dropped again and the
+        // far below 2^31. Past it, the waiter is dropped again and the
         // deadline is checked on every wake-up instead (never reached).
         match u32::try_from(k) {
-            Ok(key) if key != NO_KEY => d.key = key,
+            Ok(key) if key < NO_KEY => d.set_slot(key),
             _ => {
                 self.waiters.borrow_mut().try_remove(k);
             }
@@ -216,9 +249,9 @@ impl CoarseTimers {
 
     /// Unregisters `d`'s waiter, if any (it stays a valid, unarmed deadline).
     pub fn disarm(&self, d: &mut Deadline) {
-        if d.key != NO_KEY {
-            self.waiters.borrow_mut().try_remove(d.key as usize);
-            d.key = NO_KEY;
+        if d.slot() != NO_KEY {
+            self.waiters.borrow_mut().try_remove(d.slot() as usize);
+            d.set_slot(NO_KEY);
         }
     }
 }
