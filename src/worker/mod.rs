@@ -15,6 +15,7 @@
 pub mod limits;
 pub mod listener;
 pub mod peer;
+mod slots;
 pub mod timer;
 
 use std::cell::{Cell, RefCell};

@@ -23,7 +23,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
-use slab::Slab;
+use super::slots::Slots;
 
 use super::TICK;
 
@@ -35,10 +35,10 @@ const COMPACT_SLACK: usize = 1024;
 /// One registered sleep: its waker (taken when its bucket fires: `armed`
 /// false, a no-op waker in its place) and its tick.
 ///
-/// 24 bytes, and 24 as a slab entry (the waker's non-null vtable is the
+/// 24 bytes, and 24 as a `Slots` entry (the waker's non-null vtable is the
 /// entry's niche): with `Option<Waker>` and a u64 tick an entry was 32, and
-/// the slab holds one per idle connection, its `Vec` doubling as they come
-/// (2,000 connections: 48 KiB instead of 64, plus the freed halves).
+/// the slab holds one per idle connection (2,000 connections: 48 KiB
+/// instead of 64).
 struct Waiter {
     waker: Waker,
     tick: u32,
@@ -58,7 +58,8 @@ impl Waiter {
 /// A worker's coarse timer set; driven by [`CoarseTimers::fire`] on every tick.
 #[derive(Default)]
 pub struct CoarseTimers {
-    waiters: RefCell<Slab<Waiter>>,
+    /// In fixed pages (`Slots`), not a doubling `Vec`: see `worker::slots`.
+    waiters: RefCell<Slots<Waiter>>,
     /// Tick number -> slab keys to wake at that tick (u32: keys stay
     /// below 2^31, see [`Deadline`]; one or two entries per idle connection).
     buckets: RefCell<BTreeMap<u64, Vec<u32>>>,
@@ -320,7 +321,7 @@ mod tests {
         assert_eq!(std::mem::size_of::<Deadline>(), 8);
         assert_eq!(std::mem::size_of::<CoarseSleep<'static>>(), 16);
         assert_eq!(std::mem::size_of::<Waiter>(), 24);
-        assert_eq!(std::mem::size_of::<Option<Waiter>>(), 24);
+        assert_eq!(std::mem::size_of::<super::super::slots::Slot<Waiter>>(), 24);
         // The mark bit and the key bits do not disturb each other.
         let t = CoarseTimers::new(0);
         let c = Arc::new(Count(AtomicUsize::new(0)));
