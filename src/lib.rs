@@ -78,9 +78,12 @@
 //! - [`control`]: the control thread's services: listeners, reload, API,
 //!   sd_notify, supervisor (backend processes, logs), health checks, dashboard.
 //! - [`cli`]: the CLI's API clients (`status`, `reload`, `logs`, `kill`): blocking, no runtime.
+//! - [`alloc`]: the global allocator the binary installs (mimalloc, each
+//!   block in the size class of the bytes asked for).
 //! - [`sys`]: the raw syscalls (splice, pipes, accept4, recv/send, affinity), each `unsafe` justified.
 
 pub mod accesslog;
+pub mod alloc;
 pub mod balance;
 pub mod cli;
 pub mod config;

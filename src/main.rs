@@ -12,7 +12,7 @@ use ringmesh::{cli, config};
 use ringmesh::{Engine, EngineOptions, IoMode};
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: ringmesh::alloc::Mimalloc = ringmesh::alloc::Mimalloc;
 
 #[derive(Parser)]
 #[command(

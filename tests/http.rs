@@ -27,6 +27,7 @@ both_drivers!(
     slow_head_gets_408,
     bodies_of_50mib_both_ways,
     keepalive_reuses_one_upstream_connection,
+    idle_keepalive_serves_its_next_request_and_closes_at_its_timeout,
     dead_pooled_connection_is_retried_for_idempotent_requests,
     pipelined_requests_answered_in_order,
     bodiless_responses_keep_framing,
@@ -422,6 +423,45 @@ fn keepalive_reuses_one_upstream_connection(io: &str) {
             .starts_with(&format!("GET /n/{i} HTTP/1.1\r\n")));
     }
     assert_eq!(backend.accepted(), 1, "upstream connection was not reused");
+}
+
+/// An idle keep-alive connection (its task mimalloc's 384 B class: the
+/// `Conn` and one wait, its flags in the `Conn`, its deadline in coarse
+/// ticks; bench/README.md "Idle memory") serves its next request after
+/// idle pauses, the first of them a new connection's head wait, and is
+/// closed without a word once idle for `timeouts.keepalive`.
+fn idle_keepalive_serves_its_next_request_and_closes_at_its_timeout(io: &str) {
+    let backend = mirror();
+    let port = free_port();
+    let _rm = start(
+        port,
+        backend.port,
+        r#""keepalive": "2s", "header": "5s""#,
+        io,
+    );
+    let mut c = Client::connect(port);
+    // Idle before its first request (the head's wait, not a keep-alive one).
+    std::thread::sleep(Duration::from_millis(700));
+    for i in 0..3 {
+        let r = c.get(&format!("/idle/{i}"), "a", "");
+        assert_eq!(r.status(), 200);
+        assert!(r
+            .body_str()
+            .starts_with(&format!("GET /idle/{i} HTTP/1.1\r\n")));
+        // Idle well under the keep-alive timeout: the next one is served.
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    let t0 = Instant::now();
+    assert!(
+        c.closed_within(Duration::from_secs(15)),
+        "an idle keep-alive connection outlived its timeout (2 s) by 15 s"
+    );
+    let idle = t0.elapsed() + Duration::from_millis(700);
+    assert!(
+        idle >= Duration::from_millis(1800),
+        "closed after {idle:?} idle, keep-alive timeout 2 s"
+    );
+    assert_eq!(backend.accepted(), 1, "one upstream connection throughout");
 }
 
 fn dead_pooled_connection_is_retried_for_idempotent_requests(io: &str) {

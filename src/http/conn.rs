@@ -133,9 +133,10 @@ pub fn serve_with(
     let spec = live.by_listen.get(&listen).copied();
     let conn = Conn {
         gen: ctx.generation() as u32,
-        ctx,
         spec: spec.map_or(u32::MAX, |i| u32::try_from(i).unwrap_or(u32::MAX)),
         closing: false,
+        first: true,
+        idle_ms: 0,
         guard,
         client: Client {
             stream,
@@ -161,10 +162,67 @@ pub fn serve_with(
             Started::Done => return,
             Started::H2 => return Box::pin(conn.into_h2_tls(live)).await,
         }
+        // The request loop is written out here, not in an `async fn` of the
+        // `Conn`: that future would keep its two reference arguments twice
+        // (as arguments and as locals, 32 bytes) and a state of its own in
+        // every idle connection's task. Its one await that is not boxed is
+        // the idle wait; everything before and after it is plain code.
         // In a block: what is bound here must not stay in the future across
         // the hand-off's await (a binding's storage lasts to its scope's end).
         let h2 = {
-            let handoff = conn.run(&mut live).await;
+            let handoff = loop {
+                // The head's deadline (coarse ms) when a wait counted against
+                // it (a new connection's first wait); 0: it starts now.
+                let head_ms = match conn.before_head(&live) {
+                    Before::Go => 0,
+                    Before::Close => break None,
+                    Before::Wait(at) => match conn.wait_until(at).await {
+                        Wait::Readable(at) if conn.first => at,
+                        Wait::Readable(_) => 0,
+                        Wait::Timeout if conn.first => {
+                            Box::pin(conn.fail(408)).await;
+                            break None;
+                        }
+                        Wait::Timeout | Wait::Stop => break None,
+                    },
+                };
+                let Some(deadline) = conn.head_deadline(&live, head_ms) else {
+                    break None;
+                };
+                conn.refresh_live(&mut live);
+                // Boxed: reading a head and running its exchange (socket ops,
+                // timers, bodies) takes a few KiB of state; inline it would be
+                // part of every idle connection's task as well. One allocation
+                // per request instead, and an idle connection's task stays small.
+                // Built in place: `Box::pin(f)` built the 8 KiB future on the
+                // stack and copied all of it into the box on every request.
+                // The h2 sniff is in the same boxed future: `deadline` then lives
+                // across no await of this one (else it would take 16 bytes in
+                // every state of it, the idle wait's included).
+                // The closures capture by `move` (a copy of `deadline`): a local
+                // a closure borrows is kept in this future across the await.
+                let (this, l): (&mut Conn, &Live) = (&mut conn, &live);
+                let outcome = match this.h2_sniff(l) {
+                    Some(cfg) => {
+                        match crate::worker::boxed(move || this.sniff_then_request(l, deadline))
+                            .await
+                        {
+                            Some(o) => o,
+                            None => break Some((cfg, live.clone())),
+                        }
+                    }
+                    None => crate::worker::boxed(move || this.request(l, deadline)).await,
+                };
+                if let Outcome::KeepAlive(d) = outcome {
+                    conn.first = false;
+                    conn.idle_ms = u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
+                    continue;
+                }
+                // One boxed future for every ending: each await point here is
+                // a slot in this future, which is most of an idle connection.
+                conn.end(outcome).await;
+                break None;
+            };
             match handoff {
                 // The client sent the HTTP/2 preface: the h2 server takes
                 // over, with the bytes read so far. Boxed: an HTTP/2
@@ -208,27 +266,27 @@ impl<F: Future<Output = std::io::Result<()>>> Future for IdleWait<'_, F> {
         let ready = unsafe { Pin::new_unchecked(&mut this.ready) };
         if let Poll::Ready(r) = ready.poll(cx) {
             return Poll::Ready(match r {
-                Ok(()) => Wait::Readable,
+                Ok(()) => Wait::Readable(this.at.deadline_ms()),
                 Err(_) => Wait::Stop,
             });
         }
         let ctx = this.ctx;
-        if !this.at.mark && ctx.stopping.is_set() {
+        if !this.at.marked() && ctx.stopping.is_set() {
             ctx.timers.disarm(&mut this.at);
             this.at =
                 crate::worker::timer::Deadline::new(ctx.now_ms() + DRAIN_IDLE.as_millis() as u64);
-            this.at.mark = true;
+            this.at.mark();
         }
         match ctx.timers.poll_deadline(&mut this.at, cx) {
             Poll::Pending => Poll::Pending,
-            Poll::Ready(()) if this.at.mark => Poll::Ready(Wait::Stop),
+            Poll::Ready(()) if this.at.marked() => Poll::Ready(Wait::Stop),
             Poll::Ready(()) => Poll::Ready(Wait::Timeout),
         }
     }
 }
 
 struct Conn {
-    ctx: Rc<WorkerCtx>,
+    // The worker: `guard.ctx()` (one reference, not two, per connection).
     /// Generation of the config this connection serves.
     /// (Truncated: only compared for equality, 4 bytes fewer per connection.)
     gen: u32,
@@ -238,6 +296,12 @@ struct Conn {
     spec: u32,
     /// Our listener left the config: finish this request, then close.
     closing: bool,
+    /// No request served yet (the next wait is the first head's).
+    /// With `idle_ms`, in what would be padding: as locals of the request loop they
+    /// took 16 bytes of every idle connection's task.
+    first: bool,
+    /// The keep-alive timeout of the last response, in ms.
+    idle_ms: u32,
     guard: ConnGuard,
     client: Client,
     /// The access log's and the middleware's per-exchange state, kept
@@ -258,8 +322,27 @@ struct Spare {
 /// first bytes are the preface.
 type H2Handoff = (crate::config::Http2, Arc<Live>);
 
+/// See [`Conn::before_head`].
+enum Before {
+    /// Bytes are there (buffered, in the TLS session, or just read).
+    Go,
+    /// Wait for bytes until this coarse deadline (ms).
+    Wait(u64),
+    Close,
+}
+
+/// The header timeout of listener `spec` of `live`.
+fn header_timeout(live: &Live, spec: u32) -> Option<Duration> {
+    live.snapshot
+        .listeners
+        .get(spec as usize)
+        .map(|s| s.header_timeout)
+}
+
 enum Wait {
-    Readable,
+    /// With the wait's deadline (ms): a head's deadline is read from here
+    /// after the wait, not kept in the connection's future across it.
+    Readable(u64),
     Timeout,
     /// Draining, or the socket failed: close without a word.
     Stop,
@@ -274,115 +357,59 @@ enum HeadFail {
 }
 
 impl Conn {
-    /// `live` is the config this connection serves, refreshed between requests.
-    /// Returns the hand-off when the first bytes were the HTTP/2 preface.
-    async fn run(&mut self, live: &mut Arc<Live>) -> Option<H2Handoff> {
-        // Only what is used after the idle wait stays in this future across
-        // it (this future is most of an idle connection's task): `first` and
-        // a coarse deadline, not the keep-alive duration nor an `Instant`
-        // (16 bytes); the header timeout is looked up again after the wait.
-        let mut first = true;
-        let mut idle_ms = 0u64;
-        let header_timeout = |live: &Live, spec: u32| {
-            live.snapshot
-                .listeners
-                .get(spec as usize)
-                .map(|s| s.header_timeout)
-        };
-        loop {
-            // The head's deadline (coarse ms) when a wait counted against it:
-            // a new connection's first wait. 0: the head's time starts now.
-            let mut head_ms = 0u64;
-            if self.client.buf.is_empty() {
-                // Nothing buffered: wait without holding buffers, so idle and
-                // not-yet-talking connections own nothing but their socket.
-                self.release_buffers();
-                let tls = self.client.tls.as_ref().map(|t| t.borrow().has_plain());
-                let head_from_now =
-                    |c: &Conn, t: Duration| c.ctx.now_ms().saturating_add(t.as_millis() as u64);
-                match first {
-                    // Decrypted bytes wait in the TLS session already.
-                    _ if tls == Some(true) => {}
-                    true if tls.is_some() => {
-                        head_ms = head_from_now(self, header_timeout(live, self.spec)?);
-                        match self.wait_until(head_ms).await {
-                            Wait::Readable => {}
-                            Wait::Timeout => {
-                                Box::pin(self.fail(408)).await;
-                                return None;
-                            }
-                            Wait::Stop => return None,
-                        }
-                    }
-                    false => match self.wait_until(self.ctx.now_ms() + idle_ms).await {
-                        Wait::Readable => {}
-                        Wait::Timeout | Wait::Stop => return None,
-                    },
-                    // A new connection: its request usually arrives right
-                    // behind the handshake, so try a plain read first and
-                    // wait (the head deadline already runs) only when it
-                    // is not there yet.
-                    true => match self.read_now() {
-                        Some(true) => {}
-                        Some(false) => return None,
-                        None => {
-                            head_ms = head_from_now(self, header_timeout(live, self.spec)?);
-                            match self.wait_until(head_ms).await {
-                                Wait::Readable => {}
-                                Wait::Timeout => {
-                                    Box::pin(self.fail(408)).await;
-                                    return None;
-                                }
-                                Wait::Stop => return None,
-                            }
-                        }
-                    },
-                }
-            }
-            let deadline = match head_ms {
-                0 => Instant::now() + header_timeout(live, self.spec)?,
-                // What is left of it, to the coarse clock's tick (100 ms).
-                at => Instant::now() + Duration::from_millis(at.saturating_sub(self.ctx.now_ms())),
-            };
-            self.refresh_live(live);
-            // Prior knowledge is cleartext only: over TLS, HTTP/2 is chosen by
-            // ALPN `h2` (above), so a TLS client's preface is a bad HTTP/1.1 head.
-            let h2 = live
-                .snapshot
-                .listeners
-                .get(self.spec as usize)
-                .and_then(|s| s.http2)
-                .filter(|_| first && self.client.tls.is_none());
-            // Boxed: reading a head and running its exchange (socket ops,
-            // timers, bodies) takes a few KiB of state; inline it would be
-            // part of every idle connection's task as well. One allocation
-            // per request instead, and an idle connection's task stays small.
-            // Built in place: `Box::pin(f)` built the 8 KiB future on the
-            // stack and copied all of it into the box on every request.
-            // The h2 sniff is in the same boxed future: `deadline` then lives
-            // across no await of this one (else it would take 16 bytes in
-            // every state of it, the idle wait's included).
-            // The closures capture by `move` (a copy of `deadline`): a local
-            // a closure borrows is kept in this future across the await.
-            let (this, l): (&mut Conn, &Live) = (&mut *self, live);
-            let outcome = match h2 {
-                Some(cfg) => {
-                    match crate::worker::boxed(move || this.sniff_then_request(l, deadline)).await {
-                        Some(o) => o,
-                        None => return Some((cfg, live.clone())),
-                    }
-                }
-                None => crate::worker::boxed(move || this.request(l, deadline)).await,
-            };
-            if let Outcome::KeepAlive(d) = outcome {
-                (first, idle_ms) = (false, d.as_millis() as u64);
-                continue;
-            }
-            // One boxed future for every ending: each await point here is
-            // a slot in this future, which is most of an idle connection.
-            self.end(outcome).await;
-            return None;
+    /// What to do before reading the next head (no await: this runs in
+    /// the connection's future, whose every slot an idle connection holds).
+    /// A wait counts against the head's deadline when it is the first (a
+    /// new connection's first request), else it is the keep-alive wait.
+    fn before_head(&mut self, live: &Live) -> Before {
+        if !self.client.buf.is_empty() {
+            return Before::Go;
         }
+        // Nothing buffered: wait without holding buffers, so idle and
+        // not-yet-talking connections own nothing but their socket.
+        self.release_buffers();
+        let head_at = |c: &Conn| match header_timeout(live, c.spec) {
+            Some(t) => Before::Wait(c.guard.ctx().now_ms().saturating_add(t.as_millis() as u64)),
+            None => Before::Close,
+        };
+        match self.client.tls.as_ref().map(|t| t.borrow().has_plain()) {
+            // Decrypted bytes wait in the TLS session already.
+            Some(true) => Before::Go,
+            Some(false) if self.first => head_at(self),
+            _ if !self.first => Before::Wait(self.guard.ctx().now_ms() + u64::from(self.idle_ms)),
+            // A new plain connection: its request usually arrives right
+            // behind the handshake, so try a plain read first and wait (the
+            // head deadline already runs) only when it is not there yet.
+            _ => match self.read_now() {
+                Some(true) => Before::Go,
+                Some(false) => Before::Close,
+                None => head_at(self),
+            },
+        }
+    }
+
+    /// The head's deadline: `head_ms` (coarse ms) when a wait counted
+    /// against it, else (0) the header timeout from now.
+    fn head_deadline(&self, live: &Live, head_ms: u64) -> Option<Instant> {
+        Some(match head_ms {
+            0 => Instant::now() + header_timeout(live, self.spec)?,
+            // What is left of it, to the coarse clock's tick (100 ms).
+            at => {
+                Instant::now() + Duration::from_millis(at.saturating_sub(self.guard.ctx().now_ms()))
+            }
+        })
+    }
+
+    /// The listener's HTTP/2 settings when the next request may be the
+    /// HTTP/2 preface (a new plain connection on a listener with `http2`).
+    /// Prior knowledge is cleartext only: over TLS, HTTP/2 is chosen by
+    /// ALPN `h2` (`start`), so a TLS client's preface is a bad HTTP/1.1 head.
+    fn h2_sniff(&self, live: &Live) -> Option<crate::config::Http2> {
+        live.snapshot
+            .listeners
+            .get(self.spec as usize)
+            .and_then(|s| s.http2)
+            .filter(|_| self.first && self.client.tls.is_none())
     }
 
     /// Reads one request head (answering a bad one) and runs its exchange.
@@ -391,7 +418,7 @@ impl Conn {
             return Outcome::Drop;
         };
         if self.client.buf.capacity() == 0 {
-            self.client.buf = self.ctx.bufs.take();
+            self.client.buf = self.guard.ctx().bufs.take();
         }
         // The head's spans, and the exchange's buffers below, belong to this
         // (boxed, per request) future: the connection holds none while idle.
@@ -427,8 +454,10 @@ impl Conn {
             gw: None,
             keep_spare: false,
         };
+        // A reference of its own: the guard is lent to the exchange.
+        let ctx = self.guard.ctx().clone();
         let outcome = exchange::run(
-            &self.ctx,
+            &ctx,
             live,
             spec,
             &mut self.client,
@@ -448,7 +477,7 @@ impl Conn {
         } = s;
         for b in [ubuf, out] {
             if b.capacity() > 0 {
-                self.ctx.bufs.put(b);
+                self.guard.ctx().bufs.put(b);
             }
         }
         if keep_spare {
@@ -483,7 +512,7 @@ impl Conn {
                 crate::h2::Sniff::Partial => {}
             }
             if self.client.buf.capacity() == 0 {
-                self.client.buf = self.ctx.bufs.take();
+                self.client.buf = self.guard.ctx().bufs.take();
             }
             let room = crate::h2::PREFACE
                 .len()
@@ -501,7 +530,7 @@ impl Conn {
     /// Picks up a newly published config, unless it dropped our listener
     /// (then we keep the old one for this last request and close after it).
     fn refresh_live(&mut self, live: &mut Arc<Live>) {
-        let gen = self.ctx.generation();
+        let gen = self.guard.ctx().generation();
         let gen = gen as u32;
         if gen == self.gen {
             return;
@@ -516,7 +545,7 @@ impl Conn {
             self.closing = true;
             return;
         };
-        let new = self.ctx.live();
+        let new = self.guard.ctx().live();
         match new.by_listen.get(&listen) {
             Some(&i) => {
                 *live = new;
@@ -551,7 +580,7 @@ impl Conn {
     ) -> IdleWait<'_, impl Future<Output = std::io::Result<()>> + '_> {
         IdleWait {
             ready: self.client.stream.readable(false),
-            ctx: &self.ctx,
+            ctx: self.guard.ctx(),
             at: crate::worker::timer::Deadline::new(deadline_ms),
         }
     }
@@ -560,12 +589,12 @@ impl Conn {
     /// `Some(true)` bytes arrived, `Some(false)` EOF or error, `None` nothing
     /// yet (the buffer goes back to the pool).
     fn read_now(&mut self) -> Option<bool> {
-        let mut buf = self.ctx.bufs.take();
+        let mut buf = self.guard.ctx().bufs.take();
         let fd = std::os::fd::AsRawFd::as_raw_fd(&self.client.stream);
         let room = buf.capacity();
         match sys::recv_append(fd, &mut buf, room) {
             Ok(0) => {
-                self.ctx.bufs.put(buf);
+                self.guard.ctx().bufs.put(buf);
                 Some(false)
             }
             Ok(_) => {
@@ -573,7 +602,7 @@ impl Conn {
                 Some(true)
             }
             Err(e) => {
-                self.ctx.bufs.put(buf);
+                self.guard.ctx().bufs.put(buf);
                 match e.kind() {
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted => None,
                     _ => Some(false),
@@ -652,7 +681,7 @@ impl Conn {
         if let Some(t) = &self.client.tls {
             t.borrow_mut().release();
         }
-        let bufs = &self.ctx.bufs;
+        let bufs = &self.guard.ctx().bufs;
         if self.client.buf.capacity() > 0 {
             bufs.put(std::mem::take(&mut self.client.buf));
         }
@@ -684,7 +713,6 @@ pub(crate) fn debug_sizes() -> Vec<(&'static str, usize)> {
             "CoarseSleep",
             size_of::<crate::worker::timer::CoarseSleep<'static>>(),
         ),
-        ("run", fut2m(Conn::run)),
         ("close", fut2m(Conn::close)),
         ("finish", fut1m(Conn::finish)),
         ("linger", fut1m(Conn::linger)),

@@ -15,6 +15,7 @@
 pub mod limits;
 pub mod listener;
 pub mod peer;
+mod slots;
 pub mod timer;
 mod trim;
 
@@ -350,6 +351,12 @@ pub struct ConnGuard {
 }
 
 impl ConnGuard {
+    /// The worker the connection belongs to (an http connection reaches
+    /// it through its guard: one reference fewer in every connection).
+    pub fn ctx(&self) -> &Rc<WorkerCtx> {
+        &self.ctx
+    }
+
     /// Keeps `a` until the connection closes.
     pub fn hold(&mut self, a: limits::Admission) {
         self.admission = Some(a);

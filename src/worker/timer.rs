@@ -2,7 +2,7 @@
 //!
 //! Why not the runtime's `Sleep`: it is 640 bytes, and every idle tunnel
 //! would carry one inside its task for its whole life (the 4 KiB-per-idle-
-//! connection budget). A [`CoarseSleep`] is 24 bytes (a [`Deadline`] 16); waiting registers a
+//! connection budget). A [`CoarseSleep`] is 16 bytes (a [`Deadline`] 8); waiting registers a
 //! waker in a per-worker bucket keyed by deadline rounded up to the worker
 //! tick, and the tick wakes every bucket that is due. Resolution is one tick
 //! (100 ms), which idle timeouts of seconds to minutes do not notice.
@@ -23,7 +23,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
-use slab::Slab;
+use super::slots::Slots;
 
 use super::TICK;
 
@@ -32,18 +32,37 @@ const TICK_MS: u64 = TICK.as_millis() as u64;
 /// Stale bucket entries tolerated beyond twice the live waiters before a compaction.
 const COMPACT_SLACK: usize = 1024;
 
-/// One registered sleep: its waker (taken when its bucket fires) and its tick.
+/// One registered sleep: its waker (taken when its bucket fires: `armed`
+/// false, a no-op waker in its place) and its tick.
+///
+/// 24 bytes, and 24 as a `Slots` entry (the waker's non-null vtable is the
+/// entry's niche): with `Option<Waker>` and a u64 tick an entry was 32, and
+/// the slab holds one per idle connection (2,000 connections: 48 KiB
+/// instead of 64).
 struct Waiter {
-    waker: Option<Waker>,
-    tick: u64,
+    waker: Waker,
+    tick: u32,
+    armed: bool,
+}
+
+impl Waiter {
+    /// The waker, if armed; disarms.
+    fn take(&mut self) -> Option<Waker> {
+        if !std::mem::replace(&mut self.armed, false) {
+            return None;
+        }
+        Some(std::mem::replace(&mut self.waker, Waker::noop().clone()))
+    }
 }
 
 /// A worker's coarse timer set; driven by [`CoarseTimers::fire`] on every tick.
 #[derive(Default)]
 pub struct CoarseTimers {
-    waiters: RefCell<Slab<Waiter>>,
-    /// Tick number -> slab keys to wake at that tick.
-    buckets: RefCell<BTreeMap<u64, Vec<usize>>>,
+    /// In fixed pages (`Slots`), not a doubling `Vec`: see `worker::slots`.
+    waiters: RefCell<Slots<Waiter>>,
+    /// Tick number -> slab keys to wake at that tick (u32: keys stay
+    /// below 2^31, see [`Deadline`]; one or two entries per idle connection).
+    buckets: RefCell<BTreeMap<u64, Vec<u32>>>,
     /// Entries in `buckets`, stale ones included.
     filed: Cell<usize>,
     now: Cell<u64>,
@@ -79,8 +98,8 @@ impl CoarseTimers {
             let Some((tick, keys)) = keys else { break };
             self.filed.set(self.filed.get().saturating_sub(keys.len()));
             for k in keys {
-                let w = match self.waiters.borrow_mut().get_mut(k) {
-                    Some(w) if w.tick == tick => w.waker.take(),
+                let w = match self.waiters.borrow_mut().get_mut(k as usize) {
+                    Some(w) if u64::from(w.tick) == tick => w.take(),
                     _ => None,
                 };
                 if let Some(w) = w {
@@ -91,7 +110,7 @@ impl CoarseTimers {
     }
 
     /// Files waiter `k` under `tick`; compacts when stale entries pile up.
-    fn file(&self, k: usize, tick: u64) {
+    fn file(&self, k: u32, tick: u64) {
         self.buckets.borrow_mut().entry(tick).or_default().push(k);
         self.filed.set(self.filed.get() + 1);
         if self.filed.get() > 2 * self.waiters.borrow().len() + COMPACT_SLACK {
@@ -108,8 +127,8 @@ impl CoarseTimers {
             keys.dedup();
             keys.retain(|&k| {
                 waiters
-                    .get(k)
-                    .is_some_and(|w| w.tick == tick && w.waker.is_some())
+                    .get(k as usize)
+                    .is_some_and(|w| u64::from(w.tick) == tick && w.armed)
             });
             filed += keys.len();
             !keys.is_empty()
@@ -124,7 +143,7 @@ impl CoarseTimers {
             .waiters
             .borrow_mut()
             .iter_mut()
-            .filter_map(|(_, w)| w.waker.take())
+            .filter_map(|(_, w)| w.take())
             .collect();
         for w in wakers {
             w.wake();
@@ -148,65 +167,102 @@ impl CoarseTimers {
 /// Poll it with [`CoarseTimers::poll_deadline`]; drop it only through
 /// [`CoarseTimers::disarm`] (or its waiter stays registered until the worker
 /// stops; harmless, but a slot).
+///
+/// 8 bytes: the deadline as a tick number (u32: 13 years of ticks since the
+/// process epoch; later saturates), the waiter's slab key in 31 bits and
+/// the owner's flag in the top bit. It sits in every idle connection's task.
 pub struct Deadline {
-    pub deadline_ms: u64,
-    /// Slab key of the registered waiter; [`NO_KEY`] when none.
+    /// The tick (`TICK`) at which the deadline is due: its ms rounded up.
+    tick: u32,
+    /// Slab key of the registered waiter ([`NO_KEY`] when none), and
+    /// [`MARK`] for the owner's own use.
     key: u32,
-    /// A flag for the owner's own use (it sits in what would be padding).
-    pub mark: bool,
 }
 
-/// [`Deadline::key`] of a deadline not registered.
-const NO_KEY: u32 = u32::MAX;
+/// [`Deadline::key`] of a deadline not registered (the key bits).
+const NO_KEY: u32 = !MARK;
+/// [`Deadline::key`]'s flag bit (see [`Deadline::mark`]).
+const MARK: u32 = 1 << 31;
 
 impl Deadline {
     pub const fn new(deadline_ms: u64) -> Deadline {
+        let tick = deadline_ms.div_ceil(TICK_MS);
         Deadline {
-            deadline_ms,
+            tick: if tick > u32::MAX as u64 {
+                u32::MAX
+            } else {
+                tick as u32
+            },
             key: NO_KEY,
-            mark: false,
         }
+    }
+
+    /// The deadline in ms (since the process epoch), rounded up to its tick.
+    pub fn deadline_ms(&self) -> u64 {
+        u64::from(self.tick) * TICK_MS
+    }
+
+    /// The owner's flag (an idle http wait: it is the drain's grace).
+    pub fn marked(&self) -> bool {
+        self.key & MARK != 0
+    }
+
+    /// Sets [`Deadline::marked`].
+    pub fn mark(&mut self) {
+        self.key |= MARK;
+    }
+
+    fn slot(&self) -> u32 {
+        self.key & NO_KEY
+    }
+
+    fn set_slot(&mut self, k: u32) {
+        self.key = (self.key & MARK) | (k & NO_KEY);
     }
 }
 
 impl CoarseTimers {
-    /// Ready once the tick clock reaches `d.deadline_ms`; else registers (or
+    /// Ready once the tick clock reaches `d`'s tick; else registers (or
     /// refreshes) the waker.
     pub fn poll_deadline(&self, d: &mut Deadline, cx: &mut Context<'_>) -> Poll<()> {
-        if self.now.get() >= d.deadline_ms {
+        if self.now.get() >= d.deadline_ms() {
             self.disarm(d);
             return Poll::Ready(());
         }
-        let tick = d.deadline_ms.div_ceil(TICK_MS);
-        if d.key != NO_KEY {
-            let k = d.key as usize;
+        let tick = u64::from(d.tick);
+        if d.slot() != NO_KEY {
+            let k = d.slot();
             let mut w = self.waiters.borrow_mut();
-            match w.get_mut(k) {
+            match w.get_mut(k as usize) {
                 // Still registered (a spurious wake, or a re-poll): refresh the
                 // waker, and re-file in case a fire already took our bucket.
                 Some(slot) => {
-                    let was_armed = slot.waker.is_some() && slot.tick == tick;
-                    slot.waker = Some(cx.waker().clone());
-                    slot.tick = tick;
+                    let was_armed = slot.armed && slot.tick == d.tick;
+                    slot.waker.clone_from(cx.waker());
+                    slot.tick = d.tick;
+                    slot.armed = true;
                     drop(w);
                     if !was_armed {
                         self.file(k, tick);
                     }
                     return Poll::Pending;
                 }
-                None => d.key = NO_KEY,
+                None => d.set_slot(NO_KEY),
             }
         }
         let k = self.waiters.borrow_mut().insert(Waiter {
-            waker: Some(cx.waker().clone()),
-            tick,
+            waker: cx.waker().clone(),
+            tick: d.tick,
+            armed: true,
         });
-        self.file(k, tick);
         // Slab keys are reused and bounded by the open waiters (connections):
-        // far below u32::MAX. Past it, the waiter is dropped again and the
+        // far below 2^31. Past it, the waiter is dropped again and the
         // deadline is checked on every wake-up instead (never reached).
         match u32::try_from(k) {
-            Ok(key) if key != NO_KEY => d.key = key,
+            Ok(key) if key < NO_KEY => {
+                d.set_slot(key);
+                self.file(key, tick);
+            }
             _ => {
                 self.waiters.borrow_mut().try_remove(k);
             }
@@ -216,9 +272,9 @@ impl CoarseTimers {
 
     /// Unregisters `d`'s waiter, if any (it stays a valid, unarmed deadline).
     pub fn disarm(&self, d: &mut Deadline) {
-        if d.key != NO_KEY {
-            self.waiters.borrow_mut().try_remove(d.key as usize);
-            d.key = NO_KEY;
+        if d.slot() != NO_KEY {
+            self.waiters.borrow_mut().try_remove(d.slot() as usize);
+            d.set_slot(NO_KEY);
         }
     }
 }
@@ -255,6 +311,34 @@ mod tests {
         fn wake(self: Arc<Self>) {
             self.0.fetch_add(1, Ordering::SeqCst);
         }
+    }
+
+    /// What every idle connection holds of the timers: its `Deadline` (in
+    /// its task) and a waiter slot (in the slab, whose entry is a `Waiter`
+    /// with a niche for the vacant case, as `Option<Waiter>` shows).
+    #[test]
+    fn a_deadline_and_a_waiter_slot_stay_small() {
+        assert_eq!(std::mem::size_of::<Deadline>(), 8);
+        assert_eq!(std::mem::size_of::<CoarseSleep<'static>>(), 16);
+        assert_eq!(std::mem::size_of::<Waiter>(), 24);
+        assert_eq!(std::mem::size_of::<super::super::slots::Slot<Waiter>>(), 24);
+        // The mark bit and the key bits do not disturb each other.
+        let t = CoarseTimers::new(0);
+        let c = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(c.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut d = Deadline::new(1_001);
+        assert_eq!(d.deadline_ms(), 1_100, "rounded up to its tick");
+        d.mark();
+        assert!(t.poll_deadline(&mut d, &mut cx).is_pending());
+        assert!(d.marked() && d.slot() != NO_KEY);
+        t.disarm(&mut d);
+        assert!(d.marked() && d.slot() == NO_KEY);
+        assert_eq!(t.pending(), 0);
+        assert_eq!(
+            Deadline::new(u64::MAX).deadline_ms(),
+            u64::from(u32::MAX) * TICK_MS
+        );
     }
 
     #[test]

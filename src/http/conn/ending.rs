@@ -16,7 +16,7 @@ impl Conn {
             // of, it would live as long as the session).
             Outcome::Session(st) => crate::worker::boxed(|| {
                 let st = st;
-                crate::http::upgrade::session(&self.ctx, &self.client, *st)
+                crate::http::upgrade::session(self.guard.ctx(), &self.client, *st)
             }),
             outcome => crate::worker::boxed(|| self.close(outcome)),
         }
@@ -38,7 +38,7 @@ impl Conn {
         let tls = self.client.tls.as_deref().map(|t| t.borrow());
         let fields = tls.as_ref().map_or((None, None), |t| t.log_fields());
         crate::accesslog::http::rejected(
-            &self.ctx.log,
+            &self.guard.ctx().log,
             live,
             self.client.peer.get(),
             status,
@@ -49,7 +49,7 @@ impl Conn {
 
     /// Answers with a canned error response, then closes.
     pub(super) async fn fail(&mut self, status: u16) {
-        let mut out = self.ctx.bufs.take();
+        let mut out = self.guard.ctx().bufs.take();
         out.clear();
         match respond::canned(status) {
             Some(bytes) => out.extend_from_slice(bytes),
@@ -63,7 +63,7 @@ impl Conn {
         )
         .write_all(&mut out, 0..len, ERROR_WRITE_STALL)
         .await;
-        self.ctx.bufs.put(out);
+        self.guard.ctx().bufs.put(out);
         if sent.is_ok() {
             self.linger().await;
         }
@@ -71,14 +71,14 @@ impl Conn {
 
     /// Writes `bytes` on the plain socket, then closes with a linger.
     pub(super) async fn send_canned(&mut self, bytes: &[u8]) {
-        let mut out = self.ctx.bufs.take();
+        let mut out = self.guard.ctx().bufs.take();
         out.clear();
         out.extend_from_slice(bytes);
         let len = out.len();
         let sent = Io::Ring(&mut self.client.stream, &self.client.cancel)
             .write_all(&mut out, 0..len, ERROR_WRITE_STALL)
             .await;
-        self.ctx.bufs.put(out);
+        self.guard.ctx().bufs.put(out);
         if sent.is_ok() {
             self.linger().await;
         }
@@ -119,7 +119,7 @@ impl Conn {
         let deadline = Instant::now() + LINGER;
         let buf = &mut self.client.buf;
         if buf.capacity() == 0 {
-            *buf = self.ctx.bufs.take();
+            *buf = self.guard.ctx().bufs.take();
         }
         let mut total = 0usize;
         while total < LINGER_MAX {

@@ -46,9 +46,8 @@ impl Conn {
         else {
             return;
         };
-        let Conn {
-            ctx, client, guard, ..
-        } = self;
+        let Conn { client, guard, .. } = self;
+        let ctx = guard.ctx().clone();
         let Some(t) = client.tls else {
             return;
         };
@@ -69,9 +68,8 @@ impl Conn {
         else {
             return;
         };
-        let Conn {
-            ctx, client, guard, ..
-        } = self;
+        let Conn { client, guard, .. } = self;
+        let ctx = guard.ctx().clone();
         let (stream, peer) = (client.stream, client.peer.get());
         crate::h2::serve_tcp(ctx, live, stream, peer, listen, cfg, replay, guard).await;
     }
@@ -95,7 +93,7 @@ impl Conn {
         );
         let shaken = shake.await;
         if early.capacity() > 0 {
-            self.ctx.bufs.put(early);
+            self.guard.ctx().bufs.put(early);
         }
         match shaken {
             Ok(t) => {
