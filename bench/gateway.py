@@ -435,19 +435,26 @@ def main():
             stop(rm)
             rm = None
             wait_fds_below(bproc.pid)
-            nproc, worker = start_nginx(tmp, ng, be)
-            try:
-                n = idle_case(ng, worker, a.sessions, wsload)
-            except AssertionError as e:
-                # Seen on the shared machine: nginx resetting a handshake
-                # near 19,800 connections. The ringmesh figures still stand.
-                print(f"idle: nginx run failed ({e})", flush=True)
-                n = float("nan")
-            finally:
-                stop(nproc)
+            n, n_sessions = float("nan"), a.sessions
+            # nginx resets handshakes near 9,300-9,400 sessions here (its
+            # worker's 20,000 fds); then it is measured again with 9,000,
+            # and the figure says so.
+            for count in (a.sessions, min(a.sessions, 9000)):
+                wait_fds_below(bproc.pid)
+                nproc, worker = start_nginx(tmp, ng, be)
+                try:
+                    n, n_sessions = idle_case(ng, worker, count, wsload), count
+                    break
+                except AssertionError as e:
+                    print(f"idle: nginx run with {count} sessions failed ({e})", flush=True)
+                finally:
+                    stop(nproc)
+                if count == min(a.sessions, 9000):
+                    break
             print(f"idle: gateway {g:.0f} B, tunnel {t:.0f} B per session", flush=True)
+            ng_note = "" if n_sessions == a.sessions else f" (with {n_sessions} sessions)"
             out.append(f"idle {a.sessions} sessions, RSS growth per session (one worker): "
-                       f"gateway {g:.0f} B, ringmesh tunnel {t:.0f} B, nginx {n:.0f} B")
+                       f"gateway {g:.0f} B, ringmesh tunnel {t:.0f} B, nginx {n:.0f} B{ng_note}")
         if "broadcast" in cases:
             api, gw, tunnel = free_port(), free_port(), free_port()
             rm = start_ringmesh(a.bin, tmp, api, gw, tunnel, be, a.broadcast_workers)
