@@ -24,7 +24,9 @@
 //! moves the count; a connection per request moves it by a few around its
 //! level, a burst's worth only every several seconds (the collect walks the
 //! worker's heap pages, and purged memory costs page faults when used
-//! again: not a thing to do several times a second under load).
+//! again: not a thing to do several times a second under load). Measured
+//! at 9,900 idle gateway sessions (debug log "trim: heap collected"):
+//! 85-575 us per collect, 1,030 us with 64 spare buffers to free first.
 
 use std::cell::Cell;
 
@@ -79,6 +81,8 @@ impl Trim {
             .set(if burst { now_ms + FOLLOW_MS } else { 0 });
         self.moved.set(0);
         self.last_collect_ms.set(now_ms);
+        let started = std::time::Instant::now();
+        let spares = bufs.idle();
         while bufs.idle() > 0 {
             drop(bufs.take());
         }
@@ -86,6 +90,12 @@ impl Trim {
         // heap and segments; it takes no pointers. Harmless when mimalloc is
         // not the global allocator (tests): its heap is then empty.
         unsafe { libmimalloc_sys::mi_collect(true) };
+        tracing::debug!(
+            active,
+            spares,
+            us = started.elapsed().as_micros() as u64,
+            "trim: heap collected after a burst"
+        );
         true
     }
 }
