@@ -15,7 +15,11 @@ Cases, each answering one question:
              sockets in one epoll loop, or with --client lib a goroutine per
              connection; built here with `go build` when missing), or with
              --wsload none Python clients in 4 processes (CLOCK_MONOTONIC),
-             which time themselves more than the proxy.
+             which time themselves more than the proxy. Beside it, the floor:
+             bench/fanout_floor.c (compiled with cc here) sends the same
+             100-byte frames to as many loopback connections from as many
+             threads as ringmesh has workers, one send(2) each, read by one
+             epoll loop: what the kernel alone costs (--no-floor skips it).
   echo       proxy CPU (utime+stime from /proc) per echoed 64-byte message,
              gateway route vs tunnel route, same clients and backend.
 
@@ -379,6 +383,23 @@ def broadcast_case(api, gw, n, rounds, rm_pid, wsload=None, client="raw"):
     return pick(lat, 0.5), pick(lat, 0.99), pick(answers, 0.5), cpu
 
 
+def fanout_floor(tmp, n, rounds, senders):
+    """The same fan-out with no proxy: bench/fanout_floor.c's one line, or
+    None when there is no C compiler."""
+    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fanout_floor.c")
+    exe = os.path.join(tmp, "fanout_floor")
+    try:
+        subprocess.run(["cc", "-O2", "-pthread", "-o", exe, src], check=True)
+    except (OSError, subprocess.CalledProcessError) as e:
+        print(f"broadcast floor skipped: cc failed ({e})", flush=True)
+        return None
+    r = subprocess.run([exe, str(n), str(rounds), str(senders)], capture_output=True, text=True, timeout=300)
+    if r.returncode != 0:
+        print(f"broadcast floor failed: {r.stderr.strip()}", flush=True)
+        return None
+    return "floor (bench/fanout_floor.c, no proxy): " + r.stdout.strip()
+
+
 def echo_case(port, pid, clients=50, msgs=400):
     async def main():
         conns = await open_many(port, clients)
@@ -411,6 +432,7 @@ def main():
     ap.add_argument("--broadcast-workers", type=int, default=1, help="ringmesh workers in the broadcast case")
     ap.add_argument("--client", default="raw", help="wsload broadcast clients: raw (epoll loops) or lib (goroutine per connection)")
     ap.add_argument("--cases", default="idle,broadcast,echo")
+    ap.add_argument("--no-floor", action="store_true", help="skip bench/fanout_floor.c beside the broadcast")
     a = ap.parse_args()
     raise_nofile()
     cases = a.cases.split(",")
@@ -467,6 +489,10 @@ def main():
             stop(rm)
             rm = None
             api, gw, tunnel = free_port(), free_port(), free_port()
+            if not a.no_floor:
+                floor = fanout_floor(tmp, sessions, a.broadcasts, a.broadcast_workers)
+                if floor:
+                    out.append(floor)
         if "echo" in cases:
             rm = start_ringmesh(a.bin, tmp, api, gw, tunnel, be)
             gcpu, grate = echo_case(gw, rm.pid)
