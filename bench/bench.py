@@ -155,7 +155,7 @@ def applies(test, cand, tcp_http):
         return "http" in modes or (tcp_http and bool({"tcp", "tcp-http"} & modes))
     if test.startswith("tcp-"):
         return "tcp" in modes
-    return cand != "direct"   # idle: through a proxy
+    return cand not in ("direct", "floor-tcp")   # idle: through a proxy (the floor holds no state worth counting)
 
 
 def cpu_layout(workers):

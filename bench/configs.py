@@ -41,8 +41,11 @@ CANDIDATES = {
     "ringmesh-mw":  {"http_port": 18092, "tcp_port": None, "modes": {"http"}},
     "nginx-log":    {"http_port": 18093, "tcp_port": None, "modes": {"http"}},
     "nginx-mw":     {"http_port": 18094, "tcp_port": None, "modes": {"http"}},
+    # The L4 floor (issue 15), run only when named: bench/relay_floor.c, the least a
+    # user-space relay can do (epoll, read, write; nothing else), compiled with cc.
+    "floor-tcp":    {"http_port": 18095, "tcp_port": None, "modes": {"tcp-http"}},
 }
-VARIANTS = {"ringmesh-log", "ringmesh-mw", "nginx-log", "nginx-mw"}
+VARIANTS = {"ringmesh-log", "ringmesh-mw", "nginx-log", "nginx-mw", "floor-tcp"}
 
 # The five head-only middlewares of the "mw" variants, and nginx's equivalents.
 RINGMESH_MW = [
@@ -200,6 +203,12 @@ def write_candidate(name, d, cpus, nofile, ringmesh_bin=None):
         with open(conf, "w") as f:
             json.dump(cfg, f, indent=2)
         return [ringmesh_bin, "run", "--config", conf]
+
+    if name == "floor-tcp":
+        exe = os.path.join(d, "relay_floor")
+        src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "relay_floor.c")
+        subprocess.run(["cc", "-O2", "-o", exe, src], check=True)
+        return [exe, HOST, str(c["http_port"]), HOST, str(BACKEND_PORT)]
 
     if name in ("nginx-log", "nginx-mw"):
         http_extra = location_extra = ""

@@ -57,6 +57,8 @@ def wait_port(port, limit=10.0):
 
 
 RT = []
+# Targets whose process runs only while it is measured (busy pollers): name -> argv.
+ONLY_WHILE_MEASURED = {}
 
 
 def pin(cpu):
@@ -127,16 +129,10 @@ def run_load(grpc, port, rate, duration):
     return lat, errors
 
 
-def start_peers(tmp, gport, cpu, procs):
-    """HAProxy and nginx as h2c gRPC proxies to the same server, one process/worker each, pinned
-    like ringmesh: the reference for what a proxy hop adds on this machine."""
-    out = []
-    hport, nport = free_port(), free_port()
-    hcfg = os.path.join(tmp, "haproxy.cfg")
-    with open(hcfg, "w") as f:
-        f.write(f"""global
+def haproxy_cfg(hport, gport, global_extra=""):
+    return f"""global
     nbthread 1
-defaults
+{global_extra}defaults
     mode http
     timeout connect 5s
     timeout client 60s
@@ -146,13 +142,30 @@ frontend f
     default_backend b
 backend b
     server s 127.0.0.1:{gport} proto h2
-""")
-    procs.append(subprocess.Popen(pin(cpu) + ["haproxy", "-db", "-f", hcfg],
-                                  stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "haproxy.log"), "w")))
-    if wait_port(hport):
-        out.append(("haproxy", hport, False))
-    else:
-        print("    haproxy did not listen")
+"""
+
+
+def start_peers(tmp, gport, cpu, procs, busy=False):
+    """HAProxy and nginx as h2c gRPC proxies to the same server, one process/worker each, pinned
+    like ringmesh: the reference for what a proxy hop adds on this machine. With busy, also a
+    HAProxy with `busy-polling` (nginx has no such setting)."""
+    out = []
+    for name, extra in [("haproxy", "")] + ([("haproxy-busy", "    busy-polling\n")] if busy else []):
+        hport = free_port()
+        hcfg = os.path.join(tmp, f"{name}.cfg")
+        with open(hcfg, "w") as f:
+            f.write(haproxy_cfg(hport, gport, extra))
+        if extra:
+            ONLY_WHILE_MEASURED[name] = pin(cpu) + ["haproxy", "-db", "-f", hcfg]
+            out.append((name, hport, False))
+            continue
+        procs.append(subprocess.Popen(pin(cpu) + ["haproxy", "-db", "-f", hcfg], stdout=subprocess.DEVNULL,
+                                      stderr=open(os.path.join(tmp, f"{name}.log"), "w")))
+        if wait_port(hport):
+            out.append((name, hport, False))
+        else:
+            print(f"    {name} did not listen")
+    nport = free_port()
     ndir = os.path.join(tmp, "nginx")
     os.makedirs(os.path.join(ndir, "logs"), exist_ok=True)
     ncfg = os.path.join(ndir, "nginx.conf")
@@ -195,6 +208,9 @@ def main():
     ap.add_argument("--peers", action="store_true",
                     help="also HAProxy (proto h2 both sides) and nginx (grpc_pass) as h2c gRPC proxies, pinned like ringmesh")
     ap.add_argument("--base", default=None, help="a second ringmesh binary in the same run (A/B)")
+    ap.add_argument("--busy-poll", action="store_true",
+                    help="also a ringmesh with \"busy_poll\": true (and, with --peers, HAProxy with busy-polling), "
+                         "pinned like the others: what a worker that never sleeps saves on this VM")
     ap.add_argument("--rt", action="store_true",
                     help="run every process SCHED_FIFO (chrt -f 10): other load on the machine cannot delay them, "
                          "and a CPU never idles while they wait (no vCPU wake-up cost)")
@@ -260,8 +276,18 @@ def main():
             if not wait_port(bport):
                 sys.exit("base ringmesh did not listen")
             targets.append(("base", bport, False))
+        if a.busy_poll:
+            bport = free_port()
+            bcfg = dict(cfg, busy_poll=True, routes={str(bport): {"name": "grpc", "backends": backends}})
+            bpath = os.path.join(tmp, "busy.json")
+            with open(bpath, "w") as f:
+                json.dump(bcfg, f)
+            # A busy poller takes its whole CPU: it runs only while it is measured.
+            ONLY_WHILE_MEASURED["ringmesh-busy"] = pin(a.proxy_cpu) + [a.bin, "run", "--config", bpath,
+                                                                      "--log", "warn"]
+            targets.append(("ringmesh-busy", bport, False))
         if a.peers and go:
-            targets += start_peers(tmp, gport, a.proxy_cpu, procs)
+            targets += start_peers(tmp, gport, a.proxy_cpu, procs, a.busy_poll)
         client = "Go (bench/grpcload)" if go else "Python grpcio"
         print(f"gRPC unary, {a.rate:.0f} req/s for {a.duration:.0f} s, {client} client, latency (us) "
               f"from each call's start (Go) or scheduled time (Python); 'sched p99' from the schedule")
@@ -269,12 +295,23 @@ def main():
         for rep in range(1, a.reps + 1):
             res = {}
             for name, port, t in targets:
+                lazy = None
+                if name in ONLY_WHILE_MEASURED:
+                    lazy = subprocess.Popen(ONLY_WHILE_MEASURED[name], stdout=subprocess.DEVNULL,
+                                            stderr=subprocess.DEVNULL)
+                    procs.append(lazy)
+                    if not wait_port(port):
+                        sys.exit(f"{name} did not listen")
+                    time.sleep(0.5)
                 if go:
                     calls, err, p50, p99, p999, sp99 = run_go(tool, port, a.rate, a.duration, t)
                 else:
                     lat, err = run_load(grpc, port, a.rate, a.duration)
                     calls, p50, p99, p999 = len(lat), pct(lat, .5) * 1e6, pct(lat, .99) * 1e6, pct(lat, .999) * 1e6
                     sp99 = p99
+                if lazy:
+                    lazy.kill()
+                    lazy.wait()
                 res[name] = p99
                 print(f"{rep:>3} {name:<13} {calls:>6} {err:>4} {p50:>8.0f} {p99:>8.0f} {p999:>8.0f} {sp99:>10.0f}")
             for name, _, _ in targets[1:]:

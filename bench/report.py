@@ -154,7 +154,10 @@ def ratios_table(results):
     """ringmesh divided by nginx and by HAProxy, per case, from this run's medians."""
     by = {(e["test"], e["candidate"]): aggregate(e) for e in results}
     rows = []
-    ours = [c for c in dict.fromkeys(e["candidate"] for e in results) if c.startswith("ringmesh")]
+    # floor-tcp (bench/relay_floor.c) is ranked like ringmesh's tcp route: what the
+    # least possible relay would score against the same peers.
+    ours = [c for c in dict.fromkeys(e["candidate"] for e in results)
+            if c.startswith("ringmesh") or c == "floor-tcp"]
     for test, cand in ((t, c) for t in dict.fromkeys(e["test"] for e in results) for c in ours):
         rm = by.get((test, cand))
         if not rm or not rm.get("reps_ok"):
@@ -162,7 +165,7 @@ def ratios_table(results):
         kind = kind_of(test)
         direct = by.get((test, "direct"))
         # ringmesh's tcp route is compared with the other proxies' tcp modes.
-        refs = REFERENCES["tcp"] if cand.split("@")[0] == "ringmesh-tcp" else REFERENCES[kind]
+        refs = REFERENCES["tcp"] if cand.split("@")[0] in ("ringmesh-tcp", "floor-tcp") else REFERENCES[kind]
         for ref in refs:
             other = by.get((test, ref))
             if not other or not other.get("reps_ok"):

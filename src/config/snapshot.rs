@@ -261,6 +261,10 @@ pub struct Snapshot {
     pub shutdown_delay: Duration,
     /// Capacity of each splice pipe (F_SETPIPE_SZ).
     pub pipe_size: usize,
+    /// `busy_poll`: workers poll with a zero timeout instead of sleeping
+    /// (HAProxy's `busy-polling`): lower latency on VMs for a whole CPU
+    /// each (`worker::busy`). io_uring driver only.
+    pub busy_poll: bool,
     /// Process-wide `max_connections` and `max_connections_per_ip`.
     pub limits: Limits,
     /// `upstream_keepalive`: the idle upstream connection pool.

@@ -51,7 +51,7 @@ fn defaults_and_extensions() {
     let s = parse(
         r#"{"routes": {"9000": {"backends": [{"internal_port": 9001}]}},
             "workers": 3, "backlog": 128, "shutdown_grace": "1.5s", "pipe_size": 1048576,
-            "listen_host": "127.0.0.1", "//": "a comment",
+            "listen_host": "127.0.0.1", "//": "a comment", "busy_poll": true,
             "upstream_keepalive": {"max_idle": 8, "idle_timeout": "5s"},
             "dashboard_port": 8999}"#,
     )
@@ -59,7 +59,9 @@ fn defaults_and_extensions() {
     assert_eq!(s.upstream_keepalive.max_idle, 8);
     assert_eq!(s.upstream_keepalive.idle_timeout, Duration::from_secs(5));
     assert_eq!(s.workers, 3);
+    assert!(s.busy_poll);
     let d = parse(r#"{"routes": {"9000": {"backends": [{"internal_port": 9001}]}}}"#).unwrap();
+    assert!(!d.busy_poll, "busy_poll is off unless asked for");
     assert_eq!(d.upstream_keepalive.max_idle, 64);
     assert_eq!(d.upstream_keepalive.idle_timeout, Duration::from_secs(30));
     assert_eq!(s.backlog, 128);
@@ -160,7 +162,7 @@ fn bad_configs_report_every_error_with_its_path() {
         (
             r#"{"dashbord_port": "1", "routes": {"8080": {"backend": [], "backends": [{"internal_port": 1, "port": 2}]}}}"#,
             &[
-                "dashbord_port: unknown field; expected one of: dashboard_host, dashboard_port, trusted_origins, service_name, internal_port, routes, workers, listen_host, backlog, shutdown_grace, shutdown_delay, pipe_size, api_token, max_connections, max_connections_per_ip, upstream_keepalive, access_log, config_source",
+                "dashbord_port: unknown field; expected one of: dashboard_host, dashboard_port, trusted_origins, service_name, internal_port, routes, workers, listen_host, backlog, shutdown_grace, shutdown_delay, pipe_size, api_token, max_connections, max_connections_per_ip, upstream_keepalive, access_log, config_source, busy_poll",
                 r#"routes."8080".backend: unknown field; expected one of: name, protocol, load_balance, backends, listen, hosts, proxy_protocol, sni, timeouts, max_connections, ready_timeout, idle_timeout, health, tls, redirect_https, hsts, access_log, middleware, http2, gateway"#,
                 r#"routes."8080".backends[0].port: unknown field; expected one of: name, cmd, args, internal_host, internal_port, ready_timeout, send_proxy, tls, weight, discover, protocol"#,
             ],
@@ -197,13 +199,14 @@ fn bad_configs_report_every_error_with_its_path() {
             ],
         ),
         (
-            r#"{"workers": -1, "backlog": "many", "shutdown_grace": "soon", "pipe_size": 10, "listen_host": "localhost",
+            r#"{"workers": -1, "backlog": "many", "shutdown_grace": "soon", "pipe_size": 10, "listen_host": "localhost", "busy_poll": "yes",
                 "routes": {"8080": {"timeouts": {"connect": 0, "read": "1s"}, "backends": [{"cmd": "x"}]}}}"#,
             &[
                 "workers: -1 is not a non-negative integer",
                 r#"backlog: "many" is not a non-negative integer"#,
                 r#"shutdown_grace: "soon" is not a duration; write e.g. "500ms", "30s", "5m" or a number of seconds"#,
                 "pipe_size: 10 is too small (at least 4096 bytes)",
+                r#"busy_poll: expected true or false, found "yes""#,
                 r#"listen_host: "localhost" is not an IP address"#,
                 r#"routes."8080".timeouts.read: unknown field; expected one of: connect, idle, header, keepalive, response"#,
                 "routes.\"8080\".timeouts.connect: 0 must be greater than zero",

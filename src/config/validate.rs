@@ -89,6 +89,7 @@ const TOP_FIELDS: &[&str] = &[
     "upstream_keepalive",
     "access_log",
     "config_source",
+    "busy_poll",
 ];
 const UPSTREAM_KEEPALIVE_FIELDS: &[&str] = &["max_idle", "idle_timeout"];
 const ROUTE_FIELDS: &[&str] = &[
@@ -350,6 +351,7 @@ impl Validator {
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             shutdown_delay: Duration::ZERO,
             pipe_size: DEFAULT_PIPE_SIZE,
+            busy_poll: false,
             limits: Limits::default(),
             upstream_keepalive: UpstreamKeepalive::default(),
             access_log: None,
@@ -401,6 +403,14 @@ impl Validator {
             } else {
                 snap.pipe_size = p as usize;
             }
+        }
+        match top.get("busy_poll") {
+            None | Some(Value::Null) => {}
+            Some(Value::Bool(b)) => snap.busy_poll = *b,
+            Some(other) => self.err(
+                "busy_poll",
+                format!("expected true or false, found {other}"),
+            ),
         }
         if let Some(v) = top.get("upstream_keepalive") {
             if let Some(m) = self.object(v, "upstream_keepalive") {

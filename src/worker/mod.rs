@@ -12,6 +12,7 @@
 //! wake-ups a second cost nothing measurable, keep the runtime free of the
 //! eventfd and thread-pool machinery, and bound reload and drain latency at 100 ms.
 
+mod busy;
 pub mod limits;
 pub mod listener;
 pub mod peer;
@@ -169,6 +170,7 @@ pub struct WorkerCtx {
     pressure_logged_ms: Cell<u64>,
     accept_paused_until: Cell<u64>,
     trim: trim::Trim,
+    busy: busy::Busy,
 }
 
 impl WorkerCtx {
@@ -492,11 +494,13 @@ async fn run(
         pressure_logged_ms: Cell::new(0),
         accept_paused_until: Cell::new(0),
         trim: Default::default(),
+        busy: Default::default(),
     });
     ctx.apply_pool_limits();
     let mut listeners = Listeners::default();
     listeners.start(&ctx, spec.listeners);
     monoio::spawn(crate::gateway::hub::serve(ctx.clone()));
+    busy::follow(&ctx, driver);
     ready(ctx.id, driver);
 
     while !shared.draining() {
@@ -506,6 +510,7 @@ async fn run(
             // must not have two accept loops for a moment.
             listeners.retire_removed(&ctx.live()).await;
             ctx.sessions.retire_removed(&ctx.live(), ctx.now_ms());
+            busy::follow(&ctx, driver);
             if !shared.draining() {
                 listeners.start(&ctx, socks);
             }
