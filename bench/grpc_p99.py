@@ -284,7 +284,7 @@ def main():
                 json.dump(bcfg, f)
             # A busy poller takes its whole CPU: it runs only while it is measured.
             ONLY_WHILE_MEASURED["ringmesh-busy"] = pin(a.proxy_cpu) + [a.bin, "run", "--config", bpath,
-                                                                      "--log", "warn"]
+                                                                      "--log", "warn"] + (["--io", a.io] if a.io else [])
             targets.append(("ringmesh-busy", bport, False))
         if a.peers and go:
             targets += start_peers(tmp, gport, a.proxy_cpu, procs, a.busy_poll)

@@ -1,8 +1,7 @@
-//! `"busy_poll": true` (HAProxy's `busy-polling`): on io_uring the worker
-//! never sleeps while it waits (it takes its CPU even when idle), still
-//! serves, still fires its timers (a keep-alive connection closes at its
-//! timeout) and stops spinning when a reload turns the setting off. The
-//! epoll driver says it ignores the setting and sleeps as usual.
+//! `"busy_poll": true` (HAProxy's `busy-polling`): on either driver the
+//! worker never sleeps while it waits (it takes its CPU even when idle),
+//! still serves, still fires its timers (a keep-alive connection closes at
+//! its timeout) and stops spinning when a reload turns the setting off.
 
 mod support;
 
@@ -74,27 +73,15 @@ fn busy_poll_spins_serves_keeps_timers_and_reloads_off(io: &str) {
     );
     assert!(t0.elapsed() >= Duration::from_millis(1800));
 
+    // A spinning worker takes its CPU with no traffic at all (a lenient
+    // bound: the suite's other tests share the two CPUs).
     let spent = idle_cpu_ms(rm.pid(), Duration::from_secs(1));
-    if io == "uring" {
-        // A spinning worker takes its CPU with no traffic at all (a lenient
-        // bound: the suite's other tests share the two CPUs).
-        assert!(
-            spent >= 250,
-            "busy_poll on io_uring: the idle worker used only {spent} ms of CPU in 1 s; log:\n{}",
-            rm.logs()
-        );
-        assert!(rm.logs().contains("busy polling on"), "{}", rm.logs());
-    } else {
-        assert!(
-            spent <= 150,
-            "busy_poll on epoll must be ignored, but the idle worker used {spent} ms of CPU in 1 s"
-        );
-        assert!(
-            rm.logs().contains("busy_poll needs the io_uring driver"),
-            "{}",
-            rm.logs()
-        );
-    }
+    assert!(
+        spent >= 250,
+        "busy_poll ({io}): the idle worker used only {spent} ms of CPU in 1 s; log:\n{}",
+        rm.logs()
+    );
+    assert!(rm.logs().contains("busy polling on"), "{}", rm.logs());
 
     // A reload turns it off: the worker sleeps again, and still serves.
     std::fs::write(&rm.config, config(port, backend.port, false)).unwrap();
@@ -107,9 +94,7 @@ fn busy_poll_spins_serves_keeps_timers_and_reloads_off(io: &str) {
         "the worker kept spinning after a reload turned busy_poll off; log:\n{}",
         rm.logs()
     );
-    if io == "uring" {
-        assert!(rm.logs().contains("busy polling off"), "{}", rm.logs());
-    }
+    assert!(rm.logs().contains("busy polling off"), "{}", rm.logs());
     let mut c = Client::connect(port);
     assert_eq!(c.get("/after", "a", "").body_str(), "/after");
 }

@@ -263,7 +263,7 @@ pub struct Snapshot {
     pub pipe_size: usize,
     /// `busy_poll`: workers poll with a zero timeout instead of sleeping
     /// (HAProxy's `busy-polling`): lower latency on VMs for a whole CPU
-    /// each (`worker::busy`). io_uring driver only.
+    /// each (`worker::busy`).
     pub busy_poll: bool,
     /// Process-wide `max_connections` and `max_connections_per_ip`.
     pub limits: Limits,
