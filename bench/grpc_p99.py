@@ -310,8 +310,12 @@ def main():
                     calls, p50, p99, p999 = len(lat), pct(lat, .5) * 1e6, pct(lat, .99) * 1e6, pct(lat, .999) * 1e6
                     sp99 = p99
                 if lazy:
-                    lazy.kill()
-                    lazy.wait()
+                    lazy.terminate()
+                    try:
+                        lazy.wait(timeout=5)
+                    except subprocess.TimeoutExpired:
+                        lazy.kill()
+                        lazy.wait()
                 res[name] = p99
                 print(f"{rep:>3} {name:<13} {calls:>6} {err:>4} {p50:>8.0f} {p99:>8.0f} {p999:>8.0f} {sp99:>10.0f}")
             for name, _, _ in targets[1:]:
@@ -319,9 +323,16 @@ def main():
                     continue
                 print(f"{rep:>3} added p99 ({name}): {res[name] - res['direct']:.0f} us")
     finally:
+        # SIGTERM first: a SIGKILLed nginx master leaves its worker behind.
         for p in procs:
-            p.kill()
-            p.wait()
+            if p.poll() is None:
+                p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
 
 
 if __name__ == "__main__":
